@@ -1,0 +1,579 @@
+"""The Multi-Paxos consensus core, without I/O.
+
+``Node`` is a deterministic state machine.  Its host feeds it peer messages
+(``receive``), client commands (``propose``), read requests (``read``) and
+clock ticks (``tick``), then collects a ``Ready`` bundle: records to make
+durable, messages to send, chosen values to apply, reads that may be
+answered.  The host must persist a bundle's records before it acts on the
+rest of that bundle.  Nothing in here opens a socket, reads a clock, sleeps
+or touches a file; randomness comes from the ``random.Random`` it is given.
+
+Roles, each in its own section below:
+
+* acceptor: keeps the highest promised ballot and the accepted value per slot;
+* proposer: a candidate runs phase 1 once for every slot above what it knows
+  to be chosen, re-proposes what the promises reported and fills gaps with
+  no-ops, then as leader runs phase 2 per slot (one batch of commands each);
+* learner: advances the commit index from quorums of ``Accepted``, from the
+  leader's commit index, or by catch-up from a peer.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+from paxos import limits
+from paxos.messages import (
+    NO_BALLOT,
+    NOOP,
+    Accept,
+    Accepted,
+    AcceptedEntry,
+    AcceptRecord,
+    Ballot,
+    CatchupReply,
+    CatchupRequest,
+    ChosenRecord,
+    CommitRecord,
+    DurableState,
+    Heartbeat,
+    HeartbeatAck,
+    Message,
+    NodeId,
+    Prepare,
+    Promise,
+    PromiseRecord,
+    Ready,
+    Reject,
+    Slot,
+    Value,
+)
+
+
+class Role(Enum):
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True)
+class Config:
+    heartbeat_ticks: int = limits.HEARTBEAT_TICKS
+    election_ticks_min: int = limits.ELECTION_TICKS_MIN
+    election_ticks_max: int = limits.ELECTION_TICKS_MAX
+    leader_quorum_timeout_ticks: int = limits.LEADER_QUORUM_TIMEOUT_TICKS
+    retransmit_ticks: int = limits.RETRANSMIT_TICKS
+    max_in_flight: int = limits.MAX_IN_FLIGHT_SLOTS
+    max_batch_commands: int = limits.MAX_BATCH_COMMANDS
+    max_batch_bytes: int = limits.MAX_BATCH_BYTES
+    max_pending_commands: int = limits.MAX_PENDING_COMMANDS
+    max_pending_reads: int = limits.MAX_PENDING_READS
+    max_catchup_entries: int = limits.MAX_CATCHUP_ENTRIES
+    max_catchup_bytes: int = limits.MAX_CATCHUP_BYTES
+    # Deliberate mistakes, for proving that the simulator catches them.
+    # Never set outside tests.  Known names: see PLANTABLE_BUGS.
+    planted_bugs: frozenset[str] = frozenset()
+
+
+PLANTABLE_BUGS = frozenset(
+    {
+        "accept_lower_ballot",  # acceptor accepts a ballot below its promise
+        "skip_reproposal",  # new leader fills every open slot with a no-op
+        "unconfirmed_read",  # leader answers reads without a quorum round
+        "ack_before_fsync",  # host acts on a bundle before persisting it (host-side)
+    }
+)
+
+
+@dataclass
+class _Proposal:
+    value: Value
+    acks: set[NodeId]
+    sent_at: int
+
+
+@dataclass
+class _PendingRead:
+    read_id: int
+    read_index: Slot
+    need_seq: int
+
+
+@dataclass
+class _LeaderState:
+    ballot: Ballot
+    next_slot: Slot
+    in_flight: dict[Slot, _Proposal] = field(default_factory=dict)
+    heartbeat_seq: int = 0
+    confirmed_seq: int = 0
+    acked_seq: dict[NodeId, int] = field(default_factory=dict)
+    last_heard: dict[NodeId, int] = field(default_factory=dict)
+    reads: deque[_PendingRead] = field(default_factory=deque)
+    # Reads confirmed by a quorum round, waiting for the commit index.
+    confirmed_reads: deque[_PendingRead] = field(default_factory=deque)
+    read_round_wanted: bool = False
+
+
+class Node:
+    """One server's consensus state; see the module docstring."""
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        cluster_size: int,
+        rng: random.Random,
+        config: Config | None = None,
+        durable: DurableState | None = None,
+    ) -> None:
+        if not 0 <= node_id < cluster_size:
+            raise ValueError(f"node id {node_id} outside cluster of {cluster_size}")
+        unknown = (config.planted_bugs if config else frozenset()) - PLANTABLE_BUGS
+        if unknown:
+            raise ValueError(f"unknown planted bugs: {sorted(unknown)}")
+        self.id = node_id
+        self.peers = [n for n in range(cluster_size) if n != node_id]
+        self.quorum = cluster_size // 2 + 1
+        self.config = config or Config()
+        self._rng = rng
+        state = durable or DurableState()
+        # acceptor
+        self.promised: Ballot = state.promised
+        # Only slots above the commit index: chosen slots live in ``chosen``.
+        self.accepted: dict[Slot, tuple[Ballot, Value]] = {
+            slot: entry for slot, entry in state.accepted.items() if slot > state.commit_index
+        }
+        # learner
+        self.chosen: dict[Slot, Value] = {}
+        self.commit_index: Slot = 0
+        self._emitted_index: Slot = 0
+        self._recover_chosen(state)
+        self._leader_commit_hint: Slot = self.commit_index
+        self._catchup_from: NodeId | None = None
+        self._catchup_sent_at: int | None = None
+        # proposer
+        self.role = Role.FOLLOWER
+        self.leader: NodeId | None = None
+        self._max_round_seen = self.promised.round
+        self._candidate_ballot: Ballot | None = None
+        self._promises: dict[NodeId, Promise] = {}
+        self._lead: _LeaderState | None = None
+        self._pending: deque[bytes] = deque()
+        # time
+        self.now = 0
+        self._last_leader_contact = -(10**9)
+        self._election_deadline = 0
+        self._reset_election_timer()
+        self._out = Ready()
+
+    # ------------------------------------------------------------------ inputs
+
+    def tick(self) -> None:
+        self.now += 1
+        if self.role is Role.LEADER:
+            self._leader_tick()
+        elif self.now >= self._election_deadline:
+            self._start_phase1()
+        self._maybe_catch_up()
+
+    def receive(self, msg: Message) -> None:
+        if isinstance(msg, Prepare):
+            self._on_prepare(msg)
+        elif isinstance(msg, Promise):
+            self._on_promise(msg)
+        elif isinstance(msg, Accept):
+            self._on_accept(msg)
+        elif isinstance(msg, Accepted):
+            self._on_accepted(msg)
+        elif isinstance(msg, Reject):
+            self._on_reject(msg)
+        elif isinstance(msg, Heartbeat):
+            self._on_heartbeat(msg)
+        elif isinstance(msg, HeartbeatAck):
+            self._on_heartbeat_ack(msg)
+        elif isinstance(msg, CatchupRequest):
+            self._on_catchup_request(msg)
+        elif isinstance(msg, CatchupReply):
+            self._on_catchup_reply(msg)
+
+    def propose(self, command: bytes) -> bool:
+        """Queue one encoded command; False when not leader or too busy."""
+        if self._lead is None or len(self._pending) >= self.config.max_pending_commands:
+            return False
+        self._pending.append(command)
+        return True
+
+    def read(self, read_id: int) -> bool:
+        """Start a linearizable read; False when not leader or too busy.
+
+        The read is reported in ``Ready.reads`` with a read index once a
+        quorum has confirmed this leader's ballot after the call and every
+        slot that may hold a chosen value is known.
+        """
+        lead = self._lead
+        if lead is None or len(lead.reads) + len(lead.confirmed_reads) >= self.config.max_pending_reads:
+            return False
+        read_index = lead.next_slot - 1
+        if "unconfirmed_read" in self.config.planted_bugs:
+            self._out.reads.append((read_id, self.commit_index))
+            return True
+        lead.reads.append(_PendingRead(read_id, read_index, lead.heartbeat_seq + 1))
+        lead.read_round_wanted = True
+        return True
+
+    def ready(self) -> Ready:
+        """Hand over everything produced since the last call."""
+        if self._lead is not None:
+            self._flush_proposals(self._lead)
+            if self._lead.read_round_wanted and self._lead.confirmed_seq >= self._lead.heartbeat_seq:
+                self._send_heartbeats(self._lead)
+            self._serve_confirmed_reads(self._lead)
+        self._emit_committed()
+        out, self._out = self._out, Ready()
+        return out
+
+    # ------------------------------------------------------------ observation
+
+    @property
+    def ballot(self) -> Ballot:
+        return self._lead.ballot if self._lead else self.promised
+
+    def is_leader(self) -> bool:
+        return self._lead is not None
+
+    # ---------------------------------------------------------------- acceptor
+
+    def _on_prepare(self, msg: Prepare) -> None:
+        self._note_round(msg.ballot)
+        if msg.ballot < self.promised or self._leader_is_alive(msg.sender):
+            self._send(msg.sender, Reject(self.id, self.promised, 0))
+            return
+        self._promise(msg.ballot)
+        self._reset_election_timer()
+        first = max(msg.from_slot, self.commit_index + 1)
+        entries = tuple(
+            AcceptedEntry(slot, ballot, value)
+            for slot, (ballot, value) in sorted(self.accepted.items())
+            if slot >= first
+        )
+        self._send(msg.sender, Promise(self.id, msg.ballot, self.commit_index, entries))
+
+    def _on_accept(self, msg: Accept) -> None:
+        self._note_round(msg.ballot)
+        if msg.ballot < self.promised and "accept_lower_ballot" not in self.config.planted_bugs:
+            self._send(msg.sender, Reject(self.id, self.promised, msg.slot))
+            return
+        self._follow(msg.sender, msg.ballot)
+        # A slot we know to be chosen can only be re-proposed with its chosen
+        # value, so it is acknowledged without being stored again.
+        if msg.slot > self.commit_index:
+            self.accepted[msg.slot] = (msg.ballot, msg.value)
+            self._out.persist.append(AcceptRecord(msg.slot, msg.ballot, msg.value))
+        self._send(msg.sender, Accepted(self.id, msg.ballot, msg.slot))
+        self._learn_commit(msg.sender, msg.ballot, msg.commit_index)
+
+    def _on_heartbeat(self, msg: Heartbeat) -> None:
+        self._note_round(msg.ballot)
+        if msg.ballot < self.promised:
+            self._send(msg.sender, Reject(self.id, self.promised, 0))
+            return
+        self._follow(msg.sender, msg.ballot)
+        self._send(msg.sender, HeartbeatAck(self.id, msg.ballot, msg.seq, self.commit_index))
+        self._learn_commit(msg.sender, msg.ballot, msg.commit_index)
+
+    def _promise(self, ballot: Ballot) -> None:
+        if ballot > self.promised:
+            self.promised = ballot
+            self._out.persist.append(PromiseRecord(ballot))
+        if self._lead is not None and self._lead.ballot < ballot:
+            self._step_down()
+        if self._candidate_ballot is not None and self._candidate_ballot < ballot:
+            self._candidate_ballot = None
+            self.role = Role.FOLLOWER
+
+    def _follow(self, leader: NodeId, ballot: Ballot) -> None:
+        """A leader with ``ballot`` (>= our promise) is alive."""
+        self._promise(ballot)
+        if leader != self.id:
+            self.leader = leader
+            self._last_leader_contact = self.now
+            self._reset_election_timer()
+
+    def _leader_is_alive(self, candidate: NodeId) -> bool:
+        # Leader stickiness: while the leader we follow is heard from, refuse
+        # to help a rival depose it.  This only delays elections; it cannot
+        # make two values chosen, since we never accept below our promise.
+        # The window is half the shortest election timeout, so a candidate
+        # that timed out on a dead leader is not turned away by peers that
+        # heard the leader's last heartbeat a moment later than it did.
+        window = self.config.election_ticks_min // 2
+        return (
+            self.leader is not None
+            and self.leader != candidate
+            and (self._lead is not None or self.now - self._last_leader_contact < window)
+        )
+
+    # ---------------------------------------------------------------- proposer
+
+    def _reset_election_timer(self) -> None:
+        low, high = self.config.election_ticks_min, self.config.election_ticks_max
+        self._election_deadline = self.now + self._rng.randrange(low, high)
+
+    def _note_round(self, ballot: Ballot) -> None:
+        self._max_round_seen = max(self._max_round_seen, ballot.round)
+
+    def _start_phase1(self) -> None:
+        if self._lead is not None:
+            self._step_down()
+        self.role = Role.CANDIDATE
+        self.leader = None
+        ballot = Ballot(max(self._max_round_seen, self.promised.round) + 1, self.id)
+        self._max_round_seen = ballot.round
+        self._candidate_ballot = ballot
+        self._promises = {}
+        self._reset_election_timer()
+        self._promise(ballot)
+        prepare = Prepare(self.id, ballot, self.commit_index + 1)
+        for peer in self.peers:
+            self._send(peer, prepare)
+        self._on_promise(self._own_promise(ballot))
+
+    def _own_promise(self, ballot: Ballot) -> Promise:
+        entries = tuple(
+            AcceptedEntry(slot, b, value)
+            for slot, (b, value) in sorted(self.accepted.items())
+            if slot > self.commit_index
+        )
+        return Promise(self.id, ballot, self.commit_index, entries)
+
+    def _on_promise(self, msg: Promise) -> None:
+        if self.role is not Role.CANDIDATE or msg.ballot != self._candidate_ballot:
+            return
+        self._promises[msg.sender] = msg
+        if len(self._promises) >= self.quorum:
+            self._become_leader(msg.ballot)
+
+    def _become_leader(self, ballot: Ballot) -> None:
+        promises = list(self._promises.values())
+        # Slots up to the highest reported commit index are chosen; learn them
+        # by catch-up.  Above it every quorum member reported what it
+        # accepted, so the highest-ballot value is the only safe choice.
+        known_chosen = max(p.commit_index for p in promises)
+        best: dict[Slot, tuple[Ballot, Value]] = {}
+        for promise in promises:
+            for entry in promise.accepted:
+                if entry.slot > known_chosen and (entry.slot not in best or entry.ballot > best[entry.slot][0]):
+                    best[entry.slot] = (entry.ballot, entry.value)
+        top = max([known_chosen, *best])
+        self.role = Role.LEADER
+        self.leader = self.id
+        self._candidate_ballot = None
+        lead = _LeaderState(ballot=ballot, next_slot=top + 1)
+        lead.last_heard = {p: self.now for p in self.peers}
+        self._lead = lead
+        if known_chosen > self.commit_index:
+            source = max(promises, key=lambda p: p.commit_index).sender
+            self._note_leader_commit(source, known_chosen)
+        skip = "skip_reproposal" in self.config.planted_bugs
+        for slot in range(max(known_chosen, self.commit_index) + 1, top + 1):
+            if slot in self.chosen:
+                continue
+            value = NOOP if skip or slot not in best else best[slot][1]
+            self._propose_in_slot(lead, slot, value)
+        self._send_heartbeats(lead)
+
+    def _step_down(self) -> None:
+        self._lead = None
+        self._pending.clear()
+        self.role = Role.FOLLOWER
+        self.leader = None
+        self._out.lost_leadership = True
+        self._reset_election_timer()
+
+    def _on_reject(self, msg: Reject) -> None:
+        self._note_round(msg.promised)
+        mine = self._lead.ballot if self._lead else self._candidate_ballot
+        if mine is None or msg.promised <= mine:
+            return
+        if self._lead is not None:
+            self._step_down()
+        else:
+            # Duelling candidates: back off for a fresh random timeout.
+            self.role = Role.FOLLOWER
+            self._candidate_ballot = None
+            self._reset_election_timer()
+
+    def _flush_proposals(self, lead: _LeaderState) -> None:
+        cfg = self.config
+        while self._pending and len(lead.in_flight) < cfg.max_in_flight:
+            batch: list[bytes] = []
+            size = 0
+            while self._pending and len(batch) < cfg.max_batch_commands:
+                nxt = len(self._pending[0])
+                if batch and size + nxt > cfg.max_batch_bytes:
+                    break
+                batch.append(self._pending.popleft())
+                size += nxt
+            self._propose_in_slot(lead, lead.next_slot, tuple(batch))
+            lead.next_slot += 1
+
+    def _propose_in_slot(self, lead: _LeaderState, slot: Slot, value: Value) -> None:
+        lead.in_flight[slot] = _Proposal(value, set(), self.now)
+        self.accepted[slot] = (lead.ballot, value)
+        self._out.persist.append(AcceptRecord(slot, lead.ballot, value))
+        accept = Accept(self.id, lead.ballot, slot, value, self.commit_index)
+        for peer in self.peers:
+            self._send(peer, accept)
+        self._on_accepted(Accepted(self.id, lead.ballot, slot))
+
+    def _on_accepted(self, msg: Accepted) -> None:
+        lead = self._lead
+        if lead is None or msg.ballot != lead.ballot:
+            return
+        lead.last_heard[msg.sender] = self.now
+        proposal = lead.in_flight.get(msg.slot)
+        if proposal is None:
+            return
+        proposal.acks.add(msg.sender)
+        if len(proposal.acks) >= self.quorum:
+            del lead.in_flight[msg.slot]
+            self._learn(msg.slot, proposal.value)
+
+    def _leader_tick(self) -> None:
+        lead = self._lead
+        assert lead is not None
+        heard = sum(1 for p in self.peers if self.now - lead.last_heard[p] < self.config.leader_quorum_timeout_ticks)
+        if heard + 1 < self.quorum:
+            self._step_down()
+            return
+        if self.now % self.config.heartbeat_ticks == 0:
+            self._send_heartbeats(lead)
+        for slot, proposal in lead.in_flight.items():
+            if self.now - proposal.sent_at >= self.config.retransmit_ticks:
+                proposal.sent_at = self.now
+                accept = Accept(self.id, lead.ballot, slot, proposal.value, self.commit_index)
+                for peer in self.peers:
+                    if peer not in proposal.acks:
+                        self._send(peer, accept)
+
+    # ------------------------------------------------------ reads (read index)
+
+    def _send_heartbeats(self, lead: _LeaderState) -> None:
+        lead.heartbeat_seq += 1
+        lead.read_round_wanted = False
+        beat = Heartbeat(self.id, lead.ballot, self.commit_index, lead.heartbeat_seq)
+        for peer in self.peers:
+            self._send(peer, beat)
+        self._on_heartbeat_ack(HeartbeatAck(self.id, lead.ballot, lead.heartbeat_seq, self.commit_index))
+
+    def _on_heartbeat_ack(self, msg: HeartbeatAck) -> None:
+        lead = self._lead
+        if lead is None or msg.ballot != lead.ballot:
+            return
+        lead.last_heard[msg.sender] = self.now
+        lead.acked_seq[msg.sender] = max(lead.acked_seq.get(msg.sender, 0), msg.seq)
+        acked = sorted(lead.acked_seq.values(), reverse=True)
+        if len(acked) < self.quorum:
+            return
+        confirmed = acked[self.quorum - 1]
+        if confirmed <= lead.confirmed_seq:
+            return
+        lead.confirmed_seq = confirmed
+        while lead.reads and lead.reads[0].need_seq <= confirmed:
+            lead.confirmed_reads.append(lead.reads.popleft())
+        if lead.reads:
+            lead.read_round_wanted = True
+
+    def _serve_confirmed_reads(self, lead: _LeaderState) -> None:
+        while lead.confirmed_reads and lead.confirmed_reads[0].read_index <= self.commit_index:
+            read = lead.confirmed_reads.popleft()
+            self._out.reads.append((read.read_id, read.read_index))
+
+    # ----------------------------------------------------------------- learner
+
+    def _learn(self, slot: Slot, value: Value) -> None:
+        if slot <= self.commit_index or slot in self.chosen:
+            return
+        self.chosen[slot] = value
+        start = self.commit_index
+        while self.commit_index + 1 in self.chosen:
+            self.commit_index += 1
+            self.accepted.pop(self.commit_index, None)
+        if self.commit_index > start:
+            self._out.persist.append(CommitRecord(self.commit_index))
+
+    def _learn_commit(self, leader: NodeId, ballot: Ballot, commit_index: Slot) -> None:
+        """The leader of ``ballot`` says every slot up to commit_index is chosen.
+
+        A slot we accepted in that same ballot holds the leader's value, which
+        is the chosen one; any other slot must come from catch-up.
+        """
+        for slot in range(self.commit_index + 1, commit_index + 1):
+            entry = self.accepted.get(slot)
+            if entry is None or entry[0] != ballot:
+                break
+            self._learn(slot, entry[1])
+        self._note_leader_commit(leader, commit_index)
+
+    def _note_leader_commit(self, source: NodeId, commit_index: Slot) -> None:
+        if commit_index > self._leader_commit_hint:
+            self._leader_commit_hint = commit_index
+        if commit_index > self.commit_index:
+            self._catchup_from = source
+            self._maybe_catch_up()
+
+    def _maybe_catch_up(self) -> None:
+        if self._catchup_from is None or self.commit_index >= self._leader_commit_hint:
+            return
+        sent = self._catchup_sent_at
+        if sent is not None and self.now - sent < self.config.retransmit_ticks:
+            return
+        self._catchup_sent_at = self.now
+        self._send(self._catchup_from, CatchupRequest(self.id, self.commit_index + 1))
+
+    def _on_catchup_request(self, msg: CatchupRequest) -> None:
+        values: list[Value] = []
+        size = 0
+        slot = msg.from_slot
+        while slot <= self.commit_index and len(values) < self.config.max_catchup_entries:
+            value = self.chosen[slot]
+            size += sum(len(c) for c in value)
+            if values and size > self.config.max_catchup_bytes:
+                break
+            values.append(value)
+            slot += 1
+        self._send(msg.sender, CatchupReply(self.id, msg.from_slot, tuple(values), self.commit_index))
+
+    def _on_catchup_reply(self, msg: CatchupReply) -> None:
+        self._catchup_sent_at = None
+        for offset, value in enumerate(msg.values):
+            slot = msg.first_slot + offset
+            if slot > self.commit_index and slot not in self.chosen:
+                self._out.persist.append(ChosenRecord(slot, value))
+                self._learn(slot, value)
+        self._note_leader_commit(msg.sender, msg.commit_index)
+
+    def _recover_chosen(self, state: DurableState) -> None:
+        for slot in range(1, state.commit_index + 1):
+            if slot in state.chosen:
+                self.chosen[slot] = state.chosen[slot]
+            elif slot in state.accepted:
+                self.chosen[slot] = state.accepted[slot][1]
+            else:
+                raise ValueError(f"log says slot {slot} is chosen but holds no value for it")
+        self.commit_index = state.commit_index
+        for slot, value in state.chosen.items():
+            if slot > self.commit_index:
+                self.chosen[slot] = value
+
+    def _emit_committed(self) -> None:
+        while self._emitted_index < self.commit_index:
+            self._emitted_index += 1
+            self._out.committed.append((self._emitted_index, self.chosen[self._emitted_index]))
+
+    # -------------------------------------------------------------------- send
+
+    def _send(self, to: NodeId, msg: Message) -> None:
+        self._out.messages.append((to, msg))

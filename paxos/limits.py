@@ -1,0 +1,43 @@
+"""Every named limit of paxoskv in one place.
+
+Times are in core ticks; the server drives the core with one tick every
+``TICK_SECONDS``.  Sizes are bytes unless a name says otherwise.
+"""
+
+from __future__ import annotations
+
+TICK_SECONDS = 0.01
+
+# Leader liveness.  A follower that hears nothing from the leader for a random
+# number of ticks in [ELECTION_TICKS_MIN, ELECTION_TICKS_MAX) starts phase 1.
+HEARTBEAT_TICKS = 5
+ELECTION_TICKS_MIN = 30
+ELECTION_TICKS_MAX = 60
+# A leader that has not heard from a quorum for this long steps down, so that
+# clients waiting on it fail over instead of waiting for their deadline.
+LEADER_QUORUM_TIMEOUT_TICKS = ELECTION_TICKS_MAX
+# Unanswered accepts and catch-up requests are sent again after this long.
+RETRANSMIT_TICKS = 20
+
+# Replication pipeline.
+MAX_IN_FLIGHT_SLOTS = 64
+MAX_BATCH_COMMANDS = 1024
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+MAX_PENDING_COMMANDS = 20_000
+MAX_PENDING_READS = 20_000
+MAX_CATCHUP_ENTRIES = 1024
+MAX_CATCHUP_BYTES = 8 * 1024 * 1024
+
+# Client-visible data limits.
+MAX_KEY_BYTES = 1024
+DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+MAX_CLIENT_ID_BYTES = 128
+# Per-client results kept for retried writes; the least recently active
+# client sessions beyond this many are forgotten (deterministically).
+MAX_CLIENT_SESSIONS = 100_000
+MAX_RESULTS_PER_SESSION = 1024
+
+# Transport.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+PEER_QUEUE_LIMIT = 10_000
+DEFAULT_PORT = 50051

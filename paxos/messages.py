@@ -1,0 +1,189 @@
+"""Plain data the consensus core consumes and produces.
+
+Peer messages, write-ahead-log records and the output bundle of the core.
+They are immutable, hashable and free of any I/O, so the simulator can copy,
+reorder and duplicate them freely; ``paxos.codec`` maps them to protobuf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+NodeId = int
+Slot = int
+# A log value is a batch of encoded client commands; the empty batch is a no-op.
+Value = tuple[bytes, ...]
+NOOP: Value = ()
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Ballot:
+    """Proposal number: a higher round wins, the node index breaks ties."""
+
+    round: int
+    node: NodeId
+
+    def __str__(self) -> str:
+        return f"{self.round}.{self.node}"
+
+
+# Real ballots have round >= 1, so this is lower than all of them.
+NO_BALLOT = Ballot(0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedEntry:
+    slot: Slot
+    ballot: Ballot
+    value: Value
+
+
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    sender: NodeId
+    ballot: Ballot
+    from_slot: Slot
+
+
+@dataclass(frozen=True, slots=True)
+class Promise:
+    sender: NodeId
+    ballot: Ballot
+    commit_index: Slot
+    accepted: tuple[AcceptedEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    sender: NodeId
+    ballot: Ballot
+    slot: Slot
+    value: Value
+    commit_index: Slot
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    sender: NodeId
+    ballot: Ballot
+    slot: Slot
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    sender: NodeId
+    promised: Ballot
+    slot: Slot
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    sender: NodeId
+    ballot: Ballot
+    commit_index: Slot
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatAck:
+    sender: NodeId
+    ballot: Ballot
+    seq: int
+    commit_index: Slot
+
+
+@dataclass(frozen=True, slots=True)
+class CatchupRequest:
+    sender: NodeId
+    from_slot: Slot
+
+
+@dataclass(frozen=True, slots=True)
+class CatchupReply:
+    sender: NodeId
+    # Chosen values of consecutive slots starting at first_slot.
+    first_slot: Slot
+    values: tuple[Value, ...]
+    commit_index: Slot
+
+
+Message = Union[
+    Prepare, Promise, Accept, Accepted, Reject, Heartbeat, HeartbeatAck, CatchupRequest, CatchupReply
+]
+
+
+# --- records the core asks its host to make durable -----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PromiseRecord:
+    ballot: Ballot
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptRecord:
+    slot: Slot
+    ballot: Ballot
+    value: Value
+
+
+@dataclass(frozen=True, slots=True)
+class ChosenRecord:
+    """A chosen value learned from a peer rather than accepted here."""
+
+    slot: Slot
+    value: Value
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRecord:
+    """Every slot up to ``index`` is chosen and its value is in the log."""
+
+    index: Slot
+
+
+Record = Union[PromiseRecord, AcceptRecord, ChosenRecord, CommitRecord]
+
+
+@dataclass(slots=True)
+class DurableState:
+    """What a server recovers from its log after a restart."""
+
+    promised: Ballot = NO_BALLOT
+    accepted: dict[Slot, tuple[Ballot, Value]] = field(default_factory=dict)
+    chosen: dict[Slot, Value] = field(default_factory=dict)
+    commit_index: Slot = 0
+
+    def apply(self, record: Record) -> None:
+        if isinstance(record, PromiseRecord):
+            self.promised = max(self.promised, record.ballot)
+        elif isinstance(record, AcceptRecord):
+            self.accepted[record.slot] = (record.ballot, record.value)
+            self.promised = max(self.promised, record.ballot)
+        elif isinstance(record, ChosenRecord):
+            self.chosen[record.slot] = record.value
+        else:
+            self.commit_index = max(self.commit_index, record.index)
+
+
+@dataclass(slots=True)
+class Ready:
+    """One bundle of work for the host, in the order it must be done.
+
+    1. append ``persist`` to the log and fsync it;
+    2. only then send ``messages``, apply ``committed`` in order and answer
+       ``reads`` (each read may be answered once the applied index reaches
+       its read index).
+    """
+
+    persist: list[Record] = field(default_factory=list)
+    messages: list[tuple[NodeId, Message]] = field(default_factory=list)
+    committed: list[tuple[Slot, Value]] = field(default_factory=list)
+    reads: list[tuple[int, Slot]] = field(default_factory=list)
+    # Leadership was lost: pending writes may or may not be chosen later and
+    # pending reads can no longer be confirmed here.
+    lost_leadership: bool = False
+
+    def empty(self) -> bool:
+        return not (self.persist or self.messages or self.committed or self.reads or self.lost_leadership)

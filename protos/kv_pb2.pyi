@@ -1,0 +1,162 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Consistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LINEARIZABLE: _ClassVar[Consistency]
+    LOCAL: _ClassVar[Consistency]
+
+class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OK: _ClassVar[Status]
+    NOT_LEADER: _ClassVar[Status]
+    UNKNOWN: _ClassVar[Status]
+    INVALID: _ClassVar[Status]
+    UNAVAILABLE: _ClassVar[Status]
+LINEARIZABLE: Consistency
+LOCAL: Consistency
+OK: Status
+NOT_LEADER: Status
+UNKNOWN: Status
+INVALID: Status
+UNAVAILABLE: Status
+
+class Command(_message.Message):
+    __slots__ = ("client_id", "seq", "first_unacked", "set", "delete", "iset")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    FIRST_UNACKED_FIELD_NUMBER: _ClassVar[int]
+    SET_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    ISET_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    seq: int
+    first_unacked: int
+    set: SetOp
+    delete: DeleteOp
+    iset: ImageSetOp
+    def __init__(self, client_id: _Optional[str] = ..., seq: _Optional[int] = ..., first_unacked: _Optional[int] = ..., set: _Optional[_Union[SetOp, _Mapping]] = ..., delete: _Optional[_Union[DeleteOp, _Mapping]] = ..., iset: _Optional[_Union[ImageSetOp, _Mapping]] = ...) -> None: ...
+
+class SetOp(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class DeleteOp(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class ImageSetOp(_message.Message):
+    __slots__ = ("hash", "metadata")
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    hash: bytes
+    metadata: str
+    def __init__(self, hash: _Optional[bytes] = ..., metadata: _Optional[str] = ...) -> None: ...
+
+class WriteRequest(_message.Message):
+    __slots__ = ("command",)
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    command: Command
+    def __init__(self, command: _Optional[_Union[Command, _Mapping]] = ...) -> None: ...
+
+class WriteReply(_message.Message):
+    __slots__ = ("status", "removed", "leader_hint", "error")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    LEADER_HINT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    removed: bool
+    leader_hint: str
+    error: str
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., removed: _Optional[bool] = ..., leader_hint: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class GetRequest(_message.Message):
+    __slots__ = ("key", "consistency")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    consistency: Consistency
+    def __init__(self, key: _Optional[str] = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
+
+class GetReply(_message.Message):
+    __slots__ = ("status", "found", "value", "leader_hint", "error")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_HINT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    found: bool
+    value: str
+    leader_hint: str
+    error: str
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., found: _Optional[bool] = ..., value: _Optional[str] = ..., leader_hint: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ImageGetRequest(_message.Message):
+    __slots__ = ("hash", "max_distance", "limit", "consistency")
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    hash: bytes
+    max_distance: int
+    limit: int
+    consistency: Consistency
+    def __init__(self, hash: _Optional[bytes] = ..., max_distance: _Optional[int] = ..., limit: _Optional[int] = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
+
+class ImageMatch(_message.Message):
+    __slots__ = ("hash", "distance", "metadata")
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    hash: bytes
+    distance: int
+    metadata: str
+    def __init__(self, hash: _Optional[bytes] = ..., distance: _Optional[int] = ..., metadata: _Optional[str] = ...) -> None: ...
+
+class ImageGetReply(_message.Message):
+    __slots__ = ("status", "matches", "leader_hint", "error")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    LEADER_HINT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    matches: _containers.RepeatedCompositeFieldContainer[ImageMatch]
+    leader_hint: str
+    error: str
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., matches: _Optional[_Iterable[_Union[ImageMatch, _Mapping]]] = ..., leader_hint: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("name", "address", "role", "leader", "ballot", "commit_index", "applied_index")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    BALLOT_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    role: str
+    leader: str
+    ballot: str
+    commit_index: int
+    applied_index: int
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., ballot: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ...) -> None: ...

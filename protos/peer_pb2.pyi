@@ -1,0 +1,151 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Ballot(_message.Message):
+    __slots__ = ("round", "node")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    node: int
+    def __init__(self, round: _Optional[int] = ..., node: _Optional[int] = ...) -> None: ...
+
+class Value(_message.Message):
+    __slots__ = ("commands",)
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    commands: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, commands: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class Entry(_message.Message):
+    __slots__ = ("slot", "ballot", "value")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    BALLOT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    slot: int
+    ballot: Ballot
+    value: Value
+    def __init__(self, slot: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+
+class Prepare(_message.Message):
+    __slots__ = ("ballot", "from_slot")
+    BALLOT_FIELD_NUMBER: _ClassVar[int]
+    FROM_SLOT_FIELD_NUMBER: _ClassVar[int]
+    ballot: Ballot
+    from_slot: int
+    def __init__(self, ballot: _Optional[_Union[Ballot, _Mapping]] = ..., from_slot: _Optional[int] = ...) -> None: ...
+
+class Promise(_message.Message):
+    __slots__ = ("ballot", "commit_index", "accepted")
+    BALLOT_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    ballot: Ballot
+    commit_index: int
+    accepted: _containers.RepeatedCompositeFieldContainer[Entry]
+    def __init__(self, ballot: _Optional[_Union[Ballot, _Mapping]] = ..., commit_index: _Optional[int] = ..., accepted: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ...) -> None: ...
+
+class Accept(_message.Message):
+    __slots__ = ("ballot", "slot", "value", "commit_index")
+    BALLOT_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ballot: Ballot
+    slot: int
+    value: Value
+    commit_index: int
+    def __init__(self, ballot: _Optional[_Union[Ballot, _Mapping]] = ..., slot: _Optional[int] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., commit_index: _Optional[int] = ...) -> None: ...
+
+class Accepted(_message.Message):
+    __slots__ = ("ballot", "slot")
+    BALLOT_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    ballot: Ballot
+    slot: int
+    def __init__(self, ballot: _Optional[_Union[Ballot, _Mapping]] = ..., slot: _Optional[int] = ...) -> None: ...
+
+class Reject(_message.Message):
+    __slots__ = ("promised", "slot")
+    PROMISED_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    promised: Ballot
+    slot: int
+    def __init__(self, promised: _Optional[_Union[Ballot, _Mapping]] = ..., slot: _Optional[int] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("ballot", "commit_index", "seq")
+    BALLOT_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ballot: Ballot
+    commit_index: int
+    seq: int
+    def __init__(self, ballot: _Optional[_Union[Ballot, _Mapping]] = ..., commit_index: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class HeartbeatAck(_message.Message):
+    __slots__ = ("ballot", "seq", "commit_index")
+    BALLOT_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ballot: Ballot
+    seq: int
+    commit_index: int
+    def __init__(self, ballot: _Optional[_Union[Ballot, _Mapping]] = ..., seq: _Optional[int] = ..., commit_index: _Optional[int] = ...) -> None: ...
+
+class CatchupRequest(_message.Message):
+    __slots__ = ("from_slot",)
+    FROM_SLOT_FIELD_NUMBER: _ClassVar[int]
+    from_slot: int
+    def __init__(self, from_slot: _Optional[int] = ...) -> None: ...
+
+class CatchupReply(_message.Message):
+    __slots__ = ("entries", "commit_index")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[Entry]
+    commit_index: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit_index: _Optional[int] = ...) -> None: ...
+
+class PeerMessage(_message.Message):
+    __slots__ = ("sender", "prepare", "promise", "accept", "accepted", "reject", "heartbeat", "heartbeat_ack", "catchup_request", "catchup_reply")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    PREPARE_FIELD_NUMBER: _ClassVar[int]
+    PROMISE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REJECT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
+    CATCHUP_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CATCHUP_REPLY_FIELD_NUMBER: _ClassVar[int]
+    sender: int
+    prepare: Prepare
+    promise: Promise
+    accept: Accept
+    accepted: Accepted
+    reject: Reject
+    heartbeat: Heartbeat
+    heartbeat_ack: HeartbeatAck
+    catchup_request: CatchupRequest
+    catchup_reply: CatchupReply
+    def __init__(self, sender: _Optional[int] = ..., prepare: _Optional[_Union[Prepare, _Mapping]] = ..., promise: _Optional[_Union[Promise, _Mapping]] = ..., accept: _Optional[_Union[Accept, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., catchup_request: _Optional[_Union[CatchupRequest, _Mapping]] = ..., catchup_reply: _Optional[_Union[CatchupReply, _Mapping]] = ...) -> None: ...
+
+class StreamSummary(_message.Message):
+    __slots__ = ("received",)
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    received: int
+    def __init__(self, received: _Optional[int] = ...) -> None: ...
+
+class Partition(_message.Message):
+    __slots__ = ("blocked",)
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    blocked: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, blocked: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PartitionAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
