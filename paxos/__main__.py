@@ -1,0 +1,97 @@
+"""``python -m paxos -h HOSTFILE -n NAME [--data-dir DIR]``: run one server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from paxos import limits
+from paxos.hostfile import HostfileError, find_member, parse_hostfile
+from paxos.server import DataDirError, PaxosServer
+from paxos.wal import WalCorruption
+
+EXIT_USAGE = 2
+EXIT_DATA = 4
+
+log = logging.getLogger("paxos")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m paxos",
+        add_help=False,
+        description="Run one paxoskv server: a Multi-Paxos replica of the key-value store.",
+        epilog=(
+            "Example: python -m paxos -h hostfile.txt -n container0\n"
+            "Exit codes: 0 stopped cleanly, 2 bad usage, hostfile or address, "
+            "4 data directory refused or its log is damaged."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--help", action="help", help="show this help and exit")
+    parser.add_argument("-h", "--hostfile", required=True, metavar="HOSTFILE", help="file naming every server of the cluster")
+    parser.add_argument("-n", "--name", required=True, metavar="NAME", help="this server's name in the hostfile")
+    parser.add_argument("--data-dir", type=Path, metavar="DIR", help="where the write-ahead log lives (default ./data/NAME)")
+    parser.add_argument(
+        "--listen", metavar="HOST:PORT", help="address to bind (default 0.0.0.0 and this server's port from the hostfile)"
+    )
+    parser.add_argument(
+        "--max-value-bytes",
+        type=int,
+        default=limits.DEFAULT_MAX_VALUE_BYTES,
+        metavar="N",
+        help=f"largest value accepted by set (default {limits.DEFAULT_MAX_VALUE_BYTES})",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    parser.add_argument("--enable-fault-injection", action="store_true", help="let tests cut this server off from peers (never in production)")
+    return parser
+
+
+async def _serve(server: PaxosServer, listen: str) -> None:
+    await server.start(listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=opts.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        members = parse_hostfile(opts.hostfile)
+        node_id = find_member(members, opts.name, opts.hostfile)
+    except HostfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if opts.max_value_bytes < 1:
+        print("error: --max-value-bytes must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    data_dir = opts.data_dir or Path("data") / opts.name
+    listen = opts.listen or f"0.0.0.0:{members[node_id].port}"
+    try:
+        server = PaxosServer(
+            members, node_id, data_dir, opts.max_value_bytes, fault_injection=opts.enable_fault_injection
+        )
+    except (DataDirError, WalCorruption) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DATA
+    try:
+        asyncio.run(_serve(server, listen))
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The replicated key-value state machine.
+
+Every server applies the same chosen commands in slot order, so everything
+here is deterministic: no clocks, no randomness, no iteration over unordered
+sets.  Besides the keys it keeps, per client, the results of recent writes,
+so a write retried after a timeout or a leader change is applied at most once.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+
+from paxos import limits
+from paxos.messages import Slot, Value
+from protos import kv_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    client_id: str
+    seq: int
+    ok: bool = True
+    removed: bool = False
+    error: str = ""
+
+
+@dataclass
+class _Session:
+    first_unacked: int = 0
+    results: dict[int, Result] = field(default_factory=dict)
+
+
+def validate_key(key: str) -> str | None:
+    """An error message for a bad key, or None."""
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size == 0:
+        return "key must not be empty"
+    if size > limits.MAX_KEY_BYTES:
+        return f"key is {size} bytes; the limit is {limits.MAX_KEY_BYTES}"
+    return None
+
+
+def validate_command(cmd: kv_pb2.Command, max_value_bytes: int) -> str | None:
+    """An error message when ``cmd`` must not be applied, or None."""
+    if not cmd.client_id or len(cmd.client_id.encode()) > limits.MAX_CLIENT_ID_BYTES:
+        return f"client id must be 1 to {limits.MAX_CLIENT_ID_BYTES} bytes"
+    kind = cmd.WhichOneof("op")
+    if kind == "set":
+        value_size = len(cmd.set.value.encode("utf-8", "surrogatepass"))
+        if value_size > max_value_bytes:
+            return f"value is {value_size} bytes; the limit is {max_value_bytes}"
+        return validate_key(cmd.set.key)
+    if kind == "delete":
+        return validate_key(cmd.delete.key)
+    return f"unsupported command {kind!r}"
+
+
+class StateMachine:
+    def __init__(self, max_value_bytes: int = limits.DEFAULT_MAX_VALUE_BYTES) -> None:
+        self.max_value_bytes = max_value_bytes
+        self.data: dict[str, str] = {}
+        self.applied_index: Slot = 0
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+
+    def get(self, key: str) -> str | None:
+        return self.data.get(key)
+
+    def apply(self, slot: Slot, value: Value) -> list[Result]:
+        """Apply one chosen slot; results for the commands it carried."""
+        if slot != self.applied_index + 1:
+            raise RuntimeError(f"slot {slot} applied after {self.applied_index}; slots must apply in order")
+        self.applied_index = slot
+        results = []
+        for raw in value:
+            result = self._apply_command(raw)
+            if result is not None:
+                results.append(result)
+        return results
+
+    def cached_result(self, client_id: str, seq: int) -> Result | None:
+        session = self._sessions.get(client_id)
+        return session.results.get(seq) if session else None
+
+    def _apply_command(self, raw: bytes) -> Result | None:
+        cmd = kv_pb2.Command()
+        try:
+            cmd.ParseFromString(raw)
+        except DecodeError:
+            return None  # the leader validates before proposing; never expected
+        session = self._session(cmd.client_id)
+        if cmd.seq < session.first_unacked:
+            return None  # the client already moved on from this write
+        cached = session.results.get(cmd.seq)
+        if cached is not None:
+            return cached
+        error = validate_command(cmd, self.max_value_bytes)
+        result = Result(cmd.client_id, cmd.seq, ok=False, error=error) if error else self._execute(cmd)
+        self._remember(session, cmd, result)
+        return result
+
+    def _execute(self, cmd: kv_pb2.Command) -> Result:
+        kind = cmd.WhichOneof("op")
+        if kind == "set":
+            self.data[cmd.set.key] = cmd.set.value
+            return Result(cmd.client_id, cmd.seq)
+        removed = self.data.pop(cmd.delete.key, None) is not None
+        return Result(cmd.client_id, cmd.seq, removed=removed)
+
+    def _session(self, client_id: str) -> _Session:
+        session = self._sessions.get(client_id)
+        if session is None:
+            session = self._sessions[client_id] = _Session()
+            if len(self._sessions) > limits.MAX_CLIENT_SESSIONS:
+                self._sessions.popitem(last=False)
+        else:
+            self._sessions.move_to_end(client_id)
+        return session
+
+    def _remember(self, session: _Session, cmd: kv_pb2.Command, result: Result) -> None:
+        session.results[cmd.seq] = result
+        if cmd.first_unacked > session.first_unacked:
+            session.first_unacked = cmd.first_unacked
+            for seq in [s for s in session.results if s < cmd.first_unacked]:
+                del session.results[seq]
+        while len(session.results) > limits.MAX_RESULTS_PER_SESSION:
+            del session.results[min(session.results)]

@@ -1,0 +1,304 @@
+"""Write-ahead log: promises, accepted values, learned values, commit index.
+
+Layout: ``DIR/NNNNNNNNNNNNNNNNNNNN.wal`` segments, numbered from 1, each a
+sequence of records::
+
+    u32 payload length | u32 crc32(payload) | u32 crc32(first 8 bytes) | payload
+
+A payload starts with a one-byte kind.  ``append`` buffers, ``sync`` writes
+and fsyncs, so a whole bundle of records shares one fsync (group commit).
+
+Crash handling on open:
+
+* a torn tail (a crash in the middle of the last write: an incomplete
+  record, or a damaged record followed only by zero bytes) is cut off;
+* any other damaged record stops the server with ``WalCorruption``, because
+  dropping it could silently forget a promise or an accepted value.
+
+A new segment starts with the current promise, commit index and the accepted
+values above the commit index, so that once a snapshot covers the chosen
+slots of the older segments those can be deleted whole (compaction).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from paxos.messages import (
+    AcceptRecord,
+    Ballot,
+    ChosenRecord,
+    CommitRecord,
+    DurableState,
+    PromiseRecord,
+    Record,
+    Slot,
+    Value,
+)
+
+log = logging.getLogger(__name__)
+
+SEGMENT_BYTES = 64 * 1024 * 1024
+MAX_RECORD_BYTES = 256 * 1024 * 1024
+_HEADER = struct.Struct("<III")
+_LEN_CRC = struct.Struct("<II")
+_BALLOT = struct.Struct("<QI")
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+
+_PROMISE, _ACCEPT, _CHOSEN, _COMMIT = 1, 2, 3, 4
+
+
+class WalCorruption(RuntimeError):
+    """The log is damaged somewhere other than its torn tail."""
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _encode_value(value: Value, parts: list[bytes]) -> None:
+    parts.append(_U32.pack(len(value)))
+    for command in value:
+        parts.append(_U32.pack(len(command)))
+        parts.append(command)
+
+
+def encode_record(record: Record) -> bytes:
+    parts: list[bytes] = []
+    if isinstance(record, PromiseRecord):
+        parts += [bytes([_PROMISE]), _BALLOT.pack(record.ballot.round, record.ballot.node)]
+    elif isinstance(record, AcceptRecord):
+        parts += [bytes([_ACCEPT]), _U64.pack(record.slot), _BALLOT.pack(record.ballot.round, record.ballot.node)]
+        _encode_value(record.value, parts)
+    elif isinstance(record, ChosenRecord):
+        parts += [bytes([_CHOSEN]), _U64.pack(record.slot)]
+        _encode_value(record.value, parts)
+    else:
+        parts += [bytes([_COMMIT]), _U64.pack(record.index)]
+    payload = b"".join(parts)
+    head = _LEN_CRC.pack(len(payload), zlib.crc32(payload))
+    return head + _U32.pack(zlib.crc32(head)) + payload
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise ValueError("record payload too short")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def u32(self) -> int:
+        return int(_U32.unpack(self.take(4))[0])
+
+    def u64(self) -> int:
+        return int(_U64.unpack(self.take(8))[0])
+
+    def ballot(self) -> Ballot:
+        rnd, node = _BALLOT.unpack(self.take(_BALLOT.size))
+        return Ballot(rnd, node)
+
+    def value(self) -> Value:
+        return tuple(self.take(self.u32()) for _ in range(self.u32()))
+
+
+def decode_payload(payload: bytes) -> Record:
+    r = _Reader(payload)
+    kind = r.take(1)[0]
+    record: Record
+    if kind == _PROMISE:
+        record = PromiseRecord(r.ballot())
+    elif kind == _ACCEPT:
+        slot = r.u64()
+        record = AcceptRecord(slot, r.ballot(), r.value())
+    elif kind == _CHOSEN:
+        slot = r.u64()
+        record = ChosenRecord(slot, r.value())
+    elif kind == _COMMIT:
+        record = CommitRecord(r.u64())
+    else:
+        raise ValueError(f"unknown record kind {kind}")
+    if r.pos != len(payload):
+        raise ValueError("record has trailing bytes")
+    return record
+
+
+# ---------------------------------------------------------------- scanning
+
+
+def _scan(data: bytes) -> Iterator[tuple[int, Record | str]]:
+    """Yield (offset, record) for each good record, then (offset, reason) at
+    the first bad one, if any."""
+    pos = 0
+    while pos < len(data):
+        if pos + _HEADER.size > len(data):
+            yield pos, "incomplete header"
+            return
+        length, crc, head_crc = _HEADER.unpack_from(data, pos)
+        if zlib.crc32(data[pos : pos + 8]) != head_crc or length > MAX_RECORD_BYTES:
+            yield pos, "damaged header"
+            return
+        end = pos + _HEADER.size + length
+        if end > len(data):
+            yield pos, "incomplete payload"
+            return
+        payload = data[pos + _HEADER.size : end]
+        if zlib.crc32(payload) != crc:
+            yield pos, "checksum mismatch"
+            return
+        try:
+            record = decode_payload(payload)
+        except ValueError as exc:
+            yield pos, f"undecodable payload ({exc})"
+            return
+        yield pos, record
+        pos = end
+
+
+def _is_torn_tail(data: bytes, offset: int, reason: str) -> bool:
+    if reason in ("incomplete header", "incomplete payload"):
+        return True
+    rest = data[offset:]
+    if rest.count(0) == len(rest):
+        return True
+    if reason == "checksum mismatch":
+        length = _HEADER.unpack_from(data, offset)[0]
+        return offset + _HEADER.size + length == len(data)
+    return False
+
+
+# ---------------------------------------------------------------- the log
+
+
+class Wal:
+    """An append-only, checksummed, segmented log in one directory."""
+
+    def __init__(self, directory: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.dir = directory
+        self.segment_bytes = segment_bytes
+        self._buffer: list[bytes] = []
+        self._fd = -1
+        self._segment = 0
+        self._size = 0
+        # Enough of the durable state to start a new segment self-contained.
+        self._promised = Ballot(0, 0)
+        self._commit: Slot = 0
+        self._open_accepts: dict[Slot, AcceptRecord] = {}
+
+    @classmethod
+    def open(cls, directory: Path, segment_bytes: int = SEGMENT_BYTES) -> tuple[Wal, DurableState]:
+        directory.mkdir(parents=True, exist_ok=True)
+        wal = cls(directory, segment_bytes)
+        state = DurableState()
+        segments = wal.segments()
+        for i, path in enumerate(segments):
+            for record in wal._read_segment(path, last=i == len(segments) - 1):
+                state.apply(record)
+                wal._track(record)
+        wal._open_segment(segments[-1] if segments else None)
+        return wal, state
+
+    def segments(self) -> list[Path]:
+        return sorted(self.dir.glob("*.wal"))
+
+    def _read_segment(self, path: Path, last: bool) -> list[Record]:
+        data = path.read_bytes()
+        records: list[Record] = []
+        for offset, item in _scan(data):
+            if not isinstance(item, str):
+                records.append(item)
+                continue
+            if last and _is_torn_tail(data, offset, item):
+                log.warning("%s: dropping torn tail at byte %d (%s) left by a crash mid-write", path, offset, item)
+                with open(path, "r+b") as f:
+                    f.truncate(offset)
+                    os.fsync(f.fileno())
+                break
+            raise WalCorruption(
+                f"{path}: damaged record at byte {offset} of {len(data)} ({item}); refusing to start, "
+                "since skipping it could forget a promise or an accepted value. Restore this data "
+                "directory from a backup, or retire this server and add a fresh one."
+            )
+        return records
+
+    def _open_segment(self, path: Path | None) -> None:
+        if path is None:
+            self._segment = 1
+            path = self.dir / f"{self._segment:020d}.wal"
+        else:
+            self._segment = int(path.stem)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        _fsync_dir(self.dir)
+
+    def _track(self, record: Record) -> None:
+        if isinstance(record, PromiseRecord):
+            self._promised = max(self._promised, record.ballot)
+        elif isinstance(record, AcceptRecord):
+            self._promised = max(self._promised, record.ballot)
+            if record.slot > self._commit:
+                self._open_accepts[record.slot] = record
+        elif isinstance(record, CommitRecord) and record.index > self._commit:
+            self._commit = record.index
+            for slot in [s for s in self._open_accepts if s <= self._commit]:
+                del self._open_accepts[slot]
+
+    def append(self, records: Iterable[Record]) -> None:
+        for record in records:
+            self._track(record)
+            self._buffer.append(encode_record(record))
+
+    def sync(self) -> None:
+        """Write what was appended and make it durable."""
+        if not self._buffer:
+            return
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        _write_all(self._fd, data)
+        os.fdatasync(self._fd)
+        self._size += len(data)
+        if self._size >= self.segment_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self._segment += 1
+        path = self.dir / f"{self._segment:020d}.wal"
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        carry: list[Record] = [PromiseRecord(self._promised), CommitRecord(self._commit)]
+        carry += [self._open_accepts[s] for s in sorted(self._open_accepts)]
+        data = b"".join(encode_record(r) for r in carry)
+        _write_all(self._fd, data)
+        os.fdatasync(self._fd)
+        self._size = len(data)
+        _fsync_dir(self.dir)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self.sync()
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
