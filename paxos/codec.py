@@ -13,6 +13,8 @@ from paxos.messages import (
     HeartbeatAck,
     Message,
     Prepare,
+    PreVote,
+    PreVoteReply,
     Promise,
     Reject,
     Value,
@@ -57,6 +59,10 @@ def encode(msg: Message) -> pb.PeerMessage:
         out.promise.CopyFrom(pb.Promise(ballot=_ballot(msg.ballot), commit_index=msg.commit_index, accepted=entries))
     elif isinstance(msg, Reject):
         out.reject.CopyFrom(pb.Reject(promised=_ballot(msg.promised), slot=msg.slot))
+    elif isinstance(msg, PreVote):
+        out.pre_vote.CopyFrom(pb.PreVote(ballot=_ballot(msg.ballot)))
+    elif isinstance(msg, PreVoteReply):
+        out.pre_vote_reply.CopyFrom(pb.PreVoteReply(ballot=_ballot(msg.ballot), granted=msg.granted))
     elif isinstance(msg, CatchupRequest):
         out.catchup_request.CopyFrom(pb.CatchupRequest(from_slot=msg.from_slot))
     elif isinstance(msg, CatchupReply):
@@ -97,6 +103,10 @@ def decode(raw: pb.PeerMessage, cluster_size: int) -> Message:
         return Promise(sender, _from_ballot(p.ballot), p.commit_index, tuple(entries))
     if kind == "reject":
         return Reject(sender, _from_ballot(raw.reject.promised), raw.reject.slot)
+    if kind == "pre_vote":
+        return PreVote(sender, _from_ballot(raw.pre_vote.ballot))
+    if kind == "pre_vote_reply":
+        return PreVoteReply(sender, _from_ballot(raw.pre_vote_reply.ballot), raw.pre_vote_reply.granted)
     if kind == "catchup_request":
         _check_slot(raw.catchup_request.from_slot)
         return CatchupRequest(sender, raw.catchup_request.from_slot)

@@ -44,6 +44,8 @@ from paxos.messages import (
     Message,
     NodeId,
     Prepare,
+    PreVote,
+    PreVoteReply,
     Promise,
     PromiseRecord,
     Ready,
@@ -159,6 +161,8 @@ class Node:
         self._max_round_seen = self.promised.round
         self._candidate_ballot: Ballot | None = None
         self._promises: dict[NodeId, Promise] = {}
+        self._prevote_ballot: Ballot | None = None
+        self._prevotes: set[NodeId] = set()
         self._lead: _LeaderState | None = None
         self._pending: deque[bytes] = deque()
         # time
@@ -175,11 +179,15 @@ class Node:
         if self.role is Role.LEADER:
             self._leader_tick()
         elif self.now >= self._election_deadline:
-            self._start_phase1()
+            self._start_prevote()
         self._maybe_catch_up()
 
     def receive(self, msg: Message) -> None:
-        if isinstance(msg, Prepare):
+        if isinstance(msg, PreVote):
+            self._on_prevote(msg)
+        elif isinstance(msg, PreVoteReply):
+            self._on_prevote_reply(msg)
+        elif isinstance(msg, Prepare):
             self._on_prepare(msg)
         elif isinstance(msg, Promise):
             self._on_promise(msg)
@@ -245,9 +253,13 @@ class Node:
 
     # ---------------------------------------------------------------- acceptor
 
+    def _on_prevote(self, msg: PreVote) -> None:
+        granted = msg.ballot > self.promised and not self._leader_is_alive(msg.sender)
+        self._send(msg.sender, PreVoteReply(self.id, msg.ballot, granted))
+
     def _on_prepare(self, msg: Prepare) -> None:
         self._note_round(msg.ballot)
-        if msg.ballot < self.promised or self._leader_is_alive(msg.sender):
+        if msg.ballot < self.promised:
             self._send(msg.sender, Reject(self.id, self.promised, 0))
             return
         self._promise(msg.ballot)
@@ -303,8 +315,8 @@ class Node:
 
     def _leader_is_alive(self, candidate: NodeId) -> bool:
         # Leader stickiness: while the leader we follow is heard from, refuse
-        # to help a rival depose it.  This only delays elections; it cannot
-        # make two values chosen, since we never accept below our promise.
+        # a pre-vote to a rival.  A server that was cut off therefore cannot
+        # raise the ballot and depose a healthy leader when it comes back.
         # The window is half the shortest election timeout, so a candidate
         # that timed out on a dead leader is not turned away by peers that
         # heard the leader's last heartbeat a moment later than it did.
@@ -323,6 +335,34 @@ class Node:
 
     def _note_round(self, ballot: Ballot) -> None:
         self._max_round_seen = max(self._max_round_seen, ballot.round)
+
+    def _start_prevote(self) -> None:
+        """Ask whether a quorum would promise before raising any ballot."""
+        self._reset_election_timer()
+        # A phase 1 that timed out (lost messages, duelling candidates) starts
+        # over from the pre-vote, so a candidate cut off from the others
+        # keeps its ballot where it was.
+        self.role = Role.FOLLOWER
+        self._candidate_ballot = None
+        self.leader = None
+        ballot = Ballot(max(self._max_round_seen, self.promised.round) + 1, self.id)
+        self._prevote_ballot = ballot
+        self._prevotes = {self.id}
+        for peer in self.peers:
+            self._send(peer, PreVote(self.id, ballot))
+        self._check_prevotes()
+
+    def _on_prevote_reply(self, msg: PreVoteReply) -> None:
+        if msg.ballot != self._prevote_ballot or self.role is not Role.FOLLOWER:
+            return
+        if msg.granted:
+            self._prevotes.add(msg.sender)
+            self._check_prevotes()
+
+    def _check_prevotes(self) -> None:
+        if len(self._prevotes) >= self.quorum:
+            self._prevote_ballot = None
+            self._start_phase1()
 
     def _start_phase1(self) -> None:
         if self._lead is not None:

@@ -40,6 +40,22 @@ class AcceptedEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class PreVote:
+    """Would you promise ``ballot``?  Asked before phase 1 and changes nothing,
+    so a server cut off from the leader cannot disrupt it when it returns."""
+
+    sender: NodeId
+    ballot: Ballot
+
+
+@dataclass(frozen=True, slots=True)
+class PreVoteReply:
+    sender: NodeId
+    ballot: Ballot
+    granted: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Prepare:
     sender: NodeId
     ballot: Ballot
@@ -109,6 +125,8 @@ class CatchupReply:
 
 
 Message = Union[
+    PreVote,
+    PreVoteReply,
     Prepare, Promise, Accept, Accepted, Reject, Heartbeat, HeartbeatAck, CatchupRequest, CatchupReply
 ]
 

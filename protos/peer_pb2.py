@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/peer.proto\x12\x0cpaxoskv.peer\"%\n\x06\x42\x61llot\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0c\n\x04node\x18\x02 \x01(\r\"\x19\n\x05Value\x12\x10\n\x08\x63ommands\x18\x01 \x03(\x0c\"_\n\x05\x45ntry\x12\x0c\n\x04slot\x18\x01 \x01(\x04\x12$\n\x06\x62\x61llot\x18\x02 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\"\n\x05value\x18\x03 \x01(\x0b\x32\x13.paxoskv.peer.Value\"B\n\x07Prepare\x12$\n\x06\x62\x61llot\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\x11\n\tfrom_slot\x18\x02 \x01(\x04\"l\n\x07Promise\x12$\n\x06\x62\x61llot\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\x14\n\x0c\x63ommit_index\x18\x02 \x01(\x04\x12%\n\x08\x61\x63\x63\x65pted\x18\x03 \x03(\x0b\x32\x13.paxoskv.peer.Entry\"v\n\x06\x41\x63\x63\x65pt\x12$\n\x06\x62\x61llot\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\x0c\n\x04slot\x18\x02 \x01(\x04\x12\"\n\x05value\x18\x03 \x01(\x0b\x32\x13.paxoskv.peer.Value\x12\x14\n\x0c\x63ommit_index\x18\x04 \x01(\x04\">\n\x08\x41\x63\x63\x65pted\x12$\n\x06\x62\x61llot\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\x0c\n\x04slot\x18\x02 \x01(\x04\">\n\x06Reject\x12&\n\x08promised\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\x0c\n\x04slot\x18\x02 \x01(\x04\"T\n\tHeartbeat\x12$\n\x06\x62\x61llot\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\x14\n\x0c\x63ommit_index\x18\x02 \x01(\x04\x12\x0b\n\x03seq\x18\x03 \x01(\x04\"W\n\x0cHeartbeatAck\x12$\n\x06\x62\x61llot\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x03 \x01(\x04\"#\n\x0e\x43\x61tchupRequest\x12\x11\n\tfrom_slot\x18\x01 \x01(\x04\"J\n\x0c\x43\x61tchupReply\x12$\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x13.paxoskv.peer.Entry\x12\x14\n\x0c\x63ommit_index\x18\x02 \x01(\x04\"\xc6\x03\n\x0bPeerMessage\x12\x0e\n\x06sender\x18\x01 \x01(\r\x12(\n\x07prepare\x18\x02 \x01(\x0b\x32\x15.paxoskv.peer.PrepareH\x00\x12(\n\x07promise\x18\x03 \x01(\x0b\x32\x15.paxoskv.peer.PromiseH\x00\x12&\n\x06\x61\x63\x63\x65pt\x18\x04 \x01(\x0b\x32\x14.paxoskv.peer.AcceptH\x00\x12*\n\x08\x61\x63\x63\x65pted\x18\x05 \x01(\x0b\x32\x16.paxoskv.peer.AcceptedH\x00\x12&\n\x06reject\x18\x06 \x01(\x0b\x32\x14.paxoskv.peer.RejectH\x00\x12,\n\theartbeat\x18\x07 \x01(\x0b\x32\x17.paxoskv.peer.HeartbeatH\x00\x12\x33\n\rheartbeat_ack\x18\x08 \x01(\x0b\x32\x1a.paxoskv.peer.HeartbeatAckH\x00\x12\x37\n\x0f\x63\x61tchup_request\x18\t \x01(\x0b\x32\x1c.paxoskv.peer.CatchupRequestH\x00\x12\x33\n\rcatchup_reply\x18\n \x01(\x0b\x32\x1a.paxoskv.peer.CatchupReplyH\x00\x42\x06\n\x04\x62ody\"!\n\rStreamSummary\x12\x10\n\x08received\x18\x01 \x01(\x04\"\x1c\n\tPartition\x12\x0f\n\x07\x62locked\x18\x01 \x03(\t\"\x0e\n\x0cPartitionAck2\x8f\x01\n\x04Peer\x12\x42\n\x06Stream\x12\x19.paxoskv.peer.PeerMessage\x1a\x1b.paxoskv.peer.StreamSummary(\x01\x12\x43\n\x0cSetPartition\x12\x17.paxoskv.peer.Partition\x1a\x1a.paxoskv.peer.PartitionAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11protos/peer.proto\x12\x0cpaxoskv.peer\"%\n\x06\x42\x61llot\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0c\n\x04node\x18\x02 \x01(\r\"\x19\n\x05Value\x12\x10\n\x08\x63ommands\x18\x01 \x03(\x0c\"_\n\x05\x45ntry\x12\x0c\n\x04slot\x18\x01 \x01(\x04\x12$\n\x06\x62\x61llot\x18\x02 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\"\n\x05value\x18\x03 \x01(\x0b\x32\x13.paxoskv.peer.Value\"/\n\x07PreVote\x12$\n\x06\x62\x61llot\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\"E\n\x0cPreVoteReply\x12$\n\x06\x62\x61llot\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\x0f\n\x07granted\x18\x02 \x01(\x08\"B\n\x07Prepare\x12$\n\x06\x62\x61llot\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\x11\n\tfrom_slot\x18\x02 \x01(\x04\"l\n\x07Promise\x12$\n\x06\x62\x61llot\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\x14\n\x0c\x63ommit_index\x18\x02 \x01(\x04\x12%\n\x08\x61\x63\x63\x65pted\x18\x03 \x03(\x0b\x32\x13.paxoskv.peer.Entry\"v\n\x06\x41\x63\x63\x65pt\x12$\n\x06\x62\x61llot\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\x0c\n\x04slot\x18\x02 \x01(\x04\x12\"\n\x05value\x18\x03 \x01(\x0b\x32\x13.paxoskv.peer.Value\x12\x14\n\x0c\x63ommit_index\x18\x04 \x01(\x04\">\n\x08\x41\x63\x63\x65pted\x12$\n\x06\x62\x61llot\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\x0c\n\x04slot\x18\x02 \x01(\x04\">\n\x06Reject\x12&\n\x08promised\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\x0c\n\x04slot\x18\x02 \x01(\x04\"T\n\tHeartbeat\x12$\n\x06\x62\x61llot\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\x14\n\x0c\x63ommit_index\x18\x02 \x01(\x04\x12\x0b\n\x03seq\x18\x03 \x01(\x04\"W\n\x0cHeartbeatAck\x12$\n\x06\x62\x61llot\x18\x01 \x01(\x0b\x32\x14.paxoskv.peer.Ballot\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x03 \x01(\x04\"#\n\x0e\x43\x61tchupRequest\x12\x11\n\tfrom_slot\x18\x01 \x01(\x04\"J\n\x0c\x43\x61tchupReply\x12$\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x13.paxoskv.peer.Entry\x12\x14\n\x0c\x63ommit_index\x18\x02 \x01(\x04\"\xa7\x04\n\x0bPeerMessage\x12\x0e\n\x06sender\x18\x01 \x01(\r\x12(\n\x07prepare\x18\x02 \x01(\x0b\x32\x15.paxoskv.peer.PrepareH\x00\x12(\n\x07promise\x18\x03 \x01(\x0b\x32\x15.paxoskv.peer.PromiseH\x00\x12&\n\x06\x61\x63\x63\x65pt\x18\x04 \x01(\x0b\x32\x14.paxoskv.peer.AcceptH\x00\x12*\n\x08\x61\x63\x63\x65pted\x18\x05 \x01(\x0b\x32\x16.paxoskv.peer.AcceptedH\x00\x12&\n\x06reject\x18\x06 \x01(\x0b\x32\x14.paxoskv.peer.RejectH\x00\x12,\n\theartbeat\x18\x07 \x01(\x0b\x32\x17.paxoskv.peer.HeartbeatH\x00\x12\x33\n\rheartbeat_ack\x18\x08 \x01(\x0b\x32\x1a.paxoskv.peer.HeartbeatAckH\x00\x12\x37\n\x0f\x63\x61tchup_request\x18\t \x01(\x0b\x32\x1c.paxoskv.peer.CatchupRequestH\x00\x12\x33\n\rcatchup_reply\x18\n \x01(\x0b\x32\x1a.paxoskv.peer.CatchupReplyH\x00\x12)\n\x08pre_vote\x18\x0b \x01(\x0b\x32\x15.paxoskv.peer.PreVoteH\x00\x12\x34\n\x0epre_vote_reply\x18\x0c \x01(\x0b\x32\x1a.paxoskv.peer.PreVoteReplyH\x00\x42\x06\n\x04\x62ody\"!\n\rStreamSummary\x12\x10\n\x08received\x18\x01 \x01(\x04\"\x1c\n\tPartition\x12\x0f\n\x07\x62locked\x18\x01 \x03(\t\"\x0e\n\x0cPartitionAck2\x8f\x01\n\x04Peer\x12\x42\n\x06Stream\x12\x19.paxoskv.peer.PeerMessage\x1a\x1b.paxoskv.peer.StreamSummary(\x01\x12\x43\n\x0cSetPartition\x12\x17.paxoskv.peer.Partition\x1a\x1a.paxoskv.peer.PartitionAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,32 +37,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALUE']._serialized_end=99
   _globals['_ENTRY']._serialized_start=101
   _globals['_ENTRY']._serialized_end=196
-  _globals['_PREPARE']._serialized_start=198
-  _globals['_PREPARE']._serialized_end=264
-  _globals['_PROMISE']._serialized_start=266
-  _globals['_PROMISE']._serialized_end=374
-  _globals['_ACCEPT']._serialized_start=376
-  _globals['_ACCEPT']._serialized_end=494
-  _globals['_ACCEPTED']._serialized_start=496
-  _globals['_ACCEPTED']._serialized_end=558
-  _globals['_REJECT']._serialized_start=560
-  _globals['_REJECT']._serialized_end=622
-  _globals['_HEARTBEAT']._serialized_start=624
-  _globals['_HEARTBEAT']._serialized_end=708
-  _globals['_HEARTBEATACK']._serialized_start=710
-  _globals['_HEARTBEATACK']._serialized_end=797
-  _globals['_CATCHUPREQUEST']._serialized_start=799
-  _globals['_CATCHUPREQUEST']._serialized_end=834
-  _globals['_CATCHUPREPLY']._serialized_start=836
-  _globals['_CATCHUPREPLY']._serialized_end=910
-  _globals['_PEERMESSAGE']._serialized_start=913
-  _globals['_PEERMESSAGE']._serialized_end=1367
-  _globals['_STREAMSUMMARY']._serialized_start=1369
-  _globals['_STREAMSUMMARY']._serialized_end=1402
-  _globals['_PARTITION']._serialized_start=1404
-  _globals['_PARTITION']._serialized_end=1432
-  _globals['_PARTITIONACK']._serialized_start=1434
-  _globals['_PARTITIONACK']._serialized_end=1448
-  _globals['_PEER']._serialized_start=1451
-  _globals['_PEER']._serialized_end=1594
+  _globals['_PREVOTE']._serialized_start=198
+  _globals['_PREVOTE']._serialized_end=245
+  _globals['_PREVOTEREPLY']._serialized_start=247
+  _globals['_PREVOTEREPLY']._serialized_end=316
+  _globals['_PREPARE']._serialized_start=318
+  _globals['_PREPARE']._serialized_end=384
+  _globals['_PROMISE']._serialized_start=386
+  _globals['_PROMISE']._serialized_end=494
+  _globals['_ACCEPT']._serialized_start=496
+  _globals['_ACCEPT']._serialized_end=614
+  _globals['_ACCEPTED']._serialized_start=616
+  _globals['_ACCEPTED']._serialized_end=678
+  _globals['_REJECT']._serialized_start=680
+  _globals['_REJECT']._serialized_end=742
+  _globals['_HEARTBEAT']._serialized_start=744
+  _globals['_HEARTBEAT']._serialized_end=828
+  _globals['_HEARTBEATACK']._serialized_start=830
+  _globals['_HEARTBEATACK']._serialized_end=917
+  _globals['_CATCHUPREQUEST']._serialized_start=919
+  _globals['_CATCHUPREQUEST']._serialized_end=954
+  _globals['_CATCHUPREPLY']._serialized_start=956
+  _globals['_CATCHUPREPLY']._serialized_end=1030
+  _globals['_PEERMESSAGE']._serialized_start=1033
+  _globals['_PEERMESSAGE']._serialized_end=1584
+  _globals['_STREAMSUMMARY']._serialized_start=1586
+  _globals['_STREAMSUMMARY']._serialized_end=1619
+  _globals['_PARTITION']._serialized_start=1621
+  _globals['_PARTITION']._serialized_end=1649
+  _globals['_PARTITIONACK']._serialized_start=1651
+  _globals['_PARTITIONACK']._serialized_end=1665
+  _globals['_PEER']._serialized_start=1668
+  _globals['_PEER']._serialized_end=1811
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,20 @@ class Entry(_message.Message):
     value: Value
     def __init__(self, slot: _Optional[int] = ..., ballot: _Optional[_Union[Ballot, _Mapping]] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
 
+class PreVote(_message.Message):
+    __slots__ = ("ballot",)
+    BALLOT_FIELD_NUMBER: _ClassVar[int]
+    ballot: Ballot
+    def __init__(self, ballot: _Optional[_Union[Ballot, _Mapping]] = ...) -> None: ...
+
+class PreVoteReply(_message.Message):
+    __slots__ = ("ballot", "granted")
+    BALLOT_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    ballot: Ballot
+    granted: bool
+    def __init__(self, ballot: _Optional[_Union[Ballot, _Mapping]] = ..., granted: _Optional[bool] = ...) -> None: ...
+
 class Prepare(_message.Message):
     __slots__ = ("ballot", "from_slot")
     BALLOT_FIELD_NUMBER: _ClassVar[int]
@@ -111,7 +125,7 @@ class CatchupReply(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit_index: _Optional[int] = ...) -> None: ...
 
 class PeerMessage(_message.Message):
-    __slots__ = ("sender", "prepare", "promise", "accept", "accepted", "reject", "heartbeat", "heartbeat_ack", "catchup_request", "catchup_reply")
+    __slots__ = ("sender", "prepare", "promise", "accept", "accepted", "reject", "heartbeat", "heartbeat_ack", "catchup_request", "catchup_reply", "pre_vote", "pre_vote_reply")
     SENDER_FIELD_NUMBER: _ClassVar[int]
     PREPARE_FIELD_NUMBER: _ClassVar[int]
     PROMISE_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +136,8 @@ class PeerMessage(_message.Message):
     HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
     CATCHUP_REQUEST_FIELD_NUMBER: _ClassVar[int]
     CATCHUP_REPLY_FIELD_NUMBER: _ClassVar[int]
+    PRE_VOTE_FIELD_NUMBER: _ClassVar[int]
+    PRE_VOTE_REPLY_FIELD_NUMBER: _ClassVar[int]
     sender: int
     prepare: Prepare
     promise: Promise
@@ -132,7 +148,9 @@ class PeerMessage(_message.Message):
     heartbeat_ack: HeartbeatAck
     catchup_request: CatchupRequest
     catchup_reply: CatchupReply
-    def __init__(self, sender: _Optional[int] = ..., prepare: _Optional[_Union[Prepare, _Mapping]] = ..., promise: _Optional[_Union[Promise, _Mapping]] = ..., accept: _Optional[_Union[Accept, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., catchup_request: _Optional[_Union[CatchupRequest, _Mapping]] = ..., catchup_reply: _Optional[_Union[CatchupReply, _Mapping]] = ...) -> None: ...
+    pre_vote: PreVote
+    pre_vote_reply: PreVoteReply
+    def __init__(self, sender: _Optional[int] = ..., prepare: _Optional[_Union[Prepare, _Mapping]] = ..., promise: _Optional[_Union[Promise, _Mapping]] = ..., accept: _Optional[_Union[Accept, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., catchup_request: _Optional[_Union[CatchupRequest, _Mapping]] = ..., catchup_reply: _Optional[_Union[CatchupReply, _Mapping]] = ..., pre_vote: _Optional[_Union[PreVote, _Mapping]] = ..., pre_vote_reply: _Optional[_Union[PreVoteReply, _Mapping]] = ...) -> None: ...
 
 class StreamSummary(_message.Message):
     __slots__ = ("received",)

@@ -1,0 +1,456 @@
+"""Run a whole paxoskv cluster on this machine, one subprocess per server.
+
+``python -m paxos.local [--dir DIR] [--nodes N] [--base-port P] [--no-client] [-- SERVER_ARGS ...]``
+
+``LocalCluster`` is the reusable part: the real-process tests start, kill,
+pause and restart servers through it.  Every server runs as
+``python -m paxos -h DIR/hostfile.txt -n NAME --data-dir DIR/NAME --listen ADDR``
+with its output in ``DIR/NAME.log``.  No server outlives the cluster object:
+``stop()`` (also run by ``with`` and at interpreter exit) sends SIGTERM, waits,
+then SIGKILLs, and on Linux each server is also killed by the kernel if the
+thread that started it dies (PR_SET_PDEATHSIG), so even a SIGKILLed test run
+or launcher leaves no orphans.  Start clusters from a long-lived thread (the
+main thread in tests), because that thread's exit counts as the parent dying.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO
+
+from client import KVClient
+from client.cli import find_leaders, run_prompt
+from paxos.hostfile import HostfileError, parse_hostfile
+
+DEFAULT_DIR = Path("local-cluster")
+DEFAULT_NODES = 5
+STOP_SECONDS = 5.0  # SIGTERM grace period before SIGKILL
+STARTUP_SECONDS = 30.0
+POLL_SECONDS = 0.2
+STATUS_TIMEOUT = 1.0
+LOG_TAIL_LINES = 20
+HOSTFILE_NAME = "hostfile.txt"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Runs in the child before the server: ask the kernel to SIGKILL it when its
+# parent goes away, give up if that already happened, then become the server.
+_DEATHSIG_SHIM = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]): os._exit(1)\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n"
+)
+
+
+class ClusterError(RuntimeError):
+    """The local cluster could not be brought to the requested state."""
+
+
+class NodeExited(ClusterError):
+    """A server stopped although nobody asked it to; the message has its log tail."""
+
+
+@dataclass
+class _Node:
+    name: str
+    listen: str
+    process: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None
+    paused: bool = False
+
+
+class LocalCluster:
+    """N servers on 127.0.0.1, each a subprocess; a context manager.
+
+    ``directory`` holds the hostfile, one data directory and one log per
+    server.  An existing hostfile there is reused (so data survives restarts)
+    if it lists ``nodes`` servers; otherwise a new one is written with free
+    ports, or ports from ``base_port`` up.  ``server_args`` are appended to
+    every server's command line (e.g. ``["--enable-fault-injection"]``).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path = DEFAULT_DIR,
+        nodes: int = DEFAULT_NODES,
+        base_port: int | None = None,
+        server_args: Sequence[str] = (),
+    ) -> None:
+        if nodes < 1:
+            raise ValueError(f"a cluster needs at least 1 server, got {nodes}")
+        self.directory = Path(directory).resolve()
+        self.hostfile = self.directory / HOSTFILE_NAME
+        self.server_args = list(server_args)
+        self.reused_hostfile = self._prepare_hostfile(nodes, base_port)
+        self._nodes = {m.name: _Node(m.name, m.address) for m in parse_hostfile(self.hostfile)}
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._nodes)
+
+    def address(self, name: str) -> str:
+        return self._node(name).listen
+
+    def log_path(self, name: str) -> Path:
+        return self.directory / f"{name}.log"
+
+    def data_dir(self, name: str) -> Path:
+        return self.directory / name
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start every server that is not running."""
+        atexit.register(self.stop)
+        for name in self._nodes:
+            if not self.is_running(name):
+                self.start_node(name)
+
+    def stop(self, grace: float = STOP_SECONDS) -> None:
+        """SIGTERM every server, wait up to ``grace`` seconds, SIGKILL the rest."""
+        running = [n for n in self._nodes.values() if n.process is not None]
+        for node in running:
+            self._signal(node, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for node in running:
+            self._reap(node, deadline)
+        atexit.unregister(self.stop)
+
+    def start_node(self, name: str) -> None:
+        node = self._node(name)
+        if self.is_running(name):
+            raise ClusterError(f"{name} is already running (pid {node.process.pid if node.process else '?'})")
+        self.data_dir(name).mkdir(parents=True, exist_ok=True)
+        log = self.log_path(name).open("ab")
+        log.write(f"=== paxos.local: starting {name} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
+        log.flush()
+        node.process = subprocess.Popen(
+            self._command(node),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self._env(),
+            start_new_session=True,  # the terminal's Ctrl-C reaches only us; we stop the servers in order
+        )
+        node.log, node.paused = log, False
+
+    def kill(self, name: str, sig: int = signal.SIGKILL, grace: float = STOP_SECONDS) -> int | None:
+        """Send ``sig`` to a server and wait for it to exit (SIGKILL after ``grace``); its exit code."""
+        node = self._node(name)
+        if node.process is None:
+            raise ClusterError(f"{name} is not running")
+        self._signal(node, sig)
+        return self._reap(node, time.monotonic() + grace)
+
+    def restart(self, name: str, sig: int = signal.SIGTERM) -> None:
+        """Stop a server with ``sig`` (SIGKILL for a crash) and start it again on the same data."""
+        if self._node(name).process is not None:
+            self.kill(name, sig)
+        self.start_node(name)
+
+    def pause(self, name: str) -> None:
+        """Freeze a server (SIGSTOP): it keeps its sockets but answers nothing."""
+        self._send(name, signal.SIGSTOP)
+        self._node(name).paused = True
+
+    def resume(self, name: str) -> None:
+        self._send(name, signal.SIGCONT)
+        self._node(name).paused = False
+
+    def is_running(self, name: str) -> bool:
+        process = self._node(name).process
+        return process is not None and process.poll() is None
+
+    def pid(self, name: str) -> int | None:
+        process = self._node(name).process
+        return process.pid if process is not None else None
+
+    # ------------------------------------------------------------- waiting
+
+    def client(self, timeout: float = 10.0) -> KVClient:
+        return KVClient.from_hostfile(self.hostfile, timeout=timeout)
+
+    def check_alive(self) -> None:
+        """Raise NodeExited if a server that should be running has exited."""
+        for node in self._nodes.values():
+            if node.process is not None and node.process.poll() is not None:
+                code = node.process.returncode
+                raise NodeExited(
+                    f"{node.name} exited with code {code}; last lines of {self.log_path(node.name)}:\n"
+                    + self.log_tail(node.name)
+                )
+
+    def log_tail(self, name: str, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path(name).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            return f"(cannot read the log: {exc})"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_for_leader(self, timeout: float = STARTUP_SECONDS, progress: Callable[[str], None] | None = None) -> str:
+        """Poll until a majority of the servers follow one leader; return its name.
+
+        A lone server calling itself leader is not enough (a paused or
+        partitioned old leader still does): the leader returned is one that
+        a majority of the cluster names, so it can commit writes.  Raises
+        NodeExited if a server dies meanwhile, ClusterError at the deadline.
+        """
+        deadline = time.monotonic() + timeout
+        last_report = ""
+        with KVClient.from_hostfile(self.hostfile, timeout=STATUS_TIMEOUT) as kv:
+            while True:
+                self.check_alive()
+                nodes = kv.status()
+                leader = agreed_leader(nodes)
+                if leader is not None:
+                    return leader
+                report = _describe_progress(nodes)
+                if progress is not None and report != last_report:
+                    progress(report)
+                    last_report = report
+                if time.monotonic() >= deadline:
+                    raise ClusterError(f"no leader after {timeout:g}s ({report}); see the logs in {self.directory}")
+                time.sleep(POLL_SECONDS)
+
+    # ----------------------------------------------------------- machinery
+
+    def _node(self, name: str) -> _Node:
+        node = self._nodes.get(name)
+        if node is None:
+            raise ClusterError(f"no server named {name!r}; the cluster has {', '.join(self._nodes)}")
+        return node
+
+    def _command(self, node: _Node) -> list[str]:
+        server = [
+            "-m", "paxos",
+            "-h", str(self.hostfile),
+            "-n", node.name,
+            "--data-dir", str(self.data_dir(node.name)),
+            "--listen", node.listen,
+            *self.server_args,
+        ]  # fmt: skip
+        if sys.platform.startswith("linux"):
+            return [sys.executable, "-c", _DEATHSIG_SHIM, str(os.getpid()), *server]
+        return [sys.executable, *server]
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # The servers import this checkout of paxos whatever the caller's cwd.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+        return env
+
+    def _send(self, name: str, sig: int) -> None:
+        node = self._node(name)
+        if not self.is_running(name):
+            raise ClusterError(f"{name} is not running")
+        self._signal(node, sig)
+
+    def _signal(self, node: _Node, sig: int) -> None:
+        if node.process is None or node.process.poll() is not None:
+            return
+        node.process.send_signal(sig)
+        if node.paused and sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCONT):
+            node.process.send_signal(signal.SIGCONT)  # a stopped process would hold the signal pending
+            node.paused = False
+
+    def _reap(self, node: _Node, deadline: float) -> int | None:
+        """Wait for the server to exit until ``deadline``, then SIGKILL it; forget it."""
+        process = node.process
+        if process is None:
+            return None
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if node.log is not None:
+            node.log.close()
+        node.process, node.log, node.paused = None, None, False
+        return process.returncode
+
+    def _prepare_hostfile(self, nodes: int, base_port: int | None) -> bool:
+        """Reuse DIR/hostfile.txt if it fits, else write one; True when reused."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.hostfile.exists():
+            members = parse_hostfile(self.hostfile)
+            if len(members) != nodes:
+                raise ClusterError(
+                    f"{self.hostfile} lists {len(members)} servers, not {nodes}: "
+                    f"use --nodes {len(members)}, another --dir, or delete {self.directory} to start afresh"
+                )
+            return True
+        ports = list(range(base_port, base_port + nodes)) if base_port else free_ports(nodes)
+        lines = [f"node{i} 127.0.0.1:{port}" for i, port in enumerate(ports, start=1)]
+        header = "# Written by python -m paxos.local; reused while DIR keeps the servers' data.\n"
+        self.hostfile.write_text(header + "\n".join(lines) + "\n", encoding="utf-8")
+        return False
+
+
+def agreed_leader(nodes: Sequence[Mapping[str, object]]) -> str | None:
+    """The reachable leader that a majority of all servers name (itself included), if any."""
+    majority = len(nodes) // 2 + 1
+    for name in find_leaders(nodes):
+        followers = sum(1 for n in nodes if n["reachable"] and (n["leader"] == name or n["name"] == name))
+        if followers >= majority:
+            return name
+    return None
+
+
+def _describe_progress(nodes: Sequence[Mapping[str, object]]) -> str:
+    up = sum(1 for n in nodes if n["reachable"])
+    roles = ", ".join(f"{n['name']} {n['role']}" for n in nodes)
+    return f"{up}/{len(nodes)} servers answering: {roles}"
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 right now (held open together, so all distinct)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+# --------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m paxos.local",
+        usage="%(prog)s [--dir DIR] [--nodes N] [--base-port P] [--no-client] [-- SERVER_ARGS ...]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Start a paxoskv cluster of N servers on 127.0.0.1, wait for a leader, then open the\n"
+            "client prompt; leaving the prompt (quit, Ctrl-D), Ctrl-C or SIGTERM stops every server.\n"
+            "Data and logs stay in DIR, so running it again with the same DIR brings the data back."
+        ),
+        epilog=(
+            "Anything after '--' is passed to every server, e.g.\n"
+            "  python -m paxos.local --nodes 3 -- --log-level DEBUG\n"
+            "Exit codes: 0 stopped on request, 1 a server died or no leader was elected in time,\n"
+            "2 bad usage or an unusable DIR/hostfile.txt."
+        ),
+    )
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"cluster directory (default ./{DEFAULT_DIR})")
+    parser.add_argument("--nodes", type=int, default=DEFAULT_NODES, metavar="N", help="number of servers (default 5)")
+    parser.add_argument("--base-port", type=int, metavar="P", help="use ports P..P+N-1 (default: any free ports)")
+    parser.add_argument("--no-client", action="store_true", help="no prompt: keep the servers up until Ctrl-C/SIGTERM")
+    parser.add_argument(
+        "--startup-timeout", type=float, default=STARTUP_SECONDS, metavar="SECONDS",
+        help=f"give up if no leader is elected within this long (default {STARTUP_SECONDS:g})",
+    )  # fmt: skip
+    return parser
+
+
+def _say(message: str) -> None:
+    print(f"[paxos.local] {message}", file=sys.stderr, flush=True)
+
+
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived.  Not a KeyboardInterrupt, which the prompt takes as "cancel this line"."""
+
+
+def _raise_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated  # unwinds to the `finally` that stops the servers
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _banner(cluster: LocalCluster, leader: str) -> str:
+    hostfile = _display(cluster.hostfile)
+    return (
+        f"paxoskv: {len(cluster.names)} servers on 127.0.0.1 ({', '.join(cluster.names)}), leader {leader}\n"
+        f"  hostfile: {hostfile}\n"
+        f"  logs:     {_display(cluster.directory)}/NAME.log, data in {_display(cluster.directory)}/NAME/\n"
+        f"  connect from another terminal:  python -m client -h {hostfile}"
+    )
+
+
+def _serve_until_stopped(cluster: LocalCluster, no_client: bool) -> int:
+    if not no_client:
+        print("  leave the prompt (quit or Ctrl-D) to stop the cluster", file=sys.stderr, flush=True)
+        with cluster.client() as kv:
+            run_prompt(kv)
+        return 0
+    print("  Ctrl-C stops the cluster", file=sys.stderr, flush=True)
+    reported: set[str] = set()
+    while True:
+        for name in cluster.names:
+            if name not in reported and not cluster.is_running(name):
+                reported.add(name)
+                _say(f"warning: {name} exited; last lines of its log:\n{cluster.log_tail(name)}")
+        time.sleep(1.0)
+
+
+def _split_server_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    args = list(argv)
+    if "--" in args:
+        cut = args.index("--")
+        return args[:cut], args[cut + 1 :]
+    return args, []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    own, server_args = _split_server_args(sys.argv[1:] if argv is None else argv)
+    opts = build_parser().parse_args(own)
+    try:
+        cluster = LocalCluster(opts.dir, opts.nodes, opts.base_port, server_args)
+    except (ClusterError, HostfileError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_on_signal)
+    try:
+        reuse = " (reused, so the data of earlier runs is kept)" if cluster.reused_hostfile else ""
+        if cluster.reused_hostfile and opts.base_port:
+            reuse += "; --base-port is ignored"
+        _say(f"starting {len(cluster.names)} servers from {_display(cluster.hostfile)}{reuse}")
+        cluster.start()
+        leader = cluster.wait_for_leader(opts.startup_timeout, progress=lambda report: _say(f"waiting: {report}"))
+        print(_banner(cluster, leader), file=sys.stderr, flush=True)
+        return _serve_until_stopped(cluster, opts.no_client)
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot start a server: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, _Terminated):
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # stopping is bounded; do not leave it half done
+        _say("stopping the servers")
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
