@@ -1,0 +1,491 @@
+"""The paxoskv command line: one command and exit, or an interactive prompt.
+
+``python -m client -h HOSTFILE [--timeout SECONDS] [--stale] [COMMAND ...]``
+
+Both modes dispatch through the one ``COMMANDS`` table, so a command behaves
+the same typed at the prompt or given on the command line; only the way its
+arguments are split differs (see ``split_line`` and ``bind_argv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+from client import InvalidRequest, KVClient, KVError, Unavailable, UnknownOutcome
+from paxos.hostfile import HostfileError
+
+if TYPE_CHECKING:  # prompt_toolkit is imported only when a terminal prompt opens
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import History
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_CLUSTER = 3
+EXIT_INTERRUPTED = 130
+
+DEFAULT_TIMEOUT = 10.0
+HISTORY_FILE = "~/.paxoskv_history"
+PROMPT = "paxoskv> "
+STALE_PROMPT = "paxoskv (stale reads)> "
+# The keys of one server in `status --json`, in this order, and nothing else.
+STATUS_FIELDS = ("name", "address", "reachable", "role", "leader", "ballot", "commit_index", "applied_index")
+# Until the image feature lands, iset and iget answer with this one message.
+IMAGE_COMMANDS_UNAVAILABLE = "iset/iget are not available yet"
+
+
+class KV(Protocol):
+    """The part of ``KVClient`` the command line uses (tests pass a fake)."""
+
+    def set(self, key: str, value: str) -> None: ...
+    def get(self, key: str, consistency: str = "linearizable") -> str | None: ...
+    def delete(self, key: str) -> bool: ...
+    def status(self) -> Sequence[Mapping[str, object]]: ...
+    def close(self) -> None: ...
+
+
+ClientFactory = Callable[[str, float], KV]
+
+
+def default_client_factory(hostfile: str, timeout: float) -> KV:
+    return KVClient.from_hostfile(hostfile, timeout=timeout)
+
+
+class UsageError(Exception):
+    """A command was typed wrongly; the message says how to type it."""
+
+
+class EndSession(Exception):
+    """``quit`` or ``exit`` was typed."""
+
+
+@dataclass
+class Session:
+    kv: KV
+    out: TextIO
+    err: TextIO
+    stale: bool = False
+
+    def say(self, message: str) -> None:
+        """A message for the user (stderr), never mixed with values (stdout)."""
+        print(message, file=self.err, flush=True)
+
+
+Handler = Callable[[Session, list[str]], int]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    usage: str
+    summary: str
+    handler: Handler
+    min_args: int = 0
+    max_args: int | None = 0  # None: any number
+    rest_of_line: bool = False  # the last argument takes the rest of the line, spaces and all
+
+
+# ----------------------------------------------------------------- handlers
+
+
+def _set(s: Session, args: list[str]) -> int:
+    key, value = args
+    s.kv.set(key, value)
+    s.say("OK")
+    return EXIT_OK
+
+
+def _get(s: Session, args: list[str]) -> int:
+    value = s.kv.get(args[0], consistency="local" if s.stale else "linearizable")
+    if value is None:
+        s.say("not found")
+        return EXIT_NOT_FOUND
+    print(value, file=s.out, flush=True)
+    return EXIT_OK
+
+
+def _delete(s: Session, args: list[str]) -> int:
+    if s.kv.delete(args[0]):
+        s.say("deleted")
+        return EXIT_OK
+    s.say("not found")
+    return EXIT_NOT_FOUND
+
+
+def _status(s: Session, args: list[str]) -> int:
+    if args and args != ["--json"]:
+        raise UsageError(f"status takes only --json, not {args[0]!r}")
+    nodes = [{field: node[field] for field in STATUS_FIELDS} for node in s.kv.status()]
+    if args:
+        print(json.dumps({"nodes": nodes}, indent=2), file=s.out, flush=True)
+    else:
+        print(format_status_table(nodes), file=s.out, flush=True)
+    leaders = find_leaders(nodes)
+    if not leaders:
+        s.say("no leader: the cluster cannot serve requests until a majority of servers is up")
+        return EXIT_CLUSTER
+    if not args:
+        s.say(f"leader: {', '.join(leaders)}" + (" (competing; one will step down)" if len(leaders) > 1 else ""))
+    return EXIT_OK
+
+
+def _image_unavailable(s: Session, args: list[str]) -> int:
+    s.say(IMAGE_COMMANDS_UNAVAILABLE)
+    return EXIT_USAGE
+
+
+def _help(s: Session, args: list[str]) -> int:
+    if args:
+        command = lookup(args[0])
+        s.say(f"{command.usage}\n    {command.summary}")
+    else:
+        s.say(commands_help() + "\nA line starting with '#' is a comment.")
+    return EXIT_OK
+
+
+def _quit(s: Session, args: list[str]) -> int:
+    raise EndSession
+
+
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command(
+            "set",
+            "set <key> <value>",
+            "store value under key; the value is the rest of the line",
+            _set,
+            min_args=2,
+            max_args=2,
+            rest_of_line=True,
+        ),
+        Command("get", "get <key>", "print the value of key (exit 1 if there is none)", _get, 1, 1),
+        Command("delete", "delete <key>", "remove key (exit 1 if there was no value)", _delete, 1, 1),
+        Command("status", "status [--json]", "each server's role, leader, ballot and log indexes", _status, 0, 1),
+        Command(
+            "iset",
+            "iset <image> <metadata>",
+            "store an image's metadata (not available yet)",
+            _image_unavailable,
+            0,
+            None,
+        ),
+        Command("iget", "iget <image>", "find similar images (not available yet)", _image_unavailable, 0, None),
+        Command("help", "help [command]", "list the commands, or explain one", _help, 0, 1),
+        Command("quit", "quit", "leave the prompt (also: exit, Ctrl-D)", _quit),
+        Command("exit", "exit", "leave the prompt", _quit),
+    )
+}
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def find_leaders(nodes: Sequence[Mapping[str, object]]) -> list[str]:
+    """Names of the reachable servers that say they are the leader."""
+    return [str(n["name"]) for n in nodes if n["reachable"] and n["role"] == "leader"]
+
+
+def format_status_table(nodes: Sequence[Mapping[str, object]]) -> str:
+    header = ("NAME", "ADDRESS", "ROLE", "LEADER", "BALLOT", "COMMIT", "APPLIED")
+    rows: list[tuple[str, ...]] = [header]
+    for n in nodes:
+        if n["reachable"]:
+            cells = (n["leader"] or "-", n["ballot"] or "-", n["commit_index"], n["applied_index"])
+        else:
+            cells = ("-", "-", "-", "-")
+        rows.append(tuple(str(c) for c in (n["name"], n["address"], n["role"], *cells)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def commands_help() -> str:
+    width = max(len(c.usage) for c in COMMANDS.values())
+    return "\n".join(f"  {c.usage.ljust(width)}  {c.summary}" for c in COMMANDS.values())
+
+
+def lookup(name: str) -> Command:
+    command = COMMANDS.get(name)
+    if command is not None:
+        return command
+    close = difflib.get_close_matches(name, COMMANDS, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise UsageError(f"unknown command {name!r}; {hint}type help")
+
+
+def _check_arity(command: Command, args: list[str]) -> list[str]:
+    too_many = command.max_args is not None and len(args) > command.max_args
+    if len(args) < command.min_args or too_many:
+        raise UsageError(f"usage: {command.usage}")
+    return args
+
+
+def split_line(line: str) -> tuple[Command, list[str]] | None:
+    """A prompt line as (command, arguments); None for a blank line or comment.
+
+    Arguments are split at whitespace, except that the last argument of a
+    ``rest_of_line`` command is everything after the previous one, exactly as
+    typed (inner and trailing spaces kept).
+    """
+    words = line.split(None, 1)
+    if not words or words[0].startswith("#"):
+        return None
+    command = lookup(words[0])
+    rest = words[1] if len(words) > 1 else ""
+    if command.rest_of_line and command.max_args is not None:
+        args = rest.split(None, command.max_args - 1)
+    else:
+        args = rest.split()
+    return command, _check_arity(command, args)
+
+
+def bind_argv(argv: Sequence[str]) -> tuple[Command, list[str]]:
+    """Command-line words as (command, arguments).
+
+    For a ``rest_of_line`` command, surplus words are joined with one space,
+    so ``set k hello world`` stores "hello world" as at the prompt.
+    """
+    command = lookup(argv[0])
+    args = list(argv[1:])
+    if command.rest_of_line and command.max_args is not None and len(args) > command.max_args:
+        keep = command.max_args - 1
+        args = [*args[:keep], " ".join(args[keep:])]
+    return command, _check_arity(command, args)
+
+
+def execute(session: Session, command: Command, args: list[str]) -> int:
+    """Run one command; errors become one line on stderr and an exit code."""
+    try:
+        return command.handler(session, args)
+    except UsageError as exc:
+        session.say(f"error: {exc}")
+        return EXIT_USAGE
+    except InvalidRequest as exc:
+        session.say(f"error: invalid request, nothing was changed: {exc}")
+        return EXIT_USAGE
+    except UnknownOutcome as exc:
+        session.say(f"error: outcome unknown: {exc}; read the key to see whether the write happened")
+        return EXIT_CLUSTER
+    except Unavailable as exc:
+        session.say(f"error: {exc}; are the servers running? (check with 'status')")
+        return EXIT_CLUSTER
+    except KVError as exc:
+        session.say(f"error: the cluster refused the request: {exc}")
+        return EXIT_CLUSTER
+
+
+def run_line(session: Session, line: str) -> int:
+    """Run one prompt line; raises EndSession on quit/exit."""
+    try:
+        parsed = split_line(line)
+    except UsageError as exc:
+        session.say(f"error: {exc}")
+        return EXIT_USAGE
+    if parsed is None:
+        return EXIT_OK
+    return execute(session, *parsed)
+
+
+# ------------------------------------------------------------------- prompt
+
+
+def run_prompt(
+    kv: KV, stale: bool = False, stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    """Read and run commands until quit, exit or end of input.
+
+    On a terminal this is a prompt_toolkit prompt with history and
+    completion, and returns 0.  Otherwise lines are read plainly from stdin
+    and the result is the exit code of the last command run, as in a shell
+    script.
+    """
+    stdin = stdin or sys.stdin
+    session = Session(kv, stdout or sys.stdout, stderr or sys.stderr, stale)
+    if stdin.isatty():
+        _interactive_loop(session)
+        return EXIT_OK
+    return _piped_loop(session, stdin)
+
+
+def _piped_loop(session: Session, stdin: TextIO) -> int:
+    code = EXIT_OK
+    try:
+        for line in stdin:
+            code = run_line(session, line.rstrip("\r\n"))
+    except EndSession:
+        pass
+    except KeyboardInterrupt:
+        session.say("interrupted; a write in progress may or may not have been applied")
+        return EXIT_INTERRUPTED
+    return code
+
+
+def _interactive_loop(session: Session) -> None:
+    prompt = _make_prompt_session()
+    text = STALE_PROMPT if session.stale else PROMPT
+    while True:
+        try:
+            line = prompt.prompt(text)
+        except KeyboardInterrupt:  # Ctrl-C: drop this line, keep the prompt
+            continue
+        except EOFError:  # Ctrl-D
+            return
+        try:
+            run_line(session, line)
+        except EndSession:
+            return
+        except KeyboardInterrupt:
+            session.say("interrupted; a write in progress may or may not have been applied")
+
+
+def _make_prompt_session() -> PromptSession[str]:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.completion import NestedCompleter
+
+    nested: dict[str, object] = dict.fromkeys(COMMANDS)
+    nested["status"] = {"--json": None}
+    nested["help"] = dict.fromkeys(COMMANDS)
+    return PromptSession(history=_history(), completer=NestedCompleter.from_nested_dict(nested))
+
+
+def _history() -> History:
+    """History kept in ~/.paxoskv_history, or in memory when that is not writable."""
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    try:
+        path = Path(os.path.expanduser(HISTORY_FILE))
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError:
+        return InMemoryHistory()
+    return FileHistory(str(path))
+
+
+# --------------------------------------------------------------- entry point
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog or _prog_name(),
+        add_help=False,  # -h is the hostfile, as in the server's command line
+        usage="%(prog)s -h HOSTFILE [--timeout SECONDS] [--stale] [COMMAND ...]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Talk to a paxoskv cluster.  With a COMMAND, run it and exit; without one, open an\n"
+            "interactive prompt (or, when stdin is not a terminal, run the commands read from it,\n"
+            "one per line, and exit with the code of the last one)."
+        ),
+        epilog=_epilog(prog or _prog_name()),
+    )
+    parser.add_argument(
+        "-h",
+        "--hostfile",
+        required=True,
+        metavar="HOSTFILE",
+        help="file listing the servers: 'NAME' or 'NAME HOST:PORT' per line",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up on a request after this long, retrying meanwhile (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--stale",
+        action="store_true",
+        help="get reads one server's copy without asking the leader: faster, but possibly stale",
+    )
+    parser.add_argument("--help", action="help", help="show this help and exit")
+    parser.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="COMMAND ...", help="one of the commands below, with its arguments"
+    )
+    return parser
+
+
+def _epilog(prog: str) -> str:
+    return f"""commands:
+{commands_help()}
+
+exit status:
+  0  done
+  1  key not found (get, delete)
+  2  usage error or bad input: unknown command, missing arguments, bad hostfile,
+     key empty or over 1024 bytes, value too large; nothing was changed
+  3  no answer in time: the cluster is unavailable (the message lists the
+     addresses tried), a write's outcome is unknown (it may or may not have
+     been applied), or status found no leader
+
+values go to stdout, messages to stderr.
+
+examples:
+  {prog} -h hostfile.txt set greeting hello world
+  {prog} -h hostfile.txt get greeting            # prints: hello world
+  {prog} -h hostfile.txt --stale get greeting    # may be out of date
+  {prog} -h hostfile.txt status --json
+  {prog} -h hostfile.txt                         # interactive prompt
+  printf 'set a 1\\nget a\\n' | {prog} -h hostfile.txt"""
+
+
+def _prog_name() -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m client" if name in ("", "__main__.py", "-c") else name
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return seconds
+
+
+def main(argv: Sequence[str] | None = None, client_factory: ClientFactory = default_client_factory) -> int:
+    """Run the command line and return its exit code (tests pass a fake client_factory)."""
+    try:
+        opts = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on errors, 0 after --help
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        bound = bind_argv(opts.command) if opts.command else None
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        kv = client_factory(opts.hostfile, opts.timeout)
+    except HostfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if bound is None:
+            return _open_prompt(kv, opts)
+        return _one_shot(Session(kv, sys.stdout, sys.stderr, opts.stale), *bound)
+    finally:
+        kv.close()
+
+
+def _one_shot(session: Session, command: Command, args: list[str]) -> int:
+    try:
+        return execute(session, command, args)
+    except EndSession:
+        return EXIT_OK
+    except KeyboardInterrupt:
+        session.say("interrupted; a write in progress may or may not have been applied")
+        return EXIT_INTERRUPTED
+
+
+def _open_prompt(kv: KV, opts: argparse.Namespace) -> int:
+    if sys.stdin.isatty():
+        stale = " get reads may be stale (--stale);" if opts.stale else ""
+        print(f"paxoskv: servers from {opts.hostfile};{stale} type help, or quit (Ctrl-D) to leave", file=sys.stderr)
+    return run_prompt(kv, stale=opts.stale)
