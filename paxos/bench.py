@@ -1,0 +1,205 @@
+"""Closed-loop load generator: ``python -m paxos.bench -h HOSTFILE ...``.
+
+N clients in one process (one asyncio loop, one gRPC channel per server), each
+with one operation in flight: one operation per RPC, the way etcd's own
+benchmark tool counts.  Writes carry a client id and sequence number like the
+library's; reads are linearizable.  Prints ops/s, latency percentiles and
+errors; ``--json`` makes the last line a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import grpc
+from tqdm import tqdm
+
+from paxos.hostfile import HostfileError, Member, parse_hostfile
+from protos import kv_pb2, kv_pb2_grpc
+
+KEYSPACE = 10_000
+ATTEMPT_SECONDS = 2.0
+
+
+@dataclass
+class Stats:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    done: int = 0
+
+
+class Target:
+    """Stubs for every server and the current leader guess, shared by clients."""
+
+    def __init__(self, members: list[Member]) -> None:
+        self.members = members
+        self.channels = {m.name: grpc.aio.insecure_channel(m.address) for m in members}
+        self.stubs = {name: kv_pb2_grpc.KVStub(ch) for name, ch in self.channels.items()}
+        self.leader = members[0].name
+
+    def follow(self, hint: str) -> None:
+        if hint in self.stubs:
+            self.leader = hint
+        else:
+            names = list(self.stubs)
+            self.leader = names[(names.index(self.leader) + 1) % len(names)]
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            await channel.close()
+
+
+async def _one_op(target: Target, op: str, key: str, value: str, client_id: str, seq: int) -> bool:
+    """One operation, following redirects; True when it succeeded."""
+    for _ in range(len(target.members) * 3):
+        stub = target.stubs[target.leader]
+        try:
+            if op == "set":
+                cmd = kv_pb2.Command(client_id=client_id, seq=seq, first_unacked=seq, set=kv_pb2.SetOp(key=key, value=value))
+                reply = await stub.Write(kv_pb2.WriteRequest(command=cmd), timeout=ATTEMPT_SECONDS)
+            else:
+                reply = await stub.Get(kv_pb2.GetRequest(key=key), timeout=ATTEMPT_SECONDS)
+        except grpc.aio.AioRpcError:
+            target.follow("")
+            continue
+        if reply.status == kv_pb2.OK:
+            return True
+        if reply.status == kv_pb2.INVALID:
+            return False
+        target.follow(reply.leader_hint)
+        if not reply.leader_hint:
+            await asyncio.sleep(0.02)
+    return False
+
+
+async def _client(target: Target, opts: argparse.Namespace, stop_at: float, stats: Stats, rng: random.Random) -> None:
+    client_id = uuid.uuid4().hex
+    value = "x" * opts.value_size
+    seq = 0
+    while time.monotonic() < stop_at:
+        op = opts.op if opts.op != "mixed" else ("set" if rng.random() < 0.5 else "get")
+        key = f"bench-{rng.randrange(KEYSPACE):05d}"
+        seq += 1
+        started = time.perf_counter()
+        ok = await _one_op(target, op, key, value, client_id, seq)
+        if ok:
+            stats.latencies.append(time.perf_counter() - started)
+        else:
+            stats.errors += 1
+        stats.done += 1
+
+
+async def _progress(stats: Stats, seconds: float, stop_at: float) -> None:
+    with tqdm(total=round(seconds), unit="s", disable=not sys.stderr.isatty(), leave=False) as bar:
+        last = 0
+        while time.monotonic() < stop_at:
+            await asyncio.sleep(1)
+            bar.update(1)
+            bar.set_postfix(ops_per_s=stats.done - last, errors=stats.errors)
+            last = stats.done
+
+
+async def run(members: list[Member], opts: argparse.Namespace) -> dict[str, float | int | str]:
+    target = Target(members)
+    rng = random.Random(opts.seed)
+    if opts.op in ("get", "mixed"):
+        await _preload(target, opts)
+    stats = Stats()
+    started = time.monotonic()
+    stop_at = started + opts.seconds
+    clients = [_client(target, opts, stop_at, stats, random.Random(rng.random())) for _ in range(opts.clients)]
+    await asyncio.gather(_progress(stats, opts.seconds, stop_at), *clients)
+    elapsed = time.monotonic() - started
+    await target.close()
+    return summarize(stats, elapsed, opts)
+
+
+async def _preload(target: Target, opts: argparse.Namespace) -> None:
+    """Give the keys a value first so that reads return data."""
+    value = "x" * opts.value_size
+    client_id = uuid.uuid4().hex
+    keys = [f"bench-{i:05d}" for i in range(0, KEYSPACE, max(1, KEYSPACE // 256))]
+    for seq, key in enumerate(keys, start=1):
+        await _one_op(target, "set", key, value, client_id, seq)
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def summarize(stats: Stats, elapsed: float, opts: argparse.Namespace) -> dict[str, float | int | str]:
+    lat = sorted(stats.latencies)
+    return {
+        "op": opts.op,
+        "clients": opts.clients,
+        "seconds": round(elapsed, 3),
+        "value_size": opts.value_size,
+        "ops": len(lat),
+        "ops_per_sec": round(len(lat) / elapsed, 1) if elapsed > 0 else 0.0,
+        "p50_ms": round(_percentile(lat, 0.50) * 1000, 3),
+        "p90_ms": round(_percentile(lat, 0.90) * 1000, 3),
+        "p99_ms": round(_percentile(lat, 0.99) * 1000, 3),
+        "max_ms": round(lat[-1] * 1000, 3) if lat else float("nan"),
+        "errors": stats.errors,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m paxos.bench",
+        add_help=False,
+        description="Closed-loop benchmark of a paxoskv cluster: N clients, one operation per RPC each.",
+        epilog="Example: python -m paxos.bench -h local-cluster/hostfile.txt --clients 64 --seconds 10 --op set",
+    )
+    parser.add_argument("--help", action="help", help="show this help and exit")
+    parser.add_argument("-h", "--hostfile", required=True, help="the cluster's hostfile")
+    parser.add_argument("--clients", type=int, default=1, help="concurrent clients (default 1)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="run time (default 10)")
+    parser.add_argument("--op", choices=["set", "get", "mixed"], default="set", help="operation (default set)")
+    parser.add_argument("--value-size", type=int, default=128, help="bytes per value (default 128)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for key choice (default 0)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    if opts.clients < 1 or opts.seconds <= 0 or opts.value_size < 0:
+        parser.error("--clients and --seconds must be positive and --value-size not negative")
+    try:
+        members = parse_hostfile(opts.hostfile)
+    except HostfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if os.environ.get("PAXOSKV_BENCH_UVLOOP", "1") == "1":
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+    result = asyncio.run(run(members, opts))
+    if opts.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['op']} x{result['clients']} clients, {result['seconds']}s: {result['ops_per_sec']} ops/s, "
+            f"p50 {result['p50_ms']} ms, p90 {result['p90_ms']} ms, p99 {result['p99_ms']} ms, "
+            f"max {result['max_ms']} ms, errors {result['errors']}"
+        )
+    return 0 if result["ops"] else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
