@@ -130,7 +130,7 @@ def _status(s: Session, args: list[str]) -> int:
         print(format_status_table(nodes), file=s.out, flush=True)
     leaders = find_leaders(nodes)
     if not leaders:
-        s.say("no leader: the cluster cannot serve requests until a majority of servers is up")
+        s.say(_no_leader_reason(nodes))
         return EXIT_CLUSTER
     if not args:
         s.say(f"leader: {', '.join(leaders)}" + (" (competing; one will step down)" if len(leaders) > 1 else ""))
@@ -192,6 +192,13 @@ COMMANDS: dict[str, Command] = {
 def find_leaders(nodes: Sequence[Mapping[str, object]]) -> list[str]:
     """Names of the reachable servers that say they are the leader."""
     return [str(n["name"]) for n in nodes if n["reachable"] and n["role"] == "leader"]
+
+
+def _no_leader_reason(nodes: Sequence[Mapping[str, object]]) -> str:
+    up, majority = sum(1 for n in nodes if n["reachable"]), len(nodes) // 2 + 1
+    if up < majority:
+        return f"no leader: only {up} of {len(nodes)} servers answer; start servers until {majority} are up"
+    return "no leader yet: an election may be under way; try again in a moment"
 
 
 def format_status_table(nodes: Sequence[Mapping[str, object]]) -> str:
