@@ -279,14 +279,20 @@ def execute(session: Session, command: Command, args: list[str]) -> int:
         session.say(f"error: invalid request, nothing was changed: {exc}")
         return EXIT_USAGE
     except UnknownOutcome as exc:
-        session.say(f"error: outcome unknown: {exc}; read the key to see whether the write happened")
+        session.say(f"error: {_labelled('outcome unknown', exc)}; read the key to see whether the write happened")
         return EXIT_CLUSTER
     except Unavailable as exc:
-        session.say(f"error: {exc}; are the servers running? (check with 'status')")
+        session.say(f"error: {_labelled('cluster unavailable', exc)}; are the servers running? (check with 'status')")
         return EXIT_CLUSTER
     except KVError as exc:
         session.say(f"error: the cluster refused the request: {exc}")
         return EXIT_CLUSTER
+
+
+def _labelled(label: str, exc: Exception) -> str:
+    """The exception's message, starting with ``label`` unless it already says so."""
+    message = str(exc)
+    return message if label in message else f"{label}: {message}"
 
 
 def run_line(session: Session, line: str) -> int:

@@ -20,7 +20,7 @@ from typing import TypeVar
 import grpc
 
 from paxos.hostfile import Member, parse_hostfile
-from paxos.limits import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, MAX_MESSAGE_BYTES
+from paxos.limits import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, SESSION_WINDOW
 from protos import kv_pb2, kv_pb2_grpc
 
 # One attempt against one server; a stalled server costs at most this much
@@ -61,6 +61,19 @@ class InvalidRequest(KVError):
     """The request was refused as malformed; nothing was applied."""
 
 
+class _Session:
+    """Sequence numbers of one client session; guarded by the client's lock."""
+
+    def __init__(self, session_id: str) -> None:
+        self.id = session_id
+        self.next_seq = 1
+        self.open: set[int] = set()
+
+    def first_unacked(self, lock: threading.Lock) -> int:
+        with lock:
+            return min(self.open, default=self.next_seq)
+
+
 class _Attempt:
     """What one call to a server came back with."""
 
@@ -83,9 +96,7 @@ class KVClient:
         self.max_value_bytes = max_value_bytes
         self.client_id = client_id or uuid.uuid4().hex
         self._lock = threading.Lock()
-        self._seq = itertools.count(1)
-        self._open_seqs: set[int] = set()
-        self._next_seq = 1
+        self._session = _Session(self.client_id)
         self._leader: str | None = None
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, kv_pb2_grpc.KVStub] = {}
@@ -188,9 +199,9 @@ class KVClient:
             raise InvalidRequest(f"key must be 1 to {MAX_KEY_BYTES} bytes of UTF-8, got {size}")
 
     def _write(self, fill: Callable[[kv_pb2.Command], object]) -> kv_pb2.WriteReply:
-        seq = self._open_seq()
+        session, seq = self._open_seq()
         try:
-            cmd = kv_pb2.Command(client_id=self.client_id, seq=seq, first_unacked=self._first_unacked())
+            cmd = kv_pb2.Command(client_id=session.id, seq=seq, first_unacked=session.first_unacked(self._lock))
             fill(cmd)
             request = kv_pb2.WriteRequest(command=cmd)
 
@@ -203,18 +214,25 @@ class KVClient:
             return reply
         finally:
             with self._lock:
-                self._open_seqs.discard(seq)
+                session.open.discard(seq)
 
-    def _open_seq(self) -> int:
-        with self._lock:
-            seq = self._next_seq
-            self._next_seq += 1
-            self._open_seqs.add(seq)
-            return seq
+    def _open_seq(self) -> tuple[_Session, int]:
+        """A sequence number for a new write, in a session whose window has room.
 
-    def _first_unacked(self) -> int:
+        The servers keep results for a session's writes from its oldest
+        unacknowledged one up to SESSION_WINDOW above it.  When one slow write
+        pins that window, later writes move to a fresh session rather than
+        waiting for it.
+        """
         with self._lock:
-            return min(self._open_seqs, default=self._next_seq)
+            session = self._session
+            oldest = min(session.open, default=session.next_seq)
+            if session.next_seq - oldest >= SESSION_WINDOW - 1:
+                session = self._session = _Session(uuid.uuid4().hex)
+            seq = session.next_seq
+            session.next_seq += 1
+            session.open.add(seq)
+            return session, seq
 
     def _retry(
         self, call: Callable[[kv_pb2_grpc.KVStub, float], _Attempt], is_write: bool, any_server: bool = False

@@ -309,6 +309,7 @@ class Node:
         """A leader with ``ballot`` (>= our promise) is alive."""
         self._promise(ballot)
         if leader != self.id:
+            self._prevote_ballot = None  # a late grant must not depose this leader
             self.leader = leader
             self._last_leader_contact = self.now
             self._reset_election_timer()

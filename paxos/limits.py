@@ -35,7 +35,11 @@ MAX_CLIENT_ID_BYTES = 128
 # Per-client results kept for retried writes; the least recently active
 # client sessions beyond this many are forgotten (deterministically).
 MAX_CLIENT_SESSIONS = 100_000
-MAX_RESULTS_PER_SESSION = 1024
+# A client session may have writes with sequence numbers from its oldest
+# unacknowledged one up to this many above it; a write beyond that window is
+# refused (the library opens a new session instead), so a session never holds
+# more results than this and no result a retry may need is ever dropped.
+SESSION_WINDOW = 1024
 
 # Transport.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024

@@ -232,6 +232,20 @@ class LocalCluster:
                     raise ClusterError(f"no leader after {timeout:g}s ({report}); see the logs in {self.directory}")
                 time.sleep(POLL_SECONDS)
 
+    def wait_for_nodes(self, timeout: float = STARTUP_SECONDS, names: Sequence[str] | None = None) -> None:
+        """Poll until every named server (default: all running ones) answers status; ClusterError at the deadline."""
+        wanted = set(names if names is not None else [n for n in self._nodes if self.is_running(n)])
+        deadline = time.monotonic() + timeout
+        with KVClient.from_hostfile(self.hostfile, timeout=STATUS_TIMEOUT) as kv:
+            while True:
+                self.check_alive()
+                silent = sorted(wanted - {str(n["name"]) for n in kv.status() if n["reachable"]})
+                if not silent:
+                    return
+                if time.monotonic() >= deadline:
+                    raise ClusterError(f"{', '.join(silent)} not answering after {timeout:g}s; see {self.directory}")
+                time.sleep(POLL_SECONDS)
+
     # ----------------------------------------------------------- machinery
 
     def _node(self, name: str) -> _Node:

@@ -47,6 +47,8 @@ def validate_command(cmd: kv_pb2.Command, max_value_bytes: int) -> str | None:
     """An error message when ``cmd`` must not be applied, or None."""
     if not cmd.client_id or len(cmd.client_id.encode()) > limits.MAX_CLIENT_ID_BYTES:
         return f"client id must be 1 to {limits.MAX_CLIENT_ID_BYTES} bytes"
+    if not cmd.first_unacked <= cmd.seq < cmd.first_unacked + limits.SESSION_WINDOW:
+        return f"sequence number {cmd.seq} is outside this client's window starting at {cmd.first_unacked}"
     kind = cmd.WhichOneof("op")
     if kind == "set":
         value_size = len(cmd.set.value.encode("utf-8", "surrogatepass"))
@@ -90,14 +92,17 @@ class StateMachine:
             cmd.ParseFromString(raw)
         except DecodeError:
             return None  # the leader validates before proposing; never expected
+        error = validate_command(cmd, self.max_value_bytes)
+        if error:
+            # Changes nothing, so it needs no session and no cached result.
+            return Result(cmd.client_id, cmd.seq, ok=False, error=error)
         session = self._session(cmd.client_id)
         if cmd.seq < session.first_unacked:
             return None  # the client already moved on from this write
         cached = session.results.get(cmd.seq)
         if cached is not None:
             return cached
-        error = validate_command(cmd, self.max_value_bytes)
-        result = Result(cmd.client_id, cmd.seq, ok=False, error=error) if error else self._execute(cmd)
+        result = self._execute(cmd)
         self._remember(session, cmd, result)
         return result
 
@@ -125,5 +130,3 @@ class StateMachine:
             session.first_unacked = cmd.first_unacked
             for seq in [s for s in session.results if s < cmd.first_unacked]:
                 del session.results[seq]
-        while len(session.results) > limits.MAX_RESULTS_PER_SESSION:
-            del session.results[min(session.results)]

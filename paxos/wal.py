@@ -165,15 +165,21 @@ def _scan(data: bytes) -> Iterator[tuple[int, Record | str]]:
 
 
 def _is_torn_tail(data: bytes, offset: int, reason: str) -> bool:
+    """Whether the bad record at ``offset`` is what a crash mid-write leaves.
+
+    A crash can cut the last write short anywhere, and a file system may have
+    extended the file with zeros before the data reached the disk.  So the bad
+    record is a torn tail when nothing but zeros follows the space it claims
+    (or its header, when the header itself is unreadable).
+    """
     if reason in ("incomplete header", "incomplete payload"):
         return True
-    rest = data[offset:]
-    if rest.count(0) == len(rest):
-        return True
-    if reason == "checksum mismatch":
-        length = _HEADER.unpack_from(data, offset)[0]
-        return offset + _HEADER.size + length == len(data)
-    return False
+    if reason == "damaged header":
+        claimed_end = offset + _HEADER.size
+    else:
+        claimed_end = offset + _HEADER.size + _HEADER.unpack_from(data, offset)[0]
+    rest = data[claimed_end:]
+    return rest.count(0) == len(rest)
 
 
 # ---------------------------------------------------------------- the log
@@ -189,6 +195,7 @@ class Wal:
         self._fd = -1
         self._segment = 0
         self._size = 0
+        self._carried = 0  # bytes at the start of the segment carried over
         # Enough of the durable state to start a new segment self-contained.
         self._promised = Ballot(0, 0)
         self._commit: Slot = 0
@@ -266,7 +273,9 @@ class Wal:
         _write_all(self._fd, data)
         os.fdatasync(self._fd)
         self._size += len(data)
-        if self._size >= self.segment_bytes:
+        # Measured without the carried-over head, so a head larger than a
+        # segment does not make every sync rotate again.
+        if self._size - self._carried >= self.segment_bytes:
             self._rotate()
 
     def _rotate(self) -> None:
@@ -279,7 +288,7 @@ class Wal:
         data = b"".join(encode_record(r) for r in carry)
         _write_all(self._fd, data)
         os.fdatasync(self._fd)
-        self._size = len(data)
+        self._size = self._carried = len(data)
         _fsync_dir(self.dir)
 
     def close(self) -> None:

@@ -1,0 +1,221 @@
+"""Perceptual image keys for `iset` / `iget`.
+
+`iget` must find a photo's metadata again from a copy that was resized,
+recompressed or lightly edited, and must never answer with another photo's
+metadata. The client therefore sends a *perceptual* hash instead of the file
+bytes, and the server answers with the nearest stored hash within a Hamming
+distance threshold.
+
+The key (chosen by `python -m benchmarks.image_hash_eval`, see docs/images.md):
+
+* the image is decoded in full, turned upright (EXIF orientation), flattened
+  onto white if it has transparency and shrunk to fit `WORK_SIDE` pixels, so
+  the key does not depend on the file's resolution or encoding;
+* the key is the concatenation of two difference hashes on a 12x12 grid,
+  horizontal gradients then vertical gradients: `HASH_BITS` = 288 bits,
+  `HASH_BYTES` = 36 bytes;
+* `distance` is the Hamming distance over all 288 bits (the sum of the two
+  parts' distances); a single threshold applies, `DEFAULT_MAX_DISTANCE`.
+
+Cropping shifts every gradient, so a plain perceptual hash loses cropped
+copies first. `index_hashes` returns, besides the full-frame key, the keys of
+the image with its border cut by each of `CROP_VARIANTS`; `iset` stores all of
+them under one reference and `iget` looks up the single `hash_image` key. The
+crop amounts are deliberately not the ones the measurement tests (2% and 5%),
+and held-out crops (1-8%) are measured separately.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from typing import Union
+
+import imagehash
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray]
+
+# Decoded images are shrunk to fit this square before hashing: hashing reads a
+# 13x12 grid, so more pixels only cost time, and a fixed working size makes a
+# 50% downscale and the original go through the same resampling.
+WORK_SIDE = 256
+# Grid size of each difference hash: 12x12 = 144 bits per direction.
+DHASH_GRID = 12
+HASH_BITS = 2 * DHASH_GRID * DHASH_GRID
+HASH_BYTES = HASH_BITS // 8
+# Chosen from docs/images.md: every edited copy in the study lies within 37
+# bits, the closest other photo is 68 bits away; the threshold sits nearer the
+# edits because a false match is worse than a miss.
+DEFAULT_MAX_DISTANCE = 48
+# Border fractions (cut from every edge) stored in addition to the full frame.
+CROP_VARIANTS: tuple[float, ...] = (0.035, 0.07)
+# Files larger than this are refused before decoding: no photo needs more.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+# Formats photos come in. Others (EPS, PSD, ICO, ...) are refused: they are
+# not photographs and some of Pillow's readers for them are large attack
+# surfaces (EPS even runs Ghostscript).
+SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
+_FORMAT_LIST = "JPEG, PNG, GIF, BMP, TIFF or WebP"
+
+# Exceptions Pillow's decoders raise on damaged data.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+
+
+class ImageError(ValueError):
+    """An input that cannot be hashed; the message is one line for the user."""
+
+
+def hash_image(image: ImageSource) -> bytes:
+    """Return the `HASH_BYTES`-long key of a photo (path or file bytes)."""
+    return hash_loaded(load_image(image))
+
+
+def index_hashes(image: ImageSource) -> list[bytes]:
+    """Return the keys `iset` stores: the full frame, then each crop variant."""
+    img = load_image(image)
+    return [hash_loaded(img)] + [hash_loaded(crop_border(img, f)) for f in CROP_VARIANTS]
+
+
+def hash_loaded(img: Image.Image) -> bytes:
+    """Key of an image already returned by `load_image` (or cropped from one)."""
+    horizontal = imagehash.dhash(img, DHASH_GRID).hash
+    vertical = imagehash.dhash_vertical(img, DHASH_GRID).hash
+    bits = np.concatenate([horizontal.ravel(), vertical.ravel()])
+    return np.packbits(bits).tobytes()
+
+
+def hash_hex(h: bytes) -> str:
+    """Printable form of a key."""
+    return h.hex()
+
+
+def distance(a: bytes, b: bytes) -> int:
+    """Hamming distance between two keys of equal length."""
+    if len(a) != len(b):
+        raise ValueError(f"cannot compare keys of {len(a)} and {len(b)} bytes")
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()
+
+
+def matches(a: bytes, b: bytes, max_distance: int = DEFAULT_MAX_DISTANCE) -> bool:
+    """Whether two keys are close enough to be the same photo."""
+    return distance(a, b) <= max_distance
+
+
+def crop_border(img: Image.Image, fraction: float) -> Image.Image:
+    """Cut `fraction` of the width and height from every edge."""
+    dx, dy = round(img.width * fraction), round(img.height * fraction)
+    return img.crop((dx, dy, img.width - dx, img.height - dy))
+
+
+def load_image(image: ImageSource) -> Image.Image:
+    """Decode and validate an image; return it upright, RGB, within WORK_SIDE."""
+    name, data = _read_source(image)
+    img = _decode(name, data)
+    img = _normalise(img)
+    img.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.LANCZOS)
+    return img
+
+
+def _read_source(image: ImageSource) -> tuple[str, bytes]:
+    if isinstance(image, (bytes, bytearray)):
+        name, data = "image data", bytes(image)
+    elif isinstance(image, (str, os.PathLike)):
+        name, data = repr(os.fspath(image)), _read_file(image)
+    else:
+        raise TypeError(f"expected a path or bytes, got {type(image).__name__}")
+    if not data:
+        raise ImageError(f"{name} is empty; expected a {_FORMAT_LIST} image")
+    return name, data
+
+
+def _read_file(path: str | os.PathLike[str]) -> bytes:
+    name = repr(os.fspath(path))
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name} is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied") from None
+    except OSError as e:
+        raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"{name} is larger than {MAX_FILE_BYTES} bytes; shrink it first")
+    return data
+
+
+def _decode(name: str, data: bytes) -> Image.Image:
+    # A pixel count above Pillow's limit only warns by default; that warning
+    # is made an error so a decompression bomb is refused before decoding.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+            _check_pixels(name, img)
+            img.load()  # decode everything now, so truncated files fail here
+        except UnidentifiedImageError:
+            raise ImageError(_unidentified_message(name, data)) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(_bomb_message(name)) from None
+        except _DECODE_ERRORS as e:
+            raise ImageError(f"{name} is truncated or corrupt ({e}); re-export it") from None
+    return img
+
+
+def _check_pixels(name: str, img: Image.Image) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and img.width * img.height > limit:
+        raise ImageError(
+            f"{name} is {img.width}x{img.height} pixels, more than the {limit}-pixel "
+            "limit (possible decompression bomb); shrink it first"
+        )
+
+
+def _bomb_message(name: str) -> str:
+    return f"{name} has more than {Image.MAX_IMAGE_PIXELS} pixels (possible decompression bomb); shrink it first"
+
+
+def _unidentified_message(name: str, data: bytes) -> str:
+    fmt = _sniff_format(data)
+    if fmt is None:
+        return f"{name} is not an image (expected {_FORMAT_LIST})"
+    return f"{name} is a {fmt} image, an unsupported format; convert it to {_FORMAT_LIST}"
+
+
+def _sniff_format(data: bytes) -> str | None:
+    """Name the format of a file the supported readers refused, if Pillow knows it."""
+    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"mif1", b"msf1"):
+        return "HEIC"  # phones' default; Pillow cannot read it without a plugin
+    try:
+        # Only the header is parsed here; nothing is decoded.
+        with Image.open(io.BytesIO(data)) as other:
+            return other.format
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, *_DECODE_ERRORS):
+        return None
+
+
+def _normalise(img: Image.Image) -> Image.Image:
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        img = _to_8bit(img)
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        background = Image.new("RGBA", img.size, "white")
+        img = Image.alpha_composite(background, img.convert("RGBA"))
+    return img.convert("RGB")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    # Pillow clips 16-bit and float pixels at 255 when converting to 8 bits,
+    # which would turn most 16-bit photos white; rescale instead.
+    pixels = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if pixels.max(initial=0.0) <= 65535.0 else float(pixels.max())
+    scaled = np.clip(pixels * (255.0 / top), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled)
