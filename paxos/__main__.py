@@ -16,6 +16,7 @@ from paxos.wal import WalCorruption
 
 EXIT_USAGE = 2
 EXIT_DATA = 4
+EXIT_INTERNAL = 1
 
 log = logging.getLogger("paxos")
 
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one paxoskv server: a Multi-Paxos replica of the key-value store.",
         epilog=(
             "Example: python -m paxos -h hostfile.txt -n container0\n"
-            "Exit codes: 0 stopped cleanly, 2 bad usage, hostfile or address, "
+            "Exit codes: 0 stopped cleanly, 1 internal error (see the log), 2 bad usage, hostfile or address, "
             "4 data directory refused or its log is damaged."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -51,15 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(server: PaxosServer, listen: str) -> None:
+async def _serve(server: PaxosServer, listen: str) -> int:
     await server.start(listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(server.failed.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in waits:
+        task.cancel()
     log.info("shutting down")
     await server.stop()
+    return EXIT_INTERNAL if server.failed.is_set() else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,11 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DATA
     try:
-        asyncio.run(_serve(server, listen))
+        return asyncio.run(_serve(server, listen))
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return 0
 
 
 if __name__ == "__main__":

@@ -105,6 +105,7 @@ class PaxosServer:
         self._index_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._next_read_id = 0
         self._wake = asyncio.Event()
+        self.failed = asyncio.Event()  # set when an internal task died
         self._links: dict[int, _PeerLink] = {}
         self._blocked: set[int] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -125,9 +126,20 @@ class PaxosServer:
         await self._grpc.start()
         self._tasks = [asyncio.create_task(self._drive()), asyncio.create_task(self._ticker())]
         self._tasks += [asyncio.create_task(link.run()) for link in self._links.values()]
+        for task in self._tasks:
+            task.add_done_callback(self._task_ended)
         await _set_health(self.health, health_pb2.HealthCheckResponse.SERVING)
         self._wake.set()
         log.info("%s listening on %s (%d servers in the cluster)", self.me.name, listen, len(self.members))
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        # Every task runs forever; one that ends on its own is a bug, and a
+        # server that silently stopped driving its core must not linger.
+        if task.cancelled():
+            return
+        exc = task.exception()
+        log.critical("internal task %s stopped: %r; shutting down", task.get_coro(), exc, exc_info=exc)
+        self.failed.set()
 
     async def stop(self) -> None:
         await _set_health(self.health, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -1,0 +1,385 @@
+"""The command line (client/cli.py) against a fake client: no cluster needed.
+
+The seam is ``main(argv, client_factory=...)``: the factory gets the hostfile
+path and the timeout and returns anything with the ``KV`` methods.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from client import InvalidRequest, Unavailable, UnknownOutcome, cli
+from paxos.hostfile import HostfileError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def node(name: str, role: str = "follower", leader: str = "n1", reachable: bool = True) -> dict[str, object]:
+    return {
+        "name": name,
+        "address": f"{name}:50051",
+        "reachable": reachable,
+        "role": role if reachable else "down",
+        "leader": leader if reachable else "",
+        "ballot": "3.0" if reachable else "",
+        "commit_index": 7,
+        "applied_index": 7,
+        "extra": "not part of the output",
+    }
+
+
+HEALTHY = [node("n1", "leader"), node("n2"), node("n3")]
+
+
+@dataclass
+class FakeKV:
+    data: dict[str, str] = field(default_factory=dict)
+    nodes: list[dict[str, object]] = field(default_factory=lambda: list(HEALTHY))
+    fail: Exception | None = None  # raised by every data operation
+    reads: list[tuple[str, str]] = field(default_factory=list)
+    closed: bool = False
+
+    def _check(self) -> None:
+        if self.fail is not None:
+            raise self.fail
+
+    def set(self, key: str, value: str) -> None:
+        self._check()
+        self.data[key] = value
+
+    def get(self, key: str, consistency: str = "linearizable") -> str | None:
+        self._check()
+        self.reads.append((key, consistency))
+        return self.data.get(key)
+
+    def delete(self, key: str) -> bool:
+        self._check()
+        return self.data.pop(key, None) is not None
+
+    def status(self) -> Sequence[Mapping[str, object]]:
+        return self.nodes
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def kv() -> FakeKV:
+    return FakeKV(data={"k": "v"})
+
+
+class Runner:
+    """runner(*argv, stdin=None) -> Run, with the fake ``kv`` behind any hostfile."""
+
+    def __init__(self, kv: FakeKV, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        self.kv, self.capsys, self.monkeypatch = kv, capsys, monkeypatch
+        self.factory_calls: list[tuple[str, float]] = []
+
+    def factory(self, hostfile: str, timeout: float) -> cli.KV:
+        self.factory_calls.append((hostfile, timeout))
+        return self.kv
+
+    def __call__(self, *argv: str, stdin: str | None = None) -> Run:
+        self.monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+        code = cli.main(list(argv), client_factory=self.factory)
+        captured = self.capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+
+@pytest.fixture
+def run(kv: FakeKV, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Runner:
+    return Runner(kv, capsys, monkeypatch)
+
+
+# ------------------------------------------------------------------ help/usage
+
+
+def test_help_lists_commands_exit_codes_and_examples(run: Runner) -> None:
+    result = run("--help")
+    assert result.code == 0
+    for word in ("set <key> <value>", "get <key>", "delete <key>", "status [--json]", "iset", "quit", "--stale"):
+        assert word in result.out
+    assert "exit status" in result.out and "examples" in result.out
+    assert "-h HOSTFILE" in result.out
+
+
+def test_help_works_as_a_module() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "client", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: python -m client -h HOSTFILE")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ((), "-h/--hostfile"),
+        (("get", "k"), "-h/--hostfile"),
+        (("-h", "hf", "--timeout", "0", "get", "k"), "--timeout"),
+        (("-h", "hf", "--timeout", "soon", "get", "k"), "not a number"),
+        (("-h", "hf", "--bogus", "get", "k"), "unrecognized arguments"),
+        (("-h", "hf", "get"), "usage: get <key>"),
+        (("-h", "hf", "get", "a", "b"), "usage: get <key>"),
+        (("-h", "hf", "set", "k"), "usage: set <key> <value>"),
+        (("-h", "hf", "status", "--yaml"), "--json"),
+        (("-h", "hf", "frobnicate"), "unknown command 'frobnicate'; type help"),
+    ],
+)
+def test_usage_errors_exit_2(run: Runner, argv: tuple[str, ...], message: str) -> None:
+    result = run(*argv)
+    assert result.code == cli.EXIT_USAGE
+    assert message in result.err
+    assert result.out == ""
+
+
+def test_command_is_checked_before_connecting(run: Runner) -> None:
+    assert run("-h", "hf", "get").code == cli.EXIT_USAGE
+    assert run.factory_calls == []
+
+
+def test_misspelt_command_gets_a_suggestion(run: Runner) -> None:
+    result = run("-h", "hf", "gte", "k")
+    assert result.code == cli.EXIT_USAGE
+    assert "unknown command 'gte'; did you mean 'get'? type help" in result.err
+
+
+def test_bad_hostfile_exits_2_naming_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hostfile = tmp_path / "hostfile.txt"
+    hostfile.write_text("n1\nn2 nowhere\n")
+    code = cli.main(["-h", str(hostfile), "get", "k"])  # the real KVClient factory
+    assert code == cli.EXIT_USAGE
+    assert f"{hostfile}:2" in capsys.readouterr().err
+
+
+def test_hostfile_error_from_factory_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    def factory(hostfile: str, timeout: float) -> cli.KV:
+        raise HostfileError(f"{hostfile}: hostfile not found")
+
+    assert cli.main(["-h", "missing.txt", "get", "k"], client_factory=factory) == cli.EXIT_USAGE
+    assert "missing.txt: hostfile not found" in capsys.readouterr().err
+
+
+def test_hostfile_and_timeout_reach_the_factory(run: Runner) -> None:
+    run("-h", "cluster.txt", "--timeout", "2.5", "get", "k")
+    assert run.factory_calls == [("cluster.txt", 2.5)]
+
+
+# --------------------------------------------------------------- one-shot
+
+
+def test_get_prints_the_value_alone(run: Runner, kv: FakeKV) -> None:
+    result = run("-h", "hf", "get", "k")
+    assert (result.code, result.out, result.err) == (0, "v\n", "")
+    assert kv.reads == [("k", "linearizable")]
+    assert kv.closed
+
+
+def test_get_missing_key_exits_1(run: Runner) -> None:
+    result = run("-h", "hf", "get", "nope")
+    assert (result.code, result.out) == (cli.EXIT_NOT_FOUND, "")
+    assert "not found" in result.err
+
+
+def test_stale_reads_one_replica(run: Runner, kv: FakeKV) -> None:
+    assert run("-h", "hf", "--stale", "get", "k").out == "v\n"
+    assert kv.reads == [("k", "local")]
+
+
+def test_set_prints_ok_and_keeps_spaces(run: Runner, kv: FakeKV) -> None:
+    result = run("-h", "hf", "set", "greeting", "hello  big world")
+    assert (result.code, result.out, result.err) == (0, "", "OK\n")
+    assert kv.data["greeting"] == "hello  big world"
+
+
+def test_set_joins_unquoted_words(run: Runner, kv: FakeKV) -> None:
+    assert run("-h", "hf", "set", "greeting", "hello", "world").code == 0
+    assert kv.data["greeting"] == "hello world"
+
+
+def test_set_accepts_an_explicit_empty_value(run: Runner, kv: FakeKV) -> None:
+    assert run("-h", "hf", "set", "k", "").code == 0
+    assert kv.data["k"] == ""
+
+
+def test_delete(run: Runner, kv: FakeKV) -> None:
+    assert (run("-h", "hf", "delete", "k").code, "k" in kv.data) == (0, False)
+    result = run("-h", "hf", "delete", "k")
+    assert (result.code, result.out, result.err) == (cli.EXIT_NOT_FOUND, "", "not found\n")
+
+
+def test_unavailable_exits_3_naming_the_addresses(run: Runner, kv: FakeKV) -> None:
+    kv.fail = Unavailable("cluster unavailable after 10s; tried n1:50051, n2:50051")
+    result = run("-h", "hf", "get", "k")
+    assert (result.code, result.out) == (cli.EXIT_CLUSTER, "")
+    assert result.err.startswith("error: cluster unavailable after 10s; tried n1:50051, n2:50051;")
+    assert len(result.err.splitlines()) == 1
+
+
+def test_unknown_outcome_exits_3_and_says_so(run: Runner, kv: FakeKV) -> None:
+    kv.fail = UnknownOutcome("write outcome unknown after 10s")
+    result = run("-h", "hf", "set", "k", "v2")
+    assert result.code == cli.EXIT_CLUSTER
+    assert "outcome unknown" in result.err
+    assert len(result.err.splitlines()) == 1
+    kv.fail = UnknownOutcome("lost track of the write")
+    assert "error: outcome unknown: lost track of the write;" in run("-h", "hf", "delete", "k").err
+
+
+def test_invalid_request_exits_2(run: Runner, kv: FakeKV) -> None:
+    kv.fail = InvalidRequest("key must be 1 to 1024 bytes of UTF-8, got 0")
+    result = run("-h", "hf", "get", "")
+    assert result.code == cli.EXIT_USAGE
+    assert "1024 bytes" in result.err
+
+
+def test_image_commands_are_not_available_yet(run: Runner) -> None:
+    for command in ("iset", "iget"):
+        result = run("-h", "hf", command, "cat.png")
+        assert result.code == cli.EXIT_USAGE
+        assert result.err == cli.IMAGE_COMMANDS_UNAVAILABLE + "\n"
+
+
+# ----------------------------------------------------------------- status
+
+
+def test_status_json_has_exactly_the_documented_keys(run: Runner) -> None:
+    result = run("-h", "hf", "status", "--json")
+    assert result.code == 0
+    document = json.loads(result.out)
+    assert list(document) == ["nodes"]
+    assert [n["name"] for n in document["nodes"]] == ["n1", "n2", "n3"]
+    for entry in document["nodes"]:
+        assert tuple(entry) == cli.STATUS_FIELDS
+    assert document["nodes"][0] == {
+        "name": "n1",
+        "address": "n1:50051",
+        "reachable": True,
+        "role": "leader",
+        "leader": "n1",
+        "ballot": "3.0",
+        "commit_index": 7,
+        "applied_index": 7,
+    }
+
+
+def test_status_table(run: Runner) -> None:
+    result = run("-h", "hf", "status")
+    assert result.code == 0
+    lines = result.out.splitlines()
+    assert lines[0].split() == ["NAME", "ADDRESS", "ROLE", "LEADER", "BALLOT", "COMMIT", "APPLIED"]
+    assert lines[1].split() == ["n1", "n1:50051", "leader", "n1", "3.0", "7", "7"]
+    assert "leader: n1" in result.err
+
+
+def test_status_without_leader_exits_3(run: Runner, kv: FakeKV) -> None:
+    kv.nodes = [node("n1", reachable=False), node("n2", leader=""), node("n3", reachable=False)]
+    result = run("-h", "hf", "status")
+    assert result.code == cli.EXIT_CLUSTER
+    assert result.out.splitlines()[1].split() == ["n1", "n1:50051", "down", "-", "-", "-", "-"]
+    assert "only 1 of 3 servers answer" in result.err
+    assert json.loads(run("-h", "hf", "status", "--json").out)["nodes"][0]["role"] == "down"
+
+
+# ----------------------------------------------------------------- prompt
+
+
+def test_prompt_reads_piped_stdin(run: Runner, kv: FakeKV) -> None:
+    script = "set a hello   spaced world\nget a\ndelete a\nget a\n"
+    result = run("-h", "hf", stdin=script)
+    assert result.out == "hello   spaced world\n"
+    assert result.err.splitlines() == ["OK", "deleted", "not found"]
+    assert result.code == cli.EXIT_NOT_FOUND  # the last command's, as in a shell script
+    assert kv.closed
+
+
+def test_prompt_continues_after_errors(run: Runner, kv: FakeKV) -> None:
+    script = "frobnicate\ngte k\nget\n\n# a comment\nget k\n"
+    result = run("-h", "hf", stdin=script)
+    assert result.err.splitlines() == [
+        "error: unknown command 'frobnicate'; type help",
+        "error: unknown command 'gte'; did you mean 'get'? type help",
+        "error: usage: get <key>",
+    ]
+    assert (result.code, result.out) == (0, "v\n")
+
+
+def test_prompt_survives_cluster_errors(run: Runner, kv: FakeKV) -> None:
+    kv.fail = Unavailable("cluster unavailable after 1s; tried n1:50051")
+    result = run("-h", "hf", stdin="get k\nstatus --json\n")
+    assert "tried n1:50051" in result.err
+    assert json.loads(result.out)["nodes"][0]["name"] == "n1"
+
+
+def test_prompt_stops_at_quit(run: Runner, kv: FakeKV) -> None:
+    result = run("-h", "hf", stdin="get k\nquit\nset never 1\n")
+    assert (result.code, result.out) == (0, "v\n")
+    assert "never" not in kv.data
+    assert run("-h", "hf", stdin="exit\nset never 1\n").code == 0
+    assert "never" not in kv.data
+
+
+def test_prompt_help_and_image_commands(run: Runner) -> None:
+    result = run("-h", "hf", stdin="help\nhelp set\niset cat.png a cat\n")
+    assert "delete <key>" in result.err
+    assert "the value is the rest of the line" in result.err
+    assert result.err.rstrip().endswith(cli.IMAGE_COMMANDS_UNAVAILABLE)
+
+
+def test_prompt_stale_flag(run: Runner, kv: FakeKV) -> None:
+    run("-h", "hf", "--stale", stdin="get k\n")
+    assert kv.reads == [("k", "local")]
+
+
+def test_run_prompt_with_explicit_streams(kv: FakeKV) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.run_prompt(kv, stdin=io.StringIO("get k\r\n"), stdout=out, stderr=err)
+    assert (code, out.getvalue(), err.getvalue()) == (0, "v\n", "")
+
+
+# ----------------------------------------------------- parsing and history
+
+
+@pytest.mark.parametrize(
+    ("line", "name", "args"),
+    [
+        ("set k v", "set", ["k", "v"]),
+        ("  set   k   a  b  ", "set", ["k", "a  b  "]),
+        ("get k", "get", ["k"]),
+        ("status --json", "status", ["--json"]),
+        ("\tdelete\tk", "delete", ["k"]),
+    ],
+)
+def test_split_line(line: str, name: str, args: list[str]) -> None:
+    parsed = cli.split_line(line)
+    assert parsed is not None
+    assert (parsed[0].name, parsed[1]) == (name, args)
+
+
+@pytest.mark.parametrize("line", ["", "   ", "# set k v"])
+def test_split_line_skips_blanks_and_comments(line: str) -> None:
+    assert cli.split_line(line) is None
+
+
+def test_history_falls_back_to_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+    monkeypatch.setattr(cli, "HISTORY_FILE", str(tmp_path / "history"))
+    assert isinstance(cli._history(), FileHistory)
+    monkeypatch.setattr(cli, "HISTORY_FILE", str(tmp_path / "no-such-dir" / "history"))
+    assert isinstance(cli._history(), InMemoryHistory)
