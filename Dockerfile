@@ -1,0 +1,115 @@
+# paxoskv images.
+#
+#   docker build --network host --target server -t paxos .
+#   docker build --network host --target client -t paxos_client .
+#
+# BASE_IMAGE must be a Debian-like image with Python 3.11 as `python3` and the
+# venv module (with ensurepip) available: python:3.11-slim (the default, for
+# machines that reach a registry) or the local debootstrap image built by
+# docker/build_base_image.sh (paxoskv-base:bookworm).  remove_and_build.sh
+# picks one automatically.
+#
+# Works with the classic builder (no BuildKit features are used).
+ARG BASE_IMAGE=python:3.11-slim
+
+# --------------------------------------------------------------------------
+# build: a venv at /opt/venv with the project and its dependencies installed.
+# --------------------------------------------------------------------------
+FROM ${BASE_IMAGE} AS build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DEFAULT_TIMEOUT=120 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv
+
+# Optional extra CA certificates (PEM text) for pip, e.g. for a TLS-inspecting
+# proxy between this machine and PyPI.  remove_and_build.sh passes the host's
+# locally added CAs (/usr/local/share/ca-certificates).  They are appended to
+# pip's own bundle in this stage only; the final images never contain them.
+ARG EXTRA_CA_CERTS=""
+# Optional package index mirror.
+ARG PIP_INDEX_URL=https://pypi.org/simple
+RUN set -eu; \
+    if [ -n "$EXTRA_CA_CERTS" ]; then \
+        python -c 'import pip._vendor.certifi as c; print(c.where())' | xargs cat > /tmp/pip-ca.pem; \
+        printf '%s\n' "$EXTRA_CA_CERTS" >> /tmp/pip-ca.pem; \
+    fi
+
+# Dependencies first, from pyproject.toml alone, so that code changes do not
+# re-download them (the [project] dependencies list; anything dynamic is
+# picked up by the full install below).
+COPY pyproject.toml /src/pyproject.toml
+RUN set -eu; \
+    if [ -f /tmp/pip-ca.pem ]; then export PIP_CERT=/tmp/pip-ca.pem; fi; \
+    python -c 'import tomllib; d = tomllib.load(open("/src/pyproject.toml", "rb")); print("\n".join(d.get("project", {}).get("dependencies", [])))' \
+        > /tmp/requirements.txt; \
+    if grep -q '[^[:space:]]' /tmp/requirements.txt; then pip install -r /tmp/requirements.txt; fi
+
+# The project itself (what .dockerignore lets through: pyproject.toml,
+# paxos/, client/, protos/, README ...).  A regular (non-editable) install.
+COPY . /src
+RUN set -eu; \
+    if [ -f /tmp/pip-ca.pem ]; then export PIP_CERT=/tmp/pip-ca.pem; fi; \
+    pip install /src; \
+    cd / && python -c 'import paxos, client'
+# pip and setuptools are not needed at run time (about 25 MB).
+RUN python -m pip uninstall -y -q setuptools pip
+
+# --------------------------------------------------------------------------
+# runtime: the same base with only the venv, the hostfile and a non-root user.
+# --------------------------------------------------------------------------
+FROM ${BASE_IMAGE} AS runtime
+
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN set -eu; \
+    groupadd --system --gid 10001 paxos; \
+    useradd --system --uid 10001 --gid paxos --home-dir /app --no-create-home \
+        --shell /usr/sbin/nologin paxos; \
+    mkdir -p /app /data; \
+    chown paxos:paxos /data; \
+    chmod 0750 /data
+
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+# Default hostfile; run_all_servers.sh and docker-compose.yml mount the
+# top-level hostfile.txt over it read-only, so editing it needs no rebuild.
+COPY hostfile.txt /app/hostfile.txt
+
+USER paxos
+
+# --------------------------------------------------------------------------
+# client (image paxos_client):
+#   docker run --network paxos_network --rm -ti paxos_client      # prompt
+#   docker run --network paxos_network --rm paxos_client get k    # one command
+# --------------------------------------------------------------------------
+FROM runtime AS client
+ENTRYPOINT ["python", "-m", "client", "-h", "/app/hostfile.txt"]
+CMD []
+
+# --------------------------------------------------------------------------
+# server (image paxos) -- last, so it is also the default target.
+#   docker run -d --name container0 --hostname container0 \
+#       --network paxos_network -v paxos_data_container0:/data \
+#       paxos -h /app/hostfile.txt -n container0 --data-dir /data
+# --------------------------------------------------------------------------
+FROM runtime AS server
+# Named volumes start out owned by paxos:paxos (copied from the image).
+VOLUME ["/data"]
+EXPOSE 50051
+# Python as PID 1 ignores SIGTERM; SIGINT raises KeyboardInterrupt so the
+# server can shut down cleanly on `docker stop`.
+STOPSIGNAL SIGINT
+# paxos/healthcheck.py: exits 0 iff the local server's grpc.health.v1 Check
+# reports SERVING.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
+    CMD ["python", "-m", "paxos.healthcheck"]
+ENTRYPOINT ["python", "-m", "paxos"]
+CMD ["-h", "/app/hostfile.txt", "--data-dir", "/data"]
