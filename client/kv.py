@@ -271,9 +271,12 @@ class KVClient:
                 time.sleep(min(NO_LEADER_BACKOFF, max(deadline - time.monotonic(), 0)))
         if ambiguous:
             raise UnknownOutcome(
-                f"write outcome unknown after {self.timeout:g}s: it may or may not have been applied (last error: {last_error})"
+                f"write outcome unknown after {self.timeout:g}s: it may or may not have been applied "
+                f"(last error: {last_error})"
             )
-        raise Unavailable(f"cluster unavailable after {self.timeout:g}s; tried {', '.join(tried)} (last error: {last_error})")
+        raise Unavailable(
+            f"cluster unavailable after {self.timeout:g}s; tried {', '.join(tried)} (last error: {last_error})"
+        )
 
     def _target(self, rotation: itertools.cycle[Member], any_server: bool) -> Member:
         if self._leader is not None and not any_server:

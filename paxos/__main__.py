@@ -34,11 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--help", action="help", help="show this help and exit")
-    parser.add_argument("-h", "--hostfile", required=True, metavar="HOSTFILE", help="file naming every server of the cluster")
-    parser.add_argument("-n", "--name", required=True, metavar="NAME", help="this server's name in the hostfile")
-    parser.add_argument("--data-dir", type=Path, metavar="DIR", help="where the write-ahead log lives (default ./data/NAME)")
     parser.add_argument(
-        "--listen", metavar="HOST:PORT", help="address to bind (default 0.0.0.0 and this server's port from the hostfile)"
+        "-h", "--hostfile", required=True, metavar="HOSTFILE", help="file naming every server of the cluster"
+    )
+    parser.add_argument("-n", "--name", required=True, metavar="NAME", help="this server's name in the hostfile")
+    parser.add_argument(
+        "--data-dir", type=Path, metavar="DIR", help="where the write-ahead log lives (default ./data/NAME)"
+    )
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="address to bind (default 0.0.0.0 and this server's port from the hostfile)",
     )
     parser.add_argument(
         "--max-value-bytes",
@@ -47,8 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"largest value accepted by set (default {limits.DEFAULT_MAX_VALUE_BYTES})",
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
-    parser.add_argument("--enable-fault-injection", action="store_true", help="let tests cut this server off from peers (never in production)")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO"
+    )
+    parser.add_argument(
+        "--enable-fault-injection",
+        action="store_true",
+        help="let tests cut this server off from peers (never in production)",
+    )
     return parser
 
 

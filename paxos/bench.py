@@ -63,7 +63,9 @@ async def _one_op(target: Target, op: str, key: str, value: str, client_id: str,
         stub = target.stubs[target.leader]
         try:
             if op == "set":
-                cmd = kv_pb2.Command(client_id=client_id, seq=seq, first_unacked=seq, set=kv_pb2.SetOp(key=key, value=value))
+                cmd = kv_pb2.Command(
+                    client_id=client_id, seq=seq, first_unacked=seq, set=kv_pb2.SetOp(key=key, value=value)
+                )
                 reply = await stub.Write(kv_pb2.WriteRequest(command=cmd), timeout=ATTEMPT_SECONDS)
             else:
                 reply = await stub.Get(kv_pb2.GetRequest(key=key), timeout=ATTEMPT_SECONDS)

@@ -27,7 +27,6 @@ from enum import Enum
 
 from paxos import limits
 from paxos.messages import (
-    NO_BALLOT,
     NOOP,
     Accept,
     Accepted,

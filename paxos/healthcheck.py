@@ -28,8 +28,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"unhealthy: {opts.address}: {err.code().name.lower()}", file=sys.stderr)  # type: ignore[attr-defined]
             return 1
     if reply.status != health_pb2.HealthCheckResponse.SERVING:
-        print(f"unhealthy: {opts.address} reports {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}",
-              file=sys.stderr)
+        print(
+            f"unhealthy: {opts.address} reports {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -103,9 +103,10 @@ class ImageIndex:
         if self._refs.pop(key, None) is None:
             return False
         for bucket, value in zip(self._buckets, self._chunk_values(key), strict=True):
-            holders = bucket[value]
-            holders.remove(key)
-            if not holders:
+            rest = tuple(k for k in bucket[value] if k != key)
+            if rest:
+                bucket[value] = rest
+            else:
                 del bucket[value]
         return True
 
@@ -151,15 +152,16 @@ class ImageIndex:
         """(Re)build the chunk tables with chunks `chunk_bits` wide."""
         self._chunk_bits = chunk_bits
         self._chunks = split_bits(8 * self._hash_bytes, chunk_bits)
-        # Lists, not sets: most buckets hold one or two hashes, and a list
-        # costs a third of a set's memory.
-        self._buckets: list[dict[int, list[int]]] = [{} for _ in self._chunks]
+        # Buckets are tuples: most hold one or two hashes, a tuple is the
+        # smallest container, and a tuple of ints is untracked by the cyclic
+        # garbage collector, so millions of buckets add nothing to its pauses.
+        self._buckets: list[dict[int, tuple[int, ...]]] = [{} for _ in self._chunks]
         for key in sorted(self._refs):
             self._insert(key)
 
     def _insert(self, key: int) -> None:
         for bucket, value in zip(self._buckets, self._chunk_values(key), strict=True):
-            bucket.setdefault(value, []).append(key)
+            bucket[value] = (*bucket.get(value, ()), key)
 
     def _chunk_values(self, key: int) -> Iterator[int]:
         for start, width in self._chunks:

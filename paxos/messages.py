@@ -8,7 +8,6 @@ reorder and duplicate them freely; ``paxos.codec`` maps them to protobuf.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 NodeId = int
 Slot = int
@@ -124,11 +123,19 @@ class CatchupReply:
     commit_index: Slot
 
 
-Message = Union[
-    PreVote,
-    PreVoteReply,
-    Prepare, Promise, Accept, Accepted, Reject, Heartbeat, HeartbeatAck, CatchupRequest, CatchupReply
-]
+Message = (
+    PreVote
+    | PreVoteReply
+    | Prepare
+    | Promise
+    | Accept
+    | Accepted
+    | Reject
+    | Heartbeat
+    | HeartbeatAck
+    | CatchupRequest
+    | CatchupReply
+)
 
 
 # --- records the core asks its host to make durable -----------------------
@@ -161,7 +168,7 @@ class CommitRecord:
     index: Slot
 
 
-Record = Union[PromiseRecord, AcceptRecord, ChosenRecord, CommitRecord]
+Record = PromiseRecord | AcceptRecord | ChosenRecord | CommitRecord
 
 
 @dataclass(slots=True)

@@ -67,7 +67,9 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member]) -> None:
         return
     meta = json.loads(meta_path.read_text())
     if meta.get("name") != name:
-        raise DataDirError(f"{data_dir} belongs to server {meta.get('name')!r}, not {name!r}; pass that server's own --data-dir")
+        raise DataDirError(
+            f"{data_dir} belongs to server {meta.get('name')!r}, not {name!r}; pass that server's own --data-dir"
+        )
     if meta.get("cluster") != cluster:
         raise DataDirError(
             f"{data_dir} was created for a cluster of {meta.get('cluster')}, but the hostfile lists {cluster}; "
@@ -211,9 +213,9 @@ class PaxosServer:
                 if not future.done():
                     future.set_exception(_LostLeadership(why))
         self._writes.clear()
-        for future in self._reads.values():
-            if not future.done():
-                future.set_exception(_LostLeadership(why))
+        for read in self._reads.values():
+            if not read.done():
+                read.set_exception(_LostLeadership(why))
         self._reads.clear()
 
     def _release_index_waiters(self) -> None:
@@ -277,11 +279,11 @@ class PaxosServer:
         self._wake.set()
         try:
             result = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
-        except (_LostLeadership, asyncio.TimeoutError):
+        except (TimeoutError, _LostLeadership):
             return kv_pb2.WriteReply(status=kv_pb2.UNKNOWN, leader_hint=self.leader_hint())
         return _write_reply(result)
 
-    async def linearizable_read(self, deadline: float) -> kv_pb2.Status.ValueType:
+    async def linearizable_read(self, deadline: float) -> int:
         """Wait until a read may be served here; the status to reply with."""
         if not self.core.is_leader():
             return kv_pb2.NOT_LEADER
@@ -297,7 +299,7 @@ class PaxosServer:
             await asyncio.wait_for(self._wait_applied(read_index), max(deadline - time.monotonic(), 0.001))
         except _LostLeadership:
             return kv_pb2.NOT_LEADER
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._reads.pop(read_id, None)
             return kv_pb2.UNAVAILABLE
         return kv_pb2.OK
@@ -373,7 +375,9 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
             self.s.receive_peer(raw)
         return peer_pb2.StreamSummary(received=received)
 
-    async def SetPartition(self, request: peer_pb2.Partition, context: grpc.aio.ServicerContext) -> peer_pb2.PartitionAck:
+    async def SetPartition(
+        self, request: peer_pb2.Partition, context: grpc.aio.ServicerContext
+    ) -> peer_pb2.PartitionAck:
         if not self.s.fault_injection:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "fault injection is off on this server")
         self.s.set_partition(list(request.blocked))
@@ -411,7 +415,7 @@ class _PeerLink:
                 self._connected = True
                 backoff = 0.05
                 await stub.Stream(self._outgoing())
-            except (grpc.aio.AioRpcError, asyncio.TimeoutError):
+            except (TimeoutError, grpc.aio.AioRpcError):
                 pass
             finally:
                 self._connected = False
