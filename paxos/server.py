@@ -283,7 +283,7 @@ class PaxosServer:
             return kv_pb2.WriteReply(status=kv_pb2.UNKNOWN, leader_hint=self.leader_hint())
         return _write_reply(result)
 
-    async def linearizable_read(self, deadline: float) -> int:
+    async def linearizable_read(self, deadline: float) -> kv_pb2.Status:
         """Wait until a read may be served here; the status to reply with."""
         if not self.core.is_leader():
             return kv_pb2.NOT_LEADER
