@@ -31,13 +31,12 @@ import io
 import os
 import struct
 import warnings
-from typing import Union
 
 import imagehash
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray]
+ImageSource = str | os.PathLike[str] | bytes | bytearray
 
 # Decoded images are shrunk to fit this square before hashing: hashing reads a
 # 13x12 grid, so more pixels only cost time, and a fixed working size makes a
@@ -47,9 +46,9 @@ WORK_SIDE = 256
 DHASH_GRID = 12
 HASH_BITS = 2 * DHASH_GRID * DHASH_GRID
 HASH_BYTES = HASH_BITS // 8
-# Chosen from docs/images.md: every edited copy in the study lies within 37
-# bits, the closest other photo is 68 bits away; the threshold sits nearer the
-# edits because a false match is worse than a miss.
+# Chosen in docs/images.md: every edited copy in the study lies within 41 bits
+# of its stored photo, the nearest other photo 68 bits away; the threshold sits
+# nearer the edits because a false match is worse than a miss.
 DEFAULT_MAX_DISTANCE = 48
 # Border fractions (cut from every edge) stored in addition to the full frame.
 CROP_VARIANTS: tuple[float, ...] = (0.035, 0.07)
@@ -114,8 +113,18 @@ def crop_border(img: Image.Image, fraction: float) -> Image.Image:
 def load_image(image: ImageSource) -> Image.Image:
     """Decode and validate an image; return it upright, RGB, within WORK_SIDE."""
     name, data = _read_source(image)
-    img = _decode(name, data)
-    img = _normalise(img)
+    with warnings.catch_warnings():
+        # Pillow warns about damage it works around (a bad TIFF tag, odd
+        # EXIF); that is noise to the user. A pixel count above Pillow's limit
+        # only warns by default too; that one becomes an error, so a
+        # decompression bomb is refused before it is decoded.
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = _decode(name, data)
+        try:
+            img = _normalise(img)
+        except _DECODE_ERRORS as e:
+            raise ImageError(f"{name} has corrupt metadata ({e}); re-export it") from None
     img.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.LANCZOS)
     return img
 
@@ -151,20 +160,19 @@ def _read_file(path: str | os.PathLike[str]) -> bytes:
 
 
 def _decode(name: str, data: bytes) -> Image.Image:
-    # A pixel count above Pillow's limit only warns by default; that warning
-    # is made an error so a decompression bomb is refused before decoding.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
-            _check_pixels(name, img)
-            img.load()  # decode everything now, so truncated files fail here
-        except UnidentifiedImageError:
-            raise ImageError(_unidentified_message(name, data)) from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(_bomb_message(name)) from None
-        except _DECODE_ERRORS as e:
-            raise ImageError(f"{name} is truncated or corrupt ({e}); re-export it") from None
+    """Open and fully decode; call with DecompressionBombWarning as an error."""
+    try:
+        img = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+        _check_pixels(name, img)
+        img.load()  # decode everything now, so truncated files fail here
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(_unidentified_message(name, data)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(_bomb_message(name)) from None
+    except _DECODE_ERRORS as e:
+        raise ImageError(f"{name} is truncated or corrupt ({e}); re-export it") from None
     return img
 
 
@@ -185,7 +193,7 @@ def _unidentified_message(name: str, data: bytes) -> str:
     fmt = _sniff_format(data)
     if fmt is None:
         return f"{name} is not an image (expected {_FORMAT_LIST})"
-    return f"{name} is a {fmt} image, an unsupported format; convert it to {_FORMAT_LIST}"
+    return f"{name} is in {fmt} format, which is not supported; convert it to {_FORMAT_LIST}"
 
 
 def _sniff_format(data: bytes) -> str | None:

@@ -18,10 +18,12 @@ distance of each hash found there, and so misses nothing.
 Cost of a lookup: P probes, fixed by (B, w, d), plus about P * n / 2**w
 candidates to verify. With w fixed the second term would grow linearly with
 n, so w grows with the index: w = max(`MIN_CHUNK_BITS`, bit length of n),
-keeping about one hash per bucket. Widening chunks raises P, but far slower
-than n: for 288-bit hashes at d = 48 the work per lookup grows about 3x from
-100,000 to 1,000,000 hashes (see benchmarks/image_index_bench.py). The index
-is rebuilt when w grows (only when n doubles, so amortised O(1) per add);
+keeping about one hash per bucket. Widening chunks raises P, but slower
+than n grows: for 288-bit hashes at d = 48, tripling the index from 100,000
+to 300,000 hashes raised the CPU time per lookup 2.4x, and the model P(w) +
+P(w) * n / 2**w grows 1.9x (benchmarks/image_index_bench.py). The index
+is rebuilt when w grows (only when n doubles, so amortised O(1) per add,
+but that one add takes seconds at 2**17 hashes: see `ImageIndex.__init__`);
 it never narrows, so removals cannot make it rebuild back and forth. Should
 the probes outnumber the stored hashes (a huge d), a lookup scans them all
 instead: same answer, bounded cost.
@@ -57,12 +59,19 @@ Match = tuple[int, bytes, int]  # (distance, hash, ref)
 class ImageIndex:
     """Hashes of one fixed length, each mapped to the ref of its latest `add`."""
 
-    def __init__(self, hash_bytes: int) -> None:
+    def __init__(self, hash_bytes: int, chunk_bits: int = MIN_CHUNK_BITS) -> None:
+        """`chunk_bits` is the starting chunk width. Widening rebuilds the
+        index inside one `add` (seconds at 2**17 hashes and more), so a server
+        expecting about N hashes can start at N.bit_length() and never
+        rebuild below that size. Replicas must all use the same value.
+        """
         if hash_bytes <= 0:
             raise ValueError(f"hash_bytes must be positive, got {hash_bytes}")
+        if not 1 <= chunk_bits <= MAX_CHUNK_BITS:
+            raise ValueError(f"chunk_bits must be in 1..{MAX_CHUNK_BITS}, got {chunk_bits}")
         self._hash_bytes = hash_bytes
         self._refs: dict[int, int] = {}  # hash as int -> ref
-        self._layout(MIN_CHUNK_BITS)
+        self._layout(chunk_bits)
 
     def __len__(self) -> int:
         return len(self._refs)
