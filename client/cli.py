@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from client import InvalidRequest, KVClient, KVError, Unavailable, UnknownOutcome
+from client import ImageError, ImageMatch, InvalidRequest, KVClient, KVError, Unavailable, UnknownOutcome
+from client.images import HASH_BITS as IMAGE_HASH_BITS
 from paxos.hostfile import HostfileError
 
 if TYPE_CHECKING:  # prompt_toolkit is imported only when a terminal prompt opens
@@ -38,8 +39,6 @@ PROMPT = "paxoskv> "
 STALE_PROMPT = "paxoskv (stale reads)> "
 # The keys of one server in `status --json`, in this order, and nothing else.
 STATUS_FIELDS = ("name", "address", "reachable", "role", "leader", "ballot", "commit_index", "applied_index")
-# Until the image feature lands, iset and iget answer with this one message.
-IMAGE_COMMANDS_UNAVAILABLE = "iset/iget are not available yet"
 
 
 class KV(Protocol):
@@ -49,6 +48,10 @@ class KV(Protocol):
     def get(self, key: str, consistency: str = "linearizable") -> str | None: ...
     def delete(self, key: str) -> bool: ...
     def status(self) -> Sequence[Mapping[str, object]]: ...
+    def iset(self, image: str, metadata: str) -> str: ...
+    def inearest(
+        self, image: str, limit: int = 5, max_distance: int | None = None, consistency: str = "linearizable"
+    ) -> list[ImageMatch]: ...
     def close(self) -> None: ...
 
 
@@ -137,9 +140,41 @@ def _status(s: Session, args: list[str]) -> int:
     return EXIT_OK
 
 
-def _image_unavailable(s: Session, args: list[str]) -> int:
-    s.say(IMAGE_COMMANDS_UNAVAILABLE)
-    return EXIT_USAGE
+def _iset(s: Session, args: list[str]) -> int:
+    path, metadata = args
+    try:
+        digest = s.kv.iset(path, metadata)
+    except ImageError as exc:
+        raise UsageError(str(exc)) from None
+    s.say(f"OK (hash {digest})")
+    return EXIT_OK
+
+
+def _iget(s: Session, args: list[str]) -> int:
+    nearest = None
+    if args[0] == "--nearest":
+        if len(args) != 3 or not args[1].isdigit() or int(args[1]) < 1:
+            raise UsageError("usage: iget [--nearest N] <image>")
+        nearest, args = int(args[1]), args[2:]
+    if len(args) != 1:
+        raise UsageError("usage: iget [--nearest N] <image>")
+    consistency = "local" if s.stale else "linearizable"
+    try:
+        if nearest is None:
+            found = s.kv.inearest(args[0], limit=1, consistency=consistency)
+        else:
+            found = s.kv.inearest(args[0], limit=nearest, max_distance=IMAGE_HASH_BITS, consistency=consistency)
+    except ImageError as exc:
+        raise UsageError(str(exc)) from None
+    if not found:
+        s.say("not found")
+        return EXIT_NOT_FOUND
+    if nearest is None:
+        print(found[0].metadata, file=s.out, flush=True)
+    else:
+        for match in found:
+            print(f"{match.distance}\t{match.hash}\t{match.metadata}", file=s.out, flush=True)
+    return EXIT_OK
 
 
 def _help(s: Session, args: list[str]) -> int:
@@ -172,13 +207,22 @@ COMMANDS: dict[str, Command] = {
         Command("status", "status [--json]", "each server's role, leader, ballot and log indexes", _status, 0, 1),
         Command(
             "iset",
-            "iset <image> <metadata>",
-            "store an image's metadata (not available yet)",
-            _image_unavailable,
-            0,
-            None,
+            "iset <image path> <metadata>",
+            "store metadata for a photo; the metadata is the rest of the line",
+            _iset,
+            min_args=2,
+            max_args=2,
+            rest_of_line=True,
         ),
-        Command("iget", "iget <image>", "find similar images (not available yet)", _image_unavailable, 0, None),
+        Command(
+            "iget",
+            "iget [--nearest N] <image path>",
+            "print the metadata of the stored photo that matches this one, even edited (exit 1 if none); "
+            "--nearest N lists the N nearest with their distances in bits, however far",
+            _iget,
+            1,
+            3,
+        ),
         Command("help", "help [command]", "list the commands, or explain one", _help, 0, 1),
         Command("quit", "quit", "leave the prompt (also: exit, Ctrl-D)", _quit),
         Command("exit", "exit", "leave the prompt", _quit),

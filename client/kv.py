@@ -13,14 +13,24 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
 import grpc
 
+from client import images
+from client.images import ImageSource
 from paxos.hostfile import Member, parse_hostfile
-from paxos.limits import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, SESSION_WINDOW
+from paxos.limits import (
+    DEFAULT_MAX_VALUE_BYTES,
+    MAX_IMAGE_MATCHES,
+    MAX_KEY_BYTES,
+    MAX_MESSAGE_BYTES,
+    MAX_METADATA_BYTES,
+    SESSION_WINDOW,
+)
 from protos import kv_pb2, kv_pb2_grpc
 
 # One attempt against one server; a stalled server costs at most this much
@@ -142,9 +152,7 @@ class KVClient:
         asking the leader: fast, but the value may be stale.
         """
         self._check_key(key)
-        if consistency not in ("linearizable", "local"):
-            raise ValueError("consistency must be 'linearizable' or 'local'")
-        level = kv_pb2.LOCAL if consistency == "local" else kv_pb2.LINEARIZABLE
+        level = _consistency(consistency)
         request = kv_pb2.GetRequest(key=key, consistency=level)
 
         def call(stub: kv_pb2_grpc.KVStub, timeout: float) -> _Attempt:
@@ -154,6 +162,55 @@ class KVClient:
         reply = self._retry(call, is_write=False, any_server=level == kv_pb2.LOCAL)
         assert isinstance(reply, kv_pb2.GetReply)
         return reply.value if reply.found else None
+
+    def iset(self, image: ImageSource, metadata: str) -> str:
+        """Store ``metadata`` for a photo (a path or the file's bytes); returns its hash in hex.
+
+        Raises ``ImageError`` (a ValueError) for a file that is missing, not
+        an image, corrupt or too large, before anything is sent.
+        """
+        size = len(metadata.encode("utf-8", "surrogatepass"))
+        if size > MAX_METADATA_BYTES:
+            raise InvalidRequest(f"metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}")
+        hashes = images.index_hashes(image)
+        self._write(lambda cmd: cmd.iset.CopyFrom(kv_pb2.ImageSetOp(hashes=hashes, metadata=metadata)))
+        return images.hash_hex(hashes[0])
+
+    def iget(
+        self, image: ImageSource, max_distance: int | None = None, consistency: str = "linearizable"
+    ) -> str | None:
+        """The metadata of the stored photo nearest to ``image``, or None.
+
+        Only photos within ``max_distance`` bits (default
+        ``images.DEFAULT_MAX_DISTANCE``) count; ties go to the latest iset.
+        """
+        found = self.inearest(image, limit=1, max_distance=max_distance, consistency=consistency)
+        return found[0].metadata if found else None
+
+    def inearest(
+        self,
+        image: ImageSource,
+        limit: int = 5,
+        max_distance: int | None = None,
+        consistency: str = "linearizable",
+    ) -> list[ImageMatch]:
+        """Up to ``limit`` stored photos nearest to ``image``, nearest first."""
+        distance = images.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
+        if not 0 <= distance <= images.HASH_BITS:
+            raise InvalidRequest(f"max_distance must be 0 to {images.HASH_BITS} bits")
+        if not 1 <= limit <= MAX_IMAGE_MATCHES:
+            raise InvalidRequest(f"limit must be 1 to {MAX_IMAGE_MATCHES}")
+        request = kv_pb2.ImageGetRequest(
+            hash=images.hash_image(image), max_distance=distance, limit=limit, consistency=_consistency(consistency)
+        )
+
+        def call(stub: kv_pb2_grpc.KVStub, timeout: float) -> _Attempt:
+            reply = stub.ImageGet(request, timeout=timeout)
+            return _Attempt(reply.status, reply.leader_hint, reply, reply.error)
+
+        reply = self._retry(call, is_write=False, any_server=request.consistency == kv_pb2.LOCAL)
+        assert isinstance(reply, kv_pb2.ImageGetReply)
+        return [ImageMatch(images.hash_hex(m.hash), m.distance, m.metadata) for m in reply.matches]
 
     def status(self) -> list[dict[str, object]]:
         """One entry per server in hostfile order; unreachable ones are 'down'."""
@@ -297,6 +354,19 @@ class KVClient:
                 self._channels[member.address] = channel
                 stub = self._stubs[member.address] = kv_pb2_grpc.KVStub(channel)
             return stub
+
+
+@dataclass(frozen=True)
+class ImageMatch:
+    hash: str  # the stored photo's hash, hex
+    distance: int  # bits
+    metadata: str
+
+
+def _consistency(name: str) -> kv_pb2.Consistency:
+    if name not in ("linearizable", "local"):
+        raise ValueError("consistency must be 'linearizable' or 'local'")
+    return kv_pb2.LOCAL if name == "local" else kv_pb2.LINEARIZABLE
 
 
 def _describe(err: grpc.RpcError) -> str:

@@ -41,6 +41,16 @@ MAX_CLIENT_SESSIONS = 100_000
 # more results than this and no result a retry may need is ever dropped.
 SESSION_WINDOW = 1024
 
+# Images: perceptual hashes are 288 bits (see client/images.py and
+# docs/images.md); one iset stores up to MAX_IMAGE_HASHES of them.
+IMAGE_HASH_BYTES = 36
+MAX_IMAGE_HASHES = 8
+MAX_METADATA_BYTES = 64 * 1024
+MAX_IMAGE_MATCHES = 100
+# Chunk width of the multi-index hash table, fixed so that every replica
+# builds the same index and none stalls to widen it before ~130,000 hashes.
+IMAGE_INDEX_CHUNK_BITS = 17
+
 # Transport.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 PEER_QUEUE_LIMIT = 10_000

@@ -29,7 +29,7 @@ from paxos.codec import DecodeError, decode, encode
 from paxos.core import Config, Node
 from paxos.hostfile import Member
 from paxos.messages import Ready
-from paxos.statemachine import Result, StateMachine, validate_command, validate_key
+from paxos.statemachine import Result, StateMachine, validate_command, validate_image_hash, validate_key
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 
@@ -358,7 +358,20 @@ class _KVService(kv_pb2_grpc.KVServicer):
     async def ImageGet(
         self, request: kv_pb2.ImageGetRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.ImageGetReply:
-        return kv_pb2.ImageGetReply(status=kv_pb2.INVALID, error="image lookups are not available yet")
+        error = validate_image_hash(request.hash)
+        if error is None and request.max_distance > limits.IMAGE_HASH_BYTES * 8:
+            error = f"max_distance must be at most {limits.IMAGE_HASH_BYTES * 8} bits"
+        if error is None and request.limit > limits.MAX_IMAGE_MATCHES:
+            error = f"limit must be at most {limits.MAX_IMAGE_MATCHES}"
+        if error:
+            return kv_pb2.ImageGetReply(status=kv_pb2.INVALID, error=error)
+        if request.consistency != kv_pb2.LOCAL:
+            status = await self.s.linearizable_read(_deadline(context))
+            if status != kv_pb2.OK:
+                return kv_pb2.ImageGetReply(status=status, leader_hint=self.s.leader_hint())
+        found = self.s.store.image_matches(request.hash, request.max_distance, max(request.limit, 1))
+        matches = [kv_pb2.ImageMatch(hash=m.hash, distance=m.distance, metadata=m.metadata) for m in found]
+        return kv_pb2.ImageGetReply(status=kv_pb2.OK, matches=matches)
 
     async def Status(self, request: kv_pb2.StatusRequest, context: grpc.aio.ServicerContext) -> kv_pb2.NodeStatus:
         return self.s.status()

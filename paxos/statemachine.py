@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 
 from paxos import limits
+from paxos.image_index import ImageIndex
 from paxos.messages import Slot, Value
 from protos import kv_pb2
 
@@ -57,7 +58,35 @@ def validate_command(cmd: kv_pb2.Command, max_value_bytes: int) -> str | None:
         return validate_key(cmd.set.key)
     if kind == "delete":
         return validate_key(cmd.delete.key)
+    if kind == "iset":
+        return validate_image_set(cmd.iset)
     return f"unsupported command {kind!r}"
+
+
+def validate_image_hash(h: bytes) -> str | None:
+    if len(h) != limits.IMAGE_HASH_BYTES:
+        return f"image hash is {len(h)} bytes; expected {limits.IMAGE_HASH_BYTES}"
+    return None
+
+
+def validate_image_set(op: kv_pb2.ImageSetOp) -> str | None:
+    if not 1 <= len(op.hashes) <= limits.MAX_IMAGE_HASHES:
+        return f"an image needs 1 to {limits.MAX_IMAGE_HASHES} hashes, got {len(op.hashes)}"
+    for h in op.hashes:
+        error = validate_image_hash(h)
+        if error:
+            return error
+    size = len(op.metadata.encode("utf-8", "surrogatepass"))
+    if size > limits.MAX_METADATA_BYTES:
+        return f"metadata is {size} bytes; the limit is {limits.MAX_METADATA_BYTES}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageMatch:
+    hash: bytes  # the stored image's full-frame hash
+    distance: int
+    metadata: str
 
 
 class StateMachine:
@@ -66,6 +95,12 @@ class StateMachine:
         self.data: dict[str, str] = {}
         self.applied_index: Slot = 0
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        # Images: every stored hash maps to the ref of the iset that stored it
+        # (refs grow in apply order, so the index breaks ties by recency).
+        self._images = ImageIndex(limits.IMAGE_HASH_BYTES, chunk_bits=limits.IMAGE_INDEX_CHUNK_BITS)
+        self._image_meta: dict[int, tuple[bytes, str]] = {}
+        self._hashes_per_ref: dict[int, int] = {}
+        self._next_ref = 1
 
     def get(self, key: str) -> str | None:
         return self.data.get(key)
@@ -81,6 +116,10 @@ class StateMachine:
             if result is not None:
                 results.append(result)
         return results
+
+    def image_matches(self, h: bytes, max_distance: int, limit: int) -> list[ImageMatch]:
+        found = self._images.nearest(h, max_distance, limit)
+        return [ImageMatch(self._image_meta[ref][0], dist, self._image_meta[ref][1]) for dist, _, ref in found]
 
     def cached_result(self, client_id: str, seq: int) -> Result | None:
         session = self._sessions.get(client_id)
@@ -111,8 +150,29 @@ class StateMachine:
         if kind == "set":
             self.data[cmd.set.key] = cmd.set.value
             return Result(cmd.client_id, cmd.seq)
-        removed = self.data.pop(cmd.delete.key, None) is not None
-        return Result(cmd.client_id, cmd.seq, removed=removed)
+        if kind == "delete":
+            removed = self.data.pop(cmd.delete.key, None) is not None
+            return Result(cmd.client_id, cmd.seq, removed=removed)
+        self._store_image(cmd.iset)
+        return Result(cmd.client_id, cmd.seq)
+
+    def _store_image(self, op: kv_pb2.ImageSetOp) -> None:
+        ref = self._next_ref
+        self._next_ref += 1
+        self._image_meta[ref] = (op.hashes[0], op.metadata)
+        for h in dict.fromkeys(op.hashes):  # distinct, in order
+            previous = self._images.ref_of(h)
+            self._images.add(h, ref)
+            self._hashes_per_ref[ref] = self._hashes_per_ref.get(ref, 0) + 1
+            if previous is not None:
+                self._drop_hash_of(previous)
+
+    def _drop_hash_of(self, ref: int) -> None:
+        """A newer iset took over one of ``ref``'s hashes."""
+        self._hashes_per_ref[ref] -= 1
+        if self._hashes_per_ref[ref] == 0:
+            del self._hashes_per_ref[ref]
+            del self._image_meta[ref]
 
     def _session(self, client_id: str) -> _Session:
         session = self._sessions.get(client_id)

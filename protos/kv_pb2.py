@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fprotos/kv.proto\x12\npaxoskv.kv\"\xb8\x01\n\x07\x43ommand\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x15\n\rfirst_unacked\x18\x03 \x01(\x04\x12 \n\x03set\x18\x04 \x01(\x0b\x32\x11.paxoskv.kv.SetOpH\x00\x12&\n\x06\x64\x65lete\x18\x05 \x01(\x0b\x32\x14.paxoskv.kv.DeleteOpH\x00\x12&\n\x04iset\x18\x06 \x01(\x0b\x32\x16.paxoskv.kv.ImageSetOpH\x00\x42\x04\n\x02op\"#\n\x05SetOp\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x17\n\x08\x44\x65leteOp\x12\x0b\n\x03key\x18\x01 \x01(\t\",\n\nImageSetOp\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x10\n\x08metadata\x18\x02 \x01(\t\"4\n\x0cWriteRequest\x12$\n\x07\x63ommand\x18\x01 \x01(\x0b\x32\x13.paxoskv.kv.Command\"e\n\nWriteReply\x12\"\n\x06status\x18\x01 \x01(\x0e\x32\x12.paxoskv.kv.Status\x12\x0f\n\x07removed\x18\x02 \x01(\x08\x12\x13\n\x0bleader_hint\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"G\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x17.paxoskv.kv.Consistency\"p\n\x08GetReply\x12\"\n\x06status\x18\x01 \x01(\x0e\x32\x12.paxoskv.kv.Status\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\t\x12\x13\n\x0bleader_hint\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"r\n\x0fImageGetRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x14\n\x0cmax_distance\x18\x02 \x01(\r\x12\r\n\x05limit\x18\x03 \x01(\r\x12,\n\x0b\x63onsistency\x18\x04 \x01(\x0e\x32\x17.paxoskv.kv.Consistency\">\n\nImageMatch\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x10\n\x08\x64istance\x18\x02 \x01(\r\x12\x10\n\x08metadata\x18\x03 \x01(\t\"\x80\x01\n\rImageGetReply\x12\"\n\x06status\x18\x01 \x01(\x0e\x32\x12.paxoskv.kv.Status\x12\'\n\x07matches\x18\x02 \x03(\x0b\x32\x16.paxoskv.kv.ImageMatch\x12\x13\n\x0bleader_hint\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x0f\n\rStatusRequest\"\x86\x01\n\nNodeStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0e\n\x06leader\x18\x04 \x01(\t\x12\x0e\n\x06\x62\x61llot\x18\x05 \x01(\t\x12\x14\n\x0c\x63ommit_index\x18\x06 \x01(\x04\x12\x15\n\rapplied_index\x18\x07 \x01(\x04**\n\x0b\x43onsistency\x12\x10\n\x0cLINEARIZABLE\x10\x00\x12\t\n\x05LOCAL\x10\x01*K\n\x06Status\x12\x06\n\x02OK\x10\x00\x12\x0e\n\nNOT_LEADER\x10\x01\x12\x0b\n\x07UNKNOWN\x10\x02\x12\x0b\n\x07INVALID\x10\x03\x12\x0f\n\x0bUNAVAILABLE\x10\x04\x32\xf5\x01\n\x02KV\x12\x39\n\x05Write\x12\x18.paxoskv.kv.WriteRequest\x1a\x16.paxoskv.kv.WriteReply\x12\x33\n\x03Get\x12\x16.paxoskv.kv.GetRequest\x1a\x14.paxoskv.kv.GetReply\x12\x42\n\x08ImageGet\x12\x1b.paxoskv.kv.ImageGetRequest\x1a\x19.paxoskv.kv.ImageGetReply\x12;\n\x06Status\x12\x19.paxoskv.kv.StatusRequest\x1a\x16.paxoskv.kv.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fprotos/kv.proto\x12\npaxoskv.kv\"\xb8\x01\n\x07\x43ommand\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x15\n\rfirst_unacked\x18\x03 \x01(\x04\x12 \n\x03set\x18\x04 \x01(\x0b\x32\x11.paxoskv.kv.SetOpH\x00\x12&\n\x06\x64\x65lete\x18\x05 \x01(\x0b\x32\x14.paxoskv.kv.DeleteOpH\x00\x12&\n\x04iset\x18\x06 \x01(\x0b\x32\x16.paxoskv.kv.ImageSetOpH\x00\x42\x04\n\x02op\"#\n\x05SetOp\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x17\n\x08\x44\x65leteOp\x12\x0b\n\x03key\x18\x01 \x01(\t\".\n\nImageSetOp\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x12\x10\n\x08metadata\x18\x02 \x01(\t\"4\n\x0cWriteRequest\x12$\n\x07\x63ommand\x18\x01 \x01(\x0b\x32\x13.paxoskv.kv.Command\"e\n\nWriteReply\x12\"\n\x06status\x18\x01 \x01(\x0e\x32\x12.paxoskv.kv.Status\x12\x0f\n\x07removed\x18\x02 \x01(\x08\x12\x13\n\x0bleader_hint\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"G\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12,\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x17.paxoskv.kv.Consistency\"p\n\x08GetReply\x12\"\n\x06status\x18\x01 \x01(\x0e\x32\x12.paxoskv.kv.Status\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\t\x12\x13\n\x0bleader_hint\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"r\n\x0fImageGetRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x14\n\x0cmax_distance\x18\x02 \x01(\r\x12\r\n\x05limit\x18\x03 \x01(\r\x12,\n\x0b\x63onsistency\x18\x04 \x01(\x0e\x32\x17.paxoskv.kv.Consistency\">\n\nImageMatch\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x10\n\x08\x64istance\x18\x02 \x01(\r\x12\x10\n\x08metadata\x18\x03 \x01(\t\"\x80\x01\n\rImageGetReply\x12\"\n\x06status\x18\x01 \x01(\x0e\x32\x12.paxoskv.kv.Status\x12\'\n\x07matches\x18\x02 \x03(\x0b\x32\x16.paxoskv.kv.ImageMatch\x12\x13\n\x0bleader_hint\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x0f\n\rStatusRequest\"\x86\x01\n\nNodeStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0e\n\x06leader\x18\x04 \x01(\t\x12\x0e\n\x06\x62\x61llot\x18\x05 \x01(\t\x12\x14\n\x0c\x63ommit_index\x18\x06 \x01(\x04\x12\x15\n\rapplied_index\x18\x07 \x01(\x04**\n\x0b\x43onsistency\x12\x10\n\x0cLINEARIZABLE\x10\x00\x12\t\n\x05LOCAL\x10\x01*K\n\x06Status\x12\x06\n\x02OK\x10\x00\x12\x0e\n\nNOT_LEADER\x10\x01\x12\x0b\n\x07UNKNOWN\x10\x02\x12\x0b\n\x07INVALID\x10\x03\x12\x0f\n\x0bUNAVAILABLE\x10\x04\x32\xf5\x01\n\x02KV\x12\x39\n\x05Write\x12\x18.paxoskv.kv.WriteRequest\x1a\x16.paxoskv.kv.WriteReply\x12\x33\n\x03Get\x12\x16.paxoskv.kv.GetRequest\x1a\x14.paxoskv.kv.GetReply\x12\x42\n\x08ImageGet\x12\x1b.paxoskv.kv.ImageGetRequest\x1a\x19.paxoskv.kv.ImageGetReply\x12;\n\x06Status\x12\x19.paxoskv.kv.StatusRequest\x1a\x16.paxoskv.kv.NodeStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.kv_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONSISTENCY']._serialized_start=1135
-  _globals['_CONSISTENCY']._serialized_end=1177
-  _globals['_STATUS']._serialized_start=1179
-  _globals['_STATUS']._serialized_end=1254
+  _globals['_CONSISTENCY']._serialized_start=1137
+  _globals['_CONSISTENCY']._serialized_end=1179
+  _globals['_STATUS']._serialized_start=1181
+  _globals['_STATUS']._serialized_end=1256
   _globals['_COMMAND']._serialized_start=32
   _globals['_COMMAND']._serialized_end=216
   _globals['_SETOP']._serialized_start=218
@@ -42,25 +42,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEOP']._serialized_start=255
   _globals['_DELETEOP']._serialized_end=278
   _globals['_IMAGESETOP']._serialized_start=280
-  _globals['_IMAGESETOP']._serialized_end=324
-  _globals['_WRITEREQUEST']._serialized_start=326
-  _globals['_WRITEREQUEST']._serialized_end=378
-  _globals['_WRITEREPLY']._serialized_start=380
-  _globals['_WRITEREPLY']._serialized_end=481
-  _globals['_GETREQUEST']._serialized_start=483
-  _globals['_GETREQUEST']._serialized_end=554
-  _globals['_GETREPLY']._serialized_start=556
-  _globals['_GETREPLY']._serialized_end=668
-  _globals['_IMAGEGETREQUEST']._serialized_start=670
-  _globals['_IMAGEGETREQUEST']._serialized_end=784
-  _globals['_IMAGEMATCH']._serialized_start=786
-  _globals['_IMAGEMATCH']._serialized_end=848
-  _globals['_IMAGEGETREPLY']._serialized_start=851
-  _globals['_IMAGEGETREPLY']._serialized_end=979
-  _globals['_STATUSREQUEST']._serialized_start=981
-  _globals['_STATUSREQUEST']._serialized_end=996
-  _globals['_NODESTATUS']._serialized_start=999
-  _globals['_NODESTATUS']._serialized_end=1133
-  _globals['_KV']._serialized_start=1257
-  _globals['_KV']._serialized_end=1502
+  _globals['_IMAGESETOP']._serialized_end=326
+  _globals['_WRITEREQUEST']._serialized_start=328
+  _globals['_WRITEREQUEST']._serialized_end=380
+  _globals['_WRITEREPLY']._serialized_start=382
+  _globals['_WRITEREPLY']._serialized_end=483
+  _globals['_GETREQUEST']._serialized_start=485
+  _globals['_GETREQUEST']._serialized_end=556
+  _globals['_GETREPLY']._serialized_start=558
+  _globals['_GETREPLY']._serialized_end=670
+  _globals['_IMAGEGETREQUEST']._serialized_start=672
+  _globals['_IMAGEGETREQUEST']._serialized_end=786
+  _globals['_IMAGEMATCH']._serialized_start=788
+  _globals['_IMAGEMATCH']._serialized_end=850
+  _globals['_IMAGEGETREPLY']._serialized_start=853
+  _globals['_IMAGEGETREPLY']._serialized_end=981
+  _globals['_STATUSREQUEST']._serialized_start=983
+  _globals['_STATUSREQUEST']._serialized_end=998
+  _globals['_NODESTATUS']._serialized_start=1001
+  _globals['_NODESTATUS']._serialized_end=1135
+  _globals['_KV']._serialized_start=1259
+  _globals['_KV']._serialized_end=1504
 # @@protoc_insertion_point(module_scope)

@@ -58,12 +58,12 @@ class DeleteOp(_message.Message):
     def __init__(self, key: _Optional[str] = ...) -> None: ...
 
 class ImageSetOp(_message.Message):
-    __slots__ = ("hash", "metadata")
-    HASH_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("hashes", "metadata")
+    HASHES_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
-    hash: bytes
+    hashes: _containers.RepeatedScalarFieldContainer[bytes]
     metadata: str
-    def __init__(self, hash: _Optional[bytes] = ..., metadata: _Optional[str] = ...) -> None: ...
+    def __init__(self, hashes: _Optional[_Iterable[bytes]] = ..., metadata: _Optional[str] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
     __slots__ = ("command",)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from client import InvalidRequest, Unavailable, UnknownOutcome, cli
+from client import ImageError, ImageMatch, InvalidRequest, Unavailable, UnknownOutcome, cli
 from paxos.hostfile import HostfileError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +46,8 @@ class FakeKV:
     fail: Exception | None = None  # raised by every data operation
     reads: list[tuple[str, str]] = field(default_factory=list)
     closed: bool = False
+    images: dict[str, str] = field(default_factory=dict)
+    image_lookups: list[tuple[str, int, int | None, str]] = field(default_factory=list)
 
     def _check(self) -> None:
         if self.fail is not None:
@@ -66,6 +68,21 @@ class FakeKV:
 
     def status(self) -> Sequence[Mapping[str, object]]:
         return self.nodes
+
+    def iset(self, image: str, metadata: str) -> str:
+        self._check()
+        if image == "missing.png":
+            raise ImageError("missing.png: no such file")
+        self.images[image] = metadata
+        return "ab" * 36
+
+    def inearest(
+        self, image: str, limit: int = 5, max_distance: int | None = None, consistency: str = "linearizable"
+    ) -> list[ImageMatch]:
+        self._check()
+        self.image_lookups.append((image, limit, max_distance, consistency))
+        found = [ImageMatch("cd" * 36, 3, meta) for name, meta in self.images.items() if name == image]
+        return found[:limit]
 
     def close(self) -> None:
         self.closed = True
@@ -248,11 +265,38 @@ def test_invalid_request_exits_2(run: Runner, kv: FakeKV) -> None:
     assert "1024 bytes" in result.err
 
 
-def test_image_commands_are_not_available_yet(run: Runner) -> None:
-    for command in ("iset", "iget"):
-        result = run("-h", "hf", command, "cat.png")
-        assert result.code == cli.EXIT_USAGE
-        assert result.err == cli.IMAGE_COMMANDS_UNAVAILABLE + "\n"
+def test_iset_then_iget_prints_metadata_alone(run: Runner, kv: FakeKV) -> None:
+    stored = run("-h", "hf", "iset", "cat.png", "a", "grey", "cat")
+    assert stored.code == 0 and stored.out == ""
+    assert kv.images == {"cat.png": "a grey cat"}
+    found = run("-h", "hf", "iget", "cat.png")
+    assert (found.code, found.out) == (0, "a grey cat\n")
+    assert kv.image_lookups[-1] == ("cat.png", 1, None, "linearizable")
+
+
+def test_iget_of_unknown_image_exits_1(run: Runner) -> None:
+    result = run("-h", "hf", "iget", "dog.png")
+    assert (result.code, result.out, result.err) == (cli.EXIT_NOT_FOUND, "", "not found\n")
+
+
+def test_iget_nearest_lists_distances(run: Runner, kv: FakeKV) -> None:
+    kv.images["cat.png"] = "a cat"
+    result = run("-h", "hf", "iget", "--nearest", "3", "cat.png")
+    assert result.code == 0
+    assert result.out == "3\t" + "cd" * 36 + "\ta cat\n"
+    assert kv.image_lookups[-1][:2] == ("cat.png", 3)
+
+
+@pytest.mark.parametrize("args", [["iget", "--nearest", "x", "a.png"], ["iget", "--nearest", "2"], ["iset", "a.png"]])
+def test_image_usage_errors_exit_2(run: Runner, args: list[str]) -> None:
+    assert run("-h", "hf", *args).code == cli.EXIT_USAGE
+
+
+def test_bad_image_is_one_line_and_exit_2(run: Runner, kv: FakeKV) -> None:
+    result = run("-h", "hf", "iset", "missing.png", "meta")
+    assert result.code == cli.EXIT_USAGE
+    assert result.err == "error: missing.png: no such file\n"
+    assert kv.images == {}
 
 
 # ----------------------------------------------------------------- status
@@ -334,11 +378,12 @@ def test_prompt_stops_at_quit(run: Runner, kv: FakeKV) -> None:
     assert "never" not in kv.data
 
 
-def test_prompt_help_and_image_commands(run: Runner) -> None:
-    result = run("-h", "hf", stdin="help\nhelp set\niset cat.png a cat\n")
+def test_prompt_help_and_image_commands(run: Runner, kv: FakeKV) -> None:
+    result = run("-h", "hf", stdin="help\nhelp set\niset cat.png a  cat \niget cat.png\n")
     assert "delete <key>" in result.err
     assert "the value is the rest of the line" in result.err
-    assert result.err.rstrip().endswith(cli.IMAGE_COMMANDS_UNAVAILABLE)
+    assert kv.images == {"cat.png": "a  cat "}
+    assert result.out == "a  cat \n"
 
 
 def test_prompt_stale_flag(run: Runner, kv: FakeKV) -> None:
