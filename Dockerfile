@@ -9,11 +9,17 @@
 # docker/build_base_image.sh (paxoskv-base:bookworm).  remove_and_build.sh
 # picks one automatically.
 #
+# The two images get different virtualenvs: the server needs only gRPC and
+# protobuf; Pillow/ImageHash (which pull numpy, scipy and PyWavelets),
+# prompt_toolkit and tqdm are for the client.  pyproject.toml stays the one
+# place that pins versions, and `pip install .` still installs everything.
+#
 # Works with the classic builder (no BuildKit features are used).
 ARG BASE_IMAGE=python:3.11-slim
 
 # --------------------------------------------------------------------------
-# build: a venv at /opt/venv with the project and its dependencies installed.
+# build: a venv at /opt/venv with the server's dependencies, and the
+# requirement lists both images install from.
 # --------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS build
 
@@ -29,9 +35,11 @@ ENV PATH=/opt/venv/bin:$PATH \
 # Optional extra CA certificates (PEM text) for pip, e.g. for a TLS-inspecting
 # proxy between this machine and PyPI.  remove_and_build.sh passes the host's
 # locally added CAs (/usr/local/share/ca-certificates).  They are appended to
-# pip's own bundle in this stage only; the final images never contain them.
+# pip's own bundle in the build stages only; the final images never contain
+# them.
 ARG EXTRA_CA_CERTS=""
-# Optional package index mirror.
+# Optional package index mirror.  An ARG is visible only in the stage that
+# declares it, so every stage below that runs pip declares it again.
 ARG PIP_INDEX_URL=https://pypi.org/simple
 RUN set -eu; \
     if [ -n "$EXTRA_CA_CERTS" ]; then \
@@ -40,27 +48,60 @@ RUN set -eu; \
     fi
 
 # Dependencies first, from pyproject.toml alone, so that code changes do not
-# re-download them (the [project] dependencies list; anything dynamic is
-# picked up by the full install below).
+# re-download them.  /tmp/requirements.txt: the [project] dependencies;
+# /tmp/requirements-server.txt: those named in SERVER_REQUIREMENTS, with the
+# version bounds pyproject.toml gives them (the build fails if one is missing,
+# rather than making a server image that cannot start).
+ARG SERVER_REQUIREMENTS="grpcio grpcio-health-checking protobuf"
 COPY pyproject.toml /src/pyproject.toml
+RUN python -c 'import os, re, sys, tomllib; \
+    deps = tomllib.load(open("/src/pyproject.toml", "rb")).get("project", {}).get("dependencies", []); \
+    name = lambda req: re.sub(r"[-_.]+", "-", re.match(r"\s*([A-Za-z0-9._-]+)", req).group(1)).lower(); \
+    wanted = os.environ["SERVER_REQUIREMENTS"].split(); \
+    server = [d for d in deps if name(d) in wanted]; \
+    missing = sorted(set(wanted) - {name(d) for d in server}); \
+    missing and sys.exit("Dockerfile: no dependency named " + ", ".join(missing) + " in pyproject.toml; update SERVER_REQUIREMENTS"); \
+    open("/tmp/requirements.txt", "w").write("".join(d + "\n" for d in deps)); \
+    open("/tmp/requirements-server.txt", "w").write("".join(d + "\n" for d in server))'
 RUN set -eu; \
     if [ -f /tmp/pip-ca.pem ]; then export PIP_CERT=/tmp/pip-ca.pem; fi; \
-    python -c 'import tomllib; d = tomllib.load(open("/src/pyproject.toml", "rb")); print("\n".join(d.get("project", {}).get("dependencies", [])))' \
-        > /tmp/requirements.txt; \
-    if grep -q '[^[:space:]]' /tmp/requirements.txt; then pip install -r /tmp/requirements.txt; fi
+    pip install -r /tmp/requirements-server.txt
 
-# The project itself (what .dockerignore lets through: pyproject.toml,
-# paxos/, client/, protos/, README ...).  A regular (non-editable) install.
+# --------------------------------------------------------------------------
+# build-client: every dependency, then the project itself (what .dockerignore
+# lets through: pyproject.toml, paxos/, client/, protos/, README ...), as a
+# regular (non-editable) install.
+# --------------------------------------------------------------------------
+FROM build AS build-client
+ARG PIP_INDEX_URL=https://pypi.org/simple
+RUN set -eu; \
+    if [ -f /tmp/pip-ca.pem ]; then export PIP_CERT=/tmp/pip-ca.pem; fi; \
+    pip install -r /tmp/requirements.txt
 COPY . /src
 RUN set -eu; \
     if [ -f /tmp/pip-ca.pem ]; then export PIP_CERT=/tmp/pip-ca.pem; fi; \
     pip install /src; \
-    cd / && python -c 'import paxos, client'
+    cd / && python -c 'import paxos, client, client.cli, client.images'
 # pip and setuptools are not needed at run time (about 25 MB).
 RUN python -m pip uninstall -y -q setuptools pip
 
 # --------------------------------------------------------------------------
-# runtime: the same base with only the venv, the hostfile and a non-root user.
+# build-server: the project without its dependencies, on top of the server's
+# requirements; the import check covers what the server and the health
+# check load.
+# --------------------------------------------------------------------------
+FROM build AS build-server
+ARG PIP_INDEX_URL=https://pypi.org/simple
+COPY . /src
+RUN set -eu; \
+    if [ -f /tmp/pip-ca.pem ]; then export PIP_CERT=/tmp/pip-ca.pem; fi; \
+    pip install --no-deps /src; \
+    cd / && python -c 'import paxos.__main__, paxos.server, paxos.healthcheck'
+RUN python -m pip uninstall -y -q setuptools pip
+
+# --------------------------------------------------------------------------
+# runtime: the same base with the hostfile and a non-root user; the client
+# and server stages add their own venv.
 # --------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
 
@@ -77,7 +118,6 @@ RUN set -eu; \
     chown paxos:paxos /data; \
     chmod 0750 /data
 
-COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # Default hostfile; run_all_servers.sh and docker-compose.yml mount the
 # top-level hostfile.txt over it read-only, so editing it needs no rebuild.
@@ -91,6 +131,7 @@ USER paxos
 #   docker run --network paxos_network --rm paxos_client get k    # one command
 # --------------------------------------------------------------------------
 FROM runtime AS client
+COPY --from=build-client /opt/venv /opt/venv
 ENTRYPOINT ["python", "-m", "client", "-h", "/app/hostfile.txt"]
 CMD []
 
@@ -101,6 +142,7 @@ CMD []
 #       paxos -h /app/hostfile.txt -n container0 --data-dir /data
 # --------------------------------------------------------------------------
 FROM runtime AS server
+COPY --from=build-server /opt/venv /opt/venv
 # Named volumes start out owned by paxos:paxos (copied from the image).
 VOLUME ["/data"]
 EXPOSE 50051

@@ -109,3 +109,11 @@ def test_iset_survives_leader_failover(cluster: LocalCluster, kv: KVClient) -> N
         assert kv.iget(DATA / "coffee.png") == "a cup of coffee"
     finally:
         cluster.start_node(leader)
+
+
+def test_server_and_client_agree_on_hash_size() -> None:
+    from client import images
+    from paxos import limits
+
+    assert limits.IMAGE_HASH_BYTES == images.HASH_BYTES
+    assert limits.MAX_IMAGE_HASHES >= len(images.CROP_VARIANTS) + 1
