@@ -26,6 +26,15 @@ from paxos.hostfile import HostfileError, Member, parse_hostfile
 from protos import kv_pb2, kv_pb2_grpc
 
 KEYSPACE = 10_000
+# Reads go to keys that were written first, so every read returns a value.
+READ_KEYS = 256
+
+
+def bench_key(n: int) -> str:
+    """16-byte keys, as in the etcd comparison."""
+    return f"bench-{n:010d}"
+
+
 ATTEMPT_SECONDS = 2.0
 
 
@@ -88,7 +97,7 @@ async def _client(target: Target, opts: argparse.Namespace, stop_at: float, stat
     seq = 0
     while time.monotonic() < stop_at:
         op = opts.op if opts.op != "mixed" else ("set" if rng.random() < 0.5 else "get")
-        key = f"bench-{rng.randrange(KEYSPACE):05d}"
+        key = bench_key(rng.randrange(KEYSPACE) if op == "set" else rng.randrange(READ_KEYS))
         seq += 1
         started = time.perf_counter()
         ok = await _one_op(target, op, key, value, client_id, seq)
@@ -128,9 +137,8 @@ async def _preload(target: Target, opts: argparse.Namespace) -> None:
     """Give the keys a value first so that reads return data."""
     value = "x" * opts.value_size
     client_id = uuid.uuid4().hex
-    keys = [f"bench-{i:05d}" for i in range(0, KEYSPACE, max(1, KEYSPACE // 256))]
-    for seq, key in enumerate(keys, start=1):
-        await _one_op(target, "set", key, value, client_id, seq)
+    for seq in range(1, READ_KEYS + 1):
+        await _one_op(target, "set", bench_key(seq - 1), value, client_id, seq)
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:

@@ -383,9 +383,12 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
 
     async def Stream(self, request_iterator, context: grpc.aio.ServicerContext) -> peer_pb2.StreamSummary:  # type: ignore[no-untyped-def]
         received = 0
-        async for raw in request_iterator:
-            received += 1
-            self.s.receive_peer(raw)
+        try:
+            async for raw in request_iterator:
+                received += 1
+                self.s.receive_peer(raw)
+        except asyncio.CancelledError:
+            pass  # this server is shutting down; the peer reconnects elsewhere
         return peer_pb2.StreamSummary(received=received)
 
     async def SetPartition(
