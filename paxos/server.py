@@ -188,9 +188,14 @@ class PaxosServer:
             self._act(ready)
 
     def _act(self, ready: Ready) -> None:
+        # A broadcast is one message object sent to every peer: encode it once.
+        encoded: dict[int, peer_pb2.PeerMessage] = {}
         for to, msg in ready.messages:
             if to not in self._blocked:
-                self._links[to].send(encode(msg))
+                wire = encoded.get(id(msg))
+                if wire is None:
+                    wire = encoded[id(msg)] = encode(msg)
+                self._links[to].send(wire)
         for slot, value in ready.committed:
             for result in self.store.apply(slot, value):
                 self._finish_write(result)
