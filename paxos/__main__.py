@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 
 from paxos import limits
@@ -79,6 +81,18 @@ async def _serve(server: PaxosServer, listen: str) -> int:
     return EXIT_INTERNAL if server.failed.is_set() else 0
 
 
+def _run(main: Coroutine[None, None, int]) -> int:
+    """Run on uvloop when PAXOSKV_UVLOOP=1 and it is installed, else on asyncio."""
+    if os.environ.get("PAXOSKV_UVLOOP", "0") == "1":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -103,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DATA
     try:
-        return asyncio.run(_serve(server, listen))
+        return _run(_serve(server, listen))
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
