@@ -102,6 +102,7 @@ class KVClient:
         if not members:
             raise ValueError("a client needs at least one server address")
         self.members = members
+        self._names = {m.name for m in members}
         self.timeout = timeout
         self.max_value_bytes = max_value_bytes
         self.client_id = client_id or uuid.uuid4().hex
@@ -298,6 +299,7 @@ class KVClient:
         ambiguous = False
         tried: list[str] = []
         last_error = "no attempt made"
+        redirects = 0
         rotation = itertools.cycle(self.members)
         while True:
             remaining = deadline - time.monotonic()
@@ -323,8 +325,13 @@ class KVClient:
             if attempt.status == kv_pb2.UNKNOWN:
                 ambiguous = True
             last_error = f"{member.address}: {kv_pb2.Status.Name(attempt.status).lower()} {attempt.error}".strip()
-            self._leader = attempt.hint or None
-            if not attempt.hint:
+            redirects += 1
+            useful_hint = attempt.hint in self._names and attempt.hint != member.name
+            self._leader = attempt.hint if useful_hint else None
+            # Pause when no server names a usable leader (an election is
+            # running, or the leader is outside this client's hostfile), and
+            # when redirects go round in circles on stale hints.
+            if not useful_hint or redirects > len(self.members):
                 time.sleep(min(NO_LEADER_BACKOFF, max(deadline - time.monotonic(), 0)))
         if ambiguous:
             raise UnknownOutcome(

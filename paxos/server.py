@@ -26,7 +26,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from paxos import limits
 from paxos.codec import DecodeError, decode, encode
-from paxos.core import Config, Node
+from paxos.core import Config, Node, Role
 from paxos.hostfile import Member
 from paxos.messages import Ready
 from paxos.statemachine import Result, StateMachine, validate_command, validate_image_hash, validate_key
@@ -108,6 +108,7 @@ class PaxosServer:
         self._next_read_id = 0
         self._wake = asyncio.Event()
         self.failed = asyncio.Event()  # set when an internal task died
+        self._seen_role: tuple[Role, int | None] = (Role.FOLLOWER, None)
         self._links: dict[int, _PeerLink] = {}
         self._blocked: set[int] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -180,12 +181,28 @@ class PaxosServer:
             await self._wake.wait()
             self._wake.clear()
             ready = self.core.ready()
+            self._log_role_change()
             if ready.empty():
                 continue
             if ready.persist:
                 self.wal.append(ready.persist)
                 await loop.run_in_executor(self._wal_thread, self.wal.sync)
             self._act(ready)
+
+    def _log_role_change(self) -> None:
+        seen = (self.core.role, self.core.leader)
+        if seen == self._seen_role:
+            return
+        self._seen_role = seen
+        role, leader = seen
+        if role is Role.LEADER:
+            log.info("became leader with ballot %s (commit index %d)", self.core.ballot, self.core.commit_index)
+        elif role is Role.CANDIDATE:
+            log.info("no leader heard; running phase 1 with ballot %s", self.core.ballot)
+        elif leader is not None:
+            log.info("following %s (ballot %s)", self.members[leader].name, self.core.ballot)
+        else:
+            log.info("no leader known")
 
     def _act(self, ready: Ready) -> None:
         # A broadcast is one message object sent to every peer: encode it once.
@@ -205,6 +222,11 @@ class PaxosServer:
                 future.set_result(read_index)
         self._release_index_waiters()
         if ready.lost_leadership:
+            log.info(
+                "lost leadership; %d writes and %d reads waiting here are told to retry",
+                len(self._writes),
+                len(self._reads),
+            )
             self._fail_pending("leadership lost")
 
     def _finish_write(self, result: Result) -> None:
