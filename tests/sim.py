@@ -1,0 +1,1523 @@
+"""Deterministic simulation of a whole paxoskv cluster, FoundationDB style.
+
+One ``random.Random(seed)`` drives everything: the cluster size (3, 5 or 7),
+every node's core rng, the network, the disks, the clocks, the faults and
+the clients.  Time is simulated in integer microseconds and nothing reads a
+real clock or iterates an unordered collection, so a seed replays exactly::
+
+    python -m tests.sim --seed 1234 [--verbose | --timeline] [--bug NAME]
+    python -m tests.sim --seeds 10000 [--start N] [--nodes 3,5,7] [--bug NAME] [--jobs J]
+
+What is simulated, each piece mirroring the real thing it stands for:
+
+* ``Host`` is ``paxos/server.py`` without gRPC.  It drives the sans-I/O core,
+  appends each ``Ready`` bundle's records, waits for the fsync (simulated
+  latency, with occasional stalls), and only then sends, applies and answers.
+  A crash loses what was not fsynced, except for a random prefix (a torn
+  WAL tail).  Writes complete when the command applies locally; lost
+  leadership fails pending writes as "unknown" and pending reads as "not
+  leader"; reads are answered once applied_index >= their read index.  The
+  ticker counts elapsed ticks like the server's (clock drift of +-5% per
+  node, late wake-ups, up to 1000 overdue ticks after a stall).
+* ``Client`` is ``client/kv.py``'s retry loop: leader hints, a rotation over
+  the servers, 1 s attempts inside an operation deadline, the same
+  (client_id, seq, first_unacked) on every retry of a write, and "unknown
+  outcome" only when some attempt may have reached a server.  Each client
+  records its operations for ``tests/lincheck.py``.
+* the network: every peer link is one FIFO stream (LAN or WAN latency and
+  jitter per seed) with per-seed loss, duplication and reordering.  A cut
+  link either holds its traffic until the cut heals (the stream survived) or
+  drops it (the stream was reset), chosen per direction, and comes back
+  after its own reconnect delay.  Clients sit on one side of a cut, and their
+  connection attempts across it are refused or dropped.
+* the nemesis, for ``fault_seconds``: crashes (quick or slow restarts from
+  what was persisted), power loss of a majority or of all nodes, partitions
+  of any shape (halves, one-way, a bridge node, random links), deposing the
+  leader (cutting it off for longer than the shortest election timeout and
+  shorter than its quorum timeout, so two leaders meet when it heals), and
+  process stalls (piled-up work runs in random order on resume).  Each seed
+  mixes these in its own proportions (swarm testing).  Then everything
+  heals, every node is up, faults stop, and the liveness phase starts.
+
+Checked, with the seed and a timeline of the events that matter on failure:
+
+* safety: no two nodes ever learn different values for a slot (every
+  ``Ready.committed`` is compared with the first value learned there, which
+  also makes every applied sequence a prefix of the longest); every
+  acknowledged write took effect in the final log; every node ends with the
+  data that replaying the log gives;
+* the client history is linearizable;
+* liveness: after the heal, every pending operation and one more write and
+  read per client complete within ``LIVENESS_US`` of simulated time, and all
+  nodes converge to the same applied index.
+
+Planted bugs (``--bug``, see ``paxos.core.PLANTABLE_BUGS``) prove that these
+checks bite; ``ack_before_fsync`` is planted here, in the host, which then
+acts on a bundle at once and fsyncs in the background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import heapq
+import os
+import random
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from client import kv as kvclient
+from paxos import limits
+from paxos import server as paxos_server
+from paxos.core import PLANTABLE_BUGS, Config, Node, Role
+from paxos.messages import (
+    AcceptRecord,
+    ChosenRecord,
+    DurableState,
+    Message,
+    PromiseRecord,
+    Ready,
+    Record,
+    Slot,
+    Value,
+)
+from paxos.statemachine import Result, StateMachine, validate_command
+from protos import kv_pb2
+from tests import lincheck
+
+SECOND = 1_000_000
+MS = 1_000
+TICK_US = round(limits.TICK_SECONDS * SECOND)
+# The server's ticker runs at most this many overdue ticks per wake-up.
+MAX_CATCHUP_TICKS = 1000
+ATTEMPT_US = round(kvclient.ATTEMPT_SECONDS * SECOND)
+ERROR_BACKOFF_US = round(kvclient.ERROR_BACKOFF * SECOND)
+NO_LEADER_BACKOFF_US = round(kvclient.NO_LEADER_BACKOFF * SECOND)
+SERVER_REQUEST_US = round(paxos_server.DEFAULT_REQUEST_SECONDS * SECOND)
+
+DEFAULT_NODES = (3, 5, 7)
+DEFAULT_FAULT_SECONDS = 20.0
+# After the heal, pending and final client operations must finish this soon.
+LIVENESS_US = 30 * SECOND
+CONVERGENCE_POLL_US = 50 * MS
+# A peer link that was cut comes back within this long: each stream resumes
+# after its own gRPC reconnect backoff or TCP retransmission timer.
+RECONNECT_US = 150 * MS
+# asyncio.sleep(TICK) wakes up to this late.
+TICK_JITTER_US = TICK_US // 10
+# Client-visible outcomes beyond kv_pb2.Status: transport errors.
+REFUSED = -1  # connection refused: the request surely never arrived
+RESET = -2  # connection lost mid-call: a write may have been applied
+DEADLINE = -3  # the attempt's deadline passed without an answer
+# Printed timeline length on failure (the full trace is --verbose).
+TIMELINE_LINES = 250
+
+
+# ------------------------------------------------------------------ profile
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The fault and workload parameters of one seed, drawn from its rng."""
+
+    latency_us: int  # fixed part of a one-way message delay
+    jitter_us: int  # plus up to this much
+    loss: float
+    duplicate: float
+    reorder: float  # chance that a message is held back by up to reorder_us
+    reorder_us: int
+    client_loss: float
+    fsync_us: tuple[int, int]
+    fsync_stall: float  # chance that an fsync takes 20-100 ms
+    fault_gap_us: int  # mean time between two nemesis actions
+    # Swarm testing: each seed mixes the fault kinds in its own proportions,
+    # some not at all, so that runs differ in kind and not only in timing.
+    crash_weight: float
+    power_loss_weight: float  # a majority (or all) crash at once
+    partition_weight: float
+    depose_weight: float  # cut the leader off for about an election
+    pause_weight: float
+    clients: int
+    keys: tuple[str, ...]
+    client_timeout_us: int
+    think_us: int
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> Profile:
+        wan = rng.random() < 0.3
+        disk = rng.choice(((50, 1 * MS), (1 * MS, 8 * MS), (5 * MS, 30 * MS)))
+        return cls(
+            latency_us=rng.randint(5 * MS, 30 * MS) if wan else rng.randint(100, 2 * MS),
+            jitter_us=rng.randint(0, 10 * MS if wan else 3 * MS),
+            loss=rng.choice((0.0, 0.01, 0.05, 0.15)),
+            duplicate=rng.choice((0.0, 0.01, 0.05)),
+            reorder=rng.choice((0.0, 0.02, 0.1)),
+            reorder_us=rng.randint(5 * MS, 200 * MS),
+            client_loss=rng.choice((0.0, 0.01, 0.03)),
+            fsync_us=disk,
+            fsync_stall=rng.choice((0.0, 0.01, 0.05)),
+            fault_gap_us=rng.choice((200 * MS, 500 * MS, 1 * SECOND, 2 * SECOND)),
+            crash_weight=rng.choice((0.0, 1.0, 2.0)),
+            power_loss_weight=rng.choice((0.0, 0.5, 1.0, 2.0)),
+            partition_weight=rng.choice((0.0, 1.0, 2.0)),
+            depose_weight=rng.choice((0.5, 1.0, 2.0, 4.0)),
+            pause_weight=rng.choice((0.0, 0.5, 1.0)),
+            clients=rng.randint(2, 5),
+            keys=("x", "y", "z")[: rng.randint(1, 3)],
+            client_timeout_us=rng.choice((2 * SECOND, 5 * SECOND, 10 * SECOND)),
+            think_us=rng.choice((5 * MS, 30 * MS, 100 * MS)),
+        )
+
+
+# ------------------------------------------------------------ run results
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the timeline; ``key``/``slot`` let a failure filter it."""
+
+    time: int
+    node: int  # -1 when no node is involved
+    kind: str  # fault | role | client | commit | msg | disk | check
+    text: str
+    key: str | None = None
+    slot: int | None = None
+    value: Value | None = None  # of a commit, formatted only when printed
+    command: str | None = None  # "client#seq" of a write
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str  # safety | lost-write | divergence | linearizability | liveness | client | exception
+    time: int
+    message: str
+    key: str | None = None
+    slot: int | None = None
+    window: tuple[int, int] | None = None
+    commands: frozenset[str] = frozenset()  # writes involved: "client#seq"
+
+
+@dataclass
+class RunResult:
+    seed: int
+    nodes: int
+    bugs: tuple[str, ...]
+    violations: list[Violation]
+    stats: dict[str, int]
+    digest: str
+    trace: list[Event] = field(default_factory=list)
+    # The chosen log, kept with the trace to show what each slot held.
+    chosen: dict[Slot, Value] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"seed {self.seed}: ok ({self.nodes} nodes)"
+        first = self.violations[0]
+        return f"seed {self.seed}: FAIL ({self.nodes} nodes) {first.kind} at {fmt_time(first.time)}: {first.message}"
+
+
+class SimulationStop(Exception):
+    """A violation that ends the run at once (safety cannot recover)."""
+
+
+def fmt_time(us: int) -> str:
+    return f"{us / SECOND:10.6f}s"
+
+
+def describe_value(value: Value) -> str:
+    if not value:
+        return "noop"
+    parts = []
+    for raw in value:
+        cmd = kv_pb2.Command()
+        cmd.ParseFromString(raw)
+        if cmd.WhichOneof("op") == "set":
+            parts.append(f"{cmd.client_id}#{cmd.seq} set {cmd.set.key}={cmd.set.value}")
+        else:
+            parts.append(f"{cmd.client_id}#{cmd.seq} delete {cmd.delete.key}")
+    return "[" + ", ".join(parts) + "]"
+
+
+def command_names(value: Value) -> list[str]:
+    names = []
+    for raw in value:
+        cmd = kv_pb2.Command()
+        cmd.ParseFromString(raw)
+        names.append(f"{cmd.client_id}#{cmd.seq}")
+    return names
+
+
+def describe_record(record: Record) -> str:
+    if isinstance(record, PromiseRecord):
+        return f"promise {record.ballot}"
+    if isinstance(record, AcceptRecord):
+        return f"accept {record.slot}@{record.ballot}={describe_value(record.value)}"
+    if isinstance(record, ChosenRecord):
+        return f"chosen {record.slot}={describe_value(record.value)}"
+    return f"commit {record.index}"
+
+
+def describe_message(msg: Message) -> str:
+    name = type(msg).__name__
+    fields = []
+    for attr in msg.__slots__:  # type: ignore[union-attr]
+        if attr == "sender":
+            continue
+        val = getattr(msg, attr)
+        if attr == "value":
+            val = describe_value(val)
+        elif attr == "values":
+            val = "(" + ", ".join(describe_value(v) for v in val) + ")"
+        elif attr == "accepted":
+            val = "(" + ", ".join(f"{e.slot}@{e.ballot}:{describe_value(e.value)}" for e in val) + ")"
+        fields.append(f"{attr}={val}")
+    return f"{name} " + " ".join(fields)
+
+
+# ------------------------------------------------------------------- host
+
+
+@dataclass(slots=True)
+class Request:
+    """One client attempt as the server sees it."""
+
+    client: Client
+    attempt: int
+    key: str
+    cmd: kv_pb2.Command | None  # None for a linearizable get
+    raw: bytes
+    deadline: int
+    node: int = -1
+    done: bool = False
+
+
+class Host:
+    """One server process: ``paxos/server.py``'s driving loop, simulated."""
+
+    def __init__(self, sim: Simulation, node_id: int, tick_us: int) -> None:
+        self.sim = sim
+        self.id = node_id
+        self.tick_us = tick_us  # this node's clock runs slightly fast or slow
+        self.durable = DurableState()
+        self.up = False
+        self.incarnation = 0
+        self.core: Node | None = None
+        self.store = StateMachine()
+        self.role = Role.FOLLOWER
+        # The disk: records written but not yet durable, the first
+        # ``flushing`` of which an fsync is making durable right now, and
+        # the bundle that waits for that fsync before the host acts on it.
+        self.unsynced: list[Record] = []
+        self.flushing = 0
+        self.waiting: Ready | None = None
+        self.paused_until = 0
+        self.deferred: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        self.last_tick = 0
+        self.writes: dict[tuple[str, int], list[Request]] = {}
+        self.reads: dict[int, Request] = {}
+        self.index_waiters: list[tuple[int, Request]] = []
+        self.next_read_id = 0
+
+    # ---------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        sim = self.sim
+        self.up = True
+        self.incarnation += 1
+        d = self.durable
+        recovered = DurableState(d.promised, dict(d.accepted), dict(d.chosen), d.commit_index)
+        rng = random.Random(sim.rng.getrandbits(64))
+        self.core = Node(self.id, sim.n, rng, sim.config, recovered)
+        self.store = StateMachine()
+        self.role = self.core.role
+        self.unsynced, self.flushing, self.waiting = [], 0, None
+        self.paused_until = 0
+        self.deferred = []
+        self.last_tick = sim.now
+        sim.at(sim.now + self.tick_us, self.on_tick, self.incarnation)
+        self.drive()
+
+    def crash(self) -> None:
+        sim = self.sim
+        if self.unsynced:
+            # The disk may have kept any prefix of what was written (a torn
+            # tail of the log is cut off on recovery).
+            records = self.unsynced
+            kept = 0 if sim.rng.random() < 0.5 else sim.rng.randint(0, len(records))
+            for record in records[:kept]:
+                self.durable.apply(record)
+            sim.log(self.id, "disk", f"crash before fsync: kept {kept} of {len(records)} records")
+        self.unsynced, self.flushing, self.waiting = [], 0, None
+        for req in self.pending_requests():
+            sim.reply(req, RESET)
+        self.writes.clear()
+        self.reads.clear()
+        self.index_waiters.clear()
+        self.up = False
+        self.core = None
+        self.incarnation += 1
+        self.paused_until = 0
+        self.deferred = []
+
+    def pending_requests(self) -> Iterable[Request]:
+        for reqs in self.writes.values():
+            yield from (r for r in reqs if not r.done)
+        yield from (r for r in self.reads.values() if not r.done)
+        yield from (r for _, r in self.index_waiters if not r.done)
+        yield from (args[1] for fn, args in self.deferred if fn == self.sim.deliver_request)
+
+    def defer(self, fn: Callable[..., None], *args: Any) -> bool:
+        """A stalled process does nothing until it resumes; True if deferred."""
+        if self.paused_until > self.sim.now:
+            self.deferred.append((fn, args))
+            return True
+        return False
+
+    def pause(self, until: int) -> None:
+        if until > self.paused_until:
+            self.paused_until = until
+            self.sim.at(until, self.resume, self.incarnation)
+
+    def resume(self, incarnation: int) -> None:
+        if incarnation != self.incarnation or self.paused_until > self.sim.now:
+            return
+        work, self.deferred = self.deferred, []
+        # After a stall the event loop finds the ticker and the sockets ready
+        # at once and serves them in no fixed order: the overdue ticks may run
+        # before or after the requests and messages that piled up meanwhile.
+        rest = [w for w in work if w[0] != self.on_tick]
+        for tick in (w for w in work if w[0] == self.on_tick):
+            rest.insert(self.sim.rng.randint(0, len(rest)), tick)
+        self.sim.log(self.id, "fault", f"resumes with {len(rest)} events piled up")
+        for fn, args in rest:
+            fn(*args)
+
+    # ------------------------------------------------------ driving the core
+
+    def on_tick(self, incarnation: int) -> None:
+        if incarnation != self.incarnation or self.defer(self.on_tick, incarnation):
+            return
+        sim = self.sim
+        core = self.core
+        assert core is not None
+        ticks = min((sim.now - self.last_tick) // self.tick_us, MAX_CATCHUP_TICKS)
+        self.last_tick += ticks * self.tick_us
+        for _ in range(ticks):
+            core.tick()
+        self.drive()
+        # asyncio.sleep(TICK) overshoots a little; the next wake counts ticks.
+        sim.at(sim.now + self.tick_us + int(sim.rng.random() * TICK_JITTER_US), self.on_tick, incarnation)
+
+    def receive(self, msg: Message) -> None:
+        core = self.core
+        assert core is not None
+        core.receive(msg)
+        self.drive()
+
+    def drive(self) -> None:
+        core = self.core
+        assert core is not None
+        if core.role is not self.role:
+            self.role = core.role
+            sim = self.sim
+            sim.log(self.id, "role", f"{core.role.value} ballot {core.ballot}")
+            if core.role is Role.LEADER:
+                sim.stats["elections"] += 1
+        if self.sim.ack_before_fsync:
+            self.drive_acking_early()
+            return
+        while self.waiting is None:
+            ready = core.ready()
+            if ready.persist:
+                # server._drive: append, await the fsync, only then act.
+                self.unsynced.extend(ready.persist)
+                self.waiting = ready
+                self.start_fsync()
+                return
+            if not (ready.messages or ready.committed or ready.reads or ready.lost_leadership):
+                return
+            self.act(ready)
+
+    def drive_acking_early(self) -> None:
+        """The planted bug: write the records, act at once, fsync later.
+
+        Like a log that is flushed in the background (group commit off the
+        critical path), everything since the last completed fsync is at risk.
+        """
+        core = self.core
+        assert core is not None
+        while True:
+            ready = core.ready()
+            if ready.persist:
+                self.unsynced.extend(ready.persist)
+                if not self.flushing:
+                    self.start_fsync()
+            elif not (ready.messages or ready.committed or ready.reads or ready.lost_leadership):
+                return
+            self.act(ready)
+
+    def start_fsync(self) -> None:
+        self.flushing = len(self.unsynced)
+        self.sim.at(self.sim.now + self.sim.fsync_latency(), self.fsync_done, self.incarnation)
+
+    def fsync_done(self, incarnation: int) -> None:
+        if incarnation != self.incarnation or self.defer(self.fsync_done, incarnation):
+            return
+        synced = self.unsynced[: self.flushing]
+        del self.unsynced[: self.flushing]
+        self.flushing = 0
+        apply = self.durable.apply
+        for record in synced:
+            apply(record)
+        if self.sim.verbose:
+            self.sim.log(self.id, "disk", "fsynced " + ", ".join(map(describe_record, synced)))
+        if self.sim.ack_before_fsync:
+            if self.unsynced:
+                self.start_fsync()
+            return
+        ready, self.waiting = self.waiting, None
+        assert ready is not None
+        self.act(ready)
+        self.drive()
+
+    def act(self, ready: Ready) -> None:
+        sim = self.sim
+        src = self.id
+        for to, msg in ready.messages:
+            sim.send(src, to, msg)
+        if ready.committed:
+            store = self.store
+            for slot, value in ready.committed:
+                sim.learn(src, slot, value)
+                for result in store.apply(slot, value):
+                    self.finish_write(result)
+        for read_id, read_index in ready.reads:
+            req = self.reads.pop(read_id, None)
+            if req is not None and not req.done:
+                self.index_waiters.append((read_index, req))
+        if self.index_waiters:
+            self.release_index_waiters()
+        if ready.lost_leadership:
+            self.fail_pending()
+
+    # ------------------------------------------------------ client requests
+
+    def leader_hint(self) -> int | None:
+        return self.core.leader if self.core is not None else None
+
+    def on_request(self, req: Request) -> None:
+        core = self.core
+        assert core is not None
+        sim = self.sim
+        if not core.is_leader():
+            sim.reply(req, kv_pb2.NOT_LEADER, hint=self.leader_hint())
+            return
+        if req.cmd is None:
+            self.next_read_id += 1
+            if not core.read(self.next_read_id):
+                sim.reply(req, kv_pb2.UNAVAILABLE, hint=self.leader_hint())
+                return
+            self.reads[self.next_read_id] = req
+        else:
+            error = validate_command(req.cmd, self.store.max_value_bytes)
+            if error:
+                sim.reply(req, kv_pb2.INVALID)
+                return
+            cached = self.store.cached_result(req.cmd.client_id, req.cmd.seq)
+            if cached is not None:
+                sim.reply(req, kv_pb2.OK, removed=cached.removed)
+                return
+            key = (req.cmd.client_id, req.cmd.seq)
+            first = key not in self.writes
+            self.writes.setdefault(key, []).append(req)
+            if first and not core.propose(req.raw):
+                self.writes.pop(key, None)
+                sim.reply(req, kv_pb2.UNAVAILABLE)
+                return
+        # The server's own wait ends with the client's deadline; a request
+        # that outlived it is dropped then (see ``expired``), unanswered.
+        self.drive()
+
+    def expired(self, req: Request) -> bool:
+        if req.done:
+            return True
+        if self.sim.now > req.deadline:
+            req.done = True
+            return True
+        return False
+
+    def finish_write(self, result: Result) -> None:
+        for req in self.writes.pop((result.client_id, result.seq), ()):
+            if not self.expired(req):
+                status = kv_pb2.OK if result.ok else kv_pb2.INVALID
+                self.sim.reply(req, status, removed=result.removed)
+
+    def release_index_waiters(self) -> None:
+        applied = self.store.applied_index
+        keep = []
+        for index, req in self.index_waiters:
+            if self.expired(req):
+                continue
+            if index <= applied:
+                self.sim.reply(req, kv_pb2.OK, value=self.store.get(req.key))
+            else:
+                keep.append((index, req))
+        self.index_waiters = keep
+
+    def fail_pending(self) -> None:
+        hint = self.leader_hint()
+        for reqs in self.writes.values():
+            for req in reqs:
+                if not self.expired(req):
+                    self.sim.reply(req, kv_pb2.UNKNOWN, hint=hint)
+        self.writes.clear()
+        for req in self.reads.values():
+            if not self.expired(req):
+                self.sim.reply(req, kv_pb2.NOT_LEADER, hint=hint)
+        self.reads.clear()
+
+
+# ----------------------------------------------------------------- client
+
+
+@dataclass(slots=True)
+class ClientOp:
+    kind: str  # set | get | delete
+    key: str
+    arg: str | None
+    call: int
+    deadline: int
+    seq: int = 0
+    cmd: kv_pb2.Command | None = None
+    raw: bytes = b""
+    ambiguous: bool = False
+    rotation: int = 0
+    final: bool = False
+
+
+class Client:
+    """``client/kv.py``'s KVClient, one operation at a time."""
+
+    def __init__(self, sim: Simulation, index: int) -> None:
+        self.sim = sim
+        self.index = index
+        self.name = f"c{index}"
+        self.next_seq = 1
+        self.open_seqs: set[int] = set()
+        self.leader: int | None = None
+        self.op: ClientOp | None = None
+        self.attempt = 0
+        self.target = 0
+        self.waiting = False
+        self.final_ops = 0  # set by the heal: operations still to run
+        # Some clients mostly read, some mostly write, like real workloads.
+        self.read_ratio = sim.rng.choice((0.1, 0.5, 0.9))
+        self.done = False
+
+    def next_op(self) -> None:
+        sim = self.sim
+        rng = sim.rng
+        final = sim.healed
+        if final:
+            if self.final_ops == 0:
+                self.op = None
+                self.done = True
+                return
+            kind = "set" if self.final_ops == 2 else "get"
+            self.final_ops -= 1
+        else:
+            r = rng.random()
+            kind = "get" if r < self.read_ratio else "delete" if r > 0.9 + self.read_ratio / 10 else "set"
+        key = rng.choice(sim.profile.keys)
+        deadline = sim.liveness_deadline if final else sim.now + sim.profile.client_timeout_us
+        op = ClientOp(kind, key, None, sim.now, deadline, final=final)
+        if kind != "get":
+            op.seq = self.next_seq
+            self.next_seq += 1
+            self.open_seqs.add(op.seq)
+            cmd = kv_pb2.Command(client_id=self.name, seq=op.seq, first_unacked=min(self.open_seqs))
+            if kind == "set":
+                op.arg = f"{self.name}.{op.seq}"
+                cmd.set.CopyFrom(kv_pb2.SetOp(key=key, value=op.arg))
+            else:
+                cmd.delete.CopyFrom(kv_pb2.DeleteOp(key=key))
+            op.cmd = cmd
+            op.raw = cmd.SerializeToString()
+        self.op = op
+        what = f"{kind} {key}" + (f"={op.arg}" if op.arg else "") + (f" (#{op.seq})" if op.seq else "")
+        sim.log_client(self, f"call {what}", op)
+        self.send_attempt()
+
+    def send_attempt(self) -> None:
+        sim = self.sim
+        op = self.op
+        assert op is not None
+        remaining = op.deadline - sim.now
+        if remaining <= 0:
+            self.give_up()
+            return
+        if self.leader is not None:
+            target = self.leader
+        else:
+            target = op.rotation % sim.n
+            op.rotation += 1
+        self.attempt += 1
+        self.target = target
+        self.waiting = True
+        deadline = sim.now + min(ATTEMPT_US, remaining, SERVER_REQUEST_US)
+        req = Request(self, self.attempt, op.key, op.cmd, op.raw, deadline)
+        sim.send_request(target, req)
+        sim.at(deadline, self.on_attempt_timeout, self.attempt)
+
+    def on_attempt_timeout(self, attempt: int) -> None:
+        if attempt == self.attempt and self.waiting:
+            self.on_reply(attempt, DEADLINE, None, False, None)
+
+    def on_reply(self, attempt: int, status: int, value: str | None, removed: bool, hint: int | None) -> None:
+        if attempt != self.attempt or not self.waiting:
+            return  # a late answer to an attempt the client gave up on
+        self.waiting = False
+        op = self.op
+        assert op is not None
+        sim = self.sim
+        if sim.verbose:
+            sim.log_client(self, f"attempt {attempt} at n{self.target}: {status_name(status)}", op)
+        if status == kv_pb2.OK:
+            self.leader = self.target
+            self.finish(value if op.kind == "get" else removed if op.kind == "delete" else None)
+            return
+        if status == kv_pb2.INVALID:
+            sim.violation("client", f"{self.name}: a valid {op.kind} was refused as invalid")
+            return
+        if status in (REFUSED, RESET, DEADLINE):
+            # grpc.RpcError: only a refused connection surely never delivered.
+            if op.cmd is not None and status != REFUSED:
+                op.ambiguous = True
+            if self.leader == self.target:
+                self.leader = None
+            sim.at(sim.now + min(ERROR_BACKOFF_US, max(op.deadline - sim.now, 0)), self.send_attempt)
+            return
+        if status == kv_pb2.UNKNOWN:
+            op.ambiguous = True
+        self.leader = hint
+        if hint is None:
+            sim.at(sim.now + min(NO_LEADER_BACKOFF_US, max(op.deadline - sim.now, 0)), self.send_attempt)
+        else:
+            self.send_attempt()
+
+    def finish(self, result: object) -> None:
+        op = self.op
+        assert op is not None
+        sim = self.sim
+        sim.history.append(lincheck.Op(self.name, op.key, op.kind, op.arg, op.call, sim.now, result))
+        if op.cmd is not None:
+            sim.acked.append((self.name, op.seq, sim.now))
+        shown = "" if op.kind == "set" else f" -> {result!r}"
+        seq = f" #{op.seq}" if op.seq else ""
+        sim.log_client(self, f"ok {op.kind} {op.key}{seq}{shown} (called {fmt_time(op.call).strip()})", op)
+        sim.stats["ops_ok"] += 1
+        self.end_op()
+
+    def give_up(self) -> None:
+        op = self.op
+        assert op is not None
+        sim = self.sim
+        if op.final:
+            return  # left pending: the liveness check reports it
+        if op.ambiguous:
+            sim.unknown.append((lincheck.Op(self.name, op.key, op.kind, op.arg, op.call, None, None), op.seq))
+            sim.stats["ops_unknown"] += 1
+            outcome = "unknown outcome"
+        else:
+            sim.stats["ops_failed"] += 1
+            outcome = "unavailable (not applied)"
+        sim.log_client(self, f"{op.kind} {op.key} gave up: {outcome}", op)
+        self.end_op()
+
+    def end_op(self) -> None:
+        op = self.op
+        assert op is not None
+        self.open_seqs.discard(op.seq)
+        self.op = None
+        sim = self.sim
+        sim.at(sim.now + sim.rng.randrange(sim.profile.think_us), self.next_op)
+
+    def describe_pending(self) -> str:
+        op = self.op
+        if op is None:
+            return f"{self.name}: idle" + ("" if self.done else f", {self.final_ops} final ops to run")
+        return f"{self.name}: {op.kind} {op.key} called at {fmt_time(op.call).strip()} still pending"
+
+
+def status_name(status: int) -> str:
+    names = {REFUSED: "connection refused", RESET: "connection reset", DEADLINE: "deadline exceeded"}
+    return names.get(status) or kv_pb2.Status.Name(status).lower()
+
+
+# ------------------------------------------------------------- simulation
+
+
+class Simulation:
+    def __init__(
+        self,
+        seed: int,
+        nodes: Sequence[int] = DEFAULT_NODES,
+        bugs: Iterable[str] = (),
+        fault_seconds: float = DEFAULT_FAULT_SECONDS,
+        verbose: bool = False,
+    ) -> None:
+        if not nodes or min(nodes) < 3:
+            raise ValueError(f"cluster sizes must be 3 or more (a cut needs two sides and a quorum), got {nodes}")
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.n = self.rng.choice(list(nodes))
+        self.bugs = tuple(sorted(set(bugs)))
+        unknown = set(self.bugs) - PLANTABLE_BUGS
+        if unknown:
+            raise ValueError(f"unknown planted bugs {sorted(unknown)}; choose from {sorted(PLANTABLE_BUGS)}")
+        self.config = Config(planted_bugs=frozenset(self.bugs))
+        self.ack_before_fsync = "ack_before_fsync" in self.bugs
+        self.profile = Profile.draw(self.rng)
+        self.verbose = verbose
+        self.now = 0
+        self.queue: list[tuple[int, int, Callable[..., None], tuple[Any, ...]]] = []
+        self.seq = 0
+        self.fault_end = round(fault_seconds * SECOND)
+        self.healed = False
+        self.liveness_deadline = self.fault_end + LIVENESS_US
+        self.finished = False
+        p = self.profile
+        self.loss, self.duplicate, self.reorder = p.loss, p.duplicate, p.reorder
+        self.latency_us, self.jitter_us = p.latency_us, p.jitter_us
+        # The current partition: blocked node links (directed), those of
+        # them that hold traffic until the heal (the stream survived and its
+        # buffer drains) rather than drop it (the stream was reset), and
+        # which client-to-node links are cut.
+        self.blocked: set[tuple[int, int]] = set()
+        self.holding: set[tuple[int, int]] = set()
+        self.held: list[tuple[int, Message]] = []
+        self.link_ready: dict[tuple[int, int], int] = {}  # reconnecting links
+        self.link_last: dict[tuple[int, int], int] = {}  # last delivery, for FIFO
+        self.client_blocked: set[tuple[int, int]] = set()
+        self.client_reject = False
+        self.partition_id = 0
+        self.hosts = [Host(self, i, round(TICK_US * self.rng.uniform(0.95, 1.05))) for i in range(self.n)]
+        self.clients = [Client(self, i) for i in range(p.clients)]
+        self.chosen: dict[Slot, Value] = {}
+        self.history: list[lincheck.Op] = []
+        # Writes whose outcome the client never learned, with their seq.
+        self.unknown: list[tuple[lincheck.Op, int]] = []
+        self.acked: list[tuple[str, int, int]] = []
+        self.reference_data: dict[str, str] = {}
+        self.violations: list[Violation] = []
+        self.trace: list[Event] = []
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "events",
+                "messages",
+                "dropped",
+                "elections",
+                "crashes",
+                "partitions",
+                "pauses",
+                "ops_ok",
+                "ops_unknown",
+                "ops_failed",
+            ),
+            0,
+        )
+
+    # -------------------------------------------------------------- events
+
+    def at(self, when: int, fn: Callable[..., None], *args: Any) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (when, self.seq, fn, args))
+
+    def log(self, node: int, kind: str, text: str, key: str | None = None, slot: int | None = None) -> None:
+        self.trace.append(Event(self.now, node, kind, text, key, slot))
+
+    def log_client(self, client: Client, text: str, op: ClientOp) -> None:
+        command = f"{client.name}#{op.seq}" if op.seq else None
+        self.trace.append(Event(self.now, -1, "client", f"{client.name} {text}", op.key, command=command))
+
+    def violation(
+        self,
+        kind: str,
+        message: str,
+        key: str | None = None,
+        slot: int | None = None,
+        window: tuple[int, int] | None = None,
+        commands: frozenset[str] = frozenset(),
+    ) -> None:
+        self.violations.append(Violation(kind, self.now, message, key, slot, window, commands))
+        self.log(-1, "check", f"VIOLATION {kind}: {message}", key=key, slot=slot)
+        raise SimulationStop(message)
+
+    def run(self) -> RunResult:
+        for host in self.hosts:
+            host.start()
+        for client in self.clients:
+            self.at(self.rng.randrange(self.profile.think_us), client.next_op)
+        self.at(self.rng.randrange(self.profile.fault_gap_us), self.nemesis)
+        self.at(self.fault_end, self.heal)
+        queue = self.queue
+        pop = heapq.heappop
+        events = 0
+        try:
+            while queue and not self.finished:
+                when, _, fn, args = pop(queue)
+                self.now = when
+                fn(*args)
+                events += 1
+            self.stats["events"] = events
+            self.final_checks()
+        except SimulationStop:
+            self.stats["events"] = events
+        except Exception:  # a crash of the core or the host is a finding too
+            self.stats["events"] = events
+            self.violations.append(Violation("exception", self.now, traceback.format_exc(limit=8).strip()))
+        self.stats["slots"] = max(self.chosen, default=0)
+        self.stats["sim_us"] = self.now
+        return RunResult(
+            self.seed, self.n, self.bugs, self.violations, self.stats, self.digest(), self.trace, self.chosen
+        )
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for slot in sorted(self.chosen):
+            h.update(repr((slot, self.chosen[slot])).encode())
+        for op in self.history:
+            h.update(repr(op).encode())
+        for op, seq in self.unknown:
+            h.update(repr((op, seq)).encode())
+        h.update(repr(sorted(self.stats.items())).encode())
+        return h.hexdigest()[:16]
+
+    # ------------------------------------------------------------- network
+
+    def delay(self) -> int:
+        # rng.random() rather than randrange: this is the hottest draw.
+        return self.latency_us + int(self.rng.random() * self.jitter_us)
+
+    def send(self, src: int, dst: int, msg: Message) -> None:
+        self.stats["messages"] += 1
+        if (src, dst) in self.blocked:
+            self.cut(src, dst, msg)
+            return
+        if self.loss and self.rng.random() < self.loss:
+            self.stats["dropped"] += 1
+            return
+        if self.verbose:
+            self.log(src, "msg", f"-> n{dst} {describe_message(msg)}")
+        when = self.now + self.delay()
+        link = (src, dst)
+        if self.link_ready:
+            # Queued in the peer link until it has reconnected.
+            ready_at = self.link_ready.get(link)
+            if ready_at is not None:
+                if ready_at <= self.now:
+                    del self.link_ready[link]
+                else:
+                    when = max(when, ready_at + self.profile.latency_us)
+        rng = self.rng
+        if self.reorder and rng.random() < self.reorder:
+            # Held back and overtaken by later messages on the same link.
+            when += int(rng.random() * self.profile.reorder_us)
+        else:
+            # A peer link is one stream: in order unless a fault says not.
+            when = max(when, self.link_last.get(link, 0))
+            self.link_last[link] = when
+        self.at(when, self.deliver, dst, msg)
+        if self.duplicate and rng.random() < self.duplicate:
+            self.at(when + rng.randrange(self.profile.reorder_us), self.deliver, dst, msg)
+
+    def deliver(self, dst: int, msg: Message) -> None:
+        host = self.hosts[dst]
+        if not host.up or host.defer(self.deliver, dst, msg):
+            return
+        if (msg.sender, dst) in self.blocked:  # cut while in flight
+            self.cut(msg.sender, dst, msg)
+            return
+        if self.verbose:
+            self.log(dst, "msg", f"<- n{msg.sender} {describe_message(msg)}")
+        host.receive(msg)
+
+    def cut(self, src: int, dst: int, msg: Message) -> None:
+        if (src, dst) in self.holding:
+            self.held.append((dst, msg))
+        else:
+            self.stats["dropped"] += 1
+
+    def send_request(self, target: int, req: Request) -> None:
+        req.node = target
+        if (req.client.index, target) in self.client_blocked:
+            if self.client_reject:
+                self.at(self.now + self.delay(), req.client.on_reply, req.attempt, REFUSED, None, False, None)
+            return  # else the client's attempt deadline notices
+        if self.rng.random() < self.profile.client_loss:
+            return
+        self.at(self.now + self.delay(), self.deliver_request, target, req)
+
+    def deliver_request(self, target: int, req: Request) -> None:
+        host = self.hosts[target]
+        if (req.client.index, target) in self.client_blocked:
+            return
+        if not host.up:
+            self.reply(req, REFUSED)
+        elif not host.defer(self.deliver_request, target, req):
+            host.on_request(req)
+
+    def reply(
+        self,
+        req: Request,
+        status: int,
+        value: str | None = None,
+        removed: bool = False,
+        hint: int | None = None,
+    ) -> None:
+        req.done = True
+        if (req.client.index, req.node) in self.client_blocked or self.rng.random() < self.profile.client_loss:
+            return
+        self.at(self.now + self.delay(), req.client.on_reply, req.attempt, status, value, removed, hint)
+
+    def fsync_latency(self) -> int:
+        rng = self.rng
+        low, high = self.profile.fsync_us
+        took = rng.randint(low, high)
+        if rng.random() < self.profile.fsync_stall:
+            took += rng.randint(20 * MS, 100 * MS)
+        return took
+
+    # ------------------------------------------------------------- safety
+
+    def learn(self, node: int, slot: Slot, value: Value) -> None:
+        self.trace.append(Event(self.now, node, "commit", "", slot=slot, value=value))
+        known = self.chosen.get(slot)
+        if known is None:
+            self.chosen[slot] = value
+        elif known != value:
+            self.violation(
+                "safety",
+                f"n{node} learned {describe_value(value)} for slot {slot}, "
+                f"but {describe_value(known)} was learned there before",
+                slot=slot,
+                commands=frozenset(command_names(known) + command_names(value)),
+            )
+
+    # ------------------------------------------------------------- nemesis
+
+    def nemesis(self) -> None:
+        if self.now >= self.fault_end:
+            return
+        p = self.profile
+        rng = self.rng
+        # One cut at a time: a cut replaced before it heals would blur the
+        # scenario it was drawn for (the deposed leader must see the heal).
+        cutting = 0.0 if self.blocked else 1.0
+        actions = (
+            (p.crash_weight, self.crash_one),
+            (p.power_loss_weight, self.power_loss),
+            (p.partition_weight * cutting, self.partition),
+            (p.depose_weight * cutting, self.depose_leader),
+            (p.pause_weight, self.pause_one),
+        )
+        r = rng.random() * sum(weight for weight, _ in actions)
+        for weight, action in actions:
+            if not weight:
+                continue
+            if r < weight:
+                action()
+                break
+            r -= weight
+        self.at(self.now + 1 + int(rng.expovariate(1 / p.fault_gap_us)), self.nemesis)
+
+    def pick_node(self) -> Host | None:
+        """An up node, the leader half of the time (it hurts the most)."""
+        up = [h for h in self.hosts if h.up]
+        if not up:
+            return None
+        leaders = [h for h in up if h.core is not None and h.core.is_leader()]
+        if leaders and self.rng.random() < 0.5:
+            return max(leaders, key=lambda h: h.core.ballot if h.core else 0)
+        return self.rng.choice(up)
+
+    def crash_one(self) -> None:
+        rng = self.rng
+        down_now = sum(not h.up for h in self.hosts)
+        if down_now >= self.n // 2 and rng.random() < 0.8:
+            return  # mostly keep a quorum up, so the clients get work done
+        host = self.pick_node()
+        if host is None:
+            return
+        # Quick restarts find lost-promise bugs; long ones force elections.
+        down = rng.randint(1 * MS, 100 * MS) if rng.random() < 0.5 else rng.randint(100 * MS, 2 * SECOND)
+        self.crash(host, down)
+
+    def power_loss(self) -> None:
+        """A majority or more lose power at once and come back one by one."""
+        rng = self.rng
+        count = self.n if rng.random() < 0.5 else rng.randint(self.n // 2 + 1, self.n)
+        victims = rng.sample(self.hosts, count)
+        self.log(-1, "fault", f"power loss on {', '.join(f'n{h.id}' for h in victims)}")
+        for host in victims:
+            if host.up:
+                self.crash(host, rng.randint(1 * MS, 2 * SECOND))
+
+    def crash(self, host: Host, down: int) -> None:
+        host.crash()
+        self.stats["crashes"] += 1
+        self.log(host.id, "fault", f"crash (restart in {down / SECOND:.3f}s)")
+        self.at(min(self.now + down, self.fault_end), self.restart, host.id, host.incarnation)
+
+    def restart(self, node: int, incarnation: int) -> None:
+        host = self.hosts[node]
+        if not host.up and host.incarnation == incarnation:
+            host.start()
+            d = host.durable
+            self.log(node, "fault", f"restart: promised {d.promised}, commit {d.commit_index}")
+
+    def partition(self) -> None:
+        rng = self.rng
+        n = self.n
+        nodes = list(range(n))
+        rng.shuffle(nodes)
+        shape = rng.random()
+        blocked: set[tuple[int, int]] = set()
+        groups: list[list[int]] = []  # what a client on each side can reach
+        if shape < 0.45:
+            # Two sides; a third of the time the leader ends up in the
+            # minority, which is where stale leaders come from.
+            k = rng.randint(1, n // 2)
+            leader = self.pick_node()
+            if leader is not None and rng.random() < 0.7:
+                nodes.remove(leader.id)
+                nodes.insert(0, leader.id)
+            side, rest = nodes[:k], nodes[k:]
+            blocked = {(a, b) for a in side for b in rest} | {(b, a) for a in side for b in rest}
+            groups = [side, rest]
+            what = f"split {sorted(side)} | {sorted(rest)}"
+        elif shape < 0.65:
+            x = nodes[0]
+            if rng.random() < 0.5:
+                blocked = {(y, x) for y in range(n) if y != x}
+                what = f"one-way: n{x} hears nobody (its sends still arrive)"
+            else:
+                blocked = {(x, y) for y in range(n) if y != x}
+                what = f"one-way: nobody hears n{x} (it still receives)"
+        elif shape < 0.8:
+            bridge, rest = nodes[0], nodes[1:]
+            k = len(rest) // 2
+            a, b = rest[:k], rest[k:]
+            blocked = {(x, y) for x in a for y in b} | {(y, x) for x in a for y in b}
+            groups = [[*a, bridge], [*b, bridge]]
+            what = f"bridge n{bridge} between {sorted(a)} and {sorted(b)}"
+        else:
+            blocked = {(x, y) for x in range(n) for y in range(n) if x != y and rng.random() < 0.35}
+            what = "random links down: " + (" ".join(f"{x}->{y}" for x, y in sorted(blocked)) or "none")
+        # Most cuts last about an election, so the old leader may still
+        # believe it leads when they heal; some last long.
+        lasts = rng.randint(250 * MS, 700 * MS) if rng.random() < 0.5 else rng.randint(50 * MS, 3 * SECOND)
+        self.cut_network(what, blocked, groups, lasts)
+
+    def depose_leader(self) -> None:
+        """Cut the leader (and maybe a few followers) off from the majority
+        for longer than the shortest election timeout but shorter than its
+        quorum timeout: a new leader is elected while the old one still
+        believes it leads, and then the two meet (Jepsen's partition-leader).
+        """
+        rng = self.rng
+        leaders = [h for h in self.hosts if h.up and h.core is not None and h.core.is_leader()]
+        if not leaders:
+            return
+        leader = max(leaders, key=lambda h: h.core.ballot if h.core else 0).id
+        others = [y for y in range(self.n) if y != leader]
+        rng.shuffle(others)
+        side = [leader, *others[: rng.randint(0, (self.n - 1) // 2 - 1)]]
+        rest = [y for y in range(self.n) if y not in side]
+        blocked = {(a, b) for a in side for b in rest} | {(b, a) for a in side for b in rest}
+        low = self.config.election_ticks_min * TICK_US + 50 * MS
+        high = self.config.leader_quorum_timeout_ticks * TICK_US - 20 * MS
+        self.cut_network(
+            f"depose leader: {sorted(side)} | {sorted(rest)}", blocked, [side, rest], rng.randint(low, high)
+        )
+
+    def cut_network(self, what: str, blocked: set[tuple[int, int]], groups: list[list[int]], lasts: int) -> None:
+        rng = self.rng
+        n = self.n
+        # A client sits on one side of the cut, or outside it and sees all.
+        client_blocked: set[tuple[int, int]] = set()
+        for client in self.clients:
+            if groups and rng.random() < 0.6:
+                reach = rng.choice(groups)
+                client_blocked |= {(client.index, y) for y in range(n) if y not in reach}
+        # Each peer stream (one per direction) either survives the cut and
+        # delivers its buffer at the heal, or is reset and loses it.  A
+        # client's connection attempt is dropped or refused.
+        holding = {link for link in sorted(blocked) if rng.random() < 0.5}
+        self.client_reject = rng.random() < 0.5
+        if client_blocked:
+            cut = " ".join(f"c{c}-n{y}" for c, y in sorted(client_blocked))
+            what += f"; clients cut off ({'refused' if self.client_reject else 'dropped'}): {cut}"
+        self.set_partition(blocked, holding, client_blocked)
+        self.stats["partitions"] += 1
+        if holding:
+            what += "; buffered: " + " ".join(f"{x}->{y}" for x, y in sorted(holding))
+        self.log(-1, "fault", f"partition {what} for {lasts / SECOND:.3f}s")
+        self.at(self.now + lasts, self.heal_partition, self.partition_id)
+
+    def set_partition(
+        self, blocked: set[tuple[int, int]], holding: set[tuple[int, int]], client_blocked: set[tuple[int, int]]
+    ) -> None:
+        old = self.blocked
+        self.blocked, self.holding, self.client_blocked = blocked, holding, client_blocked
+        self.partition_id += 1
+        for link in sorted(old - blocked):
+            self.link_ready[link] = self.now + self.rng.randrange(RECONNECT_US)
+        # Traffic held by the previous cut drains, in order on every link,
+        # once that link is back; the new cut may hold or drop it again.
+        held, self.held = self.held, []
+        for dst, msg in held:
+            link = (msg.sender, dst)
+            if link in blocked:
+                self.cut(msg.sender, dst, msg)
+            else:
+                when = max(self.link_ready.get(link, self.now) + self.profile.latency_us, self.link_last.get(link, 0))
+                self.link_last[link] = when
+                self.at(when, self.deliver, dst, msg)
+
+    def heal_partition(self, partition_id: int) -> None:
+        if partition_id == self.partition_id:
+            self.set_partition(set(), set(), set())
+            self.log(-1, "fault", "partition healed")
+
+    def pause_one(self) -> None:
+        host = self.pick_node()
+        if host is None:
+            return
+        rng = self.rng
+        lasts = rng.randint(20 * MS, 500 * MS) if rng.random() < 0.5 else rng.randint(500 * MS, 3 * SECOND)
+        host.pause(self.now + lasts)
+        self.stats["pauses"] += 1
+        self.log(host.id, "fault", f"process stalls for {lasts / SECOND:.3f}s")
+
+    # ------------------------------------------------------------ liveness
+
+    def heal(self) -> None:
+        self.healed = True
+        self.set_partition(set(), set(), set())
+        self.loss = self.duplicate = self.reorder = 0.0
+        self.log(-1, "fault", "heal: network whole, faults stop, every node up")
+        for host in self.hosts:
+            if not host.up:
+                host.start()
+        for client in self.clients:
+            client.final_ops = 2
+            if client.op is not None:
+                client.op.final = True
+                client.op.deadline = max(client.op.deadline, self.liveness_deadline)
+        self.at(self.now + CONVERGENCE_POLL_US, self.poll_convergence)
+
+    def converged(self) -> bool:
+        if not all(c.done for c in self.clients):
+            return False
+        top = max(self.chosen, default=0)
+        return all(h.up and h.store.applied_index == top for h in self.hosts)
+
+    def poll_convergence(self) -> None:
+        if self.converged():
+            self.finished = True
+            self.log(-1, "check", f"converged: every node applied {max(self.chosen, default=0)} slots")
+            return
+        if self.now >= self.liveness_deadline:
+            pending = "; ".join(c.describe_pending() for c in self.clients if not c.done)
+            applied = ", ".join(f"n{h.id}={h.store.applied_index}" for h in self.hosts)
+            roles = ", ".join(f"n{h.id}={h.role.value}" for h in self.hosts)
+            self.violation(
+                "liveness",
+                f"{LIVENESS_US // SECOND}s after the heal: {pending or 'clients done'}; "
+                f"applied {applied}; roles {roles}",
+                window=(self.fault_end, self.now),
+            )
+        self.at(self.now + CONVERGENCE_POLL_US, self.poll_convergence)
+
+    # ---------------------------------------------------------- final checks
+
+    def final_checks(self) -> None:
+        effects = self.replay_log()
+        for client_id, seq, when in self.acked:
+            if (client_id, seq) not in effects:
+                self.now = when
+                self.violation("lost-write", f"write {client_id}#{seq} was acknowledged but never took effect")
+        reference = self.reference_data
+        for host in self.hosts:
+            if host.store.data != reference:
+                self.violation("divergence", f"n{host.id} ends with {host.store.data}, the log gives {reference}")
+        # An unknown-outcome write that provably never took effect (it is
+        # not in the log, or the state machine skipped it as superseded) is
+        # dropped: the client's view allows it to take effect at any time,
+        # but the log says it did not, so keeping it would only hide a read
+        # of a value nobody wrote, and makes the search exponential.
+        history = self.history + [op for op, seq in self.unknown if (op.process, seq) in effects]
+        self.stats["ops_unknown_applied"] = len(history) - len(self.history)
+        verdict = lincheck.check(history)
+        if not verdict.ok:
+            key = verdict.key
+            assert key is not None
+            when, culprit = first_nonlinearizable_moment([op for op in history if op.key == key])
+            self.now = when
+            message = (
+                f"key {key!r}: no legal order exists once {describe_op(culprit)} returns "
+                f"(the history cut just before that is linearizable)\n"
+                f"  lincheck's witness:\n" + "\n".join(f"    {describe_op(op)}" for op in verdict.witness)
+            )
+            self.violation("linearizability", message, key=key, window=(when - 3 * SECOND, when))
+
+    def replay_log(self) -> dict[tuple[str, int], Slot]:
+        """Apply the chosen log to a fresh state machine: the slot where each
+        (client_id, seq) took effect; ``reference_data`` is the end state."""
+        store = StateMachine()
+        effects: dict[tuple[str, int], Slot] = {}
+        for slot in range(1, max(self.chosen, default=0) + 1):
+            for result in store.apply(slot, self.chosen[slot]):
+                if result.ok:
+                    effects.setdefault((result.client_id, result.seq), slot)
+        self.reference_data = store.data
+        return effects
+
+
+def describe_op(op: lincheck.Op) -> str:
+    shown = f"={op.arg}" if op.kind == "set" else ""
+    result = "" if op.kind == "set" or op.ret is None else f" -> {op.result!r}"
+    # Op times are this simulation's integer microseconds.
+    called = fmt_time(int(op.call)).strip()
+    ret = "never (outcome unknown)" if op.ret is None else fmt_time(int(op.ret)).strip()
+    return f"{op.process} {op.kind} {op.key}{shown}{result} (called {called}, returned {ret})"
+
+
+def first_nonlinearizable_moment(ops: list[lincheck.Op]) -> tuple[int, lincheck.Op]:
+    """The earliest return after which ``ops`` (one key) cannot be linearized.
+
+    The history as it stood at time t keeps the operations called by then;
+    those still running are cut to an unknown outcome.  Such cuts are
+    prefix-closed (a later cut only adds constraints), so a binary search
+    over return times finds the moment the violation became certain and the
+    operation whose result made it so.
+    """
+
+    def cut(t: float) -> list[lincheck.Op]:
+        kept = []
+        for op in ops:
+            if op.call > t:
+                continue
+            if op.ret is not None and op.ret > t:
+                op = lincheck.Op(op.process, op.key, op.kind, op.arg, op.call, None, None)
+            kept.append(op)
+        return kept
+
+    returns = sorted({op.ret for op in ops if op.ret is not None})
+    lo, hi = 0, len(returns) - 1  # cut(returns[hi]) is known to fail
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if lincheck.check(cut(returns[mid])).ok:
+            lo = mid + 1
+        else:
+            hi = mid
+    when = returns[lo]
+    culprit = next(op for op in ops if op.ret == when)
+    return int(when), culprit
+
+
+# ------------------------------------------------------------------ timeline
+
+
+def timeline(result: RunResult, everything: bool = False) -> list[str]:
+    """The events that matter for the first violation, as printable lines."""
+    # Final checks log at the time of what they found, after the end.
+    events = sorted(result.trace, key=lambda e: e.time)
+    if not everything and result.violations:
+        v = result.violations[0]
+        events = [e for e in events if _matters(e, v)]
+    lines = []
+    for e in events:
+        text = e.text
+        if e.kind == "commit" and not text:
+            text = f"learned slot {e.slot}" + (f" = {describe_value(e.value)}" if e.value is not None else "")
+        who = f"n{e.node}" if e.node >= 0 else "  "
+        lines.append(f"{fmt_time(e.time)} {who:>3} {e.kind:<6} {text}")
+    if not everything and len(lines) > TIMELINE_LINES:
+        omitted = len(lines) - TIMELINE_LINES
+        lines = [f"... {omitted} earlier events omitted (--verbose shows everything)", *lines[-TIMELINE_LINES:]]
+    return lines
+
+
+def _matters(e: Event, v: Violation) -> bool:
+    if e.kind == "check":
+        return True
+    start, end = v.window if v.window else (v.time - 3 * SECOND, v.time)
+    if not start - SECOND <= e.time <= end:
+        return False
+    if e.kind in ("fault", "role", "disk"):
+        return True
+    if e.kind == "client":
+        if v.commands:
+            return e.command in v.commands
+        return v.key is None or e.key == v.key
+    if e.kind == "commit":
+        return v.slot is not None and e.slot == v.slot
+    return False
+
+
+# ------------------------------------------------------------------- runners
+
+
+def run_seed(
+    seed: int,
+    nodes: Sequence[int] = DEFAULT_NODES,
+    bugs: Iterable[str] = (),
+    fault_seconds: float = DEFAULT_FAULT_SECONDS,
+    verbose: bool = False,
+    keep_trace: bool = True,
+) -> RunResult:
+    result = Simulation(seed, nodes, bugs, fault_seconds, verbose).run()
+    if not keep_trace:
+        result.trace, result.chosen = [], {}
+    return result
+
+
+def _run_quiet(args: tuple[int, tuple[int, ...], tuple[str, ...], float]) -> RunResult:
+    seed, nodes, bugs, fault_seconds = args
+    return run_seed(seed, nodes, bugs, fault_seconds, keep_trace=False)
+
+
+def run_many(
+    seeds: Iterable[int],
+    nodes: Sequence[int] = DEFAULT_NODES,
+    bugs: Iterable[str] = (),
+    fault_seconds: float = DEFAULT_FAULT_SECONDS,
+    jobs: int = 1,
+    stop_at_first_failure: bool = False,
+    progress: Callable[[RunResult], None] | None = None,
+) -> list[RunResult]:
+    """Run seeds in order (in ``jobs`` processes); results in seed order."""
+    work = [(seed, tuple(nodes), tuple(sorted(bugs)), fault_seconds) for seed in seeds]
+    results: list[RunResult] = []
+    if jobs <= 1:
+        for item in work:
+            result = _run_quiet(item)
+            results.append(result)
+            if progress:
+                progress(result)
+            if stop_at_first_failure and not result.ok:
+                break
+        return results
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # Ordered map in chunks: a failure stops the run soon after it is seen.
+        chunk = jobs * 4
+        for i in range(0, len(work), chunk):
+            for result in pool.map(_run_quiet, work[i : i + chunk]):
+                results.append(result)
+                if progress:
+                    progress(result)
+            if stop_at_first_failure and any(not r.ok for r in results):
+                break
+    if stop_at_first_failure:
+        first_bad = next((i for i, r in enumerate(results) if not r.ok), None)
+        if first_bad is not None:
+            results = results[: first_bad + 1]
+    return results
+
+
+# ----------------------------------------------------------------------- CLI
+
+
+def _parse_nodes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or any(size < 3 for size in sizes):
+        raise argparse.ArgumentTypeError(f"wants cluster sizes of 3 or more like 3,5,7, got {text!r}")
+    return sizes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.sim", description=__doc__.split("\n\n")[0])
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--seed", type=int, help="replay one seed and print its timeline on failure")
+    what.add_argument("--seeds", type=int, help="run this many seeds and print a summary")
+    parser.add_argument("--start", type=int, default=0, help="first seed of --seeds (default 0)")
+    parser.add_argument("--nodes", type=_parse_nodes, default=DEFAULT_NODES, help="cluster sizes to draw from")
+    parser.add_argument("--bug", action="append", default=[], choices=sorted(PLANTABLE_BUGS), help="plant a bug")
+    parser.add_argument("--fault-seconds", type=float, default=DEFAULT_FAULT_SECONDS, help="simulated fault phase")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for --seeds")
+    parser.add_argument("--first-failure", action="store_true", help="with --seeds: stop at the first failing seed")
+    parser.add_argument("--timeline", action="store_true", help="print the timeline of faults, roles and clients")
+    parser.add_argument("--verbose", action="store_true", help="print the whole trace, messages included")
+    args = parser.parse_args(argv)
+    if args.seed is not None:
+        return _replay(args)
+    return _many(args)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    result = run_seed(args.seed, args.nodes, args.bug, args.fault_seconds, verbose=args.verbose)
+    took = time.perf_counter() - started
+    if args.verbose or args.timeline or not result.ok:
+        print("\n".join(timeline(result, everything=args.verbose or args.timeline)))
+        print()
+    for v in result.violations:
+        print(f"{v.kind} violation at {fmt_time(v.time).strip()}:\n{v.message}\n")
+    stats = ", ".join(f"{k}={v}" for k, v in result.stats.items())
+    bugs = f", planted {', '.join(result.bugs)}" if result.bugs else ""
+    print(f"seed {result.seed}: {'ok' if result.ok else 'FAIL'} ({result.nodes} nodes{bugs}) digest {result.digest}")
+    print(f"  {stats}")
+    print(f"  {took:.2f}s wall clock")
+    return 0 if result.ok else 1
+
+
+def _many(args: argparse.Namespace) -> int:
+    seeds = range(args.start, args.start + args.seeds)
+    started = time.perf_counter()
+    failures: list[RunResult] = []
+
+    def progress(result: RunResult) -> None:
+        if not result.ok:
+            failures.append(result)
+            print(result.summary().splitlines()[0], flush=True)
+
+    results = run_many(
+        seeds, args.nodes, args.bug, args.fault_seconds, args.jobs, args.first_failure, progress=progress
+    )
+    took = time.perf_counter() - started
+    by_size: dict[int, int] = {}
+    for r in results:
+        by_size[r.nodes] = by_size.get(r.nodes, 0) + 1
+    sizes = ", ".join(f"{count} x {size} nodes" for size, count in sorted(by_size.items()))
+    print(
+        f"\n{len(results)} seeds run ({sizes}) in {took:.1f}s, {100 * took / max(len(results), 1):.1f}s per 100 seeds"
+    )
+    if failures:
+        print(f"{len(failures)} failed: {' '.join(str(r.seed) for r in failures)}")
+        flags = "".join(f" --bug {b}" for b in args.bug)
+        if tuple(args.nodes) != DEFAULT_NODES:
+            flags += " --nodes " + ",".join(map(str, args.nodes))
+        if args.fault_seconds != DEFAULT_FAULT_SECONDS:
+            flags += f" --fault-seconds {args.fault_seconds:g}"
+        print(f"replay one with: python -m tests.sim --seed {failures[0].seed}{flags}")
+        return 1
+    print("no failures")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

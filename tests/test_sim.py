@@ -1,0 +1,114 @@
+"""Whole-cluster deterministic simulation (``tests/sim.py``).
+
+The seed sweep is sized for CI (a few tens of CPU seconds); run a long one
+with ``PAXOSKV_SIM_SEEDS=10000 python -m pytest tests/test_sim.py -k sweep``
+or directly with ``python -m tests.sim --seeds 10000``.  A failing seed is
+replayed, with its timeline, by ``python -m tests.sim --seed N``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from paxos.core import PLANTABLE_BUGS
+from tests import sim
+
+SEEDS = int(os.environ.get("PAXOSKV_SIM_SEEDS", "200"))
+START = int(os.environ.get("PAXOSKV_SIM_START", "0"))
+JOBS = int(os.environ.get("PAXOSKV_SIM_JOBS", str(min(2, os.cpu_count() or 1))))
+
+# Seeds that fail with no bug planted because of a known, reported bug in the
+# core, with the diagnosis; they are skipped by the sweep until it is fixed.
+KNOWN_FAILURES: dict[int, str] = {}
+
+# Every planted bug must be caught within this many seeds (0, 1, 2, ...).
+# With the default 20 s fault phase the first catches were at seed 45
+# (accept_lower_ballot), 2 (ack_before_fsync), 0 (skip_reproposal) and 0
+# (unconfirmed_read); over seeds 0-199 they were caught by 13, 9, 132 and 36
+# seeds respectively, so the budget leaves a wide margin.
+BUG_BUDGET = 200
+
+# What a run reports when one of its checks (not a crash) found the bug.
+CHECK_KINDS = {"safety", "lost-write", "divergence", "linearizability", "liveness"}
+
+
+def _report(results: list[sim.RunResult]) -> str:
+    return "\n".join(f"{r.summary()}\n  replay: python -m tests.sim --seed {r.seed}" for r in results)
+
+
+@pytest.mark.timeout(max(300, SEEDS * 3))
+def test_sweep_of_seeds_across_3_5_7_nodes_passes_with_no_bug_planted() -> None:
+    results = sim.run_many(range(START, START + SEEDS), jobs=JOBS)
+    failures = [r for r in results if not r.ok and r.seed not in KNOWN_FAILURES]
+    assert not failures, _report(failures)
+    assert len(results) == SEEDS
+    if SEEDS >= 20:
+        assert {r.nodes for r in results} == {3, 5, 7}
+        # The runs did real work under faults, not just idle.
+        assert sum(r.stats["ops_ok"] for r in results) > 100 * SEEDS
+        assert sum(r.stats["elections"] for r in results) > 2 * SEEDS
+
+
+@pytest.mark.parametrize("bug", sorted(PLANTABLE_BUGS))
+def test_planted_bug_is_caught_within_the_seed_budget(bug: str) -> None:
+    results = sim.run_many(range(BUG_BUDGET), bugs=[bug], jobs=JOBS, stop_at_first_failure=True)
+    caught = [r for r in results if not r.ok]
+    assert caught, f"planted bug {bug} survived {BUG_BUDGET} seeds"
+    first = caught[0]
+    assert first.violations[0].kind in CHECK_KINDS, first.summary()
+
+
+def test_same_seed_gives_the_identical_event_trace() -> None:
+    first = sim.run_seed(7, verbose=True)
+    again = sim.run_seed(7, verbose=True)
+    assert len(first.trace) > 1000  # messages, disk, faults, roles, clients
+    assert first.trace == again.trace
+    assert first.digest == again.digest
+    assert first.stats == again.stats
+    # A quiet run makes the same random draws, so it ends the same way.
+    assert sim.run_seed(7, keep_trace=False).digest == first.digest
+
+
+def test_replay_does_not_depend_on_the_string_hash_seed() -> None:
+    def digest_line(hash_seed: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run(
+            [sys.executable, "-m", "tests.sim", "--seed", "7"],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        return next(line for line in out.splitlines() if "digest" in line)
+
+    assert digest_line("1") == digest_line("2")
+
+
+def test_a_failing_seed_replays_with_its_timeline(capsys: pytest.CaptureFixture[str]) -> None:
+    failing = next(r for r in sim.run_many(range(BUG_BUDGET), bugs=["skip_reproposal"], stop_at_first_failure=True))
+    exit_code = sim.main(["--seed", str(failing.seed), "--bug", "skip_reproposal"])
+    out = capsys.readouterr().out
+    assert exit_code == 1
+    assert "VIOLATION" in out
+    assert f"seed {failing.seed}: FAIL" in out
+    assert " fault " in out or " role " in out  # the timeline around it
+
+
+def test_many_seeds_print_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    exit_code = sim.main(["--seeds", "3", "--start", "11", "--nodes", "3", "--jobs", "1", "--fault-seconds", "5"])
+    out = capsys.readouterr().out
+    assert exit_code == 0
+    assert "3 seeds run (3 x 3 nodes)" in out
+    assert "no failures" in out
+
+
+def test_unknown_bug_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown planted bugs"):
+        sim.Simulation(1, bugs=["no_such_bug"])
