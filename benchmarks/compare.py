@@ -57,7 +57,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
-from paxos.bench import KEYSPACE, Stats, summarize
+from paxos.bench import KEYSPACE, READ_KEYS, Stats, summarize
 from paxos.local import ClusterError, LocalCluster, free_ports
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -690,9 +690,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "one operation per gRPC call, all sent to the leader. Five servers on 127.0.0.1; the systems run one "
         f"after another, never together; every run lasts {settings['seconds']:g} s after a discarded "
         f"{settings['warmup']:g} s warm-up run. Values are {settings['value_size']} bytes; keys are "
-        f"{ETCD_KEY_SIZE} bytes for etcd and 11 bytes for paxoskv (paxos.bench's fixed `bench-NNNNN`), "
-        f"drawn uniformly from {KEYSPACE} keys, of which every {max(1, KEYSPACE // 256)}th is preloaded before "
-        "a read run. Reads are linearizable in both (etcd: Range with serializable=false, i.e. ReadIndex). "
+        f"{ETCD_KEY_SIZE} bytes; writes go to keys drawn uniformly from {KEYSPACE}, reads to the "
+        f"{READ_KEYS} keys written before each read run, so every read returns a value. "
+        "Reads are linearizable in both (etcd: Range with serializable=false, i.e. ReadIndex). "
         "Writes are fsynced by both before the reply. The load process shares the CPUs with the servers.",
         "",
         "| system | op | clients | ops/s | p50 ms | p90 ms | p99 ms | max ms | errors |",
