@@ -164,6 +164,19 @@ def summarize(stats: Stats, elapsed: float, opts: argparse.Namespace) -> dict[st
     }
 
 
+def report(result: dict[str, float | int | str], as_json: bool) -> int:
+    """Print a run's summary; the exit code (3 when nothing succeeded)."""
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['op']} x{result['clients']} clients, {result['seconds']}s: {result['ops_per_sec']} ops/s, "
+            f"p50 {result['p50_ms']} ms, p90 {result['p90_ms']} ms, p99 {result['p99_ms']} ms, "
+            f"max {result['max_ms']} ms, errors {result['errors']}"
+        )
+    return 0 if result["ops"] else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m paxos.bench",
@@ -200,15 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             pass
     result = asyncio.run(run(members, opts))
-    if opts.json:
-        print(json.dumps(result))
-    else:
-        print(
-            f"{result['op']} x{result['clients']} clients, {result['seconds']}s: {result['ops_per_sec']} ops/s, "
-            f"p50 {result['p50_ms']} ms, p90 {result['p90_ms']} ms, p99 {result['p99_ms']} ms, "
-            f"max {result['max_ms']} ms, errors {result['errors']}"
-        )
-    return 0 if result["ops"] else 3
+    return report(result, opts.json)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import sys
@@ -28,7 +27,7 @@ from types import ModuleType
 import grpc
 
 from benchmarks.etcd_api import StubError, load_stubs
-from paxos.bench import ATTEMPT_SECONDS, KEYSPACE, READ_KEYS, Stats, build_parser, summarize
+from paxos.bench import ATTEMPT_SECONDS, KEYSPACE, READ_KEYS, Stats, build_parser, report, summarize
 from paxos.hostfile import HostfileError, Member, parse_hostfile
 
 DEFAULT_KEY_SIZE = 16
@@ -178,15 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     except StubError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if opts.json:
-        print(json.dumps(result))
-    else:
-        print(
-            f"{result['op']} x{result['clients']} clients, {result['seconds']}s: {result['ops_per_sec']} ops/s, "
-            f"p50 {result['p50_ms']} ms, p90 {result['p90_ms']} ms, p99 {result['p99_ms']} ms, "
-            f"max {result['max_ms']} ms, errors {result['errors']}"
-        )
-    return 0 if result["ops"] else 3
+    return report(result, opts.json)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,27 @@
+"""A five-second smoke run of the benchmark tool, to keep it working (no speed assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from paxos.local import LocalCluster
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_smoke_run_reports_json(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path / "cluster", nodes=3) as cluster:
+        cluster.wait_for_leader(timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "paxos.bench", "-h", str(cluster.hostfile),
+             "--clients", "4", "--seconds", "5", "--op", "mixed", "--json"],
+            capture_output=True, text=True, timeout=120, cwd=PROJECT,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"ops_per_sec", "p50_ms", "p99_ms", "errors"} <= set(summary)
+    assert summary["ops"] > 0
+    assert summary["errors"] == 0
