@@ -67,6 +67,7 @@ class Config:
     election_ticks_max: int = limits.ELECTION_TICKS_MAX
     leader_quorum_timeout_ticks: int = limits.LEADER_QUORUM_TIMEOUT_TICKS
     retransmit_ticks: int = limits.RETRANSMIT_TICKS
+    lease_ticks: int = limits.LEASE_TICKS
     max_in_flight: int = limits.MAX_IN_FLIGHT_SLOTS
     max_batch_commands: int = limits.MAX_BATCH_COMMANDS
     max_batch_bytes: int = limits.MAX_BATCH_BYTES
@@ -110,6 +111,9 @@ class _LeaderState:
     in_flight: dict[Slot, _Proposal] = field(default_factory=dict)
     heartbeat_seq: int = 0
     confirmed_seq: int = 0
+    # When each unconfirmed heartbeat went out; the lease runs from there.
+    heartbeat_sent: dict[int, int] = field(default_factory=dict)
+    lease_until: int = 0
     acked_seq: dict[NodeId, int] = field(default_factory=dict)
     last_heard: dict[NodeId, int] = field(default_factory=dict)
     reads: deque[_PendingRead] = field(default_factory=deque)
@@ -138,6 +142,10 @@ class Node:
         self.peers = [n for n in range(cluster_size) if n != node_id]
         self.quorum = cluster_size // 2 + 1
         self.config = config or Config()
+        # See limits.LEASE_TICKS: the lease must end well inside the
+        # stickiness window of every server that confirmed it.
+        self._sticky_ticks = self.config.election_ticks_min // 2
+        self._lease_ticks = max(0, min(self.config.lease_ticks, int((self._sticky_ticks - 2) * 0.9 / 1.1)))
         self._rng = rng
         state = durable or DurableState()
         # acceptor
@@ -226,9 +234,28 @@ class Node:
         if "unconfirmed_read" in self.config.planted_bugs:
             self._out.reads.append((read_id, self.commit_index))
             return True
+        if self._holds_lease(lead):
+            lead.confirmed_reads.append(_PendingRead(read_id, read_index, 0))
+            return True
         lead.reads.append(_PendingRead(read_id, read_index, lead.heartbeat_seq + 1))
         lead.read_round_wanted = True
         return True
+
+    def lease_read_index(self) -> Slot | None:
+        """The read index for a read answered right now under the lease, or None.
+
+        A value is safe to return once the caller has applied every slot up
+        to the index; until then (or on None) use ``read``.  The host must
+        bring the clock up to date (``tick``) before asking.
+        """
+        lead = self._lead
+        if lead is None or not self._holds_lease(lead) or lead.confirmed_reads:
+            return None
+        return lead.next_slot - 1
+
+    def _holds_lease(self, lead: _LeaderState) -> bool:
+        # ``now`` may be up to one tick behind the host's clock.
+        return self.now + 1 < lead.lease_until
 
     def ready(self) -> Ready:
         """Hand over everything produced since the last call."""
@@ -258,6 +285,8 @@ class Node:
 
     def _on_prepare(self, msg: Prepare) -> None:
         self._note_round(msg.ballot)
+        if self._lease_ticks and self._leader_is_alive(msg.sender):
+            return  # our leader may hold a read lease on our word: no promise yet
         if msg.ballot < self.promised:
             self._send(msg.sender, Reject(self.id, self.promised, 0))
             return
@@ -320,7 +349,10 @@ class Node:
         # The window is half the shortest election timeout, so a candidate
         # that timed out on a dead leader is not turned away by peers that
         # heard the leader's last heartbeat a moment later than it did.
-        window = self.config.election_ticks_min // 2
+        window = self._sticky_ticks
+        if self._lease_ticks and self.now < window and candidate != self.id:
+            # Just (re)started: we may have confirmed a lease before a crash.
+            return True
         return (
             self.leader is not None
             and self.leader != candidate
@@ -503,6 +535,8 @@ class Node:
     def _send_heartbeats(self, lead: _LeaderState) -> None:
         lead.heartbeat_seq += 1
         lead.read_round_wanted = False
+        if self._lease_ticks:
+            lead.heartbeat_sent[lead.heartbeat_seq] = self.now
         beat = Heartbeat(self.id, lead.ballot, self.commit_index, lead.heartbeat_seq)
         for peer in self.peers:
             self._send(peer, beat)
@@ -521,6 +555,12 @@ class Node:
         if confirmed <= lead.confirmed_seq:
             return
         lead.confirmed_seq = confirmed
+        if self._lease_ticks:
+            sent = lead.heartbeat_sent.get(confirmed)
+            if sent is not None:
+                lead.lease_until = max(lead.lease_until, sent + self._lease_ticks)
+            for seq in [s for s in lead.heartbeat_sent if s <= confirmed]:
+                del lead.heartbeat_sent[seq]
         while lead.reads and lead.reads[0].need_seq <= confirmed:
             lead.confirmed_reads.append(lead.reads.popleft())
         if lead.reads:
@@ -607,6 +647,11 @@ class Node:
         for slot, value in state.chosen.items():
             if slot > self.commit_index:
                 self.chosen[slot] = value
+        # A crash can keep a learned slot's record but lose the commit record
+        # written after it: the commit index covers every contiguous chosen slot.
+        while self.commit_index + 1 in self.chosen:
+            self.commit_index += 1
+            self.accepted.pop(self.commit_index, None)
 
     def _emit_committed(self) -> None:
         while self._emitted_index < self.commit_index:

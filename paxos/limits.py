@@ -18,9 +18,24 @@ ELECTION_TICKS_MAX = 60
 LEADER_QUORUM_TIMEOUT_TICKS = ELECTION_TICKS_MAX
 # Unanswered accepts and catch-up requests are sent again after this long.
 RETRANSMIT_TICKS = 20
+# Read lease.  For ELECTION_TICKS_MIN // 2 ticks after hearing from its
+# leader (and after starting), a server refuses pre-votes and prepares from
+# rivals (leader stickiness).  So once a quorum has acknowledged a heartbeat,
+# no rival can win phase 1 until every member of that quorum has left that
+# window, and the leader answers linearizable reads without a round of its
+# own for LEASE_TICKS after sending that heartbeat.  The core caps the lease
+# to leave a margin for one tick of clock granularity at each end and clock
+# rates differing by up to 10%.  0 turns leases off: every read then waits
+# for a heartbeat round of its own.
+LEASE_TICKS = 9
+# The ticker runs the core's clock at most this many ticks at once; after a
+# longer stall the clock skips ahead instead of replaying every tick.
+MAX_CATCHUP_TICKS = 1000
 
 # Replication pipeline.
-MAX_IN_FLIGHT_SLOTS = 64
+# Few slots in flight: while they are out, new commands pile up and go out
+# together, so a busy leader sends fewer, larger batches.
+MAX_IN_FLIGHT_SLOTS = 4
 MAX_BATCH_COMMANDS = 1024
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 MAX_PENDING_COMMANDS = 20_000

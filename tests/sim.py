@@ -16,9 +16,11 @@ What is simulated, each piece mirroring the real thing it stands for:
   A crash loses what was not fsynced, except for a random prefix (a torn
   WAL tail).  Writes complete when the command applies locally; lost
   leadership fails pending writes as "unknown" and pending reads as "not
-  leader"; reads are answered once applied_index >= their read index.  The
-  ticker counts elapsed ticks like the server's (clock drift of +-5% per
-  node, late wake-ups, up to 1000 overdue ticks after a stall).
+  leader"; reads are answered once applied_index >= their read index, at
+  once when the leader holds its read lease.  The ticker counts elapsed
+  ticks like the server's (clock drift of +-5% per node, late wake-ups, up to
+  1000 overdue ticks after a stall), and like the server the host brings
+  the clock up to date before the core sees a message or a read.
 * ``Client`` is ``client/kv.py``'s retry loop: leader hints, a rotation over
   the servers, 1 s attempts inside an operation deadline, the same
   (client_id, seq, first_unacked) on every retry of a write, and "unknown
@@ -93,8 +95,6 @@ from tests import lincheck
 SECOND = 1_000_000
 MS = 1_000
 TICK_US = round(limits.TICK_SECONDS * SECOND)
-# The server's ticker runs at most this many overdue ticks per wake-up.
-MAX_CATCHUP_TICKS = 1000
 ATTEMPT_US = round(kvclient.ATTEMPT_SECONDS * SECOND)
 ERROR_BACKOFF_US = round(kvclient.ERROR_BACKOFF * SECOND)
 NO_LEADER_BACKOFF_US = round(kvclient.NO_LEADER_BACKOFF * SECOND)
@@ -407,19 +407,27 @@ class Host:
         if incarnation != self.incarnation or self.defer(self.on_tick, incarnation):
             return
         sim = self.sim
-        core = self.core
-        assert core is not None
-        ticks = min((sim.now - self.last_tick) // self.tick_us, MAX_CATCHUP_TICKS)
-        self.last_tick += ticks * self.tick_us
-        for _ in range(ticks):
-            core.tick()
+        self.advance_clock()
         self.drive()
         # asyncio.sleep(TICK) overshoots a little; the next wake counts ticks.
         sim.at(sim.now + self.tick_us + int(sim.rng.random() * TICK_JITTER_US), self.on_tick, incarnation)
 
+    def advance_clock(self) -> None:
+        """server._advance_clock: run the core's clock up to this node's now."""
+        core = self.core
+        assert core is not None
+        ticks = (self.sim.now - self.last_tick) // self.tick_us
+        if ticks > limits.MAX_CATCHUP_TICKS:
+            ticks, self.last_tick = limits.MAX_CATCHUP_TICKS, self.sim.now
+        else:
+            self.last_tick += ticks * self.tick_us
+        for _ in range(ticks):
+            core.tick()
+
     def receive(self, msg: Message) -> None:
         core = self.core
         assert core is not None
+        self.advance_clock()
         core.receive(msg)
         self.drive()
 
@@ -522,6 +530,11 @@ class Host:
             sim.reply(req, kv_pb2.NOT_LEADER, hint=self.leader_hint())
             return
         if req.cmd is None:
+            self.advance_clock()
+            index = core.lease_read_index()
+            if index is not None and index <= self.store.applied_index:
+                sim.reply(req, kv_pb2.OK, value=self.store.get(req.key))
+                return
             self.next_read_id += 1
             if not core.read(self.next_read_id):
                 sim.reply(req, kv_pb2.UNAVAILABLE, hint=self.leader_hint())

@@ -54,6 +54,9 @@ FIXED = Config(
     leader_quorum_timeout_ticks=12,
     retransmit_ticks=4,
 )
+# The same timing with read leases off: every read waits for its own round,
+# and a freshly started acceptor answers prepares at once.
+NO_LEASE = replace(FIXED, lease_ticks=0)
 
 Envelope = tuple[NodeId, NodeId, Message]
 
@@ -434,7 +437,7 @@ def test_higher_ballot_preempts_lower_one() -> None:
 
 
 def test_acceptor_rejects_lower_prepare_and_accept() -> None:
-    node = Node(1, 3, random.Random(0), FIXED)
+    node = Node(1, 3, random.Random(0), NO_LEASE)
     node.receive(Prepare(2, Ballot(5, 2), 1))
     first = node.ready()
     assert first.persist == [PromiseRecord(Ballot(5, 2))]
@@ -645,6 +648,12 @@ def test_restarted_node_keeps_its_promise_and_reemits_committed_slots() -> None:
     out = net.collect(1)
     assert out.committed == before
     assert out.persist == [] and out.messages == []
+    # Right after a start it ignores rivals' prepares (it may have backed a
+    # read lease before it crashed); past the stickiness window it answers.
+    node.receive(Prepare(0, Ballot(3, 0), 4))
+    assert net.collect(1).messages == []
+    net.tick(1, STICKY)
+    net.drop_queued()
 
     node.receive(Prepare(0, Ballot(2, 0), 4))
     node.receive(Accept(0, Ballot(1, 0), 4, (b"stale",), 2))
@@ -686,6 +695,20 @@ def test_restart_from_a_commit_record_without_values_is_refused() -> None:
     state.apply(AcceptRecord(1, Ballot(1, 0), (b"a",)))
     with pytest.raises(ValueError, match="slot 2"):
         Node(0, 3, random.Random(0), FIXED, state)
+
+
+def test_restart_counts_a_learned_slot_whose_commit_record_was_lost() -> None:
+    # Catch-up wrote the slot's value, then the process died before the
+    # commit record that followed it reached the disk.
+    from paxos.messages import ChosenRecord, CommitRecord
+
+    state = DurableState()
+    state.apply(AcceptRecord(1, Ballot(1, 0), (b"a",)))
+    state.apply(CommitRecord(1))
+    state.apply(ChosenRecord(2, (b"b",)))
+    node = Node(0, 3, random.Random(0), FIXED, state)
+    assert node.commit_index == 2
+    assert node.ready().committed == slots((b"a",), (b"b",))
 
 
 # ---------------------------------------------------------- Ready contract
@@ -778,7 +801,7 @@ def test_every_reply_follows_the_records_it_depends_on(seed: int) -> None:
 
 
 def test_ready_contract_on_a_single_exchange() -> None:
-    node = Node(1, 3, random.Random(0), FIXED)
+    node = Node(1, 3, random.Random(0), NO_LEASE)
     node.receive(Prepare(0, Ballot(1, 0), 1))
     node.receive(Accept(0, Ballot(1, 0), 1, (b"v",), 0))
     out = node.ready()
@@ -793,7 +816,7 @@ def test_ready_contract_on_a_single_exchange() -> None:
 
 
 def test_read_completes_only_after_a_quorum_heartbeat_round() -> None:
-    net = Net(5)
+    net = Net(5, NO_LEASE)
     net.elect(0)
     net.commit(0, b"a")
     leader = net.nodes[0]
@@ -838,7 +861,10 @@ def test_read_waits_for_the_commit_index_to_reach_its_read_index() -> None:
 
 
 def test_deposed_leader_never_completes_a_read() -> None:
-    net = Net(5)
+    # Without a lease: here the old leader's clock stands still while the
+    # others elect a new leader, which no lease can survive (see the lease
+    # tests for clocks that run together).
+    net = Net(5, NO_LEASE)
     net.elect(0)
     net.commit(0, b"a")
     old = net.nodes[0]
@@ -864,6 +890,68 @@ def test_deposed_leader_never_completes_a_read() -> None:
         net.step()
     assert net.traces[0].reads == []
     assert not old.read(12)
+
+
+def test_lease_answers_reads_without_a_round_until_it_runs_out() -> None:
+    net = Net(3)
+    net.elect(0)
+    net.commit(0, b"a")  # ends with an acknowledged heartbeat: the lease
+    leader = net.nodes[0]
+    assert leader.lease_read_index() == 1
+    net.drop_queued()
+    assert leader.read(5)
+    out = net.collect(0)
+    assert out.reads == [(5, 1)]
+    assert not net.sent(0, Heartbeat)
+    # Cut off, the leader keeps its lease only until it runs out.
+    net.isolate(0)
+    for _ in range(FIXED.heartbeat_ticks * 3):
+        net.tick(0)
+        net.deliver()
+    assert leader.is_leader()
+    assert leader.lease_read_index() is None
+    assert leader.read(6)
+    net.deliver()
+    assert net.traces[0].reads == [(5, 1)]
+
+
+def test_follower_backing_a_lease_ignores_rival_prepares() -> None:
+    net = Net(3)
+    net.elect(0)
+    net.commit(0, b"a")
+    follower = net.nodes[1]
+    net.drop_queued()
+    follower.receive(Prepare(2, Ballot(9, 2), 2))
+    out = net.collect(1)
+    assert out.messages == [] and out.persist == []
+    assert follower.promised == net.nodes[0].ballot
+    net.tick(1, STICKY)
+    follower.receive(Prepare(2, Ballot(9, 2), 2))
+    assert [m for _, m in net.collect(1).messages] == [Promise(1, Ballot(9, 2), 1, ())]
+
+
+def test_no_rival_leads_while_the_old_leader_holds_its_lease() -> None:
+    # Every clock runs at the same rate; the old leader is cut off right
+    # after renewing its lease, and the others elect a new leader.
+    net = Net(5, Config())
+    for _ in range(500):
+        net.step()
+        leaders = [n for n in range(5) if net.nodes[n].is_leader()]
+        if leaders:
+            break
+    first = leaders[0]
+    net.commit(first, b"a")
+    old = net.nodes[first]
+    assert old.lease_read_index() is not None
+    net.isolate(first)
+    rival_at = None
+    for tick in range(500):
+        net.step()
+        rivals = [n for n in range(5) if n != first and net.nodes[n].is_leader()]
+        if rivals:
+            rival_at = rival_at if rival_at is not None else tick
+            assert old.lease_read_index() is None, f"node {rivals} leads at tick {tick} while the old lease holds"
+    assert rival_at is not None, "no new leader was elected"
 
 
 def test_deposed_leader_stepping_down_drops_its_reads() -> None:
