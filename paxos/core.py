@@ -172,6 +172,11 @@ class Node:
         self._prevotes: set[NodeId] = set()
         self._lead: _LeaderState | None = None
         self._pending: deque[bytes] = deque()
+        # This leader's own accepts, counted as votes only once the host has
+        # made them durable: those proposed since the last bundle, and those
+        # handed out in it (durable by the next ``ready`` call).
+        self._own_accepts_new: list[tuple[Ballot, Slot]] = []
+        self._own_accepts_out: list[tuple[Ballot, Slot]] = []
         # time
         self.now = 0
         self._last_leader_contact = -(10**9)
@@ -258,15 +263,27 @@ class Node:
         return self.now + 1 < lead.lease_until
 
     def ready(self) -> Ready:
-        """Hand over everything produced since the last call."""
+        """Hand over everything produced since the last call.
+
+        The host calls this only after acting on the previous bundle, so the
+        accepts that bundle persisted are durable now and count as votes.
+        """
+        durable, self._own_accepts_out = self._own_accepts_out, []
+        for ballot, slot in durable:
+            self._on_accepted(Accepted(self.id, ballot, slot))
         if self._lead is not None:
             self._flush_proposals(self._lead)
             if self._lead.read_round_wanted and self._lead.confirmed_seq >= self._lead.heartbeat_seq:
                 self._send_heartbeats(self._lead)
             self._serve_confirmed_reads(self._lead)
         self._emit_committed()
+        self._own_accepts_out, self._own_accepts_new = self._own_accepts_new, []
         out, self._out = self._out, Ready()
         return out
+
+    def awaits_own_accepts(self) -> bool:
+        """True when the last bundle persisted accepts not yet counted as votes."""
+        return bool(self._own_accepts_out)
 
     # ------------------------------------------------------------ observation
 
@@ -497,8 +514,8 @@ class Node:
         self._out.persist.append(AcceptRecord(slot, lead.ballot, value))
         accept = Accept(self.id, lead.ballot, slot, value, self.commit_index)
         for peer in self.peers:
-            self._send(peer, accept)
-        self._on_accepted(Accepted(self.id, lead.ballot, slot))
+            self._out.early.append((peer, accept))
+        self._own_accepts_new.append((lead.ballot, slot))
 
     def _on_accepted(self, msg: Accepted) -> None:
         lead = self._lead

@@ -196,12 +196,21 @@ class DurableState:
 class Ready:
     """One bundle of work for the host, in the order it must be done.
 
-    1. append ``persist`` to the log and fsync it;
-    2. only then send ``messages``, apply ``committed`` in order and answer
+    1. send ``early`` at once: the leader's accepts, which may travel while
+       its own copy is being written (it counts its own vote only later);
+    2. append ``persist`` to the log; if ``must_sync()``, fsync everything
+       appended so far;
+    3. only then send ``messages``, apply ``committed`` in order and answer
        ``reads`` (each read may be answered once the applied index reaches
        its read index).
+
+    The host asks for the next bundle only after it has done all of this.
+    Records left unsynced by step 2 (commit indexes and values learned from
+    others, in a bundle that sends nothing) become durable with the next
+    fsync; a crash before then loses only what the cluster knows anyway.
     """
 
+    early: list[tuple[NodeId, Message]] = field(default_factory=list)
     persist: list[Record] = field(default_factory=list)
     messages: list[tuple[NodeId, Message]] = field(default_factory=list)
     committed: list[tuple[Slot, Value]] = field(default_factory=list)
@@ -210,5 +219,16 @@ class Ready:
     # pending reads can no longer be confirmed here.
     lost_leadership: bool = False
 
+    def must_sync(self) -> bool:
+        """Whether what was appended must be durable before step 3.
+
+        Promises and accepted values must be durable before anything else
+        happens; any message may carry a commit index or a promise that the
+        receiver relies on, so everything before it must be durable too.
+        """
+        return bool(self.messages) or any(isinstance(r, PromiseRecord | AcceptRecord) for r in self.persist)
+
     def empty(self) -> bool:
-        return not (self.persist or self.messages or self.committed or self.reads or self.lost_leadership)
+        return not (
+            self.early or self.persist or self.messages or self.committed or self.reads or self.lost_leadership
+        )

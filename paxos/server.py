@@ -1,11 +1,12 @@
 """A paxoskv server: the consensus core wired to gRPC, the log and the store.
 
-Data flows one way:  client request -> core (leader) -> log fsync -> peers
--> chosen -> state machine -> reply.  One asyncio task (``_drive``) owns the
-order of effects: it takes the core's ``Ready`` bundle, makes its records
-durable, and only then sends its messages, applies its chosen slots and
-answers its reads.  While one fsync runs, new input piles up in the core and
-goes out in the next bundle, so many commands share one fsync.
+Data flows one way:  client request -> core (leader) -> accepts to peers
+while the log is fsynced -> chosen -> state machine -> reply.  One asyncio
+task (``_drive``) owns the order of effects: it takes the core's ``Ready``
+bundle, sends its early messages, makes its records durable, and only then
+sends its other messages, applies its chosen slots and answers its reads.
+While one fsync runs, new input piles up in the core and goes out in the
+next bundle, so many commands share one fsync.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from paxos import limits
 from paxos.codec import DecodeError, decode, encode
 from paxos.core import Config, Node, Role
 from paxos.hostfile import Member
-from paxos.messages import Ready
+from paxos.messages import Message, Ready
 from paxos.statemachine import Result, StateMachine, validate_command, validate_image_hash, validate_key
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
@@ -200,10 +201,14 @@ class PaxosServer:
             self._log_role_change()
             if ready.empty():
                 continue
+            self._send(ready.early)
             if ready.persist:
                 self.wal.append(ready.persist)
+            if ready.must_sync() and self.wal.unsynced():
                 await loop.run_in_executor(self._wal_thread, self.wal.sync)
             self._act(ready)
+            if self.core.awaits_own_accepts():
+                self._wake.set()  # they are durable now: let the core count them
 
     def _log_role_change(self) -> None:
         seen = (self.core.role, self.core.leader)
@@ -220,15 +225,18 @@ class PaxosServer:
         else:
             log.info("no leader known")
 
-    def _act(self, ready: Ready) -> None:
+    def _send(self, messages: list[tuple[int, Message]]) -> None:
         # A broadcast is one message object sent to every peer: encode it once.
         encoded: dict[int, peer_pb2.PeerMessage] = {}
-        for to, msg in ready.messages:
+        for to, msg in messages:
             if to not in self._blocked:
                 wire = encoded.get(id(msg))
                 if wire is None:
                     wire = encoded[id(msg)] = encode(msg)
                 self._links[to].send(wire)
+
+    def _act(self, ready: Ready) -> None:
+        self._send(ready.messages)
         for slot, value in ready.committed:
             for result in self.store.apply(slot, value):
                 self._finish_write(result)

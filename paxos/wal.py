@@ -264,6 +264,10 @@ class Wal:
             self._track(record)
             self._buffer.append(encode_record(record))
 
+    def unsynced(self) -> bool:
+        """Whether records were appended since the last sync."""
+        return bool(self._buffer)
+
     def sync(self) -> None:
         """Write what was appended and make it durable."""
         if not self._buffer:

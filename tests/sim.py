@@ -12,7 +12,9 @@ What is simulated, each piece mirroring the real thing it stands for:
 
 * ``Host`` is ``paxos/server.py`` without gRPC.  It drives the sans-I/O core,
   appends each ``Ready`` bundle's records, waits for the fsync (simulated
-  latency, with occasional stalls), and only then sends, applies and answers.
+  latency, with occasional stalls), and only then sends, applies and answers;
+  the leader's accepts go out before that fsync, and a bundle that only
+  records learned commits acts at once, its records synced with the next.
   A crash loses what was not fsynced, except for a random prefix (a torn
   WAL tail).  Writes complete when the command applies locally; lost
   leadership fails pending writes as "unknown" and pending reads as "not
@@ -445,9 +447,11 @@ class Host:
             return
         while self.waiting is None:
             ready = core.ready()
-            if ready.persist:
-                # server._drive: append, await the fsync, only then act.
-                self.unsynced.extend(ready.persist)
+            # server._drive: send the early messages, append, await the
+            # fsync if the bundle needs one, only then act.
+            self.send(ready.early)
+            self.unsynced.extend(ready.persist)
+            if ready.must_sync() and self.unsynced:
                 self.waiting = ready
                 self.start_fsync()
                 return
@@ -465,6 +469,7 @@ class Host:
         assert core is not None
         while True:
             ready = core.ready()
+            self.send(ready.early)
             if ready.persist:
                 self.unsynced.extend(ready.persist)
                 if not self.flushing:
@@ -497,11 +502,14 @@ class Host:
         self.act(ready)
         self.drive()
 
+    def send(self, messages: list[tuple[int, Message]]) -> None:
+        for to, msg in messages:
+            self.sim.send(self.id, to, msg)
+
     def act(self, ready: Ready) -> None:
         sim = self.sim
         src = self.id
-        for to, msg in ready.messages:
-            sim.send(src, to, msg)
+        self.send(ready.messages)
         if ready.committed:
             store = self.store
             for slot, value in ready.committed:

@@ -24,6 +24,8 @@ from paxos.messages import (
     Ballot,
     CatchupReply,
     CatchupRequest,
+    ChosenRecord,
+    CommitRecord,
     DurableState,
     Heartbeat,
     HeartbeatAck,
@@ -119,7 +121,7 @@ class Net:
         trace.committed += ready.committed
         trace.reads += ready.reads
         trace.lost_leadership += ready.lost_leadership
-        for to, msg in ready.messages:
+        for to, msg in ready.early + ready.messages:
             assert to != node, f"node {node} sent {msg} to itself"
             self.queue.append((node, to, msg))
         return ready
@@ -688,8 +690,6 @@ def test_restarted_node_reports_its_open_accepts_to_the_next_leader() -> None:
 
 
 def test_restart_from_a_commit_record_without_values_is_refused() -> None:
-    from paxos.messages import CommitRecord
-
     state = DurableState()
     state.apply(CommitRecord(2))
     state.apply(AcceptRecord(1, Ballot(1, 0), (b"a",)))
@@ -700,8 +700,6 @@ def test_restart_from_a_commit_record_without_values_is_refused() -> None:
 def test_restart_counts_a_learned_slot_whose_commit_record_was_lost() -> None:
     # Catch-up wrote the slot's value, then the process died before the
     # commit record that followed it reached the disk.
-    from paxos.messages import ChosenRecord, CommitRecord
-
     state = DurableState()
     state.apply(AcceptRecord(1, Ballot(1, 0), (b"a",)))
     state.apply(CommitRecord(1))
@@ -709,6 +707,41 @@ def test_restart_counts_a_learned_slot_whose_commit_record_was_lost() -> None:
     node = Node(0, 3, random.Random(0), FIXED, state)
     assert node.commit_index == 2
     assert node.ready().committed == slots((b"a",), (b"b",))
+
+
+def test_leader_counts_its_own_accept_only_in_the_bundle_after_persisting_it() -> None:
+    net = Net(3)
+    net.elect(0)
+    net.drop_queued()
+    leader = net.nodes[0]
+    assert leader.propose(b"x")
+    out = leader.ready()
+    assert out.persist == [AcceptRecord(1, leader.ballot, (b"x",))]
+    assert sorted(to for to, m in out.early if isinstance(m, Accept)) == [1, 2]
+    assert not any(isinstance(m, Accept) for _, m in out.messages)
+    assert out.must_sync() and leader.awaits_own_accepts()
+    # A follower's vote arrives while the leader's own record is being
+    # written: one vote of three is no quorum yet.
+    leader.receive(Accepted(1, leader.ballot, 1))
+    assert leader.commit_index == 0
+    # The next bundle means the last one is durable: now it counts.
+    assert leader.ready().committed == slots((b"x",))
+    assert leader.commit_index == 1
+
+
+def test_a_bundle_that_only_learns_commits_needs_no_sync() -> None:
+    net = Net(3)
+    net.elect(0)
+    net.commit(0, b"a")
+    net.drop_queued()
+    leader = net.nodes[0]
+    assert leader.propose(b"b")
+    net.collect(0)
+    leader.receive(Accepted(1, leader.ballot, 2))
+    out = leader.ready()
+    assert out.persist == [CommitRecord(2)] and out.messages == [] and out.early == []
+    assert not out.must_sync()
+    assert out.committed == [(2, (b"b",))]
 
 
 # ---------------------------------------------------------- Ready contract
@@ -721,6 +754,13 @@ def _check_ready_contract(trace: Trace, node: NodeId) -> None:
         for record in ready.persist:
             durable.apply(record)
         where = f"node {node}, ready #{index}"
+        for _, msg in ready.early:
+            # Only a leader's accepts may leave before its records are durable,
+            # and only with the promise for their ballot already durable.
+            assert isinstance(msg, Accept), f"{where}: {msg} sent early"
+            assert durable.promised >= msg.ballot, f"{where}: {msg} before its ballot's PromiseRecord"
+        if ready.early or ready.messages:
+            assert ready.must_sync(), f"{where}: sends without syncing first"
         for _, msg in ready.messages:
             if isinstance(msg, Promise):
                 assert durable.promised >= msg.ballot, f"{where}: {msg} before its PromiseRecord"
