@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,7 @@ class PaxosServer:
         max_value_bytes: int = limits.DEFAULT_MAX_VALUE_BYTES,
         fault_injection: bool = False,
         config: Config | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.members = members
         self.node_id = node_id
@@ -111,7 +113,8 @@ class PaxosServer:
         self._reads: dict[int, asyncio.Future[int]] = {}
         self._index_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._next_read_id = 0
-        self._clock = time.monotonic()  # the core's clock has run up to here
+        self._now = clock  # for the core's clock; tests pass their own
+        self._clock = clock()  # the core's clock has run up to here
         self._wake = asyncio.Event()
         self.failed = asyncio.Event()  # set when an internal task died
         self._seen_role: tuple[Role, int | None] = (Role.FOLLOWER, None)
@@ -181,7 +184,7 @@ class PaxosServer:
         read: after a stall the event loop may serve those before the ticker,
         and the read lease and leader stickiness need the real elapsed time.
         """
-        now = time.monotonic()
+        now = self._now()
         ticks = int((now - self._clock) / limits.TICK_SECONDS)
         if ticks <= 0:
             return

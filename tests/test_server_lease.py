@@ -1,0 +1,84 @@
+"""The server judges read leases by the real clock, not by its ticker.
+
+After a stall (SIGSTOP, a long pause) the event loop may serve waiting reads
+and peer messages before the ticker has run, with the core's clock still at
+the time the stall began.  The server must bring that clock up to date
+first, on both sides of a lease: the leader answering a read, and the
+follower noting when it last heard from its leader.  Driven in-process with
+a clock the test moves; nothing listens on the members' addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from paxos.codec import encode
+from paxos.hostfile import Member
+from paxos.messages import Ballot, Heartbeat, HeartbeatAck, Prepare, PreVote, PreVoteReply, Promise
+from paxos.server import PaxosServer
+from protos import kv_pb2
+
+MEMBERS = [Member(f"s{i}", "127.0.0.1", 1 + i) for i in range(3)]
+
+
+def _close(server: PaxosServer) -> None:
+    server.wal.close()
+    server._wal_thread.shutdown()
+
+
+def _leader_with_a_lease(tmp_path: Path, clock: list[float]) -> PaxosServer:
+    server = PaxosServer(MEMBERS, 0, tmp_path, clock=lambda: clock[0])
+    core = server.core
+    clock[0] += 1.0  # past any election timeout: node 0 asks for pre-votes
+    server._advance_clock()
+    prevote = [m for _, m in core.ready().messages if isinstance(m, PreVote)][-1]
+    core.receive(PreVoteReply(1, prevote.ballot, True))
+    prepare = next(m for _, m in core.ready().messages if isinstance(m, Prepare))
+    core.receive(Promise(1, prepare.ballot, 0, ()))
+    beat = next(m for _, m in core.ready().messages if isinstance(m, Heartbeat))
+    core.receive(HeartbeatAck(1, beat.ballot, beat.seq, 0))
+    core.ready()
+    assert core.is_leader() and core.lease_read_index() == 0
+    return server
+
+
+def test_read_after_a_stall_is_not_served_on_an_expired_lease(tmp_path: Path) -> None:
+    clock = [1000.0]
+    server = _leader_with_a_lease(tmp_path, clock)
+    try:
+
+        async def read() -> int:
+            return await server.linearizable_read(time.monotonic() + 0.3)
+
+        assert asyncio.run(read()) == kv_pb2.OK  # served under the lease
+        clock[0] += 2.0  # the process stalled; its ticker has not run since
+        assert asyncio.run(read()) != kv_pb2.OK
+    finally:
+        _close(server)
+
+
+def test_follower_that_acked_after_a_stall_refuses_a_rival(tmp_path: Path) -> None:
+    clock = [1000.0]
+    follower = PaxosServer(MEMBERS, 1, tmp_path, clock=lambda: clock[0])
+    try:
+        clock[0] += 1.0
+        follower._advance_clock()
+        follower.core.ready()
+        leader_ballot = Ballot(5, 0)
+        follower.receive_peer(encode(Heartbeat(0, leader_ballot, 0, 1)))
+        assert follower.core.leader == 0
+        follower.core.ready()
+        # It stalls; a heartbeat that waited in its socket is handled first,
+        # and it acknowledges it: the leader's lease now counts on it.
+        clock[0] += 2.0
+        follower.receive_peer(encode(Heartbeat(0, leader_ballot, 0, 2)))
+        assert any(isinstance(m, HeartbeatAck) for _, m in follower.core.ready().messages)
+        follower._advance_clock()  # then its ticker runs
+        follower.receive_peer(encode(Prepare(2, Ballot(6, 2), 1)))
+        out = follower.core.ready()
+        assert not any(isinstance(m, Promise) for _, m in out.messages)
+        assert follower.core.promised == leader_ballot
+    finally:
+        _close(follower)
