@@ -254,7 +254,7 @@ class Node:
         bring the clock up to date (``tick``) before asking.
         """
         lead = self._lead
-        if lead is None or not self._holds_lease(lead) or lead.confirmed_reads:
+        if lead is None or not self._holds_lease(lead):
             return None
         return lead.next_slot - 1
 
