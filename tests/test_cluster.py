@@ -6,9 +6,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
@@ -16,21 +15,9 @@ import pytest
 from client import KVClient, KVError, UnknownOutcome
 from paxos.local import LocalCluster
 from protos import kv_pb2, kv_pb2_grpc
+from tests.polling import wait_until
 
-T = TypeVar("T")
 PROJECT = Path(__file__).resolve().parent.parent
-
-
-def wait_until(probe: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
-    """Poll ``probe`` until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

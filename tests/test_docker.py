@@ -32,14 +32,14 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import pytest
 
-T = TypeVar("T")
+from tests.polling import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_IMAGE = "paxos"
@@ -58,6 +58,7 @@ CLIENT_TIMEOUT = 10.0  # the client's own --timeout for a request to a healthy c
 FAILOVER_TIMEOUT = 30.0  # the same while an election may be under way
 CUT_OFF_TIMEOUT = 3.0  # a request to a server cut off the network: it must give up, not hang
 CLUSTER_SECONDS = 120.0  # deadline for the cluster to reach a state (leader, caught up, healthy)
+DOCKER_POLL_SECONDS = 0.5  # each probe runs docker commands; do not hammer the engine
 LOCK_SECONDS = 30 * 60  # how long to wait for another run of this module to finish
 LOCK_FILE = Path(tempfile.gettempdir()) / "paxoskv-docker-tests.lock"
 
@@ -104,18 +105,6 @@ def docker(*args: str, check: bool = True, timeout: float = DOCKER_SECONDS) -> s
     if check and result.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}")
     return result
-
-
-def wait_until(probe: Callable[[], T | None], what: str, timeout: float = CLUSTER_SECONDS) -> T:
-    """Poll ``probe`` until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.5)
 
 
 def tail(path: Path, lines: int = 60) -> str:
@@ -287,7 +276,9 @@ class Cluster:
         return None
 
     def wait_caught_up(self, names: list[str], timeout: float = CLUSTER_SECONDS) -> str:
-        return wait_until(lambda: self.caught_up(names), f"a leader, with {', '.join(names)} caught up", timeout)
+        return wait_until(
+            lambda: self.caught_up(names), f"a leader, with {', '.join(names)} caught up", timeout, DOCKER_POLL_SECONDS
+        )
 
     def is_running(self, server: str) -> bool:
         return docker("inspect", "--format", "{{.State.Running}}", server).stdout.strip() == "true"
@@ -356,7 +347,12 @@ def test_healthcheck_reports_healthy(cluster: Cluster) -> None:
     def health() -> dict[str, str]:
         return {s: docker("inspect", "--format", "{{.State.Health.Status}}", s).stdout.strip() for s in SERVERS}
 
-    wait_until(lambda: all(h == "healthy" for h in health().values()), "every server's HEALTHCHECK to pass")
+    wait_until(
+        lambda: all(h == "healthy" for h in health().values()),
+        "every server's HEALTHCHECK to pass",
+        CLUSTER_SECONDS,
+        DOCKER_POLL_SECONDS,
+    )
     # And the running server process is not root either.
     assert docker("exec", SERVERS[0], "id", "-u").stdout.strip() != "0"
 
