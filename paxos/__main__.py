@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=limits.DEFAULT_MAX_VALUE_BYTES,
         metavar="N",
-        help=f"largest value accepted by set (default {limits.DEFAULT_MAX_VALUE_BYTES})",
+        help=(
+            f"largest value this server accepts in a set (default {limits.DEFAULT_MAX_VALUE_BYTES}, "
+            f"at most {limits.MAX_VALUE_BYTES_CEILING})"
+        ),
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO"
@@ -104,18 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         members = parse_hostfile(opts.hostfile)
-        node_id = find_member(members, opts.name, opts.hostfile)
+        me = members[find_member(members, opts.name, opts.hostfile)]
     except HostfileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if opts.max_value_bytes < 1:
-        print("error: --max-value-bytes must be positive", file=sys.stderr)
+    if not 1 <= opts.max_value_bytes <= limits.MAX_VALUE_BYTES_CEILING:
+        print(f"error: --max-value-bytes must be from 1 to {limits.MAX_VALUE_BYTES_CEILING}", file=sys.stderr)
         return EXIT_USAGE
     data_dir = opts.data_dir or Path("data") / opts.name
-    listen = opts.listen or f"0.0.0.0:{members[node_id].port}"
+    listen = opts.listen or f"0.0.0.0:{me.port}"
     try:
         server = PaxosServer(
-            members, node_id, data_dir, opts.max_value_bytes, fault_injection=opts.enable_fault_injection
+            members, opts.name, data_dir, opts.max_value_bytes, fault_injection=opts.enable_fault_injection
         )
     except (DataDirError, WalCorruption) as exc:
         print(f"error: {exc}", file=sys.stderr)

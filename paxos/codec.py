@@ -1,7 +1,21 @@
-"""Translation between core messages and their protobuf form (protos/peer.proto)."""
+"""Translation between core messages and their protobuf form (protos/peer.proto).
+
+Everything a peer sends is hostile until checked.  ``PeerCodec.decode``
+refuses, with a ``DecodeError`` naming the reason, any message that is not
+for this cluster and this server, any sender that is not a member, and any
+number or size outside the bounds in ``paxos.limits``; what passes is safe
+for the core to hold and to count on (no field it adds one to can overflow
+the wire format).  What only the core can judge (a ballot far above any
+seen, a slot beyond the accept window, an unsolicited catch-up reply) it
+judges itself: see ``Node.receive``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import assert_never
+
+from paxos import limits
 from paxos.messages import (
     Accept,
     Accepted,
@@ -12,6 +26,7 @@ from paxos.messages import (
     Heartbeat,
     HeartbeatAck,
     Message,
+    NodeId,
     Prepare,
     PreVote,
     PreVoteReply,
@@ -23,104 +38,179 @@ from protos import peer_pb2 as pb
 
 
 class DecodeError(ValueError):
-    """A peer message that does not make sense; it is dropped."""
+    """A peer message that must not reach the core; it is dropped.
+
+    ``reason`` is short and fixed (for counting), the message says more.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
 
 
 def _ballot(b: Ballot) -> pb.Ballot:
     return pb.Ballot(round=b.round, node=b.node)
 
 
-def _from_ballot(b: pb.Ballot) -> Ballot:
-    return Ballot(b.round, b.node)
-
-
 def _value(v: Value) -> pb.Value:
     return pb.Value(commands=v)
 
 
-def encode(msg: Message) -> pb.PeerMessage:
-    out = pb.PeerMessage(sender=msg.sender)
-    if isinstance(msg, Accept):
-        out.accept.CopyFrom(
-            pb.Accept(ballot=_ballot(msg.ballot), slot=msg.slot, value=_value(msg.value), commit_index=msg.commit_index)
-        )
-    elif isinstance(msg, Accepted):
-        out.accepted.CopyFrom(pb.Accepted(ballot=_ballot(msg.ballot), slot=msg.slot))
-    elif isinstance(msg, Heartbeat):
-        out.heartbeat.CopyFrom(pb.Heartbeat(ballot=_ballot(msg.ballot), commit_index=msg.commit_index, seq=msg.seq))
-    elif isinstance(msg, HeartbeatAck):
-        out.heartbeat_ack.CopyFrom(
-            pb.HeartbeatAck(ballot=_ballot(msg.ballot), seq=msg.seq, commit_index=msg.commit_index)
-        )
-    elif isinstance(msg, Prepare):
-        out.prepare.CopyFrom(pb.Prepare(ballot=_ballot(msg.ballot), from_slot=msg.from_slot))
-    elif isinstance(msg, Promise):
-        entries = [pb.Entry(slot=e.slot, ballot=_ballot(e.ballot), value=_value(e.value)) for e in msg.accepted]
-        out.promise.CopyFrom(pb.Promise(ballot=_ballot(msg.ballot), commit_index=msg.commit_index, accepted=entries))
-    elif isinstance(msg, Reject):
-        out.reject.CopyFrom(pb.Reject(promised=_ballot(msg.promised), slot=msg.slot))
-    elif isinstance(msg, PreVote):
-        out.pre_vote.CopyFrom(pb.PreVote(ballot=_ballot(msg.ballot)))
-    elif isinstance(msg, PreVoteReply):
-        out.pre_vote_reply.CopyFrom(pb.PreVoteReply(ballot=_ballot(msg.ballot), granted=msg.granted))
-    elif isinstance(msg, CatchupRequest):
-        out.catchup_request.CopyFrom(pb.CatchupRequest(from_slot=msg.from_slot))
-    elif isinstance(msg, CatchupReply):
-        entries = [pb.Entry(slot=msg.first_slot + i, value=_value(v)) for i, v in enumerate(msg.values)]
-        out.catchup_reply.CopyFrom(pb.CatchupReply(entries=entries, commit_index=msg.commit_index))
-    else:  # pragma: no cover - exhaustive over Message
-        raise TypeError(f"cannot encode {type(msg).__name__}")
-    return out
+def encode_body(msg: Message, out: pb.PeerMessage) -> None:
+    """Fill ``out``'s body with ``msg``."""
+    match msg:
+        case Accept():
+            out.accept.CopyFrom(
+                pb.Accept(
+                    ballot=_ballot(msg.ballot), slot=msg.slot, value=_value(msg.value), commit_index=msg.commit_index
+                )
+            )
+        case Accepted():
+            out.accepted.CopyFrom(pb.Accepted(ballot=_ballot(msg.ballot), slot=msg.slot))
+        case Heartbeat():
+            out.heartbeat.CopyFrom(pb.Heartbeat(ballot=_ballot(msg.ballot), commit_index=msg.commit_index, seq=msg.seq))
+        case HeartbeatAck():
+            out.heartbeat_ack.CopyFrom(
+                pb.HeartbeatAck(ballot=_ballot(msg.ballot), seq=msg.seq, commit_index=msg.commit_index)
+            )
+        case Prepare():
+            out.prepare.CopyFrom(pb.Prepare(ballot=_ballot(msg.ballot), from_slot=msg.from_slot))
+        case Promise():
+            entries = [pb.Entry(slot=e.slot, ballot=_ballot(e.ballot), value=_value(e.value)) for e in msg.accepted]
+            out.promise.CopyFrom(
+                pb.Promise(ballot=_ballot(msg.ballot), commit_index=msg.commit_index, accepted=entries)
+            )
+        case Reject():
+            out.reject.CopyFrom(pb.Reject(promised=_ballot(msg.promised), slot=msg.slot))
+        case PreVote():
+            out.pre_vote.CopyFrom(pb.PreVote(ballot=_ballot(msg.ballot)))
+        case PreVoteReply():
+            out.pre_vote_reply.CopyFrom(pb.PreVoteReply(ballot=_ballot(msg.ballot), granted=msg.granted))
+        case CatchupRequest():
+            out.catchup_request.CopyFrom(pb.CatchupRequest(from_slot=msg.from_slot))
+        case CatchupReply():
+            entries = [pb.Entry(slot=msg.first_slot + i, value=_value(v)) for i, v in enumerate(msg.values)]
+            out.catchup_reply.CopyFrom(pb.CatchupReply(entries=entries, commit_index=msg.commit_index))
+        case _:
+            assert_never(msg)
 
 
-def decode(raw: pb.PeerMessage, cluster_size: int) -> Message:
-    """Rebuild a core message, rejecting anything the core must never see."""
-    sender = raw.sender
-    if sender >= cluster_size:
-        raise DecodeError(f"sender {sender} is not a member of this {cluster_size}-server cluster")
+class PeerCodec:
+    """Encodes this server's messages and checks everything it receives."""
+
+    def __init__(self, cluster_id: int, me: NodeId, members: Iterable[NodeId]) -> None:
+        self.cluster_id = cluster_id
+        self.me = me
+        self.members = frozenset(members)
+
+    def encode(self, msg: Message, to: NodeId | None = None) -> pb.PeerMessage:
+        """The envelope for ``msg``; ``to`` may be left for ``addressed``."""
+        out = pb.PeerMessage(sender=msg.sender, cluster_id=self.cluster_id, receiver=to or 0)
+        encode_body(msg, out)
+        return out
+
+    @staticmethod
+    def addressed(wire: pb.PeerMessage, to: NodeId) -> pb.PeerMessage:
+        """A copy of an envelope for one receiver (a broadcast is encoded once)."""
+        copy = pb.PeerMessage()
+        copy.CopyFrom(wire)
+        copy.receiver = to
+        return copy
+
+    def decode(self, raw: pb.PeerMessage) -> Message:
+        """Rebuild a core message, refusing anything the core must never see."""
+        if raw.cluster_id != self.cluster_id:
+            raise DecodeError("another cluster", f"cluster id {raw.cluster_id:016x}")
+        if raw.receiver != self.me:
+            raise DecodeError("addressed to another member", f"receiver {raw.receiver:016x}")
+        sender = raw.sender
+        if sender == self.me:
+            raise DecodeError("claims to come from this server")
+        if sender not in self.members:
+            raise DecodeError("sender is not a member", f"sender {sender:016x}")
+        return decode_body(raw, sender)
+
+
+def decode_body(raw: pb.PeerMessage, sender: NodeId) -> Message:
     kind = raw.WhichOneof("body")
-    if kind == "accept":
-        m = raw.accept
-        _check_slot(m.slot)
-        return Accept(sender, _from_ballot(m.ballot), m.slot, tuple(m.value.commands), m.commit_index)
-    if kind == "accepted":
-        return Accepted(sender, _from_ballot(raw.accepted.ballot), raw.accepted.slot)
-    if kind == "heartbeat":
-        h = raw.heartbeat
-        return Heartbeat(sender, _from_ballot(h.ballot), h.commit_index, h.seq)
-    if kind == "heartbeat_ack":
-        a = raw.heartbeat_ack
-        return HeartbeatAck(sender, _from_ballot(a.ballot), a.seq, a.commit_index)
-    if kind == "prepare":
-        _check_slot(raw.prepare.from_slot)
-        return Prepare(sender, _from_ballot(raw.prepare.ballot), raw.prepare.from_slot)
-    if kind == "promise":
-        p = raw.promise
-        entries = []
-        for e in p.accepted:
-            _check_slot(e.slot)
-            entries.append(AcceptedEntry(e.slot, _from_ballot(e.ballot), tuple(e.value.commands)))
-        return Promise(sender, _from_ballot(p.ballot), p.commit_index, tuple(entries))
-    if kind == "reject":
-        return Reject(sender, _from_ballot(raw.reject.promised), raw.reject.slot)
-    if kind == "pre_vote":
-        return PreVote(sender, _from_ballot(raw.pre_vote.ballot))
-    if kind == "pre_vote_reply":
-        return PreVoteReply(sender, _from_ballot(raw.pre_vote_reply.ballot), raw.pre_vote_reply.granted)
-    if kind == "catchup_request":
-        _check_slot(raw.catchup_request.from_slot)
-        return CatchupRequest(sender, raw.catchup_request.from_slot)
-    if kind == "catchup_reply":
-        r = raw.catchup_reply
-        first = r.entries[0].slot if r.entries else r.commit_index + 1
-        for offset, e in enumerate(r.entries):
-            if e.slot != first + offset:
-                raise DecodeError("catch-up reply entries are not consecutive")
-        _check_slot(first)
-        return CatchupReply(sender, first, tuple(tuple(e.value.commands) for e in r.entries), r.commit_index)
-    raise DecodeError(f"peer message without a known body ({kind!r})")
+    match kind:
+        case "accept":
+            m = raw.accept
+            return Accept(sender, _from_ballot(m.ballot), _slot(m.slot), _from_value(m.value), _index(m.commit_index))
+        case "accepted":
+            return Accepted(sender, _from_ballot(raw.accepted.ballot), _slot(raw.accepted.slot))
+        case "heartbeat":
+            h = raw.heartbeat
+            return Heartbeat(sender, _from_ballot(h.ballot), _index(h.commit_index), h.seq)
+        case "heartbeat_ack":
+            a = raw.heartbeat_ack
+            return HeartbeatAck(sender, _from_ballot(a.ballot), a.seq, _index(a.commit_index))
+        case "prepare":
+            return Prepare(sender, _from_ballot(raw.prepare.ballot), _slot(raw.prepare.from_slot))
+        case "promise":
+            p = raw.promise
+            _count(p.accepted, limits.MAX_ACCEPT_WINDOW, "promise entries")
+            entries = tuple(
+                AcceptedEntry(_slot(e.slot), _from_ballot(e.ballot), _from_value(e.value)) for e in p.accepted
+            )
+            return Promise(sender, _from_ballot(p.ballot), _index(p.commit_index), entries)
+        case "reject":
+            # Slot 0 answers a prepare or a heartbeat.
+            return Reject(sender, _from_ballot(raw.reject.promised), _index(raw.reject.slot))
+        case "pre_vote":
+            return PreVote(sender, _from_ballot(raw.pre_vote.ballot))
+        case "pre_vote_reply":
+            return PreVoteReply(sender, _from_ballot(raw.pre_vote_reply.ballot), raw.pre_vote_reply.granted)
+        case "catchup_request":
+            return CatchupRequest(sender, _slot(raw.catchup_request.from_slot))
+        case "catchup_reply":
+            r = raw.catchup_reply
+            _count(r.entries, limits.MAX_CATCHUP_ENTRIES, "catch-up entries")
+            commit_index = _index(r.commit_index)
+            first = _slot(r.entries[0].slot) if r.entries else commit_index + 1
+            for offset, e in enumerate(r.entries):
+                if e.slot != first + offset:
+                    raise DecodeError("malformed", "catch-up reply entries are not consecutive")
+            return CatchupReply(sender, first, tuple(_from_value(e.value) for e in r.entries), commit_index)
+        case _:
+            raise DecodeError("malformed", f"peer message without a known body ({kind!r})")
 
 
-def _check_slot(slot: int) -> None:
-    if slot < 1:
-        raise DecodeError("slot numbers start at 1")
+def _from_ballot(b: pb.Ballot) -> Ballot:
+    if b.round > limits.MAX_BALLOT_ROUND:
+        raise DecodeError("out of range", f"ballot round {b.round}")
+    if b.node > limits.MAX_MEMBER_ID:
+        raise DecodeError("out of range", f"ballot member {b.node}")
+    return Ballot(b.round, b.node)
+
+
+def _slot(slot: int) -> int:
+    if not 1 <= slot <= limits.MAX_SLOT:
+        raise DecodeError("out of range", f"slot {slot} (slots run from 1 to {limits.MAX_SLOT})")
+    return slot
+
+
+def _index(index: int) -> int:
+    """A commit index: a slot, or 0 before anything is chosen."""
+    if index > limits.MAX_SLOT:
+        raise DecodeError("out of range", f"index {index}")
+    return index
+
+
+def _count(items: Sequence[object], most: int, what: str) -> None:
+    if len(items) > most:
+        raise DecodeError("too large", f"{len(items)} {what}; at most {most}")
+
+
+def _from_value(v: pb.Value) -> Value:
+    """A slot's value, within the bounds a leader's batches keep to."""
+    _count(v.commands, limits.MAX_BATCH_COMMANDS, "commands in one slot")
+    value = tuple(v.commands)
+    total = 0
+    for command in value:
+        if len(command) > limits.MAX_COMMAND_BYTES:
+            raise DecodeError("too large", f"a command of {len(command)} bytes; at most {limits.MAX_COMMAND_BYTES}")
+        total += len(command)
+    if total > limits.MAX_SLOT_VALUE_BYTES:
+        raise DecodeError("too large", f"a slot value of {total} bytes; at most {limits.MAX_SLOT_VALUE_BYTES}")
+    return value

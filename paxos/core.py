@@ -21,9 +21,11 @@ Roles, each in its own section below:
 from __future__ import annotations
 
 import random
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import assert_never
 
 from paxos import limits
 from paxos.messages import (
@@ -52,6 +54,7 @@ from paxos.messages import (
     Slot,
     Value,
 )
+from paxos.quorum import MajorityConfig
 
 
 class Role(Enum):
@@ -128,19 +131,19 @@ class Node:
     def __init__(
         self,
         node_id: NodeId,
-        cluster_size: int,
+        members: Iterable[NodeId],
         rng: random.Random,
         config: Config | None = None,
         durable: DurableState | None = None,
     ) -> None:
-        if not 0 <= node_id < cluster_size:
-            raise ValueError(f"node id {node_id} outside cluster of {cluster_size}")
+        self.voters = MajorityConfig(members)
+        if node_id not in self.voters:
+            raise ValueError(f"member {node_id} is not one of the voters {sorted(self.voters.voters)}")
         unknown = (config.planted_bugs if config else frozenset()) - PLANTABLE_BUGS
         if unknown:
             raise ValueError(f"unknown planted bugs: {sorted(unknown)}")
         self.id = node_id
-        self.peers = [n for n in range(cluster_size) if n != node_id]
-        self.quorum = cluster_size // 2 + 1
+        self.peers = sorted(self.voters.voters - {node_id})
         self.config = config or Config()
         # See limits.LEASE_TICKS: the lease must end well inside the
         # stickiness window of every server that confirmed it.
@@ -162,6 +165,10 @@ class Node:
         self._leader_commit_hint: Slot = self.commit_index
         self._catchup_from: NodeId | None = None
         self._catchup_sent_at: int | None = None
+        # The one catch-up request whose answer would be accepted, and a few
+        # earlier ones whose late or duplicate answers are ignored quietly.
+        self._catchup_asked: tuple[NodeId, Slot] | None = None
+        self._catchup_asked_before: deque[tuple[NodeId, Slot]] = deque(maxlen=8)
         # proposer
         self.role = Role.FOLLOWER
         self.leader: NodeId | None = None
@@ -183,6 +190,8 @@ class Node:
         self._election_deadline = 0
         self._reset_election_timer()
         self._out = Ready()
+        # Peer messages refused as impossible from an honest member, by reason.
+        self.refused: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ inputs
 
@@ -194,29 +203,88 @@ class Node:
             self._start_prevote()
         self._maybe_catch_up()
 
-    def receive(self, msg: Message) -> None:
-        if isinstance(msg, PreVote):
-            self._on_prevote(msg)
-        elif isinstance(msg, PreVoteReply):
-            self._on_prevote_reply(msg)
-        elif isinstance(msg, Prepare):
-            self._on_prepare(msg)
-        elif isinstance(msg, Promise):
-            self._on_promise(msg)
-        elif isinstance(msg, Accept):
-            self._on_accept(msg)
-        elif isinstance(msg, Accepted):
-            self._on_accepted(msg)
-        elif isinstance(msg, Reject):
-            self._on_reject(msg)
-        elif isinstance(msg, Heartbeat):
-            self._on_heartbeat(msg)
-        elif isinstance(msg, HeartbeatAck):
-            self._on_heartbeat_ack(msg)
-        elif isinstance(msg, CatchupRequest):
-            self._on_catchup_request(msg)
-        elif isinstance(msg, CatchupReply):
-            self._on_catchup_reply(msg)
+    def receive(self, msg: Message) -> str | None:
+        """Take one peer message; the reason it was refused, or None.
+
+        A refused message changes nothing but ``refused``: it could not have
+        come from an honest member (a forgery, a bug, a message for another
+        configuration).  Late and duplicate messages are normal and are
+        ignored without being refused.
+        """
+        reason = self._refusal(msg)
+        if reason is not None:
+            self.refused[reason] += 1
+            return reason
+        match msg:
+            case PreVote():
+                self._on_prevote(msg)
+            case PreVoteReply():
+                self._on_prevote_reply(msg)
+            case Prepare():
+                self._on_prepare(msg)
+            case Promise():
+                self._on_promise(msg)
+            case Accept():
+                self._on_accept(msg)
+            case Accepted():
+                self._on_accepted(msg)
+            case Reject():
+                self._on_reject(msg)
+            case Heartbeat():
+                self._on_heartbeat(msg)
+            case HeartbeatAck():
+                self._on_heartbeat_ack(msg)
+            case CatchupRequest():
+                self._on_catchup_request(msg)
+            case CatchupReply():
+                return self._on_catchup_reply(msg)
+            case _:
+                assert_never(msg)
+        return None
+
+    def _refusal(self, msg: Message) -> str | None:
+        """Why ``msg`` cannot be from an honest member, or None.
+
+        The codec has already bounded every number and size; this checks
+        what only the core can judge: membership, ballots far above anything
+        seen, slots far above the commit index, fields that contradict each
+        other.
+        """
+        if msg.sender == self.id:
+            return "claims to come from this server"
+        if msg.sender not in self.voters:
+            return "sender is not a member"
+        ballot: Ballot | None
+        match msg:
+            case PreVote() | Prepare() | Accept() | Heartbeat():
+                # Each proposes or asserts the sender's own ballot.
+                if msg.ballot.node != msg.sender:
+                    return "ballot of another member"
+                ballot = msg.ballot
+            case Promise():
+                if any(e.ballot > msg.ballot for e in msg.accepted):
+                    return "promise reports a value accepted above the promised ballot"
+                if any(e.slot > msg.commit_index + limits.MAX_ACCEPT_WINDOW for e in msg.accepted):
+                    return "promise reports a slot beyond the accept window"
+                ballot = msg.ballot
+            case PreVoteReply() | Accepted() | HeartbeatAck():
+                ballot = msg.ballot
+            case Reject():
+                ballot = msg.promised
+            case CatchupRequest() | CatchupReply():
+                ballot = None
+            case _:
+                assert_never(msg)
+        if ballot is not None and (
+            ballot.round >= limits.MAX_BALLOT_ROUND or ballot.round > self._max_round_seen + limits.MAX_ROUND_STEP
+        ):
+            return "ballot round far above any seen"
+        if isinstance(msg, Accept):
+            if msg.slot > self.commit_index + limits.MAX_ACCEPT_WINDOW:
+                return "accept beyond the accept window"
+            if msg.commit_index >= msg.slot:
+                return "accept for a slot its own commit index covers"
+        return None
 
     def propose(self, command: bytes) -> bool:
         """Queue one encoded command; False when not leader or too busy."""
@@ -383,6 +451,9 @@ class Node:
         self._election_deadline = self.now + self._rng.randrange(low, high)
 
     def _note_round(self, ballot: Ballot) -> None:
+        # Rounds at or above MAX_BALLOT_ROUND are refused on the way in, so
+        # the next round this server picks still passes every peer's check.
+        assert ballot.round < limits.MAX_BALLOT_ROUND, ballot
         self._max_round_seen = max(self._max_round_seen, ballot.round)
 
     def _start_prevote(self) -> None:
@@ -409,7 +480,7 @@ class Node:
             self._check_prevotes()
 
     def _check_prevotes(self) -> None:
-        if len(self._prevotes) >= self.quorum:
+        if self.voters.is_quorum(self._prevotes):
             self._prevote_ballot = None
             self._start_phase1()
 
@@ -441,7 +512,7 @@ class Node:
         if self.role is not Role.CANDIDATE or msg.ballot != self._candidate_ballot:
             return
         self._promises[msg.sender] = msg
-        if len(self._promises) >= self.quorum:
+        if self.voters.is_quorum(self._promises.keys()):
             self._become_leader(msg.ballot)
 
     def _become_leader(self, ballot: Ballot) -> None:
@@ -526,15 +597,16 @@ class Node:
         if proposal is None:
             return
         proposal.acks.add(msg.sender)
-        if len(proposal.acks) >= self.quorum:
+        if self.voters.is_quorum(proposal.acks):
             del lead.in_flight[msg.slot]
             self._learn(msg.slot, proposal.value)
 
     def _leader_tick(self) -> None:
         lead = self._lead
         assert lead is not None
-        heard = sum(1 for p in self.peers if self.now - lead.last_heard[p] < self.config.leader_quorum_timeout_ticks)
-        if heard + 1 < self.quorum:
+        timeout = self.config.leader_quorum_timeout_ticks
+        heard = [p for p in self.peers if self.now - lead.last_heard[p] < timeout]
+        if not self.voters.is_quorum([self.id, *heard]):
             self._step_down()
             return
         if self.now % self.config.heartbeat_ticks == 0:
@@ -565,10 +637,7 @@ class Node:
             return
         lead.last_heard[msg.sender] = self.now
         lead.acked_seq[msg.sender] = max(lead.acked_seq.get(msg.sender, 0), msg.seq)
-        acked = sorted(lead.acked_seq.values(), reverse=True)
-        if len(acked) < self.quorum:
-            return
-        confirmed = acked[self.quorum - 1]
+        confirmed = self.voters.quorum_value(lead.acked_seq)
         if confirmed <= lead.confirmed_seq:
             return
         lead.confirmed_seq = confirmed
@@ -628,6 +697,9 @@ class Node:
         if sent is not None and self.now - sent < self.config.retransmit_ticks:
             return
         self._catchup_sent_at = self.now
+        if self._catchup_asked is not None:
+            self._catchup_asked_before.append(self._catchup_asked)
+        self._catchup_asked = (self._catchup_from, self.commit_index + 1)
         self._send(self._catchup_from, CatchupRequest(self.id, self.commit_index + 1))
 
     def _on_catchup_request(self, msg: CatchupRequest) -> None:
@@ -643,7 +715,20 @@ class Node:
             slot += 1
         self._send(msg.sender, CatchupReply(self.id, msg.from_slot, tuple(values), self.commit_index))
 
-    def _on_catchup_reply(self, msg: CatchupReply) -> None:
+    def _on_catchup_reply(self, msg: CatchupReply) -> str | None:
+        # Chosen values are taken on trust from the peer asked, so only the
+        # answer to the one outstanding request is accepted.
+        asked = (msg.sender, msg.first_slot)
+        if asked != self._catchup_asked:
+            if asked in self._catchup_asked_before:
+                return None  # a late or duplicate answer: what it says is known or asked again
+            return self._refuse("unsolicited catch-up reply")
+        if len(msg.values) > self.config.max_catchup_entries:
+            return self._refuse("catch-up reply longer than asked")
+        if msg.values and msg.first_slot + len(msg.values) - 1 > msg.commit_index:
+            return self._refuse("catch-up reply beyond its own commit index")
+        self._catchup_asked = None
+        self._catchup_asked_before.append(asked)
         self._catchup_sent_at = None
         for offset, value in enumerate(msg.values):
             slot = msg.first_slot + offset
@@ -651,6 +736,11 @@ class Node:
                 self._out.persist.append(ChosenRecord(slot, value))
                 self._learn(slot, value)
         self._note_leader_commit(msg.sender, msg.commit_index)
+        return None
+
+    def _refuse(self, reason: str) -> str:
+        self.refused[reason] += 1
+        return reason
 
     def _recover_chosen(self, state: DurableState) -> None:
         for slot in range(1, state.commit_index + 1):

@@ -1,9 +1,9 @@
 """The hostfile: one server per line, ``NAME`` or ``NAME HOST:PORT``.
 
 ``#`` starts a comment; blank lines are ignored.  A bare ``NAME`` means the
-host is NAME (as on a Docker network) and the port is 50051.  A server's
-index in the file is its node id in ballots, so every server and client must
-use the same file.
+host is NAME (as on a Docker network) and the port is 50051.  Line order
+does not matter: a server's identity is its name, and the member id that a
+new cluster derives from it is kept in the server's data dir.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def _parse_line(line: str, where: str) -> Member:
 
 
 def find_member(members: list[Member], name: str, source: str) -> int:
+    """The position of ``name`` in ``members``; a HostfileError naming the others if absent."""
     for index, member in enumerate(members):
         if member.name == name:
             return index

@@ -46,6 +46,10 @@ MAX_CATCHUP_BYTES = 8 * 1024 * 1024
 # Client-visible data limits.
 MAX_KEY_BYTES = 1024
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+# The largest --max-value-bytes a server accepts.  The peer path checks every
+# command against this cluster-wide bound, not against a server's own flag:
+# a follower with a smaller flag must still accept what its leader proposed.
+MAX_VALUE_BYTES_CEILING = 4 * 1024 * 1024
 MAX_CLIENT_ID_BYTES = 128
 # Per-client results kept for retried writes; the least recently active
 # client sessions beyond this many are forgotten (deterministically).
@@ -65,6 +69,37 @@ MAX_IMAGE_MATCHES = 100
 # Chunk width of the multi-index hash table, fixed so that every replica
 # builds the same index and none stalls to widen it before ~130,000 hashes.
 IMAGE_INDEX_CHUNK_BITS = 17
+
+# Peer input bounds.  Every number a peer sends is checked against these on
+# the way in (paxos/codec.py, paxos/core.py), so nothing a peer says can make
+# a server overflow a field, allocate without bound or wedge the cluster.
+# Member and cluster ids are below 2^63 and never 0.
+MAX_MEMBER_ID = 2**63 - 1
+# Slots and ballot rounds arriving from peers stay at or below these; the
+# core only notes rounds below MAX_BALLOT_ROUND, so one more than any round
+# it has seen still passes every peer's check.
+MAX_SLOT = 2**62
+MAX_BALLOT_ROUND = 2**62
+# A ballot this many rounds above the highest one a server has seen is
+# refused: honest candidates raise the round by one per attempt, and a
+# forged huge round would otherwise pin every later ballot above it.
+MAX_ROUND_STEP = 2**32
+# An acceptor refuses to accept a slot more than this far above its commit
+# index.  A leader keeps at most MAX_IN_FLIGHT_SLOTS open, so an honest accept
+# beyond the window only reaches a follower that lags far behind; it catches
+# up from the commit index first (the leader retransmits).  Without the
+# window one forged far slot makes every new leader re-propose every slot
+# up to it.
+MAX_ACCEPT_WINDOW = 1024
+# One encoded client command in the log: a value at the ceiling plus its key,
+# client id, image metadata and encoding.
+MAX_COMMAND_BYTES = MAX_VALUE_BYTES_CEILING + 128 * 1024
+# One slot's value: a batch is cut at MAX_BATCH_BYTES unless its first command
+# alone is larger.
+MAX_SLOT_VALUE_BYTES = MAX_BATCH_BYTES + MAX_COMMAND_BYTES
+# A refused peer message is logged at most once per peer and reason per
+# interval; every one is counted.
+REFUSAL_LOG_SECONDS = 10.0
 
 # Transport.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024

@@ -8,7 +8,9 @@ reorder and duplicate them freely; ``paxos.codec`` maps them to protobuf.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import assert_never
 
+# A member's permanent id (paxos/identity.py); never its place in a file.
 NodeId = int
 Slot = int
 # A log value is a batch of encoded client commands; the empty batch is a no-op.
@@ -18,13 +20,13 @@ NOOP: Value = ()
 
 @dataclass(frozen=True, order=True, slots=True)
 class Ballot:
-    """Proposal number: a higher round wins, the node index breaks ties."""
+    """Proposal number: a higher round wins, the proposer's member id breaks ties."""
 
     round: int
     node: NodeId
 
     def __str__(self) -> str:
-        return f"{self.round}.{self.node}"
+        return f"{self.round}.{self.node:x}"
 
 
 # Real ballots have round >= 1, so this is lower than all of them.
@@ -181,15 +183,18 @@ class DurableState:
     commit_index: Slot = 0
 
     def apply(self, record: Record) -> None:
-        if isinstance(record, PromiseRecord):
-            self.promised = max(self.promised, record.ballot)
-        elif isinstance(record, AcceptRecord):
-            self.accepted[record.slot] = (record.ballot, record.value)
-            self.promised = max(self.promised, record.ballot)
-        elif isinstance(record, ChosenRecord):
-            self.chosen[record.slot] = record.value
-        else:
-            self.commit_index = max(self.commit_index, record.index)
+        match record:
+            case PromiseRecord():
+                self.promised = max(self.promised, record.ballot)
+            case AcceptRecord():
+                self.accepted[record.slot] = (record.ballot, record.value)
+                self.promised = max(self.promised, record.ballot)
+            case ChosenRecord():
+                self.chosen[record.slot] = record.value
+            case CommitRecord():
+                self.commit_index = max(self.commit_index, record.index)
+            case _:
+                assert_never(record)
 
 
 @dataclass(slots=True)
@@ -229,6 +234,4 @@ class Ready:
         return bool(self.messages) or any(isinstance(r, PromiseRecord | AcceptRecord) for r in self.persist)
 
     def empty(self) -> bool:
-        return not (
-            self.early or self.persist or self.messages or self.committed or self.reads or self.lost_leadership
-        )
+        return not (self.early or self.persist or self.messages or self.committed or self.reads or self.lost_leadership)

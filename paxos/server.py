@@ -27,10 +27,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from paxos import limits
-from paxos.codec import DecodeError, decode, encode
+from paxos.codec import DecodeError, PeerCodec
 from paxos.core import Config, Node, Role
 from paxos.hostfile import Member
-from paxos.messages import Message, Ready
+from paxos.identity import bootstrap_ids, format_id, parse_id
+from paxos.messages import Message, NodeId, Ready
 from paxos.statemachine import Result, StateMachine, validate_command, validate_image_hash, validate_key
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
@@ -53,34 +54,109 @@ GRPC_OPTIONS = [
 # How long a write or read waits in the server when the client set no deadline.
 DEFAULT_REQUEST_SECONDS = 10.0
 META_FILE = "paxoskv-meta.json"
+# The data dir layout: 2 stores member ids (ballots carry them, not hostfile
+# line numbers) and the log's own command type.
+DATA_FORMAT = 2
 
 
 class DataDirError(RuntimeError):
     """The data directory belongs to another server or cluster."""
 
 
-def check_data_dir(data_dir: Path, name: str, members: list[Member]) -> None:
-    """Stamp a new data dir with its owner; refuse one made for another."""
+@dataclass(frozen=True)
+class Identity:
+    """Who this server is, fixed when its cluster was created (paxos/identity.py)."""
+
+    cluster_id: int
+    member_id: NodeId
+    ids: dict[str, NodeId]  # every member's id, by name
+
+
+def check_data_dir(data_dir: Path, name: str, members: list[Member]) -> Identity:
+    """This server's identity from its data dir, stamping a new one first.
+
+    A new data dir gets ids computed from the hostfile; from then on the ids
+    come from the data dir, so the hostfile's line order does not matter.
+    A data dir made for another server, another cluster or an older format
+    is refused.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     meta_path = data_dir / META_FILE
-    cluster = sorted(m.name for m in members)
+    names = sorted(m.name for m in members)
     if not meta_path.exists():
         if any(data_dir.iterdir()):
             raise DataDirError(f"{data_dir} is not empty and holds no {META_FILE}; refusing to use it as a data dir")
-        tmp = meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"name": name, "cluster": cluster}) + "\n")
-        os.replace(tmp, meta_path)
-        return
-    meta = json.loads(meta_path.read_text())
+        cluster_id, ids = bootstrap_ids(members)
+        meta = {
+            "format": DATA_FORMAT,
+            "name": name,
+            "member_id": format_id(ids[name]),
+            "cluster_id": format_id(cluster_id),
+            "members": {n: format_id(ids[n]) for n in names},
+        }
+        _write_durably(meta_path, json.dumps(meta, indent=1) + "\n")
+        return Identity(cluster_id, ids[name], ids)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataDirError(f"{meta_path} cannot be read ({exc})") from None
+    if meta.get("format") != DATA_FORMAT:
+        raise DataDirError(
+            f"{data_dir} was written by an older paxoskv (data format {meta.get('format', 1)}, this one reads "
+            f"{DATA_FORMAT}); there is no migration: start this server on a fresh --data-dir"
+        )
     if meta.get("name") != name:
         raise DataDirError(
             f"{data_dir} belongs to server {meta.get('name')!r}, not {name!r}; pass that server's own --data-dir"
         )
-    if meta.get("cluster") != cluster:
+    try:
+        stored = {n: parse_id(i) for n, i in meta["members"].items()}
+        identity = Identity(parse_id(meta["cluster_id"]), parse_id(meta["member_id"]), stored)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataDirError(f"{meta_path} is damaged ({exc!r})") from None
+    if sorted(stored) != names:
         raise DataDirError(
-            f"{data_dir} was created for a cluster of {meta.get('cluster')}, but the hostfile lists {cluster}; "
+            f"{data_dir} was created for a cluster of {sorted(stored)}, but the hostfile lists {names}; "
             "use a fresh --data-dir for a new cluster"
         )
+    return identity
+
+
+def _write_durably(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _RefusalLog:
+    """Counts refused peer messages; logs each peer's reason once per interval."""
+
+    MAX_KEYS = 1024  # distinct (peer, reason) pairs remembered for the log
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.counts: dict[tuple[str, str], int] = {}
+        self._logged: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def note(self, peer: str, reason: str, detail: str) -> None:
+        key = (peer, reason)
+        if key not in self.counts and len(self.counts) >= self.MAX_KEYS:
+            key = ("(others)", reason)  # a flood of new names must not grow this without bound
+        self.counts[key] = count = self.counts.get(key, 0) + 1
+        now = self._clock()
+        last = self._logged.get(key)
+        if last is None or now - last[0] >= limits.REFUSAL_LOG_SECONDS:
+            since = count - last[1] if last else count
+            log.warning("refused %d peer message(s) from %s since last report: %s (%s)", since, peer, reason, detail)
+            self._logged[key] = (now, count)
 
 
 @dataclass
@@ -92,21 +168,23 @@ class PaxosServer:
     def __init__(
         self,
         members: list[Member],
-        node_id: int,
+        name: str,
         data_dir: Path,
         max_value_bytes: int = limits.DEFAULT_MAX_VALUE_BYTES,
         fault_injection: bool = False,
         config: Config | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.members = members
-        self.node_id = node_id
-        self.me = members[node_id]
         self.max_value_bytes = max_value_bytes
         self.fault_injection = fault_injection
-        check_data_dir(data_dir, self.me.name, members)
+        self.identity = check_data_dir(data_dir, name, members)
+        self.node_id = self.identity.member_id
+        # The hostfile says where each member is; the data dir says who it is.
+        self.members: dict[NodeId, Member] = {self.identity.ids[m.name]: m for m in members}
+        self.me = self.members[self.node_id]
+        self.codec = PeerCodec(self.identity.cluster_id, self.node_id, self.members)
         self.wal, durable = Wal.open(data_dir / "wal")
-        self.core = Node(node_id, len(members), random.Random(os.urandom(16)), config, durable)
+        self.core = Node(self.node_id, self.members, random.Random(os.urandom(16)), config, durable)
         self.store = StateMachine(max_value_bytes)
         self._wal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._writes: dict[tuple[str, int], list[asyncio.Future[Result]]] = {}
@@ -118,8 +196,9 @@ class PaxosServer:
         self._wake = asyncio.Event()
         self.failed = asyncio.Event()  # set when an internal task died
         self._seen_role: tuple[Role, int | None] = (Role.FOLLOWER, None)
-        self._links: dict[int, _PeerLink] = {}
-        self._blocked: set[int] = set()
+        self._links: dict[NodeId, _PeerLink] = {}
+        self._blocked: set[NodeId] = set()
+        self.refusals = _RefusalLog(clock)
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: grpc.aio.Server | None = None
         self.health = health_aio.HealthServicer()
@@ -142,7 +221,14 @@ class PaxosServer:
             task.add_done_callback(self._task_ended)
         await _set_health(self.health, health_pb2.HealthCheckResponse.SERVING)
         self._wake.set()
-        log.info("%s listening on %s (%d servers in the cluster)", self.me.name, listen, len(self.members))
+        log.info(
+            "%s (member %s of cluster %s) listening on %s (%d servers in the cluster)",
+            self.me.name,
+            format_id(self.node_id),
+            format_id(self.identity.cluster_id),
+            listen,
+            len(self.members),
+        )
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         # Every task runs forever; one that ends on its own is a bug, and a
@@ -228,15 +314,16 @@ class PaxosServer:
         else:
             log.info("no leader known")
 
-    def _send(self, messages: list[tuple[int, Message]]) -> None:
-        # A broadcast is one message object sent to every peer: encode it once.
+    def _send(self, messages: list[tuple[NodeId, Message]]) -> None:
+        # A broadcast is one message object sent to every peer: encode it
+        # once, then copy the envelope for each receiver.
         encoded: dict[int, peer_pb2.PeerMessage] = {}
         for to, msg in messages:
             if to not in self._blocked:
                 wire = encoded.get(id(msg))
                 if wire is None:
-                    wire = encoded[id(msg)] = encode(msg)
-                self._links[to].send(wire)
+                    wire = encoded[id(msg)] = self.codec.encode(msg)
+                self._links[to].send(self.codec.addressed(wire, to))
 
     def _act(self, ready: Ready) -> None:
         self._send(ready.messages)
@@ -292,20 +379,28 @@ class PaxosServer:
 
     # ------------------------------------------------------ peer messages in
 
-    def receive_peer(self, raw: peer_pb2.PeerMessage) -> None:
+    def receive_peer(self, raw: peer_pb2.PeerMessage, origin: str = "") -> None:
+        """One message from a peer stream; ``origin`` is the transport's peer address."""
         try:
-            msg = decode(raw, len(self.members))
+            msg = self.codec.decode(raw)
         except DecodeError as exc:
-            log.warning("dropped a malformed peer message: %s", exc)
+            self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
             return
-        if msg.sender == self.node_id or msg.sender in self._blocked:
+        if msg.sender in self._blocked:
             return
         self._advance_clock()
-        self.core.receive(msg)
+        refused = self.core.receive(msg)
+        if refused is not None:
+            self.refusals.note(self.members[msg.sender].name, refused, type(msg).__name__)
         self._wake.set()
 
+    def _peer_label(self, sender: int, origin: str) -> str:
+        member = self.members.get(sender)
+        claimed = f"claimed member {member.name}" if member else "a non-member"
+        return f"{origin or 'unknown address'} ({claimed})"
+
     def set_partition(self, names: list[str]) -> None:
-        index = {m.name: i for i, m in enumerate(self.members)}
+        index = {m.name: i for i, m in self.members.items()}
         self._blocked = {index[n] for n in names if n in index}
         log.warning("fault injection: blocking traffic with %s", sorted(names))
 
@@ -443,9 +538,10 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
     async def Stream(self, request_iterator, context: grpc.aio.ServicerContext) -> peer_pb2.StreamSummary:  # type: ignore[no-untyped-def]
         received = 0
         try:
+            origin = context.peer()
             async for raw in request_iterator:
                 received += 1
-                self.s.receive_peer(raw)
+                self.s.receive_peer(raw, origin)
         except asyncio.CancelledError:
             pass  # this server is shutting down; the peer reconnects elsewhere
         return peer_pb2.StreamSummary(received=received)

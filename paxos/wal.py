@@ -28,6 +28,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import assert_never
 
 from paxos.messages import (
     AcceptRecord,
@@ -47,7 +48,7 @@ SEGMENT_BYTES = 64 * 1024 * 1024
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 _HEADER = struct.Struct("<III")
 _LEN_CRC = struct.Struct("<II")
-_BALLOT = struct.Struct("<QI")
+_BALLOT = struct.Struct("<QQ")  # round, member id
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 
@@ -70,16 +71,19 @@ def _encode_value(value: Value, parts: list[bytes]) -> None:
 
 def encode_record(record: Record) -> bytes:
     parts: list[bytes] = []
-    if isinstance(record, PromiseRecord):
-        parts += [bytes([_PROMISE]), _BALLOT.pack(record.ballot.round, record.ballot.node)]
-    elif isinstance(record, AcceptRecord):
-        parts += [bytes([_ACCEPT]), _U64.pack(record.slot), _BALLOT.pack(record.ballot.round, record.ballot.node)]
-        _encode_value(record.value, parts)
-    elif isinstance(record, ChosenRecord):
-        parts += [bytes([_CHOSEN]), _U64.pack(record.slot)]
-        _encode_value(record.value, parts)
-    else:
-        parts += [bytes([_COMMIT]), _U64.pack(record.index)]
+    match record:
+        case PromiseRecord():
+            parts += [bytes([_PROMISE]), _BALLOT.pack(record.ballot.round, record.ballot.node)]
+        case AcceptRecord():
+            parts += [bytes([_ACCEPT]), _U64.pack(record.slot), _BALLOT.pack(record.ballot.round, record.ballot.node)]
+            _encode_value(record.value, parts)
+        case ChosenRecord():
+            parts += [bytes([_CHOSEN]), _U64.pack(record.slot)]
+            _encode_value(record.value, parts)
+        case CommitRecord():
+            parts += [bytes([_COMMIT]), _U64.pack(record.index)]
+        case _:
+            assert_never(record)
     payload = b"".join(parts)
     head = _LEN_CRC.pack(len(payload), zlib.crc32(payload))
     return head + _U32.pack(zlib.crc32(head)) + payload

@@ -195,7 +195,7 @@ class Event:
 
 @dataclass(frozen=True)
 class Violation:
-    kind: str  # safety | lost-write | divergence | linearizability | liveness | client | exception
+    kind: str  # safety | lost-write | divergence | linearizability | liveness | client | refusal | exception
     time: int
     message: str
     key: str | None = None
@@ -338,7 +338,7 @@ class Host:
         d = self.durable
         recovered = DurableState(d.promised, dict(d.accepted), dict(d.chosen), d.commit_index)
         rng = random.Random(sim.rng.getrandbits(64))
-        self.core = Node(self.id, sim.n, rng, sim.config, recovered)
+        self.core = Node(self.id, range(sim.n), rng, sim.config, recovered)
         self.store = StateMachine()
         self.role = self.core.role
         self.unsynced, self.flushing, self.waiting = [], 0, None
@@ -430,7 +430,9 @@ class Host:
         core = self.core
         assert core is not None
         self.advance_clock()
-        core.receive(msg)
+        refused = core.receive(msg)
+        if refused is not None:
+            self.sim.refused(self.id, msg, refused)
         self.drive()
 
     def drive(self) -> None:
@@ -850,6 +852,7 @@ class Simulation:
                 "crashes",
                 "partitions",
                 "pauses",
+                "refused",
                 "ops_ok",
                 "ops_unknown",
                 "ops_failed",
@@ -1017,6 +1020,20 @@ class Simulation:
         if rng.random() < self.profile.fsync_stall:
             took += rng.randint(20 * MS, 100 * MS)
         return took
+
+    # Refusals an honest cluster may cause: an accept for a follower that
+    # lags more than the accept window behind (it catches up first), and
+    # the answer to a catch-up request that a server sent before it
+    # restarted (it forgot asking, so it cannot tell that answer from a
+    # forgery and refuses it).
+    HONEST_REFUSALS = frozenset({"accept beyond the accept window", "unsolicited catch-up reply"})
+
+    def refused(self, node: int, msg: Message, reason: str) -> None:
+        """The core refused a message that an honest member sent."""
+        self.stats["refused"] += 1
+        self.log(node, "msg", f"refused from n{msg.sender}: {reason}: {describe_message(msg)}")
+        if reason not in self.HONEST_REFUSALS:
+            self.violation("refusal", f"n{node} refused an honest message from n{msg.sender} ({reason})")
 
     # ------------------------------------------------------------- safety
 

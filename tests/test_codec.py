@@ -6,7 +6,8 @@ from typing import get_args
 
 import pytest
 
-from paxos.codec import DecodeError, decode, encode
+from paxos import limits
+from paxos.codec import DecodeError, PeerCodec
 from paxos.messages import (
     NOOP,
     Accept,
@@ -26,15 +27,18 @@ from paxos.messages import (
 )
 from protos import peer_pb2 as pb
 
-CLUSTER = 5
-BIG = 2**63 + 5  # uint64 fields must keep their full range
+CLUSTER_ID = 0x5EED
+ME = 9  # the receiving member; the senders below are the others
+MEMBERS = [0, 1, 2, 3, 4, ME]
+BIG = limits.MAX_SLOT  # the largest slot and index the codec lets through
+ROUND = limits.MAX_BALLOT_ROUND
 
 MESSAGES: list[Message] = [
     PreVote(1, Ballot(4, 1)),
     PreVoteReply(2, Ballot(4, 1), True),
     PreVoteReply(3, Ballot(4, 1), False),
     Prepare(0, Ballot(1, 0), 1),
-    Prepare(4, Ballot(BIG, 4), BIG),
+    Prepare(4, Ballot(ROUND, 4), BIG),
     Promise(2, Ballot(3, 1), 0, ()),
     Promise(
         2,
@@ -52,17 +56,31 @@ MESSAGES: list[Message] = [
     Reject(4, Ballot(9, 2), 0),
     Reject(4, Ballot(9, 2), 17),
     Heartbeat(0, Ballot(5, 0), 12, 99),
-    HeartbeatAck(2, Ballot(5, 0), 99, 12),
+    HeartbeatAck(2, Ballot(5, 0), 2**64 - 1, 12),  # a sequence number is only compared
     CatchupRequest(3, 1),
     CatchupRequest(3, BIG),
     CatchupReply(0, 4, ((b"a",), NOOP, (b"b", b"c")), 6),
     CatchupReply(0, 7, (), 6),  # nothing new to send: first_slot is commit_index + 1
 ]
 
+RECEIVER = PeerCodec(CLUSTER_ID, ME, MEMBERS)
+
+
+def sender_codec(member: int) -> PeerCodec:
+    return PeerCodec(CLUSTER_ID, member, MEMBERS)
+
+
+def encode(msg: Message) -> pb.PeerMessage:
+    return sender_codec(msg.sender).encode(msg, ME)
+
+
+def decode(raw: pb.PeerMessage) -> Message:
+    return RECEIVER.decode(raw)
+
 
 def over_the_wire(msg: Message) -> Message:
     raw = encode(msg).SerializeToString()
-    return decode(pb.PeerMessage.FromString(raw), CLUSTER)
+    return decode(pb.PeerMessage.FromString(raw))
 
 
 @pytest.mark.parametrize("msg", MESSAGES, ids=lambda m: type(m).__name__)
@@ -88,23 +106,104 @@ def test_empty_catchup_reply_keeps_its_meaning() -> None:
 
 
 def _raw(**body: object) -> pb.PeerMessage:
-    return pb.PeerMessage(sender=1, **body)  # type: ignore[arg-type]
+    return pb.PeerMessage(sender=1, cluster_id=CLUSTER_ID, receiver=ME, **body)  # type: ignore[arg-type]
 
 
 def _ballot() -> pb.Ballot:
     return pb.Ballot(round=1, node=1)
 
 
-@pytest.mark.parametrize("sender", [CLUSTER, CLUSTER + 1, 2**32 - 1])
+@pytest.mark.parametrize("sender", [5, 8, 2**64 - 1])
 def test_sender_outside_the_cluster_is_refused(sender: int) -> None:
     raw = encode(Heartbeat(0, Ballot(1, 0), 0, 1))
     raw.sender = sender
-    with pytest.raises(DecodeError, match=f"sender {sender} is not a member of this {CLUSTER}-server cluster"):
-        decode(raw, CLUSTER)
+    with pytest.raises(DecodeError, match="sender is not a member") as caught:
+        decode(raw)
+    assert caught.value.reason == "sender is not a member"
 
 
-def test_last_member_is_a_valid_sender() -> None:
-    assert over_the_wire(Heartbeat(CLUSTER - 1, Ballot(1, 0), 0, 1)).sender == CLUSTER - 1
+def test_every_member_but_the_receiver_is_a_valid_sender() -> None:
+    for member in MEMBERS[:-1]:
+        assert over_the_wire(Heartbeat(member, Ballot(1, member), 0, 1)).sender == member
+    raw = encode(Heartbeat(0, Ballot(1, 0), 0, 1))
+    raw.sender = ME
+    with pytest.raises(DecodeError, match="claims to come from this server"):
+        decode(raw)
+
+
+def test_message_for_another_cluster_or_receiver_is_refused() -> None:
+    raw = encode(Heartbeat(0, Ballot(1, 0), 0, 1))
+    raw.cluster_id = CLUSTER_ID + 1
+    with pytest.raises(DecodeError, match="another cluster"):
+        decode(raw)
+    raw = encode(Heartbeat(0, Ballot(1, 0), 0, 1))
+    raw.receiver = 3
+    with pytest.raises(DecodeError, match="addressed to another member"):
+        decode(raw)
+
+
+def test_a_broadcast_is_addressed_per_receiver() -> None:
+    wire = sender_codec(0).encode(Heartbeat(0, Ballot(1, 0), 0, 1))
+    copy = PeerCodec.addressed(wire, ME)
+    assert decode(copy) == Heartbeat(0, Ballot(1, 0), 0, 1)
+    assert wire.receiver == 0, "the shared envelope is not changed"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _raw(heartbeat=pb.Heartbeat(ballot=pb.Ballot(round=2**64 - 1, node=1))),
+        _raw(heartbeat=pb.Heartbeat(ballot=pb.Ballot(round=ROUND + 1, node=1))),
+        _raw(pre_vote=pb.PreVote(ballot=pb.Ballot(round=1, node=2**64 - 1))),
+        _raw(accept=pb.Accept(ballot=pb.Ballot(round=1, node=1), slot=BIG + 1)),
+        _raw(accept=pb.Accept(ballot=pb.Ballot(round=1, node=1), slot=5, commit_index=BIG + 1)),
+        _raw(heartbeat=pb.Heartbeat(ballot=pb.Ballot(round=1, node=1), commit_index=2**64 - 1)),
+        _raw(catchup_request=pb.CatchupRequest(from_slot=2**64 - 1)),
+        _raw(reject=pb.Reject(promised=pb.Ballot(round=ROUND + 1, node=1))),
+        _raw(promise=pb.Promise(ballot=_ballot(), accepted=[pb.Entry(slot=3, ballot=pb.Ballot(round=2**63))])),
+    ],
+    ids=[
+        "round-max-u64",
+        "round-above-bound",
+        "ballot-member",
+        "slot",
+        "commit-index",
+        "heartbeat-commit",
+        "catchup-from",
+        "reject-round",
+        "promise-entry-round",
+    ],
+)
+def test_numbers_out_of_range_are_refused(raw: pb.PeerMessage) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode(pb.PeerMessage.FromString(raw.SerializeToString()))
+    assert caught.value.reason == "out of range"
+
+
+def _accept_of(commands: list[bytes]) -> pb.PeerMessage:
+    return _raw(accept=pb.Accept(ballot=_ballot(), slot=1, value=pb.Value(commands=commands)))
+
+
+def test_values_on_the_peer_path_obey_the_size_limits() -> None:
+    at_limit = b"v" * limits.MAX_COMMAND_BYTES
+    assert isinstance(decode(_accept_of([at_limit])), Accept)
+    for commands in (
+        [at_limit + b"v"],  # one command too large
+        [b"c"] * (limits.MAX_BATCH_COMMANDS + 1),  # too many commands in a slot
+        [at_limit] * (limits.MAX_SLOT_VALUE_BYTES // limits.MAX_COMMAND_BYTES + 1),  # a slot too large
+    ):
+        with pytest.raises(DecodeError) as caught:
+            decode(_accept_of(commands))
+        assert caught.value.reason == "too large"
+
+
+def test_entry_counts_are_bounded() -> None:
+    entries = [pb.Entry(slot=i + 1) for i in range(limits.MAX_CATCHUP_ENTRIES + 1)]
+    with pytest.raises(DecodeError, match="catch-up entries"):
+        decode(_raw(catchup_reply=pb.CatchupReply(entries=entries, commit_index=len(entries))))
+    entries = [pb.Entry(slot=i + 1, ballot=_ballot()) for i in range(limits.MAX_ACCEPT_WINDOW + 1)]
+    with pytest.raises(DecodeError, match="promise entries"):
+        decode(_raw(promise=pb.Promise(ballot=_ballot(), accepted=entries)))
 
 
 @pytest.mark.parametrize(
@@ -119,22 +218,22 @@ def test_last_member_is_a_valid_sender() -> None:
     ids=["accept", "prepare", "promise-entry", "catchup-request", "catchup-reply"],
 )
 def test_slot_zero_is_refused(raw: pb.PeerMessage) -> None:
-    with pytest.raises(DecodeError, match="slot numbers start at 1"):
-        decode(raw, CLUSTER)
+    with pytest.raises(DecodeError, match="slots run from 1"):
+        decode(raw)
 
 
 def test_empty_body_is_refused() -> None:
     with pytest.raises(DecodeError, match="without a known body"):
-        decode(pb.PeerMessage(sender=1), CLUSTER)
-    with pytest.raises(DecodeError, match="without a known body"):
-        decode(pb.PeerMessage.FromString(b""), CLUSTER)
+        decode(_raw())
+    with pytest.raises(DecodeError, match="another cluster"):
+        decode(pb.PeerMessage.FromString(b""))
 
 
 @pytest.mark.parametrize("slots", [[1, 3], [2, 1], [5, 5], [4, 5, 7]])
 def test_catchup_entries_must_be_consecutive(slots: list[int]) -> None:
     raw = _raw(catchup_reply=pb.CatchupReply(entries=[pb.Entry(slot=s) for s in slots], commit_index=9))
     with pytest.raises(DecodeError, match="not consecutive"):
-        decode(raw, CLUSTER)
+        decode(raw)
 
 
 def test_decode_error_is_a_value_error() -> None:

@@ -14,13 +14,19 @@ import asyncio
 import time
 from pathlib import Path
 
-from paxos.codec import encode
+from paxos.codec import PeerCodec
 from paxos.hostfile import Member
-from paxos.messages import Ballot, Heartbeat, HeartbeatAck, Prepare, PreVote, PreVoteReply, Promise
+from paxos.messages import Ballot, Heartbeat, HeartbeatAck, Message, Prepare, PreVote, PreVoteReply, Promise
 from paxos.server import PaxosServer
 from protos import kv_pb2
 
 MEMBERS = [Member(f"s{i}", "127.0.0.1", 1 + i) for i in range(3)]
+
+
+def _from_peer(server: PaxosServer, msg: Message) -> None:
+    """Deliver ``msg`` to ``server`` as its sender's stream would."""
+    codec = PeerCodec(server.identity.cluster_id, msg.sender, server.members)
+    server.receive_peer(codec.encode(msg, server.node_id))
 
 
 def _close(server: PaxosServer) -> None:
@@ -29,16 +35,17 @@ def _close(server: PaxosServer) -> None:
 
 
 def _leader_with_a_lease(tmp_path: Path, clock: list[float]) -> PaxosServer:
-    server = PaxosServer(MEMBERS, 0, tmp_path, clock=lambda: clock[0])
+    server = PaxosServer(MEMBERS, "s0", tmp_path, clock=lambda: clock[0])
     core = server.core
+    peer = server.identity.ids["s1"]
     clock[0] += 1.0  # past any election timeout: node 0 asks for pre-votes
     server._advance_clock()
     prevote = [m for _, m in core.ready().messages if isinstance(m, PreVote)][-1]
-    core.receive(PreVoteReply(1, prevote.ballot, True))
+    core.receive(PreVoteReply(peer, prevote.ballot, True))
     prepare = next(m for _, m in core.ready().messages if isinstance(m, Prepare))
-    core.receive(Promise(1, prepare.ballot, 0, ()))
+    core.receive(Promise(peer, prepare.ballot, 0, ()))
     beat = next(m for _, m in core.ready().messages if isinstance(m, Heartbeat))
-    core.receive(HeartbeatAck(1, beat.ballot, beat.seq, 0))
+    core.receive(HeartbeatAck(peer, beat.ballot, beat.seq, 0))
     core.ready()
     assert core.is_leader() and core.lease_read_index() == 0
     return server
@@ -61,22 +68,23 @@ def test_read_after_a_stall_is_not_served_on_an_expired_lease(tmp_path: Path) ->
 
 def test_follower_that_acked_after_a_stall_refuses_a_rival(tmp_path: Path) -> None:
     clock = [1000.0]
-    follower = PaxosServer(MEMBERS, 1, tmp_path, clock=lambda: clock[0])
+    follower = PaxosServer(MEMBERS, "s1", tmp_path, clock=lambda: clock[0])
+    leader, rival = follower.identity.ids["s0"], follower.identity.ids["s2"]
     try:
         clock[0] += 1.0
         follower._advance_clock()
         follower.core.ready()
-        leader_ballot = Ballot(5, 0)
-        follower.receive_peer(encode(Heartbeat(0, leader_ballot, 0, 1)))
-        assert follower.core.leader == 0
+        leader_ballot = Ballot(5, leader)
+        _from_peer(follower, Heartbeat(leader, leader_ballot, 0, 1))
+        assert follower.core.leader == leader
         follower.core.ready()
         # It stalls; a heartbeat that waited in its socket is handled first,
         # and it acknowledges it: the leader's lease now counts on it.
         clock[0] += 2.0
-        follower.receive_peer(encode(Heartbeat(0, leader_ballot, 0, 2)))
+        _from_peer(follower, Heartbeat(leader, leader_ballot, 0, 2))
         assert any(isinstance(m, HeartbeatAck) for _, m in follower.core.ready().messages)
         follower._advance_clock()  # then its ticker runs
-        follower.receive_peer(encode(Prepare(2, Ballot(6, 2), 1)))
+        _from_peer(follower, Prepare(rival, Ballot(6, rival), 1))
         out = follower.core.ready()
         assert not any(isinstance(m, Promise) for _, m in out.messages)
         assert follower.core.promised == leader_ballot

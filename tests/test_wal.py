@@ -358,7 +358,7 @@ def test_node_recovered_from_the_reopened_log_matches(tmp_path: Path, node: int,
     wal, state = Wal.open(tmp_path) if segment_bytes is None else Wal.open(tmp_path, segment_bytes)
     wal.close()
     assert state == trace.durable()
-    recovered = Node(node, 3, random.Random(1), FIXED, state)
+    recovered = Node(node, range(3), random.Random(1), FIXED, state)
     original = net.nodes[node]
     assert recovered.commit_index == original.commit_index == 5
     assert recovered.promised == original.promised

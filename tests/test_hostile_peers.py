@@ -1,0 +1,193 @@
+"""Forged peer messages against five real servers on loopback.
+
+An outside process that knows everything a member knows (the cluster id and
+member ids from a data dir, the ballot from ``status``) opens each server's
+peer stream and sends what once changed acknowledged data or wedged the
+cluster.  Every such message must be refused and logged, the data must stay
+as acknowledged, and the cluster must keep serving, through an election.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from client import KVClient
+from paxos import limits
+from paxos.codec import PeerCodec
+from paxos.identity import parse_id
+from paxos.local import LocalCluster
+from paxos.messages import Accept, Ballot, CatchupReply, Heartbeat, Message
+from paxos.server import META_FILE
+from protos import kv_pb2, peer_pb2, peer_pb2_grpc
+from tests.polling import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    with LocalCluster(tmp_path / "cluster", nodes=5) as c:
+        c.wait_for_leader(timeout=60)
+        yield c
+
+
+class Forger:
+    """Speaks the peer protocol to any server, claiming to be any member."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        meta = json.loads((cluster.data_dir(cluster.names[0]) / META_FILE).read_text())
+        self.cluster_id = parse_id(meta["cluster_id"])
+        self.ids = {name: parse_id(text) for name, text in meta["members"].items()}
+
+    def envelope(self, msg: Message, to: str) -> peer_pb2.PeerMessage:
+        codec = PeerCodec(self.cluster_id, msg.sender, self.ids.values())
+        return codec.encode(msg, self.ids[to])
+
+    def send(self, to: str, *raw: peer_pb2.PeerMessage) -> None:
+        options = [("grpc.max_send_message_length", limits.MAX_MESSAGE_BYTES)]
+        with grpc.insecure_channel(self.cluster.address(to), options=options) as channel:
+            peer_pb2_grpc.PeerStub(channel).Stream(iter(raw), timeout=60)
+
+
+def _leader(kv: KVClient) -> dict[str, object]:
+    leaders = [n for n in kv.status() if n["role"] == "leader"]
+    return leaders[0] if leaders else {}
+
+
+def _ballot(text: object) -> Ballot:
+    round_text, node_text = str(text).split(".")
+    return Ballot(int(round_text), int(node_text, 16))
+
+
+def _command(key: str, value: str) -> bytes:
+    cmd = kv_pb2.Command(client_id="forger", seq=1, first_unacked=1)
+    cmd.set.CopyFrom(kv_pb2.SetOp(key=key, value=value))
+    return cmd.SerializeToString()
+
+
+def _refusals_logged(cluster: LocalCluster, name: str, reason: str) -> bool:
+    text = cluster.log_path(name).read_text(errors="replace")
+    return "refused" in text and reason in text
+
+
+def _every_replica_holds(cluster: LocalCluster, expected: dict[str, str]) -> bool:
+    for name in cluster.names:
+        with KVClient([m for m in KVClient.from_hostfile(cluster.hostfile).members if m.name == name]) as one:
+            for key, value in expected.items():
+                if one.get(key, consistency="local") != value:
+                    return False
+    return True
+
+
+def _fail_over(cluster: LocalCluster, kv: KVClient) -> None:
+    """Kill the leader, wait for another, write through it, restart the old one."""
+    old = str(_leader(kv)["name"])
+    cluster.kill(old, signal.SIGKILL)
+    wait_until(lambda: _leader(kv).get("name") not in (None, old), "a new leader", timeout=60)
+    kv.set("after-failover", "yes")
+    cluster.start_node(old)
+    cluster.wait_for_nodes(timeout=60)
+    cluster.check_alive()
+
+
+def test_forged_catchup_reply_is_refused_and_data_stays(cluster: LocalCluster) -> None:
+    forger = Forger(cluster)
+    with cluster.client() as kv:
+        kv.set("account", "100")
+        kv.set("owner", "alice")
+        leader = str(_leader(kv)["name"])
+        leader_id = forger.ids[leader]
+        forged = CatchupReply(leader_id, 1, ((_command("account", "0"),), (_command("owner", "mallory"),)), 2)
+        for name in cluster.names:
+            if name != leader:
+                forger.send(name, forger.envelope(forged, name))
+        for name in cluster.names:
+            if name != leader:
+                wait_until(lambda n=name: _refusals_logged(cluster, n, "unsolicited catch-up reply"), f"{name} log")
+        assert kv.get("account") == "100" and kv.get("owner") == "alice"
+        kv.set("next", "write")  # not UnknownOutcome: the leader's next slot is really free
+        assert kv.get("next") == "write"
+        wait_until(lambda: _every_replica_holds(cluster, {"account": "100", "owner": "alice"}), "replicas agree")
+        cluster.check_alive()
+
+
+def test_ballot_overflow_is_refused_and_elections_still_work(cluster: LocalCluster) -> None:
+    forger = Forger(cluster)
+    with cluster.client() as kv:
+        kv.set("k", "v")
+        leader = str(_leader(kv)["name"])
+        leader_id = forger.ids[leader]
+        for name in cluster.names:
+            if name == leader:
+                continue
+            overflow = forger.envelope(Heartbeat(leader_id, Ballot(1, leader_id), 0, 1), name)
+            overflow.heartbeat.ballot.round = 2**64 - 1  # beyond what the codec lets through
+            huge = forger.envelope(Heartbeat(leader_id, Ballot(limits.MAX_BALLOT_ROUND - 1, leader_id), 0, 1), name)
+            forger.send(name, overflow, huge)
+        for name in cluster.names:
+            if name != leader:
+                wait_until(lambda n=name: _refusals_logged(cluster, n, "ballot round far above any seen"), "log")
+                assert _refusals_logged(cluster, name, "out of range")
+        _fail_over(cluster, kv)
+        assert _ballot(_leader(kv)["ballot"]).round < 1000
+        assert kv.get("k") == "v"
+
+
+def test_accept_for_a_far_slot_is_refused_and_a_new_leader_takes_over(cluster: LocalCluster) -> None:
+    forger = Forger(cluster)
+    with cluster.client() as kv:
+        kv.set("k", "v")
+        state = _leader(kv)
+        leader, ballot = str(state["name"]), _ballot(state["ballot"])
+        far = int(str(state["commit_index"])) + 100_000
+        for name in cluster.names:
+            if name != leader:
+                forged = Accept(forger.ids[leader], ballot, far, (_command("k", "forged"),), 0)
+                forger.send(name, forger.envelope(forged, name))
+        for name in cluster.names:
+            if name != leader:
+                wait_until(lambda n=name: _refusals_logged(cluster, n, "accept beyond the accept window"), "log")
+        _fail_over(cluster, kv)
+        assert kv.get("k") == "v"
+
+
+def _wal_bytes(cluster: LocalCluster, name: str) -> int:
+    return sum(p.stat().st_size for p in (cluster.data_dir(name) / "wal").iterdir())
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads memory use from /proc")
+def test_huge_values_on_the_peer_path_are_refused(cluster: LocalCluster) -> None:
+    forger = Forger(cluster)
+    with cluster.client() as kv:
+        kv.set("k", "v")
+        state = _leader(kv)
+        leader, ballot = str(state["name"]), _ballot(state["ballot"])
+        victim = next(n for n in cluster.names if n != leader)
+        wal_before = _wal_bytes(cluster, victim)
+        commit = int(str(state["commit_index"]))
+        huge = b"x" * (50 * 1024 * 1024)
+        for offset in range(8):
+            slot = commit + 1 + offset
+            forger.send(victim, forger.envelope(Accept(forger.ids[leader], ballot, slot, (huge,), commit), victim))
+        wait_until(lambda: _refusals_logged(cluster, victim, "too large"), "log")
+        assert _wal_bytes(cluster, victim) - wal_before < 1024 * 1024, "nothing forged was written to the log"
+        pid = cluster.pid(victim)
+        assert pid is not None
+        assert _rss_bytes(pid) < 400 * 1024 * 1024, "the forged values were not kept in memory"
+        kv.set("k", "still served")
+        assert kv.get("k") == "still served"
+        cluster.check_alive()
