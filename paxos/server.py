@@ -21,17 +21,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import assert_never
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from paxos import limits
+from paxos import limits, logcommand
 from paxos.codec import DecodeError, decode, encode
 from paxos.core import Config, Node, Role
 from paxos.hostfile import Member
 from paxos.messages import Message, Ready
-from paxos.statemachine import Result, StateMachine, validate_command, validate_image_hash, validate_key
+from paxos.statemachine import Outcome, Result, StateMachine, validate_command, validate_image_hash, validate_key
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 
@@ -107,7 +108,7 @@ class PaxosServer:
         check_data_dir(data_dir, self.me.name, members)
         self.wal, durable = Wal.open(data_dir / "wal")
         self.core = Node(node_id, len(members), random.Random(os.urandom(16)), config, durable)
-        self.store = StateMachine(max_value_bytes)
+        self.store = StateMachine()
         self._wal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._writes: dict[tuple[str, int], list[asyncio.Future[Result]]] = {}
         self._reads: dict[int, asyncio.Future[int]] = {}
@@ -257,6 +258,8 @@ class PaxosServer:
             self._fail_pending("leadership lost")
 
     def _finish_write(self, result: Result) -> None:
+        # Apply reports a result for every client write it meets, skipped
+        # copies included, so each waiter is answered when its slot applies.
         for future in self._writes.pop((result.client_id, result.seq), []):
             if not future.done():
                 future.set_result(result)
@@ -316,6 +319,9 @@ class PaxosServer:
         return self.members[leader].name if leader is not None else ""
 
     async def write(self, cmd: kv_pb2.Command, deadline: float) -> kv_pb2.WriteReply:
+        # This server's limits are checked here, before proposing, and only
+        # here: once chosen, every replica applies the command whatever its
+        # own --max-value-bytes.
         error = validate_command(cmd, self.max_value_bytes)
         if error:
             return kv_pb2.WriteReply(status=kv_pb2.INVALID, error=error)
@@ -328,7 +334,7 @@ class PaxosServer:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         first = key not in self._writes
         self._writes.setdefault(key, []).append(future)
-        if first and not self.core.propose(cmd.SerializeToString()):
+        if first and not self.core.propose(logcommand.client_write(cmd)):
             self._writes.pop(key, None)
             return kv_pb2.WriteReply(status=kv_pb2.UNAVAILABLE, error="leader is overloaded; retry later")
         self._wake.set()
@@ -380,9 +386,17 @@ class _LostLeadership(Exception):
 
 
 def _write_reply(result: Result) -> kv_pb2.WriteReply:
-    if not result.ok:
-        return kv_pb2.WriteReply(status=kv_pb2.INVALID, error=result.error)
-    return kv_pb2.WriteReply(status=kv_pb2.OK, removed=result.removed)
+    match result.outcome:
+        case Outcome.APPLIED:
+            return kv_pb2.WriteReply(status=kv_pb2.OK, removed=result.removed)
+        case Outcome.REFUSED:
+            return kv_pb2.WriteReply(status=kv_pb2.INVALID, error=result.error)
+        case Outcome.UNKNOWN:
+            # Not INVALID: that would tell the client nothing was applied,
+            # and an earlier copy of this write may have been.
+            return kv_pb2.WriteReply(status=kv_pb2.UNKNOWN, error=result.error)
+        case unreachable:
+            assert_never(unreachable)
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float:
