@@ -319,14 +319,15 @@ class PaxosServer:
         return self.members[leader].name if leader is not None else ""
 
     async def write(self, cmd: kv_pb2.Command, deadline: float) -> kv_pb2.WriteReply:
-        # This server's limits are checked here, before proposing, and only
-        # here: once chosen, every replica applies the command whatever its
-        # own --max-value-bytes.
+        if not self.core.is_leader():
+            return kv_pb2.WriteReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
+        # The leader's own limits are checked here, before proposing, and
+        # only here: once chosen, every replica applies the command whatever
+        # its own --max-value-bytes.  (So a follower redirects rather than
+        # judging by limits that are not the ones that count.)
         error = validate_command(cmd, self.max_value_bytes)
         if error:
             return kv_pb2.WriteReply(status=kv_pb2.INVALID, error=error)
-        if not self.core.is_leader():
-            return kv_pb2.WriteReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
         cached = self.store.cached_result(cmd.client_id, cmd.seq)
         if cached is not None:
             return _write_reply(cached)
