@@ -54,6 +54,10 @@ GRPC_OPTIONS = [
 # How long a write or read waits in the server when the client set no deadline.
 DEFAULT_REQUEST_SECONDS = 10.0
 META_FILE = "paxoskv-meta.json"
+# What the log's slots hold.  2: log_pb2.LogCommand.  Before it (no "format"
+# in the meta file): the client API's kv_pb2.Command, which this version
+# does not read.
+DATA_FORMAT = 2
 
 
 class DataDirError(RuntimeError):
@@ -69,7 +73,7 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member]) -> None:
         if any(data_dir.iterdir()):
             raise DataDirError(f"{data_dir} is not empty and holds no {META_FILE}; refusing to use it as a data dir")
         tmp = meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"name": name, "cluster": cluster}) + "\n")
+        tmp.write_text(json.dumps({"name": name, "cluster": cluster, "format": DATA_FORMAT}) + "\n")
         os.replace(tmp, meta_path)
         return
     meta = json.loads(meta_path.read_text())
@@ -81,6 +85,12 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member]) -> None:
         raise DataDirError(
             f"{data_dir} was created for a cluster of {meta.get('cluster')}, but the hostfile lists {cluster}; "
             "use a fresh --data-dir for a new cluster"
+        )
+    if meta.get("format") != DATA_FORMAT:
+        written_by = "an older paxoskv" if "format" not in meta else f"a paxoskv with data format {meta['format']!r}"
+        raise DataDirError(
+            f"{data_dir} was written by {written_by}, and this one (data format {DATA_FORMAT}) cannot read its log; "
+            "there is no migration: start this server on a fresh --data-dir"
         )
 
 
