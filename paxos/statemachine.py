@@ -68,7 +68,11 @@ def validate_key(key: str) -> str | None:
 
 
 def validate_command(cmd: kv_pb2.Command, max_value_bytes: int) -> str | None:
-    """An error message when ``cmd`` must not be applied, or None."""
+    """An error message when the leader must not propose ``cmd``, or None.
+
+    The leader's check, with its own ``max_value_bytes``; it admits nothing
+    that ``applicability_error`` would refuse once the command is logged.
+    """
     if not cmd.client_id or len(cmd.client_id.encode()) > limits.MAX_CLIENT_ID_BYTES:
         return f"client id must be 1 to {limits.MAX_CLIENT_ID_BYTES} bytes"
     error = _session_window_error(cmd.seq, cmd.first_unacked)
