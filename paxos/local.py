@@ -77,7 +77,9 @@ class LocalCluster:
     server.  An existing hostfile there is reused (so data survives restarts)
     if it lists ``nodes`` servers; otherwise a new one is written with free
     ports, or ports from ``base_port`` up.  ``server_args`` are appended to
-    every server's command line (e.g. ``["--enable-fault-injection"]``).
+    every server's command line (e.g. ``["--enable-fault-injection"]``), and
+    ``node_args[name]`` to that one server's (e.g. a flag that differs
+    between servers).
     """
 
     def __init__(
@@ -86,14 +88,18 @@ class LocalCluster:
         nodes: int = DEFAULT_NODES,
         base_port: int | None = None,
         server_args: Sequence[str] = (),
+        node_args: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         if nodes < 1:
             raise ValueError(f"a cluster needs at least 1 server, got {nodes}")
         self.directory = Path(directory).resolve()
         self.hostfile = self.directory / HOSTFILE_NAME
         self.server_args = list(server_args)
+        self.node_args = {name: list(args) for name, args in (node_args or {}).items()}
         self.reused_hostfile = self._prepare_hostfile(nodes, base_port)
         self._nodes = {m.name: _Node(m.name, m.address) for m in parse_hostfile(self.hostfile)}
+        for name in self.node_args:
+            self._node(name)  # a typo must not silently start a server without its flags
 
     # ------------------------------------------------------------ lifecycle
 
@@ -262,6 +268,7 @@ class LocalCluster:
             "--data-dir", str(self.data_dir(node.name)),
             "--listen", node.listen,
             *self.server_args,
+            *self.node_args.get(node.name, ()),
         ]  # fmt: skip
         if sys.platform.startswith("linux"):
             return [sys.executable, "-c", _DEATHSIG_SHIM, str(os.getpid()), *server]

@@ -21,18 +21,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import assert_never
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from paxos import limits
+from paxos import limits, logcommand
 from paxos.codec import DecodeError, PeerCodec
 from paxos.core import Config, Node, Role
 from paxos.hostfile import Member
 from paxos.identity import bootstrap_ids, format_id, parse_id
 from paxos.messages import Message, NodeId, Ready
-from paxos.statemachine import Result, StateMachine, validate_command, validate_image_hash, validate_key
+from paxos.statemachine import Outcome, Result, StateMachine, validate_command, validate_image_hash, validate_key
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 
@@ -54,8 +55,10 @@ GRPC_OPTIONS = [
 # How long a write or read waits in the server when the client set no deadline.
 DEFAULT_REQUEST_SECONDS = 10.0
 META_FILE = "paxoskv-meta.json"
-# The data dir layout: 2 stores member ids (ballots carry them, not hostfile
-# line numbers) and the log's own command type.
+# The data dir layout.  2: member ids (ballots carry them, not hostfile line
+# numbers), and log_pb2.LogCommand in the log's slots.  Before it (no
+# "format" in the meta file): the client API's kv_pb2.Command, which this
+# version does not read.
 DATA_FORMAT = 2
 
 
@@ -101,9 +104,10 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member]) -> Identity
     except (OSError, ValueError) as exc:
         raise DataDirError(f"{meta_path} cannot be read ({exc})") from None
     if meta.get("format") != DATA_FORMAT:
+        written_by = "an older paxoskv" if "format" not in meta else f"a paxoskv with data format {meta['format']!r}"
         raise DataDirError(
-            f"{data_dir} was written by an older paxoskv (data format {meta.get('format', 1)}, this one reads "
-            f"{DATA_FORMAT}); there is no migration: start this server on a fresh --data-dir"
+            f"{data_dir} was written by {written_by}, and this one (data format {DATA_FORMAT}) cannot read its log; "
+            "there is no migration: start this server on a fresh --data-dir"
         )
     if meta.get("name") != name:
         raise DataDirError(
@@ -185,7 +189,7 @@ class PaxosServer:
         self.codec = PeerCodec(self.identity.cluster_id, self.node_id, self.members)
         self.wal, durable = Wal.open(data_dir / "wal")
         self.core = Node(self.node_id, self.members, random.Random(os.urandom(16)), config, durable)
-        self.store = StateMachine(max_value_bytes)
+        self.store = StateMachine()
         self._wal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._writes: dict[tuple[str, int], list[asyncio.Future[Result]]] = {}
         self._reads: dict[int, asyncio.Future[int]] = {}
@@ -344,6 +348,8 @@ class PaxosServer:
             self._fail_pending("leadership lost")
 
     def _finish_write(self, result: Result) -> None:
+        # Apply reports a result for every client write it meets, skipped
+        # copies included, so each waiter is answered when its slot applies.
         for future in self._writes.pop((result.client_id, result.seq), []):
             if not future.done():
                 future.set_result(result)
@@ -411,11 +417,15 @@ class PaxosServer:
         return self.members[leader].name if leader is not None else ""
 
     async def write(self, cmd: kv_pb2.Command, deadline: float) -> kv_pb2.WriteReply:
+        if not self.core.is_leader():
+            return kv_pb2.WriteReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
+        # The leader's own limits are checked here, before proposing, and
+        # only here: once chosen, every replica applies the command whatever
+        # its own --max-value-bytes.  (So a follower redirects rather than
+        # judging by limits that are not the ones that count.)
         error = validate_command(cmd, self.max_value_bytes)
         if error:
             return kv_pb2.WriteReply(status=kv_pb2.INVALID, error=error)
-        if not self.core.is_leader():
-            return kv_pb2.WriteReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
         cached = self.store.cached_result(cmd.client_id, cmd.seq)
         if cached is not None:
             return _write_reply(cached)
@@ -423,7 +433,7 @@ class PaxosServer:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         first = key not in self._writes
         self._writes.setdefault(key, []).append(future)
-        if first and not self.core.propose(cmd.SerializeToString()):
+        if first and not self.core.propose(logcommand.client_write(cmd)):
             self._writes.pop(key, None)
             return kv_pb2.WriteReply(status=kv_pb2.UNAVAILABLE, error="leader is overloaded; retry later")
         self._wake.set()
@@ -475,9 +485,17 @@ class _LostLeadership(Exception):
 
 
 def _write_reply(result: Result) -> kv_pb2.WriteReply:
-    if not result.ok:
-        return kv_pb2.WriteReply(status=kv_pb2.INVALID, error=result.error)
-    return kv_pb2.WriteReply(status=kv_pb2.OK, removed=result.removed)
+    match result.outcome:
+        case Outcome.APPLIED:
+            return kv_pb2.WriteReply(status=kv_pb2.OK, removed=result.removed)
+        case Outcome.REFUSED:
+            return kv_pb2.WriteReply(status=kv_pb2.INVALID, error=result.error)
+        case Outcome.UNKNOWN:
+            # Not INVALID: that would tell the client nothing was applied,
+            # and an earlier copy of this write may have been.
+            return kv_pb2.WriteReply(status=kv_pb2.UNKNOWN, error=result.error)
+        case unreachable:
+            assert_never(unreachable)
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float:

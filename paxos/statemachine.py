@@ -2,12 +2,20 @@
 
 Every server applies the same chosen commands in slot order, so everything
 here is deterministic: no clocks, no randomness, no iteration over unordered
-sets.  Besides the keys it keeps, per client, the results of recent writes,
-so a write retried after a timeout or a leader change is applied at most once.
+sets, and no setting of the server it runs on (such as --max-value-bytes).
+Applying a chosen command depends on the log alone.  Besides the keys it
+keeps, per client, the results of recent writes, so a write retried after a
+timeout or a leader change is applied at most once.
+
+The log holds ``log_pb2.LogCommand``s (``paxos/logcommand.py`` makes them);
+``validate_command`` is the leader's check of a client's request before it
+proposes it, with the limits of that server.
 """
 
 from __future__ import annotations
 
+import enum
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -16,16 +24,31 @@ from google.protobuf.message import DecodeError
 from paxos import limits
 from paxos.image_index import ImageIndex
 from paxos.messages import Slot, Value
-from protos import kv_pb2
+from protos import kv_pb2, log_pb2
+
+log = logging.getLogger("paxos.statemachine")
+
+
+class Outcome(enum.Enum):
+    APPLIED = "applied"  # took effect, in this slot or an earlier one (a retry gets the first result)
+    REFUSED = "refused"  # not applied, and never will be under this (client_id, seq): ``error`` says why
+    # This copy was skipped because the client had already moved past its
+    # seq; an earlier copy may or may not have been applied, and its result
+    # is forgotten.
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
     client_id: str
     seq: int
-    ok: bool = True
+    outcome: Outcome = Outcome.APPLIED
     removed: bool = False
     error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.APPLIED
 
 
 @dataclass
@@ -45,11 +68,16 @@ def validate_key(key: str) -> str | None:
 
 
 def validate_command(cmd: kv_pb2.Command, max_value_bytes: int) -> str | None:
-    """An error message when ``cmd`` must not be applied, or None."""
+    """An error message when the leader must not propose ``cmd``, or None.
+
+    The leader's check, with its own ``max_value_bytes``; it admits nothing
+    that ``applicability_error`` would refuse once the command is logged.
+    """
     if not cmd.client_id or len(cmd.client_id.encode()) > limits.MAX_CLIENT_ID_BYTES:
         return f"client id must be 1 to {limits.MAX_CLIENT_ID_BYTES} bytes"
-    if not cmd.first_unacked <= cmd.seq < cmd.first_unacked + limits.SESSION_WINDOW:
-        return f"sequence number {cmd.seq} is outside this client's window starting at {cmd.first_unacked}"
+    error = _session_window_error(cmd.seq, cmd.first_unacked)
+    if error:
+        return error
     kind = cmd.WhichOneof("op")
     if kind == "set":
         value_size = len(cmd.set.value.encode("utf-8", "surrogatepass"))
@@ -61,6 +89,12 @@ def validate_command(cmd: kv_pb2.Command, max_value_bytes: int) -> str | None:
     if kind == "iset":
         return validate_image_set(cmd.iset)
     return f"unsupported command {kind!r}"
+
+
+def _session_window_error(seq: int, first_unacked: int) -> str | None:
+    if not first_unacked <= seq < first_unacked + limits.SESSION_WINDOW:
+        return f"sequence number {seq} is outside this client's window starting at {first_unacked}"
+    return None
 
 
 def validate_image_hash(h: bytes) -> str | None:
@@ -89,11 +123,57 @@ class ImageMatch:
     metadata: str
 
 
+def applicability_error(write: log_pb2.ClientWrite) -> str | None:
+    """Why a chosen client write cannot be applied to the state, or None.
+
+    These are the only checks at apply time, and they read nothing but the
+    command and constants of this code, so every replica gives the same
+    answer.  Admission limits (key, value, metadata and client id sizes, how
+    many hashes an image has) are a server's policy: the leader checks them
+    with its own flags before proposing (``validate_command``), and once a
+    command is chosen every replica applies it, whatever its own flags say.
+    What remains is what the state itself needs:
+
+    - a client id and a seq inside the session window: the results kept for
+      exactly-once writes are keyed by them, and the window is what bounds a
+      session's results without ever dropping one a retry may still need;
+    - an operation this code knows;
+    - image hashes of the index's fixed width, and at least one (the first
+      names the image).
+    """
+    if not write.client_id:
+        return "client id must not be empty"
+    error = _session_window_error(write.seq, write.first_unacked)
+    if error:
+        return error
+    match write.WhichOneof("op"):
+        case "set" | "delete":
+            return None
+        case "iset":
+            if not write.iset.hashes:
+                return "an image needs at least one hash"
+            for h in write.iset.hashes:
+                error = validate_image_hash(h)
+                if error:
+                    return error
+            return None
+        case None:
+            return "the write names no operation this server knows"
+        case kind:
+            raise AssertionError(f"client write op {kind!r} has no apply rule")
+
+
 class StateMachine:
-    def __init__(self, max_value_bytes: int = limits.DEFAULT_MAX_VALUE_BYTES) -> None:
-        self.max_value_bytes = max_value_bytes
+    def __init__(self) -> None:
         self.data: dict[str, str] = {}
         self.applied_index: Slot = 0
+        # Chosen commands that do not decode, or whose kind this code does
+        # not know.  The leader encodes every command it proposes itself
+        # (paxos/logcommand.py), so none can come from this version's
+        # proposals: only from a damaged or foreign log, or from a newer
+        # version's new kind.  They carry no (client_id, seq) that a waiter
+        # could be matched to, so they are only counted (and logged once).
+        self.unreadable_commands = 0
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         # Images: every stored hash maps to the ref of the iset that stored it
         # (refs grow in apply order, so the index breaks ties by recency).
@@ -106,13 +186,13 @@ class StateMachine:
         return self.data.get(key)
 
     def apply(self, slot: Slot, value: Value) -> list[Result]:
-        """Apply one chosen slot; results for the commands it carried."""
+        """Apply one chosen slot; a result for every client write it carried."""
         if slot != self.applied_index + 1:
             raise RuntimeError(f"slot {slot} applied after {self.applied_index}; slots must apply in order")
         self.applied_index = slot
         results = []
         for raw in value:
-            result = self._apply_command(raw)
+            result = self._apply_command(slot, raw)
             if result is not None:
                 results.append(result)
         return results
@@ -125,38 +205,73 @@ class StateMachine:
         session = self._sessions.get(client_id)
         return session.results.get(seq) if session else None
 
-    def _apply_command(self, raw: bytes) -> Result | None:
-        cmd = kv_pb2.Command()
+    def _apply_command(self, slot: Slot, raw: bytes) -> Result | None:
+        command = log_pb2.LogCommand()
         try:
-            cmd.ParseFromString(raw)
+            command.ParseFromString(raw)
         except DecodeError:
-            return None  # the leader validates before proposing; never expected
-        error = validate_command(cmd, self.max_value_bytes)
+            self._unreadable(slot, "does not decode")
+            return None
+        match command.WhichOneof("kind"):
+            case "client_write":
+                return self._apply_write(command.client_write)
+            case None:  # empty, or a kind added by a newer version of paxoskv
+                self._unreadable(slot, "is of a kind this version does not know")
+                return None
+            case kind:
+                raise AssertionError(f"log command kind {kind!r} has no apply rule")
+
+    def _unreadable(self, slot: Slot, why: str) -> None:
+        self.unreadable_commands += 1
+        if self.unreadable_commands == 1:
+            log.warning(
+                "a command chosen in slot %d %s; it was skipped here as on every replica of this version "
+                "(further ones are only counted)",
+                slot,
+                why,
+            )
+
+    def _apply_write(self, write: log_pb2.ClientWrite) -> Result:
+        error = applicability_error(write)
         if error:
             # Changes nothing, so it needs no session and no cached result.
-            return Result(cmd.client_id, cmd.seq, ok=False, error=error)
-        session = self._session(cmd.client_id)
-        if cmd.seq < session.first_unacked:
-            return None  # the client already moved on from this write
-        cached = session.results.get(cmd.seq)
+            return Result(write.client_id, write.seq, Outcome.REFUSED, error=error)
+        session = self._session(write.client_id)
+        cached = session.results.get(write.seq)
         if cached is not None:
             return cached
-        result = self._execute(cmd)
-        self._remember(session, cmd, result)
+        if write.seq < session.first_unacked:
+            # The client acknowledged a later first_unacked, so it had given
+            # up on this seq; the result of an earlier copy, if one applied,
+            # was dropped then.  Applying this copy might apply it twice.
+            return Result(
+                write.client_id,
+                write.seq,
+                Outcome.UNKNOWN,
+                error=(
+                    f"write {write.seq} arrived after this client moved on to {session.first_unacked}; "
+                    "it was not applied now, and an earlier copy may or may not have been"
+                ),
+            )
+        result = self._execute(write)
+        self._remember(session, write, result)
         return result
 
-    def _execute(self, cmd: kv_pb2.Command) -> Result:
-        kind = cmd.WhichOneof("op")
-        if kind == "set":
-            self.data[cmd.set.key] = cmd.set.value
-            return Result(cmd.client_id, cmd.seq)
-        if kind == "delete":
-            removed = self.data.pop(cmd.delete.key, None) is not None
-            return Result(cmd.client_id, cmd.seq, removed=removed)
-        self._store_image(cmd.iset)
-        return Result(cmd.client_id, cmd.seq)
+    def _execute(self, write: log_pb2.ClientWrite) -> Result:
+        match write.WhichOneof("op"):
+            case "set":
+                self.data[write.set.key] = write.set.value
+                return Result(write.client_id, write.seq)
+            case "delete":
+                removed = self.data.pop(write.delete.key, None) is not None
+                return Result(write.client_id, write.seq, removed=removed)
+            case "iset":
+                self._store_image(write.iset)
+                return Result(write.client_id, write.seq)
+            case kind:
+                raise AssertionError(f"client write op {kind!r} passed applicability_error unapplied")
 
-    def _store_image(self, op: kv_pb2.ImageSetOp) -> None:
+    def _store_image(self, op: log_pb2.ImageSetOp) -> None:
         ref = self._next_ref
         self._next_ref += 1
         self._image_meta[ref] = (op.hashes[0], op.metadata)
@@ -184,9 +299,9 @@ class StateMachine:
             self._sessions.move_to_end(client_id)
         return session
 
-    def _remember(self, session: _Session, cmd: kv_pb2.Command, result: Result) -> None:
-        session.results[cmd.seq] = result
-        if cmd.first_unacked > session.first_unacked:
-            session.first_unacked = cmd.first_unacked
-            for seq in [s for s in session.results if s < cmd.first_unacked]:
+    def _remember(self, session: _Session, write: log_pb2.ClientWrite, result: Result) -> None:
+        session.results[write.seq] = result
+        if write.first_unacked > session.first_unacked:
+            session.first_unacked = write.first_unacked
+            for seq in [s for s in session.results if s < write.first_unacked]:
                 del session.results[seq]

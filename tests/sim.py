@@ -73,10 +73,10 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from client import kv as kvclient
-from paxos import limits
+from paxos import limits, logcommand
 from paxos import server as paxos_server
 from paxos.core import PLANTABLE_BUGS, Config, Node, Role
 from paxos.messages import (
@@ -90,8 +90,8 @@ from paxos.messages import (
     Slot,
     Value,
 )
-from paxos.statemachine import Result, StateMachine, validate_command
-from protos import kv_pb2
+from paxos.statemachine import Outcome, Result, StateMachine, validate_command
+from protos import kv_pb2, log_pb2
 from tests import lincheck
 
 SECOND = 1_000_000
@@ -235,26 +235,46 @@ def fmt_time(us: int) -> str:
     return f"{us / SECOND:10.6f}s"
 
 
+def _client_write(raw: bytes) -> log_pb2.ClientWrite | None:
+    """The client write a log command carries; None for any other kind.
+
+    The simulated leaders encode every command themselves, so it decodes.
+    """
+    command = log_pb2.LogCommand.FromString(raw)
+    match command.WhichOneof("kind"):
+        case "client_write":
+            return command.client_write
+        case None:
+            return None
+        case kind:
+            raise AssertionError(f"log command kind {kind!r} has no description")
+
+
 def describe_value(value: Value) -> str:
     if not value:
         return "noop"
     parts = []
     for raw in value:
-        cmd = kv_pb2.Command()
-        cmd.ParseFromString(raw)
-        if cmd.WhichOneof("op") == "set":
-            parts.append(f"{cmd.client_id}#{cmd.seq} set {cmd.set.key}={cmd.set.value}")
-        else:
-            parts.append(f"{cmd.client_id}#{cmd.seq} delete {cmd.delete.key}")
+        write = _client_write(raw)
+        if write is None:
+            parts.append("unknown command")
+            continue
+        name = f"{write.client_id}#{write.seq}"
+        match write.WhichOneof("op"):
+            case "set":
+                parts.append(f"{name} set {write.set.key}={write.set.value}")
+            case "delete":
+                parts.append(f"{name} delete {write.delete.key}")
+            case op:
+                parts.append(f"{name} {op}")
     return "[" + ", ".join(parts) + "]"
 
 
 def command_names(value: Value) -> list[str]:
     names = []
     for raw in value:
-        cmd = kv_pb2.Command()
-        cmd.ParseFromString(raw)
-        names.append(f"{cmd.client_id}#{cmd.seq}")
+        write = _client_write(raw)
+        names.append(f"{write.client_id}#{write.seq}" if write is not None else "unknown command")
     return names
 
 
@@ -296,7 +316,6 @@ class Request:
     attempt: int
     key: str
     cmd: kv_pb2.Command | None  # None for a linearizable get
-    raw: bytes
     deadline: int
     node: int = -1
     done: bool = False
@@ -551,7 +570,9 @@ class Host:
                 return
             self.reads[self.next_read_id] = req
         else:
-            error = validate_command(req.cmd, self.store.max_value_bytes)
+            # Limits are checked before proposing only; every simulated
+            # server runs with the default --max-value-bytes.
+            error = validate_command(req.cmd, limits.DEFAULT_MAX_VALUE_BYTES)
             if error:
                 sim.reply(req, kv_pb2.INVALID)
                 return
@@ -562,7 +583,7 @@ class Host:
             key = (req.cmd.client_id, req.cmd.seq)
             first = key not in self.writes
             self.writes.setdefault(key, []).append(req)
-            if first and not core.propose(req.raw):
+            if first and not core.propose(logcommand.client_write(req.cmd)):
                 self.writes.pop(key, None)
                 sim.reply(req, kv_pb2.UNAVAILABLE)
                 return
@@ -581,8 +602,7 @@ class Host:
     def finish_write(self, result: Result) -> None:
         for req in self.writes.pop((result.client_id, result.seq), ()):
             if not self.expired(req):
-                status = kv_pb2.OK if result.ok else kv_pb2.INVALID
-                self.sim.reply(req, status, removed=result.removed)
+                self.sim.reply(req, _write_status(result), removed=result.removed)
 
     def release_index_waiters(self) -> None:
         applied = self.store.applied_index
@@ -609,6 +629,19 @@ class Host:
         self.reads.clear()
 
 
+def _write_status(result: Result) -> int:
+    """``paxos/server.py``'s ``_write_reply``, as a status."""
+    match result.outcome:
+        case Outcome.APPLIED:
+            return kv_pb2.OK
+        case Outcome.REFUSED:
+            return kv_pb2.INVALID
+        case Outcome.UNKNOWN:
+            return kv_pb2.UNKNOWN
+        case unreachable:
+            assert_never(unreachable)
+
+
 # ----------------------------------------------------------------- client
 
 
@@ -621,7 +654,6 @@ class ClientOp:
     deadline: int
     seq: int = 0
     cmd: kv_pb2.Command | None = None
-    raw: bytes = b""
     ambiguous: bool = False
     rotation: int = 0
     final: bool = False
@@ -674,7 +706,6 @@ class Client:
             else:
                 cmd.delete.CopyFrom(kv_pb2.DeleteOp(key=key))
             op.cmd = cmd
-            op.raw = cmd.SerializeToString()
         self.op = op
         what = f"{kind} {key}" + (f"={op.arg}" if op.arg else "") + (f" (#{op.seq})" if op.seq else "")
         sim.log_client(self, f"call {what}", op)
@@ -697,7 +728,7 @@ class Client:
         self.target = target
         self.waiting = True
         deadline = sim.now + min(ATTEMPT_US, remaining, SERVER_REQUEST_US)
-        req = Request(self, self.attempt, op.key, op.cmd, op.raw, deadline)
+        req = Request(self, self.attempt, op.key, op.cmd, deadline)
         sim.send_request(target, req)
         sim.at(deadline, self.on_attempt_timeout, self.attempt)
 

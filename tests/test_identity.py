@@ -55,7 +55,7 @@ def test_data_dir_of_another_server_or_cluster_is_refused(tmp_path: Path) -> Non
 
 def test_data_dir_of_an_older_format_is_refused_with_advice(tmp_path: Path) -> None:
     (tmp_path / META_FILE).write_text(json.dumps({"name": "node2", "cluster": [m.name for m in MEMBERS]}))
-    with pytest.raises(DataDirError, match=r"older paxoskv .*fresh --data-dir"):
+    with pytest.raises(DataDirError, match=r"older paxoskv.*fresh --data-dir"):
         check_data_dir(tmp_path, "node2", MEMBERS)
 
 

@@ -4,20 +4,39 @@ from __future__ import annotations
 
 import pytest
 
-from paxos import limits
-from paxos.statemachine import Result, StateMachine, validate_key
-from protos import kv_pb2
+from paxos import limits, logcommand
+from paxos.statemachine import Outcome, Result, StateMachine, validate_command, validate_key
+from protos import kv_pb2, log_pb2
 
 
-def cmd(
+def request(
     client: str, seq: int, *, set: tuple[str, str] | None = None, delete: str | None = None, first_unacked: int = 0
-) -> bytes:
+) -> kv_pb2.Command:
+    """A write as a client sends it."""
     command = kv_pb2.Command(client_id=client, seq=seq, first_unacked=first_unacked)
     if set is not None:
         command.set.key, command.set.value = set
     if delete is not None:
         command.delete.key = delete
-    return command.SerializeToString()
+    return command
+
+
+def cmd(
+    client: str, seq: int, *, set: tuple[str, str] | None = None, delete: str | None = None, first_unacked: int = 0
+) -> bytes:
+    """A write as the log holds it.  Built directly, not through the leader's
+    conversion, so that commands the leader would never propose can be chosen."""
+    write = log_pb2.ClientWrite(client_id=client, seq=seq, first_unacked=first_unacked)
+    if set is not None:
+        write.set.key, write.set.value = set
+    if delete is not None:
+        write.delete.key = delete
+    return log_pb2.LogCommand(client_write=write).SerializeToString()
+
+
+def image(client: str, seq: int, hashes: list[bytes], metadata: str = "m") -> bytes:
+    write = log_pb2.ClientWrite(client_id=client, seq=seq, iset=log_pb2.ImageSetOp(hashes=hashes, metadata=metadata))
+    return log_pb2.LogCommand(client_write=write).SerializeToString()
 
 
 class Applier:
@@ -107,12 +126,16 @@ def test_results_below_first_unacked_are_forgotten_and_never_reapplied() -> None
     assert apply.sm.cached_result("c", 1) is None
     assert apply.sm.cached_result("c", 2) is None
     assert apply.sm.cached_result("c", 3) == Result("c", 3)
-    # A very late duplicate of seq 1 is ignored: no result, no effect.
-    assert apply(cmd("c", 1, set=("k", "one"))) == []
+    # A very late duplicate of seq 1 has no effect, and its result says
+    # that its outcome is unknown (not that nothing was ever applied).
+    [late] = apply(cmd("c", 1, set=("k", "one")))
+    assert (late.client_id, late.seq, late.outcome) == ("c", 1, Outcome.UNKNOWN)
+    assert "moved on to 3" in late.error and not late.ok
     assert apply.sm.get("k") == "three"
+    assert apply.sm.cached_result("c", 1) is None
     # first_unacked never moves back.
     apply(cmd("c", 4, set=("z", "4"), first_unacked=1))
-    assert apply(cmd("c", 2, set=("j", "again"))) == []
+    assert [r.outcome for r in apply(cmd("c", 2, set=("j", "again")))] == [Outcome.UNKNOWN]
     assert apply.sm.get("j") == "two"
 
 
@@ -150,31 +173,24 @@ def test_write_whose_result_a_retry_needs_is_never_forgotten(monkeypatch: pytest
     assert apply.sm.get("k") == "second", "seq 1 took effect twice"
 
 
-# ------------------------------------------------------ invalid commands
-
-
-def _invalid(apply: Applier, raw: bytes, fragment: str) -> None:
-    before = dict(apply.sm.data)
-    [result] = apply(raw)
-    assert not result.ok
-    assert fragment in result.error
-    assert apply.sm.data == before
+# ------------------------------------- checks before proposing (the leader's)
 
 
 @pytest.mark.parametrize(
-    ("raw", "fragment"),
+    ("command", "fragment"),
     [
-        (cmd("c", 1, set=("", "v")), "empty"),
-        (cmd("c", 1, delete=""), "empty"),
-        (cmd("c", 1, set=("k" * (limits.MAX_KEY_BYTES + 1), "v")), "limit is 1024"),
+        (request("c", 1, set=("", "v")), "empty"),
+        (request("c", 1, delete=""), "empty"),
+        (request("c", 1, set=("k" * (limits.MAX_KEY_BYTES + 1), "v")), "limit is 1024"),
         # 513 two-byte characters: 513 characters but 1026 bytes of UTF-8.
-        (cmd("c", 1, set=("é" * 513, "v")), "1026 bytes"),
-        (cmd("c", 1, delete="é" * 513), "1026 bytes"),
-        (cmd("c", 1, set=("k", "v" * 11)), "value is 11 bytes; the limit is 10"),
-        (cmd("c", 1, set=("k", "é" * 6)), "value is 12 bytes"),
-        (cmd("", 1, set=("k", "v")), "client id"),
-        (cmd("c" * (limits.MAX_CLIENT_ID_BYTES + 1), 1, set=("k", "v")), "client id"),
-        (cmd("c", 1), "unsupported command"),
+        (request("c", 1, set=("é" * 513, "v")), "1026 bytes"),
+        (request("c", 1, delete="é" * 513), "1026 bytes"),
+        (request("c", 1, set=("k", "v" * 11)), "value is 11 bytes; the limit is 10"),
+        (request("c", 1, set=("k", "é" * 6)), "value is 12 bytes"),
+        (request("", 1, set=("k", "v")), "client id"),
+        (request("c" * (limits.MAX_CLIENT_ID_BYTES + 1), 1, set=("k", "v")), "client id"),
+        (request("c", 1), "unsupported command"),
+        (request("c", 2000, set=("k", "v"), first_unacked=1), "window"),
     ],
     ids=[
         "empty-key",
@@ -187,37 +203,125 @@ def _invalid(apply: Applier, raw: bytes, fragment: str) -> None:
         "no-client",
         "long-client",
         "no-op",
+        "beyond-window",
     ],
 )
-def test_invalid_command_gives_an_error_and_changes_nothing(raw: bytes, fragment: str) -> None:
-    apply = Applier(StateMachine(max_value_bytes=10))
-    apply(cmd("setup", 1, set=("k", "kept")))
-    _invalid(apply, raw, fragment)
-    assert apply.sm.get("k") == "kept"
+def test_leader_refuses_an_invalid_request_before_proposing(command: kv_pb2.Command, fragment: str) -> None:
+    error = validate_command(command, max_value_bytes=10)
+    assert error is not None and fragment in error
 
 
 def test_limits_themselves_are_allowed() -> None:
-    apply = Applier(StateMachine(max_value_bytes=10))
     key = "é" * (limits.MAX_KEY_BYTES // 2)  # exactly 1024 bytes
-    assert apply(cmd("c", 1, set=(key, "v" * 10))) == [Result("c", 1)]
-    assert apply.sm.get(key) == "v" * 10
+    assert validate_command(request("c", 1, set=(key, "v" * 10)), max_value_bytes=10) is None
     assert validate_key(key) is None
     assert validate_key("x" * limits.MAX_KEY_BYTES) is None
     assert validate_key("x" * (limits.MAX_KEY_BYTES + 1)) is not None
 
 
-def test_retried_invalid_command_gives_the_same_error() -> None:
-    apply = Applier(StateMachine(max_value_bytes=10))
-    bad = cmd("c", 1, set=("k", "v" * 11))
+def test_leader_copies_a_request_into_the_log_field_by_field() -> None:
+    sm = StateMachine()
+    h = bytes(range(limits.IMAGE_HASH_BYTES))
+    iset = kv_pb2.Command(client_id="c", seq=3, first_unacked=1, iset=kv_pb2.ImageSetOp(hashes=[h], metadata="cat"))
+    raws = (
+        logcommand.client_write(request("c", 1, set=("k", "v"), first_unacked=1)),
+        logcommand.client_write(request("c", 2, delete="gone", first_unacked=1)),
+        logcommand.client_write(iset),
+    )
+    assert [log_pb2.LogCommand.FromString(r).client_write.seq for r in raws] == [1, 2, 3]
+    assert sm.apply(1, raws) == [Result("c", 1), Result("c", 2, removed=False), Result("c", 3)]
+    assert sm.get("k") == "v"
+    assert [m.metadata for m in sm.image_matches(h, 0, 1)] == ["cat"]
+    with pytest.raises(ValueError, match="cannot go into the log"):
+        logcommand.client_write(request("c", 4))  # no op: validate_command refuses it first
+
+
+# ------------------------------------------------- apply depends on the log
+
+
+def test_apply_depends_on_no_server_setting() -> None:
+    """Two replicas fed the same chosen values end identical, including a
+    value over any server's --max-value-bytes (the old apply refused it on
+    the servers whose limit was smaller than the leader's)."""
+    big = "v" * (limits.DEFAULT_MAX_VALUE_BYTES + 1)
+    assert validate_command(request("c", 1, set=("big", big)), limits.DEFAULT_MAX_VALUE_BYTES) is not None
+    chosen = [
+        (cmd("c", 1, set=("big", big), first_unacked=1),),
+        (cmd("c", 2, set=("k" * (limits.MAX_KEY_BYTES + 1), "long key"), first_unacked=1),),
+        (cmd("c", 3, set=("small", "s"), first_unacked=1), cmd("c", 4, delete="small", first_unacked=1)),
+    ]
+    replicas = [StateMachine(), StateMachine()]
+    for sm in replicas:
+        for slot, value in enumerate(chosen, start=1):
+            assert all(r.ok for r in sm.apply(slot, value))
+    assert replicas[0].data == replicas[1].data == {"big": big, "k" * (limits.MAX_KEY_BYTES + 1): "long key"}
+    assert replicas[0].cached_result("c", 1) == replicas[1].cached_result("c", 1) == Result("c", 1)
+
+
+# ------------------------------------------- refused at apply, on every replica
+
+
+def _refused(apply: Applier, raw: bytes, fragment: str) -> None:
+    before = dict(apply.sm.data)
+    [result] = apply(raw)
+    assert result.outcome is Outcome.REFUSED and not result.ok
+    assert fragment in result.error
+    assert apply.sm.data == before
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (cmd("", 1, set=("k", "v")), "client id"),
+        (cmd("c", 1), "no operation"),
+        (cmd("c", 5, set=("k", "v"), first_unacked=6), "window"),
+        (cmd("c", limits.SESSION_WINDOW + 1, set=("k", "v"), first_unacked=1), "window"),
+        (image("c", 1, []), "at least one hash"),
+        (image("c", 1, [b"short"]), "image hash is 5 bytes"),
+    ],
+    ids=["no-client", "no-op", "seq-below-own-first-unacked", "beyond-window", "no-hashes", "short-hash"],
+)
+def test_command_the_state_cannot_take_is_refused_and_changes_nothing(raw: bytes, fragment: str) -> None:
+    apply = Applier()
+    apply(cmd("setup", 1, set=("k", "kept")))
+    _refused(apply, raw, fragment)
+    assert apply.sm.get("k") == "kept"
+    assert apply.sm.cached_result("c", 1) is None
+
+
+def test_retried_refused_command_gives_the_same_error() -> None:
+    apply = Applier()
+    bad = cmd("c", 1)
     assert apply(bad) == apply(bad)
 
 
-def test_undecodable_command_is_skipped() -> None:
+def test_skipped_write_reports_the_result_its_waiter_needs() -> None:
+    apply = Applier()
+    apply(cmd("c", 10, set=("k", "ten"), first_unacked=10))
+    # Valid in itself, never applied before, but the session is past it.
+    [skipped] = apply(cmd("c", 5, set=("k", "five"), first_unacked=5))
+    assert (skipped.client_id, skipped.seq, skipped.outcome) == ("c", 5, Outcome.UNKNOWN)
+    assert skipped.error
+    # A copy of a write whose result is still kept gets that result.
+    assert apply(cmd("c", 10, set=("k", "ten"), first_unacked=10)) == [Result("c", 10)]
+    assert apply.sm.get("k") == "ten"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\xff\xff\xff", log_pb2.LogCommand().SerializeToString(), b"\x12\x03abc"],
+    ids=["undecodable", "empty", "unknown-kind"],
+)
+def test_unreadable_command_is_counted_and_changes_nothing(raw: bytes, caplog: pytest.LogCaptureFixture) -> None:
     apply = Applier()
     apply(cmd("c", 1, set=("k", "v")))
-    assert apply(b"\xff\xff\xff") == []
+    assert apply(raw, raw) == []
+    assert apply(raw) == []
+    assert apply.sm.unreadable_commands == 3
+    assert len([r for r in caplog.records if "chosen in slot 2" in r.getMessage()]) == 1, "logged once, not per command"
     assert apply.sm.data == {"k": "v"}
-    assert apply.sm.applied_index == 2
+    assert apply.sm.applied_index == 3
+    assert apply(cmd("c", 2, set=("k", "w"))) == [Result("c", 2)]
 
 
 # ------------------------------------------------------------ slot order

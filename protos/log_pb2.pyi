@@ -1,0 +1,51 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class LogCommand(_message.Message):
+    __slots__ = ("client_write",)
+    CLIENT_WRITE_FIELD_NUMBER: _ClassVar[int]
+    client_write: ClientWrite
+    def __init__(self, client_write: _Optional[_Union[ClientWrite, _Mapping]] = ...) -> None: ...
+
+class ClientWrite(_message.Message):
+    __slots__ = ("client_id", "seq", "first_unacked", "set", "delete", "iset")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    FIRST_UNACKED_FIELD_NUMBER: _ClassVar[int]
+    SET_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    ISET_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    seq: int
+    first_unacked: int
+    set: SetOp
+    delete: DeleteOp
+    iset: ImageSetOp
+    def __init__(self, client_id: _Optional[str] = ..., seq: _Optional[int] = ..., first_unacked: _Optional[int] = ..., set: _Optional[_Union[SetOp, _Mapping]] = ..., delete: _Optional[_Union[DeleteOp, _Mapping]] = ..., iset: _Optional[_Union[ImageSetOp, _Mapping]] = ...) -> None: ...
+
+class SetOp(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class DeleteOp(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class ImageSetOp(_message.Message):
+    __slots__ = ("hashes", "metadata")
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    metadata: str
+    def __init__(self, hashes: _Optional[_Iterable[bytes]] = ..., metadata: _Optional[str] = ...) -> None: ...
