@@ -57,6 +57,10 @@ from paxos.messages import (
 from paxos.quorum import MajorityConfig
 
 
+class HostContractError(RuntimeError):
+    """The host broke the ready/advance protocol: a bug in the host, never input."""
+
+
 class Role(Enum):
     FOLLOWER = "follower"
     CANDIDATE = "candidate"
@@ -88,7 +92,6 @@ PLANTABLE_BUGS = frozenset(
         "accept_lower_ballot",  # acceptor accepts a ballot below its promise
         "skip_reproposal",  # new leader fills every open slot with a no-op
         "unconfirmed_read",  # leader answers reads without a quorum round
-        "ack_before_fsync",  # host acts on a bundle before persisting it (host-side)
     }
 )
 
@@ -190,6 +193,7 @@ class Node:
         self._election_deadline = 0
         self._reset_election_timer()
         self._out = Ready()
+        self._outstanding: Ready | None = None  # handed out by ready(), not yet advanced
         # Peer messages refused as impossible from an honest member, by reason.
         self.refused: Counter[str] = Counter()
 
@@ -331,14 +335,13 @@ class Node:
         return self.now + 1 < lead.lease_until
 
     def ready(self) -> Ready:
-        """Hand over everything produced since the last call.
+        """Hand over everything produced since the last bundle.
 
-        The host calls this only after acting on the previous bundle, so the
-        accepts that bundle persisted are durable now and count as votes.
+        The host does what the bundle asks, in the order ``Ready`` states,
+        then calls ``advance`` with it; only then may it ask for the next.
         """
-        durable, self._own_accepts_out = self._own_accepts_out, []
-        for ballot, slot in durable:
-            self._on_accepted(Accepted(self.id, ballot, slot))
+        if self._outstanding is not None:
+            raise HostContractError("ready() called again before advance() of the bundle it handed out")
         if self._lead is not None:
             self._flush_proposals(self._lead)
             if self._lead.read_round_wanted and self._lead.confirmed_seq >= self._lead.heartbeat_seq:
@@ -347,11 +350,20 @@ class Node:
         self._emit_committed()
         self._own_accepts_out, self._own_accepts_new = self._own_accepts_new, []
         out, self._out = self._out, Ready()
+        self._outstanding = out
         return out
 
-    def awaits_own_accepts(self) -> bool:
-        """True when the last bundle persisted accepts not yet counted as votes."""
-        return bool(self._own_accepts_out)
+    def advance(self, ready: Ready) -> None:
+        """The host has done everything ``ready`` asked: its records are durable.
+
+        So this leader's own accepts in it now count as votes.
+        """
+        if ready is not self._outstanding:
+            raise HostContractError("advance() of a bundle that is not the one ready() handed out last")
+        self._outstanding = None
+        durable, self._own_accepts_out = self._own_accepts_out, []
+        for ballot, slot in durable:
+            self._on_accepted(Accepted(self.id, ballot, slot))
 
     # ------------------------------------------------------------ observation
 

@@ -209,7 +209,8 @@ class Ready:
        ``reads`` (each read may be answered once the applied index reaches
        its read index).
 
-    The host asks for the next bundle only after it has done all of this.
+    then hand the bundle back with ``Node.advance``; the core refuses to
+    hand out another before that (``HostContractError``).
     Records left unsynced by step 2 (commit indexes and values learned from
     others, in a bundle that sends nothing) become durable with the next
     fsync; a crash before then loses only what the cluster knows anyway.

@@ -1,12 +1,12 @@
-"""A paxoskv server: the consensus core wired to gRPC, the log and the store.
+"""A paxoskv server: the replica host (paxos/replica.py) wired to gRPC and the log.
 
 Data flows one way:  client request -> core (leader) -> accepts to peers
-while the log is fsynced -> chosen -> state machine -> reply.  One asyncio
-task (``_drive``) owns the order of effects: it takes the core's ``Ready``
-bundle, sends its early messages, makes its records durable, and only then
-sends its other messages, applies its chosen slots and answers its reads.
-While one fsync runs, new input piles up in the core and goes out in the
-next bundle, so many commands share one fsync.
+while the log is fsynced -> chosen -> state machine -> reply.  The replica
+owns that order of effects; this module gives it its storage (the
+write-ahead log, fsynced on a thread of its own), its transport (one gRPC
+stream to each peer, every message checked by the codec on the way in), the
+monotonic clock, and an event loop that drives it once per turn, so that
+everything arriving in one turn shares one bundle and one fsync.
 """
 
 from __future__ import annotations
@@ -21,19 +21,20 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import assert_never
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from paxos import limits, logcommand
+from paxos import limits
 from paxos.codec import DecodeError, PeerCodec
 from paxos.core import Config, Node, Role
 from paxos.hostfile import Member
 from paxos.identity import bootstrap_ids, format_id, parse_id
-from paxos.messages import Message, NodeId, Ready
-from paxos.statemachine import Outcome, Result, StateMachine, validate_command, validate_image_hash, validate_key
+from paxos.messages import Message, NodeId, Record
+from paxos.replica import Observer, Replica, WriteAnswer
+from paxos.statemachine import StateMachine, validate_image_hash, validate_key
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 
@@ -163,9 +164,60 @@ class _RefusalLog:
             self._logged[key] = (now, count)
 
 
-@dataclass
-class _Waiter:
-    future: asyncio.Future[Result]
+class _WalStorage:
+    """The write-ahead log as the replica's storage: fsync on a thread of its own."""
+
+    def __init__(self, wal: Wal, on_failure: Callable[[BaseException], None]) -> None:
+        self.wal = wal
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
+        self._on_failure = on_failure
+
+    def append(self, records: list[Record]) -> None:
+        self.wal.append(records)
+
+    def unsynced(self) -> bool:
+        return self.wal.unsynced()
+
+    def sync(self, done: Callable[[], None]) -> None:
+        future = asyncio.get_running_loop().run_in_executor(self.thread, self.wal.sync)
+        future.add_done_callback(lambda f: self._synced(f, done))
+
+    def _synced(self, future: asyncio.Future[None], done: Callable[[], None]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            # A failed fsync may have dropped the pages it was writing: the
+            # log can no longer be trusted, so the server stops.
+            self._on_failure(exc)
+            return
+        try:
+            done()
+        except Exception as error:  # a bug in the replica: stop rather than idle
+            self._on_failure(error)
+
+    def close(self) -> None:
+        self.thread.submit(self.wal.close).result()
+        self.thread.shutdown()
+
+
+class _ServerObserver(Observer):
+    def __init__(self, server: PaxosServer) -> None:
+        self.s = server
+
+    def role_changed(self, role: Role, leader: NodeId | None) -> None:
+        ballot = self.s.core.ballot
+        if role is Role.LEADER:
+            log.info("became leader with ballot %s (commit index %d)", ballot, self.s.core.commit_index)
+        elif role is Role.CANDIDATE:
+            log.info("no leader heard; running phase 1 with ballot %s", ballot)
+        elif leader is not None:
+            log.info("following %s (ballot %s)", self.s.members[leader].name, ballot)
+        else:
+            log.info("no leader known")
+
+    def refused(self, msg: Message, reason: str) -> None:
+        self.s.refusals.note(self.s.members[msg.sender].name, reason, type(msg).__name__)
 
 
 class PaxosServer:
@@ -179,7 +231,6 @@ class PaxosServer:
         config: Config | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.max_value_bytes = max_value_bytes
         self.fault_injection = fault_injection
         self.identity = check_data_dir(data_dir, name, members)
         self.node_id = self.identity.member_id
@@ -187,25 +238,37 @@ class PaxosServer:
         self.members: dict[NodeId, Member] = {self.identity.ids[m.name]: m for m in members}
         self.me = self.members[self.node_id]
         self.codec = PeerCodec(self.identity.cluster_id, self.node_id, self.members)
-        self.wal, durable = Wal.open(data_dir / "wal")
-        self.core = Node(self.node_id, self.members, random.Random(os.urandom(16)), config, durable)
-        self.store = StateMachine()
-        self._wal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
-        self._writes: dict[tuple[str, int], list[asyncio.Future[Result]]] = {}
-        self._reads: dict[int, asyncio.Future[int]] = {}
-        self._index_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._next_read_id = 0
-        self._now = clock  # for the core's clock; tests pass their own
-        self._clock = clock()  # the core's clock has run up to here
-        self._wake = asyncio.Event()
+        wal, durable = Wal.open(data_dir / "wal")
+        self.storage = _WalStorage(wal, self._internal_failure)
+        self.refusals = _RefusalLog(clock)
+        self.replica = Replica(
+            self.node_id,
+            self.members,
+            durable,
+            storage=self.storage,
+            transport=self,
+            clock=clock,
+            wake=self._schedule_drive,
+            rng=random.Random(os.urandom(16)),
+            config=config,
+            max_value_bytes=max_value_bytes,
+            observer=_ServerObserver(self),
+        )
         self.failed = asyncio.Event()  # set when an internal task died
-        self._seen_role: tuple[Role, int | None] = (Role.FOLLOWER, None)
+        self._drive_scheduled = False
         self._links: dict[NodeId, _PeerLink] = {}
         self._blocked: set[NodeId] = set()
-        self.refusals = _RefusalLog(clock)
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: grpc.aio.Server | None = None
         self.health = health_aio.HealthServicer()
+
+    @property
+    def core(self) -> Node:
+        return self.replica.core
+
+    @property
+    def store(self) -> StateMachine:
+        return self.replica.store
 
     # ------------------------------------------------------------- lifecycle
 
@@ -219,12 +282,12 @@ class PaxosServer:
         for peer in self.core.peers:
             self._links[peer] = _PeerLink(self.members[peer])
         await self._grpc.start()
-        self._tasks = [asyncio.create_task(self._drive()), asyncio.create_task(self._ticker())]
+        self._tasks = [asyncio.create_task(self._ticker())]
         self._tasks += [asyncio.create_task(link.run()) for link in self._links.values()]
         for task in self._tasks:
             task.add_done_callback(self._task_ended)
         await _set_health(self.health, health_pb2.HealthCheckResponse.SERVING)
-        self._wake.set()
+        self._schedule_drive()
         log.info(
             "%s (member %s of cluster %s) listening on %s (%d servers in the cluster)",
             self.me.name,
@@ -243,6 +306,10 @@ class PaxosServer:
         log.critical("internal task %s stopped: %r; shutting down", task.get_coro(), exc, exc_info=exc)
         self.failed.set()
 
+    def _internal_failure(self, exc: BaseException) -> None:
+        log.critical("driving the replica failed: %r; shutting down", exc, exc_info=exc)
+        self.failed.set()
+
     async def stop(self) -> None:
         await _set_health(self.health, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._grpc is not None:
@@ -252,8 +319,7 @@ class PaxosServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for link in self._links.values():
             await link.close()
-        self._wal_thread.submit(self.wal.close).result()
-        self._wal_thread.shutdown()
+        self.storage.close()
 
     async def wait(self) -> None:
         assert self._grpc is not None
@@ -264,61 +330,32 @@ class PaxosServer:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(limits.TICK_SECONDS)
-            self._advance_clock()
-            self._wake.set()
+            self.replica.tick()
 
-    def _advance_clock(self) -> None:
-        """Run the core's clock up to now.
+    def _schedule_drive(self) -> None:
+        """Drive the replica once the event loop has taken in what is ready now.
 
-        Called by the ticker, and before the core sees a peer message or a
-        read: after a stall the event loop may serve those before the ticker,
-        and the read lease and leader stickiness need the real elapsed time.
+        Everything that arrives in one turn of the loop goes out in one
+        bundle.  Before the server starts there is no loop and nothing to do.
         """
-        now = self._now()
-        ticks = int((now - self._clock) / limits.TICK_SECONDS)
-        if ticks <= 0:
+        if self._drive_scheduled or self.failed.is_set():
             return
-        if ticks > limits.MAX_CATCHUP_TICKS:
-            ticks, self._clock = limits.MAX_CATCHUP_TICKS, now
-        else:
-            self._clock += ticks * limits.TICK_SECONDS
-        for _ in range(ticks):
-            self.core.tick()
-
-    async def _drive(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            ready = self.core.ready()
-            self._log_role_change()
-            if ready.empty():
-                continue
-            self._send(ready.early)
-            if ready.persist:
-                self.wal.append(ready.persist)
-            if ready.must_sync() and self.wal.unsynced():
-                await loop.run_in_executor(self._wal_thread, self.wal.sync)
-            self._act(ready)
-            if self.core.awaits_own_accepts():
-                self._wake.set()  # they are durable now: let the core count them
-
-    def _log_role_change(self) -> None:
-        seen = (self.core.role, self.core.leader)
-        if seen == self._seen_role:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
             return
-        self._seen_role = seen
-        role, leader = seen
-        if role is Role.LEADER:
-            log.info("became leader with ballot %s (commit index %d)", self.core.ballot, self.core.commit_index)
-        elif role is Role.CANDIDATE:
-            log.info("no leader heard; running phase 1 with ballot %s", self.core.ballot)
-        elif leader is not None:
-            log.info("following %s (ballot %s)", self.members[leader].name, self.core.ballot)
-        else:
-            log.info("no leader known")
+        self._drive_scheduled = True
+        loop.call_soon(self._drive)
 
-    def _send(self, messages: list[tuple[NodeId, Message]]) -> None:
+    def _drive(self) -> None:
+        self._drive_scheduled = False
+        try:
+            self.replica.drive()
+        except Exception as exc:  # a bug in the replica: stop rather than idle
+            self._internal_failure(exc)
+
+    def send(self, messages: list[tuple[NodeId, Message]]) -> None:
+        """The replica's transport: one stream per peer."""
         # A broadcast is one message object sent to every peer: encode it
         # once, then copy the envelope for each receiver.
         encoded: dict[int, peer_pb2.PeerMessage] = {}
@@ -328,60 +365,6 @@ class PaxosServer:
                 if wire is None:
                     wire = encoded[id(msg)] = self.codec.encode(msg)
                 self._links[to].send(self.codec.addressed(wire, to))
-
-    def _act(self, ready: Ready) -> None:
-        self._send(ready.messages)
-        for slot, value in ready.committed:
-            for result in self.store.apply(slot, value):
-                self._finish_write(result)
-        for read_id, read_index in ready.reads:
-            future = self._reads.pop(read_id, None)
-            if future is not None and not future.done():
-                future.set_result(read_index)
-        self._release_index_waiters()
-        if ready.lost_leadership:
-            log.info(
-                "lost leadership; %d writes and %d reads waiting here are told to retry",
-                len(self._writes),
-                len(self._reads),
-            )
-            self._fail_pending("leadership lost")
-
-    def _finish_write(self, result: Result) -> None:
-        # Apply reports a result for every client write it meets, skipped
-        # copies included, so each waiter is answered when its slot applies.
-        for future in self._writes.pop((result.client_id, result.seq), []):
-            if not future.done():
-                future.set_result(result)
-
-    def _fail_pending(self, why: str) -> None:
-        for futures in self._writes.values():
-            for future in futures:
-                if not future.done():
-                    future.set_exception(_LostLeadership(why))
-        self._writes.clear()
-        for read in self._reads.values():
-            if not read.done():
-                read.set_exception(_LostLeadership(why))
-        self._reads.clear()
-
-    def _release_index_waiters(self) -> None:
-        applied = self.store.applied_index
-        keep = []
-        for index, future in self._index_waiters:
-            if index <= applied:
-                if not future.done():
-                    future.set_result(None)
-            else:
-                keep.append((index, future))
-        self._index_waiters = keep
-
-    async def _wait_applied(self, index: int) -> None:
-        if index <= self.store.applied_index:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._index_waiters.append((index, future))
-        await future
 
     # ------------------------------------------------------ peer messages in
 
@@ -394,11 +377,7 @@ class PaxosServer:
             return
         if msg.sender in self._blocked:
             return
-        self._advance_clock()
-        refused = self.core.receive(msg)
-        if refused is not None:
-            self.refusals.note(self.members[msg.sender].name, refused, type(msg).__name__)
-        self._wake.set()
+        self.replica.receive(msg)
 
     def _peer_label(self, sender: int, origin: str) -> str:
         member = self.members.get(sender)
@@ -417,56 +396,25 @@ class PaxosServer:
         return self.members[leader].name if leader is not None else ""
 
     async def write(self, cmd: kv_pb2.Command, deadline: float) -> kv_pb2.WriteReply:
-        if not self.core.is_leader():
-            return kv_pb2.WriteReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
-        # The leader's own limits are checked here, before proposing, and
-        # only here: once chosen, every replica applies the command whatever
-        # its own --max-value-bytes.  (So a follower redirects rather than
-        # judging by limits that are not the ones that count.)
-        error = validate_command(cmd, self.max_value_bytes)
-        if error:
-            return kv_pb2.WriteReply(status=kv_pb2.INVALID, error=error)
-        cached = self.store.cached_result(cmd.client_id, cmd.seq)
-        if cached is not None:
-            return _write_reply(cached)
-        key = (cmd.client_id, cmd.seq)
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        first = key not in self._writes
-        self._writes.setdefault(key, []).append(future)
-        if first and not self.core.propose(logcommand.client_write(cmd)):
-            self._writes.pop(key, None)
-            return kv_pb2.WriteReply(status=kv_pb2.UNAVAILABLE, error="leader is overloaded; retry later")
-        self._wake.set()
+        future: asyncio.Future[WriteAnswer] = asyncio.get_running_loop().create_future()
+        self.replica.write(cmd, lambda answer: _settle(future, answer))
         try:
-            result = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
-        except (TimeoutError, _LostLeadership):
-            return kv_pb2.WriteReply(status=kv_pb2.UNKNOWN, leader_hint=self.leader_hint())
-        return _write_reply(result)
+            answer = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
+        except TimeoutError:
+            answer = WriteAnswer(kv_pb2.UNKNOWN)
+        hint = self.leader_hint() if answer.status in (kv_pb2.NOT_LEADER, kv_pb2.UNKNOWN) else ""
+        return kv_pb2.WriteReply(status=answer.status, removed=answer.removed, error=answer.error, leader_hint=hint)
 
     async def linearizable_read(self, deadline: float) -> kv_pb2.Status:
         """Wait until a read may be served here; the status to reply with."""
-        if not self.core.is_leader():
-            return kv_pb2.NOT_LEADER
-        self._advance_clock()
-        index = self.core.lease_read_index()
-        if index is not None and index <= self.store.applied_index:
-            return kv_pb2.OK  # answered under the lease, no round needed
-        self._next_read_id += 1
-        read_id = self._next_read_id
-        if not self.core.read(read_id):
-            return kv_pb2.UNAVAILABLE
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._reads[read_id] = future
-        self._wake.set()
+        future: asyncio.Future[kv_pb2.Status] = asyncio.get_running_loop().create_future()
+        read_id = self.replica.read(lambda status: _settle(future, status))
         try:
-            read_index = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
-            await asyncio.wait_for(self._wait_applied(read_index), max(deadline - time.monotonic(), 0.001))
-        except _LostLeadership:
-            return kv_pb2.NOT_LEADER
+            return await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
         except TimeoutError:
-            self._reads.pop(read_id, None)
+            if read_id is not None:
+                self.replica.forget_read(read_id)
             return kv_pb2.UNAVAILABLE
-        return kv_pb2.OK
 
     def status(self) -> kv_pb2.NodeStatus:
         return kv_pb2.NodeStatus(
@@ -480,22 +428,12 @@ class PaxosServer:
         )
 
 
-class _LostLeadership(Exception):
-    pass
+T = TypeVar("T")
 
 
-def _write_reply(result: Result) -> kv_pb2.WriteReply:
-    match result.outcome:
-        case Outcome.APPLIED:
-            return kv_pb2.WriteReply(status=kv_pb2.OK, removed=result.removed)
-        case Outcome.REFUSED:
-            return kv_pb2.WriteReply(status=kv_pb2.INVALID, error=result.error)
-        case Outcome.UNKNOWN:
-            # Not INVALID: that would tell the client nothing was applied,
-            # and an earlier copy of this write may have been.
-            return kv_pb2.WriteReply(status=kv_pb2.UNKNOWN, error=result.error)
-        case unreachable:
-            assert_never(unreachable)
+def _settle(future: asyncio.Future[T], value: T) -> None:
+    if not future.done():  # the caller may have timed out already
+        future.set_result(value)
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float:

@@ -73,10 +73,10 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, assert_never
+from typing import Any
 
 from client import kv as kvclient
-from paxos import limits, logcommand
+from paxos import limits
 from paxos import server as paxos_server
 from paxos.core import PLANTABLE_BUGS, Config, Node, Role
 from paxos.messages import (
@@ -85,14 +85,18 @@ from paxos.messages import (
     DurableState,
     Message,
     PromiseRecord,
-    Ready,
     Record,
     Slot,
     Value,
 )
-from paxos.statemachine import Outcome, Result, StateMachine, validate_command
+from paxos.replica import Observer, Replica, WriteAnswer
+from paxos.statemachine import StateMachine
 from protos import kv_pb2, log_pb2
 from tests import lincheck
+
+# Mistakes planted in the simulated host rather than in the core.
+HOST_BUGS = frozenset({"ack_before_fsync"})  # the disk reports an fsync done before it is
+ALL_BUGS = PLANTABLE_BUGS | HOST_BUGS
 
 SECOND = 1_000_000
 MS = 1_000
@@ -321,32 +325,104 @@ class Request:
     done: bool = False
 
 
-class Host:
-    """One server process: ``paxos/server.py``'s driving loop, simulated."""
+class SimDisk:
+    """The replica's storage here: a log whose unsynced tail a crash may lose.
+
+    ``append`` buffers; ``sync`` makes everything appended so far durable
+    after a simulated latency (with occasional stalls) and then reports
+    done.  With the planted bug ``ack_before_fsync`` it reports done at once
+    and fsyncs in the background, like a log flushed off the critical path:
+    the replica then acts on bundles that are not yet durable.
+    """
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.durable = DurableState()
+        # Records written but not yet durable, the first ``flushing`` of
+        # which an fsync is making durable right now.
+        self.pending: list[Record] = []
+        self.flushing = 0
+
+    def append(self, records: list[Record]) -> None:
+        self.pending.extend(records)
+
+    def unsynced(self) -> bool:
+        return bool(self.pending)
+
+    def sync(self, done: Callable[[], None]) -> None:
+        if self.host.sim.ack_before_fsync:
+            if not self.flushing:
+                self._start(None)
+            done()
+            return
+        assert not self.flushing, "the replica waits for one fsync at a time"
+        self._start(done)
+
+    def _start(self, done: Callable[[], None] | None) -> None:
+        sim = self.host.sim
+        self.flushing = len(self.pending)
+        sim.at(sim.now + sim.fsync_latency(), self.host.fsync_done, self.host.incarnation, done)
+
+    def complete(self) -> None:
+        """The fsync in progress finished."""
+        synced = self.pending[: self.flushing]
+        del self.pending[: self.flushing]
+        self.flushing = 0
+        apply = self.durable.apply
+        for record in synced:
+            apply(record)
+        sim = self.host.sim
+        if sim.verbose:
+            sim.log(self.host.id, "disk", "fsynced " + ", ".join(map(describe_record, synced)))
+        if sim.ack_before_fsync and self.pending:
+            self._start(None)
+
+    def crash(self) -> None:
+        sim = self.host.sim
+        if self.pending:
+            # The disk may have kept any prefix of what was written (a torn
+            # tail of the log is cut off on recovery).
+            records = self.pending
+            kept = 0 if sim.rng.random() < 0.5 else sim.rng.randint(0, len(records))
+            for record in records[:kept]:
+                self.durable.apply(record)
+            sim.log(self.host.id, "disk", f"crash before fsync: kept {kept} of {len(records)} records")
+        self.pending, self.flushing = [], 0
+
+    def recovered(self) -> DurableState:
+        d = self.durable
+        return DurableState(d.promised, dict(d.accepted), dict(d.chosen), d.commit_index)
+
+
+class Host(Observer):
+    """One server process: the shipped ``Replica`` on a simulated disk, network and clock.
+
+    What stays here is what a process is and the simulator's bookkeeping:
+    crashes and restarts, stalls (work piles up and runs in random order on
+    resume), the clock's rate, and which client requests die with the
+    process.
+    """
 
     def __init__(self, sim: Simulation, node_id: int, tick_us: int) -> None:
         self.sim = sim
         self.id = node_id
         self.tick_us = tick_us  # this node's clock runs slightly fast or slow
-        self.durable = DurableState()
+        self.disk = SimDisk(self)
         self.up = False
         self.incarnation = 0
-        self.core: Node | None = None
+        self.replica: Replica | None = None
         self.store = StateMachine()
-        self.role = Role.FOLLOWER
-        # The disk: records written but not yet durable, the first
-        # ``flushing`` of which an fsync is making durable right now, and
-        # the bundle that waits for that fsync before the host acts on it.
-        self.unsynced: list[Record] = []
-        self.flushing = 0
-        self.waiting: Ready | None = None
         self.paused_until = 0
         self.deferred: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
-        self.last_tick = 0
-        self.writes: dict[tuple[str, int], list[Request]] = {}
-        self.reads: dict[int, Request] = {}
-        self.index_waiters: list[tuple[int, Request]] = []
-        self.next_read_id = 0
+        self.requests: list[Request] = []  # received by this process, maybe unanswered
+
+    @property
+    def core(self) -> Node | None:
+        return self.replica.core if self.replica is not None else None
+
+    @property
+    def durable(self) -> DurableState:
+        return self.disk.durable
 
     # ---------------------------------------------------------- lifecycle
 
@@ -354,46 +430,43 @@ class Host:
         sim = self.sim
         self.up = True
         self.incarnation += 1
-        d = self.durable
-        recovered = DurableState(d.promised, dict(d.accepted), dict(d.chosen), d.commit_index)
         rng = random.Random(sim.rng.getrandbits(64))
-        self.core = Node(self.id, range(sim.n), rng, sim.config, recovered)
         self.store = StateMachine()
-        self.role = self.core.role
-        self.unsynced, self.flushing, self.waiting = [], 0, None
+        self.replica = Replica(
+            self.id,
+            range(sim.n),
+            self.disk.recovered(),
+            storage=self.disk,
+            transport=self,
+            clock=self.clock,
+            wake=self.wake,
+            store=self.store,
+            rng=rng,
+            config=sim.config,
+            observer=self,
+        )
         self.paused_until = 0
         self.deferred = []
-        self.last_tick = sim.now
         sim.at(sim.now + self.tick_us, self.on_tick, self.incarnation)
-        self.drive()
+        self.replica.drive()
+
+    def clock(self) -> float:
+        """This node's monotonic clock, in seconds, running at its own rate."""
+        return self.sim.now * TICK_US / self.tick_us / SECOND
 
     def crash(self) -> None:
-        sim = self.sim
-        if self.unsynced:
-            # The disk may have kept any prefix of what was written (a torn
-            # tail of the log is cut off on recovery).
-            records = self.unsynced
-            kept = 0 if sim.rng.random() < 0.5 else sim.rng.randint(0, len(records))
-            for record in records[:kept]:
-                self.durable.apply(record)
-            sim.log(self.id, "disk", f"crash before fsync: kept {kept} of {len(records)} records")
-        self.unsynced, self.flushing, self.waiting = [], 0, None
+        self.disk.crash()
         for req in self.pending_requests():
-            sim.reply(req, RESET)
-        self.writes.clear()
-        self.reads.clear()
-        self.index_waiters.clear()
+            self.sim.reply(req, RESET)
+        self.requests = []
         self.up = False
-        self.core = None
+        self.replica = None
         self.incarnation += 1
         self.paused_until = 0
         self.deferred = []
 
     def pending_requests(self) -> Iterable[Request]:
-        for reqs in self.writes.values():
-            yield from (r for r in reqs if not r.done)
-        yield from (r for r in self.reads.values() if not r.done)
-        yield from (r for _, r in self.index_waiters if not r.done)
+        yield from (r for r in self.requests if not r.done)
         yield from (args[1] for fn, args in self.deferred if fn == self.sim.deliver_request)
 
     def defer(self, fn: Callable[..., None], *args: Any) -> bool:
@@ -422,129 +495,50 @@ class Host:
         for fn, args in rest:
             fn(*args)
 
-    # ------------------------------------------------------ driving the core
+    # ------------------------------------------- what the replica is given
 
     def on_tick(self, incarnation: int) -> None:
         if incarnation != self.incarnation or self.defer(self.on_tick, incarnation):
             return
-        sim = self.sim
-        self.advance_clock()
-        self.drive()
+        assert self.replica is not None
+        self.replica.tick()
         # asyncio.sleep(TICK) overshoots a little; the next wake counts ticks.
+        sim = self.sim
         sim.at(sim.now + self.tick_us + int(sim.rng.random() * TICK_JITTER_US), self.on_tick, incarnation)
 
-    def advance_clock(self) -> None:
-        """server._advance_clock: run the core's clock up to this node's now."""
-        core = self.core
-        assert core is not None
-        ticks = (self.sim.now - self.last_tick) // self.tick_us
-        if ticks > limits.MAX_CATCHUP_TICKS:
-            ticks, self.last_tick = limits.MAX_CATCHUP_TICKS, self.sim.now
-        else:
-            self.last_tick += ticks * self.tick_us
-        for _ in range(ticks):
-            core.tick()
+    def wake(self) -> None:
+        if self.replica is not None:
+            self.replica.drive()
 
-    def receive(self, msg: Message) -> None:
-        core = self.core
-        assert core is not None
-        self.advance_clock()
-        refused = core.receive(msg)
-        if refused is not None:
-            self.sim.refused(self.id, msg, refused)
-        self.drive()
-
-    def drive(self) -> None:
-        core = self.core
-        assert core is not None
-        if core.role is not self.role:
-            self.role = core.role
-            sim = self.sim
-            sim.log(self.id, "role", f"{core.role.value} ballot {core.ballot}")
-            if core.role is Role.LEADER:
-                sim.stats["elections"] += 1
-        if self.sim.ack_before_fsync:
-            self.drive_acking_early()
+    def fsync_done(self, incarnation: int, done: Callable[[], None] | None) -> None:
+        if incarnation != self.incarnation or self.defer(self.fsync_done, incarnation, done):
             return
-        while self.waiting is None:
-            ready = core.ready()
-            # server._drive: send the early messages, append, await the
-            # fsync if the bundle needs one, only then act.
-            self.send(ready.early)
-            self.unsynced.extend(ready.persist)
-            if ready.must_sync() and self.unsynced:
-                self.waiting = ready
-                self.start_fsync()
-                return
-            if not (ready.messages or ready.committed or ready.reads or ready.lost_leadership):
-                return
-            self.act(ready)
-
-    def drive_acking_early(self) -> None:
-        """The planted bug: write the records, act at once, fsync later.
-
-        Like a log that is flushed in the background (group commit off the
-        critical path), everything since the last completed fsync is at risk.
-        """
-        core = self.core
-        assert core is not None
-        while True:
-            ready = core.ready()
-            self.send(ready.early)
-            if ready.persist:
-                self.unsynced.extend(ready.persist)
-                if not self.flushing:
-                    self.start_fsync()
-            elif not (ready.messages or ready.committed or ready.reads or ready.lost_leadership):
-                return
-            self.act(ready)
-
-    def start_fsync(self) -> None:
-        self.flushing = len(self.unsynced)
-        self.sim.at(self.sim.now + self.sim.fsync_latency(), self.fsync_done, self.incarnation)
-
-    def fsync_done(self, incarnation: int) -> None:
-        if incarnation != self.incarnation or self.defer(self.fsync_done, incarnation):
-            return
-        synced = self.unsynced[: self.flushing]
-        del self.unsynced[: self.flushing]
-        self.flushing = 0
-        apply = self.durable.apply
-        for record in synced:
-            apply(record)
-        if self.sim.verbose:
-            self.sim.log(self.id, "disk", "fsynced " + ", ".join(map(describe_record, synced)))
-        if self.sim.ack_before_fsync:
-            if self.unsynced:
-                self.start_fsync()
-            return
-        ready, self.waiting = self.waiting, None
-        assert ready is not None
-        self.act(ready)
-        self.drive()
+        self.disk.complete()
+        if done is not None:
+            done()
 
     def send(self, messages: list[tuple[int, Message]]) -> None:
         for to, msg in messages:
             self.sim.send(self.id, to, msg)
 
-    def act(self, ready: Ready) -> None:
-        sim = self.sim
-        src = self.id
-        self.send(ready.messages)
-        if ready.committed:
-            store = self.store
-            for slot, value in ready.committed:
-                sim.learn(src, slot, value)
-                for result in store.apply(slot, value):
-                    self.finish_write(result)
-        for read_id, read_index in ready.reads:
-            req = self.reads.pop(read_id, None)
-            if req is not None and not req.done:
-                self.index_waiters.append((read_index, req))
-        if self.index_waiters:
-            self.release_index_waiters()
-        if ready.lost_leadership:
-            self.fail_pending()
+    def receive(self, msg: Message) -> None:
+        assert self.replica is not None
+        self.replica.receive(msg)
+
+    # ------------------------------------------------ what it reports back
+
+    def role_changed(self, role: Role, leader: int | None) -> None:
+        core = self.core
+        assert core is not None
+        self.sim.log(self.id, "role", f"{role.value} ballot {core.ballot}")
+        if role is Role.LEADER:
+            self.sim.stats["elections"] += 1
+
+    def applying(self, slot: Slot, value: Value) -> None:
+        self.sim.learn(self.id, slot, value)
+
+    def refused(self, msg: Message, reason: str) -> None:
+        self.sim.refused(self.id, msg, reason)
 
     # ------------------------------------------------------ client requests
 
@@ -552,44 +546,17 @@ class Host:
         return self.core.leader if self.core is not None else None
 
     def on_request(self, req: Request) -> None:
-        core = self.core
-        assert core is not None
-        sim = self.sim
-        if not core.is_leader():
-            sim.reply(req, kv_pb2.NOT_LEADER, hint=self.leader_hint())
-            return
-        if req.cmd is None:
-            self.advance_clock()
-            index = core.lease_read_index()
-            if index is not None and index <= self.store.applied_index:
-                sim.reply(req, kv_pb2.OK, value=self.store.get(req.key))
-                return
-            self.next_read_id += 1
-            if not core.read(self.next_read_id):
-                sim.reply(req, kv_pb2.UNAVAILABLE, hint=self.leader_hint())
-                return
-            self.reads[self.next_read_id] = req
-        else:
-            # Limits are checked before proposing only; every simulated
-            # server runs with the default --max-value-bytes.
-            error = validate_command(req.cmd, limits.DEFAULT_MAX_VALUE_BYTES)
-            if error:
-                sim.reply(req, kv_pb2.INVALID)
-                return
-            cached = self.store.cached_result(req.cmd.client_id, req.cmd.seq)
-            if cached is not None:
-                sim.reply(req, kv_pb2.OK, removed=cached.removed)
-                return
-            key = (req.cmd.client_id, req.cmd.seq)
-            first = key not in self.writes
-            self.writes.setdefault(key, []).append(req)
-            if first and not core.propose(logcommand.client_write(req.cmd)):
-                self.writes.pop(key, None)
-                sim.reply(req, kv_pb2.UNAVAILABLE)
-                return
+        replica = self.replica
+        assert replica is not None
+        if len(self.requests) > 64:
+            self.requests = [r for r in self.requests if not r.done]
+        self.requests.append(req)
         # The server's own wait ends with the client's deadline; a request
         # that outlived it is dropped then (see ``expired``), unanswered.
-        self.drive()
+        if req.cmd is None:
+            replica.read(lambda status: self.answer_read(req, status))
+        else:
+            replica.write(req.cmd, lambda answer: self.answer_write(req, answer))
 
     def expired(self, req: Request) -> bool:
         if req.done:
@@ -599,47 +566,15 @@ class Host:
             return True
         return False
 
-    def finish_write(self, result: Result) -> None:
-        for req in self.writes.pop((result.client_id, result.seq), ()):
-            if not self.expired(req):
-                self.sim.reply(req, _write_status(result), removed=result.removed)
+    def answer_write(self, req: Request, answer: WriteAnswer) -> None:
+        if not self.expired(req):
+            hint = self.leader_hint() if answer.status in (kv_pb2.NOT_LEADER, kv_pb2.UNKNOWN) else None
+            self.sim.reply(req, answer.status, removed=answer.removed, hint=hint)
 
-    def release_index_waiters(self) -> None:
-        applied = self.store.applied_index
-        keep = []
-        for index, req in self.index_waiters:
-            if self.expired(req):
-                continue
-            if index <= applied:
-                self.sim.reply(req, kv_pb2.OK, value=self.store.get(req.key))
-            else:
-                keep.append((index, req))
-        self.index_waiters = keep
-
-    def fail_pending(self) -> None:
-        hint = self.leader_hint()
-        for reqs in self.writes.values():
-            for req in reqs:
-                if not self.expired(req):
-                    self.sim.reply(req, kv_pb2.UNKNOWN, hint=hint)
-        self.writes.clear()
-        for req in self.reads.values():
-            if not self.expired(req):
-                self.sim.reply(req, kv_pb2.NOT_LEADER, hint=hint)
-        self.reads.clear()
-
-
-def _write_status(result: Result) -> int:
-    """``paxos/server.py``'s ``_write_reply``, as a status."""
-    match result.outcome:
-        case Outcome.APPLIED:
-            return kv_pb2.OK
-        case Outcome.REFUSED:
-            return kv_pb2.INVALID
-        case Outcome.UNKNOWN:
-            return kv_pb2.UNKNOWN
-        case unreachable:
-            assert_never(unreachable)
+    def answer_read(self, req: Request, status: int) -> None:
+        if not self.expired(req):
+            value = self.store.get(req.key) if status == kv_pb2.OK else None
+            self.sim.reply(req, status, value=value, hint=self.leader_hint())
 
 
 # ----------------------------------------------------------------- client
@@ -835,10 +770,10 @@ class Simulation:
         self.rng = random.Random(seed)
         self.n = self.rng.choice(list(nodes))
         self.bugs = tuple(sorted(set(bugs)))
-        unknown = set(self.bugs) - PLANTABLE_BUGS
+        unknown = set(self.bugs) - ALL_BUGS
         if unknown:
-            raise ValueError(f"unknown planted bugs {sorted(unknown)}; choose from {sorted(PLANTABLE_BUGS)}")
-        self.config = Config(planted_bugs=frozenset(self.bugs))
+            raise ValueError(f"unknown planted bugs {sorted(unknown)}; choose from {sorted(ALL_BUGS)}")
+        self.config = Config(planted_bugs=frozenset(self.bugs) & PLANTABLE_BUGS)
         self.ack_before_fsync = "ack_before_fsync" in self.bugs
         self.profile = Profile.draw(self.rng)
         self.verbose = verbose
@@ -1309,7 +1244,7 @@ class Simulation:
         if self.now >= self.liveness_deadline:
             pending = "; ".join(c.describe_pending() for c in self.clients if not c.done)
             applied = ", ".join(f"n{h.id}={h.store.applied_index}" for h in self.hosts)
-            roles = ", ".join(f"n{h.id}={h.role.value}" for h in self.hosts)
+            roles = ", ".join(f"n{h.id}={h.core.role.value if h.core else 'down'}" for h in self.hosts)
             self.violation(
                 "liveness",
                 f"{LIVENESS_US // SECOND}s after the heal: {pending or 'clients done'}; "
@@ -1525,7 +1460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     what.add_argument("--seeds", type=int, help="run this many seeds and print a summary")
     parser.add_argument("--start", type=int, default=0, help="first seed of --seeds (default 0)")
     parser.add_argument("--nodes", type=_parse_nodes, default=DEFAULT_NODES, help="cluster sizes to draw from")
-    parser.add_argument("--bug", action="append", default=[], choices=sorted(PLANTABLE_BUGS), help="plant a bug")
+    parser.add_argument("--bug", action="append", default=[], choices=sorted(ALL_BUGS), help="plant a bug")
     parser.add_argument("--fault-seconds", type=float, default=DEFAULT_FAULT_SECONDS, help="simulated fault phase")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for --seeds")
     parser.add_argument("--first-failure", action="store_true", help="with --seeds: stop at the first failing seed")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from paxos.core import PLANTABLE_BUGS, Config, Node, Role
+from paxos.core import PLANTABLE_BUGS, Config, HostContractError, Node, Role
 from paxos.messages import (
     NO_BALLOT,
     NOOP,
@@ -116,7 +116,7 @@ class Net:
     # -- driving nodes
 
     def collect(self, node: NodeId) -> Ready:
-        ready = self.nodes[node].ready()
+        ready = take(self.nodes[node])
         trace = self.traces[node]
         trace.readies.append(ready)
         trace.records += ready.persist
@@ -209,6 +209,13 @@ class Net:
         return [n for n in range(self.size) if self.nodes[n].is_leader()]
 
 
+def take(node: Node) -> Ready:
+    """The next bundle, done at once (the records are durable as soon as handed out)."""
+    ready = node.ready()
+    node.advance(ready)
+    return ready
+
+
 def slots(*values: Value) -> list[tuple[Slot, Value]]:
     return [(i, v) for i, v in enumerate(values, start=1)]
 
@@ -261,7 +268,7 @@ def test_planted_accept_lower_ballot_is_caught_by_the_acceptor_check() -> None:
     node = Node(1, range(3), random.Random(0), replace(FIXED, planted_bugs=frozenset({"accept_lower_ballot"})))
     node.receive(Prepare(2, Ballot(5, 2), 1))
     node.receive(Accept(0, Ballot(5, 0), 1, (b"x",), 0))
-    assert node.ready().messages[-1] == (0, Accepted(1, Ballot(5, 0), 1))
+    assert take(node).messages[-1] == (0, Accepted(1, Ballot(5, 0), 1))
 
 
 def test_planted_unconfirmed_read_is_caught_by_the_read_check() -> None:
@@ -284,7 +291,7 @@ def test_fresh_node_is_a_quiet_follower() -> None:
     assert node.ballot == NO_BALLOT
     assert not node.propose(b"x")
     assert not node.read(1)
-    assert node.ready().empty()
+    assert take(node).empty()
 
 
 # ------------------------------------------------------- phases 1 and 2
@@ -443,14 +450,14 @@ def test_higher_ballot_preempts_lower_one() -> None:
 def test_acceptor_rejects_lower_prepare_and_accept() -> None:
     node = Node(1, range(3), random.Random(0), NO_LEASE)
     node.receive(Prepare(2, Ballot(5, 2), 1))
-    first = node.ready()
+    first = take(node)
     assert first.persist == [PromiseRecord(Ballot(5, 2))]
     assert first.messages == [(2, Promise(1, Ballot(5, 2), 0, ()))]
 
     node.receive(Prepare(0, Ballot(5, 0), 1))
     node.receive(Prepare(0, Ballot(4, 0), 1))
     node.receive(Accept(0, Ballot(5, 0), 1, (b"x",), 0))
-    out = node.ready()
+    out = take(node)
     assert out.persist == []
     assert out.messages == [
         (0, Reject(1, Ballot(5, 2), 0)),
@@ -462,7 +469,7 @@ def test_acceptor_rejects_lower_prepare_and_accept() -> None:
 
     # The promised ballot itself, and higher ones, are accepted.
     node.receive(Accept(2, Ballot(5, 2), 1, (b"y",), 0))
-    out = node.ready()
+    out = take(node)
     assert out.persist == [AcceptRecord(1, Ballot(5, 2), (b"y",))]
     assert out.messages == [(2, Accepted(1, Ballot(5, 2), 1))]
 
@@ -708,7 +715,7 @@ def test_restart_counts_a_learned_slot_whose_commit_record_was_lost() -> None:
     state.apply(ChosenRecord(2, (b"b",)))
     node = Node(0, range(3), random.Random(0), FIXED, state)
     assert node.commit_index == 2
-    assert node.ready().committed == slots((b"a",), (b"b",))
+    assert take(node).committed == slots((b"a",), (b"b",))
 
 
 def test_leader_counts_its_own_accept_only_in_the_bundle_after_persisting_it() -> None:
@@ -721,14 +728,28 @@ def test_leader_counts_its_own_accept_only_in_the_bundle_after_persisting_it() -
     assert out.persist == [AcceptRecord(1, leader.ballot, (b"x",))]
     assert sorted(to for to, m in out.early if isinstance(m, Accept)) == [1, 2]
     assert not any(isinstance(m, Accept) for _, m in out.messages)
-    assert out.must_sync() and leader.awaits_own_accepts()
+    assert out.must_sync()
     # A follower's vote arrives while the leader's own record is being
     # written: one vote of three is no quorum yet.
     leader.receive(Accepted(1, leader.ballot, 1))
     assert leader.commit_index == 0
-    # The next bundle means the last one is durable: now it counts.
-    assert leader.ready().committed == slots((b"x",))
+    # The host hands the bundle back once it is durable: now it counts.
+    leader.advance(out)
     assert leader.commit_index == 1
+    assert take(leader).committed == slots((b"x",))
+
+
+def test_host_must_advance_each_bundle_before_taking_the_next() -> None:
+    node = Node(0, range(3), random.Random(0))
+    first = node.ready()
+    with pytest.raises(HostContractError, match="before advance"):
+        node.ready()
+    with pytest.raises(HostContractError, match="not the one"):
+        node.advance(Ready())
+    node.advance(first)
+    with pytest.raises(HostContractError, match="not the one"):
+        node.advance(first)  # twice
+    node.advance(node.ready())
 
 
 def test_a_bundle_that_only_learns_commits_needs_no_sync() -> None:
@@ -740,7 +761,7 @@ def test_a_bundle_that_only_learns_commits_needs_no_sync() -> None:
     assert leader.propose(b"b")
     net.collect(0)
     leader.receive(Accepted(1, leader.ballot, 2))
-    out = leader.ready()
+    out = take(leader)
     assert out.persist == [CommitRecord(2)] and out.messages == [] and out.early == []
     assert not out.must_sync()
     assert out.committed == [(2, (b"b",))]
@@ -846,7 +867,7 @@ def test_ready_contract_on_a_single_exchange() -> None:
     node = Node(1, range(3), random.Random(0), NO_LEASE)
     node.receive(Prepare(0, Ballot(1, 0), 1))
     node.receive(Accept(0, Ballot(1, 0), 1, (b"v",), 0))
-    out = node.ready()
+    out = take(node)
     assert out.persist == [PromiseRecord(Ballot(1, 0)), AcceptRecord(1, Ballot(1, 0), (b"v",))]
     assert [m for _, m in out.messages] == [
         Promise(1, Ballot(1, 0), 0, ()),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from paxos.codec import PeerCodec
 from paxos.hostfile import Member
-from paxos.messages import Ballot, Heartbeat, HeartbeatAck, Message, Prepare, PreVote, PreVoteReply, Promise
+from paxos.messages import Ballot, Heartbeat, HeartbeatAck, Message, Prepare, PreVote, PreVoteReply, Promise, Ready
 from paxos.server import PaxosServer
 from protos import kv_pb2
 
@@ -30,8 +30,14 @@ def _from_peer(server: PaxosServer, msg: Message) -> None:
 
 
 def _close(server: PaxosServer) -> None:
-    server.wal.close()
-    server._wal_thread.shutdown()
+    server.storage.close()
+
+
+def _bundle(server: PaxosServer) -> Ready:
+    """Take the core's next bundle as the replica would (the server is not running)."""
+    ready = server.core.ready()
+    server.core.advance(ready)
+    return ready
 
 
 def _leader_with_a_lease(tmp_path: Path, clock: list[float]) -> PaxosServer:
@@ -39,14 +45,14 @@ def _leader_with_a_lease(tmp_path: Path, clock: list[float]) -> PaxosServer:
     core = server.core
     peer = server.identity.ids["s1"]
     clock[0] += 1.0  # past any election timeout: node 0 asks for pre-votes
-    server._advance_clock()
-    prevote = [m for _, m in core.ready().messages if isinstance(m, PreVote)][-1]
+    server.replica.advance_clock()
+    prevote = [m for _, m in _bundle(server).messages if isinstance(m, PreVote)][-1]
     core.receive(PreVoteReply(peer, prevote.ballot, True))
-    prepare = next(m for _, m in core.ready().messages if isinstance(m, Prepare))
+    prepare = next(m for _, m in _bundle(server).messages if isinstance(m, Prepare))
     core.receive(Promise(peer, prepare.ballot, 0, ()))
-    beat = next(m for _, m in core.ready().messages if isinstance(m, Heartbeat))
+    beat = next(m for _, m in _bundle(server).messages if isinstance(m, Heartbeat))
     core.receive(HeartbeatAck(peer, beat.ballot, beat.seq, 0))
-    core.ready()
+    _bundle(server)
     assert core.is_leader() and core.lease_read_index() == 0
     return server
 
@@ -72,20 +78,20 @@ def test_follower_that_acked_after_a_stall_refuses_a_rival(tmp_path: Path) -> No
     leader, rival = follower.identity.ids["s0"], follower.identity.ids["s2"]
     try:
         clock[0] += 1.0
-        follower._advance_clock()
-        follower.core.ready()
+        follower.replica.advance_clock()
+        _bundle(follower)
         leader_ballot = Ballot(5, leader)
         _from_peer(follower, Heartbeat(leader, leader_ballot, 0, 1))
         assert follower.core.leader == leader
-        follower.core.ready()
+        _bundle(follower)
         # It stalls; a heartbeat that waited in its socket is handled first,
         # and it acknowledges it: the leader's lease now counts on it.
         clock[0] += 2.0
         _from_peer(follower, Heartbeat(leader, leader_ballot, 0, 2))
-        assert any(isinstance(m, HeartbeatAck) for _, m in follower.core.ready().messages)
-        follower._advance_clock()  # then its ticker runs
+        assert any(isinstance(m, HeartbeatAck) for _, m in _bundle(follower).messages)
+        follower.replica.advance_clock()  # then its ticker runs
         _from_peer(follower, Prepare(rival, Ballot(6, rival), 1))
-        out = follower.core.ready()
+        out = _bundle(follower)
         assert not any(isinstance(m, Promise) for _, m in out.messages)
         assert follower.core.promised == leader_ballot
     finally:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from paxos.core import PLANTABLE_BUGS
 from tests import sim
 
 SEEDS = int(os.environ.get("PAXOSKV_SIM_SEEDS", "200"))
@@ -54,7 +53,7 @@ def test_sweep_of_seeds_across_3_5_7_nodes_passes_with_no_bug_planted() -> None:
         assert sum(r.stats["elections"] for r in results) > 2 * SEEDS
 
 
-@pytest.mark.parametrize("bug", sorted(PLANTABLE_BUGS))
+@pytest.mark.parametrize("bug", sorted(sim.ALL_BUGS))
 def test_planted_bug_is_caught_within_the_seed_budget(bug: str) -> None:
     results = sim.run_many(range(BUG_BUDGET), bugs=[bug], jobs=JOBS, stop_at_first_failure=True)
     caught = [r for r in results if not r.ok]

@@ -1,0 +1,296 @@
+"""One replica host: the consensus core, its log, its peers and its store.
+
+``Replica`` owns the order of effects around the sans-I/O core, and nothing
+else.  For each ``Ready`` bundle it sends the early messages, appends the
+records to its storage, waits for the fsync when the bundle needs one, and
+only then sends the other messages, applies the chosen slots to the state
+machine and answers the requests waiting for them; then it hands the bundle
+back with ``Node.advance``.  While an fsync runs, new input piles up in the
+core and goes out in the next bundle, so many commands share one fsync.
+
+Everything with a side effect comes in as a parameter: the storage, the
+transport, the clock and the state machine, and a ``wake`` callable that
+arranges for ``drive`` to run soon.  The gRPC server (paxos/server.py)
+gives it a write-ahead log, gRPC streams and the monotonic clock; the
+simulator (tests/sim.py) gives it a simulated disk, network and clock.  Both
+run this class, so the simulator tests the code that ships.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol, assert_never
+
+from paxos import limits, logcommand
+from paxos.core import Config, Node, Role
+from paxos.messages import DurableState, Message, NodeId, Ready, Record, Slot, Value
+from paxos.statemachine import Outcome, Result, StateMachine, validate_command
+from protos import kv_pb2
+
+log = logging.getLogger("paxos.replica")
+
+
+class Storage(Protocol):
+    """The durable log, as the replica needs it."""
+
+    def append(self, records: list[Record]) -> None:
+        """Buffer records, in order, after everything appended before."""
+
+    def unsynced(self) -> bool:
+        """Whether anything appended is not yet durable."""
+
+    def sync(self, done: Callable[[], None]) -> None:
+        """Make everything appended so far durable, then call ``done`` (now or later, once)."""
+
+
+class Transport(Protocol):
+    def send(self, messages: list[tuple[NodeId, Message]]) -> None:
+        """Send each message to its member; losing some is allowed, reordering on one link is not."""
+
+
+class Observer:
+    """What the replica reports besides its answers; the default ignores it all."""
+
+    def role_changed(self, role: Role, leader: NodeId | None) -> None:
+        pass
+
+    def applying(self, slot: Slot, value: Value) -> None:
+        pass
+
+    def refused(self, msg: Message, reason: str) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class WriteAnswer:
+    status: kv_pb2.Status
+    removed: bool = False
+    error: str = ""
+
+
+WriteCallback = Callable[[WriteAnswer], None]
+# A read's answer is a kv_pb2.Status; on OK the caller reads the store at once.
+ReadCallback = Callable[[kv_pb2.Status], None]
+
+
+def _answer(result: Result) -> WriteAnswer:
+    match result.outcome:
+        case Outcome.APPLIED:
+            return WriteAnswer(kv_pb2.OK, removed=result.removed)
+        case Outcome.REFUSED:
+            return WriteAnswer(kv_pb2.INVALID, error=result.error)
+        case Outcome.UNKNOWN:
+            # Not INVALID: that would tell the client nothing was applied,
+            # and an earlier copy of this write may have been.
+            return WriteAnswer(kv_pb2.UNKNOWN, error=result.error)
+        case unreachable:
+            assert_never(unreachable)
+
+
+class Replica:
+    """One server's consensus host; see the module docstring."""
+
+    def __init__(
+        self,
+        member_id: NodeId,
+        members: Iterable[NodeId],
+        durable: DurableState,
+        storage: Storage,
+        transport: Transport,
+        clock: Callable[[], float],
+        wake: Callable[[], None],
+        store: StateMachine | None = None,
+        rng: random.Random | None = None,
+        config: Config | None = None,
+        max_value_bytes: int = limits.DEFAULT_MAX_VALUE_BYTES,
+        observer: Observer | None = None,
+    ) -> None:
+        self.core = Node(member_id, members, rng or random.Random(), config, durable)
+        self.store = store or StateMachine()
+        self.storage = storage
+        self.transport = transport
+        self.max_value_bytes = max_value_bytes
+        self.observer = observer or Observer()
+        self._now = clock  # seconds, monotonic
+        self._clock = clock()  # the core's clock has run up to here
+        self._wake = wake
+        self._waiting: Ready | None = None  # a bundle waiting for its fsync
+        self._seen_role: tuple[Role, NodeId | None] = (self.core.role, self.core.leader)
+        self._writes: dict[tuple[str, int], list[WriteCallback]] = {}
+        self._reads: dict[int, ReadCallback] = {}
+        self._index_waiters: list[tuple[Slot, ReadCallback]] = []
+        self._next_read_id = 0
+
+    # ------------------------------------------------------------- inputs
+
+    def tick(self) -> None:
+        """The clock moved: run the core's timers, then let the bundle out."""
+        self.advance_clock()
+        self._wake()
+
+    def advance_clock(self) -> None:
+        """Run the core's clock up to now.
+
+        Called on every tick, and before the core sees a peer message or a
+        read: after a stall the event loop may serve those before the ticker,
+        and the read lease and leader stickiness need the real elapsed time.
+        """
+        now = self._now()
+        ticks = int((now - self._clock) / limits.TICK_SECONDS)
+        if ticks <= 0:
+            return
+        if ticks > limits.MAX_CATCHUP_TICKS:
+            ticks, self._clock = limits.MAX_CATCHUP_TICKS, now
+        else:
+            self._clock += ticks * limits.TICK_SECONDS
+        for _ in range(ticks):
+            self.core.tick()
+
+    def receive(self, msg: Message) -> None:
+        """One peer message that passed the codec's checks."""
+        self.advance_clock()
+        refused = self.core.receive(msg)
+        if refused is not None:
+            self.observer.refused(msg, refused)
+        self._wake()
+
+    def write(self, cmd: kv_pb2.Command, answer: WriteCallback) -> None:
+        """Propose a client's write; ``answer`` is called exactly once, unless the replica is dropped."""
+        if not self.core.is_leader():
+            answer(WriteAnswer(kv_pb2.NOT_LEADER))
+            return
+        # The leader's own limits are checked here, before proposing, and
+        # only here: once chosen, every replica applies the command whatever
+        # its own --max-value-bytes.  (So a follower redirects rather than
+        # judging by limits that are not the ones that count.)
+        error = validate_command(cmd, self.max_value_bytes)
+        if error:
+            answer(WriteAnswer(kv_pb2.INVALID, error=error))
+            return
+        cached = self.store.cached_result(cmd.client_id, cmd.seq)
+        if cached is not None:
+            answer(_answer(cached))
+            return
+        key = (cmd.client_id, cmd.seq)
+        if key not in self._writes and not self.core.propose(logcommand.client_write(cmd)):
+            answer(WriteAnswer(kv_pb2.UNAVAILABLE, error="leader is overloaded; retry later"))
+            return
+        self._writes.setdefault(key, []).append(answer)
+        self._wake()
+
+    def read(self, answer: ReadCallback) -> int | None:
+        """Start a linearizable read; ``answer`` gets its status exactly once.
+
+        Returns an id for ``forget_read`` while the read waits for a quorum
+        round, or None when it was answered already.
+        """
+        if not self.core.is_leader():
+            answer(kv_pb2.NOT_LEADER)
+            return None
+        self.advance_clock()
+        index = self.core.lease_read_index()
+        if index is not None and index <= self.store.applied_index:
+            answer(kv_pb2.OK)  # under the lease, no round needed
+            return None
+        self._next_read_id += 1
+        read_id = self._next_read_id
+        if not self.core.read(read_id):
+            answer(kv_pb2.UNAVAILABLE)
+            return None
+        self._reads[read_id] = answer
+        self._wake()
+        return read_id
+
+    def forget_read(self, read_id: int) -> None:
+        """The caller gave up on a read (its deadline passed)."""
+        self._reads.pop(read_id, None)
+
+    # ------------------------------------------------------- the bundles
+
+    def drive(self) -> None:
+        """Take bundles from the core and carry them out, until it has none or one waits for its fsync."""
+        while self._waiting is None:
+            ready = self.core.ready()
+            self._note_role()
+            if ready.empty():
+                self.core.advance(ready)
+                return
+            self.transport.send(ready.early)
+            if ready.persist:
+                self.storage.append(ready.persist)
+            if ready.must_sync() and self.storage.unsynced():
+                self._waiting = ready
+                self.storage.sync(self._synced)
+                return
+            self._act(ready)
+
+    def _synced(self) -> None:
+        ready, self._waiting = self._waiting, None
+        assert ready is not None, "sync reported done twice"
+        self._act(ready)
+        self.drive()
+
+    def _act(self, ready: Ready) -> None:
+        self.transport.send(ready.messages)
+        for slot, value in ready.committed:
+            self.observer.applying(slot, value)
+            for result in self.store.apply(slot, value):
+                self._finish_write(result)
+        for read_id, read_index in ready.reads:
+            answer = self._reads.pop(read_id, None)
+            if answer is not None:
+                self._index_waiters.append((read_index, answer))
+        if self._index_waiters:
+            self._release_index_waiters()
+        if ready.lost_leadership:
+            if self._writes or self._reads:
+                log.info(
+                    "lost leadership; %d writes and %d reads waiting here are told to retry",
+                    len(self._writes),
+                    len(self._reads),
+                )
+            self._fail_pending()
+        self.core.advance(ready)
+
+    def _finish_write(self, result: Result) -> None:
+        # Apply reports a result for every client write it meets, skipped
+        # copies included, so each waiter is answered when its slot applies.
+        for answer in self._writes.pop((result.client_id, result.seq), ()):
+            answer(_answer(result))
+
+    def _release_index_waiters(self) -> None:
+        applied = self.store.applied_index
+        ready = [answer for index, answer in self._index_waiters if index <= applied]
+        self._index_waiters = [(index, answer) for index, answer in self._index_waiters if index > applied]
+        for answer in ready:
+            answer(kv_pb2.OK)
+
+    def _fail_pending(self) -> None:
+        # Pending writes may or may not be chosen later; pending reads can no
+        # longer be confirmed here.
+        writes, self._writes = self._writes, {}
+        reads, self._reads = self._reads, {}
+        for answers in writes.values():
+            for answer in answers:
+                answer(WriteAnswer(kv_pb2.UNKNOWN))
+        for read in reads.values():
+            read(kv_pb2.NOT_LEADER)
+
+    def _note_role(self) -> None:
+        seen = (self.core.role, self.core.leader)
+        if seen != self._seen_role:
+            self._seen_role = seen
+            self.observer.role_changed(*seen)
+
+    # ------------------------------------------------------------ status
+
+    @property
+    def leader(self) -> NodeId | None:
+        return self.core.leader
+
+    def pending(self) -> tuple[int, int]:
+        """Writes and reads waiting here for an answer."""
+        return sum(len(a) for a in self._writes.values()), len(self._reads) + len(self._index_waiters)
