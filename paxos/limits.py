@@ -70,3 +70,7 @@ IMAGE_INDEX_CHUNK_BITS = 17
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 PEER_QUEUE_LIMIT = 10_000
 DEFAULT_PORT = 50051
+
+# Data directory: the lock file holds the PID of the server using the
+# directory; a refused starter reads at most this much of it for its message.
+LOCK_FILE_READ_BYTES = 32

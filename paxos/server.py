@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from grpc_health.v1.health import aio as health_aio
 from paxos import limits
 from paxos.codec import DecodeError, decode, encode
 from paxos.core import Config, Node, Role
+from paxos.datadir import LOCK_FILE, DataDirError, lock_data_dir
 from paxos.hostfile import Member
 from paxos.messages import Message, Ready
 from paxos.statemachine import Result, StateMachine, validate_command, validate_image_hash, validate_key
@@ -55,17 +57,13 @@ DEFAULT_REQUEST_SECONDS = 10.0
 META_FILE = "paxoskv-meta.json"
 
 
-class DataDirError(RuntimeError):
-    """The data directory belongs to another server or cluster."""
-
-
 def check_data_dir(data_dir: Path, name: str, members: list[Member]) -> None:
     """Stamp a new data dir with its owner; refuse one made for another."""
     data_dir.mkdir(parents=True, exist_ok=True)
     meta_path = data_dir / META_FILE
     cluster = sorted(m.name for m in members)
     if not meta_path.exists():
-        if any(data_dir.iterdir()):
+        if any(p.name != LOCK_FILE for p in data_dir.iterdir()):
             raise DataDirError(f"{data_dir} is not empty and holds no {META_FILE}; refusing to use it as a data dir")
         tmp = meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"name": name, "cluster": cluster}) + "\n")
@@ -104,9 +102,14 @@ class PaxosServer:
         self.me = members[node_id]
         self.max_value_bytes = max_value_bytes
         self.fault_injection = fault_injection
-        check_data_dir(data_dir, self.me.name, members)
-        self.wal, durable = Wal.open(data_dir / "wal")
-        self.core = Node(node_id, len(members), random.Random(os.urandom(16)), config, durable)
+        with ExitStack() as undo:  # a server that fails to open releases what it took
+            self._data_dir_lock = lock_data_dir(data_dir)
+            undo.callback(self._data_dir_lock.release)
+            check_data_dir(data_dir, self.me.name, members)
+            self.wal, durable = Wal.open(data_dir / "wal")
+            undo.callback(self.wal.close)
+            self.core = Node(node_id, len(members), random.Random(os.urandom(16)), config, durable)
+            undo.pop_all()
         self.store = StateMachine(max_value_bytes)
         self._wal_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._writes: dict[tuple[str, int], list[asyncio.Future[Result]]] = {}
@@ -164,6 +167,7 @@ class PaxosServer:
             await link.close()
         self._wal_thread.submit(self.wal.close).result()
         self._wal_thread.shutdown()
+        self._data_dir_lock.release()
 
     async def wait(self) -> None:
         assert self._grpc is not None
