@@ -12,10 +12,12 @@ next bundle, so many commands share one fsync.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
 import random
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +54,9 @@ GRPC_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+# gRPC binds listeners with SO_REUSEPORT by default, so a second server on the
+# same port would start and share the traffic; binding exclusively makes it fail.
+GRPC_SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
 # How long a write or read waits in the server when the client set no deadline.
 DEFAULT_REQUEST_SECONDS = 10.0
 META_FILE = "paxoskv-meta.json"
@@ -130,12 +135,16 @@ class PaxosServer:
     # ------------------------------------------------------------- lifecycle
 
     async def start(self, listen: str) -> None:
-        self._grpc = grpc.aio.server(options=GRPC_OPTIONS)
+        self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         kv_pb2_grpc.add_KVServicer_to_server(_KVService(self), self._grpc)
         peer_pb2_grpc.add_PeerServicer_to_server(_PeerService(self), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
-        if self._grpc.add_insecure_port(listen) == 0:
-            raise OSError(f"cannot listen on {listen}")
+        try:
+            port = self._grpc.add_insecure_port(listen)
+        except RuntimeError:  # what grpcio raises, without the reason, when the bind fails
+            port = 0
+        if port == 0:
+            raise OSError(f"cannot listen on {listen}: {_bind_failure(listen)}")
         for peer in self.core.peers:
             self._links[peer] = _PeerLink(self.members[peer])
         await self._grpc.start()
@@ -398,6 +407,26 @@ def _deadline(context: grpc.aio.ServicerContext) -> float:
 
 async def _set_health(servicer: health_aio.HealthServicer, status: int) -> None:
     await servicer.set("", status)
+
+
+def _bind_failure(listen: str) -> str:
+    """Why gRPC could not bind ``listen``, found by trying a plain socket the same way."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    try:
+        addresses = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (ValueError, OSError) as exc:
+        return f"not a usable HOST:PORT ({exc})"
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return "address in use (is another server listening on that port?)"
+                return exc.strerror or str(exc)
+    return "gRPC refused it (GRPC_VERBOSITY=debug tells why)"
 
 
 class _KVService(kv_pb2_grpc.KVServicer):

@@ -23,6 +23,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import paxos.__main__ as server_main
 from paxos.core import Config
 from paxos.datadir import LOCK_FILE, DataDirError, lock_data_dir
 from paxos.hostfile import Member
@@ -164,6 +165,21 @@ def test_a_stopped_server_releases_the_lock(tmp_path: Path) -> None:
     assert_unlocked(tmp_path)
 
 
+def test_a_busy_address_exits_2_saying_so_and_releases_the_lock(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        hostfile = tmp_path / "hostfile.txt"
+        hostfile.write_text(f"node1 {address}\n")
+        argv = ["-h", str(hostfile), "-n", "node1", "--data-dir", str(tmp_path / "d"), "--listen", address]
+        assert server_main.main(argv) == server_main.EXIT_USAGE
+    assert f"error: cannot listen on {address}: address in use" in capsys.readouterr().err
+    assert_unlocked(tmp_path / "d")
+
+
 # -------------------------------------------------------- real processes
 
 
@@ -233,6 +249,15 @@ def test_a_second_server_on_the_same_data_dir_exits_4_naming_the_first(command: 
     assert f"error: data dir {command.tmp_path / 'data'} is in use by another paxoskv server (pid {first.pid})" in (
         second.stderr
     )
+    assert first.poll() is None
+
+
+def test_a_second_server_on_the_same_port_exits_2_saying_the_address_is_in_use(command: ServerCommand) -> None:
+    first = command.start("data")
+    second = command.run("other-data")
+    assert second.returncode == 2, second.stderr
+    assert f"error: cannot listen on {command.address}: address in use" in second.stderr
+    assert_unlocked(command.tmp_path / "other-data")
     assert first.poll() is None
 
 
