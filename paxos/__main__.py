@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Example: python -m paxos -h hostfile.txt -n container0\n"
             "Exit codes: 0 stopped cleanly, 1 internal error (see the log), 2 bad usage, hostfile or address, "
-            "4 data directory refused or its log is damaged.\n"
+            "4 data directory refused, in use by another server, or its log is damaged.\n"
             "Runs on uvloop when it is installed; PAXOSKV_UVLOOP=0 selects the standard asyncio loop."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -71,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _serve(server: PaxosServer, listen: str) -> int:
-    await server.start(listen)
+    try:
+        await server.start(listen)
+    except BaseException:
+        await server.stop()  # closes the log and unlocks the data dir before we report
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -105,3 +105,7 @@ REFUSAL_LOG_SECONDS = 10.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 PEER_QUEUE_LIMIT = 10_000
 DEFAULT_PORT = 50051
+
+# Data directory: the lock file holds the PID of the server using the
+# directory; a refused starter reads at most this much of it for its message.
+LOCK_FILE_READ_BYTES = 32

@@ -12,13 +12,16 @@ everything arriving in one turn shares one bundle and one fsync.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
 import random
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -30,6 +33,7 @@ from grpc_health.v1.health import aio as health_aio
 from paxos import limits
 from paxos.codec import DecodeError, PeerCodec
 from paxos.core import Config, Node, Role
+from paxos.datadir import LOCK_FILE, DataDirError, lock_data_dir
 from paxos.hostfile import Member
 from paxos.identity import bootstrap_ids, format_id, parse_id
 from paxos.messages import Message, NodeId, Record
@@ -53,6 +57,9 @@ GRPC_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+# gRPC binds listeners with SO_REUSEPORT by default, so a second server on the
+# same port would start and share the traffic; binding exclusively makes it fail.
+GRPC_SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
 # How long a write or read waits in the server when the client set no deadline.
 DEFAULT_REQUEST_SECONDS = 10.0
 META_FILE = "paxoskv-meta.json"
@@ -61,10 +68,6 @@ META_FILE = "paxoskv-meta.json"
 # "format" in the meta file): the client API's kv_pb2.Command, which this
 # version does not read.
 DATA_FORMAT = 2
-
-
-class DataDirError(RuntimeError):
-    """The data directory belongs to another server or cluster."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member]) -> Identity
     meta_path = data_dir / META_FILE
     names = sorted(m.name for m in members)
     if not meta_path.exists():
-        if any(data_dir.iterdir()):
+        if any(p.name != LOCK_FILE for p in data_dir.iterdir()):
             raise DataDirError(f"{data_dir} is not empty and holds no {META_FILE}; refusing to use it as a data dir")
         cluster_id, ids = bootstrap_ids(members)
         meta = {
@@ -232,28 +235,33 @@ class PaxosServer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.fault_injection = fault_injection
-        self.identity = check_data_dir(data_dir, name, members)
-        self.node_id = self.identity.member_id
-        # The hostfile says where each member is; the data dir says who it is.
-        self.members: dict[NodeId, Member] = {self.identity.ids[m.name]: m for m in members}
-        self.me = self.members[self.node_id]
-        self.codec = PeerCodec(self.identity.cluster_id, self.node_id, self.members)
-        wal, durable = Wal.open(data_dir / "wal")
-        self.storage = _WalStorage(wal, self._internal_failure)
-        self.refusals = _RefusalLog(clock)
-        self.replica = Replica(
-            self.node_id,
-            self.members,
-            durable,
-            storage=self.storage,
-            transport=self,
-            clock=clock,
-            wake=self._schedule_drive,
-            rng=random.Random(os.urandom(16)),
-            config=config,
-            max_value_bytes=max_value_bytes,
-            observer=_ServerObserver(self),
-        )
+        with ExitStack() as undo:  # a server that fails to open releases what it took
+            self._data_dir_lock = lock_data_dir(data_dir)
+            undo.callback(self._data_dir_lock.release)
+            self.identity = check_data_dir(data_dir, name, members)
+            self.node_id = self.identity.member_id
+            # The hostfile says where each member is; the data dir says who it is.
+            self.members: dict[NodeId, Member] = {self.identity.ids[m.name]: m for m in members}
+            self.me = self.members[self.node_id]
+            self.codec = PeerCodec(self.identity.cluster_id, self.node_id, self.members)
+            wal, durable = Wal.open(data_dir / "wal")
+            undo.callback(wal.close)
+            self.storage = _WalStorage(wal, self._internal_failure)
+            self.refusals = _RefusalLog(clock)
+            self.replica = Replica(
+                self.node_id,
+                self.members,
+                durable,
+                storage=self.storage,
+                transport=self,
+                clock=clock,
+                wake=self._schedule_drive,
+                rng=random.Random(os.urandom(16)),
+                config=config,
+                max_value_bytes=max_value_bytes,
+                observer=_ServerObserver(self),
+            )
+            undo.pop_all()
         self.failed = asyncio.Event()  # set when an internal task died
         self._drive_scheduled = False
         self._links: dict[NodeId, _PeerLink] = {}
@@ -273,12 +281,16 @@ class PaxosServer:
     # ------------------------------------------------------------- lifecycle
 
     async def start(self, listen: str) -> None:
-        self._grpc = grpc.aio.server(options=GRPC_OPTIONS)
+        self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         kv_pb2_grpc.add_KVServicer_to_server(_KVService(self), self._grpc)
         peer_pb2_grpc.add_PeerServicer_to_server(_PeerService(self), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
-        if self._grpc.add_insecure_port(listen) == 0:
-            raise OSError(f"cannot listen on {listen}")
+        try:
+            port = self._grpc.add_insecure_port(listen)
+        except RuntimeError:  # what grpcio raises, without the reason, when the bind fails
+            port = 0
+        if port == 0:
+            raise OSError(f"cannot listen on {listen}: {_bind_failure(listen)}")
         for peer in self.core.peers:
             self._links[peer] = _PeerLink(self.members[peer])
         await self._grpc.start()
@@ -320,6 +332,7 @@ class PaxosServer:
         for link in self._links.values():
             await link.close()
         self.storage.close()
+        self._data_dir_lock.release()
 
     async def wait(self) -> None:
         assert self._grpc is not None
@@ -445,6 +458,26 @@ def _deadline(context: grpc.aio.ServicerContext) -> float:
 
 async def _set_health(servicer: health_aio.HealthServicer, status: int) -> None:
     await servicer.set("", status)
+
+
+def _bind_failure(listen: str) -> str:
+    """Why gRPC could not bind ``listen``, found by trying a plain socket the same way."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    try:
+        addresses = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (ValueError, OSError) as exc:
+        return f"not a usable HOST:PORT ({exc})"
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return "address in use (is another server listening on that port?)"
+                return exc.strerror or str(exc)
+    return "gRPC refused it (GRPC_VERBOSITY=debug tells why)"
 
 
 class _KVService(kv_pb2_grpc.KVServicer):
