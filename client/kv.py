@@ -3,12 +3,13 @@
 ``KVClient`` finds the leader itself (following the redirects of followers),
 retries through leader changes until its timeout, and tags each write with
 its client id and a sequence number so that a retried write is applied at
-most once.  It is safe to share between threads.
+most once.  It is safe to share between threads.  Where to send each attempt,
+how long to wait and when to give up is decided by ``client.retry``; this
+module makes the calls, reads the clock and sleeps.
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 import uuid
@@ -16,12 +17,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 
 from client import images
 from client.images import ImageSource
+from client.retry import (
+    SECONDS,
+    InvalidRequest,
+    KnownLeader,
+    KVError,
+    Outcome,
+    Retry,
+    Unavailable,
+    UnknownOutcome,
+    outcome_of_status,
+)
 from paxos.hostfile import Member, parse_hostfile
 from paxos.limits import (
     DEFAULT_MAX_VALUE_BYTES,
@@ -33,12 +45,9 @@ from paxos.limits import (
 )
 from protos import kv_pb2, kv_pb2_grpc
 
-# One attempt against one server; a stalled server costs at most this much
-# before the client tries another.
-ATTEMPT_SECONDS = 1.0
+__all__ = ["ImageMatch", "InvalidRequest", "KVClient", "KVError", "Unavailable", "UnknownOutcome"]
+
 STATUS_SECONDS = 1.0
-# Pause between rounds when no server knows a leader (an election is running).
-NO_LEADER_BACKOFF = 0.05
 
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -49,26 +58,6 @@ _CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
-# Pause after a transport error, so a dead cluster is not hammered.
-ERROR_BACKOFF = 0.02
-
-T = TypeVar("T")
-
-
-class KVError(Exception):
-    """The operation failed and was not applied."""
-
-
-class UnknownOutcome(KVError):
-    """A write may or may not have been applied (the client lost track of it)."""
-
-
-class Unavailable(KVError):
-    """No server could complete the operation within the timeout."""
-
-
-class InvalidRequest(KVError):
-    """The request was refused as malformed; nothing was applied."""
 
 
 class _Session:
@@ -84,11 +73,15 @@ class _Session:
             return min(self.open, default=self.next_seq)
 
 
-class _Attempt:
-    """What one call to a server came back with."""
+class _Reply(Protocol):
+    """The fields every reply to a client request has."""
 
-    def __init__(self, status: int, hint: str, reply: object, error: str = "") -> None:
-        self.status, self.hint, self.reply, self.error = status, hint, reply, error
+    status: int
+    leader_hint: str
+    error: str
+
+
+R = TypeVar("R", bound=_Reply)
 
 
 class KVClient:
@@ -102,13 +95,13 @@ class KVClient:
         if not members:
             raise ValueError("a client needs at least one server address")
         self.members = members
-        self._names = {m.name for m in members}
+        self._by_name = {m.name: m for m in members}
         self.timeout = timeout
         self.max_value_bytes = max_value_bytes
         self.client_id = client_id or uuid.uuid4().hex
         self._lock = threading.Lock()
         self._session = _Session(self.client_id)
-        self._leader: str | None = None
+        self._leader: KnownLeader[Member] = KnownLeader()
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, kv_pb2_grpc.KVStub] = {}
 
@@ -156,12 +149,10 @@ class KVClient:
         level = _consistency(consistency)
         request = kv_pb2.GetRequest(key=key, consistency=level)
 
-        def call(stub: kv_pb2_grpc.KVStub, timeout: float) -> _Attempt:
-            reply = stub.Get(request, timeout=timeout)
-            return _Attempt(reply.status, reply.leader_hint, reply, reply.error)
+        def call(stub: kv_pb2_grpc.KVStub, timeout: float) -> kv_pb2.GetReply:
+            return stub.Get(request, timeout=timeout)
 
         reply = self._retry(call, is_write=False, any_server=level == kv_pb2.LOCAL)
-        assert isinstance(reply, kv_pb2.GetReply)
         return reply.value if reply.found else None
 
     def iset(self, image: ImageSource, metadata: str) -> str:
@@ -205,12 +196,10 @@ class KVClient:
             hash=images.hash_image(image), max_distance=distance, limit=limit, consistency=_consistency(consistency)
         )
 
-        def call(stub: kv_pb2_grpc.KVStub, timeout: float) -> _Attempt:
-            reply = stub.ImageGet(request, timeout=timeout)
-            return _Attempt(reply.status, reply.leader_hint, reply, reply.error)
+        def call(stub: kv_pb2_grpc.KVStub, timeout: float) -> kv_pb2.ImageGetReply:
+            return stub.ImageGet(request, timeout=timeout)
 
         reply = self._retry(call, is_write=False, any_server=request.consistency == kv_pb2.LOCAL)
-        assert isinstance(reply, kv_pb2.ImageGetReply)
         return [ImageMatch(images.hash_hex(m.hash), m.distance, m.metadata) for m in reply.matches]
 
     def status(self) -> list[dict[str, object]]:
@@ -263,13 +252,10 @@ class KVClient:
             fill(cmd)
             request = kv_pb2.WriteRequest(command=cmd)
 
-            def call(stub: kv_pb2_grpc.KVStub, timeout: float) -> _Attempt:
-                reply = stub.Write(request, timeout=timeout)
-                return _Attempt(reply.status, reply.leader_hint, reply, reply.error)
+            def call(stub: kv_pb2_grpc.KVStub, timeout: float) -> kv_pb2.WriteReply:
+                return stub.Write(request, timeout=timeout)
 
-            reply = self._retry(call, is_write=True)
-            assert isinstance(reply, kv_pb2.WriteReply)
-            return reply
+            return self._retry(call, is_write=True)
         finally:
             with self._lock:
                 session.open.discard(seq)
@@ -292,66 +278,31 @@ class KVClient:
             session.open.add(seq)
             return session, seq
 
-    def _retry(
-        self, call: Callable[[kv_pb2_grpc.KVStub, float], _Attempt], is_write: bool, any_server: bool = False
-    ) -> object:
-        deadline = time.monotonic() + self.timeout
-        ambiguous = False
-        tried: list[str] = []
-        last_error = "no attempt made"
-        redirects = 0
-        rotation = itertools.cycle(self.members)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            member = self._target(rotation, any_server)
-            if member.address not in tried:
-                tried.append(member.address)
-            try:
-                attempt = call(self._stub(member), min(ATTEMPT_SECONDS, remaining))
-            except grpc.RpcError as err:
-                last_error = f"{member.address}: {_describe(err)}"
-                if is_write and not _surely_not_delivered(err):
-                    ambiguous = True
-                self._forget_leader(member.name)
-                time.sleep(min(ERROR_BACKOFF, max(deadline - time.monotonic(), 0)))
-                continue
-            if attempt.status == kv_pb2.OK:
-                self._leader = member.name if not any_server else self._leader
-                return attempt.reply
-            if attempt.status == kv_pb2.INVALID:
-                raise InvalidRequest(attempt.error or "request refused as invalid")
-            if attempt.status == kv_pb2.UNKNOWN:
-                ambiguous = True
-            last_error = f"{member.address}: {kv_pb2.Status.Name(attempt.status).lower()} {attempt.error}".strip()
-            redirects += 1
-            useful_hint = attempt.hint in self._names and attempt.hint != member.name
-            self._leader = attempt.hint if useful_hint else None
-            # Pause when no server names a usable leader (an election is
-            # running, or the leader is outside this client's hostfile), and
-            # when redirects go round in circles on stale hints.
-            if not useful_hint or redirects > len(self.members):
-                time.sleep(min(NO_LEADER_BACKOFF, max(deadline - time.monotonic(), 0)))
-        if ambiguous:
-            raise UnknownOutcome(
-                f"write outcome unknown after {self.timeout:g}s: it may or may not have been applied "
-                f"(last error: {last_error})"
-            )
-        raise Unavailable(
-            f"cluster unavailable after {self.timeout:g}s; tried {', '.join(tried)} (last error: {last_error})"
+    def _retry(self, call: Callable[[kv_pb2_grpc.KVStub, float], R], is_write: bool, any_server: bool = False) -> R:
+        """Run ``call`` against the servers as ``client.retry`` decides, until it succeeds or time is up."""
+        retry = Retry(
+            self.members,
+            self._leader,
+            time.monotonic(),
+            self.timeout,
+            SECONDS,
+            write=is_write,
+            any_server=any_server,
+            describe=_address,
         )
-
-    def _target(self, rotation: itertools.cycle[Member], any_server: bool) -> Member:
-        if self._leader is not None and not any_server:
-            for member in self.members:
-                if member.name == self._leader:
-                    return member
-        return next(rotation)
-
-    def _forget_leader(self, name: str) -> None:
-        if self._leader == name:
-            self._leader = None
+        while (attempt := retry.next_attempt(time.monotonic())) is not None:
+            result: R | grpc.RpcError
+            try:
+                result = call(self._stub(attempt.server), attempt.timeout)
+            except grpc.RpcError as err:
+                result = err
+            outcome, hint, error = classify(result)
+            pause = retry.record(outcome, time.monotonic(), self._by_name.get(hint), error)
+            if outcome is Outcome.OK:
+                assert not isinstance(result, grpc.RpcError)
+                return result
+            time.sleep(pause)
+        raise retry.give_up()
 
     def _stub(self, member: Member) -> kv_pb2_grpc.KVStub:
         with self._lock:
@@ -377,15 +328,35 @@ def _consistency(name: str) -> kv_pb2.Consistency:
 
 
 def _describe(err: grpc.RpcError) -> str:
-    code = err.code() if isinstance(err, grpc.Call) else None
-    details = err.details() if isinstance(err, grpc.Call) else str(err)
+    """One line for a failed call, from the threaded or the asyncio gRPC API."""
+    call = isinstance(err, grpc.Call | grpc.aio.AioRpcError)
+    code = err.code() if call else None
+    details = err.details() if call else str(err)
     name = code.name.lower() if code else "error"
     return f"{name} ({details})" if details else name
 
 
+def classify(result: _Reply | grpc.RpcError) -> tuple[Outcome, str, str]:
+    """What a call came back with: its outcome, the leader it names ('' for none) and the error.
+
+    The one place where gRPC results become ``client.retry`` outcomes, for
+    the library and the load generator alike.  Of the transport errors only
+    a refused connection surely never reached a server; after any other a
+    write may have been applied.
+    """
+    if isinstance(result, grpc.RpcError):
+        delivery = Outcome.NOT_DELIVERED if _surely_not_delivered(result) else Outcome.MAYBE_DELIVERED
+        return delivery, "", _describe(result)
+    return outcome_of_status(result.status), result.leader_hint, result.error
+
+
 def _surely_not_delivered(err: grpc.RpcError) -> bool:
     """True when the request certainly never reached a server."""
-    if not isinstance(err, grpc.Call) or err.code() != grpc.StatusCode.UNAVAILABLE:
+    if not isinstance(err, grpc.Call | grpc.aio.AioRpcError) or err.code() != grpc.StatusCode.UNAVAILABLE:
         return False
     details = (err.details() or "").lower()
     return "failed to connect" in details or "connection refused" in details
+
+
+def _address(member: Member) -> str:
+    return member.address

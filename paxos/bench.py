@@ -3,8 +3,11 @@
 N clients in one process (one asyncio loop, one gRPC channel per server), each
 with one operation in flight: one operation per RPC, the way etcd's own
 benchmark tool counts.  Writes carry a client id and sequence number like the
-library's; reads are linearizable.  Prints ops/s, latency percentiles and
-errors; ``--json`` makes the last line a JSON object.
+library's; reads are linearizable.  An operation finds the leader and retries
+as the library does (``client.retry``, with longer attempts for a loaded
+cluster, within ``OP_SECONDS``); one that fails counts as an error.  Prints
+ops/s, latency percentiles and errors; ``--json`` makes the last line a JSON
+object.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import random
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import grpc
 from tqdm import tqdm
 
+from client.kv import classify
+from client.retry import SECONDS, InvalidRequest, KnownLeader, Outcome, Retry
 from paxos.hostfile import HostfileError, Member, parse_hostfile
 from protos import kv_pb2, kv_pb2_grpc
 
@@ -35,7 +40,11 @@ def bench_key(n: int) -> str:
     return f"bench-{n:010d}"
 
 
+# Under load a reply takes longer than the library's one-second attempt allows.
 ATTEMPT_SECONDS = 2.0
+# One operation gives up (and counts as an error) after this long.
+OP_SECONDS = 10.0
+TIMING = replace(SECONDS, attempt=ATTEMPT_SECONDS)
 
 
 @dataclass
@@ -46,20 +55,14 @@ class Stats:
 
 
 class Target:
-    """Stubs for every server and the current leader guess, shared by clients."""
+    """Stubs for every server and the known leader, shared by clients."""
 
     def __init__(self, members: list[Member]) -> None:
         self.members = members
+        self.names = [m.name for m in members]
         self.channels = {m.name: grpc.aio.insecure_channel(m.address) for m in members}
         self.stubs = {name: kv_pb2_grpc.KVStub(ch) for name, ch in self.channels.items()}
-        self.leader = members[0].name
-
-    def follow(self, hint: str) -> None:
-        if hint in self.stubs:
-            self.leader = hint
-        else:
-            names = list(self.stubs)
-            self.leader = names[(names.index(self.leader) + 1) % len(names)]
+        self.leader: KnownLeader[str] = KnownLeader()
 
     async def close(self) -> None:
         for channel in self.channels.values():
@@ -67,27 +70,29 @@ class Target:
 
 
 async def _one_op(target: Target, op: str, key: str, value: str, client_id: str, seq: int) -> bool:
-    """One operation, following redirects; True when it succeeded."""
-    for _ in range(len(target.members) * 3):
-        stub = target.stubs[target.leader]
+    """One operation, following the leader and retrying like the library; True when it succeeded."""
+    retry = Retry(target.names, target.leader, time.monotonic(), OP_SECONDS, TIMING, write=op == "set")
+    while (attempt := retry.next_attempt(time.monotonic())) is not None:
+        stub = target.stubs[attempt.server]
+        result: kv_pb2.WriteReply | kv_pb2.GetReply | grpc.RpcError
         try:
             if op == "set":
                 cmd = kv_pb2.Command(
                     client_id=client_id, seq=seq, first_unacked=seq, set=kv_pb2.SetOp(key=key, value=value)
                 )
-                reply = await stub.Write(kv_pb2.WriteRequest(command=cmd), timeout=ATTEMPT_SECONDS)
+                result = await stub.Write(kv_pb2.WriteRequest(command=cmd), timeout=attempt.timeout)
             else:
-                reply = await stub.Get(kv_pb2.GetRequest(key=key), timeout=ATTEMPT_SECONDS)
-        except grpc.aio.AioRpcError:
-            target.follow("")
-            continue
-        if reply.status == kv_pb2.OK:
+                result = await stub.Get(kv_pb2.GetRequest(key=key), timeout=attempt.timeout)
+        except grpc.RpcError as err:
+            result = err
+        outcome, hint, error = classify(result)
+        try:
+            pause = retry.record(outcome, time.monotonic(), hint, error)
+        except InvalidRequest:
+            return False  # refused as invalid: a bug in this tool, counted as an error
+        if outcome is Outcome.OK:
             return True
-        if reply.status == kv_pb2.INVALID:
-            return False
-        target.follow(reply.leader_hint)
-        if not reply.leader_hint:
-            await asyncio.sleep(0.02)
+        await asyncio.sleep(pause)
     return False
 
 

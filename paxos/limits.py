@@ -60,6 +60,15 @@ MAX_CLIENT_SESSIONS = 100_000
 # more results than this and no result a retry may need is ever dropped.
 SESSION_WINDOW = 1024
 
+# Client retries (client/retry.py).  One attempt against one server: a
+# stalled server costs at most this much before the client tries another.
+CLIENT_ATTEMPT_SECONDS = 1.0
+# Pause after a transport error, so that a dead cluster is not hammered.
+CLIENT_ERROR_BACKOFF_SECONDS = 0.02
+# Pause when no server names a usable leader (an election is running) or
+# redirects go round in circles on stale hints.
+CLIENT_NO_LEADER_BACKOFF_SECONDS = 0.05
+
 # Images: perceptual hashes are 288 bits (see client/images.py and
 # docs/images.md); one iset stores up to MAX_IMAGE_HASHES of them.
 IMAGE_HASH_BYTES = 36

@@ -23,11 +23,12 @@ What is simulated, each piece mirroring the real thing it stands for:
   ticks like the server's (clock drift of +-5% per node, late wake-ups, up to
   1000 overdue ticks after a stall), and like the server the host brings
   the clock up to date before the core sees a message or a read.
-* ``Client`` is ``client/kv.py``'s retry loop: leader hints, a rotation over
-  the servers, 1 s attempts inside an operation deadline, the same
-  (client_id, seq, first_unacked) on every retry of a write, and "unknown
-  outcome" only when some attempt may have reached a server.  Each client
-  records its operations for ``tests/lincheck.py``.
+* ``Client`` drives ``client/retry.py``, the retry policy ``KVClient`` ships
+  with (leader hints, a rotation over the servers, 1 s attempts inside an
+  operation deadline, "unknown outcome" only when some attempt may have
+  reached a server), in simulated time, and sends the same (client_id, seq,
+  first_unacked) on every retry of a write.  Each client records its
+  operations for ``tests/lincheck.py``.
 * the network: every peer link is one FIFO stream (LAN or WAN latency and
   jitter per seed) with per-seed loss, duplication and reordering.  A cut
   link either holds its traffic until the cut heals (the stream survived) or
@@ -75,7 +76,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from client import kv as kvclient
+from client.retry import KnownLeader, Outcome, Retry, Timing, UnknownOutcome, outcome_of_status
 from paxos import limits
 from paxos import server as paxos_server
 from paxos.core import PLANTABLE_BUGS, Config, Node, Role
@@ -101,9 +102,7 @@ ALL_BUGS = PLANTABLE_BUGS | HOST_BUGS
 SECOND = 1_000_000
 MS = 1_000
 TICK_US = round(limits.TICK_SECONDS * SECOND)
-ATTEMPT_US = round(kvclient.ATTEMPT_SECONDS * SECOND)
-ERROR_BACKOFF_US = round(kvclient.ERROR_BACKOFF * SECOND)
-NO_LEADER_BACKOFF_US = round(kvclient.NO_LEADER_BACKOFF * SECOND)
+CLIENT_TIMING = Timing.scaled(SECOND)
 SERVER_REQUEST_US = round(paxos_server.DEFAULT_REQUEST_SECONDS * SECOND)
 
 DEFAULT_NODES = (3, 5, 7)
@@ -586,16 +585,29 @@ class ClientOp:
     key: str
     arg: str | None
     call: int
-    deadline: int
+    retry: Retry[int, int]  # the library's retry decisions, over server indexes
     seq: int = 0
     cmd: kv_pb2.Command | None = None
-    ambiguous: bool = False
-    rotation: int = 0
     final: bool = False
+
+    @property
+    def deadline(self) -> int:
+        return self.retry.deadline
+
+    @deadline.setter
+    def deadline(self, deadline: int) -> None:
+        self.retry.deadline = deadline
 
 
 class Client:
-    """``client/kv.py``'s KVClient, one operation at a time."""
+    """``client/kv.py``'s KVClient, one operation at a time, on ``client/retry.py``."""
+
+    # The simulated transport errors as the library classifies gRPC's.
+    TRANSPORT_OUTCOMES = {
+        REFUSED: Outcome.NOT_DELIVERED,
+        RESET: Outcome.MAYBE_DELIVERED,
+        DEADLINE: Outcome.MAYBE_DELIVERED,
+    }
 
     def __init__(self, sim: Simulation, index: int) -> None:
         self.sim = sim
@@ -603,10 +615,9 @@ class Client:
         self.name = f"c{index}"
         self.next_seq = 1
         self.open_seqs: set[int] = set()
-        self.leader: int | None = None
+        self.leader: KnownLeader[int] = KnownLeader()
         self.op: ClientOp | None = None
         self.attempt = 0
-        self.target = 0
         self.waiting = False
         self.final_ops = 0  # set by the heal: operations still to run
         # Some clients mostly read, some mostly write, like real workloads.
@@ -629,7 +640,16 @@ class Client:
             kind = "get" if r < self.read_ratio else "delete" if r > 0.9 + self.read_ratio / 10 else "set"
         key = rng.choice(sim.profile.keys)
         deadline = sim.liveness_deadline if final else sim.now + sim.profile.client_timeout_us
-        op = ClientOp(kind, key, None, sim.now, deadline, final=final)
+        retry = Retry(
+            range(sim.n),
+            self.leader,
+            sim.now,
+            deadline - sim.now,
+            CLIENT_TIMING,
+            write=kind != "get",
+            server_cap=SERVER_REQUEST_US,
+        )
+        op = ClientOp(kind, key, None, sim.now, retry, final=final)
         if kind != "get":
             op.seq = self.next_seq
             self.next_seq += 1
@@ -650,21 +670,15 @@ class Client:
         sim = self.sim
         op = self.op
         assert op is not None
-        remaining = op.deadline - sim.now
-        if remaining <= 0:
+        attempt = op.retry.next_attempt(sim.now)
+        if attempt is None:
             self.give_up()
             return
-        if self.leader is not None:
-            target = self.leader
-        else:
-            target = op.rotation % sim.n
-            op.rotation += 1
         self.attempt += 1
-        self.target = target
         self.waiting = True
-        deadline = sim.now + min(ATTEMPT_US, remaining, SERVER_REQUEST_US)
+        deadline = sim.now + attempt.timeout
         req = Request(self, self.attempt, op.key, op.cmd, deadline)
-        sim.send_request(target, req)
+        sim.send_request(attempt.server, req)
         sim.at(deadline, self.on_attempt_timeout, self.attempt)
 
     def on_attempt_timeout(self, attempt: int) -> None:
@@ -679,27 +693,16 @@ class Client:
         assert op is not None
         sim = self.sim
         if sim.verbose:
-            sim.log_client(self, f"attempt {attempt} at n{self.target}: {status_name(status)}", op)
-        if status == kv_pb2.OK:
-            self.leader = self.target
-            self.finish(value if op.kind == "get" else removed if op.kind == "delete" else None)
-            return
-        if status == kv_pb2.INVALID:
+            sim.log_client(self, f"attempt {attempt} at n{op.retry.current}: {status_name(status)}", op)
+        outcome = self.TRANSPORT_OUTCOMES.get(status) or outcome_of_status(status)
+        if outcome is Outcome.INVALID:
             sim.violation("client", f"{self.name}: a valid {op.kind} was refused as invalid")
             return
-        if status in (REFUSED, RESET, DEADLINE):
-            # grpc.RpcError: only a refused connection surely never delivered.
-            if op.cmd is not None and status != REFUSED:
-                op.ambiguous = True
-            if self.leader == self.target:
-                self.leader = None
-            sim.at(sim.now + min(ERROR_BACKOFF_US, max(op.deadline - sim.now, 0)), self.send_attempt)
-            return
-        if status == kv_pb2.UNKNOWN:
-            op.ambiguous = True
-        self.leader = hint
-        if hint is None:
-            sim.at(sim.now + min(NO_LEADER_BACKOFF_US, max(op.deadline - sim.now, 0)), self.send_attempt)
+        pause = op.retry.record(outcome, sim.now, hint)
+        if outcome is Outcome.OK:
+            self.finish(value if op.kind == "get" else removed if op.kind == "delete" else None)
+        elif pause > 0:
+            sim.at(sim.now + pause, self.send_attempt)
         else:
             self.send_attempt()
 
@@ -722,7 +725,7 @@ class Client:
         sim = self.sim
         if op.final:
             return  # left pending: the liveness check reports it
-        if op.ambiguous:
+        if isinstance(op.retry.give_up(), UnknownOutcome):
             sim.unknown.append((lincheck.Op(self.name, op.key, op.kind, op.arg, op.call, None, None), op.seq))
             sim.stats["ops_unknown"] += 1
             outcome = "unknown outcome"
