@@ -10,19 +10,15 @@ real clock or iterates an unordered collection, so a seed replays exactly::
 
 What is simulated, each piece mirroring the real thing it stands for:
 
-* ``Host`` is ``paxos/server.py`` without gRPC.  It drives the sans-I/O core,
-  appends each ``Ready`` bundle's records, waits for the fsync (simulated
-  latency, with occasional stalls), and only then sends, applies and answers;
-  the leader's accepts go out before that fsync, and a bundle that only
-  records learned commits acts at once, its records synced with the next.
-  A crash loses what was not fsynced, except for a random prefix (a torn
-  WAL tail).  Writes complete when the command applies locally; lost
-  leadership fails pending writes as "unknown" and pending reads as "not
-  leader"; reads are answered once applied_index >= their read index, at
-  once when the leader holds its read lease.  The ticker counts elapsed
-  ticks like the server's (clock drift of +-5% per node, late wake-ups, up to
-  1000 overdue ticks after a stall), and like the server the host brings
-  the clock up to date before the core sees a message or a read.
+* ``Host`` is one server process running the shipped ``paxos.replica.Replica``
+  (the same class the gRPC server runs) on a simulated disk, network and
+  clock.  ``SimDisk`` makes appended records durable after a simulated fsync
+  latency (with occasional stalls); a crash loses what was not fsynced,
+  except for a random prefix (a torn WAL tail).  Each node's clock runs at
+  its own rate (+-5%) and its ticker wakes late now and then; after a stall
+  the piled-up ticks, messages and requests run in random order.  What the
+  replica does with all that (order of effects, apply, answers, leases) is
+  the product's own code, not a copy.
 * ``Client`` drives ``client/retry.py``, the retry policy ``KVClient`` ships
   with (leader hints, a rotation over the servers, 1 s attempts inside an
   operation deadline, "unknown outcome" only when some attempt may have
@@ -40,7 +36,11 @@ What is simulated, each piece mirroring the real thing it stands for:
   of any shape (halves, one-way, a bridge node, random links), deposing the
   leader (cutting it off for longer than the shortest election timeout and
   shorter than its quorum timeout, so two leaders meet when it heals), and
-  process stalls (piled-up work runs in random order on resume).  Each seed
+  process stalls (piled-up work runs in random order on resume), and forged
+  peer messages (``Forger``: malformed, out of range, oversized, from
+  another cluster or a non-member, ballots far above any seen, accepts
+  beyond the window, unsolicited catch-up replies), each of which must be
+  refused by the codec or the core.  Each seed
   mixes these in its own proportions (swarm testing).  Then everything
   heals, every node is up, faults stop, and the liveness phase starts.
 
@@ -54,11 +54,14 @@ Checked, with the seed and a timeline of the events that matter on failure:
 * the client history is linearizable;
 * liveness: after the heal, every pending operation and one more write and
   read per client complete within ``LIVENESS_US`` of simulated time, and all
-  nodes converge to the same applied index.
+  nodes converge to the same applied index;
+* no honest message is refused (except the two kinds an honest cluster can
+  cause, see ``HONEST_REFUSALS``), and every forged one is.
 
-Planted bugs (``--bug``, see ``paxos.core.PLANTABLE_BUGS``) prove that these
-checks bite; ``ack_before_fsync`` is planted here, in the host, which then
-acts on a bundle at once and fsyncs in the background.
+Planted bugs (``--bug``, see ``ALL_BUGS``) prove that these checks bite: the
+core's (``paxos.core.PLANTABLE_BUGS``) and the host's ``ack_before_fsync``,
+planted in ``SimDisk``, which then reports an fsync done at once and
+fsyncs in the background.
 """
 
 from __future__ import annotations
@@ -79,12 +82,19 @@ from typing import Any
 from client.retry import KnownLeader, Outcome, Retry, Timing, UnknownOutcome, outcome_of_status
 from paxos import limits
 from paxos import server as paxos_server
+from paxos.codec import DecodeError, PeerCodec
 from paxos.core import PLANTABLE_BUGS, Config, Node, Role
 from paxos.messages import (
+    Accept,
+    AcceptedEntry,
     AcceptRecord,
+    Ballot,
+    CatchupReply,
     ChosenRecord,
     DurableState,
+    Heartbeat,
     Message,
+    Promise,
     PromiseRecord,
     Record,
     Slot,
@@ -92,7 +102,7 @@ from paxos.messages import (
 )
 from paxos.replica import Observer, Replica, WriteAnswer
 from paxos.statemachine import StateMachine
-from protos import kv_pb2, log_pb2
+from protos import kv_pb2, log_pb2, peer_pb2
 from tests import lincheck
 
 # Mistakes planted in the simulated host rather than in the core.
@@ -147,6 +157,7 @@ class Profile:
     partition_weight: float
     depose_weight: float  # cut the leader off for about an election
     pause_weight: float
+    forge_weight: float  # hostile messages from outside the cluster
     clients: int
     keys: tuple[str, ...]
     client_timeout_us: int
@@ -172,6 +183,7 @@ class Profile:
             partition_weight=rng.choice((0.0, 1.0, 2.0)),
             depose_weight=rng.choice((0.5, 1.0, 2.0, 4.0)),
             pause_weight=rng.choice((0.0, 0.5, 1.0)),
+            forge_weight=rng.choice((0.0, 0.5, 1.0, 2.0)),
             clients=rng.randint(2, 5),
             keys=("x", "y", "z")[: rng.randint(1, 3)],
             client_timeout_us=rng.choice((2 * SECOND, 5 * SECOND, 10 * SECOND)),
@@ -198,7 +210,7 @@ class Event:
 
 @dataclass(frozen=True)
 class Violation:
-    kind: str  # safety | lost-write | divergence | linearizability | liveness | client | refusal | exception
+    kind: str  # safety | lost-write | divergence | linearizability | liveness | client | refusal | forgery | exception
     time: int
     message: str
     key: str | None = None
@@ -414,6 +426,8 @@ class Host(Observer):
         self.paused_until = 0
         self.deferred: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self.requests: list[Request] = []  # received by this process, maybe unanswered
+        self.codec = PeerCodec(SIM_CLUSTER_ID, node_id, range(sim.n))
+        self.forged_refusal: str | None = None  # set while a forged message is handled
 
     @property
     def core(self) -> Node | None:
@@ -537,7 +551,33 @@ class Host(Observer):
         self.sim.learn(self.id, slot, value)
 
     def refused(self, msg: Message, reason: str) -> None:
+        if self.forged_refusal is not None:
+            self.forged_refusal = reason
+            return
         self.sim.refused(self.id, msg, reason)
+
+    def receive_forged(self, forgery: Forgery) -> None:
+        """A hostile message, through the same checks as any peer message: it must be refused."""
+        if not self.up or self.replica is None:
+            return
+        if forgery.wire is not None:
+            try:
+                msg = self.codec.decode(forgery.wire)
+            except DecodeError:
+                self.sim.stats["forged_refused"] += 1
+                return
+        else:
+            assert forgery.message is not None
+            msg = forgery.message
+        self.forged_refusal = ""
+        try:
+            self.replica.receive(msg)
+            refused = self.forged_refusal
+        finally:
+            self.forged_refusal = None
+        if not refused:
+            self.sim.violation("forgery", f"n{self.id} took a forged message: {forgery.what}")
+        self.sim.stats["forged_refused"] += 1
 
     # ------------------------------------------------------ client requests
 
@@ -574,6 +614,129 @@ class Host(Observer):
         if not self.expired(req):
             value = self.store.get(req.key) if status == kv_pb2.OK else None
             self.sim.reply(req, status, value=value, hint=self.leader_hint())
+
+
+# ---------------------------------------------------------------- forgery
+
+SIM_CLUSTER_ID = 0xC1A5_7E12
+
+
+@dataclass(frozen=True)
+class Forgery:
+    what: str
+    wire: peer_pb2.PeerMessage | None = None  # checked by the codec first
+    message: Message | None = None  # well-formed: only the core can tell
+
+
+class Forger:
+    """Builds messages that an outside process could send to a peer port.
+
+    Each is one that the codec or the core must refuse: another cluster or
+    receiver, a sender that is no member or the receiver itself, numbers out
+    of range, oversized values, malformed bodies, ballots far above any
+    seen, accepts beyond the window, self-contradicting promises, and
+    catch-up replies nobody asked for.  A forger that guesses an outstanding
+    catch-up request exactly could still be believed; it never does here,
+    because only authentication (TLS) can stop that.
+    """
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+
+    def make(self, host: Host) -> Forgery:
+        rng = self.sim.rng
+        kinds = (self._wire, self._far_ballot, self._far_accept, self._unsolicited_catchup, self._bad_promise)
+        return rng.choice(kinds)(host)
+
+    def _member_other_than(self, host: Host) -> int:
+        return self.sim.rng.choice([i for i in range(self.sim.n) if i != host.id])
+
+    def _honest_wire(self, host: Host) -> peer_pb2.PeerMessage:
+        sender = self._member_other_than(host)
+        ballot = Ballot(1, sender)
+        codec = PeerCodec(SIM_CLUSTER_ID, sender, range(self.sim.n))
+        return codec.encode(Heartbeat(sender, ballot, 0, 1), host.id)
+
+    def _wire(self, host: Host) -> Forgery:
+        rng = self.sim.rng
+        raw = self._honest_wire(host)
+        kind = rng.randrange(9)
+        if kind == 0:
+            raw.cluster_id = SIM_CLUSTER_ID + 1
+            what = "from another cluster"
+        elif kind == 1:
+            raw.receiver = self._member_other_than(host)
+            what = "for another receiver"
+        elif kind == 2:
+            raw.sender = rng.choice([host.id, self.sim.n + rng.randrange(100)])
+            what = f"from sender {raw.sender}"
+        elif kind == 3:
+            raw.heartbeat.ballot.round = rng.choice([2**64 - 1, limits.MAX_BALLOT_ROUND + 1])
+            what = "ballot round out of range"
+        elif kind == 4:
+            raw.heartbeat.commit_index = limits.MAX_SLOT + 1 + rng.randrange(1000)
+            what = "commit index out of range"
+        elif kind == 5:
+            raw.ClearField("heartbeat")
+            raw.accept.ballot.round = 1
+            raw.accept.ballot.node = raw.sender
+            raw.accept.slot = rng.choice([0, limits.MAX_SLOT + 1])
+            what = "accept slot out of range"
+        elif kind == 6:
+            raw.ClearField("heartbeat")
+            raw.accept.ballot.round = 1
+            raw.accept.ballot.node = raw.sender
+            raw.accept.slot = 1
+            if rng.random() < 0.05:
+                raw.accept.value.commands.append(b"x" * (limits.MAX_COMMAND_BYTES + 1))
+                what = "oversized command"
+            else:
+                raw.accept.value.commands.extend([b""] * (limits.MAX_BATCH_COMMANDS + 1))
+                what = "too many commands in a slot"
+        elif kind == 7:
+            raw.ClearField("heartbeat")
+            entries = [peer_pb2.Entry(slot=s) for s in (1, 3)]
+            raw.catchup_reply.CopyFrom(peer_pb2.CatchupReply(entries=entries, commit_index=3))
+            what = "catch-up entries not consecutive"
+        else:
+            raw.ClearField("heartbeat")
+            what = "no body"
+        return Forgery(what, wire=raw)
+
+    def _far_ballot(self, host: Host) -> Forgery:
+        core = host.core
+        assert core is not None
+        sender = self._member_other_than(host)
+        rnd = core._max_round_seen + limits.MAX_ROUND_STEP + 1 + self.sim.rng.randrange(1000)
+        msg = Heartbeat(sender, Ballot(min(rnd, limits.MAX_BALLOT_ROUND), sender), 0, 1)
+        return Forgery(f"ballot round {msg.ballot.round}", message=msg)
+
+    def _far_accept(self, host: Host) -> Forgery:
+        core = host.core
+        assert core is not None
+        sender = self._member_other_than(host)
+        slot = core.commit_index + limits.MAX_ACCEPT_WINDOW + 1 + self.sim.rng.randrange(100_000)
+        msg = Accept(sender, Ballot(max(core.promised.round, 1), sender), slot, (b"forged",), 0)
+        return Forgery(f"accept for slot {slot}", message=msg)
+
+    def _unsolicited_catchup(self, host: Host) -> Forgery:
+        core = host.core
+        assert core is not None
+        rng = self.sim.rng
+        sender = self._member_other_than(host)
+        while True:
+            first = core.commit_index + 1 + rng.randrange(1000)
+            asked = (sender, first)
+            if asked != core._catchup_asked and asked not in core._catchup_asked_before:
+                break
+        msg = CatchupReply(sender, first, ((b"forged",),), first)
+        return Forgery(f"catch-up reply from n{sender} for slot {first}", message=msg)
+
+    def _bad_promise(self, host: Host) -> Forgery:
+        sender = self._member_other_than(host)
+        ballot = Ballot(1, host.id)
+        entry = AcceptedEntry(1, Ballot(2, sender), (b"forged",))
+        return Forgery("promise reporting a ballot above its own", message=Promise(sender, ballot, 0, (entry,)))
 
 
 # ----------------------------------------------------------------- client
@@ -804,6 +967,7 @@ class Simulation:
         self.partition_id = 0
         self.hosts = [Host(self, i, round(TICK_US * self.rng.uniform(0.95, 1.05))) for i in range(self.n)]
         self.clients = [Client(self, i) for i in range(p.clients)]
+        self.forger = Forger(self)
         self.chosen: dict[Slot, Value] = {}
         self.history: list[lincheck.Op] = []
         # Writes whose outcome the client never learned, with their seq.
@@ -822,6 +986,8 @@ class Simulation:
                 "partitions",
                 "pauses",
                 "refused",
+                "forged",
+                "forged_refused",
                 "ops_ok",
                 "ops_unknown",
                 "ops_failed",
@@ -1036,6 +1202,7 @@ class Simulation:
             (p.partition_weight * cutting, self.partition),
             (p.depose_weight * cutting, self.depose_leader),
             (p.pause_weight, self.pause_one),
+            (p.forge_weight, self.forge),
         )
         r = rng.random() * sum(weight for weight, _ in actions)
         for weight, action in actions:
@@ -1205,6 +1372,20 @@ class Simulation:
         if partition_id == self.partition_id:
             self.set_partition(set(), set(), set())
             self.log(-1, "fault", "partition healed")
+
+    def forge(self) -> None:
+        """A burst of messages no honest member sends, at one running node."""
+        up = [h for h in self.hosts if h.up and h.core is not None]
+        if not up:
+            return
+        host = self.rng.choice(up)
+        count = self.rng.randint(1, 5)
+        self.stats["forged"] += count
+        for _ in range(count):
+            forgery = self.forger.make(host)
+            self.log(host.id, "fault", f"forged message: {forgery.what}")
+            if not host.defer(host.receive_forged, forgery):
+                host.receive_forged(forgery)
 
     def pause_one(self) -> None:
         host = self.pick_node()
