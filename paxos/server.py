@@ -19,14 +19,15 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError as ProtobufDecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
@@ -145,12 +146,13 @@ def _write_durably(path: Path, text: str) -> None:
 
 
 class _RefusalLog:
-    """Counts refused peer messages; logs each peer's reason once per interval."""
+    """Counts refused messages; logs each sender's reason once per interval."""
 
-    MAX_KEYS = 1024  # distinct (peer, reason) pairs remembered for the log
+    MAX_KEYS = 1024  # distinct (sender, reason) pairs remembered for the log
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], what: str = "peer message") -> None:
         self._clock = clock
+        self._what = what
         self.counts: dict[tuple[str, str], int] = {}
         self._logged: dict[tuple[str, str], tuple[float, int]] = {}
 
@@ -163,7 +165,7 @@ class _RefusalLog:
         last = self._logged.get(key)
         if last is None or now - last[0] >= limits.REFUSAL_LOG_SECONDS:
             since = count - last[1] if last else count
-            log.warning("refused %d peer message(s) from %s since last report: %s (%s)", since, peer, reason, detail)
+            log.warning("refused %d %s(s) from %s since last report: %s (%s)", since, self._what, peer, reason, detail)
             self._logged[key] = (now, count)
 
 
@@ -248,6 +250,7 @@ class PaxosServer:
             undo.callback(wal.close)
             self.storage = _WalStorage(wal, self._internal_failure)
             self.refusals = _RefusalLog(clock)
+            self.client_refusals = _RefusalLog(clock, "client request")
             self.replica = Replica(
                 self.node_id,
                 self.members,
@@ -282,8 +285,8 @@ class PaxosServer:
 
     async def start(self, listen: str) -> None:
         self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
-        kv_pb2_grpc.add_KVServicer_to_server(_KVService(self), self._grpc)
-        peer_pb2_grpc.add_PeerServicer_to_server(_PeerService(self), self._grpc)
+        _LenientRegistrar(self._grpc, self.client_refusals).add(kv_pb2_grpc.add_KVServicer_to_server, _KVService(self))
+        _LenientRegistrar(self._grpc, self.refusals).add(peer_pb2_grpc.add_PeerServicer_to_server, _PeerService(self))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         try:
             port = self._grpc.add_insecure_port(listen)
@@ -478,6 +481,80 @@ def _bind_failure(listen: str) -> str:
                     return "address in use (is another server listening on that port?)"
                 return exc.strerror or str(exc)
     return "gRPC refused it (GRPC_VERBOSITY=debug tells why)"
+
+
+@dataclass(frozen=True, slots=True)
+class _Malformed:
+    """A request whose bytes did not parse; it reaches no servicer method."""
+
+    method: str
+    detail: str
+
+
+class _LenientRegistrar:
+    """Registers a generated servicer with request parsing that cannot raise.
+
+    gRPC logs a full traceback for every request its deserializer fails on.
+    Here a request that does not parse is counted and logged once per sender
+    and interval instead: a unary call ends with INVALID_ARGUMENT, and a
+    stream's message is dropped while the stream goes on.
+    """
+
+    def __init__(self, server: grpc.aio.Server, refusals: _RefusalLog) -> None:
+        self._server = server
+        self._refusals = refusals
+        self._registered = False
+
+    def add(self, add_servicer: Callable[[Any, Any], None], servicer: object) -> None:
+        add_servicer(servicer, self)
+        if not self._registered:
+            raise RuntimeError(f"{add_servicer.__name__} registered no method handlers; grpcio-tools changed")
+
+    # The two calls generated code makes on a server.
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        pass  # the same handlers arrive by name below, and are registered from there
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        wrapped = {name: self._wrap(f"{service}/{name}", h) for name, h in handlers.items()}
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
+        self._server.add_registered_method_handlers(service, wrapped)
+        self._registered = True
+
+    def _wrap(self, method: str, handler: Any) -> Any:
+        parse = handler.request_deserializer
+        refusals = self._refusals
+
+        def lenient(raw: bytes) -> object:
+            try:
+                return parse(raw)
+            except ProtobufDecodeError as exc:
+                return _Malformed(method, str(exc))
+
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary(request: object, context: grpc.aio.ServicerContext) -> object:
+                if isinstance(request, _Malformed):
+                    refusals.note(context.peer(), "malformed request", f"{request.method}: {request.detail}")
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request.method} request")
+                return await inner(request, context)
+
+            return handler._replace(request_deserializer=lenient, unary_unary=unary)
+        if handler.stream_unary is not None:
+            stream_inner = handler.stream_unary
+
+            async def stream(requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> object:
+                async def parsed() -> AsyncIterator[object]:
+                    async for request in requests:
+                        if isinstance(request, _Malformed):
+                            refusals.note(context.peer(), "malformed message", f"{request.method}: {request.detail}")
+                            continue
+                        yield request
+
+                return await stream_inner(parsed(), context)
+
+            return handler._replace(request_deserializer=lenient, stream_unary=stream)
+        raise TypeError(f"{method}: no lenient form for this kind of method")
 
 
 class _KVService(kv_pb2_grpc.KVServicer):

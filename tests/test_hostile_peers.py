@@ -191,3 +191,28 @@ def test_huge_values_on_the_peer_path_are_refused(cluster: LocalCluster) -> None
         kv.set("k", "still served")
         assert kv.get("k") == "still served"
         cluster.check_alive()
+
+
+def test_unparsable_requests_and_messages_are_refused_without_tracebacks(cluster: LocalCluster) -> None:
+    garbage = b"\xff\xff\xff\xff\x0f"  # not a protobuf message of any type
+    name = cluster.names[0]
+    with grpc.insecure_channel(cluster.address(name)) as channel:
+        for method in ("Write", "Get", "ImageGet"):
+            call = channel.unary_unary(f"/paxoskv.kv.KV/{method}", request_serializer=None, response_deserializer=None)
+            for _ in range(20):
+                with pytest.raises(grpc.RpcError) as caught:
+                    call(garbage, timeout=10)
+                assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        stream = channel.stream_unary("/paxoskv.peer.Peer/Stream", request_serializer=None, response_deserializer=None)
+        summary = peer_pb2.StreamSummary.FromString(stream(iter([garbage] * 20), timeout=10))
+        assert summary.received == 0, "nothing unparsable reached the server's peer handling"
+    wait_until(lambda: _refusals_logged(cluster, name, "malformed message"), "the peer stream refusal in the log")
+    log = cluster.log_path(name).read_text(errors="replace")
+    assert "malformed request" in log
+    assert "Traceback" not in log
+    # Once per sender, reason and interval: far fewer lines than the 80 refused.
+    assert log.count("refused") <= 8
+    with cluster.client() as kv:
+        kv.set("still", "serving")
+        assert kv.get("still") == "serving"
+    cluster.check_alive()
