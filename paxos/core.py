@@ -679,6 +679,11 @@ class Node:
         while self.commit_index + 1 in self.chosen:
             self.commit_index += 1
             self.accepted.pop(self.commit_index, None)
+            if self._lead is not None:
+                # Learned some other way (a promise's commit index, catch-up):
+                # nothing left to ask, and every accept this leader sends
+                # stays above the commit index it carries.
+                self._lead.in_flight.pop(self.commit_index, None)
         if self.commit_index > start:
             self._out.persist.append(CommitRecord(self.commit_index))
 
