@@ -22,7 +22,7 @@ from paxos.messages import (
     PreVote,
     Promise,
 )
-from tests.test_core import STICKY, Net
+from tests.test_core import FIXED, STICKY, Net
 
 
 def _committed_cluster() -> Net:
@@ -180,3 +180,25 @@ def test_promise_contradicting_itself_is_refused() -> None:
     far = Promise(1, ballot, 0, (AcceptedEntry(limits.MAX_ACCEPT_WINDOW + 1, Ballot(1, 0), (b"x",)),))
     assert candidate.receive(far) == "promise reports a slot beyond the accept window"
     assert not candidate.is_leader()
+
+
+def test_leader_stops_asking_for_a_slot_it_learned_was_chosen_elsewhere() -> None:
+    # Found by the simulation (seed 992): a new leader re-proposed a slot,
+    # then learned by catch-up that it was chosen, and kept retransmitting
+    # it with a commit index above the slot, which followers now refuse.
+    net = Net(3)
+    net.elect(0)
+    leader = net.nodes[0]
+    assert leader.propose(b"x")
+    net.collect(0)
+    net.drop_queued()  # the accepts are lost
+    leader._catchup_asked = (1, 1)  # as if it had asked node 1 from slot 1
+    assert leader.receive(CatchupReply(1, 1, ((b"x",),), 1)) is None
+    assert leader.commit_index == 1
+    net.tick(0, FIXED.retransmit_ticks + 1)
+    resent = [m for src, _, m in net.queue if src == 0 and isinstance(m, Accept)]
+    assert resent == [], "a chosen slot is not asked for again"
+    net.deliver()
+    assert not any(n.refused for n in net.nodes)
+    net.commit(0, b"y")
+    assert [n.chosen.get(2) for n in net.nodes] == [(b"y",)] * 3
