@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol, assert_never
 
 from paxos import limits, logcommand
-from paxos.core import Config, Node, Role
+from paxos.core import Config, HostContractError, Node, Role
 from paxos.messages import DurableState, Message, NodeId, Ready, Record, Slot, Value
 from paxos.statemachine import Outcome, Result, StateMachine, validate_command
 from protos import kv_pb2
@@ -234,6 +234,8 @@ class Replica:
         self.drive()
 
     def _act(self, ready: Ready) -> None:
+        if ready.must_sync() and self.storage.unsynced():
+            raise HostContractError("acting on a bundle whose records are not durable yet")
         self.transport.send(ready.messages)
         for slot, value in ready.committed:
             self.observer.applying(slot, value)
@@ -284,13 +286,3 @@ class Replica:
         if seen != self._seen_role:
             self._seen_role = seen
             self.observer.role_changed(*seen)
-
-    # ------------------------------------------------------------ status
-
-    @property
-    def leader(self) -> NodeId | None:
-        return self.core.leader
-
-    def pending(self) -> tuple[int, int]:
-        """Writes and reads waiting here for an answer."""
-        return sum(len(a) for a in self._writes.values()), len(self._reads) + len(self._index_waiters)

@@ -252,16 +252,22 @@ class Wal:
         _fsync_dir(self.dir)
 
     def _track(self, record: Record) -> None:
-        if isinstance(record, PromiseRecord):
-            self._promised = max(self._promised, record.ballot)
-        elif isinstance(record, AcceptRecord):
-            self._promised = max(self._promised, record.ballot)
-            if record.slot > self._commit:
-                self._open_accepts[record.slot] = record
-        elif isinstance(record, CommitRecord) and record.index > self._commit:
-            self._commit = record.index
-            for slot in [s for s in self._open_accepts if s <= self._commit]:
-                del self._open_accepts[slot]
+        match record:
+            case PromiseRecord():
+                self._promised = max(self._promised, record.ballot)
+            case AcceptRecord():
+                self._promised = max(self._promised, record.ballot)
+                if record.slot > self._commit:
+                    self._open_accepts[record.slot] = record
+            case CommitRecord():
+                if record.index > self._commit:
+                    self._commit = record.index
+                    for slot in [s for s in self._open_accepts if s <= self._commit]:
+                        del self._open_accepts[slot]
+            case ChosenRecord():
+                pass  # not carried into a new segment: a chosen value can be learned again
+            case _:
+                assert_never(record)
 
     def append(self, records: Iterable[Record]) -> None:
         for record in records:

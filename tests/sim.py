@@ -77,7 +77,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from client.retry import KnownLeader, Outcome, Retry, Timing, UnknownOutcome, outcome_of_status
 from paxos import limits
@@ -91,6 +91,7 @@ from paxos.messages import (
     Ballot,
     CatchupReply,
     ChosenRecord,
+    CommitRecord,
     DurableState,
     Heartbeat,
     Message,
@@ -294,13 +295,17 @@ def command_names(value: Value) -> list[str]:
 
 
 def describe_record(record: Record) -> str:
-    if isinstance(record, PromiseRecord):
-        return f"promise {record.ballot}"
-    if isinstance(record, AcceptRecord):
-        return f"accept {record.slot}@{record.ballot}={describe_value(record.value)}"
-    if isinstance(record, ChosenRecord):
-        return f"chosen {record.slot}={describe_value(record.value)}"
-    return f"commit {record.index}"
+    match record:
+        case PromiseRecord():
+            return f"promise {record.ballot}"
+        case AcceptRecord():
+            return f"accept {record.slot}@{record.ballot}={describe_value(record.value)}"
+        case ChosenRecord():
+            return f"chosen {record.slot}={describe_value(record.value)}"
+        case CommitRecord():
+            return f"commit {record.index}"
+        case _:
+            assert_never(record)
 
 
 def describe_message(msg: Message) -> str:
@@ -341,9 +346,10 @@ class SimDisk:
 
     ``append`` buffers; ``sync`` makes everything appended so far durable
     after a simulated latency (with occasional stalls) and then reports
-    done.  With the planted bug ``ack_before_fsync`` it reports done at once
-    and fsyncs in the background, like a log flushed off the critical path:
-    the replica then acts on bundles that are not yet durable.
+    done.  With the planted bug ``ack_before_fsync`` the disk says nothing
+    is pending and flushes in the background, like a log written through a
+    cache it wrongly believes durable: the replica then acts on bundles that
+    are not yet durable, and the simulation's checks must notice.
     """
 
     def __init__(self, host: Host) -> None:
@@ -356,16 +362,14 @@ class SimDisk:
 
     def append(self, records: list[Record]) -> None:
         self.pending.extend(records)
+        if self.host.sim.ack_before_fsync and not self.flushing:
+            self._start(None)
 
     def unsynced(self) -> bool:
-        return bool(self.pending)
+        # The planted bug: a log written through a cache it believes durable.
+        return bool(self.pending) and not self.host.sim.ack_before_fsync
 
     def sync(self, done: Callable[[], None]) -> None:
-        if self.host.sim.ack_before_fsync:
-            if not self.flushing:
-                self._start(None)
-            done()
-            return
         assert not self.flushing, "the replica waits for one fsync at a time"
         self._start(done)
 
@@ -556,10 +560,17 @@ class Host(Observer):
             return
         self.sim.refused(self.id, msg, reason)
 
-    def receive_forged(self, forgery: Forgery) -> None:
-        """A hostile message, through the same checks as any peer message: it must be refused."""
+    def receive_forged(self) -> None:
+        """A hostile message, through the same checks as any peer message: it must be refused.
+
+        It is made when it arrives, not when it was sent: a stalled process
+        may have asked for a catch-up meanwhile that a reply made earlier
+        would answer by chance.
+        """
         if not self.up or self.replica is None:
             return
+        forgery = self.sim.forger.make(self)
+        self.sim.log(self.id, "fault", f"forged message: {forgery.what}")
         if forgery.wire is not None:
             try:
                 msg = self.codec.decode(forgery.wire)
@@ -1382,10 +1393,8 @@ class Simulation:
         count = self.rng.randint(1, 5)
         self.stats["forged"] += count
         for _ in range(count):
-            forgery = self.forger.make(host)
-            self.log(host.id, "fault", f"forged message: {forgery.what}")
-            if not host.defer(host.receive_forged, forgery):
-                host.receive_forged(forgery)
+            if not host.defer(host.receive_forged):
+                host.receive_forged()
 
     def pause_one(self) -> None:
         host = self.pick_node()

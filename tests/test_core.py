@@ -1072,3 +1072,36 @@ def test_duelling_candidates_converge_to_one_leader(seed: int) -> None:
             break
     assert stable >= 3 * config.heartbeat_ticks, f"no stable leader after 400 ticks: {net.leaders()}"
     assert len(leaders_by_ballot) >= 1
+
+
+def test_replica_refuses_to_act_on_a_bundle_that_is_not_durable() -> None:
+    from paxos.replica import Replica
+
+    class LyingDisk:
+        """Reports an fsync done while records are still pending."""
+
+        def __init__(self) -> None:
+            self.pending: list[Record] = []
+
+        def append(self, records: list[Record]) -> None:
+            self.pending.extend(records)
+
+        def unsynced(self) -> bool:
+            return bool(self.pending)
+
+        def sync(self, done: Callable[[], None]) -> None:
+            done()
+
+    class Wire:
+        def send(self, messages: list[tuple[NodeId, Message]]) -> None:
+            pass
+
+    now = [0.0]
+    replica = Replica(0, [0], DurableState(), LyingDisk(), Wire(), lambda: now[0], lambda: None)
+    now[0] = 10.0  # past any election timeout: a one-member cluster elects itself and persists a promise
+    replica.tick()
+    with pytest.raises(HostContractError, match="not durable"):
+        for _ in range(100):
+            now[0] += 1.0
+            replica.tick()
+            replica.drive()
