@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -86,6 +87,18 @@ def _every_replica_holds(cluster: LocalCluster, expected: dict[str, str]) -> boo
     return True
 
 
+def _refused_by_followers(
+    cluster: LocalCluster, leader: str, reason: str, make: Callable[[str], list[peer_pb2.PeerMessage]]
+) -> None:
+    """Send every follower what ``make`` builds for it, then wait until each logs the refusal."""
+    forger = Forger(cluster)
+    followers = [name for name in cluster.names if name != leader]
+    for name in followers:
+        forger.send(name, *make(name))
+    for name in followers:
+        wait_until(partial(_refusals_logged, cluster, name, reason), f"{name} to log {reason!r}")
+
+
 def _fail_over(cluster: LocalCluster, kv: KVClient) -> None:
     """Kill the leader, wait for another, write through it, restart the old one."""
     old = str(_leader(kv)["name"])
@@ -105,12 +118,9 @@ def test_forged_catchup_reply_is_refused_and_data_stays(cluster: LocalCluster) -
         leader = str(_leader(kv)["name"])
         leader_id = forger.ids[leader]
         forged = CatchupReply(leader_id, 1, ((_command("account", "0"),), (_command("owner", "mallory"),)), 2)
-        for name in cluster.names:
-            if name != leader:
-                forger.send(name, forger.envelope(forged, name))
-        for name in cluster.names:
-            if name != leader:
-                wait_until(lambda n=name: _refusals_logged(cluster, n, "unsolicited catch-up reply"), f"{name} log")
+        _refused_by_followers(
+            cluster, leader, "unsolicited catch-up reply", lambda name: [forger.envelope(forged, name)]
+        )
         assert kv.get("account") == "100" and kv.get("owner") == "alice"
         kv.set("next", "write")  # not UnknownOutcome: the leader's next slot is really free
         assert kv.get("next") == "write"
@@ -124,17 +134,15 @@ def test_ballot_overflow_is_refused_and_elections_still_work(cluster: LocalClust
         kv.set("k", "v")
         leader = str(_leader(kv)["name"])
         leader_id = forger.ids[leader]
-        for name in cluster.names:
-            if name == leader:
-                continue
+
+        def overflowing(name: str) -> list[peer_pb2.PeerMessage]:
             overflow = forger.envelope(Heartbeat(leader_id, Ballot(1, leader_id), 0, 1), name)
             overflow.heartbeat.ballot.round = 2**64 - 1  # beyond what the codec lets through
             huge = forger.envelope(Heartbeat(leader_id, Ballot(limits.MAX_BALLOT_ROUND - 1, leader_id), 0, 1), name)
-            forger.send(name, overflow, huge)
-        for name in cluster.names:
-            if name != leader:
-                wait_until(lambda n=name: _refusals_logged(cluster, n, "ballot round far above any seen"), "log")
-                assert _refusals_logged(cluster, name, "out of range")
+            return [overflow, huge]
+
+        _refused_by_followers(cluster, leader, "ballot round far above any seen", overflowing)
+        assert all(_refusals_logged(cluster, name, "out of range") for name in cluster.names if name != leader)
         _fail_over(cluster, kv)
         assert _ballot(_leader(kv)["ballot"]).round < 1000
         assert kv.get("k") == "v"
@@ -147,13 +155,10 @@ def test_accept_for_a_far_slot_is_refused_and_a_new_leader_takes_over(cluster: L
         state = _leader(kv)
         leader, ballot = str(state["name"]), _ballot(state["ballot"])
         far = int(str(state["commit_index"])) + 100_000
-        for name in cluster.names:
-            if name != leader:
-                forged = Accept(forger.ids[leader], ballot, far, (_command("k", "forged"),), 0)
-                forger.send(name, forger.envelope(forged, name))
-        for name in cluster.names:
-            if name != leader:
-                wait_until(lambda n=name: _refusals_logged(cluster, n, "accept beyond the accept window"), "log")
+        forged = Accept(forger.ids[leader], ballot, far, (_command("k", "forged"),), 0)
+        _refused_by_followers(
+            cluster, leader, "accept beyond the accept window", lambda name: [forger.envelope(forged, name)]
+        )
         _fail_over(cluster, kv)
         assert kv.get("k") == "v"
 
