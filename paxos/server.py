@@ -222,7 +222,9 @@ class _ServerObserver(Observer):
             log.info("no leader known")
 
     def refused(self, msg: Message, reason: str) -> None:
-        self.s.refusals.note(self.s.members[msg.sender].name, reason, type(msg).__name__)
+        member = self.s.members.get(msg.sender)
+        sender = member.name if member else f"member {format_id(msg.sender)}"
+        self.s.refusals.note(sender, reason, type(msg).__name__)
 
 
 class PaxosServer:

@@ -88,10 +88,10 @@ def _every_replica_holds(cluster: LocalCluster, expected: dict[str, str]) -> boo
 
 
 def _refused_by_followers(
-    cluster: LocalCluster, leader: str, reason: str, make: Callable[[str], list[peer_pb2.PeerMessage]]
+    forger: Forger, leader: str, reason: str, make: Callable[[str], list[peer_pb2.PeerMessage]]
 ) -> None:
     """Send every follower what ``make`` builds for it, then wait until each logs the refusal."""
-    forger = Forger(cluster)
+    cluster = forger.cluster
     followers = [name for name in cluster.names if name != leader]
     for name in followers:
         forger.send(name, *make(name))
@@ -119,7 +119,7 @@ def test_forged_catchup_reply_is_refused_and_data_stays(cluster: LocalCluster) -
         leader_id = forger.ids[leader]
         forged = CatchupReply(leader_id, 1, ((_command("account", "0"),), (_command("owner", "mallory"),)), 2)
         _refused_by_followers(
-            cluster, leader, "unsolicited catch-up reply", lambda name: [forger.envelope(forged, name)]
+            forger, leader, "unsolicited catch-up reply", lambda name: [forger.envelope(forged, name)]
         )
         assert kv.get("account") == "100" and kv.get("owner") == "alice"
         kv.set("next", "write")  # not UnknownOutcome: the leader's next slot is really free
@@ -141,7 +141,7 @@ def test_ballot_overflow_is_refused_and_elections_still_work(cluster: LocalClust
             huge = forger.envelope(Heartbeat(leader_id, Ballot(limits.MAX_BALLOT_ROUND - 1, leader_id), 0, 1), name)
             return [overflow, huge]
 
-        _refused_by_followers(cluster, leader, "ballot round far above any seen", overflowing)
+        _refused_by_followers(forger, leader, "ballot round far above any seen", overflowing)
         assert all(_refusals_logged(cluster, name, "out of range") for name in cluster.names if name != leader)
         _fail_over(cluster, kv)
         assert _ballot(_leader(kv)["ballot"]).round < 1000
@@ -157,7 +157,7 @@ def test_accept_for_a_far_slot_is_refused_and_a_new_leader_takes_over(cluster: L
         far = int(str(state["commit_index"])) + 100_000
         forged = Accept(forger.ids[leader], ballot, far, (_command("k", "forged"),), 0)
         _refused_by_followers(
-            cluster, leader, "accept beyond the accept window", lambda name: [forger.envelope(forged, name)]
+            forger, leader, "accept beyond the accept window", lambda name: [forger.envelope(forged, name)]
         )
         _fail_over(cluster, kv)
         assert kv.get("k") == "v"
