@@ -50,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to bind (default 0.0.0.0 and this server's port from the hostfile)",
     )
     parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        default=os.environ.get("PAXOSKV_METRICS") or None,
+        help=(
+            "serve Prometheus metrics at http://HOST:PORT/metrics and a health probe at /healthz "
+            "(default: $PAXOSKV_METRICS, else off)"
+        ),
+    )
+    parser.add_argument(
         "--max-value-bytes",
         type=int,
         default=limits.DEFAULT_MAX_VALUE_BYTES,
@@ -70,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(server: PaxosServer, listen: str) -> int:
+async def _serve(server: PaxosServer, listen: str, metrics: str | None) -> int:
     try:
-        await server.start(listen)
+        await server.start(listen, metrics)
     except BaseException:
         await server.stop()  # closes the log and unlocks the data dir before we report
         raise
@@ -128,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DATA
     try:
-        return _run(_serve(server, listen))
+        return _run(_serve(server, listen, opts.metrics))
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -118,3 +118,11 @@ DEFAULT_PORT = 50051
 # Data directory: the lock file holds the PID of the server using the
 # directory; a refused starter reads at most this much of it for its message.
 LOCK_FILE_READ_BYTES = 32
+
+# Metrics and health over plain HTTP (--metrics HOST:PORT).  Whoever can
+# reach the port is not trusted: a request is cut off past this size or
+# after this long, and connections beyond the cap are closed at once.
+HTTP_MAX_REQUEST_BYTES = 8 * 1024
+HTTP_MAX_HEADER_LINES = 64
+HTTP_READ_SECONDS = 5.0
+HTTP_MAX_CONNECTIONS = 32

@@ -208,6 +208,11 @@ class Replica:
         """The caller gave up on a read (its deadline passed)."""
         self._reads.pop(read_id, None)
 
+    @property
+    def pending_writes(self) -> int:
+        """Client writes proposed here and not answered yet (for the server's metrics)."""
+        return len(self._writes)
+
     # ------------------------------------------------------- the bundles
 
     def drive(self) -> None:

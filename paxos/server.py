@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import json
 import logging
 import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -37,7 +39,8 @@ from paxos.core import Config, Node, Role
 from paxos.datadir import LOCK_FILE, DataDirError, lock_data_dir
 from paxos.hostfile import Member
 from paxos.identity import bootstrap_ids, format_id, parse_id
-from paxos.messages import Message, NodeId, Record
+from paxos.messages import Message, NodeId, Record, Slot, Value
+from paxos.metrics import FSYNC_BUCKETS, REQUEST_BUCKETS, SLOT_COMMAND_BUCKETS, Histogram, MetricsHttp, registry_for
 from paxos.replica import Observer, Replica, WriteAnswer
 from paxos.statemachine import StateMachine, validate_image_hash, validate_key
 from paxos.wal import Wal
@@ -176,6 +179,8 @@ class _WalStorage:
         self.wal = wal
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._on_failure = on_failure
+        self.fsync_seconds = Histogram(FSYNC_BUCKETS)
+        self.last_fsync_seconds = 0.0
 
     def append(self, records: list[Record]) -> None:
         self.wal.append(records)
@@ -184,10 +189,15 @@ class _WalStorage:
         return self.wal.unsynced()
 
     def sync(self, done: Callable[[], None]) -> None:
-        future = asyncio.get_running_loop().run_in_executor(self.thread, self.wal.sync)
+        future = asyncio.get_running_loop().run_in_executor(self.thread, self._timed_sync)
         future.add_done_callback(lambda f: self._synced(f, done))
 
-    def _synced(self, future: asyncio.Future[None], done: Callable[[], None]) -> None:
+    def _timed_sync(self) -> float:
+        started = time.perf_counter()
+        self.wal.sync()
+        return time.perf_counter() - started
+
+    def _synced(self, future: asyncio.Future[float], done: Callable[[], None]) -> None:
         if future.cancelled():
             return
         exc = future.exception()
@@ -196,6 +206,9 @@ class _WalStorage:
             # log can no longer be trusted, so the server stops.
             self._on_failure(exc)
             return
+        # Recorded here, on the event loop, so a scrape never sees half an update.
+        self.last_fsync_seconds = future.result()
+        self.fsync_seconds.observe(self.last_fsync_seconds)
         try:
             done()
         except Exception as error:  # a bug in the replica: stop rather than idle
@@ -209,9 +222,13 @@ class _WalStorage:
 class _ServerObserver(Observer):
     def __init__(self, server: PaxosServer) -> None:
         self.s = server
+        self._leader: NodeId | None = None
 
     def role_changed(self, role: Role, leader: NodeId | None) -> None:
         ballot = self.s.core.ballot
+        if leader is not None and leader != self._leader:
+            self.s.leader_changes += 1
+            self._leader = leader
         if role is Role.LEADER:
             log.info("became leader with ballot %s (commit index %d)", ballot, self.s.core.commit_index)
         elif role is Role.CANDIDATE:
@@ -220,6 +237,9 @@ class _ServerObserver(Observer):
             log.info("following %s (ballot %s)", self.s.members[leader].name, ballot)
         else:
             log.info("no leader known")
+
+    def applying(self, slot: Slot, value: Value) -> None:
+        self.s.slot_commands.observe(len(value))
 
     def refused(self, msg: Message, reason: str) -> None:
         member = self.s.members.get(msg.sender)
@@ -274,6 +294,19 @@ class PaxosServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: grpc.aio.Server | None = None
         self.health = health_aio.HealthServicer()
+        # Plain numbers for paxos/metrics.py, read when Prometheus scrapes.
+        self.serving = False
+        self.leader_changes = 0
+        self.slot_commands = Histogram(SLOT_COMMAND_BUCKETS)
+        self.received: Counter[NodeId] = Counter()
+        self.request_counts: Counter[tuple[str, str]] = Counter()
+        # Every method's series exist from the start, so a follower that has
+        # answered nothing still shows them (at zero).
+        self.request_seconds = {
+            m: Histogram(REQUEST_BUCKETS) for m in kv_pb2.DESCRIPTOR.services_by_name["KV"].methods_by_name
+        }
+        self.request_counts.update(dict.fromkeys(((m, "OK") for m in self.request_seconds), 0))
+        self._http: MetricsHttp | None = None
 
     @property
     def core(self) -> Node:
@@ -283,9 +316,14 @@ class PaxosServer:
     def store(self) -> StateMachine:
         return self.replica.store
 
+    @property
+    def links(self) -> dict[NodeId, _PeerLink]:
+        return self._links
+
     # ------------------------------------------------------------- lifecycle
 
-    async def start(self, listen: str) -> None:
+    async def start(self, listen: str, metrics: str | None = None) -> None:
+        """Serve gRPC on ``listen``, and /metrics and /healthz over HTTP on ``metrics`` if given."""
         self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         _LenientRegistrar(self._grpc, self.client_refusals).add(kv_pb2_grpc.add_KVServicer_to_server, _KVService(self))
         _LenientRegistrar(self._grpc, self.refusals).add(peer_pb2_grpc.add_PeerServicer_to_server, _PeerService(self))
@@ -304,6 +342,14 @@ class PaxosServer:
         for task in self._tasks:
             task.add_done_callback(self._task_ended)
         await _set_health(self.health, health_pb2.HealthCheckResponse.SERVING)
+        self.serving = True
+        if metrics is not None:
+            self._http = MetricsHttp(registry_for(self), lambda: self.serving)
+            try:
+                await self._http.start(metrics)
+            except (OSError, ValueError) as exc:
+                raise OSError(f"cannot serve metrics on {metrics}: {exc}") from None
+            log.info("metrics at http://%s/metrics, health at /healthz", metrics)
         self._schedule_drive()
         log.info(
             "%s (member %s of cluster %s) listening on %s (%d servers in the cluster)",
@@ -328,7 +374,10 @@ class PaxosServer:
         self.failed.set()
 
     async def stop(self) -> None:
+        self.serving = False
         await _set_health(self.health, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._http is not None:
+            await self._http.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace=0.5)
         for task in self._tasks:
@@ -395,6 +444,7 @@ class PaxosServer:
             return
         if msg.sender in self._blocked:
             return
+        self.received[msg.sender] += 1
         self.replica.receive(msg)
 
     def _peer_label(self, sender: int, origin: str) -> str:
@@ -444,6 +494,13 @@ class PaxosServer:
             commit_index=self.core.commit_index,
             applied_index=self.store.applied_index,
         )
+
+    def note_request(self, method: str, status: str, seconds: float) -> None:
+        self.request_counts[method, status] += 1
+        histogram = self.request_seconds.get(method)
+        if histogram is None:
+            histogram = self.request_seconds[method] = Histogram(REQUEST_BUCKETS)
+        histogram.observe(seconds)
 
 
 T = TypeVar("T")
@@ -559,13 +616,37 @@ class _LenientRegistrar:
         raise TypeError(f"{method}: no lenient form for this kind of method")
 
 
+_Handler = TypeVar("_Handler", bound=Callable[..., Awaitable[Any]])
+_STATUS_NAMES = {value: name for name, value in kv_pb2.Status.items()}
+
+
+def _measured(handler: _Handler) -> _Handler:
+    """Count a client method's replies by status and time them (paxoskv_client_requests_total and _duration)."""
+    method = handler.__name__
+
+    @functools.wraps(handler)
+    async def measured(self: _KVService, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.perf_counter()
+        status = "ERROR"  # an abort, or the client went away
+        try:
+            reply = await handler(self, request, context)
+            status = _STATUS_NAMES.get(getattr(reply, "status", kv_pb2.OK), "ERROR")
+            return reply
+        finally:
+            self.s.note_request(method, status, time.perf_counter() - started)
+
+    return measured  # type: ignore[return-value]
+
+
 class _KVService(kv_pb2_grpc.KVServicer):
     def __init__(self, server: PaxosServer) -> None:
         self.s = server
 
+    @_measured
     async def Write(self, request: kv_pb2.WriteRequest, context: grpc.aio.ServicerContext) -> kv_pb2.WriteReply:
         return await self.s.write(request.command, _deadline(context))
 
+    @_measured
     async def Get(self, request: kv_pb2.GetRequest, context: grpc.aio.ServicerContext) -> kv_pb2.GetReply:
         error = validate_key(request.key)
         if error:
@@ -577,6 +658,7 @@ class _KVService(kv_pb2_grpc.KVServicer):
         value = self.s.store.get(request.key)
         return kv_pb2.GetReply(status=kv_pb2.OK, found=value is not None, value=value or "")
 
+    @_measured
     async def ImageGet(
         self, request: kv_pb2.ImageGetRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.ImageGetReply:
@@ -595,6 +677,7 @@ class _KVService(kv_pb2_grpc.KVServicer):
         matches = [kv_pb2.ImageMatch(hash=m.hash, distance=m.distance, metadata=m.metadata) for m in found]
         return kv_pb2.ImageGetReply(status=kv_pb2.OK, matches=matches)
 
+    @_measured
     async def Status(self, request: kv_pb2.StatusRequest, context: grpc.aio.ServicerContext) -> kv_pb2.NodeStatus:
         return self.s.status()
 
@@ -635,14 +718,20 @@ class _PeerLink:
         self._queue: asyncio.Queue[peer_pb2.PeerMessage | None] = asyncio.Queue(limits.PEER_QUEUE_LIMIT)
         self._channel: grpc.aio.Channel | None = None
         self._connected = False
+        self.sent = 0  # queued for the stream
+        self.dropped_down = 0
+        self.dropped_full = 0
 
     def send(self, msg: peer_pb2.PeerMessage) -> None:
         if not self._connected and self._queue.qsize() > 64:
+            self.dropped_down += 1
             return  # peer down: do not hoard stale messages
         try:
             self._queue.put_nowait(msg)
         except asyncio.QueueFull:
-            pass
+            self.dropped_full += 1
+            return
+        self.sent += 1
 
     async def run(self) -> None:
         backoff = 0.05

@@ -1,0 +1,235 @@
+"""Prometheus metrics and a ``/healthz`` probe for one server, over plain HTTP.
+
+The core and the replica know nothing of this module: they keep plain
+numbers (commit index, ``Node.refused``, pending writes) and the server
+keeps a few more on its hot paths (``Histogram.observe`` and counter
+increments, nothing else).  At scrape time ``ServerCollector`` reads them
+all and builds the exposition, so a server nobody scrapes pays nothing for
+the metrics but those increments.
+
+``MetricsHttp`` answers ``GET /metrics`` (the Prometheus text format) and
+``GET /healthz`` (200 while the server serves, 503 otherwise) from the
+server's own event loop, so a health probe that gets an answer also proves
+the loop is turning.  It is tiny on purpose: Docker's HEALTHCHECK probes it
+with bash alone, without starting Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from paxos import limits
+from paxos.core import Role
+
+if TYPE_CHECKING:
+    from paxos.server import PaxosServer
+
+log = logging.getLogger("paxos.metrics")
+
+# Bucket bounds.  An fsync on an SSD takes well under a millisecond to a few
+# ms; past 10 ms the log is the bottleneck (docs/operations.md).
+FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Commands per slot: one per slot means no batching; a full batch is
+# limits.MAX_BATCH_COMMANDS.
+SLOT_COMMAND_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, limits.MAX_BATCH_COMMANDS)
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Bucket counts and a sum, for the collector to expose; ``observe`` is one bisect and two additions."""
+
+    bounds: Sequence[float]
+    counts: list[int] = field(init=False)  # per bucket, not cumulative; the last one is +Inf
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        running = 0
+        buckets: list[tuple[str, float]] = []
+        for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
+            running += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
+        return buckets
+
+
+class ServerCollector(Collector):
+    """Reads one server's numbers when Prometheus scrapes; see the module docstring."""
+
+    def __init__(self, server: PaxosServer) -> None:
+        self.s = server
+
+    def collect(self) -> Iterable[Metric]:
+        s = self.s
+        core = s.core
+        yield _gauge("paxoskv_is_leader", "1 while this server is the leader, else 0", core.role is Role.LEADER)
+        role = GaugeMetricFamily("paxoskv_role", "1 for this server's current role", labels=["role"])
+        for each in Role:
+            role.add_metric([each.value], float(core.role is each))
+        yield role
+        yield _gauge("paxoskv_ballot_round", "round of the highest ballot this server has seen", core.ballot.round)
+        yield _gauge("paxoskv_commit_index", "highest slot known chosen, with every slot below it", core.commit_index)
+        yield _gauge("paxoskv_applied_index", "highest slot applied to the key-value store", s.store.applied_index)
+        yield _gauge("paxoskv_pending_writes", "client writes waiting here for their slot", s.replica.pending_writes)
+        yield CounterMetricFamily(
+            "paxoskv_leader_changes", "times the leader this server knows of changed", value=s.leader_changes
+        )
+        yield _histogram(
+            "paxoskv_wal_fsync_duration_seconds", "time one fsync of the write-ahead log took", s.storage.fsync_seconds
+        )
+        yield _histogram("paxoskv_slot_commands", "client commands in each applied slot", s.slot_commands)
+        yield from self._client_requests()
+        yield from self._peer_messages()
+
+    def _client_requests(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "paxoskv_client_requests",
+            "client requests answered, by method and reply status",
+            labels=["method", "status"],
+        )
+        for (method, status), count in sorted(self.s.request_counts.items()):
+            requests.add_metric([method, status], count)
+        yield requests
+        durations = HistogramMetricFamily(
+            "paxoskv_client_request_duration_seconds", "time from request to reply, by method", labels=["method"]
+        )
+        for method, histogram in sorted(self.s.request_seconds.items()):
+            durations.add_metric([method], histogram.cumulative(), histogram.total)
+        yield durations
+
+    def _peer_messages(self) -> Iterator[Metric]:
+        s = self.s
+        messages = CounterMetricFamily(
+            "paxoskv_peer_messages", "peer messages sent and received, by peer", labels=["peer", "direction"]
+        )
+        dropped = CounterMetricFamily(
+            "paxoskv_peer_messages_dropped",
+            "peer messages dropped: refused on the way in, or not sent (queue full, peer down)",
+            labels=["peer", "reason"],
+        )
+        for peer, link in sorted(s.links.items()):
+            name = s.members[peer].name
+            messages.add_metric([name, "sent"], link.sent)
+            messages.add_metric([name, "received"], s.received.get(peer, 0))
+            if link.dropped_down:
+                dropped.add_metric([name, "peer down"], link.dropped_down)
+            if link.dropped_full:
+                dropped.add_metric([name, "queue full"], link.dropped_full)
+        # Refusals by the codec and by the core (Node.refused, reported
+        # through the replica's observer) are both counted here by sender.
+        for (peer_label, reason), count in sorted(s.refusals.counts.items()):
+            dropped.add_metric([peer_label, reason], count)
+        yield messages
+        yield dropped
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=float(value))
+
+
+def _histogram(name: str, doc: str, histogram: Histogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, buckets=histogram.cumulative(), sum_value=histogram.total)
+
+
+def registry_for(server: PaxosServer) -> CollectorRegistry:
+    """A registry of its own per server, so several servers in one process (tests) do not collide."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServerCollector(server))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """HOST:PORT (HOST may be [v6]); ValueError with a one-line reason otherwise."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{address!r} is not HOST:PORT with a port from 0 to 65535")
+    return host.strip("[]") or "0.0.0.0", int(port_text)
+
+
+class MetricsHttp:
+    """``/metrics`` and ``/healthz`` over HTTP/1.0, on the server's event loop."""
+
+    def __init__(self, registry: CollectorRegistry, serving: Callable[[], bool]) -> None:
+        self._registry = registry
+        self._serving = serving
+        self._server: asyncio.Server | None = None
+        self._open = 0
+        self.port = 0
+
+    async def start(self, address: str) -> None:
+        host, port = parse_address(address)
+        self._server = await asyncio.start_server(
+            self._handle, host, port, limit=limits.HTTP_MAX_REQUEST_BYTES, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open += 1
+        try:
+            if self._open <= limits.HTTP_MAX_CONNECTIONS:
+                path = await asyncio.wait_for(_read_request(reader), limits.HTTP_READ_SECONDS)
+                writer.write(self._answer(path))
+                await asyncio.wait_for(writer.drain(), limits.HTTP_READ_SECONDS)
+        except (TimeoutError, ValueError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # a slow, oversized or broken request just loses its connection
+        finally:
+            self._open -= 1
+            writer.close()
+
+    def _answer(self, path: str | None) -> bytes:
+        if path is None:
+            return _response(400, "text/plain", b"bad request\n")
+        path = path.split("?", 1)[0]
+        if path == "/metrics":
+            return _response(200, CONTENT_TYPE_LATEST, generate_latest(self._registry))
+        if path == "/healthz":
+            if self._serving():
+                return _response(200, "text/plain", b"SERVING\n")
+            return _response(503, "text/plain", b"NOT_SERVING\n")
+        return _response(404, "text/plain", b"try /metrics or /healthz\n")
+
+
+async def _read_request(reader: asyncio.StreamReader) -> str | None:
+    """The path of a GET request, after reading its headers; None if it is not one."""
+    request_line = (await reader.readline()).decode("latin-1").split()
+    for _ in range(limits.HTTP_MAX_HEADER_LINES):
+        if (await reader.readline()).strip() == b"":
+            break
+    else:
+        return None
+    if len(request_line) < 2 or request_line[0] != "GET":
+        return None
+    return request_line[1]
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 503: "Service Unavailable"}
+
+
+def _response(code: int, content_type: str, body: bytes) -> bytes:
+    head = (
+        f"HTTP/1.0 {code} {_REASONS[code]}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
