@@ -52,7 +52,7 @@ RUN set -eu; \
 # /tmp/requirements-server.txt: those named in SERVER_REQUIREMENTS, with the
 # version bounds pyproject.toml gives them (the build fails if one is missing,
 # rather than making a server image that cannot start).
-ARG SERVER_REQUIREMENTS="grpcio grpcio-health-checking prometheus-client protobuf uvloop"
+ARG SERVER_REQUIREMENTS="grpcio grpcio-health-checking grpcio-reflection prometheus-client protobuf uvloop"
 COPY pyproject.toml /src/pyproject.toml
 RUN python -c 'import os, re, sys, tomllib; \
     deps = tomllib.load(open("/src/pyproject.toml", "rb")).get("project", {}).get("dependencies", []); \

@@ -32,6 +32,7 @@ import grpc
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
 
 from paxos import limits
 from paxos.codec import DecodeError, PeerCodec
@@ -66,6 +67,11 @@ GRPC_OPTIONS = [
 GRPC_SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
 # How long a write or read waits in the server when the client set no deadline.
 DEFAULT_REQUEST_SECONDS = 10.0
+# The services this server offers: health reports on each of them (and on
+# "", the whole server), reflection lists them for grpcurl and grpcui.
+KV_SERVICE = kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name
+PEER_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 META_FILE = "paxoskv-meta.json"
 # The data dir layout.  2: member ids (ballots carry them, not hostfile line
 # numbers), and log_pb2.LogCommand in the log's slots.  Before it (no
@@ -328,6 +334,9 @@ class PaxosServer:
         _LenientRegistrar(self._grpc, self.client_refusals).add(kv_pb2_grpc.add_KVServicer_to_server, _KVService(self))
         _LenientRegistrar(self._grpc, self.refusals).add(peer_pb2_grpc.add_PeerServicer_to_server, _PeerService(self))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        reflection.enable_server_reflection(
+            (KV_SERVICE, PEER_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), self._grpc
+        )
         try:
             port = self._grpc.add_insecure_port(listen)
         except RuntimeError:  # what grpcio raises, without the reason, when the bind fails
@@ -375,7 +384,9 @@ class PaxosServer:
 
     async def stop(self) -> None:
         self.serving = False
-        await _set_health(self.health, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Every service turns NOT_SERVING for good (later sets are ignored),
+        # and watchers hear it during the grace period below.
+        await self.health.enter_graceful_shutdown()
         if self._http is not None:
             await self._http.stop()
         if self._grpc is not None:
@@ -519,7 +530,8 @@ def _deadline(context: grpc.aio.ServicerContext) -> float:
 
 
 async def _set_health(servicer: health_aio.HealthServicer, status: int) -> None:
-    await servicer.set("", status)
+    for service in ("", KV_SERVICE, PEER_SERVICE):
+        await servicer.set(service, status)
 
 
 def _bind_failure(listen: str) -> str:
