@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import urllib.error
@@ -134,6 +135,30 @@ def test_healthz_answers_serving_until_the_server_stops(tmp_path: Path) -> None:
         cluster.stop("s0")
         with pytest.raises(OSError):
             _get(f"http://{address}/healthz")
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_docs_and_dashboard_name_only_metrics_the_servers_export(tmp_path: Path) -> None:
+    with in_process_cluster(tmp_path, 1) as cluster:
+        # Declared families count too: a one-server cluster sends no peer messages.
+        status, text = _get(f"http://{cluster.metrics['s0']}/metrics")
+        assert status == 200, text
+    exported = set(re.findall(r"^(\w+)", text, re.M)) | set(re.findall(r"^# TYPE (\w+)", text, re.M))
+    families = {re.sub(r"_(bucket|sum|count)$", "", name) for name in exported}
+    operations = (DOCS / "operations.md").read_text()
+    for family in sorted(f for f in families if f.startswith("paxoskv_")):
+        assert f"`{family}" in operations, f"docs/operations.md does not describe {family}"
+    dashboard = json.loads((DOCS / "grafana-dashboard.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b((?:paxoskv|process)_[a-z_]+)", target["expr"])
+    }
+    assert used, "the dashboard queries nothing"
+    assert used <= exported | {"up"}, f"the dashboard queries series no server exports: {sorted(used - exported)}"
 
 
 # ---------------------------------------------------------------- Prometheus
