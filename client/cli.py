@@ -37,8 +37,10 @@ DEFAULT_TIMEOUT = 10.0
 HISTORY_FILE = "~/.paxoskv_history"
 PROMPT = "paxoskv> "
 STALE_PROMPT = "paxoskv (stale reads)> "
-# The keys of one server in `status --json`, in this order, and nothing else.
+# The keys of one server in `status --json`, always, in this order.
 STATUS_FIELDS = ("name", "address", "reachable", "role", "leader", "ballot", "commit_index", "applied_index")
+# Then these, from each server that answered.
+STATUS_DETAIL_FIELDS = ("version", "uptime_seconds", "log_bytes", "data_bytes", "last_fsync_seconds")
 
 
 class KV(Protocol):
@@ -126,7 +128,10 @@ def _delete(s: Session, args: list[str]) -> int:
 def _status(s: Session, args: list[str]) -> int:
     if args and args != ["--json"]:
         raise UsageError(f"status takes only --json, not {args[0]!r}")
-    nodes = [{field: node[field] for field in STATUS_FIELDS} for node in s.kv.status()]
+    nodes = [
+        {field: node[field] for field in STATUS_FIELDS} | {f: node[f] for f in STATUS_DETAIL_FIELDS if f in node}
+        for node in s.kv.status()
+    ]
     if args:
         print(json.dumps({"nodes": nodes}, indent=2), file=s.out, flush=True)
     else:

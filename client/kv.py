@@ -226,6 +226,11 @@ class KVClient:
                     ballot=s.ballot,
                     commit_index=s.commit_index,
                     applied_index=s.applied_index,
+                    version=s.version,
+                    uptime_seconds=round(s.uptime_seconds, 3),
+                    log_bytes=s.log_bytes,
+                    data_bytes=s.data_bytes,
+                    last_fsync_seconds=s.last_fsync_seconds,
                 )
             except grpc.RpcError:
                 pass

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import importlib.metadata
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -72,6 +73,10 @@ DEFAULT_REQUEST_SECONDS = 10.0
 KV_SERVICE = kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name
 PEER_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+try:
+    VERSION = importlib.metadata.version("paxoskv")
+except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+    VERSION = "unknown (not installed)"
 META_FILE = "paxoskv-meta.json"
 # The data dir layout.  2: member ids (ballots carry them, not hostfile line
 # numbers), and log_pb2.LogCommand in the log's slots.  Before it (no
@@ -266,6 +271,7 @@ class PaxosServer:
     ) -> None:
         self.fault_injection = fault_injection
         with ExitStack() as undo:  # a server that fails to open releases what it took
+            self.data_dir = data_dir
             self._data_dir_lock = lock_data_dir(data_dir)
             undo.callback(self._data_dir_lock.release)
             self.identity = check_data_dir(data_dir, name, members)
@@ -302,6 +308,7 @@ class PaxosServer:
         self.health = health_aio.HealthServicer()
         # Plain numbers for paxos/metrics.py, read when Prometheus scrapes.
         self.serving = False
+        self._started = time.monotonic()
         self.leader_changes = 0
         self.slot_commands = Histogram(SLOT_COMMAND_BUCKETS)
         self.received: Counter[NodeId] = Counter()
@@ -352,6 +359,7 @@ class PaxosServer:
             task.add_done_callback(self._task_ended)
         await _set_health(self.health, health_pb2.HealthCheckResponse.SERVING)
         self.serving = True
+        self._started = time.monotonic()
         if metrics is not None:
             self._http = MetricsHttp(registry_for(self), lambda: self.serving)
             try:
@@ -504,6 +512,11 @@ class PaxosServer:
             ballot=str(self.core.ballot),
             commit_index=self.core.commit_index,
             applied_index=self.store.applied_index,
+            version=VERSION,
+            uptime_seconds=time.monotonic() - self._started,
+            log_bytes=_bytes_in(self.storage.wal.segments()),
+            data_bytes=_bytes_in(p for p in self.data_dir.rglob("*") if p.is_file()),
+            last_fsync_seconds=self.storage.last_fsync_seconds,
         )
 
     def note_request(self, method: str, status: str, seconds: float) -> None:
@@ -515,6 +528,16 @@ class PaxosServer:
 
 
 T = TypeVar("T")
+
+
+def _bytes_in(paths: Iterable[Path]) -> int:
+    total = 0
+    for path in paths:
+        try:
+            total += path.stat().st_size
+        except OSError:  # a log segment removed meanwhile
+            pass
+    return total
 
 
 def _settle(future: asyncio.Future[T], value: T) -> None:
