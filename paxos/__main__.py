@@ -11,7 +11,7 @@ import sys
 from collections.abc import Coroutine
 from pathlib import Path
 
-from paxos import limits
+from paxos import limits, logformat
 from paxos.hostfile import HostfileError, find_member, parse_hostfile
 from paxos.server import DataDirError, PaxosServer
 from paxos.wal import WalCorruption
@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO"
     )
     parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=logformat.FORMATS,
+        help="text (default) or json: one JSON object per line with the member name, and ballot and slot "
+        "where a line is about one",
+    )
+    parser.add_argument(
         "--enable-fault-injection",
         action="store_true",
         help="let tests cut this server off from peers (never in production)",
@@ -115,9 +122,7 @@ def _run(main: Coroutine[None, None, int]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     opts = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=opts.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logformat.configure(opts.log_level, opts.log_format, opts.name)
     try:
         members = parse_hostfile(opts.hostfile)
         me = members[find_member(members, opts.name, opts.hostfile)]

@@ -240,14 +240,16 @@ class _ServerObserver(Observer):
         if leader is not None and leader != self._leader:
             self.s.leader_changes += 1
             self._leader = leader
+        commit = self.s.core.commit_index
+        context = {"ballot": str(ballot), "slot": commit}
         if role is Role.LEADER:
-            log.info("became leader with ballot %s (commit index %d)", ballot, self.s.core.commit_index)
+            log.info("became leader with ballot %s (commit index %d)", ballot, commit, extra=context)
         elif role is Role.CANDIDATE:
-            log.info("no leader heard; running phase 1 with ballot %s", ballot)
+            log.info("no leader heard; running phase 1 with ballot %s", ballot, extra=context)
         elif leader is not None:
-            log.info("following %s (ballot %s)", self.s.members[leader].name, ballot)
+            log.info("following %s (ballot %s)", self.s.members[leader].name, ballot, extra=context)
         else:
-            log.info("no leader known")
+            log.info("no leader known", extra=context)
 
     def applying(self, slot: Slot, value: Value) -> None:
         self.s.slot_commands.observe(len(value))
