@@ -17,17 +17,21 @@ The key (chosen by `python -m benchmarks.image_hash_eval`, see docs/images.md):
 * `distance` is the Hamming distance over all 288 bits (the sum of the two
   parts' distances); a single threshold applies, `DEFAULT_MAX_DISTANCE`.
 
-Cropping shifts every gradient, so a plain perceptual hash loses cropped
-copies first. `index_hashes` returns, besides the full-frame key, the keys of
-the image with its border cut by each of `CROP_VARIANTS`; `iset` stores all of
-them under one reference and `iget` looks up the single `hash_image` key. The
-crop amounts are deliberately not the ones the measurement tests (2% and 5%),
-and held-out crops (1-8%) are measured separately.
+Cropping, rotating and mirroring move every gradient, so a plain perceptual
+hash loses such copies first. `index_hashes` returns, besides the full-frame
+key, the keys of the mirror image, of the image with its border cut by each
+of `CROP_VARIANTS` and of the image straightened by each of
+`ROTATION_VARIANTS` (`variant_images`); `iset` stores all of them under one
+reference and `iget` looks up the single `hash_image` key. The crop and
+rotation amounts are deliberately not the ones the measurement tests (2, 5,
+12 and 15% crops, 5 degrees), and held-out crops and rotations are measured
+separately.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 import warnings
@@ -35,6 +39,8 @@ import warnings
 import imagehash
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from paxos.limits import MAX_IMAGE_HASHES
 
 ImageSource = str | os.PathLike[str] | bytes | bytearray
 
@@ -46,12 +52,20 @@ WORK_SIDE = 256
 DHASH_GRID = 12
 HASH_BITS = 2 * DHASH_GRID * DHASH_GRID
 HASH_BYTES = HASH_BITS // 8
-# Chosen in docs/images.md: every edited copy in the study lies within 41 bits
+# Chosen in docs/images.md: every edited copy in the study lies within 44 bits
 # of its stored photo, the nearest other photo 68 bits away; the threshold sits
 # nearer the edits because a false match is worse than a miss.
 DEFAULT_MAX_DISTANCE = 48
-# Border fractions (cut from every edge) stored in addition to the full frame.
-CROP_VARIANTS: tuple[float, ...] = (0.035, 0.07)
+# Border fractions (cut from every edge) stored in addition to the full frame:
+# 3.5% apart, so every crop from 1% to 15% lies near one (docs/images.md).
+CROP_VARIANTS: tuple[float, ...] = (0.035, 0.07, 0.105, 0.14)
+# Rotations (degrees, counter-clockwise, cropped upright as photo editors'
+# straighten tools do) stored in addition: covers about 2 to 5 degrees either way.
+ROTATION_VARIANTS: tuple[float, ...] = (4.0, -4.0)
+# Full frame + mirror image + crops + rotations, each one hash.
+VARIANT_COUNT = 2 + len(CROP_VARIANTS) + len(ROTATION_VARIANTS)
+if VARIANT_COUNT > MAX_IMAGE_HASHES:  # the server would refuse every iset
+    raise RuntimeError(f"{VARIANT_COUNT} image variants exceed MAX_IMAGE_HASHES = {MAX_IMAGE_HASHES}")
 # Files larger than this are refused before decoding: no photo needs more.
 MAX_FILE_BYTES = 64 * 1024 * 1024
 # Formats photos come in. Others (EPS, PSD, ICO, ...) are refused: they are
@@ -74,9 +88,19 @@ def hash_image(image: ImageSource) -> bytes:
 
 
 def index_hashes(image: ImageSource) -> list[bytes]:
-    """Return the keys `iset` stores: the full frame, then each crop variant."""
-    img = load_image(image)
-    return [hash_loaded(img)] + [hash_loaded(crop_border(img, f)) for f in CROP_VARIANTS]
+    """Return the keys `iset` stores: the full frame first, then each variant."""
+    return [hash_loaded(v) for v in variant_images(load_image(image))]
+
+
+def variant_images(img: Image.Image) -> list[Image.Image]:
+    """The full frame (first: it names the image), its mirror image, the crops
+    and the rotations whose keys `iset` stores; `VARIANT_COUNT` of them."""
+    return [
+        img,
+        ImageOps.mirror(img),
+        *(crop_border(img, f) for f in CROP_VARIANTS),
+        *(straighten(img, degrees) for degrees in ROTATION_VARIANTS),
+    ]
 
 
 def hash_loaded(img: Image.Image) -> bytes:
@@ -108,6 +132,17 @@ def crop_border(img: Image.Image, fraction: float) -> Image.Image:
     """Cut `fraction` of the width and height from every edge."""
     dx, dy = round(img.width * fraction), round(img.height * fraction)
     return img.crop((dx, dy, img.width - dx, img.height - dy))
+
+
+def straighten(img: Image.Image, degrees: float) -> Image.Image:
+    """Rotate counter-clockwise and keep the largest centred rectangle of the
+    same aspect ratio that the rotated frame covers (no empty corners)."""
+    rotated = img.rotate(degrees, Image.Resampling.BICUBIC)
+    t = math.radians(abs(degrees))
+    w, h = img.size
+    scale = 1 / (math.cos(t) + math.sin(t) * max(w / h, h / w))
+    dx, dy = round(w * (1 - scale) / 2), round(h * (1 - scale) / 2)
+    return rotated.crop((dx, dy, w - dx, h - dy))
 
 
 def load_image(image: ImageSource) -> Image.Image:

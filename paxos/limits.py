@@ -72,6 +72,8 @@ CLIENT_NO_LEADER_BACKOFF_SECONDS = 0.05
 # Images: perceptual hashes are 288 bits (see client/images.py and
 # docs/images.md); one iset stores up to MAX_IMAGE_HASHES of them.
 IMAGE_HASH_BYTES = 36
+# The full frame, its mirror image, four border crops and two small rotations
+# (client/images.py `variant_images`); the first names the image.
 MAX_IMAGE_HASHES = 8
 MAX_METADATA_BYTES = 64 * 1024
 MAX_IMAGE_MATCHES = 100
