@@ -8,9 +8,11 @@ distance threshold.
 
 The key (chosen by `python -m benchmarks.image_hash_eval`, see docs/images.md):
 
-* the image is decoded in full, turned upright (EXIF orientation), flattened
-  onto white if it has transparency and shrunk to fit `WORK_SIDE` pixels, so
-  the key does not depend on the file's resolution or encoding;
+* the image is decoded (a JPEG at the smallest of 1/2, 1/4 or 1/8 scale that
+  is still at least `WORK_SIDE` pixels each way, in grayscale: the hash only
+  reads luminance), turned upright (EXIF orientation), flattened onto white
+  if it has transparency and shrunk to fit `WORK_SIDE` pixels, so the key
+  does not depend on the file's resolution or encoding;
 * the key is the concatenation of two difference hashes on a 12x12 grid,
   horizontal gradients then vertical gradients: `HASH_BITS` = 288 bits,
   `HASH_BYTES` = 36 bytes;
@@ -38,9 +40,9 @@ import warnings
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
-from paxos.limits import MAX_IMAGE_HASHES
+from paxos.limits import MAX_IMAGE_HASHES, MAX_JPEG_PIXELS, MAX_JPEG_PIXELS_PER_BYTE
 
 ImageSource = str | os.PathLike[str] | bytes | bytearray
 
@@ -197,7 +199,10 @@ def _read_file(path: str | os.PathLike[str]) -> bytes:
 def _decode(name: str, data: bytes) -> Image.Image:
     """Open and fully decode; call with DecompressionBombWarning as an error."""
     try:
-        img = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+        if data.startswith(_JPEG_MAGIC):
+            img = _open_jpeg(name, data)
+        else:
+            img = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
         _check_pixels(name, img)
         img.load()  # decode everything now, so truncated files fail here
     except ImageError:
@@ -208,6 +213,38 @@ def _decode(name: str, data: bytes) -> Image.Image:
         raise ImageError(_bomb_message(name)) from None
     except _DECODE_ERRORS as e:
         raise ImageError(f"{name} is truncated or corrupt ({e}); re-export it") from None
+    return img
+
+
+# Start of every JPEG file: SOI marker, then the first segment's marker.
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def _open_jpeg(name: str, data: bytes) -> Image.Image:
+    """Open a JPEG to be decoded at reduced size (draft mode).
+
+    `Image.open` would apply the decompression-bomb limit to the full size
+    and refuse today's 50-200 megapixel phone photos, although only a 1/8
+    scale decode is needed. The header's claim is bounded here instead
+    (`MAX_JPEG_PIXELS`, and `MAX_JPEG_PIXELS_PER_BYTE` against small forged
+    files), and `_check_pixels` applies Pillow's limit to the decoded size.
+    Multi-picture (MPO) files are read as their first, main picture.
+    """
+    img = JpegImagePlugin.JpegImageFile(io.BytesIO(data))
+    pixels = img.width * img.height
+    if pixels > MAX_JPEG_PIXELS:
+        raise ImageError(
+            f"{name} is {img.width}x{img.height} pixels, more than the {MAX_JPEG_PIXELS}-pixel "
+            "limit for JPEG (possible decompression bomb); shrink it first"
+        )
+    if pixels > MAX_JPEG_PIXELS_PER_BYTE * len(data):
+        raise ImageError(
+            f"{name} claims {img.width}x{img.height} pixels in only {len(data)} bytes "
+            "(possible decompression bomb); re-export it"
+        )
+    # Grayscale: the hash reads only luminance, and skipping colour
+    # conversion is part of the speed-up.
+    img.draft("L", (WORK_SIDE, WORK_SIDE))
     return img
 
 

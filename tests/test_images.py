@@ -15,7 +15,7 @@ import pytest
 import skimage.data
 from PIL import Image, ImageOps
 
-from benchmarks.image_hash_eval import EDITS
+from benchmarks.image_hash_eval import EDITS, synthetic_photo_jpeg
 from client import images
 from client.images import DEFAULT_MAX_DISTANCE, HASH_BYTES, ImageError, distance, hash_image, index_hashes
 from paxos.image_index import ImageIndex, chunk_radii, split_bits
@@ -215,6 +215,28 @@ def test_decompression_bomb_limit_is_respected(monkeypatch: pytest.MonkeyPatch, 
     small = _encode(Image.new("RGB", (200, 200)), "PNG")  # 40,000 pixels
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
     _assert_error(small, "decompression bomb")
+
+
+def test_108_megapixel_jpeg_is_hashed() -> None:
+    # Today's phones take 50-200 megapixel photos; 9000x12000 is over
+    # Pillow's default decompression-bomb limit (89.5 megapixels).
+    large = synthetic_photo_jpeg(9000, 12000)
+    assert distance(hash_image(large), hash_image(DATA / "chelsea.png")) <= DEFAULT_MAX_DISTANCE
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A small valid JPEG whose frame header is rewritten to claim width x height."""
+    data = bytearray(_encode(Image.new("RGB", (16, 16), "gray"), "JPEG"))
+    sof = data.index(b"\xff\xc0")  # marker, length (2), precision (1), height (2), width (2)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("width", "height"), [(9000, 9000), (65_000, 65_000)])
+def test_small_jpeg_claiming_huge_dimensions_is_refused(width: int, height: int) -> None:
+    # 9000x9000 is below Pillow's limit: without a check of its own the
+    # hasher would allocate the full frame before finding the data missing.
+    _assert_error(_jpeg_claiming(width, height), "decompression bomb")
 
 
 def test_file_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
