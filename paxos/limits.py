@@ -72,9 +72,21 @@ CLIENT_NO_LEADER_BACKOFF_SECONDS = 0.05
 # Images: perceptual hashes are 288 bits (see client/images.py and
 # docs/images.md); one iset stores up to MAX_IMAGE_HASHES of them.
 IMAGE_HASH_BYTES = 36
+# The full frame, its mirror image, four border crops and two small rotations
+# (client/images.py `variant_images`); the first names the image.
 MAX_IMAGE_HASHES = 8
 MAX_METADATA_BYTES = 64 * 1024
 MAX_IMAGE_MATCHES = 100
+# Client-side JPEG decoding (client/images.py). JPEGs are decoded at 1/2 to
+# 1/8 scale, so the decompression-bomb limit applies to that decoded size;
+# what a JPEG header may claim is bounded separately. 2**28 pixels covers the
+# 200-megapixel sensors of current phones.
+MAX_JPEG_PIXELS = 2**28
+# A baseline JPEG spends at least a few bits per 8x8 block even on a plain
+# black frame (about 64 pixels per byte with standard tables, a few hundred
+# with optimised progressive coding); a header claiming more pixels per byte
+# of file than this is a forged or truncated file, refused before decoding.
+MAX_JPEG_PIXELS_PER_BYTE = 1024
 # Chunk width of the multi-index hash table, fixed so that every replica
 # builds the same index and none stalls to widen it before ~130,000 hashes.
 IMAGE_INDEX_CHUNK_BITS = 17

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 import random
 import struct
 import zlib
@@ -12,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data
-from PIL import Image
+from PIL import Image, ImageOps
 
-from benchmarks.image_hash_eval import EDITS
+from benchmarks.image_hash_eval import EDITS, synthetic_photo_jpeg
 from client import images
 from client.images import DEFAULT_MAX_DISTANCE, HASH_BYTES, ImageError, distance, hash_image, index_hashes
 from paxos.image_index import ImageIndex, chunk_radii, split_bits
+from paxos.limits import MAX_IMAGE_HASHES
 
 DATA = Path(skimage.data.data_dir)
 EDITED_PHOTOS = ("astronaut.png", "camera.png")
@@ -54,7 +56,7 @@ def test_same_file_hashes_identically_from_path_and_bytes() -> None:
     assert distance(h, hash_image(path)) == 0
     assert images.hash_hex(h) == h.hex() and len(images.hash_hex(h)) == 2 * HASH_BYTES
     assert index_hashes(path)[0] == h
-    assert len(index_hashes(path)) == 1 + len(images.CROP_VARIANTS)
+    assert len(index_hashes(path)) == images.VARIANT_COUNT <= MAX_IMAGE_HASHES
 
 
 @pytest.mark.parametrize("photo", EDITED_PHOTOS)
@@ -72,6 +74,46 @@ def test_each_edit_is_found(stored: dict[str, list[bytes]], photo: str, edit: st
 def test_other_photos_do_not_match(stored: dict[str, list[bytes]], a: str, b: str) -> None:
     assert not images.matches(stored[a][0], stored[b][0])
     assert _stored_distance(stored[a][0], stored[b]) > DEFAULT_MAX_DISTANCE
+
+
+# Edits written here independently of client/images.py, so that the test
+# does not share a mistake with the variants it checks.
+def _mirrored(img: Image.Image) -> bytes:
+    return _encode(ImageOps.mirror(img), "PNG")
+
+
+def _cropped_12_percent(img: Image.Image) -> bytes:
+    dx, dy = round(img.width * 0.12), round(img.height * 0.12)
+    return _encode(img.crop((dx, dy, img.width - dx, img.height - dy)), "PNG")
+
+
+def _rotated_5_degrees(img: Image.Image) -> bytes:
+    """Rotated clockwise and cropped to the upright rectangle it covers."""
+    rotated = img.rotate(-5, Image.Resampling.BILINEAR)
+    t = math.radians(5)
+    aspect = max(img.size) / min(img.size)
+    scale = 1 / (math.cos(t) + math.sin(t) * aspect)  # the largest same-shape rectangle inside
+    dx, dy = round(img.width * (1 - scale) / 2) + 1, round(img.height * (1 - scale) / 2) + 1
+    return _encode(rotated.crop((dx, dy, img.width - dx, img.height - dy)), "JPEG", quality=85)
+
+
+GEOMETRIC_EDITS = {"mirror": _mirrored, "crop 12%": _cropped_12_percent, "rotate -5 degrees": _rotated_5_degrees}
+
+
+@pytest.mark.parametrize("photo", EDITED_PHOTOS)
+@pytest.mark.parametrize("edit", list(GEOMETRIC_EDITS))
+def test_mirrored_cropped_and_rotated_copies_are_found(stored: dict[str, list[bytes]], photo: str, edit: str) -> None:
+    query = hash_image(GEOMETRIC_EDITS[edit](Image.open(DATA / photo).convert("RGB")))
+    own = _stored_distance(query, stored[photo])
+    assert own <= DEFAULT_MAX_DISTANCE
+    assert own < min(_stored_distance(query, keys) for name, keys in stored.items() if name != photo)
+
+
+@pytest.mark.parametrize(("a", "b"), list(itertools.permutations(DISTRACTORS, 2)))
+def test_edited_copies_of_other_photos_do_not_match(stored: dict[str, list[bytes]], a: str, b: str) -> None:
+    original = Image.open(DATA / a).convert("RGB")
+    for edit in GEOMETRIC_EDITS.values():
+        assert _stored_distance(hash_image(edit(original)), stored[b]) > DEFAULT_MAX_DISTANCE
 
 
 def test_exif_orientation_is_applied() -> None:
@@ -173,6 +215,28 @@ def test_decompression_bomb_limit_is_respected(monkeypatch: pytest.MonkeyPatch, 
     small = _encode(Image.new("RGB", (200, 200)), "PNG")  # 40,000 pixels
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
     _assert_error(small, "decompression bomb")
+
+
+def test_108_megapixel_jpeg_is_hashed() -> None:
+    # Today's phones take 50-200 megapixel photos; 9000x12000 is over
+    # Pillow's default decompression-bomb limit (89.5 megapixels).
+    large = synthetic_photo_jpeg(9000, 12000)
+    assert distance(hash_image(large), hash_image(DATA / "chelsea.png")) <= DEFAULT_MAX_DISTANCE
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A small valid JPEG whose frame header is rewritten to claim width x height."""
+    data = bytearray(_encode(Image.new("RGB", (16, 16), "gray"), "JPEG"))
+    sof = data.index(b"\xff\xc0")  # marker, length (2), precision (1), height (2), width (2)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("width", "height"), [(9000, 9000), (65_000, 65_000)])
+def test_small_jpeg_claiming_huge_dimensions_is_refused(width: int, height: int) -> None:
+    # 9000x9000 is below Pillow's limit: without a check of its own the
+    # hasher would allocate the full frame before finding the data missing.
+    _assert_error(_jpeg_claiming(width, height), "decompression bomb")
 
 
 def test_file_too_large(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -116,4 +116,4 @@ def test_server_and_client_agree_on_hash_size() -> None:
     from paxos import limits
 
     assert limits.IMAGE_HASH_BYTES == images.HASH_BYTES
-    assert limits.MAX_IMAGE_HASHES >= len(images.CROP_VARIANTS) + 1
+    assert limits.MAX_IMAGE_HASHES >= images.VARIANT_COUNT == len(images.index_hashes(DATA / "coffee.png"))
