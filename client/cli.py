@@ -386,8 +386,16 @@ def _piped_loop(session: Session, stdin: TextIO) -> int:
 
 
 def _interactive_loop(session: Session) -> None:
+    from prompt_toolkit.patch_stdout import patch_stdout
+
     prompt = _make_prompt_session()
     text = STALE_PROMPT if session.stale else PROMPT
+    # Other threads (paxos.local reporting a server that exited) print above the prompt, not into the line.
+    with patch_stdout():
+        _read_eval_loop(session, prompt, text)
+
+
+def _read_eval_loop(session: Session, prompt: PromptSession[str], text: str) -> None:
     while True:
         try:
             line = prompt.prompt(text)
