@@ -341,8 +341,8 @@ def classify(result: _Reply | grpc.RpcError) -> tuple[Outcome, str, str]:
 
     The one place where gRPC results become ``client.retry`` outcomes, for
     the library and the load generator alike.  Of the transport errors only
-    a refused connection surely never reached a server; after any other a
-    write may have been applied.
+    a refused connection and a name that does not resolve surely never
+    reached a server; after any other a write may have been applied.
     """
     if isinstance(result, grpc.RpcError):
         delivery = Outcome.NOT_DELIVERED if _surely_not_delivered(result) else Outcome.MAYBE_DELIVERED
@@ -350,12 +350,25 @@ def classify(result: _Reply | grpc.RpcError) -> tuple[Outcome, str, str]:
     return outcome_of_status(result.status), result.leader_hint, result.error
 
 
+# gRPC's words (lower case) for an UNAVAILABLE call that never had a connection:
+# one refused, or a name that did not resolve (a stopped Docker container's
+# name, a typo in the hostfile), in the wordings of the gRPC versions we allow.
+_NEVER_CONNECTED = (
+    "failed to connect",
+    "connection refused",
+    "dns resolution failed",
+    "errors resolving",
+    "name resolution failed",
+    "domain name not found",
+)
+
+
 def _surely_not_delivered(err: grpc.RpcError) -> bool:
     """True when the request certainly never reached a server."""
     if not isinstance(err, grpc.Call | grpc.aio.AioRpcError) or err.code() != grpc.StatusCode.UNAVAILABLE:
         return False
     details = (err.details() or "").lower()
-    return "failed to connect" in details or "connection refused" in details
+    return any(words in details for words in _NEVER_CONNECTED)
 
 
 def _address(member: Member) -> str:
