@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol, TextIO
 from client import ImageError, ImageMatch, InvalidRequest, KVClient, KVError, Unavailable, UnknownOutcome
 from client.images import HASH_BITS as IMAGE_HASH_BITS
 from paxos.hostfile import HostfileError
+from paxos.limits import DEFAULT_MAX_VALUE_BYTES
 
 if TYPE_CHECKING:  # prompt_toolkit is imported only when a terminal prompt opens
     from prompt_toolkit import PromptSession
@@ -35,6 +36,8 @@ EXIT_INTERRUPTED = 130
 
 DEFAULT_TIMEOUT = 10.0
 HISTORY_FILE = "~/.paxoskv_history"
+STDIN_VALUE = "-"  # set KEY -: the value is all of stdin, as `etcdctl put KEY < FILE`
+FILE_OPTION = "--file"  # set KEY --file PATH: the value is the file's contents
 PROMPT = "paxoskv> "
 STALE_PROMPT = "paxoskv (stale reads)> "
 # The keys of one server in `status --json`, in this order, and nothing else.
@@ -76,6 +79,8 @@ class Session:
     out: TextIO
     err: TextIO
     stale: bool = False
+    # Where `set KEY -` reads its value; None when stdin carries the commands themselves.
+    stdin: TextIO | None = None
 
     def say(self, message: str) -> None:
         """A message for the user (stderr), never mixed with values (stdout)."""
@@ -100,10 +105,44 @@ class Command:
 
 
 def _set(s: Session, args: list[str]) -> int:
-    key, value = args
+    if len(args) == 3:  # set KEY --file PATH
+        key, value = args[0], _read_value_file(args[2])
+    elif args[1] == STDIN_VALUE:
+        if s.stdin is None:
+            raise UsageError("'set KEY -' reads the value from stdin, which holds the commands here; use --file PATH")
+        key, value = args[0], _read_value_stream(s.stdin)
+    else:
+        key, value = args
     s.kv.set(key, value)
     s.say("OK")
     return EXIT_OK
+
+
+def _decode_value(data: bytes, source: str) -> str:
+    if len(data) > DEFAULT_MAX_VALUE_BYTES:
+        raise UsageError(f"{source} holds more than {DEFAULT_MAX_VALUE_BYTES} bytes, the largest value allowed")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{source} is not UTF-8 text (byte {exc.start}); values are text") from None
+
+
+def _read_value_file(path: str) -> str:
+    try:
+        with open(path, "rb") as file:
+            data = file.read(DEFAULT_MAX_VALUE_BYTES + 1)  # a byte over the limit is enough to refuse it
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return _decode_value(data, path)
+
+
+def _read_value_stream(stream: TextIO) -> str:
+    """The rest of ``stream`` exactly (no newline translation), at most one byte over the limit."""
+    binary = getattr(stream, "buffer", None)
+    if binary is not None:
+        return _decode_value(binary.read(DEFAULT_MAX_VALUE_BYTES + 1), "stdin")
+    # Each character is at least one byte, so this many characters suffice to see the limit passed.
+    return _decode_value(stream.read(DEFAULT_MAX_VALUE_BYTES + 1).encode("utf-8", "surrogatepass"), "stdin")
 
 
 def _get(s: Session, args: list[str]) -> int:
@@ -195,8 +234,9 @@ COMMANDS: dict[str, Command] = {
     for c in (
         Command(
             "set",
-            "set <key> <value>",
-            "store value under key; the value is the rest of the line",
+            "set <key> <value> | - | --file <path>",
+            "store value under key; the value is the rest of the line, "
+            "or all of stdin (-, command line only), or a file's contents (--file)",
             _set,
             min_args=2,
             max_args=2,
@@ -272,7 +312,14 @@ def lookup(name: str) -> Command:
     raise UsageError(f"unknown command {name!r}; {hint}type help")
 
 
+def _value_from_file(command: Command, args: list[str]) -> bool:
+    """``set KEY --file PATH``: three words that must not be joined into one value."""
+    return command.name == "set" and len(args) == 3 and args[1] == FILE_OPTION
+
+
 def _check_arity(command: Command, args: list[str]) -> list[str]:
+    if _value_from_file(command, args):
+        return args
     too_many = command.max_args is not None and len(args) > command.max_args
     if len(args) < command.min_args or too_many:
         raise UsageError(f"usage: {command.usage}")
@@ -291,7 +338,9 @@ def split_line(line: str) -> tuple[Command, list[str]] | None:
         return None
     command = lookup(words[0])
     rest = words[1] if len(words) > 1 else ""
-    if command.rest_of_line and command.max_args is not None:
+    if command.name == "set" and rest.split(None, 2)[1:2] == [FILE_OPTION]:
+        args = rest.split(None, 2)  # set KEY --file PATH (the path may hold spaces)
+    elif command.rest_of_line and command.max_args is not None:
         args = rest.split(None, command.max_args - 1)
     else:
         args = rest.split()
@@ -306,6 +355,8 @@ def bind_argv(argv: Sequence[str]) -> tuple[Command, list[str]]:
     """
     command = lookup(argv[0])
     args = list(argv[1:])
+    if _value_from_file(command, args):
+        return command, args
     if command.rest_of_line and command.max_args is not None and len(args) > command.max_args:
         keep = command.max_args - 1
         args = [*args[:keep], " ".join(args[keep:])]
@@ -360,9 +411,10 @@ def run_prompt(
     """Read and run commands until quit, exit or end of input.
 
     On a terminal this is a prompt_toolkit prompt with history and
-    completion, and returns 0.  Otherwise lines are read plainly from stdin
-    and the result is the exit code of the last command run, as in a shell
-    script.
+    completion, and returns 0.  Otherwise lines are read plainly from stdin,
+    every line is run, and the result is the exit code of the first command
+    that failed (0 if none did), so a failure early in a script is not hidden
+    by a success after it.
     """
     stdin = stdin or sys.stdin
     session = Session(kv, stdout or sys.stdout, stderr or sys.stderr, stale)
@@ -376,7 +428,8 @@ def _piped_loop(session: Session, stdin: TextIO) -> int:
     code = EXIT_OK
     try:
         for line in stdin:
-            code = run_line(session, line.rstrip("\r\n"))
+            result = run_line(session, line.rstrip("\r\n"))
+            code = code or result
     except EndSession:
         pass
     except KeyboardInterrupt:
@@ -446,7 +499,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         description=(
             "Talk to a paxoskv cluster.  With a COMMAND, run it and exit; without one, open an\n"
             "interactive prompt (or, when stdin is not a terminal, run the commands read from it,\n"
-            "one per line, and exit with the code of the last one)."
+            "one per line, and exit with the code of the first that failed, or 0)."
         ),
         epilog=_epilog(prog or _prog_name()),
     )
@@ -494,6 +547,8 @@ values go to stdout, messages to stderr.
 examples:
   {prog} -h hostfile.txt set greeting hello world
   {prog} -h hostfile.txt get greeting            # prints: hello world
+  {prog} -h hostfile.txt set config - < app.conf # the value is all of stdin
+  {prog} -h hostfile.txt set config --file app.conf
   {prog} -h hostfile.txt --stale get greeting    # may be out of date
   {prog} -h hostfile.txt status --json
   {prog} -h hostfile.txt                         # interactive prompt
@@ -534,7 +589,7 @@ def main(argv: Sequence[str] | None = None, client_factory: ClientFactory = defa
     try:
         if bound is None:
             return _open_prompt(kv, opts)
-        return _one_shot(Session(kv, sys.stdout, sys.stderr, opts.stale), *bound)
+        return _one_shot(Session(kv, sys.stdout, sys.stderr, opts.stale, stdin=sys.stdin), *bound)
     finally:
         kv.close()
 

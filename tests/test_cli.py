@@ -348,8 +348,57 @@ def test_prompt_reads_piped_stdin(run: Runner, kv: FakeKV) -> None:
     result = run("-h", "hf", stdin=script)
     assert result.out == "hello   spaced world\n"
     assert result.err.splitlines() == ["OK", "deleted", "not found"]
-    assert result.code == cli.EXIT_NOT_FOUND  # the last command's, as in a shell script
+    assert result.code == cli.EXIT_NOT_FOUND
     assert kv.closed
+
+
+def test_piped_prompt_exits_with_the_first_failure(run: Runner, kv: FakeKV) -> None:
+    result = run("-h", "hf", stdin="get missing\nfrobnicate\nset a 1\nget a\n")
+    assert result.code == cli.EXIT_NOT_FOUND  # not the last command's 0: a failure is not hidden
+    assert result.out == "1\n"  # every line still ran
+    assert run("-h", "hf", stdin="frobnicate\nget missing\n").code == cli.EXIT_USAGE
+
+
+# ------------------------------------------------------- values from files
+
+
+MULTILINE = "line one\r\n  indented\ttab\n\nlast, no newline"
+
+
+def test_set_dash_reads_the_value_from_stdin_exactly(
+    kv: FakeKV, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(MULTILINE.encode())))
+    assert cli.main(["-h", "hf", "set", "k", "-"], client_factory=lambda hf, t: kv) == 0
+    assert kv.data["k"] == MULTILINE
+
+
+def test_set_file_reads_the_value_from_a_file(run: Runner, kv: FakeKV, tmp_path: Path) -> None:
+    path = tmp_path / "my value.txt"
+    path.write_bytes(MULTILINE.encode())
+    assert run("-h", "hf", "set", "k", "--file", str(path)).code == 0
+    assert kv.data["k"] == MULTILINE
+    assert run("-h", "hf", stdin=f"set k2 --file {path}\n").code == 0  # at the prompt too
+    assert kv.data["k2"] == MULTILINE
+
+
+def test_set_dash_at_the_piped_prompt_is_refused(run: Runner, kv: FakeKV) -> None:
+    result = run("-h", "hf", stdin="set k -\n")
+    assert result.code == cli.EXIT_USAGE and "use --file PATH" in result.err
+    assert kv.data["k"] == "v"
+
+
+def test_set_file_errors_are_one_line(run: Runner, kv: FakeKV, tmp_path: Path) -> None:
+    missing = run("-h", "hf", "set", "k", "--file", str(tmp_path / "nope"))
+    assert missing.code == cli.EXIT_USAGE and "cannot read" in missing.err and len(missing.err.splitlines()) == 1
+    binary = tmp_path / "bin"
+    binary.write_bytes(b"\xff\xfe\x00")
+    assert "not UTF-8 text" in run("-h", "hf", "set", "k", "--file", str(binary)).err
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (cli.DEFAULT_MAX_VALUE_BYTES + 1))
+    result = run("-h", "hf", "set", "k", "--file", str(big))
+    assert result.code == cli.EXIT_USAGE and "largest value allowed" in result.err
+    assert kv.data["k"] == "v"
 
 
 def test_prompt_continues_after_errors(run: Runner, kv: FakeKV) -> None:
@@ -360,7 +409,7 @@ def test_prompt_continues_after_errors(run: Runner, kv: FakeKV) -> None:
         "error: unknown command 'gte'; did you mean 'get'? type help",
         "error: usage: get <key>",
     ]
-    assert (result.code, result.out) == (0, "v\n")
+    assert (result.code, result.out) == (cli.EXIT_USAGE, "v\n")  # the first failure's code
 
 
 def test_prompt_survives_cluster_errors(run: Runner, kv: FakeKV) -> None:
