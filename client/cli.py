@@ -1,18 +1,21 @@
 """The paxoskv command line: one command and exit, or an interactive prompt.
 
-``python -m client -h HOSTFILE [--timeout SECONDS] [--stale] [COMMAND ...]``
+``python -m client [-h HOSTFILE] [--timeout SECONDS] [--stale] [COMMAND ...]``
 
 Both modes dispatch through the one ``COMMANDS`` table, so a command behaves
 the same typed at the prompt or given on the command line; only the way its
-arguments are split differs (see ``split_line`` and ``bind_argv``).
+words come differs: ``split_line`` splits a prompt line as a shell would,
+``bind_argv`` takes the words the shell already split.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +38,9 @@ EXIT_CLUSTER = 3
 EXIT_INTERRUPTED = 130
 
 DEFAULT_TIMEOUT = 10.0
-HISTORY_FILE = "~/.paxoskv_history"
+HISTORY_HASH_CHARS = 16  # of the hostfile path's sha256 in the history file's name
+HOSTFILE_ENV = "PAXOSKV_HOSTFILE"  # used when -h is not given
+LOCAL_HOSTFILE = Path("local-cluster") / "hostfile.txt"  # what python -m paxos.local writes; the last resort
 STDIN_VALUE = "-"  # set KEY -: the value is all of stdin, as `etcdctl put KEY < FILE`
 FILE_OPTION = "--file"  # set KEY --file PATH: the value is the file's contents
 PROMPT = "paxoskv> "
@@ -329,22 +334,20 @@ def _check_arity(command: Command, args: list[str]) -> list[str]:
 def split_line(line: str) -> tuple[Command, list[str]] | None:
     """A prompt line as (command, arguments); None for a blank line or comment.
 
-    Arguments are split at whitespace, except that the last argument of a
-    ``rest_of_line`` command is everything after the previous one, exactly as
-    typed (inner and trailing spaces kept).
+    Words are split as a shell splits them (``shlex``): quotes group words
+    and are removed, a backslash escapes.  Then the line binds exactly as the
+    same words given on the command line (``bind_argv``), so surplus words of
+    a value are joined with one space; quote a value to keep its spacing.
     """
-    words = line.split(None, 1)
-    if not words or words[0].startswith("#"):
+    if line.lstrip().startswith("#"):
         return None
-    command = lookup(words[0])
-    rest = words[1] if len(words) > 1 else ""
-    if command.name == "set" and rest.split(None, 2)[1:2] == [FILE_OPTION]:
-        args = rest.split(None, 2)  # set KEY --file PATH (the path may hold spaces)
-    elif command.rest_of_line and command.max_args is not None:
-        args = rest.split(None, command.max_args - 1)
-    else:
-        args = rest.split()
-    return command, _check_arity(command, args)
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:  # shlex says "No closing quotation" or "No escaped character"
+        raise UsageError(f"{str(exc).lower()}; quote a value holding ' or \" with the other quote") from None
+    if not words:
+        return None
+    return bind_argv(words)
 
 
 def bind_argv(argv: Sequence[str]) -> tuple[Command, list[str]]:
@@ -406,12 +409,17 @@ def run_line(session: Session, line: str) -> int:
 
 
 def run_prompt(
-    kv: KV, stale: bool = False, stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
+    kv: KV,
+    stale: bool = False,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    history: Path | None = None,
 ) -> int:
     """Read and run commands until quit, exit or end of input.
 
-    On a terminal this is a prompt_toolkit prompt with history and
-    completion, and returns 0.  Otherwise lines are read plainly from stdin,
+    On a terminal this is a prompt_toolkit prompt with completion and the
+    history kept in ``history`` (see ``history_path``), and returns 0.  Otherwise lines are read plainly from stdin,
     every line is run, and the result is the exit code of the first command
     that failed (0 if none did), so a failure early in a script is not hidden
     by a success after it.
@@ -419,7 +427,7 @@ def run_prompt(
     stdin = stdin or sys.stdin
     session = Session(kv, stdout or sys.stdout, stderr or sys.stderr, stale)
     if stdin.isatty():
-        _interactive_loop(session)
+        _interactive_loop(session, history)
         return EXIT_OK
     return _piped_loop(session, stdin)
 
@@ -438,10 +446,10 @@ def _piped_loop(session: Session, stdin: TextIO) -> int:
     return code
 
 
-def _interactive_loop(session: Session) -> None:
+def _interactive_loop(session: Session, history: Path | None) -> None:
     from prompt_toolkit.patch_stdout import patch_stdout
 
-    prompt = _make_prompt_session()
+    prompt = _make_prompt_session(history)
     text = STALE_PROMPT if session.stale else PROMPT
     # Other threads (paxos.local reporting a server that exited) print above the prompt, not into the line.
     with patch_stdout():
@@ -464,22 +472,35 @@ def _read_eval_loop(session: Session, prompt: PromptSession[str], text: str) -> 
             session.say("interrupted; a write in progress may or may not have been applied")
 
 
-def _make_prompt_session() -> PromptSession[str]:
+def _make_prompt_session(history: Path | None) -> PromptSession[str]:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.completion import NestedCompleter
 
     nested: dict[str, object] = dict.fromkeys(COMMANDS)
     nested["status"] = {"--json": None}
     nested["help"] = dict.fromkeys(COMMANDS)
-    return PromptSession(history=_history(), completer=NestedCompleter.from_nested_dict(nested))
+    return PromptSession(history=_history(history), completer=NestedCompleter.from_nested_dict(nested))
 
 
-def _history() -> History:
-    """History kept in ~/.paxoskv_history, or in memory when that is not writable."""
+def history_path(hostfile: str | Path) -> Path:
+    """The prompt history of the cluster that ``hostfile`` names, under the user's state directory.
+
+    One file per hostfile (by a hash of its resolved path), so the commands
+    typed against one cluster are not offered at the prompt of another.
+    """
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    digest = hashlib.sha256(str(Path(hostfile).resolve()).encode("utf-8", "surrogatepass")).hexdigest()
+    return Path(state) / "paxoskv" / f"history-{digest[:HISTORY_HASH_CHARS]}"
+
+
+def _history(path: Path | None) -> History:
+    """History kept in ``path``, or in memory when there is none or it is not writable."""
     from prompt_toolkit.history import FileHistory, InMemoryHistory
 
+    if path is None:
+        return InMemoryHistory()
     try:
-        path = Path(os.path.expanduser(HISTORY_FILE))
+        path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8"):
             pass
     except OSError:
@@ -490,25 +511,36 @@ def _history() -> History:
 # --------------------------------------------------------------- entry point
 
 
+_NO_VALUE = "\0no value"  # -h given without a HOSTFILE after it
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog or _prog_name(),
         add_help=False,  # -h is the hostfile, as in the server's command line
-        usage="%(prog)s -h HOSTFILE [--timeout SECONDS] [--stale] [COMMAND ...]",
+        usage=(
+            "%(prog)s [-h HOSTFILE] [--timeout SECONDS] [--stale] [COMMAND ...]\n"
+            "       %(prog)s --help    (or: %(prog)s help [COMMAND]; -h is the hostfile, not help)"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Talk to a paxoskv cluster.  With a COMMAND, run it and exit; without one, open an\n"
             "interactive prompt (or, when stdin is not a terminal, run the commands read from it,\n"
-            "one per line, and exit with the code of the first that failed, or 0)."
+            "one per line, and exit with the code of the first that failed, or 0).\n"
+            "--timeout and --stale may also follow the COMMAND; after '--' every word is the COMMAND's."
         ),
         epilog=_epilog(prog or _prog_name()),
     )
     parser.add_argument(
         "-h",
         "--hostfile",
-        required=True,
+        nargs="?",
+        const=_NO_VALUE,
         metavar="HOSTFILE",
-        help="file listing the servers: 'NAME' or 'NAME HOST:PORT' per line",
+        help=(
+            "file listing the servers: 'NAME' or 'NAME HOST:PORT' per line; default: "
+            f"${HOSTFILE_ENV}, else ./{LOCAL_HOSTFILE} when it exists (written by python -m paxos.local)"
+        ),
     )
     parser.add_argument(
         "--timeout",
@@ -527,6 +559,48 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "command", nargs=argparse.REMAINDER, metavar="COMMAND ...", help="one of the commands below, with its arguments"
     )
     return parser
+
+
+def hoist_options(opts: argparse.Namespace) -> None:
+    """Move ``--stale`` and ``--timeout SECONDS`` found after the command into ``opts``.
+
+    ``get k --stale`` then means ``--stale get k``.  A ``--`` ends this: the
+    words after it are the command's, so ``set k -- --stale`` stores "--stale".
+    """
+    words, kept = list(opts.command[1:]), list(opts.command[:1])
+    while words:
+        word = words.pop(0)
+        if word == "--":
+            kept.extend(words)
+            break
+        if word == "--stale":
+            opts.stale = True
+        elif word == "--timeout" or word.startswith("--timeout="):
+            text = word.partition("=")[2] if "=" in word else (words.pop(0) if words else "")
+            try:
+                opts.timeout = _positive_seconds(text)
+            except argparse.ArgumentTypeError as exc:
+                raise UsageError(f"--timeout: {exc}") from None
+        else:
+            kept.append(word)
+    opts.command = kept
+
+
+def find_hostfile(given: str | None) -> str:
+    """The hostfile to use: -h, else $PAXOSKV_HOSTFILE, else ./local-cluster/hostfile.txt if it exists."""
+    if given == _NO_VALUE:
+        raise UsageError("-h needs a HOSTFILE after it (-h is the hostfile here; for help use --help or 'help')")
+    if given:
+        return given
+    from_env = os.environ.get(HOSTFILE_ENV, "")
+    if from_env:
+        return from_env
+    if LOCAL_HOSTFILE.is_file():
+        return str(LOCAL_HOSTFILE)
+    raise UsageError(
+        f"no hostfile: give -h HOSTFILE, set {HOSTFILE_ENV}, or start a local cluster with "
+        f"'python -m paxos.local' (it writes {LOCAL_HOSTFILE}); --help explains more"
+    )
 
 
 def _epilog(prog: str) -> str:
@@ -572,12 +646,17 @@ def _positive_seconds(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None, client_factory: ClientFactory = default_client_factory) -> int:
     """Run the command line and return its exit code (tests pass a fake client_factory)."""
+    parser = build_parser()
     try:
-        opts = build_parser().parse_args(argv)
+        opts = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on errors, 0 after --help
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if opts.command[:1] == ["help"] and not (opts.hostfile and opts.hostfile != _NO_VALUE):
+        return _offline_help(parser, opts.command[1:])
     try:
+        hoist_options(opts)
         bound = bind_argv(opts.command) if opts.command else None
+        opts.hostfile = find_hostfile(opts.hostfile)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -594,6 +673,20 @@ def main(argv: Sequence[str] | None = None, client_factory: ClientFactory = defa
         kv.close()
 
 
+def _offline_help(parser: argparse.ArgumentParser, args: list[str]) -> int:
+    """``help`` or ``help COMMAND`` given without a hostfile: no cluster is needed to explain."""
+    if not args:
+        parser.print_help()
+        return EXIT_OK
+    try:
+        command = lookup(args[0])
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{command.usage}\n    {command.summary}")
+    return EXIT_OK
+
+
 def _one_shot(session: Session, command: Command, args: list[str]) -> int:
     try:
         return execute(session, command, args)
@@ -608,4 +701,4 @@ def _open_prompt(kv: KV, opts: argparse.Namespace) -> int:
     if sys.stdin.isatty():
         stale = " get reads may be stale (--stale);" if opts.stale else ""
         print(f"paxoskv: servers from {opts.hostfile};{stale} type help, or quit (Ctrl-D) to leave", file=sys.stderr)
-    return run_prompt(kv, stale=opts.stale)
+    return run_prompt(kv, stale=opts.stale, history=history_path(opts.hostfile))

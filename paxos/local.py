@@ -31,7 +31,7 @@ from types import FrameType, TracebackType
 from typing import IO
 
 from client import KVClient
-from client.cli import find_leaders, run_prompt
+from client.cli import find_leaders, history_path, run_prompt
 from paxos.hostfile import HostfileError, parse_hostfile
 
 DEFAULT_DIR = Path("local-cluster")
@@ -486,7 +486,7 @@ def _serve_until_stopped(cluster: LocalCluster, no_client: bool) -> None:
             flush=True,
         )
         with cluster.client() as kv:
-            run_prompt(kv)
+            run_prompt(kv, history=history_path(cluster.hostfile))
         return
     print("  Ctrl-C stops the cluster", file=sys.stderr, flush=True)
     while True:

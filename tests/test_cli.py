@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -118,6 +119,13 @@ class Runner:
         return Run(code, captured.out, captured.err)
 
 
+@pytest.fixture(autouse=True)
+def no_default_hostfile(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Neither the developer's environment nor a local cluster in the checkout picks the hostfile."""
+    monkeypatch.delenv(cli.HOSTFILE_ENV, raising=False)
+    monkeypatch.setattr(cli, "LOCAL_HOSTFILE", tmp_path / "no-local-cluster" / "hostfile.txt")
+
+
 @pytest.fixture
 def run(kv: FakeKV, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Runner:
     return Runner(kv, capsys, monkeypatch)
@@ -140,14 +148,14 @@ def test_help_works_as_a_module() -> None:
         [sys.executable, "-m", "client", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("usage: python -m client -h HOSTFILE")
+    assert proc.stdout.startswith("usage: python -m client [-h HOSTFILE]")
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ((), "-h/--hostfile"),
-        (("get", "k"), "-h/--hostfile"),
+        ((), "no hostfile: give -h HOSTFILE, set PAXOSKV_HOSTFILE"),
+        (("get", "k"), "no hostfile"),
         (("-h", "hf", "--timeout", "0", "get", "k"), "--timeout"),
         (("-h", "hf", "--timeout", "soon", "get", "k"), "not a number"),
         (("-h", "hf", "--bogus", "get", "k"), "unrecognized arguments"),
@@ -344,7 +352,7 @@ def test_status_without_leader_exits_3(run: Runner, kv: FakeKV) -> None:
 
 
 def test_prompt_reads_piped_stdin(run: Runner, kv: FakeKV) -> None:
-    script = "set a hello   spaced world\nget a\ndelete a\nget a\n"
+    script = "set a 'hello   spaced world'\nget a\ndelete a\nget a\n"
     result = run("-h", "hf", stdin=script)
     assert result.out == "hello   spaced world\n"
     assert result.err.splitlines() == ["OK", "deleted", "not found"]
@@ -378,7 +386,7 @@ def test_set_file_reads_the_value_from_a_file(run: Runner, kv: FakeKV, tmp_path:
     path.write_bytes(MULTILINE.encode())
     assert run("-h", "hf", "set", "k", "--file", str(path)).code == 0
     assert kv.data["k"] == MULTILINE
-    assert run("-h", "hf", stdin=f"set k2 --file {path}\n").code == 0  # at the prompt too
+    assert run("-h", "hf", stdin=f"set k2 --file {shlex.quote(str(path))}\n").code == 0  # at the prompt too
     assert kv.data["k2"] == MULTILINE
 
 
@@ -428,7 +436,7 @@ def test_prompt_stops_at_quit(run: Runner, kv: FakeKV) -> None:
 
 
 def test_prompt_help_and_image_commands(run: Runner, kv: FakeKV) -> None:
-    result = run("-h", "hf", stdin="help\nhelp set\niset cat.png a  cat \niget cat.png\n")
+    result = run("-h", "hf", stdin="help\nhelp set\niset cat.png 'a  cat '\niget cat.png\n")
     assert "delete <key>" in result.err
     assert "the value is the rest of the line" in result.err
     assert kv.images == {"cat.png": "a  cat "}
@@ -453,7 +461,11 @@ def test_run_prompt_with_explicit_streams(kv: FakeKV) -> None:
     ("line", "name", "args"),
     [
         ("set k v", "set", ["k", "v"]),
-        ("  set   k   a  b  ", "set", ["k", "a  b  "]),
+        ("  set   k   a  b  ", "set", ["k", "a b"]),
+        ("set 'my key' \"a  value \"", "set", ["my key", "a  value "]),
+        ('set k "it\'s"', "set", ["k", "it's"]),
+        ("set k don\\'t", "set", ["k", "don't"]),
+        ("set k --stale", "set", ["k", "--stale"]),  # only the command line takes options after the command
         ("get k", "get", ["k"]),
         ("status --json", "status", ["--json"]),
         ("\tdelete\tk", "delete", ["k"]),
@@ -470,10 +482,70 @@ def test_split_line_skips_blanks_and_comments(line: str) -> None:
     assert cli.split_line(line) is None
 
 
-def test_history_falls_back_to_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unbalanced_quote_is_a_usage_error(run: Runner, kv: FakeKV) -> None:
+    result = run("-h", "hf", stdin="set k it's\n")
+    assert result.code == cli.EXIT_USAGE and "no closing quotation" in result.err
+    assert kv.data == {"k": "v"}
+
+
+def test_history_falls_back_to_memory(tmp_path: Path) -> None:
     from prompt_toolkit.history import FileHistory, InMemoryHistory
 
-    monkeypatch.setattr(cli, "HISTORY_FILE", str(tmp_path / "history"))
-    assert isinstance(cli._history(), FileHistory)
-    monkeypatch.setattr(cli, "HISTORY_FILE", str(tmp_path / "no-such-dir" / "history"))
-    assert isinstance(cli._history(), InMemoryHistory)
+    assert isinstance(cli._history(tmp_path / "state" / "history"), FileHistory)
+    (tmp_path / "file").write_text("")
+    assert isinstance(cli._history(tmp_path / "file" / "history"), InMemoryHistory)
+    assert isinstance(cli._history(None), InMemoryHistory)
+
+
+def test_history_is_per_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    one, other = cli.history_path("a/hostfile.txt"), cli.history_path("b/hostfile.txt")
+    assert one != other
+    assert one == cli.history_path(tmp_path / "a" / "hostfile.txt")  # the same file, however named
+    assert one.parent == tmp_path / "state" / "paxoskv"
+
+
+# ------------------------------------------------------ options and hostfile
+
+
+def test_dash_h_alone_says_how_to_get_help(run: Runner) -> None:
+    result = run("-h")
+    assert result.code == cli.EXIT_USAGE
+    assert "-h needs a HOSTFILE" in result.err and "--help" in result.err and "expected one argument" not in result.err
+
+
+@pytest.mark.parametrize("argv", [("help",), ("--help",)])
+def test_help_needs_no_hostfile(run: Runner, argv: tuple[str, ...]) -> None:
+    result = run(*argv)
+    assert result.code == 0 and "usage:" in result.out and "--help" in result.out
+    assert run("help", "set").out.startswith("set <key>")
+
+
+def test_hostfile_from_the_environment(run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cli.HOSTFILE_ENV, "from-env.txt")
+    assert run("get", "k").out == "v\n"
+    assert run("-h", "given.txt", "get", "k").code == 0
+    assert [hostfile for hostfile, _ in run.factory_calls] == ["from-env.txt", "given.txt"]
+
+
+def test_hostfile_falls_back_to_the_local_cluster(run: Runner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    local = tmp_path / "local-cluster" / "hostfile.txt"
+    local.parent.mkdir()
+    local.write_text("n1 127.0.0.1:1\n")
+    monkeypatch.setattr(cli, "LOCAL_HOSTFILE", local)
+    assert run("get", "k").code == 0
+    assert run.factory_calls == [(str(local), cli.DEFAULT_TIMEOUT)]
+
+
+def test_global_options_after_the_command(run: Runner, kv: FakeKV) -> None:
+    assert run("-h", "hf", "get", "k", "--stale", "--timeout", "2.5").out == "v\n"
+    assert kv.reads == [("k", "local")]
+    assert run.factory_calls[-1] == ("hf", 2.5)
+    assert run("-h", "hf", "get", "k", "--timeout=4").code == 0
+    assert run.factory_calls[-1] == ("hf", 4.0)
+    assert run("-h", "hf", "set", "k", "--", "--stale").code == 0  # after --, words are the command's
+    assert kv.data["k"] == "--stale"
+    bad = run("-h", "hf", "get", "k", "--timeout", "soon")
+    assert bad.code == cli.EXIT_USAGE and "--timeout" in bad.err
