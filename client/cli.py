@@ -269,7 +269,7 @@ COMMANDS: dict[str, Command] = {
             3,
         ),
         Command("help", "help [command]", "list the commands, or explain one", _help, 0, 1),
-        Command("quit", "quit", "leave the prompt (also: exit, Ctrl-D)", _quit),
+        Command("quit", "quit", "leave the prompt (also: exit, Ctrl-D; Ctrl-C only cancels the line)", _quit),
         Command("exit", "exit", "leave the prompt", _quit),
     )
 }
@@ -700,5 +700,8 @@ def _one_shot(session: Session, command: Command, args: list[str]) -> int:
 def _open_prompt(kv: KV, opts: argparse.Namespace) -> int:
     if sys.stdin.isatty():
         stale = " get reads may be stale (--stale);" if opts.stale else ""
-        print(f"paxoskv: servers from {opts.hostfile};{stale} type help, or quit (Ctrl-D) to leave", file=sys.stderr)
+        print(
+            f"paxoskv: servers from {opts.hostfile};{stale} type help; Ctrl-C cancels a line, quit or Ctrl-D leaves",
+            file=sys.stderr,
+        )
     return run_prompt(kv, stale=opts.stale, history=history_path(opts.hostfile))

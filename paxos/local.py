@@ -382,7 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Start a paxoskv cluster of N servers on 127.0.0.1, wait for a leader, then open the\n"
-            "client prompt; leaving the prompt (quit, Ctrl-D), Ctrl-C or SIGTERM stops every server.\n"
+            "client prompt.  Leaving the prompt (quit or Ctrl-D) stops every server; at the prompt\n"
+            "Ctrl-C only cancels the line being typed or the command running, as in a shell.\n"
+            "Outside the prompt (while starting, or with --no-client) Ctrl-C stops every server,\n"
+            "and SIGTERM or SIGHUP does at any time.  A server that exits on its own is reported.\n"
             "Data and logs stay in DIR, so running it again with the same DIR brings the data back."
         ),
         epilog=(
