@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from client import ImageError, ImageMatch, InvalidRequest, KVClient, KVError, Unavailable, UnknownOutcome
-from client.images import HASH_BITS as IMAGE_HASH_BITS
+from client.kv import ImageMatch, InvalidRequest, KVClient, KVError, Unavailable, UnknownOutcome
 from paxos.hostfile import HostfileError
 from paxos.limits import DEFAULT_MAX_VALUE_BYTES
 
@@ -185,6 +184,8 @@ def _status(s: Session, args: list[str]) -> int:
 
 
 def _iset(s: Session, args: list[str]) -> int:
+    from client.images import ImageError  # numpy and friends load only for image commands
+
     path, metadata = args
     try:
         digest = s.kv.iset(path, metadata)
@@ -195,6 +196,9 @@ def _iset(s: Session, args: list[str]) -> int:
 
 
 def _iget(s: Session, args: list[str]) -> int:
+    from client.images import HASH_BITS as IMAGE_HASH_BITS  # numpy and friends load only here
+    from client.images import ImageError
+
     nearest = None
     if args[0] == "--nearest":
         if len(args) != 3 or not args[1].isdigit() or int(args[1]) < 1:

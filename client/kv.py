@@ -17,12 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import grpc
 
-from client import images
-from client.images import ImageSource
 from client.retry import (
     SECONDS,
     InvalidRequest,
@@ -44,6 +42,11 @@ from paxos.limits import (
     SESSION_WINDOW,
 )
 from protos import kv_pb2, kv_pb2_grpc
+
+if TYPE_CHECKING:
+    # client.images pulls in numpy, scipy and imagehash (a third of a second): only iset and
+    # inearest import it, so that every other command starts quickly.
+    from client.images import ImageSource
 
 __all__ = ["ImageMatch", "InvalidRequest", "KVClient", "KVError", "Unavailable", "UnknownOutcome"]
 
@@ -161,6 +164,8 @@ class KVClient:
         Raises ``ImageError`` (a ValueError) for a file that is missing, not
         an image, corrupt or too large, before anything is sent.
         """
+        from client import images
+
         size = len(metadata.encode("utf-8", "surrogatepass"))
         if size > MAX_METADATA_BYTES:
             raise InvalidRequest(f"metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}")
@@ -187,6 +192,8 @@ class KVClient:
         consistency: str = "linearizable",
     ) -> list[ImageMatch]:
         """Up to ``limit`` stored photos nearest to ``image``, nearest first."""
+        from client import images
+
         distance = images.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
         if not 0 <= distance <= images.HASH_BITS:
             raise InvalidRequest(f"max_distance must be 0 to {images.HASH_BITS} bits")
