@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol, TextIO
 
 from client.kv import ImageMatch, InvalidRequest, KVClient, KVError, Unavailable, UnknownOutcome
 from paxos.hostfile import HostfileError
-from paxos.limits import DEFAULT_MAX_VALUE_BYTES
+from paxos.limits import DEFAULT_MAX_VALUE_BYTES, MAX_IMAGE_MATCHES
 
 if TYPE_CHECKING:  # prompt_toolkit is imported only when a terminal prompt opens
     from prompt_toolkit import PromptSession
@@ -103,6 +103,7 @@ class Command:
     min_args: int = 0
     max_args: int | None = 0  # None: any number
     rest_of_line: bool = False  # the last argument takes the rest of the line, spaces and all
+    writes: bool = False  # interrupted, it may or may not have been applied
 
 
 # ----------------------------------------------------------------- handlers
@@ -186,6 +187,8 @@ def _status(s: Session, args: list[str]) -> int:
 def _iset(s: Session, args: list[str]) -> int:
     from client.images import ImageError  # numpy and friends load only for image commands
 
+    if len(args) < 2:
+        raise UsageError('iset needs metadata after the image path; for none, give an empty one: ""')
     path, metadata = args
     try:
         digest = s.kv.iset(path, metadata)
@@ -196,22 +199,21 @@ def _iset(s: Session, args: list[str]) -> int:
 
 
 def _iget(s: Session, args: list[str]) -> int:
-    from client.images import HASH_BITS as IMAGE_HASH_BITS  # numpy and friends load only here
-    from client.images import ImageError
+    from client.images import DEFAULT_MAX_DISTANCE, ImageError  # numpy and friends load only here
 
     nearest = None
     if args[0] == "--nearest":
-        if len(args) != 3 or not args[1].isdigit() or int(args[1]) < 1:
+        if len(args) != 3:
             raise UsageError("usage: iget [--nearest N] <image>")
-        nearest, args = int(args[1]), args[2:]
+        nearest, args = _nearest_count(args[1]), args[2:]
     if len(args) != 1:
         raise UsageError("usage: iget [--nearest N] <image>")
     consistency = "local" if s.stale else "linearizable"
     try:
-        if nearest is None:
-            found = s.kv.inearest(args[0], limit=1, consistency=consistency)
-        else:
-            found = s.kv.inearest(args[0], limit=nearest, max_distance=IMAGE_HASH_BITS, consistency=consistency)
+        if nearest is None:  # the one likely match, within the library's match distance
+            found = s.kv.inearest(args[0], limit=1, max_distance=DEFAULT_MAX_DISTANCE, consistency=consistency)
+        else:  # a ranking, however far: the library's default
+            found = s.kv.inearest(args[0], limit=nearest, consistency=consistency)
     except ImageError as exc:
         raise UsageError(str(exc)) from None
     if not found:
@@ -223,6 +225,15 @@ def _iget(s: Session, args: list[str]) -> int:
         for match in found:
             print(f"{match.distance}\t{match.hash}\t{match.metadata}", file=s.out, flush=True)
     return EXIT_OK
+
+
+def _nearest_count(text: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"--nearest takes a whole number N, not {text!r}")
+    count = int(text)
+    if not 1 <= count <= MAX_IMAGE_MATCHES:
+        raise UsageError(f"--nearest N must be at least 1 and at most {MAX_IMAGE_MATCHES}, got {count}")
+    return count
 
 
 def _help(s: Session, args: list[str]) -> int:
@@ -250,18 +261,20 @@ COMMANDS: dict[str, Command] = {
             min_args=2,
             max_args=2,
             rest_of_line=True,
+            writes=True,
         ),
         Command("get", "get <key>", "print the value of key (exit 1 if there is none)", _get, 1, 1),
-        Command("delete", "delete <key>", "remove key (exit 1 if there was no value)", _delete, 1, 1),
+        Command("delete", "delete <key>", "remove key (exit 1 if there was no value)", _delete, 1, 1, writes=True),
         Command("status", "status [--json]", "each server's role, leader, ballot and log indexes", _status, 0, 1),
         Command(
             "iset",
             "iset <image path> <metadata>",
-            "store metadata for a photo; the metadata is the rest of the line",
+            'store metadata for a photo; the metadata is the rest of the line ("" for none)',
             _iset,
-            min_args=2,
+            min_args=1,
             max_args=2,
             rest_of_line=True,
+            writes=True,
         ),
         Command(
             "iget",
@@ -371,9 +384,15 @@ def bind_argv(argv: Sequence[str]) -> tuple[Command, list[str]]:
 
 
 def execute(session: Session, command: Command, args: list[str]) -> int:
-    """Run one command; errors become one line on stderr and an exit code."""
+    """Run one command; errors and Ctrl-C become one line on stderr and an exit code."""
     try:
         return command.handler(session, args)
+    except KeyboardInterrupt:
+        if command.writes:
+            session.say(f"interrupted; the {command.name} may or may not have been applied: check before retrying")
+        else:
+            session.say("interrupted; nothing was changed")
+        return EXIT_INTERRUPTED
     except UsageError as exc:
         session.say(f"error: {exc}")
         return EXIT_USAGE
@@ -441,11 +460,13 @@ def _piped_loop(session: Session, stdin: TextIO) -> int:
     try:
         for line in stdin:
             result = run_line(session, line.rstrip("\r\n"))
+            if result == EXIT_INTERRUPTED:  # Ctrl-C stops a script, as in a shell
+                return result
             code = code or result
     except EndSession:
         pass
-    except KeyboardInterrupt:
-        session.say("interrupted; a write in progress may or may not have been applied")
+    except KeyboardInterrupt:  # between commands
+        session.say("interrupted")
         return EXIT_INTERRUPTED
     return code
 
@@ -469,11 +490,9 @@ def _read_eval_loop(session: Session, prompt: PromptSession[str], text: str) -> 
         except EOFError:  # Ctrl-D
             return
         try:
-            run_line(session, line)
+            run_line(session, line)  # Ctrl-C while a command runs ends it alone, reported by execute
         except EndSession:
             return
-        except KeyboardInterrupt:
-            session.say("interrupted; a write in progress may or may not have been applied")
 
 
 def _make_prompt_session(history: Path | None) -> PromptSession[str]:
@@ -696,8 +715,8 @@ def _one_shot(session: Session, command: Command, args: list[str]) -> int:
         return execute(session, command, args)
     except EndSession:
         return EXIT_OK
-    except KeyboardInterrupt:
-        session.say("interrupted; a write in progress may or may not have been applied")
+    except KeyboardInterrupt:  # before or after the command ran
+        session.say("interrupted")
         return EXIT_INTERRUPTED
 
 

@@ -132,6 +132,7 @@ class KVClient:
 
     def set(self, key: str, value: str) -> None:
         self._check_key(key)
+        _check_text("value", value)
         size = len(value.encode("utf-8", "surrogatepass"))
         if size > self.max_value_bytes:
             raise InvalidRequest(f"value is {size} bytes; the limit is {self.max_value_bytes}")
@@ -166,6 +167,7 @@ class KVClient:
         """
         from client import images
 
+        _check_text("metadata", metadata)
         size = len(metadata.encode("utf-8", "surrogatepass"))
         if size > MAX_METADATA_BYTES:
             raise InvalidRequest(f"metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}")
@@ -181,7 +183,10 @@ class KVClient:
         Only photos within ``max_distance`` bits (default
         ``images.DEFAULT_MAX_DISTANCE``) count; ties go to the latest iset.
         """
-        found = self.inearest(image, limit=1, max_distance=max_distance, consistency=consistency)
+        from client import images
+
+        distance = images.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
+        found = self.inearest(image, limit=1, max_distance=distance, consistency=consistency)
         return found[0].metadata if found else None
 
     def inearest(
@@ -191,10 +196,15 @@ class KVClient:
         max_distance: int | None = None,
         consistency: str = "linearizable",
     ) -> list[ImageMatch]:
-        """Up to ``limit`` stored photos nearest to ``image``, nearest first."""
+        """Up to ``limit`` stored photos nearest to ``image``, nearest first.
+
+        Only photos within ``max_distance`` bits count; by default every
+        stored photo does, however far (a ranking, as ``iget --nearest N`` on
+        the command line), where ``iget`` keeps only a likely match.
+        """
         from client import images
 
-        distance = images.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
+        distance = images.HASH_BITS if max_distance is None else max_distance
         if not 0 <= distance <= images.HASH_BITS:
             raise InvalidRequest(f"max_distance must be 0 to {images.HASH_BITS} bits")
         if not 1 <= limit <= MAX_IMAGE_MATCHES:
@@ -248,6 +258,7 @@ class KVClient:
     # ----------------------------------------------------------- machinery
 
     def _check_key(self, key: str) -> None:
+        _check_text("key", key)
         size = len(key.encode("utf-8", "surrogatepass"))
         if not 0 < size <= MAX_KEY_BYTES:
             raise InvalidRequest(f"key must be 1 to {MAX_KEY_BYTES} bytes of UTF-8, got {size}")
@@ -326,6 +337,13 @@ class ImageMatch:
     hash: str  # the stored photo's hash, hex
     distance: int  # bits
     metadata: str
+
+
+def _check_text(what: str, text: object) -> None:
+    """Keys, values and metadata are text: anything else is the caller's mistake, a TypeError."""
+    if not isinstance(text, str):
+        hint = "; decode bytes first, e.g. data.decode('utf-8')" if isinstance(text, bytes | bytearray) else ""
+        raise TypeError(f"{what} must be str, not {type(text).__name__}{hint}")
 
 
 def _consistency(name: str) -> kv_pb2.Consistency:

@@ -1,6 +1,7 @@
 """Run a whole paxoskv cluster on this machine, one subprocess per server.
 
-``python -m paxos.local [--dir DIR] [--nodes N] [--base-port P] [--no-client] [-- SERVER_ARGS ...]``
+``python -m paxos.local [--dir DIR] [--nodes N] [--base-port P] [--no-client] [--startup-timeout SECONDS]
+[-- SERVER_ARGS ...]``
 
 ``LocalCluster`` is the reusable part: the real-process tests start, kill,
 pause and restart servers through it.  Every server runs as
@@ -378,7 +379,10 @@ def free_ports(count: int) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m paxos.local",
-        usage="%(prog)s [--dir DIR] [--nodes N] [--base-port P] [--no-client] [-- SERVER_ARGS ...]",
+        usage=(
+            "%(prog)s [--dir DIR] [--nodes N] [--base-port P] [--no-client] [--startup-timeout SECONDS]\n"
+            "       [-- SERVER_ARGS ...]"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Start a paxoskv cluster of N servers on 127.0.0.1, wait for a leader, then open the\n"

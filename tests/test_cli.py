@@ -14,10 +14,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from client import ImageError, ImageMatch, InvalidRequest, Unavailable, UnknownOutcome, cli
+from client.images import DEFAULT_MAX_DISTANCE
 from paxos.hostfile import HostfileError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -279,7 +281,7 @@ def test_iset_then_iget_prints_metadata_alone(run: Runner, kv: FakeKV) -> None:
     assert kv.images == {"cat.png": "a grey cat"}
     found = run("-h", "hf", "iget", "cat.png")
     assert (found.code, found.out) == (0, "a grey cat\n")
-    assert kv.image_lookups[-1] == ("cat.png", 1, None, "linearizable")
+    assert kv.image_lookups[-1] == ("cat.png", 1, DEFAULT_MAX_DISTANCE, "linearizable")
 
 
 def test_iget_of_unknown_image_exits_1(run: Runner) -> None:
@@ -292,7 +294,46 @@ def test_iget_nearest_lists_distances(run: Runner, kv: FakeKV) -> None:
     result = run("-h", "hf", "iget", "--nearest", "3", "cat.png")
     assert result.code == 0
     assert result.out == "3\t" + "cd" * 36 + "\ta cat\n"
-    assert kv.image_lookups[-1][:2] == ("cat.png", 3)
+    assert kv.image_lookups[-1][:3] == ("cat.png", 3, None)  # the library's ranking, however far
+
+
+@pytest.mark.parametrize(
+    ("count", "message"),
+    [("0", "--nearest N must be at least 1"), ("101", "at most 100"), ("x", "--nearest takes a whole number")],
+)
+def test_iget_nearest_says_what_n_may_be(run: Runner, count: str, message: str) -> None:
+    result = run("-h", "hf", "iget", "--nearest", count, "a.png")
+    assert result.code == cli.EXIT_USAGE and message in result.err, result.err
+
+
+def test_iset_takes_empty_metadata_and_says_how(run: Runner, kv: FakeKV) -> None:
+    assert run("-h", "hf", "iset", "cat.png", "").code == 0
+    assert run("-h", "hf", stdin="iset dog.png ''\n").code == 0
+    assert kv.images == {"cat.png": "", "dog.png": ""}
+    missing = run("-h", "hf", "iset", "cow.png")
+    assert missing.code == cli.EXIT_USAGE and 'give an empty one: ""' in missing.err
+
+
+class InterruptedKV(FakeKV):
+    def set(self, key: str, value: str) -> None:
+        raise KeyboardInterrupt
+
+    def get(self, key: str, consistency: str = "linearizable") -> str | None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_names_a_write_only_for_writes(capsys: pytest.CaptureFixture[str]) -> None:
+    kv = InterruptedKV()
+    assert cli.main(["-h", "hf", "get", "k"], client_factory=lambda hf, t: kv) == cli.EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "interrupted; nothing was changed\n"
+    assert cli.main(["-h", "hf", "set", "k", "v"], client_factory=lambda hf, t: kv) == cli.EXIT_INTERRUPTED
+    assert "the set may or may not have been applied" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_a_piped_script(kv: FakeKV) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.run_prompt(InterruptedKV(), stdin=io.StringIO("get k\nset never 1\n"), stdout=out, stderr=err)
+    assert (code, err.getvalue()) == (cli.EXIT_INTERRUPTED, "interrupted; nothing was changed\n")
 
 
 @pytest.mark.parametrize("args", [["iget", "--nearest", "x", "a.png"], ["iget", "--nearest", "2"], ["iset", "a.png"]])
@@ -549,3 +590,64 @@ def test_global_options_after_the_command(run: Runner, kv: FakeKV) -> None:
     assert kv.data["k"] == "--stale"
     bad = run("-h", "hf", "get", "k", "--timeout", "soon")
     assert bad.code == cli.EXIT_USAGE and "--timeout" in bad.err
+
+
+# ------------------------------------------------------------- the library
+
+
+def test_library_refuses_bytes_with_a_type_error() -> None:
+    from client import KVClient
+    from paxos.hostfile import Member
+
+    kv = KVClient([Member("n1", "127.0.0.1", 1)], timeout=0.1)
+    with pytest.raises(TypeError, match="value must be str, not bytes; decode bytes first"):
+        kv.set("k", b"v")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="key must be str, not bytes"):
+        kv.get(b"k")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="metadata must be str, not int"):
+        kv.iset(b"not an image", 7)  # type: ignore[arg-type]
+    kv.close()
+
+
+def test_library_inearest_ranks_however_far_as_the_cli_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from client import KVClient, images
+    from paxos.hostfile import Member
+    from protos import kv_pb2
+
+    sent: list[int] = []
+    real_request = kv_pb2.ImageGetRequest
+
+    def request(**fields: Any) -> Any:
+        sent.append(fields["max_distance"])
+        return real_request(**fields)
+
+    kv = KVClient([Member("n1", "127.0.0.1", 1)], timeout=0.1)
+    monkeypatch.setattr(images, "hash_image", lambda image: bytes(images.HASH_BITS // 8))
+    monkeypatch.setattr(kv_pb2, "ImageGetRequest", request)
+    monkeypatch.setattr(kv, "_retry", lambda *args, **kwargs: kv_pb2.ImageGetReply())
+    assert kv.inearest(b"img") == [] and kv.iget(b"img") is None
+    assert sent == [images.HASH_BITS, DEFAULT_MAX_DISTANCE]  # a ranking goes however far; a match stays near
+    kv.close()
+
+
+def test_server_help_is_named_as_invoked(tmp_path: Path) -> None:
+    script = tmp_path / "paxoskv-server"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom paxos.__main__ import main\nmain()\n")
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.stdout.startswith("usage: paxoskv-server "), result.stdout[:200]
+    module = subprocess.run(
+        [sys.executable, "-m", "paxos", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert module.stdout.startswith("usage: python -m paxos "), module.stdout[:200]
+
+
+def test_local_cluster_usage_names_every_option() -> None:
+    usage = " ".join(
+        subprocess.run(
+            [sys.executable, "-m", "paxos.local", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        .stdout.split("\n\n")[0]
+        .split()
+    )
+    for option in ("--dir", "--nodes", "--base-port", "--no-client", "--startup-timeout", "-- SERVER_ARGS"):
+        assert option in usage, usage
