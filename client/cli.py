@@ -1,27 +1,30 @@
 """The paxoskv command line: one command and exit, or an interactive prompt.
 
-``python -m client -h HOSTFILE [--timeout SECONDS] [--stale] [COMMAND ...]``
+``python -m client [-h HOSTFILE] [--timeout SECONDS] [--stale] [COMMAND ...]``
 
 Both modes dispatch through the one ``COMMANDS`` table, so a command behaves
 the same typed at the prompt or given on the command line; only the way its
-arguments are split differs (see ``split_line`` and ``bind_argv``).
+words come differs: ``split_line`` splits a prompt line as a shell would,
+``bind_argv`` takes the words the shell already split.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from client import ImageError, ImageMatch, InvalidRequest, KVClient, KVError, Unavailable, UnknownOutcome
-from client.images import HASH_BITS as IMAGE_HASH_BITS
+from client.kv import ImageMatch, InvalidRequest, KVClient, KVError, Unavailable, UnknownOutcome
 from paxos.hostfile import HostfileError
+from paxos.limits import DEFAULT_MAX_VALUE_BYTES, MAX_IMAGE_MATCHES
 
 if TYPE_CHECKING:  # prompt_toolkit is imported only when a terminal prompt opens
     from prompt_toolkit import PromptSession
@@ -34,7 +37,11 @@ EXIT_CLUSTER = 3
 EXIT_INTERRUPTED = 130
 
 DEFAULT_TIMEOUT = 10.0
-HISTORY_FILE = "~/.paxoskv_history"
+HISTORY_HASH_CHARS = 16  # of the hostfile path's sha256 in the history file's name
+HOSTFILE_ENV = "PAXOSKV_HOSTFILE"  # used when -h is not given
+LOCAL_HOSTFILE = Path("local-cluster") / "hostfile.txt"  # what python -m paxos.local writes; the last resort
+STDIN_VALUE = "-"  # set KEY -: the value is all of stdin, as `etcdctl put KEY < FILE`
+FILE_OPTION = "--file"  # set KEY --file PATH: the value is the file's contents
 PROMPT = "paxoskv> "
 STALE_PROMPT = "paxoskv (stale reads)> "
 # The keys of one server in `status --json`, always, in this order.
@@ -78,6 +85,8 @@ class Session:
     out: TextIO
     err: TextIO
     stale: bool = False
+    # Where `set KEY -` reads its value; None when stdin carries the commands themselves.
+    stdin: TextIO | None = None
 
     def say(self, message: str) -> None:
         """A message for the user (stderr), never mixed with values (stdout)."""
@@ -96,16 +105,51 @@ class Command:
     min_args: int = 0
     max_args: int | None = 0  # None: any number
     rest_of_line: bool = False  # the last argument takes the rest of the line, spaces and all
+    writes: bool = False  # interrupted, it may or may not have been applied
 
 
 # ----------------------------------------------------------------- handlers
 
 
 def _set(s: Session, args: list[str]) -> int:
-    key, value = args
+    if len(args) == 3:  # set KEY --file PATH
+        key, value = args[0], _read_value_file(args[2])
+    elif args[1] == STDIN_VALUE:
+        if s.stdin is None:
+            raise UsageError("'set KEY -' reads the value from stdin, which holds the commands here; use --file PATH")
+        key, value = args[0], _read_value_stream(s.stdin)
+    else:
+        key, value = args
     s.kv.set(key, value)
     s.say("OK")
     return EXIT_OK
+
+
+def _decode_value(data: bytes, source: str) -> str:
+    if len(data) > DEFAULT_MAX_VALUE_BYTES:
+        raise UsageError(f"{source} holds more than {DEFAULT_MAX_VALUE_BYTES} bytes, the largest value allowed")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{source} is not UTF-8 text (byte {exc.start}); values are text") from None
+
+
+def _read_value_file(path: str) -> str:
+    try:
+        with open(path, "rb") as file:
+            data = file.read(DEFAULT_MAX_VALUE_BYTES + 1)  # a byte over the limit is enough to refuse it
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return _decode_value(data, path)
+
+
+def _read_value_stream(stream: TextIO) -> str:
+    """The rest of ``stream`` exactly (no newline translation), at most one byte over the limit."""
+    binary = getattr(stream, "buffer", None)
+    if binary is not None:
+        return _decode_value(binary.read(DEFAULT_MAX_VALUE_BYTES + 1), "stdin")
+    # Each character is at least one byte, so this many characters suffice to see the limit passed.
+    return _decode_value(stream.read(DEFAULT_MAX_VALUE_BYTES + 1).encode("utf-8", "surrogatepass"), "stdin")
 
 
 def _get(s: Session, args: list[str]) -> int:
@@ -146,6 +190,10 @@ def _status(s: Session, args: list[str]) -> int:
 
 
 def _iset(s: Session, args: list[str]) -> int:
+    from client.images import ImageError  # numpy and friends load only for image commands
+
+    if len(args) < 2:
+        raise UsageError('iset needs metadata after the image path; for none, give an empty one: ""')
     path, metadata = args
     try:
         digest = s.kv.iset(path, metadata)
@@ -156,19 +204,21 @@ def _iset(s: Session, args: list[str]) -> int:
 
 
 def _iget(s: Session, args: list[str]) -> int:
+    from client.images import DEFAULT_MAX_DISTANCE, ImageError  # numpy and friends load only here
+
     nearest = None
     if args[0] == "--nearest":
-        if len(args) != 3 or not args[1].isdigit() or int(args[1]) < 1:
+        if len(args) != 3:
             raise UsageError("usage: iget [--nearest N] <image>")
-        nearest, args = int(args[1]), args[2:]
+        nearest, args = _nearest_count(args[1]), args[2:]
     if len(args) != 1:
         raise UsageError("usage: iget [--nearest N] <image>")
     consistency = "local" if s.stale else "linearizable"
     try:
-        if nearest is None:
-            found = s.kv.inearest(args[0], limit=1, consistency=consistency)
-        else:
-            found = s.kv.inearest(args[0], limit=nearest, max_distance=IMAGE_HASH_BITS, consistency=consistency)
+        if nearest is None:  # the one likely match, within the library's match distance
+            found = s.kv.inearest(args[0], limit=1, max_distance=DEFAULT_MAX_DISTANCE, consistency=consistency)
+        else:  # a ranking, however far: the library's default
+            found = s.kv.inearest(args[0], limit=nearest, consistency=consistency)
     except ImageError as exc:
         raise UsageError(str(exc)) from None
     if not found:
@@ -180,6 +230,15 @@ def _iget(s: Session, args: list[str]) -> int:
         for match in found:
             print(f"{match.distance}\t{match.hash}\t{match.metadata}", file=s.out, flush=True)
     return EXIT_OK
+
+
+def _nearest_count(text: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"--nearest takes a whole number N, not {text!r}")
+    count = int(text)
+    if not 1 <= count <= MAX_IMAGE_MATCHES:
+        raise UsageError(f"--nearest N must be at least 1 and at most {MAX_IMAGE_MATCHES}, got {count}")
+    return count
 
 
 def _help(s: Session, args: list[str]) -> int:
@@ -200,24 +259,27 @@ COMMANDS: dict[str, Command] = {
     for c in (
         Command(
             "set",
-            "set <key> <value>",
-            "store value under key; the value is the rest of the line",
+            "set <key> <value> | - | --file <path>",
+            "store value under key; the value is the rest of the line, "
+            "or all of stdin (-, command line only), or a file's contents (--file)",
             _set,
             min_args=2,
             max_args=2,
             rest_of_line=True,
+            writes=True,
         ),
         Command("get", "get <key>", "print the value of key (exit 1 if there is none)", _get, 1, 1),
-        Command("delete", "delete <key>", "remove key (exit 1 if there was no value)", _delete, 1, 1),
+        Command("delete", "delete <key>", "remove key (exit 1 if there was no value)", _delete, 1, 1, writes=True),
         Command("status", "status [--json]", "each server's role, leader, ballot and log indexes", _status, 0, 1),
         Command(
             "iset",
             "iset <image path> <metadata>",
-            "store metadata for a photo; the metadata is the rest of the line",
+            'store metadata for a photo; the metadata is the rest of the line ("" for none)',
             _iset,
-            min_args=2,
+            min_args=1,
             max_args=2,
             rest_of_line=True,
+            writes=True,
         ),
         Command(
             "iget",
@@ -229,7 +291,7 @@ COMMANDS: dict[str, Command] = {
             3,
         ),
         Command("help", "help [command]", "list the commands, or explain one", _help, 0, 1),
-        Command("quit", "quit", "leave the prompt (also: exit, Ctrl-D)", _quit),
+        Command("quit", "quit", "leave the prompt (also: exit, Ctrl-D; Ctrl-C only cancels the line)", _quit),
         Command("exit", "exit", "leave the prompt", _quit),
     )
 }
@@ -277,7 +339,14 @@ def lookup(name: str) -> Command:
     raise UsageError(f"unknown command {name!r}; {hint}type help")
 
 
+def _value_from_file(command: Command, args: list[str]) -> bool:
+    """``set KEY --file PATH``: three words that must not be joined into one value."""
+    return command.name == "set" and len(args) == 3 and args[1] == FILE_OPTION
+
+
 def _check_arity(command: Command, args: list[str]) -> list[str]:
+    if _value_from_file(command, args):
+        return args
     too_many = command.max_args is not None and len(args) > command.max_args
     if len(args) < command.min_args or too_many:
         raise UsageError(f"usage: {command.usage}")
@@ -287,20 +356,20 @@ def _check_arity(command: Command, args: list[str]) -> list[str]:
 def split_line(line: str) -> tuple[Command, list[str]] | None:
     """A prompt line as (command, arguments); None for a blank line or comment.
 
-    Arguments are split at whitespace, except that the last argument of a
-    ``rest_of_line`` command is everything after the previous one, exactly as
-    typed (inner and trailing spaces kept).
+    Words are split as a shell splits them (``shlex``): quotes group words
+    and are removed, a backslash escapes.  Then the line binds exactly as the
+    same words given on the command line (``bind_argv``), so surplus words of
+    a value are joined with one space; quote a value to keep its spacing.
     """
-    words = line.split(None, 1)
-    if not words or words[0].startswith("#"):
+    if line.lstrip().startswith("#"):
         return None
-    command = lookup(words[0])
-    rest = words[1] if len(words) > 1 else ""
-    if command.rest_of_line and command.max_args is not None:
-        args = rest.split(None, command.max_args - 1)
-    else:
-        args = rest.split()
-    return command, _check_arity(command, args)
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:  # shlex says "No closing quotation" or "No escaped character"
+        raise UsageError(f"{str(exc).lower()}; quote a value holding ' or \" with the other quote") from None
+    if not words:
+        return None
+    return bind_argv(words)
 
 
 def bind_argv(argv: Sequence[str]) -> tuple[Command, list[str]]:
@@ -311,6 +380,8 @@ def bind_argv(argv: Sequence[str]) -> tuple[Command, list[str]]:
     """
     command = lookup(argv[0])
     args = list(argv[1:])
+    if _value_from_file(command, args):
+        return command, args
     if command.rest_of_line and command.max_args is not None and len(args) > command.max_args:
         keep = command.max_args - 1
         args = [*args[:keep], " ".join(args[keep:])]
@@ -318,9 +389,15 @@ def bind_argv(argv: Sequence[str]) -> tuple[Command, list[str]]:
 
 
 def execute(session: Session, command: Command, args: list[str]) -> int:
-    """Run one command; errors become one line on stderr and an exit code."""
+    """Run one command; errors and Ctrl-C become one line on stderr and an exit code."""
     try:
         return command.handler(session, args)
+    except KeyboardInterrupt:
+        if command.writes:
+            session.say(f"interrupted; the {command.name} may or may not have been applied: check before retrying")
+        else:
+            session.say("interrupted; nothing was changed")
+        return EXIT_INTERRUPTED
     except UsageError as exc:
         session.say(f"error: {exc}")
         return EXIT_USAGE
@@ -360,19 +437,25 @@ def run_line(session: Session, line: str) -> int:
 
 
 def run_prompt(
-    kv: KV, stale: bool = False, stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
+    kv: KV,
+    stale: bool = False,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    history: Path | None = None,
 ) -> int:
     """Read and run commands until quit, exit or end of input.
 
-    On a terminal this is a prompt_toolkit prompt with history and
-    completion, and returns 0.  Otherwise lines are read plainly from stdin
-    and the result is the exit code of the last command run, as in a shell
-    script.
+    On a terminal this is a prompt_toolkit prompt with completion and the
+    history kept in ``history`` (see ``history_path``), and returns 0.  Otherwise lines are read plainly from stdin,
+    every line is run, and the result is the exit code of the first command
+    that failed (0 if none did), so a failure early in a script is not hidden
+    by a success after it.
     """
     stdin = stdin or sys.stdin
     session = Session(kv, stdout or sys.stdout, stderr or sys.stderr, stale)
     if stdin.isatty():
-        _interactive_loop(session)
+        _interactive_loop(session, history)
         return EXIT_OK
     return _piped_loop(session, stdin)
 
@@ -381,18 +464,29 @@ def _piped_loop(session: Session, stdin: TextIO) -> int:
     code = EXIT_OK
     try:
         for line in stdin:
-            code = run_line(session, line.rstrip("\r\n"))
+            result = run_line(session, line.rstrip("\r\n"))
+            if result == EXIT_INTERRUPTED:  # Ctrl-C stops a script, as in a shell
+                return result
+            code = code or result
     except EndSession:
         pass
-    except KeyboardInterrupt:
-        session.say("interrupted; a write in progress may or may not have been applied")
+    except KeyboardInterrupt:  # between commands
+        session.say("interrupted")
         return EXIT_INTERRUPTED
     return code
 
 
-def _interactive_loop(session: Session) -> None:
-    prompt = _make_prompt_session()
+def _interactive_loop(session: Session, history: Path | None) -> None:
+    from prompt_toolkit.patch_stdout import patch_stdout
+
+    prompt = _make_prompt_session(history)
     text = STALE_PROMPT if session.stale else PROMPT
+    # Other threads (paxos.local reporting a server that exited) print above the prompt, not into the line.
+    with patch_stdout():
+        _read_eval_loop(session, prompt, text)
+
+
+def _read_eval_loop(session: Session, prompt: PromptSession[str], text: str) -> None:
     while True:
         try:
             line = prompt.prompt(text)
@@ -401,29 +495,40 @@ def _interactive_loop(session: Session) -> None:
         except EOFError:  # Ctrl-D
             return
         try:
-            run_line(session, line)
+            run_line(session, line)  # Ctrl-C while a command runs ends it alone, reported by execute
         except EndSession:
             return
-        except KeyboardInterrupt:
-            session.say("interrupted; a write in progress may or may not have been applied")
 
 
-def _make_prompt_session() -> PromptSession[str]:
+def _make_prompt_session(history: Path | None) -> PromptSession[str]:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.completion import NestedCompleter
 
     nested: dict[str, object] = dict.fromkeys(COMMANDS)
     nested["status"] = {"--json": None}
     nested["help"] = dict.fromkeys(COMMANDS)
-    return PromptSession(history=_history(), completer=NestedCompleter.from_nested_dict(nested))
+    return PromptSession(history=_history(history), completer=NestedCompleter.from_nested_dict(nested))
 
 
-def _history() -> History:
-    """History kept in ~/.paxoskv_history, or in memory when that is not writable."""
+def history_path(hostfile: str | Path) -> Path:
+    """The prompt history of the cluster that ``hostfile`` names, under the user's state directory.
+
+    One file per hostfile (by a hash of its resolved path), so the commands
+    typed against one cluster are not offered at the prompt of another.
+    """
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    digest = hashlib.sha256(str(Path(hostfile).resolve()).encode("utf-8", "surrogatepass")).hexdigest()
+    return Path(state) / "paxoskv" / f"history-{digest[:HISTORY_HASH_CHARS]}"
+
+
+def _history(path: Path | None) -> History:
+    """History kept in ``path``, or in memory when there is none or it is not writable."""
     from prompt_toolkit.history import FileHistory, InMemoryHistory
 
+    if path is None:
+        return InMemoryHistory()
     try:
-        path = Path(os.path.expanduser(HISTORY_FILE))
+        path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8"):
             pass
     except OSError:
@@ -434,25 +539,36 @@ def _history() -> History:
 # --------------------------------------------------------------- entry point
 
 
+_NO_VALUE = "\0no value"  # -h given without a HOSTFILE after it
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog or _prog_name(),
         add_help=False,  # -h is the hostfile, as in the server's command line
-        usage="%(prog)s -h HOSTFILE [--timeout SECONDS] [--stale] [COMMAND ...]",
+        usage=(
+            "%(prog)s [-h HOSTFILE] [--timeout SECONDS] [--stale] [COMMAND ...]\n"
+            "       %(prog)s --help    (or: %(prog)s help [COMMAND]; -h is the hostfile, not help)"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Talk to a paxoskv cluster.  With a COMMAND, run it and exit; without one, open an\n"
             "interactive prompt (or, when stdin is not a terminal, run the commands read from it,\n"
-            "one per line, and exit with the code of the last one)."
+            "one per line, and exit with the code of the first that failed, or 0).\n"
+            "--timeout and --stale may also follow the COMMAND; after '--' every word is the COMMAND's."
         ),
         epilog=_epilog(prog or _prog_name()),
     )
     parser.add_argument(
         "-h",
         "--hostfile",
-        required=True,
+        nargs="?",
+        const=_NO_VALUE,
         metavar="HOSTFILE",
-        help="file listing the servers: 'NAME' or 'NAME HOST:PORT' per line",
+        help=(
+            "file listing the servers: 'NAME' or 'NAME HOST:PORT' per line; default: "
+            f"${HOSTFILE_ENV}, else ./{LOCAL_HOSTFILE} when it exists (written by python -m paxos.local)"
+        ),
     )
     parser.add_argument(
         "--timeout",
@@ -473,6 +589,48 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def hoist_options(opts: argparse.Namespace) -> None:
+    """Move ``--stale`` and ``--timeout SECONDS`` found after the command into ``opts``.
+
+    ``get k --stale`` then means ``--stale get k``.  A ``--`` ends this: the
+    words after it are the command's, so ``set k -- --stale`` stores "--stale".
+    """
+    words, kept = list(opts.command[1:]), list(opts.command[:1])
+    while words:
+        word = words.pop(0)
+        if word == "--":
+            kept.extend(words)
+            break
+        if word == "--stale":
+            opts.stale = True
+        elif word == "--timeout" or word.startswith("--timeout="):
+            text = word.partition("=")[2] if "=" in word else (words.pop(0) if words else "")
+            try:
+                opts.timeout = _positive_seconds(text)
+            except argparse.ArgumentTypeError as exc:
+                raise UsageError(f"--timeout: {exc}") from None
+        else:
+            kept.append(word)
+    opts.command = kept
+
+
+def find_hostfile(given: str | None) -> str:
+    """The hostfile to use: -h, else $PAXOSKV_HOSTFILE, else ./local-cluster/hostfile.txt if it exists."""
+    if given == _NO_VALUE:
+        raise UsageError("-h needs a HOSTFILE after it (-h is the hostfile here; for help use --help or 'help')")
+    if given:
+        return given
+    from_env = os.environ.get(HOSTFILE_ENV, "")
+    if from_env:
+        return from_env
+    if LOCAL_HOSTFILE.is_file():
+        return str(LOCAL_HOSTFILE)
+    raise UsageError(
+        f"no hostfile: give -h HOSTFILE, set {HOSTFILE_ENV}, or start a local cluster with "
+        f"'python -m paxos.local' (it writes {LOCAL_HOSTFILE}); --help explains more"
+    )
+
+
 def _epilog(prog: str) -> str:
     return f"""commands:
 {commands_help()}
@@ -491,6 +649,8 @@ values go to stdout, messages to stderr.
 examples:
   {prog} -h hostfile.txt set greeting hello world
   {prog} -h hostfile.txt get greeting            # prints: hello world
+  {prog} -h hostfile.txt set config - < app.conf # the value is all of stdin
+  {prog} -h hostfile.txt set config --file app.conf
   {prog} -h hostfile.txt --stale get greeting    # may be out of date
   {prog} -h hostfile.txt status --json
   {prog} -h hostfile.txt                         # interactive prompt
@@ -514,12 +674,17 @@ def _positive_seconds(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None, client_factory: ClientFactory = default_client_factory) -> int:
     """Run the command line and return its exit code (tests pass a fake client_factory)."""
+    parser = build_parser()
     try:
-        opts = build_parser().parse_args(argv)
+        opts = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on errors, 0 after --help
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if opts.command[:1] == ["help"] and not (opts.hostfile and opts.hostfile != _NO_VALUE):
+        return _offline_help(parser, opts.command[1:])
     try:
+        hoist_options(opts)
         bound = bind_argv(opts.command) if opts.command else None
+        opts.hostfile = find_hostfile(opts.hostfile)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -531,9 +696,23 @@ def main(argv: Sequence[str] | None = None, client_factory: ClientFactory = defa
     try:
         if bound is None:
             return _open_prompt(kv, opts)
-        return _one_shot(Session(kv, sys.stdout, sys.stderr, opts.stale), *bound)
+        return _one_shot(Session(kv, sys.stdout, sys.stderr, opts.stale, stdin=sys.stdin), *bound)
     finally:
         kv.close()
+
+
+def _offline_help(parser: argparse.ArgumentParser, args: list[str]) -> int:
+    """``help`` or ``help COMMAND`` given without a hostfile: no cluster is needed to explain."""
+    if not args:
+        parser.print_help()
+        return EXIT_OK
+    try:
+        command = lookup(args[0])
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{command.usage}\n    {command.summary}")
+    return EXIT_OK
 
 
 def _one_shot(session: Session, command: Command, args: list[str]) -> int:
@@ -541,13 +720,16 @@ def _one_shot(session: Session, command: Command, args: list[str]) -> int:
         return execute(session, command, args)
     except EndSession:
         return EXIT_OK
-    except KeyboardInterrupt:
-        session.say("interrupted; a write in progress may or may not have been applied")
+    except KeyboardInterrupt:  # before or after the command ran
+        session.say("interrupted")
         return EXIT_INTERRUPTED
 
 
 def _open_prompt(kv: KV, opts: argparse.Namespace) -> int:
     if sys.stdin.isatty():
         stale = " get reads may be stale (--stale);" if opts.stale else ""
-        print(f"paxoskv: servers from {opts.hostfile};{stale} type help, or quit (Ctrl-D) to leave", file=sys.stderr)
-    return run_prompt(kv, stale=opts.stale)
+        print(
+            f"paxoskv: servers from {opts.hostfile};{stale} type help; Ctrl-C cancels a line, quit or Ctrl-D leaves",
+            file=sys.stderr,
+        )
+    return run_prompt(kv, stale=opts.stale, history=history_path(opts.hostfile))

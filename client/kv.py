@@ -17,12 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import grpc
 
-from client import images
-from client.images import ImageSource
 from client.retry import (
     SECONDS,
     InvalidRequest,
@@ -44,6 +42,11 @@ from paxos.limits import (
     SESSION_WINDOW,
 )
 from protos import kv_pb2, kv_pb2_grpc
+
+if TYPE_CHECKING:
+    # client.images pulls in numpy, scipy and imagehash (a third of a second): only iset and
+    # inearest import it, so that every other command starts quickly.
+    from client.images import ImageSource
 
 __all__ = ["ImageMatch", "InvalidRequest", "KVClient", "KVError", "Unavailable", "UnknownOutcome"]
 
@@ -129,6 +132,7 @@ class KVClient:
 
     def set(self, key: str, value: str) -> None:
         self._check_key(key)
+        _check_text("value", value)
         size = len(value.encode("utf-8", "surrogatepass"))
         if size > self.max_value_bytes:
             raise InvalidRequest(f"value is {size} bytes; the limit is {self.max_value_bytes}")
@@ -161,6 +165,9 @@ class KVClient:
         Raises ``ImageError`` (a ValueError) for a file that is missing, not
         an image, corrupt or too large, before anything is sent.
         """
+        from client import images
+
+        _check_text("metadata", metadata)
         size = len(metadata.encode("utf-8", "surrogatepass"))
         if size > MAX_METADATA_BYTES:
             raise InvalidRequest(f"metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}")
@@ -176,7 +183,10 @@ class KVClient:
         Only photos within ``max_distance`` bits (default
         ``images.DEFAULT_MAX_DISTANCE``) count; ties go to the latest iset.
         """
-        found = self.inearest(image, limit=1, max_distance=max_distance, consistency=consistency)
+        from client import images
+
+        distance = images.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
+        found = self.inearest(image, limit=1, max_distance=distance, consistency=consistency)
         return found[0].metadata if found else None
 
     def inearest(
@@ -186,8 +196,15 @@ class KVClient:
         max_distance: int | None = None,
         consistency: str = "linearizable",
     ) -> list[ImageMatch]:
-        """Up to ``limit`` stored photos nearest to ``image``, nearest first."""
-        distance = images.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
+        """Up to ``limit`` stored photos nearest to ``image``, nearest first.
+
+        Only photos within ``max_distance`` bits count; by default every
+        stored photo does, however far (a ranking, as ``iget --nearest N`` on
+        the command line), where ``iget`` keeps only a likely match.
+        """
+        from client import images
+
+        distance = images.HASH_BITS if max_distance is None else max_distance
         if not 0 <= distance <= images.HASH_BITS:
             raise InvalidRequest(f"max_distance must be 0 to {images.HASH_BITS} bits")
         if not 1 <= limit <= MAX_IMAGE_MATCHES:
@@ -246,6 +263,7 @@ class KVClient:
     # ----------------------------------------------------------- machinery
 
     def _check_key(self, key: str) -> None:
+        _check_text("key", key)
         size = len(key.encode("utf-8", "surrogatepass"))
         if not 0 < size <= MAX_KEY_BYTES:
             raise InvalidRequest(f"key must be 1 to {MAX_KEY_BYTES} bytes of UTF-8, got {size}")
@@ -326,6 +344,13 @@ class ImageMatch:
     metadata: str
 
 
+def _check_text(what: str, text: object) -> None:
+    """Keys, values and metadata are text: anything else is the caller's mistake, a TypeError."""
+    if not isinstance(text, str):
+        hint = "; decode bytes first, e.g. data.decode('utf-8')" if isinstance(text, bytes | bytearray) else ""
+        raise TypeError(f"{what} must be str, not {type(text).__name__}{hint}")
+
+
 def _consistency(name: str) -> kv_pb2.Consistency:
     if name not in ("linearizable", "local"):
         raise ValueError("consistency must be 'linearizable' or 'local'")
@@ -346,8 +371,8 @@ def classify(result: _Reply | grpc.RpcError) -> tuple[Outcome, str, str]:
 
     The one place where gRPC results become ``client.retry`` outcomes, for
     the library and the load generator alike.  Of the transport errors only
-    a refused connection surely never reached a server; after any other a
-    write may have been applied.
+    a refused connection and a name that does not resolve surely never
+    reached a server; after any other a write may have been applied.
     """
     if isinstance(result, grpc.RpcError):
         delivery = Outcome.NOT_DELIVERED if _surely_not_delivered(result) else Outcome.MAYBE_DELIVERED
@@ -355,12 +380,25 @@ def classify(result: _Reply | grpc.RpcError) -> tuple[Outcome, str, str]:
     return outcome_of_status(result.status), result.leader_hint, result.error
 
 
+# gRPC's words (lower case) for an UNAVAILABLE call that never had a connection:
+# one refused, or a name that did not resolve (a stopped Docker container's
+# name, a typo in the hostfile), in the wordings of the gRPC versions we allow.
+_NEVER_CONNECTED = (
+    "failed to connect",
+    "connection refused",
+    "dns resolution failed",
+    "errors resolving",
+    "name resolution failed",
+    "domain name not found",
+)
+
+
 def _surely_not_delivered(err: grpc.RpcError) -> bool:
     """True when the request certainly never reached a server."""
     if not isinstance(err, grpc.Call | grpc.aio.AioRpcError) or err.code() != grpc.StatusCode.UNAVAILABLE:
         return False
     details = (err.details() or "").lower()
-    return "failed to connect" in details or "connection refused" in details
+    return any(words in details for words in _NEVER_CONNECTED)
 
 
 def _address(member: Member) -> str:

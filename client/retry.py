@@ -19,9 +19,10 @@ microseconds) all drive the same decisions:
 * a transport error forgets that server as leader and pauses for
   ``Timing.error_backoff``, so a dead cluster is not hammered;
 * a write's outcome becomes unknown only when an attempt may have reached a
-  server (a transport error other than a refused connection, or a server
-  that lost leadership with the write pending); giving up then raises
-  ``UnknownOutcome``, else ``Unavailable`` (nothing was applied).
+  server (a transport error other than a refused connection or a name that
+  does not resolve, or a server that lost leadership with the write
+  pending); giving up then raises ``UnknownOutcome``, else ``Unavailable``
+  (nothing was applied).
 """
 
 from __future__ import annotations

@@ -23,13 +23,20 @@ EXIT_INTERNAL = 1
 log = logging.getLogger("paxos")
 
 
+def _prog_name() -> str:
+    """How the server was started: ``paxoskv-server`` when installed, else ``python -m paxos``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m paxos" if name in ("", "__main__.py", "-c") else name
+
+
 def build_parser() -> argparse.ArgumentParser:
+    prog = _prog_name()
     parser = argparse.ArgumentParser(
-        prog="python -m paxos",
+        prog=prog,
         add_help=False,
         description="Run one paxoskv server: a Multi-Paxos replica of the key-value store.",
         epilog=(
-            "Example: python -m paxos -h hostfile.txt -n container0\n"
+            f"Example: {prog} -h hostfile.txt -n container0\n"
             "Exit codes: 0 stopped cleanly, 1 internal error (see the log), 2 bad usage, hostfile or address, "
             "4 data directory refused, in use by another server, or its log is damaged.\n"
             "Runs on uvloop when it is installed; PAXOSKV_UVLOOP=0 selects the standard asyncio loop."

@@ -1,6 +1,7 @@
 """Run a whole paxoskv cluster on this machine, one subprocess per server.
 
-``python -m paxos.local [--dir DIR] [--nodes N] [--base-port P] [--no-client] [-- SERVER_ARGS ...]``
+``python -m paxos.local [--dir DIR] [--nodes N] [--base-port P] [--no-client] [--startup-timeout SECONDS]
+[-- SERVER_ARGS ...]``
 
 ``LocalCluster`` is the reusable part: the real-process tests start, kill,
 pause and restart servers through it.  Every server runs as
@@ -22,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from types import FrameType, TracebackType
 from typing import IO
 
 from client import KVClient
-from client.cli import find_leaders, run_prompt
+from client.cli import find_leaders, history_path, run_prompt
 from paxos.hostfile import HostfileError, parse_hostfile
 
 DEFAULT_DIR = Path("local-cluster")
@@ -206,6 +208,22 @@ class LocalCluster:
                     + self.log_tail(node.name)
                 )
 
+    def reap_exited(self) -> list[tuple[str, int]]:
+        """Servers that exited since the last call, as (name, exit code): reaped, logs closed, forgotten.
+
+        A negative code is the signal that ended the server, as in ``Popen``.
+        """
+        exited = []
+        for node in self._nodes.values():
+            process = node.process
+            if process is not None and process.poll() is not None:
+                self._reap(node, time.monotonic())
+                exited.append((node.name, process.returncode))
+        return exited
+
+    def running_count(self) -> int:
+        return sum(1 for name in self._nodes if self.is_running(name))
+
     def log_tail(self, name: str, lines: int = LOG_TAIL_LINES) -> str:
         try:
             text = self.log_path(name).read_text(encoding="utf-8", errors="replace")
@@ -361,17 +379,24 @@ def free_ports(count: int) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m paxos.local",
-        usage="%(prog)s [--dir DIR] [--nodes N] [--base-port P] [--no-client] [-- SERVER_ARGS ...]",
+        usage=(
+            "%(prog)s [--dir DIR] [--nodes N] [--base-port P] [--no-client] [--startup-timeout SECONDS]\n"
+            "       [-- SERVER_ARGS ...]"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Start a paxoskv cluster of N servers on 127.0.0.1, wait for a leader, then open the\n"
-            "client prompt; leaving the prompt (quit, Ctrl-D), Ctrl-C or SIGTERM stops every server.\n"
+            "client prompt.  Leaving the prompt (quit or Ctrl-D) stops every server; at the prompt\n"
+            "Ctrl-C only cancels the line being typed or the command running, as in a shell.\n"
+            "Outside the prompt (while starting, or with --no-client) Ctrl-C stops every server,\n"
+            "and SIGTERM or SIGHUP does at any time.  A server that exits on its own is reported.\n"
             "Data and logs stay in DIR, so running it again with the same DIR brings the data back."
         ),
         epilog=(
             "Anything after '--' is passed to every server, e.g.\n"
             "  python -m paxos.local --nodes 3 -- --log-level DEBUG\n"
-            "Exit codes: 0 stopped on request, 1 a server died or no leader was elected in time,\n"
+            "Exit codes: 0 stopped on request with every server up, 1 a server exited on its own\n"
+            "(each exit is reported as it happens) or no leader was elected in time,\n"
             "2 bad usage or an unusable DIR/hostfile.txt."
         ),
     )
@@ -415,20 +440,64 @@ def _banner(cluster: LocalCluster, leader: str) -> str:
     )
 
 
-def _serve_until_stopped(cluster: LocalCluster, no_client: bool) -> int:
+def describe_exit(code: int) -> str:
+    """How a process ended, from its ``Popen.returncode``."""
+    if code < 0:
+        try:
+            return f"signal {-code}, {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+class _ExitWatcher:
+    """Reports each server that exits on its own, once and as it happens, and reaps it.
+
+    Runs in its own thread because the prompt holds the main thread; the
+    prompt keeps its line intact while this prints (see ``run_prompt``).
+    """
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.lost: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="paxos.local exit watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop watching (before the servers are stopped on purpose), reporting any last exit."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.check()
+
+    def check(self) -> None:
+        for name, code in self.cluster.reap_exited():
+            self.lost.append(name)
+            up, total = self.cluster.running_count(), len(self.cluster.names)
+            log = _display(self.cluster.log_path(name))
+            _say(f"{name} exited ({describe_exit(code)}); {up} of {total} up; see {log}")
+
+    def _run(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            self.check()
+
+
+def _serve_until_stopped(cluster: LocalCluster, no_client: bool) -> None:
     if not no_client:
-        print("  leave the prompt (quit or Ctrl-D) to stop the cluster", file=sys.stderr, flush=True)
+        print(
+            "  quit or Ctrl-D leaves the prompt and stops the cluster; Ctrl-C cancels the line being typed",
+            file=sys.stderr,
+            flush=True,
+        )
         with cluster.client() as kv:
-            run_prompt(kv)
-        return 0
+            run_prompt(kv, history=history_path(cluster.hostfile))
+        return
     print("  Ctrl-C stops the cluster", file=sys.stderr, flush=True)
-    reported: set[str] = set()
     while True:
-        for name in cluster.names:
-            if name not in reported and not cluster.is_running(name):
-                reported.add(name)
-                _say(f"warning: {name} exited; last lines of its log:\n{cluster.log_tail(name)}")
-        time.sleep(1.0)
+        time.sleep(3600.0)  # the exit watcher reports; a signal ends this
 
 
 def _split_server_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -449,6 +518,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_on_signal)
+    watcher = _ExitWatcher(cluster)
+    code = 0
     try:
         reuse = " (reused, so the data of earlier runs is kept)" if cluster.reused_hostfile else ""
         if cluster.reused_hostfile and opts.base_port:
@@ -457,20 +528,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster.start()
         leader = cluster.wait_for_leader(opts.startup_timeout, progress=lambda report: _say(f"waiting: {report}"))
         print(_banner(cluster, leader), file=sys.stderr, flush=True)
-        return _serve_until_stopped(cluster, opts.no_client)
+        watcher.start()
+        _serve_until_stopped(cluster, opts.no_client)
     except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        code = 1
     except OSError as exc:
         print(f"error: cannot start a server: {exc}", file=sys.stderr)
-        return 1
+        code = 1
     except (KeyboardInterrupt, _Terminated):
-        return 0
+        pass
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # stopping is bounded; do not leave it half done
-        _say("stopping the servers")
+        watcher.close()
+        missing = f" ({', '.join(watcher.lost)} had exited)" if watcher.lost else ""
+        _say(f"stopping the servers{missing}")
         cluster.stop()
+    return 1 if watcher.lost else code
 
 
 if __name__ == "__main__":

@@ -56,9 +56,12 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     # Accept the peers' keepalive pings on idle streams instead of answering
-    # them with GOAWAY "too_many_pings".
+    # them with GOAWAY "too_many_pings": the server's ping policy must allow a
+    # ping at least as often as keepalive_time_ms above.  The key is gRPC's
+    # GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, whose string has
+    # no "recv" in it; a misspelt key is silently ignored (default 5 minutes).
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),

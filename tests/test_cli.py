@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from client import ImageError, ImageMatch, InvalidRequest, Unavailable, UnknownOutcome, cli
+from client.images import DEFAULT_MAX_DISTANCE
 from paxos.hostfile import HostfileError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +121,13 @@ class Runner:
         return Run(code, captured.out, captured.err)
 
 
+@pytest.fixture(autouse=True)
+def no_default_hostfile(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Neither the developer's environment nor a local cluster in the checkout picks the hostfile."""
+    monkeypatch.delenv(cli.HOSTFILE_ENV, raising=False)
+    monkeypatch.setattr(cli, "LOCAL_HOSTFILE", tmp_path / "no-local-cluster" / "hostfile.txt")
+
+
 @pytest.fixture
 def run(kv: FakeKV, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Runner:
     return Runner(kv, capsys, monkeypatch)
@@ -140,14 +150,14 @@ def test_help_works_as_a_module() -> None:
         [sys.executable, "-m", "client", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("usage: python -m client -h HOSTFILE")
+    assert proc.stdout.startswith("usage: python -m client [-h HOSTFILE]")
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ((), "-h/--hostfile"),
-        (("get", "k"), "-h/--hostfile"),
+        ((), "no hostfile: give -h HOSTFILE, set PAXOSKV_HOSTFILE"),
+        (("get", "k"), "no hostfile"),
         (("-h", "hf", "--timeout", "0", "get", "k"), "--timeout"),
         (("-h", "hf", "--timeout", "soon", "get", "k"), "not a number"),
         (("-h", "hf", "--bogus", "get", "k"), "unrecognized arguments"),
@@ -271,7 +281,7 @@ def test_iset_then_iget_prints_metadata_alone(run: Runner, kv: FakeKV) -> None:
     assert kv.images == {"cat.png": "a grey cat"}
     found = run("-h", "hf", "iget", "cat.png")
     assert (found.code, found.out) == (0, "a grey cat\n")
-    assert kv.image_lookups[-1] == ("cat.png", 1, None, "linearizable")
+    assert kv.image_lookups[-1] == ("cat.png", 1, DEFAULT_MAX_DISTANCE, "linearizable")
 
 
 def test_iget_of_unknown_image_exits_1(run: Runner) -> None:
@@ -284,7 +294,46 @@ def test_iget_nearest_lists_distances(run: Runner, kv: FakeKV) -> None:
     result = run("-h", "hf", "iget", "--nearest", "3", "cat.png")
     assert result.code == 0
     assert result.out == "3\t" + "cd" * 36 + "\ta cat\n"
-    assert kv.image_lookups[-1][:2] == ("cat.png", 3)
+    assert kv.image_lookups[-1][:3] == ("cat.png", 3, None)  # the library's ranking, however far
+
+
+@pytest.mark.parametrize(
+    ("count", "message"),
+    [("0", "--nearest N must be at least 1"), ("101", "at most 100"), ("x", "--nearest takes a whole number")],
+)
+def test_iget_nearest_says_what_n_may_be(run: Runner, count: str, message: str) -> None:
+    result = run("-h", "hf", "iget", "--nearest", count, "a.png")
+    assert result.code == cli.EXIT_USAGE and message in result.err, result.err
+
+
+def test_iset_takes_empty_metadata_and_says_how(run: Runner, kv: FakeKV) -> None:
+    assert run("-h", "hf", "iset", "cat.png", "").code == 0
+    assert run("-h", "hf", stdin="iset dog.png ''\n").code == 0
+    assert kv.images == {"cat.png": "", "dog.png": ""}
+    missing = run("-h", "hf", "iset", "cow.png")
+    assert missing.code == cli.EXIT_USAGE and 'give an empty one: ""' in missing.err
+
+
+class InterruptedKV(FakeKV):
+    def set(self, key: str, value: str) -> None:
+        raise KeyboardInterrupt
+
+    def get(self, key: str, consistency: str = "linearizable") -> str | None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_names_a_write_only_for_writes(capsys: pytest.CaptureFixture[str]) -> None:
+    kv = InterruptedKV()
+    assert cli.main(["-h", "hf", "get", "k"], client_factory=lambda hf, t: kv) == cli.EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "interrupted; nothing was changed\n"
+    assert cli.main(["-h", "hf", "set", "k", "v"], client_factory=lambda hf, t: kv) == cli.EXIT_INTERRUPTED
+    assert "the set may or may not have been applied" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_a_piped_script(kv: FakeKV) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.run_prompt(InterruptedKV(), stdin=io.StringIO("get k\nset never 1\n"), stdout=out, stderr=err)
+    assert (code, err.getvalue()) == (cli.EXIT_INTERRUPTED, "interrupted; nothing was changed\n")
 
 
 @pytest.mark.parametrize("args", [["iget", "--nearest", "x", "a.png"], ["iget", "--nearest", "2"], ["iset", "a.png"]])
@@ -344,12 +393,61 @@ def test_status_without_leader_exits_3(run: Runner, kv: FakeKV) -> None:
 
 
 def test_prompt_reads_piped_stdin(run: Runner, kv: FakeKV) -> None:
-    script = "set a hello   spaced world\nget a\ndelete a\nget a\n"
+    script = "set a 'hello   spaced world'\nget a\ndelete a\nget a\n"
     result = run("-h", "hf", stdin=script)
     assert result.out == "hello   spaced world\n"
     assert result.err.splitlines() == ["OK", "deleted", "not found"]
-    assert result.code == cli.EXIT_NOT_FOUND  # the last command's, as in a shell script
+    assert result.code == cli.EXIT_NOT_FOUND
     assert kv.closed
+
+
+def test_piped_prompt_exits_with_the_first_failure(run: Runner, kv: FakeKV) -> None:
+    result = run("-h", "hf", stdin="get missing\nfrobnicate\nset a 1\nget a\n")
+    assert result.code == cli.EXIT_NOT_FOUND  # not the last command's 0: a failure is not hidden
+    assert result.out == "1\n"  # every line still ran
+    assert run("-h", "hf", stdin="frobnicate\nget missing\n").code == cli.EXIT_USAGE
+
+
+# ------------------------------------------------------- values from files
+
+
+MULTILINE = "line one\r\n  indented\ttab\n\nlast, no newline"
+
+
+def test_set_dash_reads_the_value_from_stdin_exactly(
+    kv: FakeKV, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(MULTILINE.encode())))
+    assert cli.main(["-h", "hf", "set", "k", "-"], client_factory=lambda hf, t: kv) == 0
+    assert kv.data["k"] == MULTILINE
+
+
+def test_set_file_reads_the_value_from_a_file(run: Runner, kv: FakeKV, tmp_path: Path) -> None:
+    path = tmp_path / "my value.txt"
+    path.write_bytes(MULTILINE.encode())
+    assert run("-h", "hf", "set", "k", "--file", str(path)).code == 0
+    assert kv.data["k"] == MULTILINE
+    assert run("-h", "hf", stdin=f"set k2 --file {shlex.quote(str(path))}\n").code == 0  # at the prompt too
+    assert kv.data["k2"] == MULTILINE
+
+
+def test_set_dash_at_the_piped_prompt_is_refused(run: Runner, kv: FakeKV) -> None:
+    result = run("-h", "hf", stdin="set k -\n")
+    assert result.code == cli.EXIT_USAGE and "use --file PATH" in result.err
+    assert kv.data["k"] == "v"
+
+
+def test_set_file_errors_are_one_line(run: Runner, kv: FakeKV, tmp_path: Path) -> None:
+    missing = run("-h", "hf", "set", "k", "--file", str(tmp_path / "nope"))
+    assert missing.code == cli.EXIT_USAGE and "cannot read" in missing.err and len(missing.err.splitlines()) == 1
+    binary = tmp_path / "bin"
+    binary.write_bytes(b"\xff\xfe\x00")
+    assert "not UTF-8 text" in run("-h", "hf", "set", "k", "--file", str(binary)).err
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (cli.DEFAULT_MAX_VALUE_BYTES + 1))
+    result = run("-h", "hf", "set", "k", "--file", str(big))
+    assert result.code == cli.EXIT_USAGE and "largest value allowed" in result.err
+    assert kv.data["k"] == "v"
 
 
 def test_prompt_continues_after_errors(run: Runner, kv: FakeKV) -> None:
@@ -360,7 +458,7 @@ def test_prompt_continues_after_errors(run: Runner, kv: FakeKV) -> None:
         "error: unknown command 'gte'; did you mean 'get'? type help",
         "error: usage: get <key>",
     ]
-    assert (result.code, result.out) == (0, "v\n")
+    assert (result.code, result.out) == (cli.EXIT_USAGE, "v\n")  # the first failure's code
 
 
 def test_prompt_survives_cluster_errors(run: Runner, kv: FakeKV) -> None:
@@ -379,7 +477,7 @@ def test_prompt_stops_at_quit(run: Runner, kv: FakeKV) -> None:
 
 
 def test_prompt_help_and_image_commands(run: Runner, kv: FakeKV) -> None:
-    result = run("-h", "hf", stdin="help\nhelp set\niset cat.png a  cat \niget cat.png\n")
+    result = run("-h", "hf", stdin="help\nhelp set\niset cat.png 'a  cat '\niget cat.png\n")
     assert "delete <key>" in result.err
     assert "the value is the rest of the line" in result.err
     assert kv.images == {"cat.png": "a  cat "}
@@ -404,7 +502,11 @@ def test_run_prompt_with_explicit_streams(kv: FakeKV) -> None:
     ("line", "name", "args"),
     [
         ("set k v", "set", ["k", "v"]),
-        ("  set   k   a  b  ", "set", ["k", "a  b  "]),
+        ("  set   k   a  b  ", "set", ["k", "a b"]),
+        ("set 'my key' \"a  value \"", "set", ["my key", "a  value "]),
+        ('set k "it\'s"', "set", ["k", "it's"]),
+        ("set k don\\'t", "set", ["k", "don't"]),
+        ("set k --stale", "set", ["k", "--stale"]),  # only the command line takes options after the command
         ("get k", "get", ["k"]),
         ("status --json", "status", ["--json"]),
         ("\tdelete\tk", "delete", ["k"]),
@@ -421,10 +523,131 @@ def test_split_line_skips_blanks_and_comments(line: str) -> None:
     assert cli.split_line(line) is None
 
 
-def test_history_falls_back_to_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unbalanced_quote_is_a_usage_error(run: Runner, kv: FakeKV) -> None:
+    result = run("-h", "hf", stdin="set k it's\n")
+    assert result.code == cli.EXIT_USAGE and "no closing quotation" in result.err
+    assert kv.data == {"k": "v"}
+
+
+def test_history_falls_back_to_memory(tmp_path: Path) -> None:
     from prompt_toolkit.history import FileHistory, InMemoryHistory
 
-    monkeypatch.setattr(cli, "HISTORY_FILE", str(tmp_path / "history"))
-    assert isinstance(cli._history(), FileHistory)
-    monkeypatch.setattr(cli, "HISTORY_FILE", str(tmp_path / "no-such-dir" / "history"))
-    assert isinstance(cli._history(), InMemoryHistory)
+    assert isinstance(cli._history(tmp_path / "state" / "history"), FileHistory)
+    (tmp_path / "file").write_text("")
+    assert isinstance(cli._history(tmp_path / "file" / "history"), InMemoryHistory)
+    assert isinstance(cli._history(None), InMemoryHistory)
+
+
+def test_history_is_per_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    one, other = cli.history_path("a/hostfile.txt"), cli.history_path("b/hostfile.txt")
+    assert one != other
+    assert one == cli.history_path(tmp_path / "a" / "hostfile.txt")  # the same file, however named
+    assert one.parent == tmp_path / "state" / "paxoskv"
+
+
+# ------------------------------------------------------ options and hostfile
+
+
+def test_dash_h_alone_says_how_to_get_help(run: Runner) -> None:
+    result = run("-h")
+    assert result.code == cli.EXIT_USAGE
+    assert "-h needs a HOSTFILE" in result.err and "--help" in result.err and "expected one argument" not in result.err
+
+
+@pytest.mark.parametrize("argv", [("help",), ("--help",)])
+def test_help_needs_no_hostfile(run: Runner, argv: tuple[str, ...]) -> None:
+    result = run(*argv)
+    assert result.code == 0 and "usage:" in result.out and "--help" in result.out
+    assert run("help", "set").out.startswith("set <key>")
+
+
+def test_hostfile_from_the_environment(run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cli.HOSTFILE_ENV, "from-env.txt")
+    assert run("get", "k").out == "v\n"
+    assert run("-h", "given.txt", "get", "k").code == 0
+    assert [hostfile for hostfile, _ in run.factory_calls] == ["from-env.txt", "given.txt"]
+
+
+def test_hostfile_falls_back_to_the_local_cluster(run: Runner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    local = tmp_path / "local-cluster" / "hostfile.txt"
+    local.parent.mkdir()
+    local.write_text("n1 127.0.0.1:1\n")
+    monkeypatch.setattr(cli, "LOCAL_HOSTFILE", local)
+    assert run("get", "k").code == 0
+    assert run.factory_calls == [(str(local), cli.DEFAULT_TIMEOUT)]
+
+
+def test_global_options_after_the_command(run: Runner, kv: FakeKV) -> None:
+    assert run("-h", "hf", "get", "k", "--stale", "--timeout", "2.5").out == "v\n"
+    assert kv.reads == [("k", "local")]
+    assert run.factory_calls[-1] == ("hf", 2.5)
+    assert run("-h", "hf", "get", "k", "--timeout=4").code == 0
+    assert run.factory_calls[-1] == ("hf", 4.0)
+    assert run("-h", "hf", "set", "k", "--", "--stale").code == 0  # after --, words are the command's
+    assert kv.data["k"] == "--stale"
+    bad = run("-h", "hf", "get", "k", "--timeout", "soon")
+    assert bad.code == cli.EXIT_USAGE and "--timeout" in bad.err
+
+
+# ------------------------------------------------------------- the library
+
+
+def test_library_refuses_bytes_with_a_type_error() -> None:
+    from client import KVClient
+    from paxos.hostfile import Member
+
+    kv = KVClient([Member("n1", "127.0.0.1", 1)], timeout=0.1)
+    with pytest.raises(TypeError, match="value must be str, not bytes; decode bytes first"):
+        kv.set("k", b"v")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="key must be str, not bytes"):
+        kv.get(b"k")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="metadata must be str, not int"):
+        kv.iset(b"not an image", 7)  # type: ignore[arg-type]
+    kv.close()
+
+
+def test_library_inearest_ranks_however_far_as_the_cli_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from client import KVClient, images
+    from paxos.hostfile import Member
+    from protos import kv_pb2
+
+    sent: list[int] = []
+    real_request = kv_pb2.ImageGetRequest
+
+    def request(**fields: Any) -> Any:
+        sent.append(fields["max_distance"])
+        return real_request(**fields)
+
+    kv = KVClient([Member("n1", "127.0.0.1", 1)], timeout=0.1)
+    monkeypatch.setattr(images, "hash_image", lambda image: bytes(images.HASH_BITS // 8))
+    monkeypatch.setattr(kv_pb2, "ImageGetRequest", request)
+    monkeypatch.setattr(kv, "_retry", lambda *args, **kwargs: kv_pb2.ImageGetReply())
+    assert kv.inearest(b"img") == [] and kv.iget(b"img") is None
+    assert sent == [images.HASH_BITS, DEFAULT_MAX_DISTANCE]  # a ranking goes however far; a match stays near
+    kv.close()
+
+
+def test_server_help_is_named_as_invoked(tmp_path: Path) -> None:
+    script = tmp_path / "paxoskv-server"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom paxos.__main__ import main\nmain()\n")
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.stdout.startswith("usage: paxoskv-server "), result.stdout[:200]
+    module = subprocess.run(
+        [sys.executable, "-m", "paxos", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert module.stdout.startswith("usage: python -m paxos "), module.stdout[:200]
+
+
+def test_local_cluster_usage_names_every_option() -> None:
+    usage = " ".join(
+        subprocess.run(
+            [sys.executable, "-m", "paxos.local", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        .stdout.split("\n\n")[0]
+        .split()
+    )
+    for option in ("--dir", "--nodes", "--base-port", "--no-client", "--startup-timeout", "-- SERVER_ARGS"):
+        assert option in usage, usage
