@@ -169,14 +169,30 @@ def _delete(s: Session, args: list[str]) -> int:
     return EXIT_NOT_FOUND
 
 
+def _status_format(args: list[str]) -> str:
+    """``--json``, or etcdctl's ``-w``/``--write-out`` ``table|json``: the output format."""
+    match args:
+        case []:
+            return "table"
+        case ["--json"]:
+            return "json"
+        case ["-w" | "--write-out", ("table" | "json") as chosen]:
+            return chosen
+        case [("--write-out" | "-w") as flag, other]:
+            raise UsageError(f"status {flag} takes table or json, not {other!r}")
+        case [flag] if flag.startswith("--write-out="):
+            return _status_format(["--write-out", flag.split("=", 1)[1]])
+        case _:
+            raise UsageError(f"status takes --json or -w table|json, not {' '.join(args)!r}")
+
+
 def _status(s: Session, args: list[str]) -> int:
-    if args and args != ["--json"]:
-        raise UsageError(f"status takes only --json, not {args[0]!r}")
+    as_json = _status_format(args) == "json"
     nodes = [
         {field: node[field] for field in STATUS_FIELDS} | {f: node[f] for f in STATUS_DETAIL_FIELDS if f in node}
         for node in s.kv.status()
     ]
-    if args:
+    if as_json:
         print(json.dumps({"nodes": nodes}, indent=2), file=s.out, flush=True)
     else:
         print(format_status_table(nodes), file=s.out, flush=True)
@@ -184,7 +200,7 @@ def _status(s: Session, args: list[str]) -> int:
     if not leaders:
         s.say(_no_leader_reason(nodes))
         return EXIT_CLUSTER
-    if not args:
+    if not as_json:
         s.say(f"leader: {', '.join(leaders)}" + (" (competing; one will step down)" if len(leaders) > 1 else ""))
     return EXIT_OK
 
@@ -270,7 +286,14 @@ COMMANDS: dict[str, Command] = {
         ),
         Command("get", "get <key>", "print the value of key (exit 1 if there is none)", _get, 1, 1),
         Command("delete", "delete <key>", "remove key (exit 1 if there was no value)", _delete, 1, 1, writes=True),
-        Command("status", "status [--json]", "each server's role, leader, ballot and log indexes", _status, 0, 1),
+        Command(
+            "status",
+            "status [--json | -w table|json]",
+            "each server's role, leader, ballot and log indexes",
+            _status,
+            0,
+            2,
+        ),
         Command(
             "iset",
             "iset <image path> <metadata>",
@@ -505,7 +528,7 @@ def _make_prompt_session(history: Path | None) -> PromptSession[str]:
     from prompt_toolkit.completion import NestedCompleter
 
     nested: dict[str, object] = dict.fromkeys(COMMANDS)
-    nested["status"] = {"--json": None}
+    nested["status"] = {"--json": None, "-w": {"table": None, "json": None}}
     nested["help"] = dict.fromkeys(COMMANDS)
     return PromptSession(history=_history(history), completer=NestedCompleter.from_nested_dict(nested))
 

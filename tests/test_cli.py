@@ -139,7 +139,15 @@ def run(kv: FakeKV, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monk
 def test_help_lists_commands_exit_codes_and_examples(run: Runner) -> None:
     result = run("--help")
     assert result.code == 0
-    for word in ("set <key> <value>", "get <key>", "delete <key>", "status [--json]", "iset", "quit", "--stale"):
+    for word in (
+        "set <key> <value>",
+        "get <key>",
+        "delete <key>",
+        "status [--json | -w table|json]",
+        "iset",
+        "quit",
+        "--stale",
+    ):
         assert word in result.out
     assert "exit status" in result.out and "examples" in result.out
     assert "-h HOSTFILE" in result.out
@@ -378,6 +386,17 @@ def test_status_table(run: Runner) -> None:
     assert lines[0].split() == ["NAME", "ADDRESS", "ROLE", "LEADER", "BALLOT", "COMMIT", "APPLIED"]
     assert lines[1].split() == ["n1", "n1:50051", "leader", "n1", "3.0", "7", "7"]
     assert "leader: n1" in result.err
+
+
+def test_status_accepts_etcdctl_write_out(run: Runner) -> None:
+    as_json = run("-h", "hf", "status", "--json").out
+    for argv in (("-w", "json"), ("--write-out", "json"), ("--write-out=json",)):
+        result = run("-h", "hf", "status", *argv)
+        assert (result.code, result.out) == (0, as_json)
+    table = run("-h", "hf", "status").out
+    assert run("-h", "hf", "status", "-w", "table").out == table
+    bad = run("-h", "hf", "status", "-w", "yaml")
+    assert bad.code == cli.EXIT_USAGE and "table or json" in bad.err
 
 
 def test_status_without_leader_exits_3(run: Runner, kv: FakeKV) -> None:
