@@ -242,3 +242,25 @@ def test_corrupt_middle_record_stops_server_with_clear_message(cluster: LocalClu
 def _stub(cluster: LocalCluster, name: str) -> kv_pb2_grpc.KVStub:
     channel = grpc.insecure_channel(cluster.address(name))
     return kv_pb2_grpc.KVStub(channel)
+
+
+def test_large_multiline_values_from_stdin_and_files(cluster: LocalCluster, tmp_path: Path) -> None:
+    # Larger than one command-line argument may be (128 KiB), with every kind of line ending.
+    value = "".join(f"line {i}: {'x' * 90}\r\n" if i % 3 else f"line {i}\n" for i in range(6000))
+    assert 128 * 1024 < len(value.encode()) < 1024 * 1024
+    base = [sys.executable, "-m", "client", "-h", str(cluster.hostfile), "--timeout", "20"]
+    stored = subprocess.run(
+        [*base, "set", "from-stdin", "-"], input=value, capture_output=True, text=True, timeout=80, cwd=PROJECT
+    )
+    assert stored.returncode == 0, stored.stderr
+    path = tmp_path / "value.txt"
+    path.write_bytes(value.encode())
+    assert cli(cluster, "set", "from-file", "--file", str(path), timeout=20).returncode == 0
+    for key in ("from-stdin", "from-file"):
+        got = subprocess.run([*base, "get", key], capture_output=True, timeout=80, cwd=PROJECT)
+        assert got.returncode == 0
+        assert got.stdout == value.encode() + b"\n"  # the value, then the newline get prints after it
+    piped = subprocess.run(
+        base, input="get nowhere\nset k v\n", capture_output=True, text=True, timeout=80, cwd=PROJECT
+    )
+    assert piped.returncode == 1, "a piped script exits with its first failure's code"
