@@ -69,6 +69,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import heapq
+import multiprocessing
 import os
 import random
 import sys
@@ -1616,7 +1617,10 @@ def run_many(
             if stop_at_first_failure and not result.ok:
                 break
         return results
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    # Fresh worker processes, not forks: a fork inherits whatever the caller
+    # runs (under pytest, gRPC's threads from earlier tests, which slowed
+    # forked workers down by orders of magnitude).
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         # Ordered map in chunks: a failure stops the run soon after it is seen.
         chunk = jobs * 4
         for i in range(0, len(work), chunk):
