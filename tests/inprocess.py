@@ -7,7 +7,6 @@ and poll it with tests/polling.py.  Faster to start than separate processes.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from paxos.hostfile import Member
+from paxos.local import free_ports
 from paxos.server import PaxosServer
 
 T = TypeVar("T")
@@ -22,15 +22,14 @@ STOP_SECONDS = 30.0
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 class InProcessCluster:
     def __init__(self, tmp_path: Path, size: int) -> None:
-        self.members = [Member(f"s{i}", "127.0.0.1", free_port()) for i in range(size)]
-        self.metrics = {m.name: f"127.0.0.1:{free_port()}" for m in self.members}
+        ports = free_ports(2 * size)  # all distinct
+        self.members = [Member(f"s{i}", "127.0.0.1", ports[i]) for i in range(size)]
+        self.metrics = {m.name: f"127.0.0.1:{ports[size + i]}" for i, m in enumerate(self.members)}
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="cluster-loop", daemon=True)
         self._thread.start()

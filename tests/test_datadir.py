@@ -28,6 +28,7 @@ from paxos.core import Config
 from paxos.datadir import LOCK_FILE, DataDirError, lock_data_dir
 from paxos.hostfile import Member
 from paxos.server import META_FILE, PaxosServer, check_data_dir
+from tests.inprocess import free_port
 from tests.polling import wait_until
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -43,12 +44,6 @@ _HOLDER = (
     "print('locked', flush=True)\n"
     "sys.stdin.read()\n"
 )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from paxos.logformat import JsonFormatter
+from tests.inprocess import free_port
 from tests.polling import wait_until
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -32,15 +32,9 @@ def test_json_lines_carry_member_and_context() -> None:
     assert "ValueError: boom" in json.loads(formatter.format(failed))["exception"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_server_logs_json_lines(tmp_path: Path) -> None:
     hostfile = tmp_path / "hostfile.txt"
-    hostfile.write_text(f"solo 127.0.0.1:{_free_port()}\n")
+    hostfile.write_text(f"solo 127.0.0.1:{free_port()}\n")
     log_path = tmp_path / "solo.log"
     with log_path.open("wb") as log_file:
         command = [sys.executable, "-m", "paxos", "-h", str(hostfile), "-n", "solo", "--data-dir", str(tmp_path / "d")]
