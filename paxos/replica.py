@@ -226,7 +226,7 @@ class Replica:
             self.transport.send(ready.early)
             if ready.persist:
                 self.storage.append(ready.persist)
-            if ready.must_sync() and self.storage.unsynced():
+            if self.storage.unsynced() and ready.must_sync():
                 self._waiting = ready
                 self.storage.sync(self._synced)
                 return
@@ -239,7 +239,7 @@ class Replica:
         self.drive()
 
     def _act(self, ready: Ready) -> None:
-        if ready.must_sync() and self.storage.unsynced():
+        if self.storage.unsynced() and ready.must_sync():
             raise HostContractError("acting on a bundle whose records are not durable yet")
         self.transport.send(ready.messages)
         for slot, value in ready.committed:
