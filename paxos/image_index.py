@@ -92,6 +92,10 @@ class ImageIndex:
         """Every stored (hash, ref), in hash order (e.g. for a snapshot)."""
         return [(self._bytes(key), self._refs[key]) for key in sorted(self._refs)]
 
+    def refs_copy(self) -> dict[int, int]:
+        """A copy of the stored hashes (as big-endian integers) and their refs: one C-level copy."""
+        return self._refs.copy()
+
     def add(self, h: bytes, ref: int) -> None:
         """Store `h` for `ref`; a hash added again now belongs to the new ref.
 

@@ -138,3 +138,23 @@ HTTP_MAX_REQUEST_BYTES = 8 * 1024
 HTTP_MAX_HEADER_LINES = 64
 HTTP_READ_SECONDS = 5.0
 HTTP_MAX_CONNECTIONS = 32
+
+# Snapshots and log compaction.  A server snapshots its state once this many
+# commands were applied since the last snapshot, or once its log holds this
+# many bytes (--snapshot-every overrides the command count), then forgets
+# the chosen values up to the snapshot except the newest SNAPSHOT_TAIL_SLOTS,
+# so a peer that lags briefly catches up from the log, not by snapshot.
+SNAPSHOT_EVERY_COMMANDS = 20_000
+SNAPSHOT_LOG_BYTES = 64 * 1024 * 1024
+SNAPSHOT_TAIL_SLOTS = 2_000
+# Snapshots kept in the data dir: the newest, and older ones to fall back to
+# should the newest be damaged.
+SNAPSHOTS_KEPT = 2
+# One frame of a snapshot file (a batch of keys, sessions or images).  A
+# frame holds at least one entry, so the bound must fit the largest command.
+SNAPSHOT_FRAME_TARGET_BYTES = 1024 * 1024
+MAX_SNAPSHOT_FRAME_BYTES = 2 * MAX_COMMAND_BYTES
+# Snapshot transfer between servers: chunk size, and the largest snapshot a
+# server accepts from a peer.
+SNAPSHOT_CHUNK_BYTES = 1024 * 1024
+MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024 * 1024

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
@@ -24,7 +25,7 @@ from google.protobuf.message import DecodeError
 from paxos import limits
 from paxos.image_index import ImageIndex
 from paxos.messages import Slot, Value
-from protos import kv_pb2, log_pb2
+from protos import kv_pb2, log_pb2, snapshot_pb2
 
 log = logging.getLogger("paxos.statemachine")
 
@@ -55,6 +56,9 @@ class Result:
 class _Session:
     first_unacked: int = 0
     results: dict[int, Result] = field(default_factory=dict)
+    # The freeze generation this object belongs to: a session shared with a
+    # frozen copy is copied before it changes (see StateMachine.freeze).
+    generation: int = 0
 
 
 def validate_key(key: str) -> str | None:
@@ -175,6 +179,7 @@ class StateMachine:
         # could be matched to, so they are only counted (and logged once).
         self.unreadable_commands = 0
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._generation = 0  # bumped by every freeze
         # Images: every stored hash maps to the ref of the iset that stored it
         # (refs grow in apply order, so the index breaks ties by recency).
         self._images = ImageIndex(limits.IMAGE_HASH_BYTES, chunk_bits=limits.IMAGE_INDEX_CHUNK_BITS)
@@ -292,11 +297,15 @@ class StateMachine:
     def _session(self, client_id: str) -> _Session:
         session = self._sessions.get(client_id)
         if session is None:
-            session = self._sessions[client_id] = _Session()
+            session = self._sessions[client_id] = _Session(generation=self._generation)
             if len(self._sessions) > limits.MAX_CLIENT_SESSIONS:
                 self._sessions.popitem(last=False)
-        else:
-            self._sessions.move_to_end(client_id)
+            return session
+        if session.generation != self._generation:
+            # A frozen copy shares this object: change a copy of it instead.
+            session = _Session(session.first_unacked, session.results.copy(), self._generation)
+            self._sessions[client_id] = session
+        self._sessions.move_to_end(client_id)
         return session
 
     def _remember(self, session: _Session, write: log_pb2.ClientWrite, result: Result) -> None:
@@ -305,3 +314,128 @@ class StateMachine:
             session.first_unacked = write.first_unacked
             for seq in [s for s in session.results if s < write.first_unacked]:
                 del session.results[seq]
+
+    # ------------------------------------------------------------ snapshots
+
+    def freeze(self) -> FrozenState:
+        """A consistent copy of the state as of ``applied_index``, cheap to take.
+
+        Only shallow copies are made here, in the apply loop: results are
+        immutable and the strings are shared, so the copy costs one pass over
+        the containers.  Encoding it (``FrozenState.parts``) is the slow part
+        and may run on another thread while this store applies more slots.
+        """
+        self._generation += 1  # sessions shared with the copy are copied before they change
+        return FrozenState(
+            applied_index=self.applied_index,
+            unreadable_commands=self.unreadable_commands,
+            next_image_ref=self._next_ref,
+            data=self.data.copy(),
+            sessions=self._sessions.copy(),
+            image_meta=self._image_meta.copy(),
+            image_refs=self._images.refs_copy(),
+        )
+
+    @classmethod
+    def restore(cls, header: snapshot_pb2.SnapshotHeader, parts: Iterable[snapshot_pb2.SnapshotPart]) -> StateMachine:
+        """The state a snapshot holds; ``parts`` are its data parts, in order.
+
+        Applying the same log after it gives the same state as applying the
+        whole log: the sessions keep their eviction order and the images
+        their refs.
+        """
+        sm = cls()
+        sm.applied_index = header.applied_index
+        sm.unreadable_commands = header.unreadable_commands
+        sm._next_ref = header.next_image_ref
+        for part in parts:
+            match part.WhichOneof("part"):
+                case "key_values":
+                    for kv in part.key_values.entries:
+                        sm.data[kv.key] = kv.value
+                case "sessions":
+                    for s in part.sessions.sessions:
+                        sm._sessions[s.client_id] = _Session(
+                            s.first_unacked,
+                            {r.seq: _result_from_pb(s.client_id, r) for r in s.results},
+                        )
+                    if len(sm._sessions) > limits.MAX_CLIENT_SESSIONS:
+                        raise ValueError(f"snapshot holds more than {limits.MAX_CLIENT_SESSIONS} client sessions")
+                case "images":
+                    for image in part.images.images:
+                        sm._image_meta[image.ref] = (image.name_hash, image.metadata)
+                        sm._hashes_per_ref[image.ref] = len(image.hashes)
+                        for h in image.hashes:
+                            sm._images.add(h, image.ref)
+                case other:
+                    raise ValueError(f"snapshot data part of kind {other!r} is not data")
+        return sm
+
+
+_OUTCOME_TO_PB = {
+    Outcome.APPLIED: snapshot_pb2.APPLIED,
+    Outcome.REFUSED: snapshot_pb2.REFUSED,
+    Outcome.UNKNOWN: snapshot_pb2.UNKNOWN,
+}
+_OUTCOME_FROM_PB = {v: k for k, v in _OUTCOME_TO_PB.items()}
+
+
+def _result_from_pb(client_id: str, r: snapshot_pb2.SessionResult) -> Result:
+    outcome = _OUTCOME_FROM_PB.get(r.outcome)
+    if outcome is None:
+        raise ValueError(f"session result with unknown outcome {r.outcome}")
+    return Result(client_id, r.seq, outcome, r.removed, r.error)
+
+
+@dataclass(frozen=True)
+class FrozenState:
+    """A state machine's contents at one applied index; see ``StateMachine.freeze``."""
+
+    applied_index: Slot
+    unreadable_commands: int
+    next_image_ref: int
+    data: dict[str, str]
+    sessions: OrderedDict[str, _Session]  # least recently used first; never changed after the freeze
+    image_meta: dict[int, tuple[bytes, str]]
+    image_refs: dict[int, int]  # hash, as a big-endian integer -> ref
+
+    def parts(self, frame_bytes: int = limits.SNAPSHOT_FRAME_TARGET_BYTES) -> Iterator[snapshot_pb2.SnapshotPart]:
+        """The data parts of a snapshot, each about ``frame_bytes`` encoded (at least one entry)."""
+        batch = snapshot_pb2.KeyValues()
+        size = 0
+        for key in sorted(self.data):
+            value = self.data[key]
+            batch.entries.add(key=key, value=value)
+            size += len(key) + len(value) + 8
+            if size >= frame_bytes:
+                yield snapshot_pb2.SnapshotPart(key_values=batch)
+                batch, size = snapshot_pb2.KeyValues(), 0
+        if batch.entries:
+            yield snapshot_pb2.SnapshotPart(key_values=batch)
+        sessions = snapshot_pb2.ClientSessions()
+        size = 0
+        for client_id, session in self.sessions.items():
+            pb = sessions.sessions.add(client_id=client_id, first_unacked=session.first_unacked)
+            for r in session.results.values():
+                pb.results.add(seq=r.seq, outcome=_OUTCOME_TO_PB[r.outcome], removed=r.removed, error=r.error)
+                size += len(r.error) + 16
+            size += len(client_id) + 16
+            if size >= frame_bytes:
+                yield snapshot_pb2.SnapshotPart(sessions=sessions)
+                sessions, size = snapshot_pb2.ClientSessions(), 0
+        if sessions.sessions:
+            yield snapshot_pb2.SnapshotPart(sessions=sessions)
+        hashes_of: dict[int, list[bytes]] = {}
+        for number in sorted(self.image_refs):
+            hashes_of.setdefault(self.image_refs[number], []).append(number.to_bytes(limits.IMAGE_HASH_BYTES, "big"))
+        images = snapshot_pb2.StoredImages()
+        size = 0
+        for ref in sorted(self.image_meta):
+            name_hash, metadata = self.image_meta[ref]
+            images.images.add(ref=ref, name_hash=name_hash, metadata=metadata, hashes=hashes_of.get(ref, []))
+            size += len(metadata) + 40 * (1 + len(hashes_of.get(ref, [])))
+            if size >= frame_bytes:
+                yield snapshot_pb2.SnapshotPart(images=images)
+                images, size = snapshot_pb2.StoredImages(), 0
+        if images.images:
+            yield snapshot_pb2.SnapshotPart(images=images)

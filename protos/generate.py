@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTOS = ("protos/kv.proto", "protos/log.proto", "protos/peer.proto")
+PROTOS = ("protos/kv.proto", "protos/log.proto", "protos/peer.proto", "protos/snapshot.proto")
 
 
 def generate(out: Path) -> None:
