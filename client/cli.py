@@ -47,7 +47,7 @@ STALE_PROMPT = "paxoskv (stale reads)> "
 # The keys of one server in `status --json`, always, in this order.
 STATUS_FIELDS = ("name", "address", "reachable", "role", "leader", "ballot", "commit_index", "applied_index")
 # Then these, from each server that answered.
-STATUS_DETAIL_FIELDS = ("version", "uptime_seconds", "log_bytes", "data_bytes", "last_fsync_seconds")
+STATUS_DETAIL_FIELDS = ("version", "uptime_seconds", "log_bytes", "data_bytes", "last_fsync_seconds", "snapshot_index")
 
 
 class KV(Protocol):

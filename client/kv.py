@@ -248,6 +248,7 @@ class KVClient:
                     log_bytes=s.log_bytes,
                     data_bytes=s.data_bytes,
                     last_fsync_seconds=s.last_fsync_seconds,
+                    snapshot_index=s.snapshot_index,
                 )
             except grpc.RpcError:
                 pass

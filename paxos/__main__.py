@@ -76,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=limits.SNAPSHOT_EVERY_COMMANDS,
+        metavar="N",
+        help=(
+            f"snapshot the state and compact the log after N applied commands (default "
+            f"{limits.SNAPSHOT_EVERY_COMMANDS}); it also happens once the log reaches "
+            f"{limits.SNAPSHOT_LOG_BYTES // 2**20} MiB"
+        ),
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO"
     )
     parser.add_argument(
@@ -139,11 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= opts.max_value_bytes <= limits.MAX_VALUE_BYTES_CEILING:
         print(f"error: --max-value-bytes must be from 1 to {limits.MAX_VALUE_BYTES_CEILING}", file=sys.stderr)
         return EXIT_USAGE
+    if opts.snapshot_every < 1:
+        print("error: --snapshot-every must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
     data_dir = opts.data_dir or Path("data") / opts.name
     listen = opts.listen or f"0.0.0.0:{me.port}"
     try:
         server = PaxosServer(
-            members, opts.name, data_dir, opts.max_value_bytes, fault_injection=opts.enable_fault_injection
+            members,
+            opts.name,
+            data_dir,
+            opts.max_value_bytes,
+            fault_injection=opts.enable_fault_injection,
+            snapshot_every=opts.snapshot_every,
         )
     except (DataDirError, WalCorruption) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -90,7 +90,11 @@ def encode_body(msg: Message, out: pb.PeerMessage) -> None:
             out.catchup_request.CopyFrom(pb.CatchupRequest(from_slot=msg.from_slot))
         case CatchupReply():
             entries = [pb.Entry(slot=msg.first_slot + i, value=_value(v)) for i, v in enumerate(msg.values)]
-            out.catchup_reply.CopyFrom(pb.CatchupReply(entries=entries, commit_index=msg.commit_index))
+            out.catchup_reply.CopyFrom(
+                pb.CatchupReply(
+                    entries=entries, commit_index=msg.commit_index, compacted=msg.compacted, first_slot=msg.first_slot
+                )
+            )
         case _:
             assert_never(msg)
 
@@ -167,11 +171,16 @@ def decode_body(raw: pb.PeerMessage, sender: NodeId) -> Message:
             r = raw.catchup_reply
             _count(r.entries, limits.MAX_CATCHUP_ENTRIES, "catch-up entries")
             commit_index = _index(r.commit_index)
-            first = _slot(r.entries[0].slot) if r.entries else commit_index + 1
+            compacted = _index(r.compacted)
+            if r.first_slot:
+                first = _slot(r.first_slot)
+            else:
+                first = _slot(r.entries[0].slot) if r.entries else commit_index + 1
             for offset, e in enumerate(r.entries):
                 if e.slot != first + offset:
-                    raise DecodeError("malformed", "catch-up reply entries are not consecutive")
-            return CatchupReply(sender, first, tuple(_from_value(e.value) for e in r.entries), commit_index)
+                    raise DecodeError("malformed", "catch-up reply entries are not consecutive from its first slot")
+            values = tuple(_from_value(e.value) for e in r.entries)
+            return CatchupReply(sender, first, values, commit_index, compacted)
         case _:
             raise DecodeError("malformed", f"peer message without a known body ({kind!r})")
 

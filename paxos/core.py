@@ -92,6 +92,8 @@ PLANTABLE_BUGS = frozenset(
         "accept_lower_ballot",  # acceptor accepts a ballot below its promise
         "skip_reproposal",  # new leader fills every open slot with a no-op
         "unconfirmed_read",  # leader answers reads without a quorum round
+        "compact_above_commit",  # compaction trusts the leader's commit index, not its own
+        "snapshot_without_sessions",  # the host's snapshots leave out the exactly-once session table
     }
 )
 
@@ -138,7 +140,9 @@ class Node:
         rng: random.Random,
         config: Config | None = None,
         durable: DurableState | None = None,
+        snapshot_index: Slot = 0,
     ) -> None:
+        """``snapshot_index``: the host's state machine starts with every slot up to it applied."""
         self.voters = MajorityConfig(members)
         if node_id not in self.voters:
             raise ValueError(f"member {node_id} is not one of the voters {sorted(self.voters.voters)}")
@@ -158,13 +162,17 @@ class Node:
         self.promised: Ballot = state.promised
         # Only slots above the commit index: chosen slots live in ``chosen``.
         self.accepted: dict[Slot, tuple[Ballot, Value]] = {
-            slot: entry for slot, entry in state.accepted.items() if slot > state.commit_index
+            slot: entry for slot, entry in state.accepted.items() if slot > max(state.commit_index, snapshot_index)
         }
-        # learner
+        # learner.  Every slot up to ``compacted`` is chosen and held only in
+        # a snapshot; ``chosen`` holds the values above it.
         self.chosen: dict[Slot, Value] = {}
-        self.commit_index: Slot = 0
-        self._emitted_index: Slot = 0
+        self.compacted: Slot = snapshot_index
+        self.commit_index: Slot = snapshot_index
+        self._emitted_index: Slot = snapshot_index
         self._recover_chosen(state)
+        # The peer whose snapshot the host is fetching for us, if any.
+        self._snapshot_from: NodeId | None = None
         self._leader_commit_hint: Slot = self.commit_index
         self._catchup_from: NodeId | None = None
         self._catchup_sent_at: int | None = None
@@ -364,6 +372,58 @@ class Node:
         durable, self._own_accepts_out = self._own_accepts_out, []
         for ballot, slot in durable:
             self._on_accepted(Accepted(self.id, ballot, slot))
+
+    # -------------------------------------------------------------- snapshots
+
+    def compact(self, upto: Slot) -> None:
+        """Forget the chosen values up to ``upto``: a durable snapshot holds them.
+
+        The host passes its snapshot's applied index less the tail it keeps
+        for peers that lag a little; a peer asking for a forgotten slot is
+        told to fetch a snapshot.
+        """
+        if "compact_above_commit" in self.config.planted_bugs:
+            upto = max(upto, self._leader_commit_hint)  # forgets values it has not learned are chosen
+        elif upto > self._emitted_index:
+            raise HostContractError(f"compact({upto}) above the applied index {self._emitted_index}")
+        if upto <= self.compacted:
+            return
+        for slot in range(self.compacted + 1, upto + 1):
+            self.chosen.pop(slot, None)
+            self.accepted.pop(slot, None)
+        self.compacted = upto
+
+    def install_snapshot(self, index: Slot) -> None:
+        """The host's state machine was replaced by a snapshot at ``index``, now durable.
+
+        Call with ``index`` above the applied index, and with ``None`` via
+        ``snapshot_failed`` when the transfer did not work out.
+        """
+        self._snapshot_from = None
+        if index <= self._emitted_index:
+            raise HostContractError(f"install_snapshot({index}) at or below the applied index {self._emitted_index}")
+        for slot in [s for s in self.chosen if s <= index]:
+            del self.chosen[slot]
+        for slot in [s for s in self.accepted if s <= index]:
+            del self.accepted[slot]
+        self.compacted = max(self.compacted, index)
+        self._emitted_index = index
+        if index > self.commit_index:
+            self.commit_index = index
+            self._out.persist.append(CommitRecord(index))
+        while self.commit_index + 1 in self.chosen:
+            self._learn(self.commit_index + 1, self.chosen.pop(self.commit_index + 1))
+        if self._lead is not None:
+            for slot in [s for s in self._lead.in_flight if s <= self.commit_index]:
+                del self._lead.in_flight[slot]
+        self._catchup_sent_at = None
+        self._maybe_catch_up()
+
+    def snapshot_failed(self) -> None:
+        """The snapshot asked for in ``Ready.snapshot_wanted`` could not be had; catch-up resumes."""
+        self._snapshot_from = None
+        self._catchup_sent_at = None
+        self._maybe_catch_up()
 
     # ------------------------------------------------------------ observation
 
@@ -710,6 +770,8 @@ class Node:
     def _maybe_catch_up(self) -> None:
         if self._catchup_from is None or self.commit_index >= self._leader_commit_hint:
             return
+        if self._snapshot_from is not None:
+            return  # the host is fetching a snapshot; the log follows it
         sent = self._catchup_sent_at
         if sent is not None and self.now - sent < self.config.retransmit_ticks:
             return
@@ -720,6 +782,10 @@ class Node:
         self._send(self._catchup_from, CatchupRequest(self.id, self.commit_index + 1))
 
     def _on_catchup_request(self, msg: CatchupRequest) -> None:
+        if msg.from_slot <= self.compacted:
+            # Forgotten here: the asker needs a snapshot first.
+            self._send(msg.sender, CatchupReply(self.id, msg.from_slot, (), self.commit_index, self.compacted))
+            return
         values: list[Value] = []
         size = 0
         slot = msg.from_slot
@@ -744,9 +810,19 @@ class Node:
             return self._refuse("catch-up reply longer than asked")
         if msg.values and msg.first_slot + len(msg.values) - 1 > msg.commit_index:
             return self._refuse("catch-up reply beyond its own commit index")
+        if msg.compacted:
+            if msg.values:
+                return self._refuse("catch-up reply with values and a compacted log")
+            if msg.compacted < msg.first_slot or msg.compacted > msg.commit_index:
+                return self._refuse("catch-up reply compacted outside what was asked")
         self._catchup_asked = None
         self._catchup_asked_before.append(asked)
         self._catchup_sent_at = None
+        if msg.compacted:
+            self._snapshot_from = msg.sender
+            self._out.snapshot_wanted = msg.sender
+            self._note_leader_commit(msg.sender, msg.commit_index)
+            return None
         for offset, value in enumerate(msg.values):
             slot = msg.first_slot + offset
             if slot > self.commit_index and slot not in self.chosen:
@@ -760,14 +836,14 @@ class Node:
         return reason
 
     def _recover_chosen(self, state: DurableState) -> None:
-        for slot in range(1, state.commit_index + 1):
+        for slot in range(self.compacted + 1, state.commit_index + 1):
             if slot in state.chosen:
                 self.chosen[slot] = state.chosen[slot]
             elif slot in state.accepted:
                 self.chosen[slot] = state.accepted[slot][1]
             else:
                 raise ValueError(f"log says slot {slot} is chosen but holds no value for it")
-        self.commit_index = state.commit_index
+        self.commit_index = max(state.commit_index, self.compacted)
         for slot, value in state.chosen.items():
             if slot > self.commit_index:
                 self.chosen[slot] = value

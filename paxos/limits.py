@@ -157,4 +157,7 @@ MAX_SNAPSHOT_FRAME_BYTES = 2 * MAX_COMMAND_BYTES
 # Snapshot transfer between servers: chunk size, and the largest snapshot a
 # server accepts from a peer.
 SNAPSHOT_CHUNK_BYTES = 1024 * 1024
+# A snapshot transfer that receives nothing for this long is abandoned (and
+# asked for again later).
+SNAPSHOT_CHUNK_SECONDS = 10.0
 MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024 * 1024

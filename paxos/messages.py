@@ -123,6 +123,9 @@ class CatchupReply:
     first_slot: Slot
     values: tuple[Value, ...]
     commit_index: Slot
+    # Nonzero: the sender has forgotten every slot up to here (they are in
+    # its snapshot), so it sends no values; fetch its snapshot instead.
+    compacted: Slot = 0
 
 
 Message = (
@@ -224,6 +227,9 @@ class Ready:
     # Leadership was lost: pending writes may or may not be chosen later and
     # pending reads can no longer be confirmed here.
     lost_leadership: bool = False
+    # A peer that has compacted the slots this server lacks: fetch its
+    # snapshot, then call Node.install_snapshot or Node.snapshot_failed.
+    snapshot_wanted: NodeId | None = None
 
     def must_sync(self) -> bool:
         """Whether what was appended must be durable before step 3.
@@ -235,4 +241,12 @@ class Ready:
         return bool(self.messages) or any(isinstance(r, PromiseRecord | AcceptRecord) for r in self.persist)
 
     def empty(self) -> bool:
-        return not (self.early or self.persist or self.messages or self.committed or self.reads or self.lost_leadership)
+        return not (
+            self.early
+            or self.persist
+            or self.messages
+            or self.committed
+            or self.reads
+            or self.lost_leadership
+            or self.snapshot_wanted is not None
+        )

@@ -18,8 +18,10 @@ run this class, so the simulator tests the code that ships.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, assert_never
@@ -27,7 +29,7 @@ from typing import Protocol, assert_never
 from paxos import limits, logcommand
 from paxos.core import Config, HostContractError, Node, Role
 from paxos.messages import DurableState, Message, NodeId, Ready, Record, Slot, Value
-from paxos.statemachine import Outcome, Result, StateMachine, validate_command
+from paxos.statemachine import FrozenState, Outcome, Result, StateMachine, validate_command
 from protos import kv_pb2
 
 log = logging.getLogger("paxos.replica")
@@ -45,10 +47,34 @@ class Storage(Protocol):
     def sync(self, done: Callable[[], None]) -> None:
         """Make everything appended so far durable, then call ``done`` (now or later, once)."""
 
+    def log_bytes(self) -> int:
+        """How big the log is now."""
+
+    def save_snapshot(self, frozen: FrozenState, done: Callable[[bool], None]) -> None:
+        """Write ``frozen`` durably as the newest snapshot (in the background); ``done(ok)`` once."""
+
+    def compact(self, snapshot_index: Slot) -> None:
+        """A durable snapshot holds every slot up to ``snapshot_index``: drop the log only it needed."""
+
+
+@dataclass(frozen=True)
+class FetchedSnapshot:
+    """A peer's snapshot, already durable as this server's newest, and its state."""
+
+    applied_index: Slot
+    store: StateMachine
+
 
 class Transport(Protocol):
     def send(self, messages: list[tuple[NodeId, Message]]) -> None:
         """Send each message to its member; losing some is allowed, reordering on one link is not."""
+
+    def fetch_snapshot(self, peer: NodeId, after: Slot, done: Callable[[FetchedSnapshot | None], None]) -> None:
+        """Fetch ``peer``'s newest snapshot if it is newer than ``after``; ``done`` once, with None on failure.
+
+        The snapshot is made durable as this server's own before ``done``
+        hears of it, so a crash at any point leaves the old state or the new.
+        """
 
 
 class Observer:
@@ -61,6 +87,12 @@ class Observer:
         pass
 
     def refused(self, msg: Message, reason: str) -> None:
+        pass
+
+    def snapshot_saved(self, index: Slot) -> None:
+        pass
+
+    def snapshot_installed(self, index: Slot, peer: NodeId) -> None:
         pass
 
 
@@ -107,9 +139,16 @@ class Replica:
         config: Config | None = None,
         max_value_bytes: int = limits.DEFAULT_MAX_VALUE_BYTES,
         observer: Observer | None = None,
+        snapshot_every: int = limits.SNAPSHOT_EVERY_COMMANDS,
+        snapshot_log_bytes: int = limits.SNAPSHOT_LOG_BYTES,
+        snapshot_tail: int = limits.SNAPSHOT_TAIL_SLOTS,
     ) -> None:
-        self.core = Node(member_id, members, rng or random.Random(), config, durable)
+        """``store``: the state as of the newest snapshot (empty without one); the log replays above it."""
         self.store = store or StateMachine()
+        self.snapshot_index: Slot = self.store.applied_index
+        self.core = Node(
+            member_id, members, rng or random.Random(), config, durable, snapshot_index=self.snapshot_index
+        )
         self.storage = storage
         self.transport = transport
         self.max_value_bytes = max_value_bytes
@@ -123,6 +162,13 @@ class Replica:
         self._reads: dict[int, ReadCallback] = {}
         self._index_waiters: list[tuple[Slot, ReadCallback]] = []
         self._next_read_id = 0
+        self._snapshot_every = snapshot_every
+        self._snapshot_log_bytes = snapshot_log_bytes
+        self._snapshot_tail = snapshot_tail
+        self._applied_since_snapshot = 0
+        self._saving_snapshot = False
+        self._fetching_snapshot = False
+        self._fetched_snapshot: tuple[NodeId, FetchedSnapshot | None] | None = None
 
     # ------------------------------------------------------------- inputs
 
@@ -218,6 +264,9 @@ class Replica:
     def drive(self) -> None:
         """Take bundles from the core and carry them out, until it has none or one waits for its fsync."""
         while self._waiting is None:
+            if self._fetched_snapshot is not None:
+                fetched, self._fetched_snapshot = self._fetched_snapshot, None
+                self._install_fetched(*fetched)
             ready = self.core.ready()
             self._note_role()
             if ready.empty():
@@ -246,6 +295,7 @@ class Replica:
             self.observer.applying(slot, value)
             for result in self.store.apply(slot, value):
                 self._finish_write(result)
+            self._applied_since_snapshot += len(value)
         for read_id, read_index in ready.reads:
             answer = self._reads.pop(read_id, None)
             if answer is not None:
@@ -260,7 +310,66 @@ class Replica:
                     len(self._reads),
                 )
             self._fail_pending()
+        if ready.snapshot_wanted is not None:
+            self._fetch_snapshot(ready.snapshot_wanted)
         self.core.advance(ready)
+        if ready.committed:
+            self._maybe_snapshot()
+
+    # ---------------------------------------------------------- snapshots
+
+    def _maybe_snapshot(self) -> None:
+        if self._saving_snapshot or self._applied_since_snapshot == 0:
+            return
+        if self._applied_since_snapshot < self._snapshot_every and self.storage.log_bytes() < self._snapshot_log_bytes:
+            return
+        frozen = self.store.freeze()
+        if "snapshot_without_sessions" in self.core.config.planted_bugs:
+            frozen = dataclasses.replace(frozen, sessions=OrderedDict())
+        self._saving_snapshot = True
+        self._applied_since_snapshot = 0
+        self.storage.save_snapshot(frozen, lambda ok: self._snapshot_saved(frozen.applied_index, ok))
+
+    def _snapshot_saved(self, index: Slot, ok: bool) -> None:
+        self._saving_snapshot = False
+        if not ok:
+            return  # the storage said why; the next applied slot tries again
+        if index > self.snapshot_index:
+            self.snapshot_index = index
+            self.core.compact(max(0, index - self._snapshot_tail))
+            self.storage.compact(index)
+            self.observer.snapshot_saved(index)
+
+    def _fetch_snapshot(self, peer: NodeId) -> None:
+        if self._fetching_snapshot:
+            return
+        self._fetching_snapshot = True
+        self.transport.fetch_snapshot(peer, self.store.applied_index, lambda got: self._fetched(peer, got))
+
+    def _fetched(self, peer: NodeId, got: FetchedSnapshot | None) -> None:
+        # Installed by ``drive`` between bundles: a bundle waiting for its
+        # fsync holds slots for the store it was made for.
+        self._fetched_snapshot = (peer, got)
+        self._wake()
+
+    def _install_fetched(self, peer: NodeId, got: FetchedSnapshot | None) -> None:
+        self._fetching_snapshot = False
+        if got is None or got.applied_index <= self.store.applied_index:
+            self.core.snapshot_failed()
+            return
+        self.store = got.store
+        self.snapshot_index = got.applied_index
+        self._applied_since_snapshot = 0
+        self.core.install_snapshot(got.applied_index)
+        self.storage.compact(got.applied_index)
+        self.observer.snapshot_installed(got.applied_index, peer)
+        # Writes waiting here whose slots the snapshot covered: their results
+        # are in its session table.
+        for client_id, seq in list(self._writes):
+            cached = self.store.cached_result(client_id, seq)
+            if cached is not None:
+                self._finish_write(cached)
+        self._release_index_waiters()
 
     def _finish_write(self, result: Result) -> None:
         # Apply reports a result for every client write it meets, skipped

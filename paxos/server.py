@@ -36,6 +36,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from paxos import limits
+from paxos import snapshot as snapshots
 from paxos.codec import DecodeError, PeerCodec
 from paxos.core import Config, Node, Role
 from paxos.datadir import LOCK_FILE, DataDirError, lock_data_dir
@@ -43,8 +44,8 @@ from paxos.hostfile import Member
 from paxos.identity import bootstrap_ids, format_id, parse_id
 from paxos.messages import Message, NodeId, Record, Slot, Value
 from paxos.metrics import FSYNC_BUCKETS, REQUEST_BUCKETS, SLOT_COMMAND_BUCKETS, Histogram, MetricsHttp, registry_for
-from paxos.replica import Observer, Replica, WriteAnswer
-from paxos.statemachine import StateMachine, validate_image_hash, validate_key
+from paxos.replica import FetchedSnapshot, Observer, Replica, WriteAnswer
+from paxos.statemachine import FrozenState, StateMachine, validate_image_hash, validate_key
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 
@@ -81,6 +82,7 @@ try:
 except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
     VERSION = "unknown (not installed)"
 META_FILE = "paxoskv-meta.json"
+SNAPSHOT_DIR = "snapshots"  # in the data dir
 # The data dir layout.  2: member ids (ballots carry them, not hostfile line
 # numbers), and log_pb2.LogCommand in the log's slots.  Before it (no
 # "format" in the meta file): the client API's kv_pb2.Command, which this
@@ -148,6 +150,23 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member]) -> Identity
     return identity
 
 
+def load_newest_snapshot(directory: Path) -> tuple[StateMachine | None, list[tuple[Path, str]]]:
+    """The state in the newest snapshot that reads back whole, and the damaged newer ones skipped."""
+    skipped: list[tuple[Path, str]] = []
+    if not directory.exists():
+        return None, skipped
+    snapshots.remove_leftovers(directory)
+    for path in snapshots.snapshot_files(directory):
+        try:
+            info, store = snapshots.load(path)
+        except snapshots.SnapshotError as exc:
+            skipped.append((path, str(exc)))
+            continue
+        log.info("loaded the snapshot at slot %d from %s", info.applied_index, path)
+        return store, skipped
+    return None, skipped
+
+
 def _write_durably(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -187,14 +206,88 @@ class _RefusalLog:
 
 
 class _WalStorage:
-    """The write-ahead log as the replica's storage: fsync on a thread of its own."""
+    """The write-ahead log and the snapshots as the replica's storage.
 
-    def __init__(self, wal: Wal, on_failure: Callable[[BaseException], None]) -> None:
+    The log is fsynced on a thread of its own, and snapshots are written on
+    another, so a snapshot being written never delays an acknowledgement.
+    """
+
+    def __init__(
+        self,
+        wal: Wal,
+        snapshot_dir: Path,
+        snapshot_header: Callable[[], tuple[int, list[snapshots.SnapshotMember]]],
+        on_failure: Callable[[BaseException], None],
+    ) -> None:
         self.wal = wal
+        self.snapshot_dir = snapshot_dir
+        self._snapshot_header = snapshot_header
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
+        self.snapshot_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
         self._on_failure = on_failure
         self.fsync_seconds = Histogram(FSYNC_BUCKETS)
         self.last_fsync_seconds = 0.0
+        self._syncing = False
+        self._compact_after_sync: Slot | None = None
+        self.snapshots_saved = 0
+        self.last_snapshot_seconds = 0.0
+        self.last_snapshot_bytes = 0
+
+    def log_bytes(self) -> int:
+        return self.wal.total_bytes
+
+    def save_snapshot(self, frozen: FrozenState, done: Callable[[bool], None]) -> None:
+        cluster_id, members = self._snapshot_header()
+        future = asyncio.get_running_loop().run_in_executor(
+            self.snapshot_thread, self._write_snapshot, frozen, cluster_id, members
+        )
+        future.add_done_callback(lambda f: self._snapshot_written(f, frozen.applied_index, done))
+
+    def _write_snapshot(
+        self, frozen: FrozenState, cluster_id: int, members: list[snapshots.SnapshotMember]
+    ) -> tuple[float, int]:
+        started = time.perf_counter()
+        path = snapshots.write_snapshot(self.snapshot_dir, frozen, cluster_id, members)
+        snapshots.prune(self.snapshot_dir)
+        return time.perf_counter() - started, path.stat().st_size
+
+    def _snapshot_written(
+        self, future: asyncio.Future[tuple[float, int]], index: Slot, done: Callable[[bool], None]
+    ) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            log.error(
+                "could not write the snapshot at slot %d: %s; the log is kept and it is tried again later", index, exc
+            )
+            done(False)
+            return
+        self.last_snapshot_seconds, self.last_snapshot_bytes = future.result()
+        self.snapshots_saved += 1
+        log.info(
+            "snapshot at slot %d written (%d bytes in %.3f s)",
+            index,
+            self.last_snapshot_bytes,
+            self.last_snapshot_seconds,
+        )
+        try:
+            done(True)
+        except Exception as error:  # a bug in the replica: stop rather than idle
+            self._on_failure(error)
+
+    def compact(self, snapshot_index: Slot) -> None:
+        # The log is changed only between fsyncs, never under one.
+        if self._syncing:
+            self._compact_after_sync = max(self._compact_after_sync or 0, snapshot_index)
+            return
+        freed = self.wal.compact(snapshot_index)
+        if freed:
+            log.info("log compacted up to slot %d: %d bytes freed", snapshot_index, freed)
+
+    def newest_snapshot_index(self) -> Slot:
+        files = snapshots.snapshot_files(self.snapshot_dir)
+        return int(files[0].name.removesuffix(snapshots.SUFFIX)) if files else 0
 
     def append(self, records: list[Record]) -> None:
         self.wal.append(records)
@@ -203,6 +296,7 @@ class _WalStorage:
         return self.wal.unsynced()
 
     def sync(self, done: Callable[[], None]) -> None:
+        self._syncing = True
         future = asyncio.get_running_loop().run_in_executor(self.thread, self._timed_sync)
         future.add_done_callback(lambda f: self._synced(f, done))
 
@@ -212,6 +306,7 @@ class _WalStorage:
         return time.perf_counter() - started
 
     def _synced(self, future: asyncio.Future[float], done: Callable[[], None]) -> None:
+        self._syncing = False
         if future.cancelled():
             return
         exc = future.exception()
@@ -224,6 +319,9 @@ class _WalStorage:
         self.last_fsync_seconds = future.result()
         self.fsync_seconds.observe(self.last_fsync_seconds)
         try:
+            if self._compact_after_sync is not None:
+                index, self._compact_after_sync = self._compact_after_sync, None
+                self.compact(index)
             done()
         except Exception as error:  # a bug in the replica: stop rather than idle
             self._on_failure(error)
@@ -231,6 +329,7 @@ class _WalStorage:
     def close(self) -> None:
         self.thread.submit(self.wal.close).result()
         self.thread.shutdown()
+        self.snapshot_thread.shutdown(wait=True, cancel_futures=True)
 
 
 class _ServerObserver(Observer):
@@ -257,6 +356,17 @@ class _ServerObserver(Observer):
     def applying(self, slot: Slot, value: Value) -> None:
         self.s.slot_commands.observe(len(value))
 
+    def snapshot_saved(self, index: Slot) -> None:
+        pass  # _WalStorage logged it
+
+    def snapshot_installed(self, index: Slot, peer: NodeId) -> None:
+        self.s.snapshots_installed += 1
+        log.info(
+            "now at slot %d, from the snapshot of %s; catching up on the log after it",
+            index,
+            self.s.members[peer].name,
+        )
+
     def refused(self, msg: Message, reason: str) -> None:
         member = self.s.members.get(msg.sender)
         sender = member.name if member else f"member {format_id(msg.sender)}"
@@ -273,6 +383,8 @@ class PaxosServer:
         fault_injection: bool = False,
         config: Config | None = None,
         clock: Callable[[], float] = time.monotonic,
+        snapshot_every: int = limits.SNAPSHOT_EVERY_COMMANDS,
+        snapshot_tail: int = limits.SNAPSHOT_TAIL_SLOTS,
     ) -> None:
         self.fault_injection = fault_injection
         with ExitStack() as undo:  # a server that fails to open releases what it took
@@ -285,24 +397,39 @@ class PaxosServer:
             self.members: dict[NodeId, Member] = {self.identity.ids[m.name]: m for m in members}
             self.me = self.members[self.node_id]
             self.codec = PeerCodec(self.identity.cluster_id, self.node_id, self.members)
+            snapshot_dir = data_dir / SNAPSHOT_DIR
+            store, skipped = load_newest_snapshot(snapshot_dir)
             wal, durable = Wal.open(data_dir / "wal")
             undo.callback(wal.close)
-            self.storage = _WalStorage(wal, self._internal_failure)
+            self.storage = _WalStorage(wal, snapshot_dir, self._snapshot_header, self._internal_failure)
             self.refusals = _RefusalLog(clock)
             self.client_refusals = _RefusalLog(clock, "client request")
-            self.replica = Replica(
-                self.node_id,
-                self.members,
-                durable,
-                storage=self.storage,
-                transport=self,
-                clock=clock,
-                wake=self._schedule_drive,
-                rng=random.Random(os.urandom(16)),
-                config=config,
-                max_value_bytes=max_value_bytes,
-                observer=_ServerObserver(self),
-            )
+            try:
+                self.replica = Replica(
+                    self.node_id,
+                    self.members,
+                    durable,
+                    storage=self.storage,
+                    transport=self,
+                    clock=clock,
+                    wake=self._schedule_drive,
+                    store=store,
+                    rng=random.Random(os.urandom(16)),
+                    config=config,
+                    max_value_bytes=max_value_bytes,
+                    observer=_ServerObserver(self),
+                    snapshot_every=snapshot_every,
+                    snapshot_tail=snapshot_tail,
+                )
+            except ValueError as exc:  # the log does not reach down to the snapshot
+                damaged = "; ".join(f"{path.name} is damaged ({err})" for path, err in skipped)
+                raise DataDirError(
+                    f"{data_dir}: cannot recover: {exc}"
+                    + (f"; {damaged}, and the log does not cover the gap" if damaged else "")
+                    + ". Restore this data dir from a backup, or retire this server and add a fresh one."
+                ) from None
+            if skipped:
+                log.error("fell back to an older snapshot: %s", "; ".join(f"{p}: {e}" for p, e in skipped))
             undo.pop_all()
         self.failed = asyncio.Event()  # set when an internal task died
         self._drive_scheduled = False
@@ -315,6 +442,7 @@ class PaxosServer:
         self.serving = False
         self._started = time.monotonic()
         self.leader_changes = 0
+        self.snapshots_installed = 0
         self.slot_commands = Histogram(SLOT_COMMAND_BUCKETS)
         self.received: Counter[NodeId] = Counter()
         self.request_counts: Counter[tuple[str, str]] = Counter()
@@ -381,6 +509,10 @@ class PaxosServer:
             listen,
             len(self.members),
         )
+
+    def _snapshot_header(self) -> tuple[int, list[snapshots.SnapshotMember]]:
+        members = [snapshots.SnapshotMember(i, m.name, m.address) for i, m in sorted(self.members.items())]
+        return self.identity.cluster_id, members
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         # Every task runs forever; one that ends on its own is a bug, and a
@@ -457,6 +589,85 @@ class PaxosServer:
                     wire = encoded[id(msg)] = self.codec.encode(msg)
                 self._links[to].send(self.codec.addressed(wire, to))
 
+    def fetch_snapshot(self, peer: NodeId, after: Slot, done: Callable[[FetchedSnapshot | None], None]) -> None:
+        """The replica's transport: stream ``peer``'s newest snapshot into the data dir, then load it."""
+
+        def finished(task: asyncio.Task[FetchedSnapshot | None]) -> None:
+            got: FetchedSnapshot | None = None
+            if not task.cancelled():
+                exc = task.exception()
+                if exc is not None:
+                    log.warning("fetching a snapshot from %s failed: %s", self.members[peer].name, exc)
+                else:
+                    got = task.result()
+            done(got)
+
+        task = asyncio.get_running_loop().create_task(self._fetch_snapshot(peer, after))
+        task.add_done_callback(finished)
+
+    async def _fetch_snapshot(self, peer: NodeId, after: Slot) -> FetchedSnapshot | None:
+        member = self.members[peer]
+        directory = self.storage.snapshot_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f"from-{member.name}{snapshots.TMP_SUFFIX}"
+        loop = asyncio.get_running_loop()
+        writer = self.storage.snapshot_thread
+        request = peer_pb2.SnapshotRequest(
+            sender=self.node_id, cluster_id=self.identity.cluster_id, receiver=peer, after=after
+        )
+        log.info("fetching a snapshot newer than slot %d from %s", after, member.name)
+        total = 0
+        f = await loop.run_in_executor(writer, open, tmp, "wb")
+        try:
+            async with grpc.aio.insecure_channel(member.address, options=GRPC_OPTIONS) as channel:
+                call = peer_pb2_grpc.PeerStub(channel).FetchSnapshot(request)
+                while True:
+                    chunk = await asyncio.wait_for(call.read(), limits.SNAPSHOT_CHUNK_SECONDS)
+                    if chunk is grpc.aio.EOF:
+                        break
+                    assert isinstance(chunk, peer_pb2.SnapshotChunk)
+                    total += len(chunk.data)
+                    if len(chunk.data) > limits.SNAPSHOT_CHUNK_BYTES or total > limits.MAX_SNAPSHOT_BYTES:
+                        call.cancel()
+                        raise ValueError(f"{member.name} sent a snapshot chunk or snapshot over the size limit")
+                    await loop.run_in_executor(writer, f.write, chunk.data)
+            await loop.run_in_executor(writer, _flush_and_sync, f)
+        finally:
+            await loop.run_in_executor(writer, f.close)
+        if total == 0:
+            await loop.run_in_executor(writer, functools.partial(tmp.unlink, missing_ok=True))
+            log.info("%s has no snapshot newer than slot %d", member.name, after)
+            return None
+        try:
+            info, store = await loop.run_in_executor(writer, snapshots.load, tmp)
+        except snapshots.SnapshotError:
+            await loop.run_in_executor(writer, functools.partial(tmp.unlink, missing_ok=True))
+            raise
+        if info.applied_index <= after or info.cluster_id != self.identity.cluster_id:
+            await loop.run_in_executor(writer, functools.partial(tmp.unlink, missing_ok=True))
+            log.info(
+                "ignored a snapshot at slot %d from %s (not newer than %d, or of another cluster)",
+                info.applied_index,
+                member.name,
+                after,
+            )
+            return None
+        await loop.run_in_executor(writer, _install_snapshot_file, tmp, info.applied_index)
+        log.info("installed the snapshot at slot %d from %s (%d bytes)", info.applied_index, member.name, total)
+        return FetchedSnapshot(info.applied_index, store)
+
+    def snapshot_request_refusal(self, request: peer_pb2.SnapshotRequest) -> str | None:
+        """Why a peer's snapshot request is refused, or None."""
+        if request.cluster_id != self.identity.cluster_id:
+            return "another cluster"
+        if request.receiver != self.node_id:
+            return "addressed to another member"
+        if request.sender not in self.members or request.sender == self.node_id:
+            return "sender is not a member"
+        if request.sender in self._blocked:
+            return "partitioned (fault injection)"
+        return None
+
     # ------------------------------------------------------ peer messages in
 
     def receive_peer(self, raw: peer_pb2.PeerMessage, origin: str = "") -> None:
@@ -519,9 +730,10 @@ class PaxosServer:
             applied_index=self.store.applied_index,
             version=VERSION,
             uptime_seconds=time.monotonic() - self._started,
-            log_bytes=_bytes_in(self.storage.wal.segments()),
+            log_bytes=self.storage.log_bytes(),
             data_bytes=_bytes_in(p for p in self.data_dir.rglob("*") if p.is_file()),
             last_fsync_seconds=self.storage.last_fsync_seconds,
+            snapshot_index=self.replica.snapshot_index,
         )
 
     def note_request(self, method: str, status: str, seconds: float) -> None:
@@ -533,6 +745,18 @@ class PaxosServer:
 
 
 T = TypeVar("T")
+
+
+def _flush_and_sync(f: Any) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _install_snapshot_file(tmp: Path, applied_index: Slot) -> None:
+    """Make a checked snapshot file the newest snapshot of this data dir (on the snapshot thread)."""
+    os.replace(tmp, tmp.parent / snapshots.file_name(applied_index))
+    snapshots.fsync_dir(tmp.parent)
+    snapshots.prune(tmp.parent)
 
 
 def _bytes_in(paths: Iterable[Path]) -> int:
@@ -653,6 +877,17 @@ class _LenientRegistrar:
                 return await stream_inner(parsed(), context)
 
             return handler._replace(request_deserializer=lenient, stream_unary=stream)
+        if handler.unary_stream is not None:
+            unary_stream_inner = handler.unary_stream
+
+            async def unary_stream(request: object, context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
+                if isinstance(request, _Malformed):
+                    refusals.note(context.peer(), "malformed request", f"{request.method}: {request.detail}")
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request.method} request")
+                async for reply in unary_stream_inner(request, context):
+                    yield reply
+
+            return handler._replace(request_deserializer=lenient, unary_stream=unary_stream)
         raise TypeError(f"{method}: no lenient form for this kind of method")
 
 
@@ -736,6 +971,31 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
         except asyncio.CancelledError:
             pass  # this server is shutting down; the peer reconnects elsewhere
         return peer_pb2.StreamSummary(received=received)
+
+    async def FetchSnapshot(
+        self, request: peer_pb2.SnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[peer_pb2.SnapshotChunk]:
+        refusal = self.s.snapshot_request_refusal(request)
+        if refusal is not None:
+            self.s.refusals.note(context.peer(), refusal, "snapshot request")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"snapshot request refused: {refusal}")
+        files = snapshots.snapshot_files(self.s.storage.snapshot_dir)
+        if not files or int(files[0].name.removesuffix(snapshots.SUFFIX)) <= request.after:
+            return  # nothing newer: an empty stream
+        loop = asyncio.get_running_loop()
+        try:
+            # Opened before it can be pruned: the open file stays readable.
+            f = await loop.run_in_executor(None, open, files[0], "rb")
+        except FileNotFoundError:
+            return
+        try:
+            while True:
+                data = await loop.run_in_executor(None, f.read, limits.SNAPSHOT_CHUNK_BYTES)
+                if not data:
+                    return
+                yield peer_pb2.SnapshotChunk(data=data)
+        finally:
+            f.close()
 
     async def SetPartition(
         self, request: peer_pb2.Partition, context: grpc.aio.ServicerContext

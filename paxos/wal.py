@@ -204,6 +204,10 @@ class Wal:
         self._promised = Ballot(0, 0)
         self._commit: Slot = 0
         self._open_accepts: dict[Slot, AcceptRecord] = {}
+        # Per segment number: the highest slot any of its records holds a
+        # value for, and its size in bytes.
+        self._max_slot: dict[int, Slot] = {}
+        self._bytes: dict[int, int] = {}
 
     @classmethod
     def open(cls, directory: Path, segment_bytes: int = SEGMENT_BYTES) -> tuple[Wal, DurableState]:
@@ -212,11 +216,41 @@ class Wal:
         state = DurableState()
         segments = wal.segments()
         for i, path in enumerate(segments):
+            wal._segment = int(path.stem)
             for record in wal._read_segment(path, last=i == len(segments) - 1):
                 state.apply(record)
                 wal._track(record)
+            wal._bytes[wal._segment] = path.stat().st_size
         wal._open_segment(segments[-1] if segments else None)
         return wal, state
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes in every segment, as synced."""
+        return sum(self._bytes.values())
+
+    def compact(self, snapshot_index: Slot) -> int:
+        """A durable snapshot holds every slot up to ``snapshot_index``: drop what only it needs.
+
+        Starts a new segment (which carries the promise, the commit index and
+        the open accepts), then deletes the oldest segments whose values are
+        all at or below ``snapshot_index``.  Call only between syncs (never
+        while one runs on another thread).  Returns the bytes freed.
+        """
+        self.sync()  # records appended and not yet synced go into the old segment
+        if self._size > self._carried:
+            self._rotate()
+        freed = 0
+        for segment in sorted(self._bytes):
+            if segment == self._segment or self._max_slot.get(segment, 0) > snapshot_index:
+                break
+            path = self.dir / f"{segment:020d}.wal"
+            path.unlink(missing_ok=True)
+            freed += self._bytes.pop(segment)
+            self._max_slot.pop(segment, None)
+        if freed:
+            _fsync_dir(self.dir)
+        return freed
 
     def segments(self) -> list[Path]:
         return sorted(self.dir.glob("*.wal"))
@@ -249,6 +283,7 @@ class Wal:
             self._segment = int(path.stem)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = os.fstat(self._fd).st_size
+        self._bytes[self._segment] = self._size
         _fsync_dir(self.dir)
 
     def _track(self, record: Record) -> None:
@@ -257,6 +292,7 @@ class Wal:
                 self._promised = max(self._promised, record.ballot)
             case AcceptRecord():
                 self._promised = max(self._promised, record.ballot)
+                self._note_slot(record.slot)
                 if record.slot > self._commit:
                     self._open_accepts[record.slot] = record
             case CommitRecord():
@@ -265,9 +301,15 @@ class Wal:
                     for slot in [s for s in self._open_accepts if s <= self._commit]:
                         del self._open_accepts[slot]
             case ChosenRecord():
-                pass  # not carried into a new segment: a chosen value can be learned again
+                # Not carried into a new segment: the segment holding it is
+                # kept until a snapshot covers its slot.
+                self._note_slot(record.slot)
             case _:
                 assert_never(record)
+
+    def _note_slot(self, slot: Slot) -> None:
+        if slot > self._max_slot.get(self._segment, 0):
+            self._max_slot[self._segment] = slot
 
     def append(self, records: Iterable[Record]) -> None:
         for record in records:
@@ -287,6 +329,7 @@ class Wal:
         _write_all(self._fd, data)
         os.fdatasync(self._fd)
         self._size += len(data)
+        self._bytes[self._segment] = self._size
         # Measured without the carried-over head, so a head larger than a
         # segment does not make every sync rotate again.
         if self._size - self._carried >= self.segment_bytes:
@@ -303,6 +346,9 @@ class Wal:
         _write_all(self._fd, data)
         os.fdatasync(self._fd)
         self._size = self._carried = len(data)
+        self._bytes[self._segment] = self._size
+        if self._open_accepts:
+            self._max_slot[self._segment] = max(self._open_accepts)
         _fsync_dir(self.dir)
 
     def close(self) -> None:

@@ -144,7 +144,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("name", "address", "role", "leader", "ballot", "commit_index", "applied_index", "version", "uptime_seconds", "log_bytes", "data_bytes", "last_fsync_seconds")
+    __slots__ = ("name", "address", "role", "leader", "ballot", "commit_index", "applied_index", "version", "uptime_seconds", "log_bytes", "data_bytes", "last_fsync_seconds", "snapshot_index")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,7 @@ class NodeStatus(_message.Message):
     LOG_BYTES_FIELD_NUMBER: _ClassVar[int]
     DATA_BYTES_FIELD_NUMBER: _ClassVar[int]
     LAST_FSYNC_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_INDEX_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     role: str
@@ -169,4 +170,5 @@ class NodeStatus(_message.Message):
     log_bytes: int
     data_bytes: int
     last_fsync_seconds: float
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., ballot: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., log_bytes: _Optional[int] = ..., data_bytes: _Optional[int] = ..., last_fsync_seconds: _Optional[float] = ...) -> None: ...
+    snapshot_index: int
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., ballot: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., log_bytes: _Optional[int] = ..., data_bytes: _Optional[int] = ..., last_fsync_seconds: _Optional[float] = ..., snapshot_index: _Optional[int] = ...) -> None: ...

@@ -117,12 +117,16 @@ class CatchupRequest(_message.Message):
     def __init__(self, from_slot: _Optional[int] = ...) -> None: ...
 
 class CatchupReply(_message.Message):
-    __slots__ = ("entries", "commit_index")
+    __slots__ = ("entries", "commit_index", "compacted", "first_slot")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    COMPACTED_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SLOT_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[Entry]
     commit_index: int
-    def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit_index: _Optional[int] = ...) -> None: ...
+    compacted: int
+    first_slot: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit_index: _Optional[int] = ..., compacted: _Optional[int] = ..., first_slot: _Optional[int] = ...) -> None: ...
 
 class PeerMessage(_message.Message):
     __slots__ = ("sender", "cluster_id", "receiver", "prepare", "promise", "accept", "accepted", "reject", "heartbeat", "heartbeat_ack", "catchup_request", "catchup_reply", "pre_vote", "pre_vote_reply")
@@ -171,3 +175,21 @@ class Partition(_message.Message):
 class PartitionAck(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ("sender", "cluster_id", "receiver", "after")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    sender: int
+    cluster_id: int
+    receiver: int
+    after: int
+    def __init__(self, sender: _Optional[int] = ..., cluster_id: _Optional[int] = ..., receiver: _Optional[int] = ..., after: _Optional[int] = ...) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...

@@ -39,6 +39,11 @@ class PeerStub:
                 request_serializer=protos_dot_peer__pb2.PeerMessage.SerializeToString,
                 response_deserializer=protos_dot_peer__pb2.StreamSummary.FromString,
                 _registered_method=True)
+        self.FetchSnapshot = channel.unary_stream(
+                '/paxoskv.peer.Peer/FetchSnapshot',
+                request_serializer=protos_dot_peer__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=protos_dot_peer__pb2.SnapshotChunk.FromString,
+                _registered_method=True)
         self.SetPartition = channel.unary_unary(
                 '/paxoskv.peer.Peer/SetPartition',
                 request_serializer=protos_dot_peer__pb2.Partition.SerializeToString,
@@ -50,6 +55,12 @@ class PeerServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Stream(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchSnapshot(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -68,6 +79,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=protos_dot_peer__pb2.PeerMessage.FromString,
                     response_serializer=protos_dot_peer__pb2.StreamSummary.SerializeToString,
+            ),
+            'FetchSnapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchSnapshot,
+                    request_deserializer=protos_dot_peer__pb2.SnapshotRequest.FromString,
+                    response_serializer=protos_dot_peer__pb2.SnapshotChunk.SerializeToString,
             ),
             'SetPartition': grpc.unary_unary_rpc_method_handler(
                     servicer.SetPartition,
@@ -102,6 +118,33 @@ class Peer:
             '/paxoskv.peer.Peer/Stream',
             protos_dot_peer__pb2.PeerMessage.SerializeToString,
             protos_dot_peer__pb2.StreamSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/paxoskv.peer.Peer/FetchSnapshot',
+            protos_dot_peer__pb2.SnapshotRequest.SerializeToString,
+            protos_dot_peer__pb2.SnapshotChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,14 +26,16 @@ def free_port() -> int:
 
 
 class InProcessCluster:
-    def __init__(self, tmp_path: Path, size: int) -> None:
+    def __init__(self, tmp_path: Path, size: int, **server_options: Any) -> None:
         ports = free_ports(2 * size)  # all distinct
         self.members = [Member(f"s{i}", "127.0.0.1", ports[i]) for i in range(size)]
         self.metrics = {m.name: f"127.0.0.1:{ports[size + i]}" for i, m in enumerate(self.members)}
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="cluster-loop", daemon=True)
         self._thread.start()
-        self.servers = {m.name: PaxosServer(self.members, m.name, tmp_path / m.name) for m in self.members}
+        self.tmp_path = tmp_path
+        self.server_options = server_options
+        self.servers = {m.name: self._server(m.name) for m in self.members}
         self.stopped: set[str] = set()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = STOP_SECONDS) -> T:
@@ -51,6 +53,17 @@ class InProcessCluster:
     def start(self) -> None:
         for member in self.members:
             self.run(self.servers[member.name].start(member.address, self.metrics[member.name]))
+
+    def _server(self, name: str) -> PaxosServer:
+        return PaxosServer(self.members, name, self.tmp_path / name, **self.server_options)
+
+    def restart(self, name: str) -> None:
+        """Start a stopped server again from its data dir, as a new process would."""
+        assert name in self.stopped, f"{name} is running"
+        member = next(m for m in self.members if m.name == name)
+        self.servers[name] = server = self.call(self._server, name)
+        self.run(server.start(member.address, self.metrics[name]))
+        self.stopped.discard(name)
 
     def stop(self, name: str) -> None:
         if name not in self.stopped:
@@ -79,8 +92,8 @@ async def _cancel_the_rest() -> None:
 
 
 @contextmanager
-def in_process_cluster(tmp_path: Path, size: int = 3) -> Iterator[InProcessCluster]:
-    cluster = InProcessCluster(tmp_path, size)
+def in_process_cluster(tmp_path: Path, size: int = 3, **server_options: Any) -> Iterator[InProcessCluster]:
+    cluster = InProcessCluster(tmp_path, size, **server_options)
     try:
         cluster.start()
         yield cluster

@@ -102,10 +102,19 @@ from paxos.messages import (
     Slot,
     Value,
 )
-from paxos.replica import Observer, Replica, WriteAnswer
-from paxos.statemachine import StateMachine
+from paxos.replica import FetchedSnapshot, Observer, Replica, WriteAnswer
+from paxos.snapshot import header_for
+from paxos.statemachine import FrozenState, StateMachine
 from protos import kv_pb2, log_pb2, peer_pb2
 from tests import lincheck
+
+
+def thaw(frozen: FrozenState | None) -> StateMachine:
+    """A new state machine from a snapshot, through the same parts a snapshot file holds."""
+    if frozen is None:
+        return StateMachine()
+    return StateMachine.restore(header_for(frozen, SIM_CLUSTER_ID, []), frozen.parts())
+
 
 # Mistakes planted in the simulated host rather than in the core.
 HOST_BUGS = frozenset({"ack_before_fsync"})  # the disk reports an fsync done before it is
@@ -164,6 +173,10 @@ class Profile:
     keys: tuple[str, ...]
     client_timeout_us: int
     think_us: int
+    # Snapshots: commands applied between two, and slots kept below one.
+    # Small, so that snapshots, compaction and transfers happen often.
+    snapshot_every: int
+    snapshot_tail: int
 
     @classmethod
     def draw(cls, rng: random.Random) -> Profile:
@@ -190,6 +203,8 @@ class Profile:
             keys=("x", "y", "z")[: rng.randint(1, 3)],
             client_timeout_us=rng.choice((2 * SECOND, 5 * SECOND, 10 * SECOND)),
             think_us=rng.choice((5 * MS, 30 * MS, 100 * MS)),
+            snapshot_every=rng.choice((3, 10, 40, 200)),
+            snapshot_tail=rng.choice((0, 2, 20)),
         )
 
 
@@ -360,6 +375,7 @@ class SimDisk:
         # which an fsync is making durable right now.
         self.pending: list[Record] = []
         self.flushing = 0
+        self.snapshot: FrozenState | None = None
 
     def append(self, records: list[Record]) -> None:
         self.pending.extend(records)
@@ -409,6 +425,31 @@ class SimDisk:
         d = self.durable
         return DurableState(d.promised, dict(d.accepted), dict(d.chosen), d.commit_index)
 
+    # Snapshots: the newest durable one, as the frozen state it was made
+    # from (frozen states never change).  Writing one takes a while; a
+    # crash before it is done leaves the older one (a torn temp file).
+
+    def log_bytes(self) -> int:
+        return 0  # snapshots here are triggered by command counts alone
+
+    def save_snapshot(self, frozen: FrozenState, done: Callable[[bool], None]) -> None:
+        sim = self.host.sim
+        when = sim.now + sim.fsync_latency() + sim.rng.randint(0, 20 * MS)
+        sim.at(when, self.host.snapshot_written, self.host.incarnation, frozen, done)
+
+    def keep_snapshot(self, frozen: FrozenState) -> None:
+        if self.snapshot is None or frozen.applied_index > self.snapshot.applied_index:
+            self.snapshot = frozen
+
+    def compact(self, snapshot_index: Slot) -> None:
+        """Drop the durable log's values the snapshot holds (a real log drops whole segments)."""
+        assert self.snapshot is not None and self.snapshot.applied_index >= snapshot_index
+        d = self.durable
+        for slot in [s for s in d.accepted if s <= snapshot_index]:
+            del d.accepted[slot]
+        for slot in [s for s in d.chosen if s <= snapshot_index]:
+            del d.chosen[slot]
+
 
 class Host(Observer):
     """One server process: the shipped ``Replica`` on a simulated disk, network and clock.
@@ -449,7 +490,7 @@ class Host(Observer):
         self.up = True
         self.incarnation += 1
         rng = random.Random(sim.rng.getrandbits(64))
-        self.store = StateMachine()
+        self.store = thaw(self.disk.snapshot)
         self.replica = Replica(
             self.id,
             range(sim.n),
@@ -462,6 +503,8 @@ class Host(Observer):
             rng=rng,
             config=sim.config,
             observer=self,
+            snapshot_every=sim.profile.snapshot_every,
+            snapshot_tail=sim.profile.snapshot_tail,
         )
         self.paused_until = 0
         self.deferred = []
@@ -539,6 +582,43 @@ class Host(Observer):
         for to, msg in messages:
             self.sim.send(self.id, to, msg)
 
+    def snapshot_written(self, incarnation: int, frozen: FrozenState, done: Callable[[bool], None]) -> None:
+        if incarnation != self.incarnation or self.defer(self.snapshot_written, incarnation, frozen, done):
+            return  # a crash while writing: the temp file is removed on restart
+        self.disk.keep_snapshot(frozen)
+        self.sim.stats["snapshots"] += 1
+        self.sim.log(self.id, "disk", f"snapshot at slot {frozen.applied_index} durable")
+        done(True)
+
+    def fetch_snapshot(self, peer: int, after: Slot, done: Callable[[FetchedSnapshot | None], None]) -> None:
+        """The peer's newest snapshot arrives in one piece after a while, or the transfer fails."""
+        sim = self.sim
+        source = sim.hosts[peer]
+        frozen = source.disk.snapshot if source.up else None
+        cut = (peer, self.id) in sim.blocked or (self.id, peer) in sim.blocked
+        lost = cut or frozen is None or sim.rng.random() < sim.loss * 5
+        when = sim.now + 4 * sim.delay() + sim.rng.randint(0, 50 * MS)
+        if lost and sim.rng.random() < 0.5:
+            when = sim.now + round(limits.SNAPSHOT_CHUNK_SECONDS * SECOND)  # hung, then timed out
+        sim.at(when, self.snapshot_arrived, self.incarnation, None if lost else frozen, after, done)
+
+    def snapshot_arrived(
+        self,
+        incarnation: int,
+        frozen: FrozenState | None,
+        after: Slot,
+        done: Callable[[FetchedSnapshot | None], None],
+    ) -> None:
+        if incarnation != self.incarnation or self.defer(self.snapshot_arrived, incarnation, frozen, after, done):
+            return  # crashed mid-transfer: nothing was installed
+        if frozen is None or frozen.applied_index <= after:
+            done(None)
+            return
+        self.disk.keep_snapshot(frozen)  # durable before the replica hears of it
+        self.sim.stats["snapshot_installs"] += 1
+        self.sim.log(self.id, "disk", f"installed a peer's snapshot at slot {frozen.applied_index}")
+        done(FetchedSnapshot(frozen.applied_index, thaw(frozen)))
+
     def receive(self, msg: Message) -> None:
         assert self.replica is not None
         self.replica.receive(msg)
@@ -554,6 +634,10 @@ class Host(Observer):
 
     def applying(self, slot: Slot, value: Value) -> None:
         self.sim.learn(self.id, slot, value)
+
+    def snapshot_installed(self, index: Slot, peer: int) -> None:
+        assert self.replica is not None
+        self.store = self.replica.store
 
     def refused(self, msg: Message, reason: str) -> None:
         if self.forged_refusal is not None:
@@ -998,6 +1082,8 @@ class Simulation:
                 "partitions",
                 "pauses",
                 "refused",
+                "snapshots",
+                "snapshot_installs",
                 "forged",
                 "forged_refused",
                 "ops_ok",

@@ -1,0 +1,115 @@
+"""Snapshots and compaction on real servers: catch-up by snapshot, restart from one, retries across one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from client.kv import KVClient
+from paxos import snapshot
+from paxos.server import SNAPSHOT_DIR, DataDirError, PaxosServer
+from protos import kv_pb2, kv_pb2_grpc
+from tests.inprocess import InProcessCluster, in_process_cluster
+from tests.polling import wait_until
+
+EVERY = 40  # commands between snapshots
+TAIL = 3  # slots kept below a snapshot
+
+
+def _leader(cluster: InProcessCluster) -> str:
+    return wait_until(cluster.leader, "a leader")
+
+
+def _write_many(kv: KVClient, n: int, prefix: str) -> None:
+    for i in range(n):
+        kv.set(f"{prefix}{i % 25}", f"{prefix}-{i}")
+
+
+def _snapshot_index(cluster: InProcessCluster, name: str) -> int:
+    server = cluster.servers[name]
+    return int(cluster.call(lambda: server.replica.snapshot_index))
+
+
+def _raw_write(address: str, command: kv_pb2.Command) -> kv_pb2.WriteReply:
+    with grpc.insecure_channel(address) as channel:
+        reply: kv_pb2.WriteReply = kv_pb2_grpc.KVStub(channel).Write(kv_pb2.WriteRequest(command=command), timeout=10)
+        return reply
+
+
+def test_a_follower_down_while_the_others_compact_catches_up_by_snapshot(tmp_path: Path) -> None:
+    with in_process_cluster(tmp_path, 3, snapshot_every=EVERY, snapshot_tail=TAIL) as cluster:
+        leader = _leader(cluster)
+        follower = next(m.name for m in cluster.members if m.name != leader)
+        with KVClient(cluster.members, timeout=10) as kv:
+            kv.set("before", "1")
+            cluster.stop(follower)
+            _write_many(kv, 6 * EVERY, "k")
+            # The others compacted past everything the follower has.
+            for name in cluster.servers:
+                if name != follower:
+                    wait_until(lambda n=name: _snapshot_index(cluster, n) > 4 * EVERY, f"{name} to snapshot")
+            log_sizes = {n: cluster.call(cluster.servers[n].storage.log_bytes) for n in cluster.servers}
+            cluster.restart(follower)
+            server = cluster.servers[follower]
+            wait_until(
+                lambda: cluster.call(lambda: server.snapshots_installed) >= 1, "the follower to install a snapshot"
+            )
+            kv.set("after", "2")
+            leader_applied = cluster.call(lambda: cluster.servers[leader].store.applied_index)
+            wait_until(
+                lambda: cluster.call(lambda: server.store.applied_index) >= leader_applied,
+                "the follower to catch up on the log after the snapshot",
+            )
+            data = cluster.call(lambda: dict(server.store.data))
+            assert data == cluster.call(lambda: dict(cluster.servers[leader].store.data))
+            assert data["before"] == "1" and data["after"] == "2" and data["k0"].startswith("k-")
+            # Its snapshot dir holds what it installed.
+            files = snapshot.snapshot_files(tmp_path / follower / SNAPSHOT_DIR)
+            assert files and snapshot.verify(files[0]).applied_index > 4 * EVERY
+        # The log stayed small: whole segments below a snapshot are gone.
+        assert max(log_sizes.values()) < 200_000, log_sizes
+
+
+def test_a_server_restarts_from_its_snapshot_and_a_retried_write_applies_once(tmp_path: Path) -> None:
+    with in_process_cluster(tmp_path, 3, snapshot_every=EVERY, snapshot_tail=TAIL) as cluster:
+        leader = _leader(cluster)
+        address = next(m.address for m in cluster.members if m.name == leader)
+        first = kv_pb2.Command(client_id="retrier", seq=0, first_unacked=0)
+        first.set.key, first.set.value = "counter", "first"
+        assert _raw_write(address, first).status == kv_pb2.OK
+        with KVClient(cluster.members, timeout=10) as kv:
+            kv.set("counter", "second")  # the retry below must not overwrite this
+            _write_many(kv, 3 * EVERY, "k")
+            wait_until(lambda: _snapshot_index(cluster, leader) > 2 * EVERY, "a snapshot past the first write")
+            for name in list(cluster.servers):
+                cluster.stop(name)
+            for name in list(cluster.servers):
+                cluster.restart(name)
+            leader = _leader(cluster)
+            address = next(m.address for m in cluster.members if m.name == leader)
+            # Every server came back from its snapshot (its state starts there).
+            assert all(_snapshot_index(cluster, n) > 2 * EVERY for n in cluster.servers)
+            retry = _raw_write(address, first)
+            assert retry.status == kv_pb2.OK
+            assert kv.get("counter") == "second"
+            assert kv.get("k1") is not None
+
+
+def test_a_damaged_newest_snapshot_falls_back_or_stops_naming_the_file(tmp_path: Path) -> None:
+    with in_process_cluster(tmp_path, 3, snapshot_every=EVERY, snapshot_tail=TAIL) as cluster:
+        _leader(cluster)
+        with KVClient(cluster.members, timeout=10) as kv:
+            _write_many(kv, 5 * EVERY, "k")
+        members = cluster.members
+        name = members[0].name
+        wait_until(lambda: len(snapshot.snapshot_files(tmp_path / name / SNAPSHOT_DIR)) == 2, "two snapshots")
+    newest, older = snapshot.snapshot_files(tmp_path / name / SNAPSHOT_DIR)
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    # The log was compacted up to the newest snapshot, so it does not reach
+    # down to the older one: the server refuses to start, naming the file.
+    with pytest.raises(DataDirError, match=newest.name):
+        PaxosServer(members, name, tmp_path / name)
