@@ -93,7 +93,8 @@ PLANTABLE_BUGS = frozenset(
         "skip_reproposal",  # new leader fills every open slot with a no-op
         "unconfirmed_read",  # leader answers reads without a quorum round
         "compact_above_commit",  # compaction trusts the leader's commit index, not its own
-        "snapshot_without_sessions",  # the host's snapshots leave out the exactly-once session table
+        "snapshot_without_sessions",  # the replica's snapshots leave out the exactly-once session table
+        "install_older_snapshot",  # the replica installs a fetched snapshot older than its applied index
     }
 )
 
@@ -383,7 +384,12 @@ class Node:
         told to fetch a snapshot.
         """
         if "compact_above_commit" in self.config.planted_bugs:
-            upto = max(upto, self._leader_commit_hint)  # forgets values it has not learned are chosen
+            # Forgets accepted values above the commit index, as if a
+            # snapshot held them: a promise no longer reports them.
+            above = max(upto, self._leader_commit_hint, max(self.accepted, default=0))
+            for slot in [s for s in self.accepted if s <= above]:
+                del self.accepted[slot]
+            upto = min(upto, self._emitted_index)
         elif upto > self._emitted_index:
             raise HostContractError(f"compact({upto}) above the applied index {self._emitted_index}")
         if upto <= self.compacted:

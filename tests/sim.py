@@ -109,6 +109,11 @@ from protos import kv_pb2, log_pb2, peer_pb2
 from tests import lincheck
 
 
+# How often a snapshot transfer delivers the source's older snapshot rather
+# than its newest, as a confused or hostile peer might.
+STALE_SNAPSHOT = 0.2
+
+
 def thaw(frozen: FrozenState | None) -> StateMachine:
     """A new state machine from a snapshot, through the same parts a snapshot file holds."""
     if frozen is None:
@@ -376,6 +381,7 @@ class SimDisk:
         self.pending: list[Record] = []
         self.flushing = 0
         self.snapshot: FrozenState | None = None
+        self.previous_snapshot: FrozenState | None = None  # a server keeps more than one
 
     def append(self, records: list[Record]) -> None:
         self.pending.extend(records)
@@ -439,7 +445,7 @@ class SimDisk:
 
     def keep_snapshot(self, frozen: FrozenState) -> None:
         if self.snapshot is None or frozen.applied_index > self.snapshot.applied_index:
-            self.snapshot = frozen
+            self.previous_snapshot, self.snapshot = self.snapshot, frozen
 
     def compact(self, snapshot_index: Slot) -> None:
         """Drop the durable log's values the snapshot holds (a real log drops whole segments)."""
@@ -595,6 +601,8 @@ class Host(Observer):
         sim = self.sim
         source = sim.hosts[peer]
         frozen = source.disk.snapshot if source.up else None
+        if frozen is not None and source.disk.previous_snapshot is not None and sim.rng.random() < STALE_SNAPSHOT:
+            frozen = source.disk.previous_snapshot  # a stale copy: the replica must not go back to it
         cut = (peer, self.id) in sim.blocked or (self.id, peer) in sim.blocked
         lost = cut or frozen is None or sim.rng.random() < sim.loss * 5
         when = sim.now + 4 * sim.delay() + sim.rng.randint(0, 50 * MS)

@@ -61,6 +61,7 @@ MESSAGES: list[Message] = [
     CatchupRequest(3, BIG),
     CatchupReply(0, 4, ((b"a",), NOOP, (b"b", b"c")), 6),
     CatchupReply(0, 7, (), 6),  # nothing new to send: first_slot is commit_index + 1
+    CatchupReply(0, 2, (), 9, 5),  # compacted: fetch the snapshot
 ]
 
 RECEIVER = PeerCodec(CLUSTER_ID, ME, MEMBERS)
@@ -94,12 +95,17 @@ def test_every_message_kind_is_covered() -> None:
     assert {encode(m).WhichOneof("body") for m in MESSAGES} == bodies
 
 
-def test_empty_catchup_reply_keeps_its_meaning() -> None:
-    # An empty reply has no entry to carry its first slot; only the values
-    # and the commit index matter to the receiver.
+def test_empty_catchup_reply_keeps_its_first_slot() -> None:
+    # The receiver matches a reply to its request by the first slot.
     decoded = over_the_wire(CatchupReply(0, 3, (), 6))
     assert isinstance(decoded, CatchupReply)
-    assert (decoded.values, decoded.commit_index) == ((), 6)
+    assert (decoded.first_slot, decoded.values, decoded.commit_index) == (3, (), 6)
+
+
+def test_catchup_entries_must_start_at_the_first_slot() -> None:
+    raw = _raw(catchup_reply=pb.CatchupReply(entries=[pb.Entry(slot=4)], commit_index=9, first_slot=3))
+    with pytest.raises(DecodeError, match="not consecutive"):
+        decode(raw)
 
 
 # ---------------------------------------------------------------- malformed

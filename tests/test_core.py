@@ -639,6 +639,97 @@ def test_catch_up_request_is_retransmitted_when_lost() -> None:
     assert net.traces[2].committed == slots((b"a",))
 
 
+# ------------------------------------------------------- snapshots
+
+
+def _lagging_follower_meets_compaction() -> Net:
+    """Node 2 is cut off while the leader commits five slots and compacts four."""
+    net = Net(3)
+    net.elect(0)
+    net.isolate(2)
+    net.commit(0, b"a", b"b", b"c", b"d", b"e")
+    net.nodes[0].compact(4)
+    net.nodes[1].compact(4)
+    net.heal()
+    return net
+
+
+def test_a_peer_asking_for_compacted_slots_is_told_to_fetch_a_snapshot() -> None:
+    net = _lagging_follower_meets_compaction()
+    net.heartbeat(0)
+    replies = [m for _, dst, m in net.delivered if isinstance(m, CatchupReply) and dst == 2]
+    assert [(m.first_slot, m.values, m.compacted) for m in replies] == [(1, (), 4)]
+    wanted = [r.snapshot_wanted for r in net.traces[2].readies if r.snapshot_wanted is not None]
+    assert wanted == [0]
+    # While the host fetches, no more catch-up requests go out.
+    net.delivered.clear()
+    for _ in range(3 * FIXED.retransmit_ticks):
+        net.tick(2)
+    net.deliver()
+    assert not [m for src, _, m in net.delivered if isinstance(m, CatchupRequest) and src == 2]
+    # The snapshot is installed: the log after it comes by catch-up.
+    net.nodes[2].install_snapshot(4)
+    net.collect(2)
+    net.deliver()
+    assert net.nodes[2].commit_index == 5
+    assert net.traces[2].committed == [(5, (b"e",))]
+    assert CommitRecord(4) in net.traces[2].records
+
+
+def test_a_failed_snapshot_fetch_resumes_catch_up() -> None:
+    net = _lagging_follower_meets_compaction()
+    net.heartbeat(0)
+    net.nodes[2].snapshot_failed()
+    net.collect(2)
+    requests = [m for _, _, m in net.queue if isinstance(m, CatchupRequest)]
+    assert [m.from_slot for m in requests] == [1]
+
+
+def test_compaction_and_install_respect_the_applied_index() -> None:
+    net = Net(3)
+    net.elect(0)
+    net.commit(0, b"a", b"b")
+    leader = net.nodes[0]
+    with pytest.raises(HostContractError, match="compact"):
+        leader.compact(leader.commit_index + 1)
+    leader.compact(1)
+    assert 1 not in leader.chosen and 2 in leader.chosen and leader.compacted == 1
+    with pytest.raises(HostContractError, match="install_snapshot"):
+        leader.install_snapshot(2)
+
+
+def test_a_node_restarts_on_top_of_its_snapshot() -> None:
+    net = Net(3)
+    net.elect(0)
+    net.commit(0, b"a", b"b", b"c")
+    durable = net.traces[1].durable()
+    del durable.accepted[1], durable.accepted[2]  # the log was compacted below the snapshot
+    node = Node(1, range(3), random.Random(5), FIXED, durable, snapshot_index=2)
+    assert node.commit_index == 3 and node.compacted == 2
+    assert take(node).committed == [(3, (b"c",))]
+
+
+@pytest.mark.parametrize(
+    ("values", "compacted", "commit_index", "reason"),
+    [
+        (((b"x",),), 4, 5, "with values and a compacted log"),
+        ((), 9, 5, "compacted outside what was asked"),
+    ],
+)
+def test_bad_compacted_catch_up_replies_are_refused(
+    values: tuple[Value, ...], compacted: int, commit_index: int, reason: str
+) -> None:
+    net = _lagging_follower_meets_compaction()
+    net.tick(0, FIXED.heartbeat_ticks)
+    net.deliver(keep=lambda env: not isinstance(env[2], CatchupReply))
+    follower = net.nodes[2]
+    asked = [m for _, _, m in net.delivered if isinstance(m, CatchupRequest)]
+    assert asked
+    refused = follower.receive(CatchupReply(0, asked[-1].from_slot, values, commit_index, compacted))
+    assert refused is not None and reason in refused
+    assert follower.commit_index == 0
+
+
 # ---------------------------------------------------------------- restart
 
 

@@ -105,11 +105,42 @@ def test_a_damaged_newest_snapshot_falls_back_or_stops_naming_the_file(tmp_path:
         members = cluster.members
         name = members[0].name
         wait_until(lambda: len(snapshot.snapshot_files(tmp_path / name / SNAPSHOT_DIR)) == 2, "two snapshots")
-    newest, older = snapshot.snapshot_files(tmp_path / name / SNAPSHOT_DIR)
-    data = bytearray(newest.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    newest.write_bytes(bytes(data))
-    # The log was compacted up to the newest snapshot, so it does not reach
-    # down to the older one: the server refuses to start, naming the file.
+    directory = tmp_path / name / SNAPSHOT_DIR
+    newest = snapshot.snapshot_files(directory)[0]
+    newest_index = snapshot.verify(newest).applied_index
+    expected = _load_data(members, name, tmp_path)
+
+    # A damaged snapshot newer than any slot the log has lost (as a crash
+    # after writing it and before compacting would leave, had it then been
+    # damaged): the server falls back to the good one and replays the log.
+    damaged_extra = directory / snapshot.file_name(newest_index + 1)
+    damaged_extra.write_bytes(_damaged(newest.read_bytes()))
+    assert _load_data(members, name, tmp_path) == expected
+
+    # The newest is damaged and the log was compacted up to it, so it does
+    # not reach down to the older one: the server refuses to start, naming
+    # the file (python -m paxos exits 4 on this error).
+    damaged_extra.unlink()
+    newest.write_bytes(_damaged(newest.read_bytes()))
     with pytest.raises(DataDirError, match=newest.name):
         PaxosServer(members, name, tmp_path / name)
+
+
+def _damaged(data: bytes) -> bytes:
+    flipped = bytearray(data)
+    flipped[len(flipped) // 2] ^= 0xFF
+    return bytes(flipped)
+
+
+def _load_data(members: list, name: str, tmp_path: Path) -> dict[str, str]:  # type: ignore[type-arg]
+    server = PaxosServer(members, name, tmp_path / name)
+    try:
+        # What it will apply once running: the snapshot plus the log's chosen slots.
+        core = server.core
+        store = server.store
+        for slot in range(store.applied_index + 1, core.commit_index + 1):
+            store.apply(slot, core.chosen[slot])
+        return dict(store.data)
+    finally:
+        server.storage.close()
+        server._data_dir_lock.release()

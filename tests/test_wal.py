@@ -366,3 +366,52 @@ def test_node_recovered_from_the_reopened_log_matches(tmp_path: Path, node: int,
     assert {s: original.chosen[s] for s in range(1, 6)} == {s: recovered.chosen[s] for s in range(1, 6)}
     if node == 0:
         assert recovered.accepted == {6: (original.ballot, (b"open",))}
+
+
+# ------------------------------------------------------------ compaction
+
+
+def _chosen_log(slots: int) -> list[list[Record]]:
+    """One bundle per slot: accept it, then learn it is chosen."""
+    return [[AcceptRecord(s, Ballot(1, 1), (f"c{s}".encode(),)), CommitRecord(s)] for s in range(1, slots + 1)]
+
+
+@pytest.mark.parametrize("snapshot_index", [0, 1, 57, 99, 120])
+def test_compaction_drops_only_segments_a_snapshot_covers(tmp_path: Path, snapshot_index: int) -> None:
+    write_log(tmp_path, _chosen_log(120), segment_bytes=300)
+    wal, _ = Wal.open(tmp_path, 300)
+    before = len(wal.segments())
+    freed = wal.compact(snapshot_index)
+    wal.append([AcceptRecord(121, Ballot(1, 1), (b"open",))])
+    wal.sync()
+    wal.close()
+    assert (freed > 0) == (len(wal.segments()) < before + 1)
+    _, state = Wal.open(tmp_path)
+    assert state.commit_index == 120
+    assert state.accepted[121] == (Ballot(1, 1), (b"open",))
+    # Every slot above the snapshot is still there, with its value.
+    for slot in range(snapshot_index + 1, 121):
+        assert state.accepted[slot][1] == (f"c{slot}".encode(),), slot
+    node = Node(1, [1, 2, 3], random.Random(1), FIXED, durable=state, snapshot_index=snapshot_index)
+    assert node.commit_index == 120 and min(node.chosen, default=121) == snapshot_index + 1
+    if snapshot_index >= 57:
+        assert freed > 0  # whole segments below the snapshot went away
+
+
+def test_after_compaction_an_older_snapshot_does_not_meet_the_log(tmp_path: Path) -> None:
+    write_log(tmp_path, _chosen_log(120), segment_bytes=300)
+    wal, _ = Wal.open(tmp_path, 300)
+    wal.compact(99)
+    wal.close()
+    _, state = Wal.open(tmp_path)
+    with pytest.raises(ValueError, match="holds no value"):
+        Node(1, [1, 2, 3], random.Random(1), FIXED, durable=state, snapshot_index=50)
+
+
+def test_total_bytes_counts_every_segment(tmp_path: Path) -> None:
+    write_log(tmp_path, _chosen_log(60), segment_bytes=300)
+    wal, _ = Wal.open(tmp_path, 300)
+    assert wal.total_bytes == sum(p.stat().st_size for p in wal.segments())
+    wal.compact(60)
+    assert wal.total_bytes == sum(p.stat().st_size for p in wal.segments())
+    wal.close()
