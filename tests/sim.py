@@ -108,7 +108,6 @@ from paxos.statemachine import FrozenState, StateMachine
 from protos import kv_pb2, log_pb2, peer_pb2
 from tests import lincheck
 
-
 # How often a snapshot transfer delivers the source's older snapshot rather
 # than its newest, as a confused or hostile peer might.
 STALE_SNAPSHOT = 0.2
