@@ -58,6 +58,7 @@ class KV(Protocol):
     def delete(self, key: str) -> bool: ...
     def status(self) -> Sequence[Mapping[str, object]]: ...
     def iset(self, image: str, metadata: str) -> str: ...
+    def backup(self, path: str, progress: Callable[[int, int], None] | None = None) -> int: ...
     def inearest(
         self, image: str, limit: int = 5, max_distance: int | None = None, consistency: str = "linearizable"
     ) -> list[ImageMatch]: ...
@@ -205,6 +206,26 @@ def _status(s: Session, args: list[str]) -> int:
     return EXIT_OK
 
 
+def _backup(s: Session, args: list[str]) -> int:
+    path = args[0]
+    if s.err.isatty():
+        from tqdm import tqdm  # only for a person watching
+
+        with tqdm(total=0, unit="B", unit_scale=True, desc="backup", file=s.err, leave=False) as bar:
+
+            def progress(done: int, estimate: int) -> None:
+                bar.total = max(bar.total or 0, estimate)
+                bar.update(done - bar.n)
+
+            index = s.kv.backup(path, progress)
+    else:
+        index = s.kv.backup(path)
+    size = Path(path).stat().st_size
+    print(f"{index}", file=s.out, flush=True)
+    s.say(f"backup of every slot up to {index} written to {path} ({size} bytes)")
+    return EXIT_OK
+
+
 def _iset(s: Session, args: list[str]) -> int:
     from client.images import ImageError  # numpy and friends load only for image commands
 
@@ -312,6 +333,15 @@ COMMANDS: dict[str, Command] = {
             _iget,
             1,
             3,
+        ),
+        Command(
+            "backup",
+            "backup <file>",
+            "write a consistent snapshot of the whole cluster to file; prints the slot it covers "
+            "(restore with: python -m paxos restore FILE -h HOSTFILE -n NAME --data-dir DIR)",
+            _backup,
+            1,
+            1,
         ),
         Command("help", "help [command]", "list the commands, or explain one", _help, 0, 1),
         Command("quit", "quit", "leave the prompt (also: exit, Ctrl-D; Ctrl-C only cancels the line)", _quit),

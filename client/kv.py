@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +32,7 @@ from client.retry import (
     UnknownOutcome,
     outcome_of_status,
 )
+from paxos import snapshotfile
 from paxos.hostfile import Member, parse_hostfile
 from paxos.limits import (
     DEFAULT_MAX_VALUE_BYTES,
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 __all__ = ["ImageMatch", "InvalidRequest", "KVClient", "KVError", "Unavailable", "UnknownOutcome"]
 
 STATUS_SECONDS = 1.0
+# A backup streams the whole state: it may take minutes for a large store.
+BACKUP_SECONDS = 600.0
 
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -301,6 +304,61 @@ class KVClient:
             session.next_seq += 1
             session.open.add(seq)
             return session, seq
+
+    def backup(
+        self,
+        path: str | Path,
+        progress: Callable[[int, int], None] | None = None,
+        timeout: float = BACKUP_SECONDS,
+    ) -> int:
+        """Write a consistent snapshot of the cluster to ``path``; the slot it covers.
+
+        The leader takes it at a linearizable point: it holds every write
+        acknowledged before the call.  ``progress(bytes_so_far, estimate)``
+        is called as data arrives.  The file appears whole or not at all,
+        and is checked before it does; ``timeout`` bounds the transfer.
+        """
+        target = Path(path)
+        if target.is_dir():
+            raise InvalidRequest(f"{target} is a directory; name the backup file")
+        if not target.parent.is_dir():
+            raise InvalidRequest(f"{target.parent} does not exist")
+        opened: list[Iterator[kv_pb2.BackupChunk]] = []
+
+        def call(stub: kv_pb2_grpc.KVStub, attempt_timeout: float) -> kv_pb2.BackupChunk:
+            replies = stub.Backup(kv_pb2.BackupRequest(), timeout=timeout)
+            # Only the first message must come within the attempt's time.
+            timer = threading.Timer(attempt_timeout, replies.cancel)
+            timer.start()
+            try:
+                first: kv_pb2.BackupChunk = next(replies)
+            except StopIteration:
+                return kv_pb2.BackupChunk(status=kv_pb2.UNAVAILABLE, error="the server sent no backup")
+            finally:
+                timer.cancel()
+            opened[:] = [replies]
+            return first
+
+        first = self._retry(call, is_write=False)
+        received = 0
+
+        def chunks() -> Iterator[bytes]:
+            nonlocal received
+            for chunk in opened[0]:
+                received += len(chunk.data)
+                if progress is not None:
+                    progress(received, max(first.estimated_bytes, received))
+                yield chunk.data
+
+        try:
+            snapshotfile.write_atomically(target.parent, target.name, chunks(), check=snapshotfile.verify)
+        except grpc.RpcError as err:
+            raise KVError(
+                f"the backup was cut off after {received} bytes: {_describe(err)}; nothing was written"
+            ) from None
+        except snapshotfile.SnapshotError as exc:
+            raise KVError(f"the backup received does not check out ({exc}); nothing was written") from None
+        return int(first.applied_index)
 
     def _retry(self, call: Callable[[kv_pb2_grpc.KVStub, float], R], is_write: bool, any_server: bool = False) -> R:
         """Run ``call`` against the servers as ``client.retry`` decides, until it succeeds or time is up."""

@@ -6,14 +6,16 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
 
-from paxos import limits, logformat
+from paxos import limits, logformat, snapshot
+from paxos.datadir import LOCK_FILE, lock_data_dir
 from paxos.hostfile import HostfileError, find_member, parse_hostfile
-from paxos.server import DataDirError, PaxosServer
+from paxos.server import SNAPSHOT_DIR, DataDirError, PaxosServer, check_data_dir
 from paxos.wal import WalCorruption
 
 EXIT_USAGE = 2
@@ -38,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             f"Example: {prog} -h hostfile.txt -n container0\n"
             "Exit codes: 0 stopped cleanly, 1 internal error (see the log), 2 bad usage, hostfile or address, "
-            "4 data directory refused, in use by another server, or its log is damaged.\n"
+            "4 data directory refused, in use by another server, or its log or snapshots are damaged.\n"
+            f"To seed a new server's data dir from a backup: {prog} restore FILE -h HOSTFILE -n NAME --data-dir DIR "
+            f"(see {prog} restore --help).\n"
             "Runs on uvloop when it is installed; PAXOSKV_UVLOOP=0 selects the standard asyncio loop."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -138,8 +142,91 @@ def _run(main: Coroutine[None, None, int]) -> int:
     return asyncio.run(main)
 
 
+def build_restore_parser() -> argparse.ArgumentParser:
+    prog = f"{_prog_name()} restore"
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        add_help=False,
+        description=(
+            "Seed a new server's data dir from a backup (python -m client backup FILE). Restore the same "
+            "backup for every server named in the hostfile, then start them: they form a new cluster "
+            "holding the backup's data, client sessions included. A server left out starts empty and "
+            "fetches the state from the others."
+        ),
+        epilog=(
+            f"Example: {prog} backup.snap -h hostfile.txt -n container0 --data-dir data/container0\n"
+            "Exit codes: 0 restored, 2 bad usage, hostfile or missing file, 4 damaged backup, backup of "
+            "another format, or a data dir that is not empty (nothing is changed)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--help", action="help", help="show this help and exit")
+    parser.add_argument("file", type=Path, metavar="FILE", help="the backup file")
+    parser.add_argument("-h", "--hostfile", required=True, metavar="HOSTFILE", help="the new cluster's hostfile")
+    parser.add_argument("-n", "--name", required=True, metavar="NAME", help="this server's name in the hostfile")
+    parser.add_argument("--data-dir", type=Path, metavar="DIR", help="the data dir to create (default ./data/NAME)")
+    return parser
+
+
+def restore(argv: list[str]) -> int:
+    opts = build_restore_parser().parse_args(argv)
+    try:
+        members = parse_hostfile(opts.hostfile)
+        find_member(members, opts.name, opts.hostfile)
+    except HostfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not opts.file.is_file():
+        print(f"error: {opts.file}: no such backup file", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        info, _ = snapshot.load(opts.file)  # every frame checked, and the state decodes
+    except snapshot.SnapshotError as exc:
+        print(f"error: {exc}; nothing was restored", file=sys.stderr)
+        return EXIT_DATA
+    data_dir: Path = opts.data_dir or Path("data") / opts.name
+    existed = data_dir.exists()
+    if existed and any(p.name != LOCK_FILE for p in data_dir.iterdir()):
+        print(
+            f"error: {data_dir} is not empty; a restore seeds a new server's data dir (move it away first)",
+            file=sys.stderr,
+        )
+        return EXIT_DATA
+    try:
+        lock = lock_data_dir(data_dir)
+    except DataDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DATA
+    try:
+        identity = check_data_dir(data_dir, opts.name, members)
+        ids = identity.ids
+        new_members = [snapshot.SnapshotMember(ids[m.name], m.name, m.address) for m in members]
+        snapshot.rewrite_for_cluster(opts.file, data_dir / SNAPSHOT_DIR, identity.cluster_id, new_members)
+    except BaseException:
+        # Leave the data dir as it was: empty, or not there at all.
+        for child in list(data_dir.iterdir()):
+            if child.is_dir():
+                shutil.rmtree(child)
+            elif child.name != LOCK_FILE:
+                child.unlink()
+        lock.release()
+        if not existed:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+    lock.release()
+    print(
+        f"restored every slot up to {info.applied_index} into {data_dir} for {opts.name}; "
+        f"start it with: {_prog_name()} -h {opts.hostfile} -n {opts.name} --data-dir {data_dir}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    opts = build_parser().parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["restore"]:
+        logging.basicConfig(level=logging.WARNING)
+        return restore(args[1:])
+    opts = build_parser().parse_args(args)
     logformat.configure(opts.log_level, opts.log_format, opts.name)
     try:
         members = parse_hostfile(opts.hostfile)

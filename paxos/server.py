@@ -22,7 +22,7 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -952,9 +952,53 @@ class _KVService(kv_pb2_grpc.KVServicer):
         matches = [kv_pb2.ImageMatch(hash=m.hash, distance=m.distance, metadata=m.metadata) for m in found]
         return kv_pb2.ImageGetReply(status=kv_pb2.OK, matches=matches)
 
+    async def Backup(
+        self, request: kv_pb2.BackupRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[kv_pb2.BackupChunk]:
+        started = time.monotonic()
+        status = "OK"
+        async for chunk in backup_chunks(self.s, _deadline(context)):
+            if chunk.status != kv_pb2.OK:
+                status = _STATUS_NAMES.get(chunk.status, str(chunk.status))
+            yield chunk
+        self.s.note_request("Backup", status, time.monotonic() - started)
+
     @_measured
     async def Status(self, request: kv_pb2.StatusRequest, context: grpc.aio.ServicerContext) -> kv_pb2.NodeStatus:
         return self.s.status()
+
+
+async def backup_chunks(server: PaxosServer, deadline: float) -> AsyncIterator[kv_pb2.BackupChunk]:
+    """A backup of ``server``'s state at a linearizable point, as BackupChunk messages."""
+    status = await server.linearizable_read(deadline)
+    if status != kv_pb2.OK:
+        yield kv_pb2.BackupChunk(status=status, leader_hint=server.leader_hint())
+        return
+    # No await since the read was confirmed: the state frozen now holds every
+    # write acknowledged before the request came, so the backup is linearizable.
+    frozen = server.store.freeze()
+    cluster_id, members = server._snapshot_header()
+    frames = snapshots.encode_frames(snapshots.header_for(frozen, cluster_id, members), frozen.parts())
+    estimate = server.storage.last_snapshot_bytes or len(frozen.data) * 64
+    yield kv_pb2.BackupChunk(status=kv_pb2.OK, applied_index=frozen.applied_index, estimated_bytes=estimate)
+    loop = asyncio.get_running_loop()
+    while True:
+        # Encoding runs on a thread, a chunk at a time, so memory stays bounded.
+        data = await loop.run_in_executor(None, _next_chunk, frames)
+        if not data:
+            return
+        yield kv_pb2.BackupChunk(data=data)
+
+
+def _next_chunk(frames: Iterator[bytes]) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    for frame in frames:
+        parts.append(frame)
+        size += len(frame)
+        if size >= limits.SNAPSHOT_CHUNK_BYTES:
+            break
+    return b"".join(parts)
 
 
 class _PeerService(peer_pb2_grpc.PeerServicer):

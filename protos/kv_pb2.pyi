@@ -172,3 +172,23 @@ class NodeStatus(_message.Message):
     last_fsync_seconds: float
     snapshot_index: int
     def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., ballot: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., log_bytes: _Optional[int] = ..., data_bytes: _Optional[int] = ..., last_fsync_seconds: _Optional[float] = ..., snapshot_index: _Optional[int] = ...) -> None: ...
+
+class BackupRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BackupChunk(_message.Message):
+    __slots__ = ("status", "leader_hint", "error", "applied_index", "estimated_bytes", "data")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_HINT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    leader_hint: str
+    error: str
+    applied_index: int
+    estimated_bytes: int
+    data: bytes
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., leader_hint: _Optional[str] = ..., error: _Optional[str] = ..., applied_index: _Optional[int] = ..., estimated_bytes: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...

@@ -26,9 +26,10 @@ def free_port() -> int:
 
 
 class InProcessCluster:
-    def __init__(self, tmp_path: Path, size: int, **server_options: Any) -> None:
+    def __init__(self, tmp_path: Path, size: int, members: list[Member] | None = None, **server_options: Any) -> None:
+        """``members``: the servers' names and addresses (default: s0, s1, ... on free ports)."""
         ports = free_ports(2 * size)  # all distinct
-        self.members = [Member(f"s{i}", "127.0.0.1", ports[i]) for i in range(size)]
+        self.members = members or [Member(f"s{i}", "127.0.0.1", ports[i]) for i in range(size)]
         self.metrics = {m.name: f"127.0.0.1:{ports[size + i]}" for i, m in enumerate(self.members)}
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="cluster-loop", daemon=True)

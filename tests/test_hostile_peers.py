@@ -34,6 +34,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     with LocalCluster(tmp_path / "cluster", nodes=5) as c:
+        # Every server, not just a quorum: the forger speaks to each of them.
+        c.wait_for_nodes(timeout=60)
         c.wait_for_leader(timeout=60)
         yield c
 

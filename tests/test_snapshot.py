@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -166,17 +167,23 @@ def test_a_crash_while_writing_leaves_no_snapshot_and_its_leftover_is_removed(tm
     apply(cmd("c", 0, set=("k", "v")))
     good = write(tmp_path, apply.sm)
     apply(cmd("c", 1, set=("k", "w")))
+    whole = b"".join(snapshot.encode_frames(snapshot.header_for(apply.sm.freeze(), 7, []), apply.sm.freeze().parts()))
+    # The process died after writing part of the temporary file.
+    torn = tmp_path / (snapshot.file_name(2) + ".tmp")
+    torn.write_bytes(whole[: len(whole) // 2])
+    assert snapshot.snapshot_files(tmp_path) == [good]
+    snapshot.remove_leftovers(tmp_path)
+    assert not torn.exists()
 
-    def torn() -> object:
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    def failing() -> Iterator[bytes]:
         yield b"paxoskv-snapshot"
         raise OSError("disk gone")
 
     with pytest.raises(OSError):
-        snapshot.write_atomically(tmp_path, snapshot.file_name(2), torn())  # type: ignore[arg-type]
-    assert snapshot.snapshot_files(tmp_path) == [good]
-    assert list(tmp_path.glob("*.tmp"))
-    snapshot.remove_leftovers(tmp_path)
-    assert not list(tmp_path.glob("*.tmp"))
+        snapshot.write_atomically(tmp_path, snapshot.file_name(2), failing())
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_prune_keeps_the_newest(tmp_path: Path) -> None:
