@@ -94,6 +94,30 @@ class ServerCollector(Collector):
             "paxoskv_wal_fsync_duration_seconds", "time one fsync of the write-ahead log took", s.storage.fsync_seconds
         )
         yield _histogram("paxoskv_slot_commands", "client commands in each applied slot", s.slot_commands)
+        yield _gauge(
+            "paxoskv_snapshot_index",
+            "the newest durable snapshot holds every slot up to here",
+            s.replica.snapshot_index,
+        )
+        yield _gauge("paxoskv_log_bytes", "bytes in the write-ahead log's segment files", s.storage.log_bytes())
+        yield CounterMetricFamily(
+            "paxoskv_snapshots_written", "snapshots this server wrote of its own state", value=s.storage.snapshots_saved
+        )
+        yield CounterMetricFamily(
+            "paxoskv_snapshots_installed",
+            "snapshots this server fetched from a peer and installed",
+            value=s.snapshots_installed,
+        )
+        yield _gauge(
+            "paxoskv_snapshot_freeze_seconds",
+            "how long the latest snapshot held up the apply loop (taking its consistent copy)",
+            s.last_snapshot_freeze_seconds,
+        )
+        yield _gauge(
+            "paxoskv_snapshot_write_seconds",
+            "how long writing the latest snapshot took, off the apply loop",
+            s.storage.last_snapshot_seconds,
+        )
         yield from self._client_requests()
         yield from self._peer_messages()
 

@@ -89,6 +89,9 @@ class Observer:
     def refused(self, msg: Message, reason: str) -> None:
         pass
 
+    def snapshot_frozen(self, index: Slot, seconds: float) -> None:
+        """A snapshot's consistent copy was taken; it held up the apply loop for ``seconds``."""
+
     def snapshot_saved(self, index: Slot) -> None:
         pass
 
@@ -323,7 +326,9 @@ class Replica:
             return
         if self._applied_since_snapshot < self._snapshot_every and self.storage.log_bytes() < self._snapshot_log_bytes:
             return
+        started = self._now()
         frozen = self.store.freeze()
+        self.observer.snapshot_frozen(frozen.applied_index, self._now() - started)
         if "snapshot_without_sessions" in self.core.config.planted_bugs:
             frozen = dataclasses.replace(frozen, sessions=OrderedDict())
         self._saving_snapshot = True

@@ -70,6 +70,10 @@ from tests.lincheck import Op, check
 
 NODES = 5
 CLIENTS = 6
+# Servers snapshot and compact their log this often (commands), so that a
+# run crashes and partitions servers while they snapshot, compact and
+# fetch each other's snapshots.
+SNAPSHOT_EVERY = 200
 KEYS = 5
 CLIENT_TIMEOUT = 2.5  # seconds; short, so operations resolve while faults come and go
 KIND_WEIGHTS = {"get": 4, "set": 4, "delete": 2}
@@ -129,6 +133,7 @@ class RunConfig:
     keys: int = KEYS
     client_timeout: float = CLIENT_TIMEOUT
     keep: bool = False  # keep the cluster directory even when the run passes
+    snapshot_every: int = SNAPSHOT_EVERY
 
 
 @dataclass
@@ -150,6 +155,8 @@ class RunResult:
     timeline: list[tuple[float, str]] = field(default_factory=list)
     witness_window: tuple[float, float] | None = None
     rerun: str = ""
+    # Snapshots the servers wrote, and installed from a peer, by their logs.
+    snapshots: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -166,6 +173,7 @@ class RunResult:
             "faults": self.faults,
             "leader_changes": self.leader_changes,
             "history_size": self.history_size,
+            "snapshots": self.snapshots,
             "anomalies": self.anomalies,
             "warnings": self.warnings,
             "directory": str(self.directory) if self.kept else None,
@@ -184,6 +192,8 @@ class RunResult:
             f"  operations: {ops}",
             f"  faults: {faults}",
             f"  leader changes seen: {self.leader_changes} (sampled by the nemesis, so a lower bound)",
+            f"  snapshots: {self.snapshots.get('written', 0)} written, "
+            f"{self.snapshots.get('installed', 0)} installed from a peer",
         ]
         if self.warnings:
             lines.append(f"  warnings, not failures ({len(self.warnings)}):")
@@ -525,7 +535,8 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda line: None) -> Ru
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
         raise ValueError(f"{directory} is not empty; a nemesis run needs a fresh directory")
-    cluster = LocalCluster(directory, nodes=NODES, server_args=["--enable-fault-injection"])
+    server_args = ["--enable-fault-injection", "--snapshot-every", str(config.snapshot_every)]
+    cluster = LocalCluster(directory, nodes=NODES, server_args=server_args)
     clock = Clock()
     history = History()
     nemesis = Nemesis(cluster, random.Random(config.seed), clock, log)
@@ -563,6 +574,7 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda line: None) -> Ru
         anomalies += _stop(cluster)
         found, warnings = _scan_logs(cluster, run_part)
         anomalies += found
+        snapshots = _count_snapshots(cluster)
     anomalies = nemesis.anomalies + history.anomalies + anomalies
     kept = bool(anomalies) or config.keep
     if kept:
@@ -586,6 +598,7 @@ def run(config: RunConfig, log: Callable[[str], None] = lambda line: None) -> Ru
         timeline=nemesis.timeline,
         witness_window=window,
         rerun=_rerun_command(config),
+        snapshots=snapshots,
     )
 
 
@@ -597,6 +610,8 @@ def _rerun_command(config: RunConfig) -> str:
         words.append(f"--keys {config.keys}")
     if config.client_timeout != CLIENT_TIMEOUT:
         words.append(f"--client-timeout {config.client_timeout:g}")
+    if config.snapshot_every != SNAPSHOT_EVERY:
+        words.append(f"--snapshot-every {config.snapshot_every}")
     return " ".join(words)
 
 
@@ -701,6 +716,18 @@ def _stop(cluster: LocalCluster) -> list[str]:
     return anomalies
 
 
+def _count_snapshots(cluster: LocalCluster) -> dict[str, int]:
+    counts = {"written": 0, "installed": 0}
+    for name in cluster.names:
+        try:
+            text = cluster.log_path(name).read_text(errors="replace")
+        except OSError:
+            continue
+        counts["written"] += len(re.findall(r"snapshot at slot \d+ written", text))
+        counts["installed"] += len(re.findall(r"installed the snapshot at slot \d+ from", text))
+    return counts
+
+
 def _log_size(cluster: LocalCluster, name: str) -> int:
     try:
         return cluster.log_path(name).stat().st_size
@@ -774,6 +801,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=CLIENT_TIMEOUT,
         help=f"per-operation timeout (default {CLIENT_TIMEOUT:g}s)",
     )
+    parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=SNAPSHOT_EVERY,
+        help=f"the servers' --snapshot-every: snapshot and compact after this many commands (default {SNAPSHOT_EVERY})",
+    )
     parser.add_argument("--dir", type=Path, help="put each run's cluster in DIR/seed-N (default: a temporary dir)")
     parser.add_argument("--keep", action="store_true", help="keep cluster directories of passing runs too")
     parser.add_argument("--summary", type=Path, metavar="FILE", help="also write the runs' summaries as JSON")
@@ -794,6 +827,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             keys=opts.keys,
             client_timeout=opts.client_timeout,
             keep=opts.keep,
+            snapshot_every=opts.snapshot_every,
         )
         print(f"=== run {i + 1}/{opts.runs}: seed {seed}, {opts.seconds:g}s", flush=True)
         result = run(config, log=(lambda line: None) if opts.quiet else (lambda line: print(line, flush=True)))

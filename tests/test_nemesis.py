@@ -24,3 +24,5 @@ def test_faults_leave_no_anomaly(tmp_path: Path) -> None:
     # The run must have done something, or passing proves nothing.
     assert sum(result.faults.values()) > 0, result.report()
     assert any(counts.get("ok", 0) for counts in result.operations.values()), result.report()
+    # Servers snapshotted and compacted their logs during the faults.
+    assert result.snapshots["written"] > 0, result.report()
