@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, assert_never
@@ -330,7 +329,7 @@ class Replica:
         frozen = self.store.freeze()
         self.observer.snapshot_frozen(frozen.applied_index, self._now() - started)
         if "snapshot_without_sessions" in self.core.config.planted_bugs:
-            frozen = dataclasses.replace(frozen, sessions=OrderedDict())
+            frozen = dataclasses.replace(frozen, sessions={})
         self._saving_snapshot = True
         self._applied_since_snapshot = 0
         self.storage.save_snapshot(frozen, lambda ok: self._snapshot_saved(frozen.applied_index, ok))

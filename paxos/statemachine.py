@@ -59,6 +59,9 @@ class _Session:
     # The freeze generation this object belongs to: a session shared with a
     # frozen copy is copied before it changes (see StateMachine.freeze).
     generation: int = 0
+    # When a write last touched it: (slot, command's place in the slot).
+    # Sessions are evicted least recently touched first.
+    touched: tuple[int, int] = (0, 0)
 
 
 def validate_key(key: str) -> str | None:
@@ -178,7 +181,11 @@ class StateMachine:
         # version's new kind.  They carry no (client_id, seq) that a waiter
         # could be matched to, so they are only counted (and logged once).
         self.unreadable_commands = 0
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        # A plain dict, so that a freeze copies it in one C-level pass; the
+        # eviction order lives apart, in ``_lru`` (least recently touched first).
+        self._sessions: dict[str, _Session] = {}
+        self._lru: OrderedDict[str, None] = OrderedDict()
+        self._touch: tuple[int, int] = (0, 0)  # the command being applied
         self._generation = 0  # bumped by every freeze
         # Images: every stored hash maps to the ref of the iset that stored it
         # (refs grow in apply order, so the index breaks ties by recency).
@@ -196,7 +203,8 @@ class StateMachine:
             raise RuntimeError(f"slot {slot} applied after {self.applied_index}; slots must apply in order")
         self.applied_index = slot
         results = []
-        for raw in value:
+        for position, raw in enumerate(value):
+            self._touch = (slot, position)
             result = self._apply_command(slot, raw)
             if result is not None:
                 results.append(result)
@@ -297,15 +305,18 @@ class StateMachine:
     def _session(self, client_id: str) -> _Session:
         session = self._sessions.get(client_id)
         if session is None:
-            session = self._sessions[client_id] = _Session(generation=self._generation)
+            session = self._sessions[client_id] = _Session(generation=self._generation, touched=self._touch)
+            self._lru[client_id] = None
             if len(self._sessions) > limits.MAX_CLIENT_SESSIONS:
-                self._sessions.popitem(last=False)
+                evicted, _ = self._lru.popitem(last=False)
+                del self._sessions[evicted]
             return session
         if session.generation != self._generation:
             # A frozen copy shares this object: change a copy of it instead.
             session = _Session(session.first_unacked, session.results.copy(), self._generation)
             self._sessions[client_id] = session
-        self._sessions.move_to_end(client_id)
+        session.touched = self._touch
+        self._lru.move_to_end(client_id)
         return session
 
     def _remember(self, session: _Session, write: log_pb2.ClientWrite, result: Result) -> None:
@@ -355,10 +366,14 @@ class StateMachine:
                         sm.data[kv.key] = kv.value
                 case "sessions":
                     for s in part.sessions.sessions:
+                        # In the file's order (least recently touched first),
+                        # stamped below any slot still to be applied.
                         sm._sessions[s.client_id] = _Session(
                             s.first_unacked,
                             {r.seq: _result_from_pb(s.client_id, r) for r in s.results},
+                            touched=(header.applied_index, len(sm._lru)),
                         )
+                        sm._lru[s.client_id] = None
                     if len(sm._sessions) > limits.MAX_CLIENT_SESSIONS:
                         raise ValueError(f"snapshot holds more than {limits.MAX_CLIENT_SESSIONS} client sessions")
                 case "images":
@@ -395,7 +410,7 @@ class FrozenState:
     unreadable_commands: int
     next_image_ref: int
     data: dict[str, str]
-    sessions: OrderedDict[str, _Session]  # least recently used first; never changed after the freeze
+    sessions: dict[str, _Session]  # none of them changes after the freeze
     image_meta: dict[int, tuple[bytes, str]]
     image_refs: dict[int, int]  # hash, as a big-endian integer -> ref
 
@@ -414,7 +429,7 @@ class FrozenState:
             yield snapshot_pb2.SnapshotPart(key_values=batch)
         sessions = snapshot_pb2.ClientSessions()
         size = 0
-        for client_id, session in self.sessions.items():
+        for client_id, session in sorted(self.sessions.items(), key=lambda item: item[1].touched):
             pb = sessions.sessions.add(client_id=client_id, first_unacked=session.first_unacked)
             for r in session.results.values():
                 pb.results.add(seq=r.seq, outcome=_OUTCOME_TO_PB[r.outcome], removed=r.removed, error=r.error)

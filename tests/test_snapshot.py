@@ -23,7 +23,11 @@ def contents(frozen: FrozenState) -> object:
         frozen.unreadable_commands,
         frozen.next_image_ref,
         sorted(frozen.data.items()),
-        [(cid, s.first_unacked, sorted(s.results.items())) for cid, s in frozen.sessions.items()],
+        # in eviction order, least recently touched first
+        [
+            (cid, s.first_unacked, sorted(s.results.items()))
+            for cid, s in sorted(frozen.sessions.items(), key=lambda item: item[1].touched)
+        ],
         sorted(frozen.image_meta.items()),
         sorted(frozen.image_refs.items()),
     )
