@@ -613,22 +613,53 @@ class PaxosServer:
         task.add_done_callback(finished)
 
     async def _fetch_snapshot(self, peer: NodeId, after: Slot) -> FetchedSnapshot | None:
+        """Receive, check and install ``peer``'s newest snapshot; None if it has none newer than ``after``.
+
+        The file is received into a temporary file and only renamed into
+        place once it checked out whole; on any failure the temporary file
+        is removed, so a transfer is started again, never half-installed.
+        """
         member = self.members[peer]
         directory = self.storage.snapshot_dir
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f"from-{member.name}{snapshots.TMP_SUFFIX}"
         loop = asyncio.get_running_loop()
         writer = self.storage.snapshot_thread
+        log.info("fetching a snapshot newer than slot %d from %s", after, member.name)
+        try:
+            total = await self._receive_snapshot_file(member, peer, after, tmp)
+            if total == 0:
+                log.info("%s has no snapshot newer than slot %d", member.name, after)
+                return None
+            info, store = await loop.run_in_executor(writer, snapshots.load, tmp)
+            if info.applied_index <= after or info.cluster_id != self.identity.cluster_id:
+                log.info(
+                    "ignored a snapshot at slot %d from %s (not newer than %d, or of another cluster)",
+                    info.applied_index,
+                    member.name,
+                    after,
+                )
+                return None
+            await loop.run_in_executor(writer, _install_snapshot_file, tmp, info.applied_index)
+        finally:
+            await loop.run_in_executor(writer, functools.partial(tmp.unlink, missing_ok=True))
+        log.info("installed the snapshot at slot %d from %s (%d bytes)", info.applied_index, member.name, total)
+        return FetchedSnapshot(info.applied_index, store)
+
+    async def _receive_snapshot_file(self, member: Member, peer: NodeId, after: Slot, tmp: Path) -> int:
+        """Stream the peer's snapshot into ``tmp`` and fsync it; the bytes received."""
+        loop = asyncio.get_running_loop()
+        writer = self.storage.snapshot_thread
         request = peer_pb2.SnapshotRequest(
             sender=self.node_id, cluster_id=self.identity.cluster_id, receiver=peer, after=after
         )
-        log.info("fetching a snapshot newer than slot %d from %s", after, member.name)
         total = 0
         f = await loop.run_in_executor(writer, open, tmp, "wb")
         try:
             async with grpc.aio.insecure_channel(member.address, options=GRPC_OPTIONS) as channel:
                 call = peer_pb2_grpc.PeerStub(channel).FetchSnapshot(request)
                 while True:
+                    # A peer that goes quiet is given up on, not waited for.
                     chunk = await asyncio.wait_for(call.read(), limits.SNAPSHOT_CHUNK_SECONDS)
                     if chunk is grpc.aio.EOF:
                         break
@@ -641,27 +672,7 @@ class PaxosServer:
             await loop.run_in_executor(writer, _flush_and_sync, f)
         finally:
             await loop.run_in_executor(writer, f.close)
-        if total == 0:
-            await loop.run_in_executor(writer, functools.partial(tmp.unlink, missing_ok=True))
-            log.info("%s has no snapshot newer than slot %d", member.name, after)
-            return None
-        try:
-            info, store = await loop.run_in_executor(writer, snapshots.load, tmp)
-        except snapshots.SnapshotError:
-            await loop.run_in_executor(writer, functools.partial(tmp.unlink, missing_ok=True))
-            raise
-        if info.applied_index <= after or info.cluster_id != self.identity.cluster_id:
-            await loop.run_in_executor(writer, functools.partial(tmp.unlink, missing_ok=True))
-            log.info(
-                "ignored a snapshot at slot %d from %s (not newer than %d, or of another cluster)",
-                info.applied_index,
-                member.name,
-                after,
-            )
-            return None
-        await loop.run_in_executor(writer, _install_snapshot_file, tmp, info.applied_index)
-        log.info("installed the snapshot at slot %d from %s (%d bytes)", info.applied_index, member.name, total)
-        return FetchedSnapshot(info.applied_index, store)
+        return total
 
     def snapshot_request_refusal(self, request: peer_pb2.SnapshotRequest) -> str | None:
         """Why a peer's snapshot request is refused, or None."""

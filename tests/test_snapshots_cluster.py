@@ -144,3 +144,42 @@ def _load_data(members: list, name: str, tmp_path: Path) -> dict[str, str]:  # t
     finally:
         server.storage.close()
         server._data_dir_lock.release()
+
+
+def test_an_interrupted_snapshot_transfer_is_started_again_never_half_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from paxos import limits, server
+
+    monkeypatch.setattr(limits, "SNAPSHOT_CHUNK_BYTES", 64)  # many chunks, so the cut lands mid-file
+    serve = server._PeerService.FetchSnapshot
+    calls = {"n": 0}
+
+    async def cut_first_transfer(self, request, context):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        sent = 0
+        async for chunk in serve(self, request, context):
+            if calls["n"] == 1 and sent == 3:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "connection cut (test)")
+            sent += 1
+            yield chunk
+
+    monkeypatch.setattr(server._PeerService, "FetchSnapshot", cut_first_transfer)
+    with in_process_cluster(tmp_path, 3, snapshot_every=EVERY, snapshot_tail=TAIL) as cluster:
+        leader = _leader(cluster)
+        follower = next(m.name for m in cluster.members if m.name != leader)
+        with KVClient(cluster.members, timeout=10) as kv:
+            cluster.stop(follower)
+            _write_many(kv, 4 * EVERY, "k")
+            wait_until(lambda: _snapshot_index(cluster, leader) > 2 * EVERY, "the leader to snapshot")
+            cluster.restart(follower)
+            server_ = cluster.servers[follower]
+            wait_until(lambda: cluster.call(lambda: server_.snapshots_installed) >= 1, "a snapshot installed")
+            assert calls["n"] >= 2  # the first transfer was cut and a new one made
+            kv.set("after", "1")
+            wait_until(lambda: cluster.call(lambda: server_.store.get("after")) == "1", "the follower to catch up")
+            assert cluster.call(lambda: dict(server_.store.data)) == cluster.call(
+                lambda: dict(cluster.servers[leader].store.data)
+            )
+        directory = tmp_path / follower / SNAPSHOT_DIR
+        assert not list(directory.glob("*.tmp"))  # nothing half-written left behind
