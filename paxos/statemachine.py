@@ -214,6 +214,13 @@ class StateMachine:
         found = self._images.nearest(h, max_distance, limit)
         return [ImageMatch(self._image_meta[ref][0], dist, self._image_meta[ref][1]) for dist, _, ref in found]
 
+    def session_table(self) -> list[tuple[str, int, list[Result]]]:
+        """Every client session, least recently touched first: (client id, first unacked, results by seq)."""
+        return [
+            (cid, self._sessions[cid].first_unacked, [r for _, r in sorted(self._sessions[cid].results.items())])
+            for cid in self._lru
+        ]
+
     def cached_result(self, client_id: str, seq: int) -> Result | None:
         session = self._sessions.get(client_id)
         return session.results.get(seq) if session else None

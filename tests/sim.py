@@ -31,6 +31,14 @@ What is simulated, each piece mirroring the real thing it stands for:
   drops it (the stream was reset), chosen per direction, and comes back
   after its own reconnect delay.  Clients sit on one side of a cut, and their
   connection attempts across it are refused or dropped.
+* snapshots: every seed snapshots every few commands (``Profile``) and keeps
+  a short tail, so replicas compact their logs, restart from snapshots and
+  fetch each other's snapshots all the time.  A snapshot is written after
+  a while and a crash before then loses it (a torn temporary file); a
+  transfer takes a while, may fail, hang until its timeout, or deliver the
+  source's older snapshot (which the replica must ignore); a crash at any
+  of these steps is survived from what was durable.  ``thaw`` rebuilds a
+  state machine through the same parts a snapshot file holds.
 * the nemesis, for ``fault_seconds``: crashes (quick or slow restarts from
   what was persisted), power loss of a majority or of all nodes, partitions
   of any shape (halves, one-way, a bridge node, random links), deposing the
@@ -59,9 +67,11 @@ Checked, with the seed and a timeline of the events that matter on failure:
   cause, see ``HONEST_REFUSALS``), and every forged one is.
 
 Planted bugs (``--bug``, see ``ALL_BUGS``) prove that these checks bite: the
-core's (``paxos.core.PLANTABLE_BUGS``) and the host's ``ack_before_fsync``,
-planted in ``SimDisk``, which then reports an fsync done at once and
-fsyncs in the background.
+core's and the replica's (``paxos.core.PLANTABLE_BUGS``: among them
+compaction that forgets accepted values above the commit index, snapshots
+without the client-session table, and installing a snapshot older than the
+applied index) and the host's ``ack_before_fsync``, planted in ``SimDisk``,
+which then reports an fsync done at once and fsyncs in the background.
 """
 
 from __future__ import annotations
@@ -104,7 +114,7 @@ from paxos.messages import (
 )
 from paxos.replica import FetchedSnapshot, Observer, Replica, WriteAnswer
 from paxos.snapshot import header_for
-from paxos.statemachine import FrozenState, StateMachine
+from paxos.statemachine import FrozenState, Result, StateMachine
 from protos import kv_pb2, log_pb2, peer_pb2
 from tests import lincheck
 
@@ -1077,6 +1087,7 @@ class Simulation:
         self.unknown: list[tuple[lincheck.Op, int]] = []
         self.acked: list[tuple[str, int, int]] = []
         self.reference_data: dict[str, str] = {}
+        self.reference_sessions: list[tuple[str, int, list[Result]]] = []
         self.violations: list[Violation] = []
         self.trace: list[Event] = []
         self.stats: dict[str, int] = dict.fromkeys(
@@ -1552,6 +1563,10 @@ class Simulation:
         for host in self.hosts:
             if host.store.data != reference:
                 self.violation("divergence", f"n{host.id} ends with {host.store.data}, the log gives {reference}")
+            elif host.store.session_table() != self.reference_sessions:
+                # What a retried write would be answered with: it must not
+                # depend on whether this node restarted from a snapshot.
+                self.violation("divergence", f"n{host.id} ends with client sessions unlike those the log gives")
         # An unknown-outcome write that provably never took effect (it is
         # not in the log, or the state machine skipped it as superseded) is
         # dropped: the client's view allows it to take effect at any time,
@@ -1582,6 +1597,7 @@ class Simulation:
                 if result.ok:
                     effects.setdefault((result.client_id, result.seq), slot)
         self.reference_data = store.data
+        self.reference_sessions = store.session_table()
         return effects
 
 
