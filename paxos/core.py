@@ -61,6 +61,10 @@ class HostContractError(RuntimeError):
     """The host broke the ready/advance protocol: a bug in the host, never input."""
 
 
+class RecoveryError(ValueError):
+    """The log and the snapshot a node starts from do not fit together (a slot is missing)."""
+
+
 class Role(Enum):
     FOLLOWER = "follower"
     CANDIDATE = "candidate"
@@ -848,7 +852,7 @@ class Node:
             elif slot in state.accepted:
                 self.chosen[slot] = state.accepted[slot][1]
             else:
-                raise ValueError(f"log says slot {slot} is chosen but holds no value for it")
+                raise RecoveryError(f"log says slot {slot} is chosen but holds no value for it")
         self.commit_index = max(state.commit_index, self.compacted)
         for slot, value in state.chosen.items():
             if slot > self.commit_index:

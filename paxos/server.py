@@ -38,7 +38,7 @@ from grpc_reflection.v1alpha import reflection
 from paxos import limits
 from paxos import snapshot as snapshots
 from paxos.codec import DecodeError, PeerCodec
-from paxos.core import Config, Node, Role
+from paxos.core import Config, Node, RecoveryError, Role
 from paxos.datadir import LOCK_FILE, DataDirError, lock_data_dir
 from paxos.hostfile import Member
 from paxos.identity import bootstrap_ids, format_id, parse_id
@@ -426,7 +426,7 @@ class PaxosServer:
                     snapshot_every=snapshot_every,
                     snapshot_tail=snapshot_tail,
                 )
-            except ValueError as exc:  # the log does not reach down to the snapshot
+            except RecoveryError as exc:  # the log does not reach down to the snapshot
                 damaged = "; ".join(f"{path.name} is damaged ({err})" for path, err in skipped)
                 raise DataDirError(
                     f"{data_dir}: cannot recover: {exc}"
