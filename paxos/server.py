@@ -44,7 +44,16 @@ from paxos.identity import bootstrap_ids, format_id, parse_id
 from paxos.messages import Message, NodeId, Record, Slot, Value
 from paxos.metrics import FSYNC_BUCKETS, REQUEST_BUCKETS, SLOT_COMMAND_BUCKETS, Histogram, MetricsHttp, registry_for
 from paxos.replica import Observer, Replica, WriteAnswer
-from paxos.statemachine import StateMachine, validate_image_hash, validate_key
+from paxos.session import (
+    DEFAULT_REQUEST_SECONDS,
+    ClientSession,
+    get_error,
+    image_get_error,
+    serve_get,
+    serve_image_get,
+    write_reply,
+)
+from paxos.statemachine import StateMachine
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 
@@ -69,8 +78,6 @@ GRPC_OPTIONS = [
 # gRPC binds listeners with SO_REUSEPORT by default, so a second server on the
 # same port would start and share the traffic; binding exclusively makes it fail.
 GRPC_SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
-# How long a write or read waits in the server when the client set no deadline.
-DEFAULT_REQUEST_SECONDS = 10.0
 # The services this server offers: health reports on each of them (and on
 # "", the whole server), reflection lists them for grpcurl and grpcui.
 KV_SERVICE = kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name
@@ -494,8 +501,7 @@ class PaxosServer:
             answer = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
         except TimeoutError:
             answer = WriteAnswer(kv_pb2.UNKNOWN)
-        hint = self.leader_hint() if answer.status in (kv_pb2.NOT_LEADER, kv_pb2.UNKNOWN) else ""
-        return kv_pb2.WriteReply(status=answer.status, removed=answer.removed, error=answer.error, leader_hint=hint)
+        return write_reply(self, answer)
 
     async def linearizable_read(self, deadline: float) -> kv_pb2.Status:
         """Wait until a read may be served here; the status to reply with."""
@@ -653,6 +659,22 @@ class _LenientRegistrar:
                 return await stream_inner(parsed(), context)
 
             return handler._replace(request_deserializer=lenient, stream_unary=stream)
+        if handler.stream_stream is not None:
+            both_inner = handler.stream_stream
+
+            # An async generator function itself: gRPC asks which kind of handler it was given.
+            async def both(requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
+                async def parsed() -> AsyncIterator[object]:
+                    async for request in requests:
+                        if isinstance(request, _Malformed):
+                            refusals.note(context.peer(), "malformed message", f"{request.method}: {request.detail}")
+                            continue
+                        yield request
+
+                async for reply in both_inner(parsed(), context):
+                    yield reply
+
+            return handler._replace(request_deserializer=lenient, stream_stream=both)
         raise TypeError(f"{method}: no lenient form for this kind of method")
 
 
@@ -688,38 +710,38 @@ class _KVService(kv_pb2_grpc.KVServicer):
 
     @_measured
     async def Get(self, request: kv_pb2.GetRequest, context: grpc.aio.ServicerContext) -> kv_pb2.GetReply:
-        error = validate_key(request.key)
+        error = get_error(request)
         if error:
             return kv_pb2.GetReply(status=kv_pb2.INVALID, error=error)
         if request.consistency != kv_pb2.LOCAL:
             status = await self.s.linearizable_read(_deadline(context))
             if status != kv_pb2.OK:
                 return kv_pb2.GetReply(status=status, leader_hint=self.s.leader_hint())
-        value = self.s.store.get(request.key)
-        return kv_pb2.GetReply(status=kv_pb2.OK, found=value is not None, value=value or "")
+        return serve_get(self.s, request)
 
     @_measured
     async def ImageGet(
         self, request: kv_pb2.ImageGetRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.ImageGetReply:
-        error = validate_image_hash(request.hash)
-        if error is None and request.max_distance > limits.IMAGE_HASH_BYTES * 8:
-            error = f"max_distance must be at most {limits.IMAGE_HASH_BYTES * 8} bits"
-        if error is None and request.limit > limits.MAX_IMAGE_MATCHES:
-            error = f"limit must be at most {limits.MAX_IMAGE_MATCHES}"
+        error = image_get_error(request)
         if error:
             return kv_pb2.ImageGetReply(status=kv_pb2.INVALID, error=error)
         if request.consistency != kv_pb2.LOCAL:
             status = await self.s.linearizable_read(_deadline(context))
             if status != kv_pb2.OK:
                 return kv_pb2.ImageGetReply(status=status, leader_hint=self.s.leader_hint())
-        found = self.s.store.image_matches(request.hash, request.max_distance, max(request.limit, 1))
-        matches = [kv_pb2.ImageMatch(hash=m.hash, distance=m.distance, metadata=m.metadata) for m in found]
-        return kv_pb2.ImageGetReply(status=kv_pb2.OK, matches=matches)
+        return serve_image_get(self.s, request)
 
     @_measured
     async def Status(self, request: kv_pb2.StatusRequest, context: grpc.aio.ServicerContext) -> kv_pb2.NodeStatus:
         return self.s.status()
+
+    async def Session(  # type: ignore[override]
+        self, request_iterator: AsyncIterator[kv_pb2.SessionBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[kv_pb2.SessionReplies]:
+        """Batches of requests in, batches of replies out: see paxos/session.py."""
+        async for replies in ClientSession(self.s, context.peer()).serve(request_iterator):
+            yield replies
 
 
 class _PeerService(peer_pb2_grpc.PeerServicer):

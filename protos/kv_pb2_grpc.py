@@ -54,6 +54,11 @@ class KVStub:
                 request_serializer=protos_dot_kv__pb2.StatusRequest.SerializeToString,
                 response_deserializer=protos_dot_kv__pb2.NodeStatus.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/paxoskv.kv.KV/Session',
+                request_serializer=protos_dot_kv__pb2.SessionBatch.SerializeToString,
+                response_deserializer=protos_dot_kv__pb2.SessionReplies.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -83,6 +88,12 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +116,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=protos_dot_kv__pb2.StatusRequest.FromString,
                     response_serializer=protos_dot_kv__pb2.NodeStatus.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=protos_dot_kv__pb2.SessionBatch.FromString,
+                    response_serializer=protos_dot_kv__pb2.SessionReplies.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +231,33 @@ class KV:
             '/paxoskv.kv.KV/Status',
             protos_dot_kv__pb2.StatusRequest.SerializeToString,
             protos_dot_kv__pb2.NodeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/paxoskv.kv.KV/Session',
+            protos_dot_kv__pb2.SessionBatch.SerializeToString,
+            protos_dot_kv__pb2.SessionReplies.FromString,
             options,
             channel_credentials,
             insecure,
