@@ -131,15 +131,12 @@ class KVClient:
     # ------------------------------------------------------------- the API
 
     def set(self, key: str, value: str) -> None:
-        self._check_key(key)
-        _check_text("value", value)
-        size = len(value.encode("utf-8", "surrogatepass"))
-        if size > self.max_value_bytes:
-            raise InvalidRequest(f"value is {size} bytes; the limit is {self.max_value_bytes}")
+        _check_key(key)
+        _check_value(value, self.max_value_bytes)
         self._write(lambda cmd: cmd.set.CopyFrom(kv_pb2.SetOp(key=key, value=value)))
 
     def delete(self, key: str) -> bool:
-        self._check_key(key)
+        _check_key(key)
         reply = self._write(lambda cmd: cmd.delete.CopyFrom(kv_pb2.DeleteOp(key=key)))
         return reply.removed
 
@@ -149,7 +146,7 @@ class KVClient:
         ``consistency="local"`` reads whichever server answers first, without
         asking the leader: fast, but the value may be stale.
         """
-        self._check_key(key)
+        _check_key(key)
         level = _consistency(consistency)
         request = kv_pb2.GetRequest(key=key, consistency=level)
 
@@ -167,10 +164,7 @@ class KVClient:
         """
         from client import images
 
-        _check_text("metadata", metadata)
-        size = len(metadata.encode("utf-8", "surrogatepass"))
-        if size > MAX_METADATA_BYTES:
-            raise InvalidRequest(f"metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}")
+        _check_metadata(metadata)
         hashes = images.index_hashes(image)
         self._write(lambda cmd: cmd.iset.CopyFrom(kv_pb2.ImageSetOp(hashes=hashes, metadata=metadata)))
         return images.hash_hex(hashes[0])
@@ -204,14 +198,7 @@ class KVClient:
         """
         from client import images
 
-        distance = images.HASH_BITS if max_distance is None else max_distance
-        if not 0 <= distance <= images.HASH_BITS:
-            raise InvalidRequest(f"max_distance must be 0 to {images.HASH_BITS} bits")
-        if not 1 <= limit <= MAX_IMAGE_MATCHES:
-            raise InvalidRequest(f"limit must be 1 to {MAX_IMAGE_MATCHES}")
-        request = kv_pb2.ImageGetRequest(
-            hash=images.hash_image(image), max_distance=distance, limit=limit, consistency=_consistency(consistency)
-        )
+        request = _image_query(image, limit, max_distance, consistency)
 
         def call(stub: kv_pb2_grpc.KVStub, timeout: float) -> kv_pb2.ImageGetReply:
             return stub.ImageGet(request, timeout=timeout)
@@ -224,16 +211,7 @@ class KVClient:
         results: list[dict[str, object]] = [{} for _ in self.members]
 
         def probe(index: int, member: Member) -> None:
-            entry: dict[str, object] = {
-                "name": member.name,
-                "address": member.address,
-                "reachable": False,
-                "role": "down",
-                "leader": "",
-                "ballot": "",
-                "commit_index": 0,
-                "applied_index": 0,
-            }
+            entry = _unreachable_status(member)
             try:
                 s = self._stub(member).Status(kv_pb2.StatusRequest(), timeout=STATUS_SECONDS)
                 entry.update(
@@ -261,12 +239,6 @@ class KVClient:
         return results
 
     # ----------------------------------------------------------- machinery
-
-    def _check_key(self, key: str) -> None:
-        _check_text("key", key)
-        size = len(key.encode("utf-8", "surrogatepass"))
-        if not 0 < size <= MAX_KEY_BYTES:
-            raise InvalidRequest(f"key must be 1 to {MAX_KEY_BYTES} bytes of UTF-8, got {size}")
 
     def _write(self, fill: Callable[[kv_pb2.Command], object]) -> kv_pb2.WriteReply:
         session, seq = self._open_seq()
@@ -342,6 +314,57 @@ class ImageMatch:
     hash: str  # the stored photo's hash, hex
     distance: int  # bits
     metadata: str
+
+
+def _check_key(key: str) -> None:
+    _check_text("key", key)
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if not 0 < size <= MAX_KEY_BYTES:
+        raise InvalidRequest(f"key must be 1 to {MAX_KEY_BYTES} bytes of UTF-8, got {size}")
+
+
+def _check_value(value: str, max_value_bytes: int) -> None:
+    _check_text("value", value)
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > max_value_bytes:
+        raise InvalidRequest(f"value is {size} bytes; the limit is {max_value_bytes}")
+
+
+def _check_metadata(metadata: str) -> None:
+    _check_text("metadata", metadata)
+    size = len(metadata.encode("utf-8", "surrogatepass"))
+    if size > MAX_METADATA_BYTES:
+        raise InvalidRequest(f"metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}")
+
+
+def _image_query(
+    image: ImageSource, limit: int, max_distance: int | None, consistency: str
+) -> kv_pb2.ImageGetRequest:
+    """The checked request for ``inearest``; hashing the photo takes a while."""
+    from client import images
+
+    distance = images.HASH_BITS if max_distance is None else max_distance
+    if not 0 <= distance <= images.HASH_BITS:
+        raise InvalidRequest(f"max_distance must be 0 to {images.HASH_BITS} bits")
+    if not 1 <= limit <= MAX_IMAGE_MATCHES:
+        raise InvalidRequest(f"limit must be 1 to {MAX_IMAGE_MATCHES}")
+    return kv_pb2.ImageGetRequest(
+        hash=images.hash_image(image), max_distance=distance, limit=limit, consistency=_consistency(consistency)
+    )
+
+
+def _unreachable_status(member: Member) -> dict[str, object]:
+    """A server's entry in ``status()`` until it answers."""
+    return {
+        "name": member.name,
+        "address": member.address,
+        "reachable": False,
+        "role": "down",
+        "leader": "",
+        "ballot": "",
+        "commit_index": 0,
+        "applied_index": 0,
+    }
 
 
 def _check_text(what: str, text: object) -> None:
