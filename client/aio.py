@@ -73,7 +73,7 @@ class _Request:
         self.sent = False
 
 
-class _StreamBroken(Exception):
+class StreamBroken(Exception):
     """The session stream failed; ``sent`` says whether the request had gone out on it."""
 
     def __init__(self, error: grpc.RpcError | None, detail: str, sent: bool) -> None:
@@ -98,7 +98,7 @@ class SessionStream:
     async def request(self, message: kv_pb2.SessionRequest, timeout: float) -> kv_pb2.SessionReply:
         """Send ``message`` (its id is set here) and wait up to ``timeout`` for its reply.
 
-        Raises ``_StreamBroken`` when the stream fails or the time is up; its
+        Raises ``StreamBroken`` when the stream fails or the time is up; its
         ``sent`` says whether the request may have reached the server.
         """
         message.id = next(self._ids)
@@ -111,7 +111,7 @@ class SessionStream:
                 return await request.future
         except TimeoutError:
             self._in_flight.pop(message.id, None)
-            raise _StreamBroken(None, "deadline exceeded", request.sent) from None
+            raise StreamBroken(None, "deadline exceeded", request.sent) from None
         finally:
             if not request.future.done():
                 request.future.cancel()  # still queued: the sender skips it
@@ -174,7 +174,7 @@ class SessionStream:
         self._queue.clear()
         for request in waiting:
             if not request.future.done():
-                request.future.set_exception(_StreamBroken(error, detail, request.sent))
+                request.future.set_exception(StreamBroken(error, detail, request.sent))
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
@@ -204,6 +204,7 @@ class AsyncKVClient:
         self.max_value_bytes = max_value_bytes
         self.client_id = client_id or uuid.uuid4().hex
         self.timing = timing
+        self._clock = time.monotonic  # the retry policy's clock (tests replace it, and _pause)
         self._session = _Session(self.client_id)
         self._leader: KnownLeader[Member] = KnownLeader()
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -339,21 +340,24 @@ class AsyncKVClient:
         retry = Retry(
             self.members,
             self._leader,
-            time.monotonic(),
+            self._clock(),
             self.timeout,
             self.timing,
             write=is_write,
             any_server=any_server,
             describe=_address,
         )
-        while (attempt := retry.next_attempt(time.monotonic())) is not None:
+        while (attempt := retry.next_attempt(self._clock())) is not None:
             outcome, hint, error, reply = await self._attempt(attempt.server, request, attempt.timeout)
-            pause = retry.record(outcome, time.monotonic(), self._by_name.get(hint), error)
+            pause = retry.record(outcome, self._clock(), self._by_name.get(hint), error)
             if outcome is Outcome.OK:
                 assert reply is not None
                 return reply
-            await asyncio.sleep(pause)
+            await self._pause(pause)
         raise retry.give_up()
+
+    async def _pause(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
     async def _attempt(self, member: Member, request: kv_pb2.SessionRequest, timeout: float) -> Attempted:
         """One attempt of ``request`` at ``member``, on its session stream."""
@@ -361,7 +365,7 @@ class AsyncKVClient:
         message.CopyFrom(request)  # each attempt has an id of its own
         try:
             reply = await self._stream(member).request(message, timeout)
-        except _StreamBroken as exc:
+        except StreamBroken as exc:
             surely_not = not exc.sent or (exc.error is not None and _surely_not_delivered(exc.error))
             return (Outcome.NOT_DELIVERED if surely_not else Outcome.MAYBE_DELIVERED), "", exc.detail, None
         which = reply.WhichOneof("kind")

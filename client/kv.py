@@ -4,30 +4,29 @@
 retries through leader changes until its timeout, and tags each write with
 its client id and a sequence number so that a retried write is applied at
 most once.  It is safe to share between threads.  Where to send each attempt,
-how long to wait and when to give up is decided by ``client.retry``; this
-module makes the calls, reads the clock and sleeps.
+how long to wait and when to give up is decided by ``client.retry``; the
+calls are made by ``client.aio.AsyncKVClient``, which ``KVClient`` runs on
+an event loop of its own, and which coroutines may use directly.  This
+module also holds what both share: the checks of a request before it is
+sent, and how a gRPC result becomes a ``client.retry`` outcome.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 
 from client.retry import (
-    SECONDS,
     InvalidRequest,
-    KnownLeader,
     KVError,
     Outcome,
-    Retry,
     Unavailable,
     UnknownOutcome,
     outcome_of_status,
@@ -39,9 +38,8 @@ from paxos.limits import (
     MAX_KEY_BYTES,
     MAX_MESSAGE_BYTES,
     MAX_METADATA_BYTES,
-    SESSION_WINDOW,
 )
-from protos import kv_pb2, kv_pb2_grpc
+from protos import kv_pb2
 
 if TYPE_CHECKING:
     # client.images pulls in numpy, scipy and imagehash (a third of a second): only iset and
@@ -51,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["ImageMatch", "InvalidRequest", "KVClient", "KVError", "Unavailable", "UnknownOutcome"]
 
 STATUS_SECONDS = 1.0
+# How long closing a client waits for its streams and its thread to end.
+_CLOSE_SECONDS = 5.0
 
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -64,16 +64,12 @@ _CHANNEL_OPTIONS = [
 
 
 class _Session:
-    """Sequence numbers of one client session; guarded by the client's lock."""
+    """Sequence numbers of one client session: the next to use, and those of writes not yet answered."""
 
     def __init__(self, session_id: str) -> None:
         self.id = session_id
         self.next_seq = 1
         self.open: set[int] = set()
-
-    def first_unacked(self, lock: threading.Lock) -> int:
-        with lock:
-            return min(self.open, default=self.next_seq)
 
 
 class _Reply(Protocol):
@@ -84,10 +80,18 @@ class _Reply(Protocol):
     error: str
 
 
-R = TypeVar("R", bound=_Reply)
+T = TypeVar("T")
 
 
 class KVClient:
+    """The blocking client: ``AsyncKVClient``'s calls, made from any thread.
+
+    It runs an ``AsyncKVClient`` on an event loop of its own, in a daemon
+    thread started by the first call, so that calls from many threads are
+    coalesced on one session stream per server just as concurrent
+    coroutines are.  Safe to share between threads.
+    """
+
     def __init__(
         self,
         members: list[Member],
@@ -95,18 +99,28 @@ class KVClient:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         client_id: str | None = None,
     ) -> None:
-        if not members:
-            raise ValueError("a client needs at least one server address")
-        self.members = members
-        self._by_name = {m.name: m for m in members}
-        self.timeout = timeout
-        self.max_value_bytes = max_value_bytes
-        self.client_id = client_id or uuid.uuid4().hex
+        from client.aio import AsyncKVClient  # client.aio builds on this module's checks
+
+        self._client = AsyncKVClient(members, timeout, max_value_bytes, client_id)
         self._lock = threading.Lock()
-        self._session = _Session(self.client_id)
-        self._leader: KnownLeader[Member] = KnownLeader()
-        self._channels: dict[str, grpc.Channel] = {}
-        self._stubs: dict[str, kv_pb2_grpc.KVStub] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def members(self) -> list[Member]:
+        return self._client.members
+
+    @property
+    def timeout(self) -> float:
+        return self._client.timeout
+
+    @property
+    def max_value_bytes(self) -> int:
+        return self._client.max_value_bytes
+
+    @property
+    def client_id(self) -> str:
+        return self._client.client_id
 
     @classmethod
     def from_hostfile(cls, path: str | Path, timeout: float = 10.0) -> KVClient:
@@ -122,23 +136,28 @@ class KVClient:
 
     def close(self) -> None:
         with self._lock:
-            channels = list(self._channels.values())
-            self._channels.clear()
-            self._stubs.clear()
-        for channel in channels:
-            channel.close()
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._client.close(), loop).result(_CLOSE_SECONDS)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(_CLOSE_SECONDS)
+            if not thread.is_alive():
+                loop.close()
 
     # ------------------------------------------------------------- the API
 
     def set(self, key: str, value: str) -> None:
         _check_key(key)
         _check_value(value, self.max_value_bytes)
-        self._write(lambda cmd: cmd.set.CopyFrom(kv_pb2.SetOp(key=key, value=value)))
+        self._run(self._client.set(key, value))
 
     def delete(self, key: str) -> bool:
         _check_key(key)
-        reply = self._write(lambda cmd: cmd.delete.CopyFrom(kv_pb2.DeleteOp(key=key)))
-        return reply.removed
+        return self._run(self._client.delete(key))
 
     def get(self, key: str, consistency: str = "linearizable") -> str | None:
         """The value of ``key``, or None.
@@ -147,14 +166,8 @@ class KVClient:
         asking the leader: fast, but the value may be stale.
         """
         _check_key(key)
-        level = _consistency(consistency)
-        request = kv_pb2.GetRequest(key=key, consistency=level)
-
-        def call(stub: kv_pb2_grpc.KVStub, timeout: float) -> kv_pb2.GetReply:
-            return stub.Get(request, timeout=timeout)
-
-        reply = self._retry(call, is_write=False, any_server=level == kv_pb2.LOCAL)
-        return reply.value if reply.found else None
+        _consistency(consistency)
+        return self._run(self._client.get(key, consistency))
 
     def iset(self, image: ImageSource, metadata: str) -> str:
         """Store ``metadata`` for a photo (a path or the file's bytes); returns its hash in hex.
@@ -162,12 +175,8 @@ class KVClient:
         Raises ``ImageError`` (a ValueError) for a file that is missing, not
         an image, corrupt or too large, before anything is sent.
         """
-        from client import images
-
         _check_metadata(metadata)
-        hashes = images.index_hashes(image)
-        self._write(lambda cmd: cmd.iset.CopyFrom(kv_pb2.ImageSetOp(hashes=hashes, metadata=metadata)))
-        return images.hash_hex(hashes[0])
+        return self._run(self._client.iset(image, metadata))
 
     def iget(
         self, image: ImageSource, max_distance: int | None = None, consistency: str = "linearizable"
@@ -177,11 +186,7 @@ class KVClient:
         Only photos within ``max_distance`` bits (default
         ``images.DEFAULT_MAX_DISTANCE``) count; ties go to the latest iset.
         """
-        from client import images
-
-        distance = images.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
-        found = self.inearest(image, limit=1, max_distance=distance, consistency=consistency)
-        return found[0].metadata if found else None
+        return self._run(self._client.iget(image, max_distance, consistency))
 
     def inearest(
         self,
@@ -196,117 +201,26 @@ class KVClient:
         stored photo does, however far (a ranking, as ``iget --nearest N`` on
         the command line), where ``iget`` keeps only a likely match.
         """
-        from client import images
-
-        request = _image_query(image, limit, max_distance, consistency)
-
-        def call(stub: kv_pb2_grpc.KVStub, timeout: float) -> kv_pb2.ImageGetReply:
-            return stub.ImageGet(request, timeout=timeout)
-
-        reply = self._retry(call, is_write=False, any_server=request.consistency == kv_pb2.LOCAL)
-        return [ImageMatch(images.hash_hex(m.hash), m.distance, m.metadata) for m in reply.matches]
+        return self._run(self._client.inearest(image, limit, max_distance, consistency))
 
     def status(self) -> list[dict[str, object]]:
         """One entry per server in hostfile order; unreachable ones are 'down'."""
-        results: list[dict[str, object]] = [{} for _ in self.members]
-
-        def probe(index: int, member: Member) -> None:
-            entry = _unreachable_status(member)
-            try:
-                s = self._stub(member).Status(kv_pb2.StatusRequest(), timeout=STATUS_SECONDS)
-                entry.update(
-                    reachable=True,
-                    role=s.role,
-                    leader=s.leader,
-                    ballot=s.ballot,
-                    commit_index=s.commit_index,
-                    applied_index=s.applied_index,
-                    version=s.version,
-                    uptime_seconds=round(s.uptime_seconds, 3),
-                    log_bytes=s.log_bytes,
-                    data_bytes=s.data_bytes,
-                    last_fsync_seconds=s.last_fsync_seconds,
-                )
-            except grpc.RpcError:
-                pass
-            results[index] = entry
-
-        threads = [threading.Thread(target=probe, args=(i, m)) for i, m in enumerate(self.members)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return results
+        return self._run(self._client.status())
 
     # ----------------------------------------------------------- machinery
 
-    def _write(self, fill: Callable[[kv_pb2.Command], object]) -> kv_pb2.WriteReply:
-        session, seq = self._open_seq()
-        try:
-            cmd = kv_pb2.Command(client_id=session.id, seq=seq, first_unacked=session.first_unacked(self._lock))
-            fill(cmd)
-            request = kv_pb2.WriteRequest(command=cmd)
+    def _run(self, operation: Coroutine[Any, Any, T]) -> T:
+        """Run one of the async client's operations on the private loop and wait for it."""
+        return asyncio.run_coroutine_threadsafe(operation, self._running_loop()).result()
 
-            def call(stub: kv_pb2_grpc.KVStub, timeout: float) -> kv_pb2.WriteReply:
-                return stub.Write(request, timeout=timeout)
-
-            return self._retry(call, is_write=True)
-        finally:
-            with self._lock:
-                session.open.discard(seq)
-
-    def _open_seq(self) -> tuple[_Session, int]:
-        """A sequence number for a new write, in a session whose window has room.
-
-        The servers keep results for a session's writes from its oldest
-        unacknowledged one up to SESSION_WINDOW above it.  When one slow write
-        pins that window, later writes move to a fresh session rather than
-        waiting for it.
-        """
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
-            session = self._session
-            oldest = min(session.open, default=session.next_seq)
-            if session.next_seq - oldest >= SESSION_WINDOW - 1:
-                session = self._session = _Session(uuid.uuid4().hex)
-            seq = session.next_seq
-            session.next_seq += 1
-            session.open.add(seq)
-            return session, seq
-
-    def _retry(self, call: Callable[[kv_pb2_grpc.KVStub, float], R], is_write: bool, any_server: bool = False) -> R:
-        """Run ``call`` against the servers as ``client.retry`` decides, until it succeeds or time is up."""
-        retry = Retry(
-            self.members,
-            self._leader,
-            time.monotonic(),
-            self.timeout,
-            SECONDS,
-            write=is_write,
-            any_server=any_server,
-            describe=_address,
-        )
-        while (attempt := retry.next_attempt(time.monotonic())) is not None:
-            result: R | grpc.RpcError
-            try:
-                result = call(self._stub(attempt.server), attempt.timeout)
-            except grpc.RpcError as err:
-                result = err
-            outcome, hint, error = classify(result)
-            pause = retry.record(outcome, time.monotonic(), self._by_name.get(hint), error)
-            if outcome is Outcome.OK:
-                assert not isinstance(result, grpc.RpcError)
-                return result
-            time.sleep(pause)
-        raise retry.give_up()
-
-    def _stub(self, member: Member) -> kv_pb2_grpc.KVStub:
-        with self._lock:
-            stub = self._stubs.get(member.address)
-            if stub is None:
-                channel = grpc.insecure_channel(member.address, options=_CHANNEL_OPTIONS)
-                self._channels[member.address] = channel
-                stub = self._stubs[member.address] = kv_pb2_grpc.KVStub(channel)
-            return stub
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="paxoskv-client", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
 
 
 @dataclass(frozen=True)
