@@ -14,6 +14,7 @@ sent, and how a gRPC result becomes a ``client.retry`` outcome.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["ImageMatch", "InvalidRequest", "KVClient", "KVError", "Unavailable", "UnknownOutcome"]
 
 STATUS_SECONDS = 1.0
-# How long closing a client waits for its streams and its thread to end.
+# How long closing a client waits for its streams to end.
 _CLOSE_SECONDS = 5.0
 
 _CHANNEL_OPTIONS = [
@@ -86,10 +87,10 @@ T = TypeVar("T")
 class KVClient:
     """The blocking client: ``AsyncKVClient``'s calls, made from any thread.
 
-    It runs an ``AsyncKVClient`` on an event loop of its own, in a daemon
-    thread started by the first call, so that calls from many threads are
-    coalesced on one session stream per server just as concurrent
-    coroutines are.  Safe to share between threads.
+    It runs an ``AsyncKVClient`` on the process's client event loop (a
+    daemon thread started by the first call of any ``KVClient``), so that
+    calls from many threads are coalesced on one session stream per server
+    just as concurrent coroutines are.  Safe to share between threads.
     """
 
     def __init__(
@@ -103,8 +104,7 @@ class KVClient:
 
         self._client = AsyncKVClient(members, timeout, max_value_bytes, client_id)
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by the first call
 
     @property
     def members(self) -> list[Member]:
@@ -136,17 +136,9 @@ class KVClient:
 
     def close(self) -> None:
         with self._lock:
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        try:
+            loop, self._loop = self._loop, None
+        if loop is not None:
             asyncio.run_coroutine_threadsafe(self._client.close(), loop).result(_CLOSE_SECONDS)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(_CLOSE_SECONDS)
-            if not thread.is_alive():
-                loop.close()
 
     # ------------------------------------------------------------- the API
 
@@ -210,17 +202,34 @@ class KVClient:
     # ----------------------------------------------------------- machinery
 
     def _run(self, operation: Coroutine[Any, Any, T]) -> T:
-        """Run one of the async client's operations on the private loop and wait for it."""
-        return asyncio.run_coroutine_threadsafe(operation, self._running_loop()).result()
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """Run one of the async client's operations on the client loop and wait for it."""
         with self._lock:
             if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="paxoskv-client", daemon=True)
-                thread.start()
-                self._loop, self._thread = loop, thread
-            return self._loop
+                self._loop = _client_loop()
+            loop = self._loop
+        return asyncio.run_coroutine_threadsafe(operation, loop).result()
+
+
+_client_loop_lock = threading.Lock()
+_client_loop_of: dict[int, asyncio.AbstractEventLoop] = {}  # by process id: a forked child starts its own
+
+
+def _client_loop() -> asyncio.AbstractEventLoop:
+    """The event loop that every ``KVClient`` of this process runs on, started on first use.
+
+    One loop, never closed: gRPC's asyncio layer serves every loop of a
+    process from one completion queue, and a loop closed while its calls
+    still have events due makes that queue fail on the other loops' turns
+    (seen with grpcio 1.81: calls on live loops then hang to their
+    deadline).  One loop also coalesces the calls of all the process's
+    clients.
+    """
+    with _client_loop_lock:
+        loop = _client_loop_of.get(os.getpid())
+        if loop is None:
+            loop = _client_loop_of[os.getpid()] = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="paxoskv-client", daemon=True).start()
+        return loop
 
 
 @dataclass(frozen=True)
