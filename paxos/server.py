@@ -327,8 +327,11 @@ class PaxosServer:
         self.request_counts: Counter[tuple[str, str]] = Counter()
         # Every method's series exist from the start, so a follower that has
         # answered nothing still shows them (at zero).
+        # (A session stream's requests count under their unary twins' names.)
         self.request_seconds = {
-            m: Histogram(REQUEST_BUCKETS) for m in kv_pb2.DESCRIPTOR.services_by_name["KV"].methods_by_name
+            name: Histogram(REQUEST_BUCKETS)
+            for name, method in kv_pb2.DESCRIPTOR.services_by_name["KV"].methods_by_name.items()
+            if not method.client_streaming
         }
         self.request_counts.update(dict.fromkeys(((m, "OK") for m in self.request_seconds), 0))
         self._http: MetricsHttp | None = None

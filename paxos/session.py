@@ -289,8 +289,10 @@ class ClientSession:
         self._wake.set()
 
 
-# The request metrics' method names for requests that came through a session.
-_METHODS = {"write": "SessionWrite", "get": "SessionGet", "iget": "SessionImageGet", "status": "SessionStatus"}
+# A request that came through a session is counted under the method of its
+# unary twin: the metrics (and the alerts on them) are about operations,
+# whichever way they travel.
+_METHODS = {"write": "Write", "get": "Get", "iget": "ImageGet", "status": "Status"}
 
 
 def _read_reply(
