@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 import grpc
@@ -64,6 +66,10 @@ class SessionTarget:
     def __init__(self, members: list[Member]) -> None:
         self.kv = AsyncKVClient(members, timeout=OP_SECONDS, timing=TIMING)
 
+    def client(self) -> Callable[[str, str, str], Awaitable[bool]]:
+        """One load generator client's operations: the shared library client numbers the writes."""
+        return self.one_op
+
     async def one_op(self, op: str, key: str, value: str) -> bool:
         """One operation through the library; True when it succeeded."""
         try:
@@ -89,13 +95,19 @@ class Target:
         self.stubs = {name: kv_pb2_grpc.KVStub(ch) for name, ch in self.channels.items()}
         self.leader: KnownLeader[str] = KnownLeader()
 
-        self.client_id = uuid.uuid4().hex
-        self.seq = 0
+    def client(self) -> Callable[[str, str, str], Awaitable[bool]]:
+        """One load generator client's operations, its writes numbered in a client session of its own.
 
-    async def one_op(self, op: str, key: str, value: str) -> bool:
-        """One operation, one call per attempt, following the leader and retrying like the library."""
-        self.seq += 1  # one loop: no two clients take the same number
-        return await _one_op(self, op, key, value, self.client_id, self.seq)
+        Each client has one write in flight, so every write acknowledges all
+        of its client's earlier ones (first_unacked = seq).
+        """
+        client_id = uuid.uuid4().hex
+        seqs = itertools.count(1)
+
+        async def one_op(op: str, key: str, value: str) -> bool:
+            return await _one_op(self, op, key, value, client_id, next(seqs))
+
+        return one_op
 
     async def close(self) -> None:
         for channel in self.channels.values():
@@ -133,11 +145,12 @@ async def _client(
     target: Target | SessionTarget, opts: argparse.Namespace, stop_at: float, stats: Stats, rng: random.Random
 ) -> None:
     value = "x" * opts.value_size
+    one_op = target.client()
     while time.monotonic() < stop_at:
         op = opts.op if opts.op != "mixed" else ("set" if rng.random() < 0.5 else "get")
         key = bench_key(rng.randrange(KEYSPACE) if op == "set" else rng.randrange(READ_KEYS))
         started = time.perf_counter()
-        ok = await target.one_op(op, key, value)
+        ok = await one_op(op, key, value)
         if ok:
             stats.latencies.append(time.perf_counter() - started)
         else:
@@ -173,8 +186,9 @@ async def run(members: list[Member], opts: argparse.Namespace) -> dict[str, floa
 async def _preload(target: Target | SessionTarget, opts: argparse.Namespace) -> None:
     """Give the keys a value first so that reads return data."""
     value = "x" * opts.value_size
+    one_op = target.client()
     for n in range(READ_KEYS):
-        await target.one_op("set", bench_key(n), value)
+        await one_op("set", bench_key(n), value)
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
