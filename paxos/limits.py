@@ -122,15 +122,15 @@ MAX_SLOT_VALUE_BYTES = MAX_BATCH_BYTES + MAX_COMMAND_BYTES
 # interval; every one is counted.
 REFUSAL_LOG_SECONDS = 10.0
 
-# Client session streams (the KV Session RPC).  A batch above either bound
-# has every request in it refused; a request beyond the in-flight bound is
-# refused as UNAVAILABLE (retry later).  The library cuts its batches to fit.
+# Client session streams (the KV Session RPC, paxos/session.py).  A batch
+# above either bound has its requests refused; a request beyond the in-flight
+# bound is refused as UNAVAILABLE (retry later).  Refusals are counted and
+# logged once per sender and reason per REFUSAL_LOG_SECONDS.  The library
+# cuts its batches to fit and keeps within the in-flight bound.
 MAX_SESSION_BATCH_REQUESTS = 1024
 # One write at the value ceiling must fit in a batch of its own.
 MAX_SESSION_BATCH_BYTES = 2 * MAX_COMMAND_BYTES
 MAX_SESSION_IN_FLIGHT = 4096
-# A refused client request is logged at most once per sender and reason per
-# REFUSAL_LOG_SECONDS, as refused peer messages are.
 
 # Transport.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
