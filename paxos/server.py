@@ -42,7 +42,15 @@ from paxos.datadir import LOCK_FILE, DataDirError, lock_data_dir
 from paxos.hostfile import Member
 from paxos.identity import bootstrap_ids, format_id, parse_id
 from paxos.messages import Message, NodeId, Record, Slot, Value
-from paxos.metrics import FSYNC_BUCKETS, REQUEST_BUCKETS, SLOT_COMMAND_BUCKETS, Histogram, MetricsHttp, registry_for
+from paxos.metrics import (
+    FSYNC_BUCKETS,
+    REQUEST_BUCKETS,
+    SESSION_BATCH_BUCKETS,
+    SLOT_COMMAND_BUCKETS,
+    Histogram,
+    MetricsHttp,
+    registry_for,
+)
 from paxos.replica import Observer, Replica, WriteAnswer
 from paxos.session import (
     DEFAULT_REQUEST_SECONDS,
@@ -323,6 +331,7 @@ class PaxosServer:
         self._started = time.monotonic()
         self.leader_changes = 0
         self.slot_commands = Histogram(SLOT_COMMAND_BUCKETS)
+        self.session_batch_requests = Histogram(SESSION_BATCH_BUCKETS)
         self.received: Counter[NodeId] = Counter()
         self.request_counts: Counter[tuple[str, str]] = Counter()
         # Every method's series exist from the start, so a follower that has

@@ -163,6 +163,7 @@ class ClientSession:
     def take(self, batch: kv_pb2.SessionBatch) -> None:
         """Start every request of ``batch``; their replies arrive through ``serve``."""
         requests = batch.requests
+        self.s.session_batch_requests.observe(len(requests))
         too_many = len(requests) > limits.MAX_SESSION_BATCH_REQUESTS
         if too_many or batch.ByteSize() > limits.MAX_SESSION_BATCH_BYTES:
             what = (

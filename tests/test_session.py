@@ -185,6 +185,27 @@ def test_each_caller_sees_its_own_operations_in_order(loop: LoopThread, cluster:
     loop.run(body())
 
 
+def test_calls_in_flight_together_share_one_message(loop: LoopThread, cluster: InProcessCluster) -> None:
+    """No timer, no waiting: the requests queued while the stream was busy leave together."""
+    leader = leader_of(cluster)
+    received = cluster.servers[leader.name].session_batch_requests
+
+    def batches_and_requests() -> tuple[int, float]:
+        return cluster.call(lambda: (sum(received.counts), received.total))
+
+    async def body() -> tuple[tuple[int, float], tuple[int, float]]:
+        async with AsyncKVClient([leader]) as kv:
+            await kv.get("warm")  # the stream is open
+            before = await asyncio.to_thread(batches_and_requests)
+            values = await asyncio.gather(*(kv.get(f"together-{i}") for i in range(64)))
+            assert values == [None] * 64
+            return before, await asyncio.to_thread(batches_and_requests)
+
+    (batches_before, requests_before), (batches_after, requests_after) = loop.run(body())
+    assert requests_after - requests_before == 64
+    assert batches_after - batches_before == 1
+
+
 # ----------------------------------------------------- the Session RPC raw
 
 
