@@ -135,6 +135,11 @@ MAX_SESSION_IN_FLIGHT = 4096
 # Transport.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 PEER_QUEUE_LIMIT = 10_000
+# Messages queued for one peer leave packed in one stream message, cut at
+# these bounds (a lone message larger than the byte bound goes alone).  A
+# received envelope packing more messages than this is refused whole.
+MAX_PEER_PACKED_MESSAGES = 1024
+MAX_PEER_PACKED_BYTES = 16 * 1024 * 1024
 DEFAULT_PORT = 50051
 
 # Data directory: the lock file holds the PID of the server using the

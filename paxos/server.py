@@ -36,7 +36,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from paxos import limits
-from paxos.codec import DecodeError, PeerCodec
+from paxos.codec import DecodeError, PeerCodec, pack, unpack
 from paxos.core import Config, Node, Role
 from paxos.datadir import LOCK_FILE, DataDirError, lock_data_dir
 from paxos.hostfile import Member
@@ -479,7 +479,16 @@ class PaxosServer:
     # ------------------------------------------------------ peer messages in
 
     def receive_peer(self, raw: peer_pb2.PeerMessage, origin: str = "") -> None:
-        """One message from a peer stream; ``origin`` is the transport's peer address."""
+        """One stream message from a peer, maybe packing several; ``origin`` is the transport's peer address."""
+        try:
+            messages = unpack(raw)
+        except DecodeError as exc:
+            self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
+            return
+        for one in messages:
+            self._receive_one(one, origin)
+
+    def _receive_one(self, raw: peer_pb2.PeerMessage, origin: str) -> None:
         try:
             msg = self.codec.decode(raw)
         except DecodeError as exc:
@@ -826,11 +835,23 @@ class _PeerLink:
             backoff = min(backoff * 2, 1.0)
 
     async def _outgoing(self):  # type: ignore[no-untyped-def]
+        # Everything queued while the last message was going out leaves packed in one.
         while True:
             msg = await self._queue.get()
             if msg is None:
                 return
-            yield msg
+            batch, size = [msg], msg.ByteSize()
+            while len(batch) < limits.MAX_PEER_PACKED_MESSAGES and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    yield pack(batch)
+                    return
+                size += nxt.ByteSize()
+                if size > limits.MAX_PEER_PACKED_BYTES:
+                    yield pack(batch)
+                    batch, size = [], nxt.ByteSize()
+                batch.append(nxt)
+            yield pack(batch)
 
     async def close(self) -> None:
         if self._channel is not None:
