@@ -110,11 +110,14 @@ class SessionStream:
             async with asyncio.timeout(timeout):
                 return await request.future
         except TimeoutError:
-            self._in_flight.pop(message.id, None)
             raise StreamBroken(None, "deadline exceeded", request.sent) from None
         finally:
+            # Given up on (its time is up, or its caller was cancelled): a
+            # queued request is skipped by the sender, a late reply ignored.
             if not request.future.done():
-                request.future.cancel()  # still queued: the sender skips it
+                request.future.cancel()
+            if request.future.cancelled():
+                self._in_flight.pop(message.id, None)
 
     async def _send(self) -> None:
         try:
