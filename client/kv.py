@@ -260,9 +260,7 @@ def _check_metadata(metadata: str) -> None:
         raise InvalidRequest(f"metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}")
 
 
-def _image_query(
-    image: ImageSource, limit: int, max_distance: int | None, consistency: str
-) -> kv_pb2.ImageGetRequest:
+def _image_query(image: ImageSource, limit: int, max_distance: int | None, consistency: str) -> kv_pb2.ImageGetRequest:
     """The checked request for ``inearest``; hashing the photo takes a while."""
     from client import images
 
