@@ -1,13 +1,23 @@
-"""paxoskv client: ``from client import KVClient, KVError, UnknownOutcome``."""
+"""paxoskv client: ``from client import KVClient, AsyncKVClient, KVError, UnknownOutcome``."""
 
 from typing import TYPE_CHECKING
 
+from client.aio import AsyncKVClient
 from client.kv import ImageMatch, InvalidRequest, KVClient, KVError, Unavailable, UnknownOutcome
 
 if TYPE_CHECKING:
     from client.images import ImageError
 
-__all__ = ["ImageError", "ImageMatch", "InvalidRequest", "KVClient", "KVError", "Unavailable", "UnknownOutcome"]
+__all__ = [
+    "AsyncKVClient",
+    "ImageError",
+    "ImageMatch",
+    "InvalidRequest",
+    "KVClient",
+    "KVError",
+    "Unavailable",
+    "UnknownOutcome",
+]
 
 
 def __getattr__(name: str) -> object:

@@ -4,35 +4,34 @@
 retries through leader changes until its timeout, and tags each write with
 its client id and a sequence number so that a retried write is applied at
 most once.  It is safe to share between threads.  Where to send each attempt,
-how long to wait and when to give up is decided by ``client.retry``; this
-module makes the calls, reads the clock and sleeps.
+how long to wait and when to give up is decided by ``client.retry``; the
+calls are made by ``client.aio.AsyncKVClient``, which ``KVClient`` runs on
+an event loop of its own, and which coroutines may use directly.  This
+module also holds what both share: the checks of a request before it is
+sent, and how a gRPC result becomes a ``client.retry`` outcome.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 
 from client.retry import (
-    SECONDS,
     InvalidRequest,
-    KnownLeader,
     KVError,
     Outcome,
-    Retry,
     Unavailable,
     UnknownOutcome,
     outcome_of_status,
 )
-from paxos import snapshotfile
 from paxos.hostfile import Member, parse_hostfile
 from paxos.limits import (
     DEFAULT_MAX_VALUE_BYTES,
@@ -40,9 +39,8 @@ from paxos.limits import (
     MAX_KEY_BYTES,
     MAX_MESSAGE_BYTES,
     MAX_METADATA_BYTES,
-    SESSION_WINDOW,
 )
-from protos import kv_pb2, kv_pb2_grpc
+from protos import kv_pb2
 
 if TYPE_CHECKING:
     # client.images pulls in numpy, scipy and imagehash (a third of a second): only iset and
@@ -54,6 +52,8 @@ __all__ = ["ImageMatch", "InvalidRequest", "KVClient", "KVError", "Unavailable",
 STATUS_SECONDS = 1.0
 # A backup streams the whole state: it may take minutes for a large store.
 BACKUP_SECONDS = 600.0
+# How long closing a client waits for its streams to end.
+_CLOSE_SECONDS = 5.0
 
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -67,16 +67,12 @@ _CHANNEL_OPTIONS = [
 
 
 class _Session:
-    """Sequence numbers of one client session; guarded by the client's lock."""
+    """Sequence numbers of one client session: the next to use, and those of writes not yet answered."""
 
     def __init__(self, session_id: str) -> None:
         self.id = session_id
         self.next_seq = 1
         self.open: set[int] = set()
-
-    def first_unacked(self, lock: threading.Lock) -> int:
-        with lock:
-            return min(self.open, default=self.next_seq)
 
 
 class _Reply(Protocol):
@@ -87,10 +83,18 @@ class _Reply(Protocol):
     error: str
 
 
-R = TypeVar("R", bound=_Reply)
+T = TypeVar("T")
 
 
 class KVClient:
+    """The blocking client: ``AsyncKVClient``'s calls, made from any thread.
+
+    It runs an ``AsyncKVClient`` on the process's client event loop (a
+    daemon thread started by the first call of any ``KVClient``), so that
+    calls from many threads are coalesced on one session stream per server
+    just as concurrent coroutines are.  Safe to share between threads.
+    """
+
     def __init__(
         self,
         members: list[Member],
@@ -98,18 +102,27 @@ class KVClient:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         client_id: str | None = None,
     ) -> None:
-        if not members:
-            raise ValueError("a client needs at least one server address")
-        self.members = members
-        self._by_name = {m.name: m for m in members}
-        self.timeout = timeout
-        self.max_value_bytes = max_value_bytes
-        self.client_id = client_id or uuid.uuid4().hex
+        from client.aio import AsyncKVClient  # client.aio builds on this module's checks
+
+        self._client = AsyncKVClient(members, timeout, max_value_bytes, client_id)
         self._lock = threading.Lock()
-        self._session = _Session(self.client_id)
-        self._leader: KnownLeader[Member] = KnownLeader()
-        self._channels: dict[str, grpc.Channel] = {}
-        self._stubs: dict[str, kv_pb2_grpc.KVStub] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by the first call
+
+    @property
+    def members(self) -> list[Member]:
+        return self._client.members
+
+    @property
+    def timeout(self) -> float:
+        return self._client.timeout
+
+    @property
+    def max_value_bytes(self) -> int:
+        return self._client.max_value_bytes
+
+    @property
+    def client_id(self) -> str:
+        return self._client.client_id
 
     @classmethod
     def from_hostfile(cls, path: str | Path, timeout: float = 10.0) -> KVClient:
@@ -125,26 +138,20 @@ class KVClient:
 
     def close(self) -> None:
         with self._lock:
-            channels = list(self._channels.values())
-            self._channels.clear()
-            self._stubs.clear()
-        for channel in channels:
-            channel.close()
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            asyncio.run_coroutine_threadsafe(self._client.close(), loop).result(_CLOSE_SECONDS)
 
     # ------------------------------------------------------------- the API
 
     def set(self, key: str, value: str) -> None:
-        self._check_key(key)
-        _check_text("value", value)
-        size = len(value.encode("utf-8", "surrogatepass"))
-        if size > self.max_value_bytes:
-            raise InvalidRequest(f"value is {size} bytes; the limit is {self.max_value_bytes}")
-        self._write(lambda cmd: cmd.set.CopyFrom(kv_pb2.SetOp(key=key, value=value)))
+        _check_key(key)
+        _check_value(value, self.max_value_bytes)
+        self._run(self._client.set(key, value))
 
     def delete(self, key: str) -> bool:
-        self._check_key(key)
-        reply = self._write(lambda cmd: cmd.delete.CopyFrom(kv_pb2.DeleteOp(key=key)))
-        return reply.removed
+        _check_key(key)
+        return self._run(self._client.delete(key))
 
     def get(self, key: str, consistency: str = "linearizable") -> str | None:
         """The value of ``key``, or None.
@@ -152,15 +159,9 @@ class KVClient:
         ``consistency="local"`` reads whichever server answers first, without
         asking the leader: fast, but the value may be stale.
         """
-        self._check_key(key)
-        level = _consistency(consistency)
-        request = kv_pb2.GetRequest(key=key, consistency=level)
-
-        def call(stub: kv_pb2_grpc.KVStub, timeout: float) -> kv_pb2.GetReply:
-            return stub.Get(request, timeout=timeout)
-
-        reply = self._retry(call, is_write=False, any_server=level == kv_pb2.LOCAL)
-        return reply.value if reply.found else None
+        _check_key(key)
+        _consistency(consistency)
+        return self._run(self._client.get(key, consistency))
 
     def iset(self, image: ImageSource, metadata: str) -> str:
         """Store ``metadata`` for a photo (a path or the file's bytes); returns its hash in hex.
@@ -168,15 +169,8 @@ class KVClient:
         Raises ``ImageError`` (a ValueError) for a file that is missing, not
         an image, corrupt or too large, before anything is sent.
         """
-        from client import images
-
-        _check_text("metadata", metadata)
-        size = len(metadata.encode("utf-8", "surrogatepass"))
-        if size > MAX_METADATA_BYTES:
-            raise InvalidRequest(f"metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}")
-        hashes = images.index_hashes(image)
-        self._write(lambda cmd: cmd.iset.CopyFrom(kv_pb2.ImageSetOp(hashes=hashes, metadata=metadata)))
-        return images.hash_hex(hashes[0])
+        _check_metadata(metadata)
+        return self._run(self._client.iset(image, metadata))
 
     def iget(
         self, image: ImageSource, max_distance: int | None = None, consistency: str = "linearizable"
@@ -186,11 +180,7 @@ class KVClient:
         Only photos within ``max_distance`` bits (default
         ``images.DEFAULT_MAX_DISTANCE``) count; ties go to the latest iset.
         """
-        from client import images
-
-        distance = images.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
-        found = self.inearest(image, limit=1, max_distance=distance, consistency=consistency)
-        return found[0].metadata if found else None
+        return self._run(self._client.iget(image, max_distance, consistency))
 
     def inearest(
         self,
@@ -205,105 +195,7 @@ class KVClient:
         stored photo does, however far (a ranking, as ``iget --nearest N`` on
         the command line), where ``iget`` keeps only a likely match.
         """
-        from client import images
-
-        distance = images.HASH_BITS if max_distance is None else max_distance
-        if not 0 <= distance <= images.HASH_BITS:
-            raise InvalidRequest(f"max_distance must be 0 to {images.HASH_BITS} bits")
-        if not 1 <= limit <= MAX_IMAGE_MATCHES:
-            raise InvalidRequest(f"limit must be 1 to {MAX_IMAGE_MATCHES}")
-        request = kv_pb2.ImageGetRequest(
-            hash=images.hash_image(image), max_distance=distance, limit=limit, consistency=_consistency(consistency)
-        )
-
-        def call(stub: kv_pb2_grpc.KVStub, timeout: float) -> kv_pb2.ImageGetReply:
-            return stub.ImageGet(request, timeout=timeout)
-
-        reply = self._retry(call, is_write=False, any_server=request.consistency == kv_pb2.LOCAL)
-        return [ImageMatch(images.hash_hex(m.hash), m.distance, m.metadata) for m in reply.matches]
-
-    def status(self) -> list[dict[str, object]]:
-        """One entry per server in hostfile order; unreachable ones are 'down'."""
-        results: list[dict[str, object]] = [{} for _ in self.members]
-
-        def probe(index: int, member: Member) -> None:
-            entry: dict[str, object] = {
-                "name": member.name,
-                "address": member.address,
-                "reachable": False,
-                "role": "down",
-                "leader": "",
-                "ballot": "",
-                "commit_index": 0,
-                "applied_index": 0,
-            }
-            try:
-                s = self._stub(member).Status(kv_pb2.StatusRequest(), timeout=STATUS_SECONDS)
-                entry.update(
-                    reachable=True,
-                    role=s.role,
-                    leader=s.leader,
-                    ballot=s.ballot,
-                    commit_index=s.commit_index,
-                    applied_index=s.applied_index,
-                    version=s.version,
-                    uptime_seconds=round(s.uptime_seconds, 3),
-                    log_bytes=s.log_bytes,
-                    data_bytes=s.data_bytes,
-                    last_fsync_seconds=s.last_fsync_seconds,
-                    snapshot_index=s.snapshot_index,
-                )
-            except grpc.RpcError:
-                pass
-            results[index] = entry
-
-        threads = [threading.Thread(target=probe, args=(i, m)) for i, m in enumerate(self.members)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return results
-
-    # ----------------------------------------------------------- machinery
-
-    def _check_key(self, key: str) -> None:
-        _check_text("key", key)
-        size = len(key.encode("utf-8", "surrogatepass"))
-        if not 0 < size <= MAX_KEY_BYTES:
-            raise InvalidRequest(f"key must be 1 to {MAX_KEY_BYTES} bytes of UTF-8, got {size}")
-
-    def _write(self, fill: Callable[[kv_pb2.Command], object]) -> kv_pb2.WriteReply:
-        session, seq = self._open_seq()
-        try:
-            cmd = kv_pb2.Command(client_id=session.id, seq=seq, first_unacked=session.first_unacked(self._lock))
-            fill(cmd)
-            request = kv_pb2.WriteRequest(command=cmd)
-
-            def call(stub: kv_pb2_grpc.KVStub, timeout: float) -> kv_pb2.WriteReply:
-                return stub.Write(request, timeout=timeout)
-
-            return self._retry(call, is_write=True)
-        finally:
-            with self._lock:
-                session.open.discard(seq)
-
-    def _open_seq(self) -> tuple[_Session, int]:
-        """A sequence number for a new write, in a session whose window has room.
-
-        The servers keep results for a session's writes from its oldest
-        unacknowledged one up to SESSION_WINDOW above it.  When one slow write
-        pins that window, later writes move to a fresh session rather than
-        waiting for it.
-        """
-        with self._lock:
-            session = self._session
-            oldest = min(session.open, default=session.next_seq)
-            if session.next_seq - oldest >= SESSION_WINDOW - 1:
-                session = self._session = _Session(uuid.uuid4().hex)
-            seq = session.next_seq
-            session.next_seq += 1
-            session.open.add(seq)
-            return session, seq
+        return self._run(self._client.inearest(image, limit, max_distance, consistency))
 
     def backup(
         self,
@@ -315,85 +207,47 @@ class KVClient:
 
         The leader takes it at a linearizable point: it holds every write
         acknowledged before the call.  ``progress(bytes_so_far, estimate)``
-        is called as data arrives.  The file appears whole or not at all,
-        and is checked before it does; ``timeout`` bounds the transfer.
+        is called as data arrives (on the client's own thread).  The file
+        appears whole or not at all, and is checked before it does;
+        ``timeout`` bounds the transfer.
         """
-        target = Path(path)
-        if target.is_dir():
-            raise InvalidRequest(f"{target} is a directory; name the backup file")
-        if not target.parent.is_dir():
-            raise InvalidRequest(f"{target.parent} does not exist")
-        opened: list[Iterator[kv_pb2.BackupChunk]] = []
+        return self._run(self._client.backup(path, progress, timeout))
 
-        def call(stub: kv_pb2_grpc.KVStub, attempt_timeout: float) -> kv_pb2.BackupChunk:
-            replies = stub.Backup(kv_pb2.BackupRequest(), timeout=timeout)
-            # Only the first message must come within the attempt's time.
-            timer = threading.Timer(attempt_timeout, replies.cancel)
-            timer.start()
-            try:
-                first: kv_pb2.BackupChunk = next(replies)
-            except StopIteration:
-                return kv_pb2.BackupChunk(status=kv_pb2.UNAVAILABLE, error="the server sent no backup")
-            finally:
-                timer.cancel()
-            opened[:] = [replies]
-            return first
+    def status(self) -> list[dict[str, object]]:
+        """One entry per server in hostfile order; unreachable ones are 'down'."""
+        return self._run(self._client.status())
 
-        first = self._retry(call, is_write=False)
-        received = 0
+    # ----------------------------------------------------------- machinery
 
-        def chunks() -> Iterator[bytes]:
-            nonlocal received
-            for chunk in opened[0]:
-                received += len(chunk.data)
-                if progress is not None:
-                    progress(received, max(first.estimated_bytes, received))
-                yield chunk.data
-
-        try:
-            snapshotfile.write_atomically(target.parent, target.name, chunks(), check=snapshotfile.verify)
-        except grpc.RpcError as err:
-            raise KVError(
-                f"the backup was cut off after {received} bytes: {_describe(err)}; nothing was written"
-            ) from None
-        except snapshotfile.SnapshotError as exc:
-            raise KVError(f"the backup received does not check out ({exc}); nothing was written") from None
-        return int(first.applied_index)
-
-    def _retry(self, call: Callable[[kv_pb2_grpc.KVStub, float], R], is_write: bool, any_server: bool = False) -> R:
-        """Run ``call`` against the servers as ``client.retry`` decides, until it succeeds or time is up."""
-        retry = Retry(
-            self.members,
-            self._leader,
-            time.monotonic(),
-            self.timeout,
-            SECONDS,
-            write=is_write,
-            any_server=any_server,
-            describe=_address,
-        )
-        while (attempt := retry.next_attempt(time.monotonic())) is not None:
-            result: R | grpc.RpcError
-            try:
-                result = call(self._stub(attempt.server), attempt.timeout)
-            except grpc.RpcError as err:
-                result = err
-            outcome, hint, error = classify(result)
-            pause = retry.record(outcome, time.monotonic(), self._by_name.get(hint), error)
-            if outcome is Outcome.OK:
-                assert not isinstance(result, grpc.RpcError)
-                return result
-            time.sleep(pause)
-        raise retry.give_up()
-
-    def _stub(self, member: Member) -> kv_pb2_grpc.KVStub:
+    def _run(self, operation: Coroutine[Any, Any, T]) -> T:
+        """Run one of the async client's operations on the client loop and wait for it."""
         with self._lock:
-            stub = self._stubs.get(member.address)
-            if stub is None:
-                channel = grpc.insecure_channel(member.address, options=_CHANNEL_OPTIONS)
-                self._channels[member.address] = channel
-                stub = self._stubs[member.address] = kv_pb2_grpc.KVStub(channel)
-            return stub
+            if self._loop is None:
+                self._loop = _client_loop()
+            loop = self._loop
+        return asyncio.run_coroutine_threadsafe(operation, loop).result()
+
+
+_client_loop_lock = threading.Lock()
+_client_loop_of: dict[int, asyncio.AbstractEventLoop] = {}  # by process id: a forked child starts its own
+
+
+def _client_loop() -> asyncio.AbstractEventLoop:
+    """The event loop that every ``KVClient`` of this process runs on, started on first use.
+
+    One loop, never closed: gRPC's asyncio layer serves every loop of a
+    process from one completion queue, and a loop closed while its calls
+    still have events due makes that queue fail on the other loops' turns
+    (seen with grpcio 1.81: calls on live loops then hang to their
+    deadline).  One loop also coalesces the calls of all the process's
+    clients.
+    """
+    with _client_loop_lock:
+        loop = _client_loop_of.get(os.getpid())
+        if loop is None:
+            loop = _client_loop_of[os.getpid()] = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="paxoskv-client", daemon=True).start()
+        return loop
 
 
 @dataclass(frozen=True)
@@ -401,6 +255,55 @@ class ImageMatch:
     hash: str  # the stored photo's hash, hex
     distance: int  # bits
     metadata: str
+
+
+def _check_key(key: str) -> None:
+    _check_text("key", key)
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if not 0 < size <= MAX_KEY_BYTES:
+        raise InvalidRequest(f"key must be 1 to {MAX_KEY_BYTES} bytes of UTF-8, got {size}")
+
+
+def _check_value(value: str, max_value_bytes: int) -> None:
+    _check_text("value", value)
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > max_value_bytes:
+        raise InvalidRequest(f"value is {size} bytes; the limit is {max_value_bytes}")
+
+
+def _check_metadata(metadata: str) -> None:
+    _check_text("metadata", metadata)
+    size = len(metadata.encode("utf-8", "surrogatepass"))
+    if size > MAX_METADATA_BYTES:
+        raise InvalidRequest(f"metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}")
+
+
+def _image_query(image: ImageSource, limit: int, max_distance: int | None, consistency: str) -> kv_pb2.ImageGetRequest:
+    """The checked request for ``inearest``; hashing the photo takes a while."""
+    from client import images
+
+    distance = images.HASH_BITS if max_distance is None else max_distance
+    if not 0 <= distance <= images.HASH_BITS:
+        raise InvalidRequest(f"max_distance must be 0 to {images.HASH_BITS} bits")
+    if not 1 <= limit <= MAX_IMAGE_MATCHES:
+        raise InvalidRequest(f"limit must be 1 to {MAX_IMAGE_MATCHES}")
+    return kv_pb2.ImageGetRequest(
+        hash=images.hash_image(image), max_distance=distance, limit=limit, consistency=_consistency(consistency)
+    )
+
+
+def _unreachable_status(member: Member) -> dict[str, object]:
+    """A server's entry in ``status()`` until it answers."""
+    return {
+        "name": member.name,
+        "address": member.address,
+        "reachable": False,
+        "role": "down",
+        "leader": "",
+        "ballot": "",
+        "commit_index": 0,
+        "applied_index": 0,
+    }
 
 
 def _check_text(what: str, text: object) -> None:

@@ -1,32 +1,38 @@
 """Closed-loop load generator: ``python -m paxos.bench -h HOSTFILE ...``.
 
-N clients in one process (one asyncio loop, one gRPC channel per server), each
-with one operation in flight: one operation per RPC, the way etcd's own
-benchmark tool counts.  Writes carry a client id and sequence number like the
-library's; reads are linearizable.  An operation finds the leader and retries
-as the library does (``client.retry``, with longer attempts for a loaded
-cluster, within ``OP_SECONDS``); one that fails counts as an error.  Prints
-ops/s, latency percentiles and errors; ``--json`` makes the last line a JSON
-object.
+N clients in one process (one asyncio loop), each with one operation in
+flight, each timing its own operations.  By default they share one
+``AsyncKVClient``, the library's session path: operations of different
+clients that are in flight at the same moment travel together in one
+message per server.  ``--unary`` makes one gRPC call per operation instead
+(one channel per server), the way etcd's own benchmark tool counts.
+Writes carry a client id and sequence number like the library's; reads are
+linearizable.  An operation finds the leader and retries as the library
+does (``client.retry``, with longer attempts for a loaded cluster, within
+``OP_SECONDS``); one that fails counts as an error.  Prints ops/s, latency
+percentiles and errors; ``--json`` makes the last line a JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 import grpc
 from tqdm import tqdm
 
+from client.aio import AsyncKVClient
 from client.kv import classify
-from client.retry import SECONDS, InvalidRequest, KnownLeader, Outcome, Retry
+from client.retry import SECONDS, InvalidRequest, KnownLeader, KVError, Outcome, Retry
 from paxos.hostfile import HostfileError, Member, parse_hostfile
 from protos import kv_pb2, kv_pb2_grpc
 
@@ -54,8 +60,33 @@ class Stats:
     done: int = 0
 
 
+class SessionTarget:
+    """One library client, shared by all the load generator's clients (the session path)."""
+
+    def __init__(self, members: list[Member]) -> None:
+        self.kv = AsyncKVClient(members, timeout=OP_SECONDS, timing=TIMING)
+
+    def client(self) -> Callable[[str, str, str], Awaitable[bool]]:
+        """One load generator client's operations: the shared library client numbers the writes."""
+        return self.one_op
+
+    async def one_op(self, op: str, key: str, value: str) -> bool:
+        """One operation through the library; True when it succeeded."""
+        try:
+            if op == "set":
+                await self.kv.set(key, value)
+            else:
+                await self.kv.get(key)
+        except KVError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self.kv.close()
+
+
 class Target:
-    """Stubs for every server and the known leader, shared by clients."""
+    """Stubs for every server and the known leader, shared by clients (the unary path)."""
 
     def __init__(self, members: list[Member]) -> None:
         self.members = members
@@ -63,6 +94,20 @@ class Target:
         self.channels = {m.name: grpc.aio.insecure_channel(m.address) for m in members}
         self.stubs = {name: kv_pb2_grpc.KVStub(ch) for name, ch in self.channels.items()}
         self.leader: KnownLeader[str] = KnownLeader()
+
+    def client(self) -> Callable[[str, str, str], Awaitable[bool]]:
+        """One load generator client's operations, its writes numbered in a client session of its own.
+
+        Each client has one write in flight, so every write acknowledges all
+        of its client's earlier ones (first_unacked = seq).
+        """
+        client_id = uuid.uuid4().hex
+        seqs = itertools.count(1)
+
+        async def one_op(op: str, key: str, value: str) -> bool:
+            return await _one_op(self, op, key, value, client_id, next(seqs))
+
+        return one_op
 
     async def close(self) -> None:
         for channel in self.channels.values():
@@ -96,16 +141,16 @@ async def _one_op(target: Target, op: str, key: str, value: str, client_id: str,
     return False
 
 
-async def _client(target: Target, opts: argparse.Namespace, stop_at: float, stats: Stats, rng: random.Random) -> None:
-    client_id = uuid.uuid4().hex
+async def _client(
+    target: Target | SessionTarget, opts: argparse.Namespace, stop_at: float, stats: Stats, rng: random.Random
+) -> None:
     value = "x" * opts.value_size
-    seq = 0
+    one_op = target.client()
     while time.monotonic() < stop_at:
         op = opts.op if opts.op != "mixed" else ("set" if rng.random() < 0.5 else "get")
         key = bench_key(rng.randrange(KEYSPACE) if op == "set" else rng.randrange(READ_KEYS))
-        seq += 1
         started = time.perf_counter()
-        ok = await _one_op(target, op, key, value, client_id, seq)
+        ok = await one_op(op, key, value)
         if ok:
             stats.latencies.append(time.perf_counter() - started)
         else:
@@ -124,7 +169,7 @@ async def _progress(stats: Stats, seconds: float, stop_at: float) -> None:
 
 
 async def run(members: list[Member], opts: argparse.Namespace) -> dict[str, float | int | str]:
-    target = Target(members)
+    target = Target(members) if opts.unary else SessionTarget(members)
     rng = random.Random(opts.seed)
     if opts.op in ("get", "mixed"):
         await _preload(target, opts)
@@ -135,15 +180,15 @@ async def run(members: list[Member], opts: argparse.Namespace) -> dict[str, floa
     await asyncio.gather(_progress(stats, opts.seconds, stop_at), *clients)
     elapsed = time.monotonic() - started
     await target.close()
-    return summarize(stats, elapsed, opts)
+    return {**summarize(stats, elapsed, opts), "path": "unary" if opts.unary else "session"}
 
 
-async def _preload(target: Target, opts: argparse.Namespace) -> None:
+async def _preload(target: Target | SessionTarget, opts: argparse.Namespace) -> None:
     """Give the keys a value first so that reads return data."""
     value = "x" * opts.value_size
-    client_id = uuid.uuid4().hex
-    for seq in range(1, READ_KEYS + 1):
-        await _one_op(target, "set", bench_key(seq - 1), value, client_id, seq)
+    one_op = target.client()
+    for n in range(READ_KEYS):
+        await one_op("set", bench_key(n), value)
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -171,11 +216,12 @@ def summarize(stats: Stats, elapsed: float, opts: argparse.Namespace) -> dict[st
 
 def report(result: dict[str, float | int | str], as_json: bool) -> int:
     """Print a run's summary; the exit code (3 when nothing succeeded)."""
+    path = f" ({result['path']})" if "path" in result else ""
     if as_json:
         print(json.dumps(result))
     else:
         print(
-            f"{result['op']} x{result['clients']} clients, {result['seconds']}s: {result['ops_per_sec']} ops/s, "
+            f"{result['op']} x{result['clients']} clients{path}, {result['seconds']}s: {result['ops_per_sec']} ops/s, "
             f"p50 {result['p50_ms']} ms, p90 {result['p90_ms']} ms, p99 {result['p99_ms']} ms, "
             f"max {result['max_ms']} ms, errors {result['errors']}"
         )
@@ -186,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m paxos.bench",
         add_help=False,
-        description="Closed-loop benchmark of a paxoskv cluster: N clients, one operation per RPC each.",
+        description="Closed-loop benchmark of a paxoskv cluster: N clients, one operation in flight each.",
         epilog="Example: python -m paxos.bench -h local-cluster/hostfile.txt --clients 64 --seconds 10 --op set",
     )
     parser.add_argument("--help", action="help", help="show this help and exit")
@@ -202,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    # Not in build_parser: the etcd twin of this tool shares those options, and has one path.
+    parser.add_argument(
+        "--unary", action="store_true", help="one gRPC call per operation instead of the library's session streams"
+    )
     opts = parser.parse_args(argv)
     if opts.clients < 1 or opts.seconds <= 0 or opts.value_size < 0:
         parser.error("--clients and --seconds must be positive and --value-size not negative")

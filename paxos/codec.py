@@ -99,6 +99,27 @@ def encode_body(msg: Message, out: pb.PeerMessage) -> None:
             assert_never(msg)
 
 
+def unpack(raw: pb.PeerMessage) -> Sequence[pb.PeerMessage]:
+    """The messages an envelope carries: itself, or the ones packed in it (checked for bounds and nesting)."""
+    if not raw.packed:
+        return (raw,)
+    if raw.WhichOneof("body") is not None:
+        raise DecodeError("packed envelope with a body of its own")
+    _count(raw.packed, limits.MAX_PEER_PACKED_MESSAGES, "packed messages")
+    if any(inner.packed for inner in raw.packed):
+        raise DecodeError("packed envelopes nested")
+    return raw.packed
+
+
+def pack(messages: Sequence[pb.PeerMessage]) -> pb.PeerMessage:
+    """One envelope for ``messages`` (all for the same receiver); a lone message goes as it is."""
+    assert messages, "nothing to pack"
+    if len(messages) == 1:
+        return messages[0]
+    first = messages[0]
+    return pb.PeerMessage(sender=first.sender, cluster_id=first.cluster_id, receiver=first.receiver, packed=messages)
+
+
 class PeerCodec:
     """Encodes this server's messages and checks everything it receives."""
 

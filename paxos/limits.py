@@ -122,9 +122,24 @@ MAX_SLOT_VALUE_BYTES = MAX_BATCH_BYTES + MAX_COMMAND_BYTES
 # interval; every one is counted.
 REFUSAL_LOG_SECONDS = 10.0
 
+# Client session streams (the KV Session RPC, paxos/session.py).  A batch
+# above either bound has its requests refused; a request beyond the in-flight
+# bound is refused as UNAVAILABLE (retry later).  Refusals are counted and
+# logged once per sender and reason per REFUSAL_LOG_SECONDS.  The library
+# cuts its batches to fit and keeps within the in-flight bound.
+MAX_SESSION_BATCH_REQUESTS = 1024
+# One write at the value ceiling must fit in a batch of its own.
+MAX_SESSION_BATCH_BYTES = 2 * MAX_COMMAND_BYTES
+MAX_SESSION_IN_FLIGHT = 4096
+
 # Transport.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 PEER_QUEUE_LIMIT = 10_000
+# Messages queued for one peer leave packed in one stream message, cut at
+# these bounds (a lone message larger than the byte bound goes alone).  A
+# received envelope packing more messages than this is refused whole.
+MAX_PEER_PACKED_MESSAGES = 1024
+MAX_PEER_PACKED_BYTES = 16 * 1024 * 1024
 DEFAULT_PORT = 50051
 
 # Data directory: the lock file holds the PID of the server using the

@@ -43,6 +43,7 @@ REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 # Commands per slot: one per slot means no batching; a full batch is
 # limits.MAX_BATCH_COMMANDS.
 SLOT_COMMAND_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, limits.MAX_BATCH_COMMANDS)
+SESSION_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, limits.MAX_SESSION_BATCH_REQUESTS)
 
 
 @dataclass(slots=True)
@@ -117,6 +118,11 @@ class ServerCollector(Collector):
             "paxoskv_snapshot_write_seconds",
             "how long writing the latest snapshot took, off the apply loop",
             s.storage.last_snapshot_seconds,
+        )
+        yield _histogram(
+            "paxoskv_session_batch_requests",
+            "requests in each batch received on client session streams",
+            s.session_batch_requests,
         )
         yield from self._client_requests()
         yield from self._peer_messages()

@@ -37,15 +37,32 @@ from grpc_reflection.v1alpha import reflection
 
 from paxos import limits
 from paxos import snapshot as snapshots
-from paxos.codec import DecodeError, PeerCodec
+from paxos.codec import DecodeError, PeerCodec, pack, unpack
 from paxos.core import Config, Node, RecoveryError, Role
 from paxos.datadir import LOCK_FILE, DataDirError, lock_data_dir
 from paxos.hostfile import Member
 from paxos.identity import bootstrap_ids, format_id, parse_id
 from paxos.messages import Message, NodeId, Record, Slot, Value
-from paxos.metrics import FSYNC_BUCKETS, REQUEST_BUCKETS, SLOT_COMMAND_BUCKETS, Histogram, MetricsHttp, registry_for
+from paxos.metrics import (
+    FSYNC_BUCKETS,
+    REQUEST_BUCKETS,
+    SESSION_BATCH_BUCKETS,
+    SLOT_COMMAND_BUCKETS,
+    Histogram,
+    MetricsHttp,
+    registry_for,
+)
 from paxos.replica import FetchedSnapshot, Observer, Replica, WriteAnswer
-from paxos.statemachine import FrozenState, StateMachine, validate_image_hash, validate_key
+from paxos.session import (
+    DEFAULT_REQUEST_SECONDS,
+    ClientSession,
+    get_error,
+    image_get_error,
+    serve_get,
+    serve_image_get,
+    write_reply,
+)
+from paxos.statemachine import FrozenState, StateMachine
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 
@@ -70,8 +87,6 @@ GRPC_OPTIONS = [
 # gRPC binds listeners with SO_REUSEPORT by default, so a second server on the
 # same port would start and share the traffic; binding exclusively makes it fail.
 GRPC_SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
-# How long a write or read waits in the server when the client set no deadline.
-DEFAULT_REQUEST_SECONDS = 10.0
 # The services this server offers: health reports on each of them (and on
 # "", the whole server), reflection lists them for grpcurl and grpcui.
 KV_SERVICE = kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name
@@ -451,12 +466,16 @@ class PaxosServer:
         self.last_snapshot_freeze_seconds = 0.0
         self.longest_snapshot_freeze_seconds = 0.0
         self.slot_commands = Histogram(SLOT_COMMAND_BUCKETS)
+        self.session_batch_requests = Histogram(SESSION_BATCH_BUCKETS)
         self.received: Counter[NodeId] = Counter()
         self.request_counts: Counter[tuple[str, str]] = Counter()
         # Every method's series exist from the start, so a follower that has
         # answered nothing still shows them (at zero).
+        # (A session stream's requests count under their unary twins' names.)
         self.request_seconds = {
-            m: Histogram(REQUEST_BUCKETS) for m in kv_pb2.DESCRIPTOR.services_by_name["KV"].methods_by_name
+            name: Histogram(REQUEST_BUCKETS)
+            for name, method in kv_pb2.DESCRIPTOR.services_by_name["KV"].methods_by_name.items()
+            if not method.client_streaming
         }
         self.request_counts.update(dict.fromkeys(((m, "OK") for m in self.request_seconds), 0))
         self._http: MetricsHttp | None = None
@@ -689,7 +708,16 @@ class PaxosServer:
     # ------------------------------------------------------ peer messages in
 
     def receive_peer(self, raw: peer_pb2.PeerMessage, origin: str = "") -> None:
-        """One message from a peer stream; ``origin`` is the transport's peer address."""
+        """One stream message from a peer, maybe packing several; ``origin`` is the transport's peer address."""
+        try:
+            messages = unpack(raw)
+        except DecodeError as exc:
+            self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
+            return
+        for one in messages:
+            self._receive_one(one, origin)
+
+    def _receive_one(self, raw: peer_pb2.PeerMessage, origin: str) -> None:
         try:
             msg = self.codec.decode(raw)
         except DecodeError as exc:
@@ -723,8 +751,7 @@ class PaxosServer:
             answer = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
         except TimeoutError:
             answer = WriteAnswer(kv_pb2.UNKNOWN)
-        hint = self.leader_hint() if answer.status in (kv_pb2.NOT_LEADER, kv_pb2.UNKNOWN) else ""
-        return kv_pb2.WriteReply(status=answer.status, removed=answer.removed, error=answer.error, leader_hint=hint)
+        return write_reply(self, answer)
 
     async def linearizable_read(self, deadline: float) -> kv_pb2.Status:
         """Wait until a read may be served here; the status to reply with."""
@@ -906,6 +933,22 @@ class _LenientRegistrar:
                     yield reply
 
             return handler._replace(request_deserializer=lenient, unary_stream=unary_stream)
+        if handler.stream_stream is not None:
+            both_inner = handler.stream_stream
+
+            # An async generator function itself: gRPC asks which kind of handler it was given.
+            async def both(requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
+                async def parsed() -> AsyncIterator[object]:
+                    async for request in requests:
+                        if isinstance(request, _Malformed):
+                            refusals.note(context.peer(), "malformed message", f"{request.method}: {request.detail}")
+                            continue
+                        yield request
+
+                async for reply in both_inner(parsed(), context):
+                    yield reply
+
+            return handler._replace(request_deserializer=lenient, stream_stream=both)
         raise TypeError(f"{method}: no lenient form for this kind of method")
 
 
@@ -941,34 +984,27 @@ class _KVService(kv_pb2_grpc.KVServicer):
 
     @_measured
     async def Get(self, request: kv_pb2.GetRequest, context: grpc.aio.ServicerContext) -> kv_pb2.GetReply:
-        error = validate_key(request.key)
+        error = get_error(request)
         if error:
             return kv_pb2.GetReply(status=kv_pb2.INVALID, error=error)
         if request.consistency != kv_pb2.LOCAL:
             status = await self.s.linearizable_read(_deadline(context))
             if status != kv_pb2.OK:
                 return kv_pb2.GetReply(status=status, leader_hint=self.s.leader_hint())
-        value = self.s.store.get(request.key)
-        return kv_pb2.GetReply(status=kv_pb2.OK, found=value is not None, value=value or "")
+        return serve_get(self.s, request)
 
     @_measured
     async def ImageGet(
         self, request: kv_pb2.ImageGetRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.ImageGetReply:
-        error = validate_image_hash(request.hash)
-        if error is None and request.max_distance > limits.IMAGE_HASH_BYTES * 8:
-            error = f"max_distance must be at most {limits.IMAGE_HASH_BYTES * 8} bits"
-        if error is None and request.limit > limits.MAX_IMAGE_MATCHES:
-            error = f"limit must be at most {limits.MAX_IMAGE_MATCHES}"
+        error = image_get_error(request)
         if error:
             return kv_pb2.ImageGetReply(status=kv_pb2.INVALID, error=error)
         if request.consistency != kv_pb2.LOCAL:
             status = await self.s.linearizable_read(_deadline(context))
             if status != kv_pb2.OK:
                 return kv_pb2.ImageGetReply(status=status, leader_hint=self.s.leader_hint())
-        found = self.s.store.image_matches(request.hash, request.max_distance, max(request.limit, 1))
-        matches = [kv_pb2.ImageMatch(hash=m.hash, distance=m.distance, metadata=m.metadata) for m in found]
-        return kv_pb2.ImageGetReply(status=kv_pb2.OK, matches=matches)
+        return serve_image_get(self.s, request)
 
     async def Backup(
         self, request: kv_pb2.BackupRequest, context: grpc.aio.ServicerContext
@@ -984,6 +1020,13 @@ class _KVService(kv_pb2_grpc.KVServicer):
     @_measured
     async def Status(self, request: kv_pb2.StatusRequest, context: grpc.aio.ServicerContext) -> kv_pb2.NodeStatus:
         return self.s.status()
+
+    async def Session(  # type: ignore[override]
+        self, request_iterator: AsyncIterator[kv_pb2.SessionBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[kv_pb2.SessionReplies]:
+        """Batches of requests in, batches of replies out: see paxos/session.py."""
+        async for replies in ClientSession(self.s, context.peer()).serve(request_iterator):
+            yield replies
 
 
 async def backup_chunks(server: PaxosServer, deadline: float) -> AsyncIterator[kv_pb2.BackupChunk]:
@@ -1114,11 +1157,23 @@ class _PeerLink:
             backoff = min(backoff * 2, 1.0)
 
     async def _outgoing(self):  # type: ignore[no-untyped-def]
+        # Everything queued while the last message was going out leaves packed in one.
         while True:
             msg = await self._queue.get()
             if msg is None:
                 return
-            yield msg
+            batch, size = [msg], msg.ByteSize()
+            while len(batch) < limits.MAX_PEER_PACKED_MESSAGES and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    yield pack(batch)
+                    return
+                size += nxt.ByteSize()
+                if size > limits.MAX_PEER_PACKED_BYTES:
+                    yield pack(batch)
+                    batch, size = [], nxt.ByteSize()
+                batch.append(nxt)
+            yield pack(batch)
 
     async def close(self) -> None:
         if self._channel is not None:

@@ -83,32 +83,60 @@ def _frame(part: snapshot_pb2.SnapshotPart) -> bytes:
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
+class AtomicFile:
+    """A file that appears at ``directory/name`` whole, or not at all.
+
+    Written to ``name.tmp`` in the same directory; ``commit`` fsyncs it,
+    runs ``check`` on it, renames it into place and fsyncs the directory;
+    ``abort`` (or any error in ``commit``) removes it and leaves ``name``
+    untouched.  Blocking calls: from asyncio, run them on a thread.
+    """
+
+    def __init__(self, directory: Path, name: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.final = directory / name
+        self.tmp = directory / (name + ".tmp")
+        self._f: BinaryIO | None = open(self.tmp, "wb")
+
+    def write(self, data: bytes) -> None:
+        assert self._f is not None, "written after commit or abort"
+        self._f.write(data)
+
+    def commit(self, check: Callable[[Path], object] | None = None) -> Path:
+        assert self._f is not None, "committed twice, or after abort"
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            self._f = None
+            if check is not None:
+                check(self.tmp)
+            os.replace(self.tmp, self.final)
+        except BaseException:
+            self.abort()
+            raise
+        fsync_dir(self.final.parent)
+        return self.final
+
+    def abort(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        self.tmp.unlink(missing_ok=True)
+
+
 def write_atomically(
     directory: Path, name: str, chunks: Iterable[bytes], check: Callable[[Path], object] | None = None
 ) -> Path:
-    """Write ``chunks`` to ``directory/name`` so that a crash leaves all of it or nothing.
-
-    A temporary file ``name.tmp`` in the same directory, fsynced, checked
-    with ``check`` if given, renamed, and the directory fsynced; on any
-    error the temporary file is removed and ``name`` is untouched.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / name
-    tmp = directory / (name + ".tmp")
+    """Write ``chunks`` to ``directory/name`` so that a crash leaves all of it or nothing (``AtomicFile``)."""
+    out = AtomicFile(directory, name)
     try:
-        with open(tmp, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        if check is not None:
-            check(tmp)
-        os.replace(tmp, final)
+        for chunk in chunks:
+            out.write(chunk)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        out.abort()
         raise
-    fsync_dir(directory)
-    return final
+    return out.commit(check)
 
 
 def fsync_dir(directory: Path) -> None:

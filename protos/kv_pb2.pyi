@@ -192,3 +192,55 @@ class BackupChunk(_message.Message):
     estimated_bytes: int
     data: bytes
     def __init__(self, status: _Optional[_Union[Status, str]] = ..., leader_hint: _Optional[str] = ..., error: _Optional[str] = ..., applied_index: _Optional[int] = ..., estimated_bytes: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class SessionRequest(_message.Message):
+    __slots__ = ("id", "timeout_ms", "write", "get", "iget", "status")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_FIELD_NUMBER: _ClassVar[int]
+    GET_FIELD_NUMBER: _ClassVar[int]
+    IGET_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    timeout_ms: int
+    write: WriteRequest
+    get: GetRequest
+    iget: ImageGetRequest
+    status: StatusRequest
+    def __init__(self, id: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., write: _Optional[_Union[WriteRequest, _Mapping]] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., iget: _Optional[_Union[ImageGetRequest, _Mapping]] = ..., status: _Optional[_Union[StatusRequest, _Mapping]] = ...) -> None: ...
+
+class SessionBatch(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[SessionRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[SessionRequest, _Mapping]]] = ...) -> None: ...
+
+class SessionRefusal(_message.Message):
+    __slots__ = ("status", "error")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    error: str
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class SessionReply(_message.Message):
+    __slots__ = ("id", "write", "get", "iget", "status", "refused")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    WRITE_FIELD_NUMBER: _ClassVar[int]
+    GET_FIELD_NUMBER: _ClassVar[int]
+    IGET_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    write: WriteReply
+    get: GetReply
+    iget: ImageGetReply
+    status: NodeStatus
+    refused: SessionRefusal
+    def __init__(self, id: _Optional[int] = ..., write: _Optional[_Union[WriteReply, _Mapping]] = ..., get: _Optional[_Union[GetReply, _Mapping]] = ..., iget: _Optional[_Union[ImageGetReply, _Mapping]] = ..., status: _Optional[_Union[NodeStatus, _Mapping]] = ..., refused: _Optional[_Union[SessionRefusal, _Mapping]] = ...) -> None: ...
+
+class SessionReplies(_message.Message):
+    __slots__ = ("replies",)
+    REPLIES_FIELD_NUMBER: _ClassVar[int]
+    replies: _containers.RepeatedCompositeFieldContainer[SessionReply]
+    def __init__(self, replies: _Optional[_Iterable[_Union[SessionReply, _Mapping]]] = ...) -> None: ...

@@ -59,6 +59,11 @@ class KVStub:
                 request_serializer=protos_dot_kv__pb2.BackupRequest.SerializeToString,
                 response_deserializer=protos_dot_kv__pb2.BackupChunk.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/paxoskv.kv.KV/Session',
+                request_serializer=protos_dot_kv__pb2.SessionBatch.SerializeToString,
+                response_deserializer=protos_dot_kv__pb2.SessionReplies.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -94,6 +99,12 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +132,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Backup,
                     request_deserializer=protos_dot_kv__pb2.BackupRequest.FromString,
                     response_serializer=protos_dot_kv__pb2.BackupChunk.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=protos_dot_kv__pb2.SessionBatch.FromString,
+                    response_serializer=protos_dot_kv__pb2.SessionReplies.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +274,33 @@ class KV:
             '/paxoskv.kv.KV/Backup',
             protos_dot_kv__pb2.BackupRequest.SerializeToString,
             protos_dot_kv__pb2.BackupChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/paxoskv.kv.KV/Session',
+            protos_dot_kv__pb2.SessionBatch.SerializeToString,
+            protos_dot_kv__pb2.SessionReplies.FromString,
             options,
             channel_credentials,
             insecure,

@@ -129,7 +129,7 @@ class CatchupReply(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit_index: _Optional[int] = ..., compacted: _Optional[int] = ..., first_slot: _Optional[int] = ...) -> None: ...
 
 class PeerMessage(_message.Message):
-    __slots__ = ("sender", "cluster_id", "receiver", "prepare", "promise", "accept", "accepted", "reject", "heartbeat", "heartbeat_ack", "catchup_request", "catchup_reply", "pre_vote", "pre_vote_reply")
+    __slots__ = ("sender", "cluster_id", "receiver", "prepare", "promise", "accept", "accepted", "reject", "heartbeat", "heartbeat_ack", "catchup_request", "catchup_reply", "pre_vote", "pre_vote_reply", "packed")
     SENDER_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +144,7 @@ class PeerMessage(_message.Message):
     CATCHUP_REPLY_FIELD_NUMBER: _ClassVar[int]
     PRE_VOTE_FIELD_NUMBER: _ClassVar[int]
     PRE_VOTE_REPLY_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     sender: int
     cluster_id: int
     receiver: int
@@ -158,7 +159,8 @@ class PeerMessage(_message.Message):
     catchup_reply: CatchupReply
     pre_vote: PreVote
     pre_vote_reply: PreVoteReply
-    def __init__(self, sender: _Optional[int] = ..., cluster_id: _Optional[int] = ..., receiver: _Optional[int] = ..., prepare: _Optional[_Union[Prepare, _Mapping]] = ..., promise: _Optional[_Union[Promise, _Mapping]] = ..., accept: _Optional[_Union[Accept, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., catchup_request: _Optional[_Union[CatchupRequest, _Mapping]] = ..., catchup_reply: _Optional[_Union[CatchupReply, _Mapping]] = ..., pre_vote: _Optional[_Union[PreVote, _Mapping]] = ..., pre_vote_reply: _Optional[_Union[PreVoteReply, _Mapping]] = ...) -> None: ...
+    packed: _containers.RepeatedCompositeFieldContainer[PeerMessage]
+    def __init__(self, sender: _Optional[int] = ..., cluster_id: _Optional[int] = ..., receiver: _Optional[int] = ..., prepare: _Optional[_Union[Prepare, _Mapping]] = ..., promise: _Optional[_Union[Promise, _Mapping]] = ..., accept: _Optional[_Union[Accept, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., catchup_request: _Optional[_Union[CatchupRequest, _Mapping]] = ..., catchup_reply: _Optional[_Union[CatchupReply, _Mapping]] = ..., pre_vote: _Optional[_Union[PreVote, _Mapping]] = ..., pre_vote_reply: _Optional[_Union[PreVoteReply, _Mapping]] = ..., packed: _Optional[_Iterable[_Union[PeerMessage, _Mapping]]] = ...) -> None: ...
 
 class StreamSummary(_message.Message):
     __slots__ = ("received",)

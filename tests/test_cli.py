@@ -643,7 +643,10 @@ def test_library_inearest_ranks_however_far_as_the_cli_does(monkeypatch: pytest.
     kv = KVClient([Member("n1", "127.0.0.1", 1)], timeout=0.1)
     monkeypatch.setattr(images, "hash_image", lambda image: bytes(images.HASH_BITS // 8))
     monkeypatch.setattr(kv_pb2, "ImageGetRequest", request)
-    monkeypatch.setattr(kv, "_retry", lambda *args, **kwargs: kv_pb2.ImageGetReply())
+    async def no_matches(*args: Any, **kwargs: Any) -> kv_pb2.SessionReply:
+        return kv_pb2.SessionReply(iget=kv_pb2.ImageGetReply())
+
+    monkeypatch.setattr(kv._client, "_retry", no_matches)
     assert kv.inearest(b"img") == [] and kv.iget(b"img") is None
     assert sent == [images.HASH_BITS, DEFAULT_MAX_DISTANCE]  # a ranking goes however far; a match stays near
     kv.close()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import get_args
 
 import pytest
 
 from paxos import limits
-from paxos.codec import DecodeError, PeerCodec
+from paxos.codec import DecodeError, PeerCodec, pack, unpack
 from paxos.messages import (
     NOOP,
     Accept,
@@ -244,3 +245,53 @@ def test_catchup_entries_must_be_consecutive(slots: list[int]) -> None:
 
 def test_decode_error_is_a_value_error() -> None:
     assert issubclass(DecodeError, ValueError)
+
+
+# ------------------------------------------------------------------ packing
+
+
+def test_packed_messages_arrive_in_order() -> None:
+    codec = PeerCodec(CLUSTER_ID, 1, MEMBERS)
+    sent = [MESSAGES[0], MESSAGES[3], MESSAGES[1]]
+    wires = [codec.encode(m, ME) for m in sent]
+    envelope = pack(wires)
+    assert len(envelope.packed) == 3 and envelope.WhichOneof("body") is None
+    receiver = PeerCodec(CLUSTER_ID, ME, MEMBERS)
+    assert [receiver.decode(w) for w in unpack(pb.PeerMessage.FromString(envelope.SerializeToString()))] == sent
+    assert pack(wires[:1]) is wires[0]  # a lone message goes as it is
+    assert list(unpack(wires[0])) == [wires[0]]
+
+
+def test_packed_envelopes_are_bounded_and_do_not_nest() -> None:
+    one = PeerCodec(CLUSTER_ID, 1, MEMBERS).encode(MESSAGES[0], ME)
+    too_many = pb.PeerMessage(packed=[one] * (limits.MAX_PEER_PACKED_MESSAGES + 1))
+    with pytest.raises(DecodeError, match="packed messages"):
+        unpack(too_many)
+    nested = pb.PeerMessage(packed=[one, pack([one, one])])
+    with pytest.raises(DecodeError, match="nested"):
+        unpack(nested)
+    with_body = pb.PeerMessage(packed=[one, one])
+    with_body.heartbeat.CopyFrom(pb.Heartbeat(ballot=_ballot()))
+    with pytest.raises(DecodeError, match="body of its own"):
+        unpack(with_body)
+
+
+def test_a_peer_link_sends_everything_queued_in_one_message() -> None:
+    from paxos.hostfile import Member
+    from paxos.server import _PeerLink
+
+    codec = PeerCodec(CLUSTER_ID, 1, MEMBERS)
+    wires = [codec.encode(m, ME) for m in MESSAGES[:5]]
+
+    async def first_two_sent() -> list[pb.PeerMessage]:
+        link = _PeerLink(Member("peer", "127.0.0.1", 1))
+        outgoing = link._outgoing()
+        for wire in wires[:4]:
+            link.send(wire)
+        first = await anext(outgoing)
+        link.send(wires[4])
+        return [first, await anext(outgoing)]
+
+    first, second = asyncio.run(first_two_sent())
+    assert list(first.packed) == wires[:4]
+    assert second == wires[4]  # queued alone: not wrapped

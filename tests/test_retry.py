@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Iterator
+
 import grpc
 import pytest
 
-from client import kv as kvmod
+from client.aio import AsyncKVClient, StreamBroken
 from client.kv import KVClient, classify
 from client.retry import (
     SECONDS,
@@ -301,36 +304,62 @@ REFUSED = aio_error(grpc.StatusCode.UNAVAILABLE, "connection refused")
 LOST = aio_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
 
-class FakeStub:
-    """Answers Write from a shared script of (server expected, reply or error), then refuses."""
+class FakeStream:
+    """A session stream answering from a shared script of (server expected, reply or error), then refusing."""
 
     def __init__(self, name: str, script: list[tuple[str, object]], clock: FakeClock) -> None:
         self.name, self.script, self.clock = name, script, clock
 
-    def Write(self, request: kv_pb2.WriteRequest, timeout: float) -> kv_pb2.WriteReply:
+    async def request(self, message: kv_pb2.SessionRequest, timeout: float) -> kv_pb2.SessionReply:
         expected, answer = self.script.pop(0) if self.script else (self.name, REFUSED)
         assert expected == self.name, f"attempt went to {self.name}, expected {expected}"
         if answer is LOST:
             self.clock.now += timeout
-        if isinstance(answer, Exception):
-            raise answer
+            raise StreamBroken(None, "deadline exceeded", sent=True)
+        if isinstance(answer, grpc.aio.AioRpcError):
+            raise StreamBroken(answer, answer.details() or "", sent=True)
         assert isinstance(answer, kv_pb2.WriteReply)
-        return answer
+        return kv_pb2.SessionReply(id=message.id, write=answer)
 
 
-def library(
-    monkeypatch: pytest.MonkeyPatch, script: list[tuple[str, object]], timeout: float = 10.0
-) -> tuple[KVClient, FakeClock]:
-    clock = FakeClock()
-    monkeypatch.setattr(kvmod.time, "monotonic", clock.monotonic)
-    monkeypatch.setattr(kvmod.time, "sleep", clock.sleep)
-    kv = KVClient([Member(f"n{i}", "127.0.0.1", 1 + i) for i in range(3)], timeout=timeout)
-    stubs = {m.name: FakeStub(m.name, script, clock) for m in kv.members}
-    monkeypatch.setattr(kv, "_stub", lambda member: stubs[member.name])
-    return kv, clock
+Set = Callable[[str, str], None]
 
 
-def test_library_follows_hints_and_backs_off_as_the_policy_says(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(params=["KVClient", "AsyncKVClient"])
+def library(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Library]:
+    """Makes a client of either kind over fake streams and a fake clock; its ``set`` is called plainly."""
+    clients: list[KVClient] = []
+
+    def make(script: list[tuple[str, object]], timeout: float = 10.0) -> tuple[Set, FakeClock]:
+        clock = FakeClock()
+        members = [Member(f"n{i}", "127.0.0.1", 1 + i) for i in range(3)]
+        set_value: Set
+        if request.param == "KVClient":
+            kv = KVClient(members, timeout=timeout)
+            clients.append(kv)
+            inner, set_value = kv._client, kv.set
+        else:
+            inner = AsyncKVClient(members, timeout=timeout)
+            set_value = lambda key, value: asyncio.run(inner.set(key, value))  # noqa: E731
+
+        async def pause(seconds: float) -> None:
+            clock.sleep(seconds)
+
+        streams = {m.name: FakeStream(m.name, script, clock) for m in members}
+        monkeypatch.setattr(inner, "_clock", clock.monotonic)
+        monkeypatch.setattr(inner, "_pause", pause)
+        monkeypatch.setattr(inner, "_stream", lambda member: streams[member.name])
+        return set_value, clock
+
+    yield make
+    for kv in clients:
+        kv.close()
+
+
+Library = Callable[..., tuple[Set, FakeClock]]
+
+
+def test_library_follows_hints_and_backs_off_as_the_policy_says(library: Library) -> None:
     script: list[tuple[str, object]] = [
         ("n0", REFUSED),
         ("n1", kv_pb2.WriteReply(status=kv_pb2.NOT_LEADER)),
@@ -338,30 +367,30 @@ def test_library_follows_hints_and_backs_off_as_the_policy_says(monkeypatch: pyt
         ("n1", kv_pb2.WriteReply(status=kv_pb2.OK)),
         ("n1", kv_pb2.WriteReply(status=kv_pb2.OK)),  # the next write goes to the leader at once
     ]
-    kv, clock = library(monkeypatch, script)
-    kv.set("k", "v")
-    kv.set("k", "w")
+    set_value, clock = library(script)
+    set_value("k", "v")
+    set_value("k", "w")
     assert not script
     assert clock.sleeps == [SECONDS.error_backoff, SECONDS.no_leader_backoff, 0]
 
 
-def test_library_write_lost_in_flight_is_unknown_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
-    kv, clock = library(monkeypatch, [("n0", LOST)], timeout=1.5)
-    with pytest.raises(UnknownOutcome, match=r"after 1\.5s.*last error: 127\.0\.0\.1:\d: unavailable"):
-        kv.set("k", "v")
+def test_library_write_lost_in_flight_is_unknown_outcome(library: Library) -> None:
+    set_value, clock = library([("n0", LOST)], timeout=1.5)
+    with pytest.raises(UnknownOutcome, match=r"after 1\.5s.*last error: 127\.0\.0\.1:\d: "):
+        set_value("k", "v")
     assert clock.now >= 1001.5
 
 
-def test_library_write_never_delivered_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    kv, clock = library(monkeypatch, [], timeout=0.05)
+def test_library_write_never_delivered_is_unavailable(library: Library) -> None:
+    set_value, clock = library([], timeout=0.05)
     with pytest.raises(Unavailable, match=r"tried 127\.0\.0\.1:1, 127\.0\.0\.1:2, 127\.0\.0\.1:3 \("):
-        kv.set("k", "v")
+        set_value("k", "v")
     assert clock.sleeps[:2] == [SECONDS.error_backoff, SECONDS.error_backoff]
 
 
-def test_library_raises_invalid_request_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_library_raises_invalid_request_at_once(library: Library) -> None:
     script: list[tuple[str, object]] = [("n0", kv_pb2.WriteReply(status=kv_pb2.INVALID, error="bad command"))]
-    kv, clock = library(monkeypatch, script)
+    set_value, clock = library(script)
     with pytest.raises(InvalidRequest, match="bad command"):
-        kv.set("k", "v")
+        set_value("k", "v")
     assert clock.sleeps == []

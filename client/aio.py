@@ -1,0 +1,478 @@
+"""The asyncio paxoskv client: ``from client import AsyncKVClient``.
+
+``AsyncKVClient`` has the methods of ``KVClient``, as coroutines, and the
+same semantics: it follows the leader, retries through leader changes until
+its timeout as ``client.retry`` decides, tags each write with its client id
+and a sequence number so that a retried write is applied at most once, and
+raises ``UnknownOutcome`` only when a write may have been applied.
+
+Its requests travel on one session stream per server (the KV ``Session``
+RPC, see paxos/session.py), shared by every call of the client.  While one
+message is being written to a stream, new requests queue, and everything
+queued goes out together in the next message; a lone caller's request goes
+out at once, with no timer waiting for company.  Replies come back batched
+the same way, each naming the request it answers.  So many concurrent
+callers cost the client and the servers a few messages, not a call each.
+
+Ordering: a caller that awaits each operation before starting the next sees
+its operations take effect in order; operations in flight together are
+concurrent, as they would be on separate unary calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from client.kv import (
+    _CHANNEL_OPTIONS,
+    BACKUP_SECONDS,
+    STATUS_SECONDS,
+    ImageMatch,
+    _check_key,
+    _check_metadata,
+    _check_value,
+    _consistency,
+    _describe,
+    _image_query,
+    _Session,
+    _surely_not_delivered,
+    _unreachable_status,
+    classify,
+)
+from client.retry import SECONDS, InvalidRequest, KnownLeader, KVError, Outcome, Retry, Timing, outcome_of_status
+from paxos import limits, snapshotfile
+from paxos.hostfile import Member, parse_hostfile
+from protos import kv_pb2, kv_pb2_grpc
+
+if TYPE_CHECKING:
+    from client.images import ImageSource
+
+__all__ = ["AsyncKVClient"]
+
+# What an attempt came back with: its outcome, the leader it names ('' for
+# none), the error, and the reply when there was one.
+Attempted = tuple[Outcome, str, str, "kv_pb2.SessionReply | None"]
+
+
+class _Request:
+    """One request on a session stream, from queued to answered."""
+
+    __slots__ = ("future", "message", "sent", "size")
+
+    def __init__(self, message: kv_pb2.SessionRequest, future: asyncio.Future[kv_pb2.SessionReply]) -> None:
+        self.message = message
+        self.future = future
+        self.size = message.ByteSize() + 8  # and its field tag and length in the batch
+        self.sent = False
+
+
+class StreamBroken(Exception):
+    """The session stream failed; ``sent`` says whether the request had gone out on it."""
+
+    def __init__(self, error: grpc.RpcError | None, detail: str, sent: bool) -> None:
+        super().__init__(detail)
+        self.error = error
+        self.detail = detail
+        self.sent = sent
+
+
+class SessionStream:
+    """One session stream to one server, shared by every call of a client."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._call = kv_pb2_grpc.KVStub(channel).Session()
+        self._ids = itertools.count(1)
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._in_flight: dict[int, _Request] = {}
+        self._wake = asyncio.Event()
+        self.broken = False
+        self._tasks = [asyncio.create_task(self._send()), asyncio.create_task(self._receive())]
+
+    async def request(self, message: kv_pb2.SessionRequest, timeout: float) -> kv_pb2.SessionReply:
+        """Send ``message`` (its id is set here) and wait up to ``timeout`` for its reply.
+
+        Raises ``StreamBroken`` when the stream fails or the time is up; its
+        ``sent`` says whether the request may have reached the server.
+        """
+        message.id = next(self._ids)
+        message.timeout_ms = max(1, min(round(timeout * 1000), 2**32 - 1))
+        request = _Request(message, asyncio.get_running_loop().create_future())
+        self._queue.append(request)
+        self._wake.set()
+        try:
+            async with asyncio.timeout(timeout):
+                return await request.future
+        except TimeoutError:
+            raise StreamBroken(None, "deadline exceeded", request.sent) from None
+        finally:
+            # Given up on (its time is up, or its caller was cancelled): a
+            # queued request is skipped by the sender, a late reply ignored.
+            if not request.future.done():
+                request.future.cancel()
+            if request.future.cancelled():
+                self._in_flight.pop(message.id, None)
+
+    async def _send(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while (batch := self._next_batch()) is not None:
+                    await self._call.write(batch)
+        except grpc.RpcError as exc:
+            self._break(exc, _describe(exc))
+        except asyncio.InvalidStateError:  # the call ended: the receiver reports why
+            self._break(None, "session stream closed")
+
+    def _next_batch(self) -> kv_pb2.SessionBatch | None:
+        """Everything queued that fits in one message and the in-flight bound, or None."""
+        requests: list[kv_pb2.SessionRequest] = []
+        size = 0
+        while self._queue and len(self._in_flight) < limits.MAX_SESSION_IN_FLIGHT:
+            request = self._queue[0]
+            if request.future.done():  # its caller gave up before it was sent
+                self._queue.popleft()
+                continue
+            if requests and (
+                len(requests) >= limits.MAX_SESSION_BATCH_REQUESTS
+                or size + request.size > limits.MAX_SESSION_BATCH_BYTES
+            ):
+                break
+            self._queue.popleft()
+            request.sent = True
+            self._in_flight[request.message.id] = request
+            requests.append(request.message)
+            size += request.size
+        return kv_pb2.SessionBatch(requests=requests) if requests else None
+
+    async def _receive(self) -> None:
+        try:
+            while True:
+                message = await self._call.read()
+                if message is grpc.aio.EOF:
+                    self._break(None, "the server ended the session stream")
+                    return
+                assert isinstance(message, kv_pb2.SessionReplies)
+                for reply in message.replies:
+                    request = self._in_flight.pop(reply.id, None)
+                    if request is not None and not request.future.done():
+                        request.future.set_result(reply)
+                if self._queue:
+                    self._wake.set()  # room in flight again
+        except grpc.RpcError as exc:
+            self._break(exc, _describe(exc))
+
+    def _break(self, error: grpc.RpcError | None, detail: str) -> None:
+        """Fail every request waiting on this stream; a new one takes its place."""
+        self.broken = True
+        waiting = [*self._in_flight.values(), *self._queue]
+        self._in_flight.clear()
+        self._queue.clear()
+        for request in waiting:
+            if not request.future.done():
+                request.future.set_exception(StreamBroken(error, detail, request.sent))
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        self._call.cancel()
+
+    async def close(self) -> None:
+        self._break(None, "the client closed")
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class AsyncKVClient:
+    """The paxoskv client for asyncio; see the module docstring.  Use it from one event loop."""
+
+    def __init__(
+        self,
+        members: list[Member],
+        timeout: float = 10.0,
+        max_value_bytes: int = limits.DEFAULT_MAX_VALUE_BYTES,
+        client_id: str | None = None,
+        timing: Timing[float] = SECONDS,
+    ) -> None:
+        if not members:
+            raise ValueError("a client needs at least one server address")
+        self.members = members
+        self._by_name = {m.name: m for m in members}
+        self.timeout = timeout
+        self.max_value_bytes = max_value_bytes
+        self.client_id = client_id or uuid.uuid4().hex
+        self.timing = timing
+        self._clock = time.monotonic  # the retry policy's clock (tests replace it, and _pause)
+        self._session = _Session(self.client_id)
+        self._leader: KnownLeader[Member] = KnownLeader()
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._streams: dict[str, SessionStream] = {}
+
+    @classmethod
+    def from_hostfile(cls, path: str | Path, timeout: float = 10.0) -> AsyncKVClient:
+        return cls(parse_hostfile(path), timeout=timeout)
+
+    async def __aenter__(self) -> AsyncKVClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        streams, self._streams = list(self._streams.values()), {}
+        channels, self._channels = list(self._channels.values()), {}
+        for stream in streams:
+            await stream.close()
+        for channel in channels:
+            await channel.close()
+
+    # ------------------------------------------------------------- the API
+
+    async def set(self, key: str, value: str) -> None:
+        _check_key(key)
+        _check_value(value, self.max_value_bytes)
+        await self._write(kv_pb2.Command(set=kv_pb2.SetOp(key=key, value=value)))
+
+    async def delete(self, key: str) -> bool:
+        _check_key(key)
+        reply = await self._write(kv_pb2.Command(delete=kv_pb2.DeleteOp(key=key)))
+        return reply.removed
+
+    async def get(self, key: str, consistency: str = "linearizable") -> str | None:
+        """The value of ``key``, or None; ``consistency="local"`` as in ``KVClient.get``."""
+        _check_key(key)
+        level = _consistency(consistency)
+        request = kv_pb2.SessionRequest(get=kv_pb2.GetRequest(key=key, consistency=level))
+        reply = (await self._retry(request, is_write=False, any_server=level == kv_pb2.LOCAL)).get
+        return reply.value if reply.found else None
+
+    async def iset(self, image: ImageSource, metadata: str) -> str:
+        """Store ``metadata`` for a photo (a path or the file's bytes); returns its hash in hex."""
+        from client import images
+
+        _check_metadata(metadata)
+        # Decoding a photo takes a while: off the event loop, so other calls go on.
+        hashes = await asyncio.to_thread(images.index_hashes, image)
+        await self._write(kv_pb2.Command(iset=kv_pb2.ImageSetOp(hashes=hashes, metadata=metadata)))
+        return images.hash_hex(hashes[0])
+
+    async def iget(
+        self, image: ImageSource, max_distance: int | None = None, consistency: str = "linearizable"
+    ) -> str | None:
+        """The metadata of the stored photo nearest to ``image``, or None; as ``KVClient.iget``."""
+        from client import images
+
+        distance = images.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
+        found = await self.inearest(image, limit=1, max_distance=distance, consistency=consistency)
+        return found[0].metadata if found else None
+
+    async def inearest(
+        self,
+        image: ImageSource,
+        limit: int = 5,
+        max_distance: int | None = None,
+        consistency: str = "linearizable",
+    ) -> list[ImageMatch]:
+        """Up to ``limit`` stored photos nearest to ``image``, nearest first; as ``KVClient.inearest``."""
+        from client import images
+
+        query = await asyncio.to_thread(_image_query, image, limit, max_distance, consistency)
+        request = kv_pb2.SessionRequest(iget=query)
+        reply = (await self._retry(request, is_write=False, any_server=query.consistency == kv_pb2.LOCAL)).iget
+        return [ImageMatch(images.hash_hex(m.hash), m.distance, m.metadata) for m in reply.matches]
+
+    async def status(self) -> list[dict[str, object]]:
+        """One entry per server in hostfile order; unreachable ones are 'down'."""
+        return list(await asyncio.gather(*(self._probe(m) for m in self.members)))
+
+    async def _probe(self, member: Member) -> dict[str, object]:
+        entry = _unreachable_status(member)
+        outcome, _, _, reply = await self._attempt(
+            member, kv_pb2.SessionRequest(status=kv_pb2.StatusRequest()), STATUS_SECONDS
+        )
+        if outcome is Outcome.OK and reply is not None:
+            s = reply.status
+            entry.update(
+                reachable=True,
+                role=s.role,
+                leader=s.leader,
+                ballot=s.ballot,
+                commit_index=s.commit_index,
+                applied_index=s.applied_index,
+                version=s.version,
+                uptime_seconds=round(s.uptime_seconds, 3),
+                log_bytes=s.log_bytes,
+                data_bytes=s.data_bytes,
+                last_fsync_seconds=s.last_fsync_seconds,
+                snapshot_index=s.snapshot_index,
+            )
+        return entry
+
+    async def backup(
+        self,
+        path: str | Path,
+        progress: Callable[[int, int], None] | None = None,
+        timeout: float = BACKUP_SECONDS,
+    ) -> int:
+        """Write a consistent snapshot of the cluster to ``path``; as ``KVClient.backup``."""
+        target = Path(path)
+        if target.is_dir():
+            raise InvalidRequest(f"{target} is a directory; name the backup file")
+        if not target.parent.is_dir():
+            raise InvalidRequest(f"{target.parent} does not exist")
+        call, first = await self._open_backup(timeout)
+        out = await asyncio.to_thread(snapshotfile.AtomicFile, target.parent, target.name)
+        received = 0
+        try:
+            while True:
+                chunk = await call.read()
+                if chunk is grpc.aio.EOF:
+                    break
+                assert isinstance(chunk, kv_pb2.BackupChunk)
+                await asyncio.to_thread(out.write, chunk.data)
+                received += len(chunk.data)
+                if progress is not None:
+                    progress(received, max(first.estimated_bytes, received))
+            await asyncio.to_thread(out.commit, snapshotfile.verify)
+        except grpc.aio.AioRpcError as err:
+            await asyncio.to_thread(out.abort)
+            raise KVError(
+                f"the backup was cut off after {received} bytes: {_describe(err)}; nothing was written"
+            ) from None
+        except snapshotfile.SnapshotError as exc:
+            raise KVError(f"the backup received does not check out ({exc}); nothing was written") from None
+        except BaseException:
+            await asyncio.to_thread(out.abort)
+            raise
+        return int(first.applied_index)
+
+    async def _open_backup(self, timeout: float) -> tuple[Any, kv_pb2.BackupChunk]:
+        """A backup stream from the leader and its first message, found as ``client.retry`` decides."""
+        retry = Retry(
+            self.members, self._leader, self._clock(), self.timeout, self.timing, write=False, describe=_address
+        )
+        while (attempt := retry.next_attempt(self._clock())) is not None:
+            call = kv_pb2_grpc.KVStub(self._channel(attempt.server)).Backup(kv_pb2.BackupRequest(), timeout=timeout)
+            try:
+                # Only the first message must come within the attempt's time.
+                first = await asyncio.wait_for(call.read(), attempt.timeout)
+            except TimeoutError:
+                call.cancel()
+                outcome, hint, error = Outcome.MAYBE_DELIVERED, "", "no answer in time"
+            except grpc.aio.AioRpcError as err:
+                outcome, hint, error = classify(err)
+            else:
+                if first is grpc.aio.EOF:
+                    outcome, hint, error = Outcome.UNAVAILABLE, "", "the server sent no backup"
+                else:
+                    assert isinstance(first, kv_pb2.BackupChunk)
+                    outcome, hint, error = classify(first)
+                    if outcome is Outcome.OK:
+                        retry.record(outcome, self._clock(), self._by_name.get(hint), error)
+                        return call, first
+            if outcome is not Outcome.OK:
+                call.cancel()
+            pause = retry.record(outcome, self._clock(), self._by_name.get(hint), error)
+            await self._pause(pause)
+        raise retry.give_up()
+
+    # ----------------------------------------------------------- machinery
+
+    async def _write(self, cmd: kv_pb2.Command) -> kv_pb2.WriteReply:
+        session, seq = self._open_seq()
+        try:
+            cmd.client_id, cmd.seq, cmd.first_unacked = session.id, seq, min(session.open)
+            request = kv_pb2.SessionRequest(write=kv_pb2.WriteRequest(command=cmd))
+            return (await self._retry(request, is_write=True)).write
+        finally:
+            session.open.discard(seq)
+
+    def _open_seq(self) -> tuple[_Session, int]:
+        """A sequence number for a new write, in a session whose window has room (as ``KVClient``)."""
+        session = self._session
+        oldest = min(session.open, default=session.next_seq)
+        if session.next_seq - oldest >= limits.SESSION_WINDOW - 1:
+            session = self._session = _Session(uuid.uuid4().hex)
+        seq = session.next_seq
+        session.next_seq += 1
+        session.open.add(seq)
+        return session, seq
+
+    async def _retry(
+        self, request: kv_pb2.SessionRequest, is_write: bool, any_server: bool = False
+    ) -> kv_pb2.SessionReply:
+        """Send ``request`` to the servers as ``client.retry`` decides, until it succeeds or time is up."""
+        retry = Retry(
+            self.members,
+            self._leader,
+            self._clock(),
+            self.timeout,
+            self.timing,
+            write=is_write,
+            any_server=any_server,
+            describe=_address,
+        )
+        while (attempt := retry.next_attempt(self._clock())) is not None:
+            outcome, hint, error, reply = await self._attempt(attempt.server, request, attempt.timeout)
+            pause = retry.record(outcome, self._clock(), self._by_name.get(hint), error)
+            if outcome is Outcome.OK:
+                assert reply is not None
+                return reply
+            await self._pause(pause)
+        raise retry.give_up()
+
+    async def _pause(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def _attempt(self, member: Member, request: kv_pb2.SessionRequest, timeout: float) -> Attempted:
+        """One attempt of ``request`` at ``member``, on its session stream."""
+        message = kv_pb2.SessionRequest()
+        message.CopyFrom(request)  # each attempt has an id of its own
+        try:
+            reply = await self._stream(member).request(message, timeout)
+        except StreamBroken as exc:
+            surely_not = not exc.sent or (exc.error is not None and _surely_not_delivered(exc.error))
+            return (Outcome.NOT_DELIVERED if surely_not else Outcome.MAYBE_DELIVERED), "", exc.detail, None
+        which = reply.WhichOneof("kind")
+        if which == "refused":
+            return outcome_of_status(reply.refused.status), "", reply.refused.error, None
+        if which == "status":
+            return Outcome.OK, "", "", reply
+        answer: kv_pb2.WriteReply | kv_pb2.GetReply | kv_pb2.ImageGetReply
+        if which == "write":
+            answer = reply.write
+        elif which == "get":
+            answer = reply.get
+        elif which == "iget":
+            answer = reply.iget
+        else:  # a reply of a kind this client does not know: taken as a refusal
+            return Outcome.UNAVAILABLE, "", f"reply of unknown kind {which!r}", None
+        return outcome_of_status(answer.status), answer.leader_hint, answer.error, reply
+
+    def _stream(self, member: Member) -> SessionStream:
+        stream = self._streams.get(member.address)
+        if stream is None or stream.broken:
+            stream = self._streams[member.address] = SessionStream(self._channel(member))
+        return stream
+
+    def _channel(self, member: Member) -> grpc.aio.Channel:
+        channel = self._channels.get(member.address)
+        if channel is None:
+            channel = self._channels[member.address] = grpc.aio.insecure_channel(
+                member.address, options=_CHANNEL_OPTIONS
+            )
+        return channel
+
+
+def _address(member: Member) -> str:
+    return member.address

@@ -1,0 +1,306 @@
+"""The server's side of a client session stream (the KV ``Session`` RPC).
+
+A client sends batches of requests, each with an id of its choosing, and
+gets batches of replies, each naming the id it answers.  A batch is handled
+as a batch: its writes are handed to the replica in one go (so they share
+one bundle and one fsync), its linearizable reads share one lease check or
+read index, and whatever replies are ready when the stream can take the next
+message leave together in it.
+
+Ordering: every request is handled as soon as its batch arrives and replies
+go out as they are ready, in any order.  A caller that waits for each reply
+before it sends its next request therefore sees its operations take effect
+in the order it made them; requests in flight at the same time are
+concurrent, exactly as the same requests on separate unary calls would be.
+
+Everything a client sends is bounded (paxos/limits.py): a batch with too
+many requests or too many bytes has its requests refused, a request beyond
+the session's in-flight bound is refused as UNAVAILABLE, and a request
+reusing an id still in flight, or of no known kind, is refused as INVALID.
+Each refusal answers only its own request, is counted and is logged once
+per sender and reason per interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+from paxos import limits
+from paxos.replica import WriteAnswer
+from paxos.statemachine import validate_image_hash, validate_key
+from protos import kv_pb2
+
+if TYPE_CHECKING:
+    from paxos.server import PaxosServer
+
+# How long a request may wait in the server when its client named no time.
+DEFAULT_REQUEST_SECONDS = 10.0
+_STATUS_NAMES = {value: name for name, value in kv_pb2.Status.items()}
+
+
+# ------------------------------------------------- shared with the unary calls
+
+
+def get_error(request: kv_pb2.GetRequest) -> str | None:
+    return validate_key(request.key)
+
+
+def image_get_error(request: kv_pb2.ImageGetRequest) -> str | None:
+    error = validate_image_hash(request.hash)
+    if error is None and request.max_distance > limits.IMAGE_HASH_BYTES * 8:
+        error = f"max_distance must be at most {limits.IMAGE_HASH_BYTES * 8} bits"
+    if error is None and request.limit > limits.MAX_IMAGE_MATCHES:
+        error = f"limit must be at most {limits.MAX_IMAGE_MATCHES}"
+    return error
+
+
+def serve_get(server: PaxosServer, request: kv_pb2.GetRequest) -> kv_pb2.GetReply:
+    """Answer a checked get from this server's state, now."""
+    value = server.store.get(request.key)
+    return kv_pb2.GetReply(status=kv_pb2.OK, found=value is not None, value=value or "")
+
+
+def serve_image_get(server: PaxosServer, request: kv_pb2.ImageGetRequest) -> kv_pb2.ImageGetReply:
+    """Answer a checked image get from this server's state, now."""
+    found = server.store.image_matches(request.hash, request.max_distance, max(request.limit, 1))
+    matches = [kv_pb2.ImageMatch(hash=m.hash, distance=m.distance, metadata=m.metadata) for m in found]
+    return kv_pb2.ImageGetReply(status=kv_pb2.OK, matches=matches)
+
+
+def write_reply(server: PaxosServer, answer: WriteAnswer) -> kv_pb2.WriteReply:
+    hint = server.leader_hint() if answer.status in (kv_pb2.NOT_LEADER, kv_pb2.UNKNOWN) else ""
+    return kv_pb2.WriteReply(status=answer.status, removed=answer.removed, error=answer.error, leader_hint=hint)
+
+
+# ------------------------------------------------------------ the session
+
+
+class _Pending:
+    """One request of the session waiting for its reply."""
+
+    __slots__ = ("deadline", "id", "kind", "request", "started", "timer")
+
+    def __init__(self, request_id: int, kind: str, request: kv_pb2.SessionRequest) -> None:
+        self.id = request_id
+        self.kind = kind
+        self.request = request
+        self.started = time.perf_counter()
+        seconds = request.timeout_ms / 1000
+        if not 0 < seconds <= DEFAULT_REQUEST_SECONDS:
+            seconds = DEFAULT_REQUEST_SECONDS
+        self.deadline = time.monotonic() + seconds  # on the clock of PaxosServer.write and linearizable_read
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class ClientSession:
+    """One client's session stream on this server; lives on the server's event loop."""
+
+    def __init__(self, server: PaxosServer, peer: str) -> None:
+        self.s = server
+        self.peer = peer
+        self._loop = asyncio.get_running_loop()
+        self._in_flight: dict[int, _Pending] = {}
+        self._ready: list[kv_pb2.SessionReply] = []
+        self._wake = asyncio.Event()  # replies are ready, or the client finished sending
+        self._room = asyncio.Event()  # fewer replies wait to be sent than the bound
+        self._room.set()
+        self._reads: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def serve(self, batches: AsyncIterator[kv_pb2.SessionBatch]) -> AsyncIterator[kv_pb2.SessionReplies]:
+        """The replies to ``batches``, as messages; ends once the client has finished and all are answered."""
+        reader = asyncio.create_task(self._read(batches))
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._ready:
+                    yield self._take_message()
+                if reader.done() and not self._in_flight:
+                    reader.result()  # a failure of the reader is the stream's failure
+                    return
+        finally:
+            self._close()
+            reader.cancel()
+
+    async def _read(self, batches: AsyncIterator[kv_pb2.SessionBatch]) -> None:
+        try:
+            async for batch in batches:
+                await self._room.wait()
+                self.take(batch)
+        finally:
+            self._wake.set()
+
+    def _take_message(self) -> kv_pb2.SessionReplies:
+        """Ready replies up to the batch bounds, at least one, as one message."""
+        count, size = 0, 0
+        for reply in self._ready:
+            size += reply.ByteSize() + 8  # and its field tag and length
+            if count and (count >= limits.MAX_SESSION_BATCH_REQUESTS or size > limits.MAX_SESSION_BATCH_BYTES):
+                break
+            count += 1
+        message = kv_pb2.SessionReplies(replies=self._ready[:count])
+        del self._ready[:count]
+        if len(self._ready) < limits.MAX_SESSION_IN_FLIGHT:
+            self._room.set()
+        return message
+
+    def _close(self) -> None:
+        self._closed = True
+        for pending in self._in_flight.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
+        self._in_flight.clear()
+        for task in self._reads:
+            task.cancel()
+
+    # ------------------------------------------------------------ a batch
+
+    def take(self, batch: kv_pb2.SessionBatch) -> None:
+        """Start every request of ``batch``; their replies arrive through ``serve``."""
+        requests = batch.requests
+        self.s.session_batch_requests.observe(len(requests))
+        too_many = len(requests) > limits.MAX_SESSION_BATCH_REQUESTS
+        if too_many or batch.ByteSize() > limits.MAX_SESSION_BATCH_BYTES:
+            what = (
+                f"{len(requests)} requests; the limit is {limits.MAX_SESSION_BATCH_REQUESTS}"
+                if too_many
+                else f"{batch.ByteSize()} bytes; the limit is {limits.MAX_SESSION_BATCH_BYTES}"
+            )
+            error = f"batch of {what}"
+            self.s.client_refusals.note(self.peer, "session batch over the limit", error)
+            # Only as many refusals as a batch may hold: the rest of a
+            # hostile batch goes unanswered rather than growing the replies.
+            for request in requests[: limits.MAX_SESSION_BATCH_REQUESTS]:
+                self._refuse(request.id, kv_pb2.INVALID, error)
+            return
+        writes: list[_Pending] = []
+        reads: list[_Pending] = []
+        for request in requests:
+            pending = self._admit(request)
+            if pending is None:
+                continue
+            match pending.kind:
+                case "write":
+                    writes.append(pending)
+                case "get":
+                    self._start_read(pending, reads, get_error(request.get), request.get.consistency)
+                case "iget":
+                    self._start_read(pending, reads, image_get_error(request.iget), request.iget.consistency)
+                case "status":
+                    self._finish(pending, kv_pb2.SessionReply(id=pending.id, status=self.s.status()))
+                case _:
+                    raise AssertionError(f"admitted a request of kind {pending.kind!r}")
+        # All of the batch's writes enter the replica in this turn of the
+        # loop, so they go out in one bundle with one fsync.
+        for pending in writes:
+            self._arm(pending, self._write_expired)
+            self.s.replica.write(pending.request.write.command, functools.partial(self._write_done, pending))
+        if reads:
+            task = asyncio.create_task(self._read_together(reads))
+            self._reads.add(task)
+            task.add_done_callback(self._reads.discard)
+
+    def _admit(self, request: kv_pb2.SessionRequest) -> _Pending | None:
+        kind = request.WhichOneof("kind")
+        if kind is None:
+            self._note_refusal(request.id, kv_pb2.INVALID, "request of no known kind", "no kind set")
+            return None
+        if request.id in self._in_flight:
+            self._note_refusal(request.id, kv_pb2.INVALID, "request id reused", f"id {request.id} is in flight")
+            return None
+        if len(self._in_flight) + len(self._ready) >= limits.MAX_SESSION_IN_FLIGHT:
+            self._note_refusal(
+                request.id,
+                kv_pb2.UNAVAILABLE,
+                "too many requests in flight",
+                f"the session has {limits.MAX_SESSION_IN_FLIGHT} requests in flight; retry later",
+            )
+            return None
+        pending = self._in_flight[request.id] = _Pending(request.id, kind, request)
+        return pending
+
+    def _start_read(self, pending: _Pending, reads: list[_Pending], error: str | None, consistency: int) -> None:
+        if error:
+            self._finish(pending, _read_reply(pending, kv_pb2.INVALID, error=error))
+        elif consistency == kv_pb2.LOCAL:
+            self._finish(pending, self._serve_read(pending))
+        else:
+            reads.append(pending)
+
+    async def _read_together(self, reads: list[_Pending]) -> None:
+        """One lease check or read index for all of a batch's linearizable reads."""
+        deadline = max(p.deadline for p in reads)
+        status = await self.s.linearizable_read(deadline)
+        hint = self.s.leader_hint() if status != kv_pb2.OK else ""
+        for pending in reads:
+            if self._in_flight.get(pending.id) is not pending:
+                continue
+            if status == kv_pb2.OK:
+                self._finish(pending, self._serve_read(pending))
+            else:
+                self._finish(pending, _read_reply(pending, status, leader_hint=hint))
+
+    def _serve_read(self, pending: _Pending) -> kv_pb2.SessionReply:
+        if pending.kind == "get":
+            return kv_pb2.SessionReply(id=pending.id, get=serve_get(self.s, pending.request.get))
+        return kv_pb2.SessionReply(id=pending.id, iget=serve_image_get(self.s, pending.request.iget))
+
+    def _write_done(self, pending: _Pending, answer: WriteAnswer) -> None:
+        if self._in_flight.get(pending.id) is pending:  # not answered already (its deadline passed)
+            self._finish(pending, kv_pb2.SessionReply(id=pending.id, write=write_reply(self.s, answer)))
+
+    def _write_expired(self, pending: _Pending) -> None:
+        # Proposed and not yet answered: it may still be chosen.
+        self._write_done(pending, WriteAnswer(kv_pb2.UNKNOWN))
+
+    def _arm(self, pending: _Pending, expire: Callable[[_Pending], None]) -> None:
+        delay = max(pending.deadline - time.monotonic(), 0.001)
+        pending.timer = self._loop.call_later(delay, expire, pending)
+
+    # ------------------------------------------------------------ replies
+
+    def _finish(self, pending: _Pending, reply: kv_pb2.SessionReply) -> None:
+        del self._in_flight[pending.id]
+        if pending.timer is not None:
+            pending.timer.cancel()
+        which = reply.WhichOneof("kind")
+        status = kv_pb2.OK if which == "status" else getattr(reply, str(which)).status
+        seconds = time.perf_counter() - pending.started
+        self.s.note_request(_METHODS[pending.kind], _STATUS_NAMES.get(status, "ERROR"), seconds)
+        self._send(reply)
+
+    def _note_refusal(self, request_id: int, status: kv_pb2.Status, reason: str, error: str) -> None:
+        self.s.client_refusals.note(self.peer, reason, error)
+        self._refuse(request_id, status, f"{reason}: {error}")
+
+    def _refuse(self, request_id: int, status: kv_pb2.Status, error: str) -> None:
+        self._send(kv_pb2.SessionReply(id=request_id, refused=kv_pb2.SessionRefusal(status=status, error=error)))
+
+    def _send(self, reply: kv_pb2.SessionReply) -> None:
+        if self._closed:
+            return
+        self._ready.append(reply)
+        if len(self._ready) >= limits.MAX_SESSION_IN_FLIGHT:
+            self._room.clear()  # the client is not reading: stop reading its batches
+        self._wake.set()
+
+
+# A request that came through a session is counted under the method of its
+# unary twin: the metrics (and the alerts on them) are about operations,
+# whichever way they travel.
+_METHODS = {"write": "Write", "get": "Get", "iget": "ImageGet", "status": "Status"}
+
+
+def _read_reply(
+    pending: _Pending, status: kv_pb2.Status, error: str = "", leader_hint: str = ""
+) -> kv_pb2.SessionReply:
+    if pending.kind == "get":
+        get = kv_pb2.GetReply(status=status, error=error, leader_hint=leader_hint)
+        return kv_pb2.SessionReply(id=pending.id, get=get)
+    iget = kv_pb2.ImageGetReply(status=status, error=error, leader_hint=leader_hint)
+    return kv_pb2.SessionReply(id=pending.id, iget=iget)
