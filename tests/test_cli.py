@@ -643,6 +643,7 @@ def test_library_inearest_ranks_however_far_as_the_cli_does(monkeypatch: pytest.
     kv = KVClient([Member("n1", "127.0.0.1", 1)], timeout=0.1)
     monkeypatch.setattr(images, "hash_image", lambda image: bytes(images.HASH_BITS // 8))
     monkeypatch.setattr(kv_pb2, "ImageGetRequest", request)
+
     async def no_matches(*args: Any, **kwargs: Any) -> kv_pb2.SessionReply:
         return kv_pb2.SessionReply(iget=kv_pb2.ImageGetReply())
 

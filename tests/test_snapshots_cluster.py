@@ -10,6 +10,7 @@ import pytest
 from client.kv import KVClient
 from paxos import snapshot
 from paxos.server import SNAPSHOT_DIR, DataDirError, PaxosServer
+from paxos.statemachine import StateMachine
 from protos import kv_pb2, kv_pb2_grpc
 from tests.inprocess import InProcessCluster, in_process_cluster
 from tests.polling import wait_until
@@ -183,3 +184,51 @@ def test_an_interrupted_snapshot_transfer_is_started_again_never_half_installed(
             )
         directory = tmp_path / follower / SNAPSHOT_DIR
         assert not list(directory.glob("*.tmp"))  # nothing half-written left behind
+
+
+def test_a_crash_after_a_snapshot_is_renamed_and_before_compaction_loses_nothing(tmp_path: Path) -> None:
+    with in_process_cluster(tmp_path, 3, snapshot_every=10_000) as cluster:  # no snapshot of its own
+        _leader(cluster)
+        with KVClient(cluster.members, timeout=10) as kv:
+            _write_many(kv, 80, "k")
+            members = cluster.members
+            name = members[0].name
+            leader_applied = cluster.call(lambda: max(s.store.applied_index for s in cluster.servers.values()))
+            wait_until(
+                lambda: cluster.call(lambda: cluster.servers[name].store.applied_index) >= leader_applied,
+                "the server to apply everything",
+            )
+            cluster.stop(name)
+            # What the snapshot thread had written when the process died: the
+            # file renamed into place, the log not compacted yet.
+            server = PaxosServer(members, name, tmp_path / name)
+            expected = dict(server.store.data) | _log_after_snapshot(server)
+            half = server.core.commit_index // 2
+            replayed = _state_at(server, half)
+            snapshot.write_snapshot(tmp_path / name / SNAPSHOT_DIR, replayed.freeze(), server.identity.cluster_id, [])
+            log_before = server.storage.log_bytes()
+            server.storage.close()
+            server._data_dir_lock.release()
+            cluster.restart(name)
+            restarted = cluster.servers[name]
+            assert _snapshot_index(cluster, name) == half
+            assert cluster.call(restarted.storage.log_bytes) == log_before  # nothing was compacted
+            wait_until(
+                lambda: cluster.call(lambda: dict(restarted.store.data)) == expected, "the log replayed over the snapshot"
+            )
+
+
+def _log_after_snapshot(server: PaxosServer) -> dict[str, str]:
+    """The data once the server applies its whole log (what a running server would hold)."""
+    store = server.store
+    core = server.core
+    for slot in range(store.applied_index + 1, core.commit_index + 1):
+        store.apply(slot, core.chosen[slot])
+    return dict(store.data)
+
+
+def _state_at(server: PaxosServer, index: int) -> StateMachine:
+    store = StateMachine()
+    for slot in range(1, index + 1):
+        store.apply(slot, server.core.chosen[slot])
+    return store
