@@ -180,6 +180,7 @@ class Row:
     elapsed_seconds: float
     write_rate: float  # writes/s since the previous row
     servers: dict[str, ServerSample] = field(default_factory=dict)
+    leader: str = ""  # the leader a majority named when the follower was killed
     restart: Restart | None = None
 
 
@@ -239,10 +240,15 @@ def sample_server(cluster: LocalCluster, probe: StatusProbe, name: str) -> Serve
     )
 
 
-def next_victim(names: Sequence[str], leader: str, turn: int) -> str:
-    """The follower to kill on this turn: the servers in rotation, skipping the leader."""
-    followers = [n for n in names if n != leader]
-    return followers[turn % len(followers)]
+def next_victim(names: Sequence[str], leader: str, previous: str | None) -> str:
+    """The follower to kill next: the first server after ``previous`` in hostfile order that is not the leader.
+
+    Counting from the last victim, not by turn, keeps the rotation fair when
+    the leadership moves between rows.
+    """
+    start = names.index(previous) + 1 if previous in names else 0
+    rotation = [*names[start:], *names[:start]]
+    return next(name for name in rotation if name != leader)
 
 
 def restart_follower(cluster: LocalCluster, probe: StatusProbe, leader: str, victim: str) -> Restart:
@@ -290,7 +296,7 @@ def wait_for_writes(cluster: LocalCluster, load: WriteLoad, count: int) -> None:
         time.sleep(PROGRESS_POLL_SECONDS)
 
 
-def measure_row(cluster: LocalCluster, probe: StatusProbe, load: WriteLoad, previous: Row | None, turn: int) -> Row:
+def measure_row(cluster: LocalCluster, probe: StatusProbe, load: WriteLoad, previous: Row | None) -> Row:
     commands, now = load.written, time.monotonic()
     elapsed = now - load.started_at
     since_commands = commands - (previous.commands if previous else 0)
@@ -298,8 +304,9 @@ def measure_row(cluster: LocalCluster, probe: StatusProbe, load: WriteLoad, prev
     row = Row(commands, elapsed, since_commands / since_seconds if since_seconds > 0 else 0.0)
     row.servers = {name: sample_server(cluster, probe, name) for name in cluster.names}
     if len(cluster.names) > 1:
-        leader = cluster.wait_for_leader(LEADER_TIMEOUT_SECONDS)
-        row.restart = restart_follower(cluster, probe, leader, next_victim(cluster.names, leader, turn))
+        row.leader = cluster.wait_for_leader(LEADER_TIMEOUT_SECONDS)
+        last_victim = previous.restart.server if previous and previous.restart else None
+        row.restart = restart_follower(cluster, probe, row.leader, next_victim(cluster.names, row.leader, last_victim))
     return row
 
 
@@ -328,7 +335,8 @@ def format_row(row: Row) -> str:
     if row.restart is not None:
         r = row.restart
         caught_up = f"{r.catch_up_seconds:.2f} s" if r.catch_up_seconds is not None else "not caught up"
-        restart = f"restart {r.server}: answering {_seconds(r.answering_seconds)} s, caught up {caught_up}"
+        answering = _seconds(r.answering_seconds)
+        restart = f"leader {row.leader}, restart {r.server}: answering {answering} s, caught up {caught_up}"
     return (
         f"row: {row.commands} writes, {row.elapsed_seconds:.1f} s, {row.write_rate:.0f} writes/s | {servers} | "
         f"{restart}"
@@ -346,9 +354,9 @@ def _spread(values: Sequence[int | None]) -> str:
 def summary_table(rows: Sequence[Row]) -> str:
     """One line per row; sizes as the range over the servers."""
     lines = [
-        "| writes | elapsed s | writes/s | RSS MB | data dir MB | log MB | snapshot index | restarted | "
+        "| writes | elapsed s | writes/s | RSS MB | data dir MB | log MB | snapshot index | leader | restarted | "
         "answering s | caught up s |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |",
     ]
     for row in rows:
         samples = list(row.servers.values())
@@ -362,6 +370,7 @@ def summary_table(rows: Sequence[Row]) -> str:
             _spread([x.data_bytes for x in samples]),
             _spread([x.log_bytes for x in samples]),
             f"{min(snaps)}-{max(snaps)}" if snaps else "-",
+            row.leader or "-",
             restart.server if restart else "-",
             _seconds(restart.answering_seconds if restart else None),
             _seconds(restart.catch_up_seconds if restart else None),
@@ -448,7 +457,16 @@ def verdicts(rows: Sequence[Row], baseline_at: int) -> list[Verdict]:
     return results
 
 
-CSV_ROW_FIELDS = ["writes", "elapsed_s", "writes_per_s", "restarted", "answering_s", "caught_up_s", "target_index"]
+CSV_ROW_FIELDS = [
+    "writes",
+    "elapsed_s",
+    "writes_per_s",
+    "leader",
+    "restarted",
+    "answering_s",
+    "caught_up_s",
+    "target_index",
+]
 CSV_SERVER_FIELDS = ["rss_bytes", "data_bytes", "log_bytes", "snapshot_index", "applied_index"]
 
 
@@ -464,6 +482,7 @@ def write_csv(path: Path, rows: Sequence[Row]) -> None:
                 row.commands,
                 round(row.elapsed_seconds, 3),
                 round(row.write_rate, 1),
+                row.leader,
                 r.server if r else "",
                 "" if r is None or r.answering_seconds is None else round(r.answering_seconds, 3),
                 "" if r is None or r.catch_up_seconds is None else round(r.catch_up_seconds, 3),
@@ -632,9 +651,9 @@ def run(opts: argparse.Namespace, directory: Path, server_args: list[str], rows:
             checkpoints = list(range(opts.every, opts.commands + 1, opts.every))
             if checkpoints[-1] != opts.commands:
                 checkpoints.append(opts.commands)
-            for turn, checkpoint in enumerate(checkpoints):
+            for checkpoint in checkpoints:
                 wait_for_writes(cluster, load, checkpoint)
-                row = measure_row(cluster, probe, load, rows[-1] if rows else None, turn)
+                row = measure_row(cluster, probe, load, rows[-1] if rows else None)
                 rows.append(row)
                 print(format_row(row), flush=True)
         finally:
