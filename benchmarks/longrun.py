@@ -15,11 +15,16 @@ still running, it SIGKILLs one follower (a different one each row), starts
 it again, and times how long the restarted server takes to apply everything
 the leader had applied right after the restart command.
 
-The load keeps running until the last row is measured, so slightly more than
-``--commands`` writes are made.  At the end it prints a Markdown summary and
-checks the criteria: every server's memory and data directory at the end
-within 2x of their size at ``--baseline-at`` writes (the first row at or
-after it), and every restart caught up within 5 s.
+Between rows each server's RSS and data directory are also sampled every
+second, and each row keeps their peaks since the previous row: a data
+directory is a sawtooth (the log grows until the next snapshot, then the
+segments below it go), so a single sample per row could land anywhere on the
+tooth.  The load keeps running until the last row is measured, so slightly
+more than ``--commands`` writes are made.  At the end it prints a Markdown
+summary and checks the criteria: every server's peak memory and peak data
+directory in the last interval within 2x of its peaks in the interval up to
+``--baseline-at`` writes (the first row at or after it), and every restart
+caught up within 5 s.
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ LEADER_TIMEOUT_SECONDS = 60.0
 STATUS_TIMEOUT_SECONDS = 1.0
 STATUS_POLL_SECONDS = 0.02
 PROGRESS_POLL_SECONDS = 0.1
+# Between rows the RSS and data directory of every server are sampled this often, for their peaks.
+SIZE_SAMPLE_SECONDS = 1.0
 # The load's clients finish their write in flight before the run ends.
 LOAD_STOP_SECONDS = bench.OP_SECONDS + 5.0
 # The status probe reconnects to a restarted server quickly: gRPC's default backoff
@@ -164,6 +171,9 @@ class ServerSample:
     log_bytes: int | None  # None: the server did not answer Status
     snapshot_index: int | None
     applied_index: int | None
+    # The largest values sampled since the previous row, this one included.
+    rss_peak_bytes: int | None = None
+    data_peak_bytes: int = 0
 
 
 @dataclass
@@ -229,14 +239,52 @@ def directory_bytes(path: Path) -> int:
     return total
 
 
-def sample_server(cluster: LocalCluster, probe: StatusProbe, name: str) -> ServerSample:
+class PeakSizes:
+    """The largest RSS and data directory of each server since the last ``take``, sampled between rows.
+
+    A data directory is a sawtooth: the log grows until the next snapshot,
+    then the segments below it go.  One sample per row lands anywhere on the
+    tooth, so two rows can differ by a whole snapshot interval's log with no
+    growth at all; the peak over the interval before a row does not.
+    """
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.rss: dict[str, int] = {}
+        self.data: dict[str, int] = {}
+        self.next_sample_at = 0.0
+
+    def add(self, name: str, rss_bytes: int | None, data_bytes: int) -> None:
+        if rss_bytes is not None:
+            self.rss[name] = max(self.rss.get(name, 0), rss_bytes)
+        self.data[name] = max(self.data.get(name, 0), data_bytes)
+
+    def sample_if_due(self) -> None:
+        now = time.monotonic()
+        if now < self.next_sample_at:
+            return
+        self.next_sample_at = now + SIZE_SAMPLE_SECONDS
+        for name in self.cluster.names:
+            self.add(name, resident_bytes(self.cluster.pid(name)), directory_bytes(self.cluster.data_dir(name)))
+
+    def take(self, name: str) -> tuple[int | None, int]:
+        """The peaks of one server, forgotten afterwards."""
+        return self.rss.pop(name, None), self.data.pop(name, 0)
+
+
+def sample_server(cluster: LocalCluster, probe: StatusProbe, peaks: PeakSizes, name: str) -> ServerSample:
     reply = probe.status(name)
+    rss, data = resident_bytes(cluster.pid(name)), directory_bytes(cluster.data_dir(name))
+    peaks.add(name, rss, data)
+    rss_peak, data_peak = peaks.take(name)
     return ServerSample(
-        rss_bytes=resident_bytes(cluster.pid(name)),
-        data_bytes=directory_bytes(cluster.data_dir(name)),
+        rss_bytes=rss,
+        data_bytes=data,
         log_bytes=reply.log_bytes if reply else None,
         snapshot_index=reply.snapshot_index if reply else None,
         applied_index=reply.applied_index if reply else None,
+        rss_peak_bytes=rss_peak,
+        data_peak_bytes=data_peak,
     )
 
 
@@ -284,10 +332,14 @@ class RunFailed(Exception):
     """The run could not go on (a server exited, writes stalled, no leader); the message says why."""
 
 
-def wait_for_writes(cluster: LocalCluster, load: WriteLoad, count: int) -> None:
-    """Poll until ``count`` writes succeeded; RunFailed if a server exits, the load dies or writes stall."""
+def wait_for_writes(cluster: LocalCluster, load: WriteLoad, peaks: PeakSizes, count: int) -> None:
+    """Poll until ``count`` writes succeeded, sampling sizes for their peaks.
+
+    RunFailed if a server exits, the load dies or writes stall.
+    """
     while load.written < count:
         cluster.check_alive()
+        peaks.sample_if_due()
         if load.failure is not None:
             raise RunFailed(f"the write load failed: {load.failure!r}")
         stalled = time.monotonic() - load.last_write_at
@@ -296,13 +348,15 @@ def wait_for_writes(cluster: LocalCluster, load: WriteLoad, count: int) -> None:
         time.sleep(PROGRESS_POLL_SECONDS)
 
 
-def measure_row(cluster: LocalCluster, probe: StatusProbe, load: WriteLoad, previous: Row | None) -> Row:
+def measure_row(
+    cluster: LocalCluster, probe: StatusProbe, load: WriteLoad, peaks: PeakSizes, previous: Row | None
+) -> Row:
     commands, now = load.written, time.monotonic()
     elapsed = now - load.started_at
     since_commands = commands - (previous.commands if previous else 0)
     since_seconds = elapsed - (previous.elapsed_seconds if previous else 0.0)
     row = Row(commands, elapsed, since_commands / since_seconds if since_seconds > 0 else 0.0)
-    row.servers = {name: sample_server(cluster, probe, name) for name in cluster.names}
+    row.servers = {name: sample_server(cluster, probe, peaks, name) for name in cluster.names}
     if len(cluster.names) > 1:
         row.leader = cluster.wait_for_leader(LEADER_TIMEOUT_SECONDS)
         last_victim = previous.restart.server if previous and previous.restart else None
@@ -327,7 +381,8 @@ def _number(value: int | None) -> str:
 
 def format_row(row: Row) -> str:
     servers = " | ".join(
-        f"{name} rss {_mb(s.rss_bytes)} MB data {_mb(s.data_bytes)} MB log {_mb(s.log_bytes)} MB "
+        f"{name} rss {_mb(s.rss_bytes)} MB (peak {_mb(s.rss_peak_bytes)}) data {_mb(s.data_bytes)} MB "
+        f"(peak {_mb(s.data_peak_bytes)}) log {_mb(s.log_bytes)} MB "
         f"snap {_number(s.snapshot_index)}"
         for name, s in row.servers.items()
     )
@@ -352,11 +407,12 @@ def _spread(values: Sequence[int | None]) -> str:
 
 
 def summary_table(rows: Sequence[Row]) -> str:
-    """One line per row; sizes as the range over the servers."""
+    """One line per row; sizes as the range over the servers, peaks since the previous row."""
     lines = [
-        "| writes | elapsed s | writes/s | RSS MB | data dir MB | log MB | snapshot index | leader | restarted | "
+        "| writes | elapsed s | writes/s | RSS MB | data dir MB | data dir peak MB | log MB | snapshot index "
+        "| leader | restarted | "
         "answering s | caught up s |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |",
     ]
     for row in rows:
         samples = list(row.servers.values())
@@ -368,6 +424,7 @@ def summary_table(rows: Sequence[Row]) -> str:
             f"{row.write_rate:.0f}",
             _spread([x.rss_bytes for x in samples]),
             _spread([x.data_bytes for x in samples]),
+            _spread([x.data_peak_bytes for x in samples]),
             _spread([x.log_bytes for x in samples]),
             f"{min(snaps)}-{max(snaps)}" if snaps else "-",
             row.leader or "-",
@@ -385,17 +442,24 @@ def baseline_row(rows: Sequence[Row], at: int) -> Row:
 
 
 def growth_table(base: Row, last: Row) -> str:
+    """Each server's peaks in the interval before the baseline row and before the last row."""
     lines = [
-        f"| server | RSS MB at {base.commands} | RSS MB at {last.commands} | ratio "
-        f"| data dir MB at {base.commands} | data dir MB at {last.commands} | ratio |",
+        f"| server | peak RSS MB to {base.commands} | peak RSS MB to {last.commands} | ratio "
+        f"| peak data dir MB to {base.commands} | peak data dir MB to {last.commands} | ratio |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, end in last.servers.items():
         start = base.servers[name]
-        lines.append(
-            f"| {name} | {_mb(start.rss_bytes)} | {_mb(end.rss_bytes)} | {_ratio_text(start.rss_bytes, end.rss_bytes)} "
-            f"| {_mb(start.data_bytes)} | {_mb(end.data_bytes)} | {_ratio_text(start.data_bytes, end.data_bytes)} |"
-        )
+        cells = [
+            name,
+            _mb(start.rss_peak_bytes),
+            _mb(end.rss_peak_bytes),
+            _ratio_text(start.rss_peak_bytes, end.rss_peak_bytes),
+            _mb(start.data_peak_bytes),
+            _mb(end.data_peak_bytes),
+            _ratio_text(start.data_peak_bytes, end.data_peak_bytes),
+        ]
+        lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -426,7 +490,10 @@ def _growth_verdict(what: str, base: Row, last: Row, attribute: str) -> Verdict:
     }
     unknown = sorted(name for name, ratio in ratios.items() if ratio is None)
     known = {name: ratio for name, ratio in ratios.items() if ratio is not None}
-    claim = f"{what}: every server at {last.commands} writes within {MAX_GROWTH:g}x of its value at {base.commands}"
+    claim = (
+        f"{what}: every server's peak in the last interval (to {last.commands} writes) within {MAX_GROWTH:g}x "
+        f"of its peak in the interval to {base.commands} writes"
+    )
     if unknown:
         return Verdict(False, f"{claim} (not measured on {', '.join(unknown)})")
     worst = max(known, key=lambda name: known[name])
@@ -436,8 +503,8 @@ def _growth_verdict(what: str, base: Row, last: Row, attribute: str) -> Verdict:
 def verdicts(rows: Sequence[Row], baseline_at: int) -> list[Verdict]:
     base, last = baseline_row(rows, baseline_at), rows[-1]
     results = [
-        _growth_verdict("memory (RSS)", base, last, "rss_bytes"),
-        _growth_verdict("disk (data dir)", base, last, "data_bytes"),
+        _growth_verdict("memory (RSS)", base, last, "rss_peak_bytes"),
+        _growth_verdict("disk (data dir)", base, last, "data_peak_bytes"),
     ]
     restarts = [row.restart for row in rows if row.restart is not None]
     claim = f"restarts: every killed follower caught up within {MAX_RESTART_SECONDS:g} s"
@@ -467,7 +534,15 @@ CSV_ROW_FIELDS = [
     "caught_up_s",
     "target_index",
 ]
-CSV_SERVER_FIELDS = ["rss_bytes", "data_bytes", "log_bytes", "snapshot_index", "applied_index"]
+CSV_SERVER_FIELDS = [
+    "rss_bytes",
+    "rss_peak_bytes",
+    "data_bytes",
+    "data_peak_bytes",
+    "log_bytes",
+    "snapshot_index",
+    "applied_index",
+]
 
 
 def write_csv(path: Path, rows: Sequence[Row]) -> None:
@@ -513,8 +588,8 @@ def plot_svg(rows: Sequence[Row], title: str) -> str:
         if row.restart is not None and row.restart.catch_up_seconds is not None
     ]
     panels = [
-        Panel("resident memory (VmRSS), MB", series("rss_bytes")),
-        Panel("data directory, MB", series("data_bytes")),
+        Panel("resident memory (VmRSS), MB: peak since the previous point", series("rss_peak_bytes")),
+        Panel("data directory, MB: peak since the previous point", series("data_peak_bytes")),
         Panel(
             "killed follower: restart to caught up, s",
             {"restart": restarts},
@@ -651,9 +726,10 @@ def run(opts: argparse.Namespace, directory: Path, server_args: list[str], rows:
             checkpoints = list(range(opts.every, opts.commands + 1, opts.every))
             if checkpoints[-1] != opts.commands:
                 checkpoints.append(opts.commands)
+            peaks = PeakSizes(cluster)
             for checkpoint in checkpoints:
-                wait_for_writes(cluster, load, checkpoint)
-                row = measure_row(cluster, probe, load, rows[-1] if rows else None)
+                wait_for_writes(cluster, load, peaks, checkpoint)
+                row = measure_row(cluster, probe, load, peaks, rows[-1] if rows else None)
                 rows.append(row)
                 print(format_row(row), flush=True)
         finally:

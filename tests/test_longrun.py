@@ -41,13 +41,15 @@ def test_a_small_run_prints_rows_with_restarts_a_summary_a_csv_and_a_plot(tmp_pa
     assert len(table) == 3
     assert all(float(row["caught_up_s"]) > 0 for row in table)
     assert all(int(row["node1_snapshot_index"]) > 0 for row in table[1:])
-    assert all(int(row["node2_rss_bytes"]) > 0 for row in table)
+    assert all(int(row["node2_rss_peak_bytes"]) >= int(row["node2_rss_bytes"]) > 0 for row in table)
+    assert all(int(row["node3_data_peak_bytes"]) >= int(row["node3_data_bytes"]) > 0 for row in table)
     assert ElementTree.parse(svg_path).getroot().tag == "{http://www.w3.org/2000/svg}svg"
     assert (tmp_path / "cluster" / "node1" / "snapshots").is_dir()
 
 
 def _row(commands: int, rss: int, data: int, restart_seconds: float | None) -> Row:
-    samples = {name: ServerSample(rss, data, data, 1, 1) for name in ("node1", "node2", "node3")}
+    # The samples at the row are small: the verdicts go by the peaks between rows.
+    samples = {name: ServerSample(1, 1, 1, 1, 1, rss, data) for name in ("node1", "node2", "node3")}
     return Row(commands, 1.0, 1.0, samples, "node1", Restart("node2", 0.5, restart_seconds, 1))
 
 
