@@ -84,7 +84,7 @@ _PROBE_CHANNEL_OPTIONS = [
 ]
 MB = 1_000_000
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
+EXIT_PASS, EXIT_FAIL, EXIT_RUN_FAILED = 0, 1, 3  # and 2 for bad usage, from argparse
 
 
 # ------------------------------------------------------------------ the load
@@ -123,10 +123,13 @@ class WriteLoad:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
+        loop = _new_event_loop()
         try:
-            _new_event_loop().run_until_complete(self._main())
+            loop.run_until_complete(self._main())
         except BaseException as exc:  # reported by the measuring thread, which owns the exit
             self.failure = exc
+        finally:
+            loop.close()
 
     async def _main(self) -> None:
         target = bench.Target(self.members)
@@ -143,6 +146,7 @@ class WriteLoad:
             seq += 1
             key = bench.bench_key(rng.randrange(self.keys))
             value = f"{number}:{seq}:".ljust(self.value_bytes, "x")[: self.value_bytes]
+            # One write as the load generator makes it: following the leader, retrying within its deadline.
             if await bench._one_op(target, "set", key, value, client_id, seq):
                 self.written += 1
                 self.last_write_at = time.monotonic()

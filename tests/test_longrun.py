@@ -9,6 +9,8 @@ import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import pytest
+
 from benchmarks.longrun import Restart, Row, ServerSample, next_victim, verdicts
 from benchmarks.svgplot import nice_ticks
 
@@ -18,6 +20,7 @@ ROW_LINE = re.compile(
 )
 
 
+@pytest.mark.slow
 def test_a_small_run_prints_rows_with_restarts_a_summary_a_csv_and_a_plot(tmp_path: Path) -> None:
     csv_path, svg_path = tmp_path / "rows.csv", tmp_path / "plot.svg"
     result = subprocess.run(
