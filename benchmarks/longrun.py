@@ -39,7 +39,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,22 +131,24 @@ class WriteLoad:
             loop.close()
 
     async def _main(self) -> None:
-        target = bench.Target(self.members)
+        # The load generator's default path: one library client whose session
+        # streams all the writers share.
+        target = bench.SessionTarget(self.members)
         rng = random.Random(self.seed)
         try:
             await asyncio.gather(*(self._writer(target, n, random.Random(rng.random())) for n in range(self.clients)))
         finally:
             await target.close()
 
-    async def _writer(self, target: bench.Target, number: int, rng: random.Random) -> None:
-        client_id = uuid.uuid4().hex
+    async def _writer(self, target: bench.SessionTarget, number: int, rng: random.Random) -> None:
+        one_op = target.client()
         seq = 0
         while not self._stopping:
             seq += 1
             key = bench.bench_key(rng.randrange(self.keys))
             value = f"{number}:{seq}:".ljust(self.value_bytes, "x")[: self.value_bytes]
             # One write as the load generator makes it: following the leader, retrying within its deadline.
-            if await bench._one_op(target, "set", key, value, client_id, seq):
+            if await one_op("set", key, value):
                 self.written += 1
                 self.last_write_at = time.monotonic()
             else:
