@@ -214,7 +214,8 @@ def test_a_crash_after_a_snapshot_is_renamed_and_before_compaction_loses_nothing
             assert _snapshot_index(cluster, name) == half
             assert cluster.call(restarted.storage.log_bytes) == log_before  # nothing was compacted
             wait_until(
-                lambda: cluster.call(lambda: dict(restarted.store.data)) == expected, "the log replayed over the snapshot"
+                lambda: cluster.call(lambda: dict(restarted.store.data)) == expected,
+                "the log replayed over the snapshot",
             )
 
 
