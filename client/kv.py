@@ -41,6 +41,7 @@ from paxos.limits import (
     MAX_METADATA_BYTES,
     SESSION_WINDOW,
 )
+from paxos.tlsfiles import client_credentials, find_tls_dir
 from protos import kv_pb2, kv_pb2_grpc
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class KVClient:
         timeout: float = 10.0,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         client_id: str | None = None,
+        tls_dir: str | Path | None = None,
     ) -> None:
         if not members:
             raise ValueError("a client needs at least one server address")
@@ -107,10 +109,15 @@ class KVClient:
         self._leader: KnownLeader[Member] = KnownLeader()
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, kv_pb2_grpc.KVStub] = {}
+        # With a TLS directory: its ca.pem and client.pem (TlsError now if they cannot be read).
+        self.tls_dir = tls_dir
+        self._credentials = client_credentials(tls_dir) if tls_dir is not None else None
 
     @classmethod
-    def from_hostfile(cls, path: str | Path, timeout: float = 10.0) -> KVClient:
-        return cls(parse_hostfile(path), timeout=timeout)
+    def from_hostfile(cls, path: str | Path, timeout: float = 10.0, tls_dir: str | Path | None = None) -> KVClient:
+        """A client of the servers in ``path``; TLS with ``tls_dir``, else $PAXOSKV_TLS_DIR, else a
+        ``tls`` directory beside the hostfile when there is one (python -m paxos.local makes one), else plaintext."""
+        return cls(parse_hostfile(path), timeout=timeout, tls_dir=find_tls_dir(path, tls_dir))
 
     def __enter__(self) -> KVClient:
         return self
@@ -331,7 +338,10 @@ class KVClient:
         with self._lock:
             stub = self._stubs.get(member.address)
             if stub is None:
-                channel = grpc.insecure_channel(member.address, options=_CHANNEL_OPTIONS)
+                if self._credentials is None:
+                    channel = grpc.insecure_channel(member.address, options=_CHANNEL_OPTIONS)
+                else:
+                    channel = grpc.secure_channel(member.address, self._credentials, options=_CHANNEL_OPTIONS)
                 self._channels[member.address] = channel
                 stub = self._stubs[member.address] = kv_pb2_grpc.KVStub(channel)
             return stub

@@ -14,6 +14,8 @@ from pathlib import Path
 from paxos import limits, logformat
 from paxos.hostfile import HostfileError, find_member, parse_hostfile
 from paxos.server import DataDirError, PaxosServer
+from paxos.tlsfiles import TlsError
+from paxos.tlsserver import CLIENT_AUTH_CERT, CLIENT_AUTH_MODES, ServerTls
 from paxos.wal import WalCorruption
 
 EXIT_USAGE = 2
@@ -37,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one paxoskv server: a Multi-Paxos replica of the key-value store.",
         epilog=(
             f"Example: {prog} -h hostfile.txt -n container0\n"
-            "Exit codes: 0 stopped cleanly, 1 internal error (see the log), 2 bad usage, hostfile or address, "
-            "4 data directory refused, in use by another server, or its log is damaged.\n"
+            "Exit codes: 0 stopped cleanly, 1 internal error (see the log), 2 bad usage, hostfile, address or TLS "
+            "files, 4 data directory refused, in use by another server, or its log is damaged.\n"
             "Runs on uvloop when it is installed; PAXOSKV_UVLOOP=0 selects the standard asyncio loop."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -63,6 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "serve Prometheus metrics at http://HOST:PORT/metrics and a health probe at /healthz "
             "(default: $PAXOSKV_METRICS, else off)"
+        ),
+    )
+    parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "serve TLS only, with DIR/NAME.pem and DIR/NAME-key.pem, trusting DIR/ca.pem (python -m paxos.certs "
+            "creates them); peers must present their member certificate.  Without it the server runs plaintext"
+        ),
+    )
+    parser.add_argument(
+        "--client-auth",
+        choices=CLIENT_AUTH_MODES,
+        default=CLIENT_AUTH_CERT,
+        help=(
+            "with --tls-dir: 'cert' (default) lets only clients with a certificate from the CA use the client API; "
+            "'none' accepts any TLS client"
         ),
     )
     parser.add_argument(
@@ -141,9 +161,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     data_dir = opts.data_dir or Path("data") / opts.name
     listen = opts.listen or f"0.0.0.0:{me.port}"
+    tls = None
+    if opts.tls_dir is not None:
+        try:
+            tls = ServerTls(opts.tls_dir, opts.name, opts.client_auth)
+        except TlsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         server = PaxosServer(
-            members, opts.name, data_dir, opts.max_value_bytes, fault_injection=opts.enable_fault_injection
+            members, opts.name, data_dir, opts.max_value_bytes, fault_injection=opts.enable_fault_injection, tls=tls
         )
     except (DataDirError, WalCorruption) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -138,3 +138,11 @@ HTTP_MAX_REQUEST_BYTES = 8 * 1024
 HTTP_MAX_HEADER_LINES = 64
 HTTP_READ_SECONDS = 5.0
 HTTP_MAX_CONNECTIONS = 32
+
+# TLS (paxos/tlsfiles.py, paxos/certs.py).  A PEM file larger than this is
+# not a certificate or key this project wrote, and is refused unread.
+MAX_PEM_BYTES = 64 * 1024
+# Certificates made by python -m paxos.certs are valid this long by default.
+DEFAULT_CERT_DAYS = 825
+# A server checks its certificate files for a change at most this often.
+TLS_RELOAD_CHECK_SECONDS = 1.0

@@ -45,6 +45,8 @@ from paxos.messages import Message, NodeId, Record, Slot, Value
 from paxos.metrics import FSYNC_BUCKETS, REQUEST_BUCKETS, SLOT_COMMAND_BUCKETS, Histogram, MetricsHttp, registry_for
 from paxos.replica import Observer, Replica, WriteAnswer
 from paxos.statemachine import StateMachine, validate_image_hash, validate_key
+from paxos.tlsfiles import member_named
+from paxos.tlsserver import CLIENT_AUTH_CERT, ClientApiGuard, ServerTls
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 
@@ -273,8 +275,10 @@ class PaxosServer:
         fault_injection: bool = False,
         config: Config | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tls: ServerTls | None = None,
     ) -> None:
         self.fault_injection = fault_injection
+        self.tls = tls  # None: plaintext, and anyone who reaches the port can act as a member
         with ExitStack() as undo:  # a server that fails to open releases what it took
             self.data_dir = data_dir
             self._data_dir_lock = lock_data_dir(data_dir)
@@ -342,7 +346,10 @@ class PaxosServer:
 
     async def start(self, listen: str, metrics: str | None = None) -> None:
         """Serve gRPC on ``listen``, and /metrics and /healthz over HTTP on ``metrics`` if given."""
-        self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+        interceptors = []
+        if self.tls is not None and self.tls.client_auth == CLIENT_AUTH_CERT:
+            interceptors.append(ClientApiGuard(KV_SERVICE, self._refuse_non_client))
+        self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=interceptors)
         _LenientRegistrar(self._grpc, self.client_refusals).add(kv_pb2_grpc.add_KVServicer_to_server, _KVService(self))
         _LenientRegistrar(self._grpc, self.refusals).add(peer_pb2_grpc.add_PeerServicer_to_server, _PeerService(self))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
@@ -350,13 +357,16 @@ class PaxosServer:
             (KV_SERVICE, PEER_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), self._grpc
         )
         try:
-            port = self._grpc.add_insecure_port(listen)
+            if self.tls is None:
+                port = self._grpc.add_insecure_port(listen)
+            else:
+                port = self._grpc.add_secure_port(listen, self.tls.server_credentials())
         except RuntimeError:  # what grpcio raises, without the reason, when the bind fails
             port = 0
         if port == 0:
             raise OSError(f"cannot listen on {listen}: {_bind_failure(listen)}")
         for peer in self.core.peers:
-            self._links[peer] = _PeerLink(self.members[peer])
+            self._links[peer] = _PeerLink(self.members[peer], self.tls.peer_credentials if self.tls else None)
         await self._grpc.start()
         self._tasks = [asyncio.create_task(self._ticker())]
         self._tasks += [asyncio.create_task(link.run()) for link in self._links.values()]
@@ -381,6 +391,19 @@ class PaxosServer:
             listen,
             len(self.members),
         )
+        if self.tls is None:
+            log.warning(
+                "running without TLS: anyone who can reach %s can act as a member and read or change every value; "
+                "start with --tls-dir DIR (python -m paxos.certs creates one)",
+                listen,
+            )
+        else:
+            clients = "a client certificate" if self.tls.client_auth == CLIENT_AUTH_CERT else "any TLS client"
+            log.info(
+                "TLS on: peers need their member certificate, the client API %s; serving %s",
+                clients,
+                self.tls.describe(),
+            )
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         # Every task runs forever; one that ends on its own is a bug, and a
@@ -459,17 +482,36 @@ class PaxosServer:
 
     # ------------------------------------------------------ peer messages in
 
-    def receive_peer(self, raw: peer_pb2.PeerMessage, origin: str = "") -> None:
-        """One message from a peer stream; ``origin`` is the transport's peer address."""
+    def receive_peer(self, raw: peer_pb2.PeerMessage, origin: str = "", certified: NodeId | None = None) -> None:
+        """One message from a peer stream; ``origin`` is the transport's peer address.
+
+        ``certified`` is the member whose certificate opened the stream (with
+        TLS); a message claiming any other sender is refused.
+        """
         try:
             msg = self.codec.decode(raw)
         except DecodeError as exc:
             self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
             return
+        if certified is not None and msg.sender != certified:
+            self.refusals.note(
+                self._peer_label(raw.sender, origin),
+                "sender is not the member named by the certificate",
+                f"certificate of {self.members[certified].name}",
+            )
+            return
         if msg.sender in self._blocked:
             return
         self.received[msg.sender] += 1
         self.replica.receive(msg)
+
+    def certified_member(self, context: grpc.aio.ServicerContext) -> NodeId | None:
+        """The member whose verified certificate opened this call, or None."""
+        name = member_named(context.auth_context())
+        return self.identity.ids.get(name) if name is not None else None
+
+    def _refuse_non_client(self, context: grpc.aio.ServicerContext) -> None:
+        self.client_refusals.note(context.peer(), "no client certificate", "the client API needs client.pem")
 
     def _peer_label(self, sender: int, origin: str) -> str:
         member = self.members.get(sender)
@@ -728,11 +770,17 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
 
     async def Stream(self, request_iterator, context: grpc.aio.ServicerContext) -> peer_pb2.StreamSummary:  # type: ignore[no-untyped-def]
         received = 0
+        origin = context.peer()
+        certified = None
+        if self.s.tls is not None:
+            certified = self.s.certified_member(context)
+            if certified is None:
+                self.s.refusals.note(origin, "peer stream without a member certificate", "stream closed")
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a peer stream needs a member certificate")
         try:
-            origin = context.peer()
             async for raw in request_iterator:
                 received += 1
-                self.s.receive_peer(raw, origin)
+                self.s.receive_peer(raw, origin, certified)
         except asyncio.CancelledError:
             pass  # this server is shutting down; the peer reconnects elsewhere
         return peer_pb2.StreamSummary(received=received)
@@ -753,8 +801,11 @@ class _PeerLink:
     dropped: the protocol retransmits what matters.
     """
 
-    def __init__(self, member: Member) -> None:
+    def __init__(self, member: Member, credentials: Callable[[], grpc.ChannelCredentials] | None = None) -> None:
         self.member = member
+        # With TLS, each new connection asks for the credentials again, so a
+        # rotated certificate is used from the next reconnect on.
+        self._credentials = credentials
         self._queue: asyncio.Queue[peer_pb2.PeerMessage | None] = asyncio.Queue(limits.PEER_QUEUE_LIMIT)
         self._channel: grpc.aio.Channel | None = None
         self._connected = False
@@ -776,7 +827,10 @@ class _PeerLink:
     async def run(self) -> None:
         backoff = 0.05
         while True:
-            self._channel = grpc.aio.insecure_channel(self.member.address, options=GRPC_OPTIONS)
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(self.member.address, options=GRPC_OPTIONS)
+            else:
+                self._channel = grpc.aio.secure_channel(self.member.address, self._credentials(), options=GRPC_OPTIONS)
             stub = peer_pb2_grpc.PeerStub(self._channel)
             try:
                 await asyncio.wait_for(self._channel.channel_ready(), timeout=1.0)

@@ -1,0 +1,201 @@
+"""A server's side of TLS: its credentials, reloaded when the files change, and who may call what.
+
+``ServerTls`` gives gRPC a certificate fetcher: on each new connection
+(checked at most once per ``TLS_RELOAD_CHECK_SECONDS``) it looks at the
+server's ``NAME.pem``, ``NAME-key.pem`` and ``ca.pem``, and when any of them
+changed it loads them again, so a rotated certificate is used by new
+connections without a restart (connections already open keep theirs).  A
+half-written or mismatched pair is not loaded: the server keeps the last good
+one and logs why, once per change.
+
+``ClientApiGuard`` is the rule for the client API under ``--client-auth
+cert``: only a certificate naming ``paxoskv://client`` may call it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from paxos.limits import TLS_RELOAD_CHECK_SECONDS
+from paxos.tlsfiles import CA_CERT_FILE, KeyPair, TlsError, cert_file, check_dir, is_client, key_file, read_pem
+
+log = logging.getLogger("paxos.tls")
+
+CLIENT_AUTH_CERT = "cert"
+CLIENT_AUTH_NONE = "none"
+CLIENT_AUTH_MODES = (CLIENT_AUTH_CERT, CLIENT_AUTH_NONE)
+
+_FileStamp = tuple[int, int, int]  # inode, size, mtime in ns
+
+
+def _stamp(path: Path) -> _FileStamp | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def check_pair(pair: KeyPair, where: str) -> x509.Certificate:
+    """The certificate of ``pair`` once it parses, matches its key and was issued by the CA; else TlsError."""
+    try:
+        cert = x509.load_pem_x509_certificate(pair.cert)
+        ca = x509.load_pem_x509_certificate(pair.ca)
+        key = serialization.load_pem_private_key(pair.key, password=None)
+    except (ValueError, TypeError) as exc:
+        raise TlsError(f"{where}: cannot read the certificate, key or CA ({exc})") from None
+    if key.public_key() != cert.public_key():
+        raise TlsError(f"{where}: the key does not belong to the certificate")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, Exception) as exc:  # InvalidSignature is not a ValueError
+        raise TlsError(f"{where}: the certificate was not issued by {CA_CERT_FILE} ({type(exc).__name__})") from None
+    return cert
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    stamps: tuple[_FileStamp | None, ...]
+    pair: KeyPair
+    serial: int
+    not_after: str
+
+
+class ServerTls:
+    """The certificate and key of server ``name`` from ``tls_dir``, reloaded when they change."""
+
+    def __init__(
+        self, tls_dir: str | Path, name: str, client_auth: str = CLIENT_AUTH_CERT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        if client_auth not in CLIENT_AUTH_MODES:
+            raise ValueError(f"client auth must be one of {CLIENT_AUTH_MODES}, not {client_auth!r}")
+        self.dir = check_dir(tls_dir)
+        self.name = name
+        self.client_auth = client_auth
+        self._clock = clock
+        self._paths = (self.dir / cert_file(name), self.dir / key_file(name), self.dir / CA_CERT_FILE)
+        self._lock = threading.Lock()  # gRPC calls the fetcher from its own threads
+        self._current = self._load()
+        self._next_check = clock() + TLS_RELOAD_CHECK_SECONDS
+        self._refused_stamps: tuple[_FileStamp | None, ...] | None = None
+        self.reloads = 0
+
+    @property
+    def pair(self) -> KeyPair:
+        return self._current.pair
+
+    def _load(self) -> _Loaded:
+        stamps = tuple(_stamp(p) for p in self._paths)
+        cert_path, key_path, ca_path = self._paths
+        pair = KeyPair(read_pem(ca_path), read_pem(cert_path), read_pem(key_path))
+        cert = check_pair(pair, str(cert_path))
+        return _Loaded(stamps, pair, cert.serial_number, cert.not_valid_after_utc.isoformat())
+
+    def describe(self) -> str:
+        return f"{self._paths[0]} (serial {self._current.serial:x}, valid until {self._current.not_after})"
+
+    def _configuration(self) -> Any:
+        pair = self._current.pair
+        return grpc.ssl_server_certificate_configuration([(pair.key, pair.cert)], root_certificates=pair.ca)
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(
+            self._configuration(),
+            self._fetch,
+            require_client_authentication=self.client_auth == CLIENT_AUTH_CERT,
+        )
+
+    def _fetch(self) -> Any:
+        """gRPC's certificate fetcher: a new configuration when the files changed, else None."""
+        try:
+            return self.reload_if_changed()
+        except Exception:  # an exception here would fail the handshake; keep the last good pair
+            log.exception("checking the TLS files failed; keeping the certificate in use")
+            return None
+
+    def reload_if_changed(self, force: bool = False) -> Any:
+        with self._lock:
+            now = self._clock()
+            if not force and now < self._next_check:
+                return None
+            self._next_check = now + TLS_RELOAD_CHECK_SECONDS
+            stamps = tuple(_stamp(p) for p in self._paths)
+            if stamps == self._current.stamps or stamps == self._refused_stamps:
+                return None
+            try:
+                loaded = self._load()
+            except TlsError as exc:
+                self._refused_stamps = stamps
+                log.warning("TLS files changed but cannot be used yet, keeping the certificate in use: %s", exc)
+                return None
+            self._current, self._refused_stamps = loaded, None
+            self.reloads += 1
+            log.info("reloaded the TLS certificate: new connections use %s", self.describe())
+            return self._configuration()
+
+    def peer_credentials(self) -> grpc.ChannelCredentials:
+        """What this server presents when it calls a peer: its own (current) certificate."""
+        with self._lock:
+            return self._current.pair.channel_credentials()
+
+
+class ClientApiGuard(grpc.aio.ServerInterceptor):
+    """Under ``--client-auth cert``, the client API answers only callers with a client certificate.
+
+    A member's certificate is verified by TLS as well, but it grants the peer
+    stream, not the client API.  Other services (health, reflection) only
+    need a certificate from the CA.
+    """
+
+    def __init__(self, service: str, on_refused: Callable[[grpc.aio.ServicerContext], None]) -> None:
+        self._prefix = f"/{service}/"
+        self._on_refused = on_refused
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith(self._prefix):  # type: ignore[attr-defined]
+            return handler
+        return _guarded(handler, self._on_refused)
+
+
+_NOT_A_CLIENT = "this server's client API needs a client certificate (client.pem from python -m paxos.certs)"
+
+
+def _guarded(handler: Any, on_refused: Callable[[grpc.aio.ServicerContext], None]) -> Any:
+    """``handler`` with the client-certificate check before its body, whatever kind of method it is."""
+
+    async def admit(context: grpc.aio.ServicerContext) -> None:
+        if not is_client(context.auth_context()):
+            on_refused(context)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, _NOT_A_CLIENT)
+
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(method):
+
+            async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await admit(context)
+                async for reply in method(request, context):
+                    yield reply
+
+            return guarded_stream
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await admit(context)
+            return await method(request, context)
+
+        return guarded
+
+    kinds = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+    return handler._replace(**{k: wrap(getattr(handler, k)) for k in kinds if getattr(handler, k) is not None})
