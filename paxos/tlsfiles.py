@@ -104,6 +104,10 @@ def client_credentials(tls_dir: str | Path) -> grpc.ChannelCredentials:
     return KeyPair.load(tls_dir, CLIENT_NAME).channel_credentials()
 
 
+def tls_dir_from_env(environ: Mapping[str, str] = os.environ) -> str | None:
+    return environ.get(TLS_DIR_ENV) or None
+
+
 def find_tls_dir(
     hostfile: str | Path, given: str | Path | None = None, environ: Mapping[str, str] = os.environ
 ) -> Path | None:
@@ -111,8 +115,8 @@ def find_tls_dir(
     ``tls`` beside the hostfile if it holds a CA (as python -m paxos.local writes it), else None (plaintext)."""
     if given is not None:
         return Path(given)
-    from_env = environ.get(TLS_DIR_ENV, "")
-    if from_env:
+    from_env = tls_dir_from_env(environ)
+    if from_env is not None:
         return Path(from_env)
     beside = Path(hostfile).parent / BESIDE_HOSTFILE_DIR
     return beside if (beside / CA_CERT_FILE).is_file() else None
@@ -139,3 +143,21 @@ def is_client(auth_context: Mapping[str, Iterable[bytes]]) -> bool:
     """True when the caller presented a verified client certificate."""
     names = alternative_names(auth_context)
     return CLIENT_URI in names and not any(n.startswith(MEMBER_URI_PREFIX) for n in names)
+
+
+def mismatch_hint(error: str, using_tls: bool) -> str | None:
+    """What a failed connection says about TLS, for a user who must fix a setting; None if nothing."""
+    text = error.lower()
+    if "wrong_version_number" in text:
+        return "the server does not speak TLS (started without --tls-dir?): connect without --tls-dir/$" + TLS_DIR_ENV
+    if "certificate_verify_failed" in text or "certificate verify failed" in text:
+        return "the server's certificate is not from this TLS directory's ca.pem (another cluster's CA?) or expired"
+    if "handshake" in text and using_tls:
+        return "the TLS handshake failed: check that the TLS directory belongs to this cluster"
+    if "socket closed" in text or "connection reset" in text:
+        if using_tls:
+            return "the server refused this client certificate (issued by another CA, or expired)"
+        return f"the server closed the connection: it probably requires TLS; give --tls-dir DIR or set {TLS_DIR_ENV}"
+    if "permission_denied" in text and "certificate" in text:
+        return "the server wants a client certificate: use the TLS directory's client.pem, not a server's"
+    return None
