@@ -146,3 +146,7 @@ MAX_PEM_BYTES = 64 * 1024
 DEFAULT_CERT_DAYS = 825
 # A server checks its certificate files for a change at most this often.
 TLS_RELOAD_CHECK_SECONDS = 1.0
+# Under --client-auth none, TLS does not ask callers for a certificate, so a
+# peer proves it is a member by signing the stream's opening with its key;
+# a proof older or newer than this (clock skew included) is refused.
+PEER_PROOF_MAX_AGE_SECONDS = 300

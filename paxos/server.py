@@ -45,7 +45,7 @@ from paxos.messages import Message, NodeId, Record, Slot, Value
 from paxos.metrics import FSYNC_BUCKETS, REQUEST_BUCKETS, SLOT_COMMAND_BUCKETS, Histogram, MetricsHttp, registry_for
 from paxos.replica import Observer, Replica, WriteAnswer
 from paxos.statemachine import StateMachine, validate_image_hash, validate_key
-from paxos.tlsfiles import member_named
+from paxos.tlsfiles import TlsError, member_named
 from paxos.tlsserver import CLIENT_AUTH_CERT, ClientApiGuard, ServerTls
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
@@ -366,7 +366,7 @@ class PaxosServer:
         if port == 0:
             raise OSError(f"cannot listen on {listen}: {_bind_failure(listen)}")
         for peer in self.core.peers:
-            self._links[peer] = _PeerLink(self.members[peer], self.tls.peer_credentials if self.tls else None)
+            self._links[peer] = _PeerLink(self.members[peer], self.tls)
         await self._grpc.start()
         self._tasks = [asyncio.create_task(self._ticker())]
         self._tasks += [asyncio.create_task(link.run()) for link in self._links.values()]
@@ -505,10 +505,23 @@ class PaxosServer:
         self.received[msg.sender] += 1
         self.replica.receive(msg)
 
-    def certified_member(self, context: grpc.aio.ServicerContext) -> NodeId | None:
-        """The member whose verified certificate opened this call, or None."""
+    def certified_member(self, context: grpc.aio.ServicerContext) -> tuple[NodeId | None, str]:
+        """The member whose verified certificate opened this call, or None and why not.
+
+        TLS verified the certificate when the server asks for one
+        (``--client-auth cert``); otherwise the caller signed its opening.
+        """
+        assert self.tls is not None
         name = member_named(context.auth_context())
-        return self.identity.ids.get(name) if name is not None else None
+        if name is None and self.tls.client_auth != CLIENT_AUTH_CERT:
+            try:
+                name = self.tls.member_from_proof(context.invocation_metadata(), time.time())
+            except TlsError as exc:
+                return None, str(exc)
+        if name is None:
+            return None, "no member certificate"
+        member_id = self.identity.ids.get(name)
+        return member_id, "" if member_id is not None else f"certificate of {name!r}, not a member"
 
     def _refuse_non_client(self, context: grpc.aio.ServicerContext) -> None:
         self.client_refusals.note(context.peer(), "no client certificate", "the client API needs client.pem")
@@ -773,9 +786,9 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
         origin = context.peer()
         certified = None
         if self.s.tls is not None:
-            certified = self.s.certified_member(context)
+            certified, why = self.s.certified_member(context)
             if certified is None:
-                self.s.refusals.note(origin, "peer stream without a member certificate", "stream closed")
+                self.s.refusals.note(origin, "peer stream without a member certificate", why)
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a peer stream needs a member certificate")
         try:
             async for raw in request_iterator:
@@ -801,11 +814,11 @@ class _PeerLink:
     dropped: the protocol retransmits what matters.
     """
 
-    def __init__(self, member: Member, credentials: Callable[[], grpc.ChannelCredentials] | None = None) -> None:
+    def __init__(self, member: Member, tls: ServerTls | None = None) -> None:
         self.member = member
         # With TLS, each new connection asks for the credentials again, so a
         # rotated certificate is used from the next reconnect on.
-        self._credentials = credentials
+        self._tls = tls
         self._queue: asyncio.Queue[peer_pb2.PeerMessage | None] = asyncio.Queue(limits.PEER_QUEUE_LIMIT)
         self._channel: grpc.aio.Channel | None = None
         self._connected = False
@@ -827,16 +840,19 @@ class _PeerLink:
     async def run(self) -> None:
         backoff = 0.05
         while True:
-            if self._credentials is None:
+            metadata = None
+            if self._tls is None:
                 self._channel = grpc.aio.insecure_channel(self.member.address, options=GRPC_OPTIONS)
             else:
-                self._channel = grpc.aio.secure_channel(self.member.address, self._credentials(), options=GRPC_OPTIONS)
+                credentials = self._tls.peer_credentials()
+                self._channel = grpc.aio.secure_channel(self.member.address, credentials, options=GRPC_OPTIONS)
+                metadata = self._tls.peer_metadata(self.member.name, time.time())
             stub = peer_pb2_grpc.PeerStub(self._channel)
             try:
                 await asyncio.wait_for(self._channel.channel_ready(), timeout=1.0)
                 self._connected = True
                 backoff = 0.05
-                await stub.Stream(self._outgoing())
+                await stub.Stream(self._outgoing(), metadata=metadata)
             except (TimeoutError, grpc.aio.AioRpcError):
                 pass
             finally:

@@ -8,6 +8,14 @@ connections without a restart (connections already open keep theirs).  A
 half-written or mismatched pair is not loaded: the server keeps the last good
 one and logs why, once per change.
 
+Under ``--client-auth none`` gRPC does not ask callers for a certificate at
+all (it can only require one or not ask), so a peer opening a stream sends
+its certificate and a signature, made with its key, over the receiver's name
+and the time (``member_proof``); the receiver checks both against the CA
+(``ServerTls.member_from_proof``).  TLS keeps the proof from anyone but the
+receiver, and the receiver's name in it keeps the receiver from replaying it
+elsewhere.
+
 ``ClientApiGuard`` is the rule for the client API under ``--client-auth
 cert``: only a certificate naming ``paxoskv://client`` may call it.
 """
@@ -25,10 +33,22 @@ from typing import Any
 
 import grpc
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from paxos.limits import TLS_RELOAD_CHECK_SECONDS
-from paxos.tlsfiles import CA_CERT_FILE, KeyPair, TlsError, cert_file, check_dir, is_client, key_file, read_pem
+from paxos.limits import MAX_PEM_BYTES, PEER_PROOF_MAX_AGE_SECONDS, TLS_RELOAD_CHECK_SECONDS
+from paxos.tlsfiles import (
+    CA_CERT_FILE,
+    MEMBER_URI_PREFIX,
+    KeyPair,
+    TlsError,
+    cert_file,
+    check_dir,
+    is_client,
+    key_file,
+    read_pem,
+)
 
 log = logging.getLogger("paxos.tls")
 
@@ -59,7 +79,7 @@ def check_pair(pair: KeyPair, where: str) -> x509.Certificate:
         raise TlsError(f"{where}: the key does not belong to the certificate")
     try:
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, Exception) as exc:  # InvalidSignature is not a ValueError
+    except (ValueError, TypeError, InvalidSignature) as exc:
         raise TlsError(f"{where}: the certificate was not issued by {CA_CERT_FILE} ({type(exc).__name__})") from None
     return cert
 
@@ -145,10 +165,79 @@ class ServerTls:
             log.info("reloaded the TLS certificate: new connections use %s", self.describe())
             return self._configuration()
 
+    def member_from_proof(self, metadata: tuple[tuple[str, str | bytes], ...] | None, now: float) -> str:
+        """The member proven by a peer stream's metadata (``--client-auth none``); TlsError if none."""
+        return check_member_proof(metadata, self.pair.ca, self.name, now)
+
+    def peer_metadata(self, receiver: str, now: float) -> list[tuple[str, str | bytes]]:
+        with self._lock:
+            pair = self._current.pair
+        return member_proof(pair, receiver, now)
+
     def peer_credentials(self) -> grpc.ChannelCredentials:
         """What this server presents when it calls a peer: its own (current) certificate."""
         with self._lock:
             return self._current.pair.channel_credentials()
+
+
+PROOF_CERT_KEY = "paxoskv-member-cert-bin"
+PROOF_SIGNATURE_KEY = "paxoskv-member-proof-bin"
+PROOF_TIME_KEY = "paxoskv-member-time"
+MAX_SIGNATURE_BYTES = 256
+
+
+def _proof_text(receiver: str, unix_seconds: int) -> bytes:
+    return f"paxoskv peer stream\0{receiver}\0{unix_seconds}".encode()
+
+
+def member_proof(pair: KeyPair, receiver: str, now: float) -> list[tuple[str, str | bytes]]:
+    """The metadata with which a member opens a peer stream to ``receiver``."""
+    key = serialization.load_pem_private_key(pair.key, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey), "python -m paxos.certs makes ECDSA keys"
+    unix_seconds = int(now)
+    signature = key.sign(_proof_text(receiver, unix_seconds), ec.ECDSA(hashes.SHA256()))
+    return [(PROOF_CERT_KEY, pair.cert), (PROOF_SIGNATURE_KEY, signature), (PROOF_TIME_KEY, str(unix_seconds))]
+
+
+def _certified_member(cert: x509.Certificate) -> str | None:
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+        return None
+    uris = [u for u in names.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith(MEMBER_URI_PREFIX)]
+    return uris[0][len(MEMBER_URI_PREFIX) :] if len(uris) == 1 else None
+
+
+def check_member_proof(
+    metadata: tuple[tuple[str, str | bytes], ...] | None, ca_pem: bytes, receiver: str, now: float
+) -> str:
+    """The member that signed this stream's opening; TlsError saying why not."""
+    fields = {key: value for key, value in metadata or ()}
+    cert_pem, signature, stamp = (fields.get(k) for k in (PROOF_CERT_KEY, PROOF_SIGNATURE_KEY, PROOF_TIME_KEY))
+    if not isinstance(cert_pem, bytes) or not isinstance(signature, bytes) or not isinstance(stamp, str):
+        raise TlsError("no member certificate and proof")
+    if len(cert_pem) > MAX_PEM_BYTES or len(signature) > MAX_SIGNATURE_BYTES or not stamp.isdigit() or len(stamp) > 20:
+        raise TlsError("malformed member proof")
+    if abs(now - int(stamp)) > PEER_PROOF_MAX_AGE_SECONDS:
+        raise TlsError("member proof too old or from the future (clocks apart?)")
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem))
+        public = cert.public_key()
+        if not isinstance(public, ec.EllipticCurvePublicKey):
+            raise TlsError("member certificate without an ECDSA key")
+        public.verify(signature, _proof_text(receiver, int(stamp)), ec.ECDSA(hashes.SHA256()))
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise TlsError(f"member proof does not verify ({type(exc).__name__})") from None
+    if not cert.not_valid_before_utc.timestamp() <= now <= cert.not_valid_after_utc.timestamp():
+        raise TlsError("member certificate expired or not yet valid")
+    member = _certified_member(cert)
+    if member is None:
+        raise TlsError("certificate names no member")
+    return member
 
 
 class ClientApiGuard(grpc.aio.ServerInterceptor):

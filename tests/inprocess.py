@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from paxos.hostfile import Member
 from paxos.local import free_ports
 from paxos.server import PaxosServer
+from paxos.tlsserver import CLIENT_AUTH_CERT, ServerTls
 
 T = TypeVar("T")
 STOP_SECONDS = 30.0
@@ -26,14 +27,33 @@ def free_port() -> int:
 
 
 class InProcessCluster:
-    def __init__(self, tmp_path: Path, size: int) -> None:
+    """``size`` servers; with ``tls_dir`` (made by paxos.certs for ``members``), all of them serve TLS."""
+
+    def __init__(
+        self, tmp_path: Path, size: int, tls_dir: Path | None = None, client_auth: str = CLIENT_AUTH_CERT
+    ) -> None:
         ports = free_ports(2 * size)  # all distinct
         self.members = [Member(f"s{i}", "127.0.0.1", ports[i]) for i in range(size)]
         self.metrics = {m.name: f"127.0.0.1:{ports[size + i]}" for i, m in enumerate(self.members)}
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="cluster-loop", daemon=True)
         self._thread.start()
-        self.servers = {m.name: PaxosServer(self.members, m.name, tmp_path / m.name) for m in self.members}
+        self.tls_dir = tls_dir
+        if tls_dir is not None:
+            from paxos.certs import ensure_certificates
+
+            hostfile = tmp_path / "hostfile.txt"
+            hostfile.write_text("".join(f"{m.name} {m.address}\n" for m in self.members))
+            ensure_certificates(hostfile, tls_dir)
+        self.servers = {
+            m.name: PaxosServer(
+                self.members,
+                m.name,
+                tmp_path / m.name,
+                tls=ServerTls(tls_dir, m.name, client_auth) if tls_dir is not None else None,
+            )
+            for m in self.members
+        }
         self.stopped: set[str] = set()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = STOP_SECONDS) -> T:
@@ -79,8 +99,10 @@ async def _cancel_the_rest() -> None:
 
 
 @contextmanager
-def in_process_cluster(tmp_path: Path, size: int = 3) -> Iterator[InProcessCluster]:
-    cluster = InProcessCluster(tmp_path, size)
+def in_process_cluster(
+    tmp_path: Path, size: int = 3, tls_dir: Path | None = None, client_auth: str = CLIENT_AUTH_CERT
+) -> Iterator[InProcessCluster]:
+    cluster = InProcessCluster(tmp_path, size, tls_dir, client_auth)
     try:
         cluster.start()
         yield cluster
