@@ -52,7 +52,7 @@ RUN set -eu; \
 # /tmp/requirements-server.txt: those named in SERVER_REQUIREMENTS, with the
 # version bounds pyproject.toml gives them (the build fails if one is missing,
 # rather than making a server image that cannot start).
-ARG SERVER_REQUIREMENTS="grpcio grpcio-health-checking grpcio-reflection prometheus-client protobuf uvloop"
+ARG SERVER_REQUIREMENTS="cryptography grpcio grpcio-health-checking grpcio-reflection prometheus-client protobuf uvloop"
 COPY pyproject.toml /src/pyproject.toml
 RUN python -c 'import os, re, sys, tomllib; \
     deps = tomllib.load(open("/src/pyproject.toml", "rb")).get("project", {}).get("dependencies", []); \
@@ -96,7 +96,7 @@ COPY . /src
 RUN set -eu; \
     if [ -f /tmp/pip-ca.pem ]; then export PIP_CERT=/tmp/pip-ca.pem; fi; \
     pip install --no-deps /src; \
-    cd / && python -c 'import paxos.__main__, paxos.server, paxos.metrics, paxos.healthcheck'
+    cd / && python -c 'import paxos.__main__, paxos.server, paxos.metrics, paxos.healthcheck, paxos.certs'
 RUN python -m pip uninstall -y -q setuptools pip
 
 # --------------------------------------------------------------------------
