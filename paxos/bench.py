@@ -28,6 +28,7 @@ from tqdm import tqdm
 from client.kv import classify
 from client.retry import SECONDS, InvalidRequest, KnownLeader, Outcome, Retry
 from paxos.hostfile import HostfileError, Member, parse_hostfile
+from paxos.tlsfiles import TLS_DIR_ENV, TlsError, client_credentials, find_tls_dir
 from protos import kv_pb2, kv_pb2_grpc
 
 KEYSPACE = 10_000
@@ -57,10 +58,15 @@ class Stats:
 class Target:
     """Stubs for every server and the known leader, shared by clients."""
 
-    def __init__(self, members: list[Member]) -> None:
+    def __init__(self, members: list[Member], credentials: grpc.ChannelCredentials | None = None) -> None:
         self.members = members
         self.names = [m.name for m in members]
-        self.channels = {m.name: grpc.aio.insecure_channel(m.address) for m in members}
+        self.channels = {
+            m.name: grpc.aio.insecure_channel(m.address)
+            if credentials is None
+            else grpc.aio.secure_channel(m.address, credentials)
+            for m in members
+        }
         self.stubs = {name: kv_pb2_grpc.KVStub(ch) for name, ch in self.channels.items()}
         self.leader: KnownLeader[str] = KnownLeader()
 
@@ -123,8 +129,10 @@ async def _progress(stats: Stats, seconds: float, stop_at: float) -> None:
             last = stats.done
 
 
-async def run(members: list[Member], opts: argparse.Namespace) -> dict[str, float | int | str]:
-    target = Target(members)
+async def run(
+    members: list[Member], opts: argparse.Namespace, credentials: grpc.ChannelCredentials | None = None
+) -> dict[str, float | int | str]:
+    target = Target(members, credentials)
     rng = random.Random(opts.seed)
     if opts.op in ("get", "mixed"):
         await _preload(target, opts)
@@ -135,7 +143,7 @@ async def run(members: list[Member], opts: argparse.Namespace) -> dict[str, floa
     await asyncio.gather(_progress(stats, opts.seconds, stop_at), *clients)
     elapsed = time.monotonic() - started
     await target.close()
-    return summarize(stats, elapsed, opts)
+    return {**summarize(stats, elapsed, opts), "tls": credentials is not None}
 
 
 async def _preload(target: Target, opts: argparse.Namespace) -> None:
@@ -191,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--help", action="help", help="show this help and exit")
     parser.add_argument("-h", "--hostfile", required=True, help="the cluster's hostfile")
+    parser.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help=(
+            f"connect with TLS using DIR/ca.pem and DIR/client.pem (default ${TLS_DIR_ENV}, else a tls directory "
+            "beside the hostfile, else plaintext)"
+        ),
+    )
     parser.add_argument("--clients", type=int, default=1, help="concurrent clients (default 1)")
     parser.add_argument("--seconds", type=float, default=10.0, help="run time (default 10)")
     parser.add_argument("--op", choices=["set", "get", "mixed"], default="set", help="operation (default set)")
@@ -207,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clients and --seconds must be positive and --value-size not negative")
     try:
         members = parse_hostfile(opts.hostfile)
-    except HostfileError as exc:
+        tls_dir = find_tls_dir(opts.hostfile, opts.tls_dir)
+        credentials = client_credentials(tls_dir) if tls_dir is not None else None
+    except (HostfileError, TlsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if os.environ.get("PAXOSKV_BENCH_UVLOOP", "1") == "1":
@@ -217,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             uvloop.install()
         except ImportError:
             pass
-    result = asyncio.run(run(members, opts))
+    result = asyncio.run(run(members, opts, credentials))
     return report(result, opts.json)
 
 
