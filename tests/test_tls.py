@@ -314,3 +314,36 @@ def test_a_plaintext_server_warns_once_at_start(tmp_path: Path, caplog: pytest.L
         pass
     warnings = [r for r in caplog.records if "without TLS" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def _client_refused(cluster: InProcessCluster, tls_dir: Path) -> bool:
+    return _raw_get(cluster, client_credentials(tls_dir)) != grpc.StatusCode.OK
+
+
+def test_a_ca_is_replaced_without_a_restart_and_the_old_one_is_revoked(
+    tls_cluster: InProcessCluster, tmp_path: Path
+) -> None:
+    """The README's procedure: trust both CAs, move every pair to the new one, drop the old CA."""
+    tls_dir = tls_cluster.tls_dir
+    assert tls_dir is not None
+    old = tmp_path / "old"
+    old.mkdir()
+    for path in tls_dir.iterdir():
+        (old / path.name).write_bytes(path.read_bytes())
+    new = tmp_path / "new"
+    certs.ensure_certificates(tls_dir.parent / "hostfile.txt", new)
+    both = (new / CA_CERT_FILE).read_bytes() + (old / CA_CERT_FILE).read_bytes()
+    (tls_dir / CA_CERT_FILE).write_bytes(both)
+    (old / CA_CERT_FILE).write_bytes(both)  # a client not yet moved trusts both CAs as well
+    for name in ("s0", "s1", "s2", "client"):
+        for file in (key_file(name), cert_file(name)):
+            (tls_dir / file).write_bytes((new / file).read_bytes())
+    for member in tls_cluster.members:
+        wanted = _der(new / cert_file(member.name))
+        wait_until(lambda a=member.address, w=wanted: _presented_certificate(a, tls_dir) == w, f"{member.name} moved")
+    assert not _client_refused(tls_cluster, old), "while both CAs are trusted, old clients still get in"
+    (tls_dir / CA_CERT_FILE).write_bytes((new / CA_CERT_FILE).read_bytes())
+    wait_until(lambda: _client_refused(tls_cluster, old), "the old CA's client certificate to be refused")
+    with KVClient(tls_cluster.members, timeout=10, tls_dir=tls_dir) as kv:
+        kv.set("after", "the new CA")
+        assert kv.get("after") == "the new CA"
