@@ -117,6 +117,7 @@ class ServerTls:
         self._paths = (self.dir / cert_file(name), self.dir / key_file(name), self.dir / CA_CERT_FILE)
         self._lock = threading.Lock()  # gRPC calls the fetcher from its own threads
         self._current = self._load()
+        self._served = self._current  # what gRPC's server credentials hold
         self._next_check = clock() + TLS_RELOAD_CHECK_SECONDS
         self._refused_stamps: tuple[_FileStamp | None, ...] | None = None
         self.reloads = 0
@@ -147,32 +148,38 @@ class ServerTls:
         )
 
     def _fetch(self) -> Any:
-        """gRPC's certificate fetcher: a new configuration when the files changed, else None."""
+        """gRPC's certificate fetcher: a new configuration when the pair changed since gRPC last got one."""
         try:
-            return self.reload_if_changed()
+            self.reload_if_changed()
+            with self._lock:
+                if self._served is self._current:
+                    return None
+                self._served = self._current
+                return self._configuration()
         except Exception:  # an exception here would fail the handshake; keep the last good pair
             log.exception("checking the TLS files failed; keeping the certificate in use")
             return None
 
-    def reload_if_changed(self, force: bool = False) -> Any:
+    def reload_if_changed(self, force: bool = False) -> bool:
+        """Load the files again if they changed (checked at most once per interval); True when loaded."""
         with self._lock:
             now = self._clock()
             if not force and now < self._next_check:
-                return None
+                return False
             self._next_check = now + TLS_RELOAD_CHECK_SECONDS
             stamps = tuple(_stamp(p) for p in self._paths)
             if stamps == self._current.stamps or stamps == self._refused_stamps:
-                return None
+                return False
             try:
                 loaded = self._load()
             except TlsError as exc:
                 self._refused_stamps = stamps
                 log.warning("TLS files changed but cannot be used yet, keeping the certificate in use: %s", exc)
-                return None
+                return False
             self._current, self._refused_stamps = loaded, None
             self.reloads += 1
             log.info("reloaded the TLS certificate: new connections use %s", self.describe())
-            return self._configuration()
+            return True
 
     def member_from_proof(self, metadata: tuple[tuple[str, str | bytes], ...] | None, now: float) -> str:
         """The member proven by a peer stream's metadata (``--client-auth none``); TlsError if none."""
@@ -185,6 +192,7 @@ class ServerTls:
 
     def peer_credentials(self) -> grpc.ChannelCredentials:
         """What this server presents when it calls a peer: its own (current) certificate."""
+        self.reload_if_changed()
         with self._lock:
             return self._current.pair.channel_credentials()
 

@@ -273,11 +273,14 @@ def test_a_half_rotated_pair_is_not_loaded(tmp_path: Path) -> None:
     tls = ServerTls(tls_dir, "a")
     serving = tls.pair
     (tls_dir / "a-key.pem").write_bytes((tls_dir / "b-key.pem").read_bytes())  # a new key, its cert not yet there
-    assert tls.reload_if_changed(force=True) is None
+    assert tls.reload_if_changed(force=True) is False
     assert tls.pair == serving and tls.reloads == 0
     (tls_dir / "a.pem").write_bytes((tls_dir / "b.pem").read_bytes())
-    assert tls.reload_if_changed(force=True) is not None
+    assert tls.reload_if_changed(force=True) is True
     assert tls.pair.cert == (tls_dir / "b.pem").read_bytes() and tls.reloads == 1
+    # Loaded on the way out (a peer connection), it still reaches gRPC's server side once.
+    assert tls._fetch() is not None
+    assert tls._fetch() is None
 
 
 # ---------------------------------------------- health check, command line
