@@ -524,7 +524,9 @@ class PaxosServer:
         return member_id, "" if member_id is not None else f"certificate of {name!r}, not a member"
 
     def _refuse_non_client(self, context: grpc.aio.ServicerContext) -> None:
-        self.client_refusals.note(context.peer(), "no client certificate", "the client API needs client.pem")
+        self.client_refusals.note(
+            _without_port(context.peer()), "no client certificate", "the client API needs client.pem"
+        )
 
     def _peer_label(self, sender: int, origin: str) -> str:
         member = self.members.get(sender)
@@ -598,6 +600,12 @@ def _bytes_in(paths: Iterable[Path]) -> int:
         except OSError:  # a log segment removed meanwhile
             pass
     return total
+
+
+def _without_port(peer: str) -> str:
+    """A gRPC peer address without its port ("ipv4:10.0.0.5"), so that each new connection
+    from one host counts and logs under one name."""
+    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
 
 
 def _settle(future: asyncio.Future[T], value: T) -> None:
@@ -783,7 +791,7 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
 
     async def Stream(self, request_iterator, context: grpc.aio.ServicerContext) -> peer_pb2.StreamSummary:  # type: ignore[no-untyped-def]
         received = 0
-        origin = context.peer()
+        origin = _without_port(context.peer())
         certified = None
         if self.s.tls is not None:
             certified, why = self.s.certified_member(context)
