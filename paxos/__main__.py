@@ -79,7 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--client-auth",
         choices=CLIENT_AUTH_MODES,
-        default=CLIENT_AUTH_CERT,
         help=(
             "with --tls-dir: 'cert' (default) lets only clients with a certificate from the CA use the client API; "
             "'none' accepts any TLS client"
@@ -162,9 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = opts.data_dir or Path("data") / opts.name
     listen = opts.listen or f"0.0.0.0:{me.port}"
     tls = None
+    if opts.client_auth is not None and opts.tls_dir is None:
+        print("error: --client-auth needs --tls-dir (without TLS nobody is authenticated)", file=sys.stderr)
+        return EXIT_USAGE
     if opts.tls_dir is not None:
         try:
-            tls = ServerTls(opts.tls_dir, opts.name, opts.client_auth)
+            tls = ServerTls(opts.tls_dir, opts.name, opts.client_auth or CLIENT_AUTH_CERT)
         except TlsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE

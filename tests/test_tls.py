@@ -350,3 +350,17 @@ def test_a_ca_is_replaced_without_a_restart_and_the_old_one_is_revoked(
     with KVClient(tls_cluster.members, timeout=10, tls_dir=tls_dir) as kv:
         kv.set("after", "the new CA")
         assert kv.get("after") == "the new CA"
+
+
+def test_server_command_line_tls_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from paxos import __main__ as server_main
+
+    hostfile = _hostfile(tmp_path / "hosts.txt", ["a"])
+    base = ["-h", str(hostfile), "-n", "a", "--data-dir", str(tmp_path / "data")]
+    assert server_main.main([*base, "--client-auth", "none"]) == server_main.EXIT_USAGE
+    assert server_main.main([*base, "--tls-dir", str(tmp_path / "missing")]) == server_main.EXIT_USAGE
+    certs.ensure_certificates(hostfile, tmp_path / "tls")
+    (tmp_path / "tls" / "a-key.pem").write_bytes((tmp_path / "tls" / "client-key.pem").read_bytes())
+    assert server_main.main([*base, "--tls-dir", str(tmp_path / "tls")]) == server_main.EXIT_USAGE
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and "does not belong to the certificate" in errors[2]
