@@ -14,8 +14,8 @@ from pathlib import Path
 from paxos import limits, logformat
 from paxos.hostfile import HostfileError, find_member, parse_hostfile
 from paxos.server import DataDirError, PaxosServer
+from paxos.tlsaccess import CLIENT_AUTH_CERT, CLIENT_AUTH_MODES
 from paxos.tlsfiles import TlsError
-from paxos.tlsserver import CLIENT_AUTH_CERT, CLIENT_AUTH_MODES, ServerTls
 from paxos.wal import WalCorruption
 
 EXIT_USAGE = 2
@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --client-auth needs --tls-dir (without TLS nobody is authenticated)", file=sys.stderr)
         return EXIT_USAGE
     if opts.tls_dir is not None:
+        from paxos.tlsserver import ServerTls  # cryptography: only when serving TLS
+
         try:
             tls = ServerTls(opts.tls_dir, opts.name, opts.client_auth or CLIENT_AUTH_CERT)
         except TlsError as exc:

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -45,10 +45,13 @@ from paxos.messages import Message, NodeId, Record, Slot, Value
 from paxos.metrics import FSYNC_BUCKETS, REQUEST_BUCKETS, SLOT_COMMAND_BUCKETS, Histogram, MetricsHttp, registry_for
 from paxos.replica import Observer, Replica, WriteAnswer
 from paxos.statemachine import StateMachine, validate_image_hash, validate_key
+from paxos.tlsaccess import CLIENT_AUTH_CERT, ClientApiGuard
 from paxos.tlsfiles import TlsError, member_named
-from paxos.tlsserver import CLIENT_AUTH_CERT, ClientApiGuard, ServerTls
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
+
+if TYPE_CHECKING:  # the cryptography package is loaded only by servers that run TLS
+    from paxos.tlsserver import ServerTls
 
 log = logging.getLogger("paxos.server")
 

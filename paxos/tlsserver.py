@@ -16,13 +16,12 @@ and the time (``member_proof``); the receiver checks both against the CA
 receiver, and the receiver's name in it keeps the receiver from replaying it
 elsewhere.
 
-``ClientApiGuard`` is the rule for the client API under ``--client-auth
-cert``: only a certificate naming ``paxoskv://client`` may call it.
+The rule for the client API is in paxos/tlsaccess.py, which a plaintext
+server can import without loading the cryptography package.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
@@ -38,6 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from paxos.limits import MAX_PEM_BYTES, PEER_PROOF_MAX_AGE_SECONDS, TLS_RELOAD_CHECK_SECONDS
+from paxos.tlsaccess import CLIENT_AUTH_CERT, CLIENT_AUTH_MODES
 from paxos.tlsfiles import (
     CA_CERT_FILE,
     MEMBER_URI_PREFIX,
@@ -45,16 +45,12 @@ from paxos.tlsfiles import (
     TlsError,
     cert_file,
     check_dir,
-    is_client,
     key_file,
     read_pem,
 )
 
 log = logging.getLogger("paxos.tls")
 
-CLIENT_AUTH_CERT = "cert"
-CLIENT_AUTH_NONE = "none"
-CLIENT_AUTH_MODES = (CLIENT_AUTH_CERT, CLIENT_AUTH_NONE)
 
 _FileStamp = tuple[int, int, int]  # inode, size, mtime in ns
 
@@ -256,53 +252,3 @@ def check_member_proof(
     if member is None:
         raise TlsError("certificate names no member")
     return member
-
-
-class ClientApiGuard(grpc.aio.ServerInterceptor):
-    """Under ``--client-auth cert``, the client API answers only callers with a client certificate.
-
-    A member's certificate is verified by TLS as well, but it grants the peer
-    stream, not the client API.  Other services (health, reflection) only
-    need a certificate from the CA.
-    """
-
-    def __init__(self, service: str, on_refused: Callable[[grpc.aio.ServicerContext], None]) -> None:
-        self._prefix = f"/{service}/"
-        self._on_refused = on_refused
-
-    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
-        handler = await continuation(details)
-        if handler is None or not details.method.startswith(self._prefix):  # type: ignore[attr-defined]
-            return handler
-        return _guarded(handler, self._on_refused)
-
-
-_NOT_A_CLIENT = "this server's client API needs a client certificate (client.pem from python -m paxos.certs)"
-
-
-def _guarded(handler: Any, on_refused: Callable[[grpc.aio.ServicerContext], None]) -> Any:
-    """``handler`` with the client-certificate check before its body, whatever kind of method it is."""
-
-    async def admit(context: grpc.aio.ServicerContext) -> None:
-        if not is_client(context.auth_context()):
-            on_refused(context)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, _NOT_A_CLIENT)
-
-    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
-        if inspect.isasyncgenfunction(method):
-
-            async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await admit(context)
-                async for reply in method(request, context):
-                    yield reply
-
-            return guarded_stream
-
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await admit(context)
-            return await method(request, context)
-
-        return guarded
-
-    kinds = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
-    return handler._replace(**{k: wrap(getattr(handler, k)) for k in kinds if getattr(handler, k) is not None})

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 from paxos.hostfile import Member
 from paxos.local import free_ports
 from paxos.server import PaxosServer
-from paxos.tlsserver import CLIENT_AUTH_CERT, ServerTls
+from paxos.tlsaccess import CLIENT_AUTH_CERT
+from paxos.tlsserver import ServerTls
 
 T = TypeVar("T")
 STOP_SECONDS = 30.0

@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from client import KVClient, Unavailable, cli
 from paxos import certs, healthcheck
+from paxos.tlsaccess import CLIENT_AUTH_NONE
 from paxos.tlsfiles import (
     CA_CERT_FILE,
     CLIENT_URI,
@@ -35,7 +36,7 @@ from paxos.tlsfiles import (
     member_uri,
     mismatch_hint,
 )
-from paxos.tlsserver import CLIENT_AUTH_NONE, ServerTls, check_member_proof, member_proof
+from paxos.tlsserver import ServerTls, check_member_proof, member_proof
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 from tests.inprocess import InProcessCluster, in_process_cluster
 from tests.polling import wait_until
@@ -364,3 +365,13 @@ def test_server_command_line_tls_errors_exit_2(tmp_path: Path, capsys: pytest.Ca
     assert server_main.main([*base, "--tls-dir", str(tmp_path / "tls")]) == server_main.EXIT_USAGE
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and "does not belong to the certificate" in errors[2]
+
+
+def test_a_plaintext_server_starts_without_loading_cryptography() -> None:
+    import subprocess
+    import sys
+
+    probe = "import sys, paxos.__main__, client.cli; print('cryptography' in sys.modules)"
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
