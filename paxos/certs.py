@@ -4,7 +4,8 @@ Creates, in DIR, a certificate authority (``ca.pem``, ``ca-key.pem``), one
 certificate per server of the hostfile (``NAME.pem``, ``NAME-key.pem``) and
 one for clients (``client.pem``, ``client-key.pem``).  Running it again keeps
 the CA and every pair already there, and adds what is missing: a server new
-in the hostfile, or a pair deleted to have it issued afresh (rotation).
+in the hostfile, one whose host changed, or a pair deleted to have it
+issued afresh (rotation).
 
 A server's certificate names the server's host from the hostfile,
 ``localhost`` and ``127.0.0.1`` (so clients can check they reached the
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -181,6 +183,24 @@ def _save_pair(directory: Path, name: str, cert: x509.Certificate, key: PrivateK
     _write(directory / cert_file(name), cert.public_bytes(serialization.Encoding.PEM), private=False)
 
 
+def _still_fits(directory: Path, name: str, names: Sequence[x509.GeneralName], authority: Authority) -> bool:
+    """True when ``name``'s pair is there, issued by this CA, and names everything it should.
+
+    A server whose host changed in the hostfile gets a new certificate; so
+    does a pair left by another CA or half deleted.
+    """
+    cert_path, key_path = directory / cert_file(name), directory / key_file(name)
+    if not (cert_path.exists() and key_path.exists()):
+        return False
+    try:
+        cert = x509.load_pem_x509_certificate(read_pem(cert_path))
+        cert.verify_directly_issued_by(authority.cert)
+        present = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (TlsError, ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+        return False
+    return all(n in present for n in names)
+
+
 def ensure_certificates(
     hostfile: str | Path, out: str | Path, days: int = DEFAULT_CERT_DAYS, now: datetime.datetime | None = None
 ) -> list[str]:
@@ -201,7 +221,7 @@ def ensure_certificates(
     wanted: list[tuple[str, list[x509.GeneralName], bool]] = [(m.name, member_names(m), True) for m in members]
     wanted.append((CLIENT_NAME, [x509.UniformResourceIdentifier(CLIENT_URI)], False))
     for name, names, server in wanted:
-        if (directory / cert_file(name)).exists() and (directory / key_file(name)).exists():
+        if _still_fits(directory, name, names, authority):
             continue
         cert, key = authority.issue(name, names, server, days, now)
         _save_pair(directory, name, cert, key)
@@ -216,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Create the TLS certificates of a paxoskv cluster: a CA, one certificate per server of the "
             "hostfile and one for clients.  Run again, it keeps the CA and the certificates already there "
-            "and adds what is missing (delete NAME.pem and NAME-key.pem to have them issued afresh)."
+            "and adds what is missing: servers new in the hostfile or whose host changed (delete NAME.pem and "
+            "NAME-key.pem to have them issued afresh)."
         ),
         epilog="Exit codes: 0 done, 1 the directory's CA is unusable or it cannot be written, 2 bad usage or hostfile.",
     )

@@ -72,6 +72,10 @@ def test_certs_are_made_once_and_missing_ones_added(tmp_path: Path) -> None:
     new.verify_directly_issued_by(_load(out / CA_CERT_FILE))
     lifetime = new.not_valid_after_utc - new.not_valid_before_utc
     assert datetime.timedelta(days=30) <= lifetime < datetime.timedelta(days=31)
+    hostfile.write_text("a 127.0.0.1:5000\nb b.example.net:5001\nc 127.0.0.1:5002\n")  # b moved
+    assert certs.ensure_certificates(hostfile, out) == ["b.pem", "b-key.pem"]
+    names = _load(out / "b.pem").extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "b.example.net" in names.get_values_for_type(x509.DNSName)
 
 
 def test_certs_command_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
