@@ -189,9 +189,10 @@ def _status_format(args: list[str]) -> str:
 
 def _status(s: Session, args: list[str]) -> int:
     as_json = _status_format(args) == "json"
+    answers = s.kv.status()
     nodes = [
         {field: node[field] for field in STATUS_FIELDS} | {f: node[f] for f in STATUS_DETAIL_FIELDS if f in node}
-        for node in s.kv.status()
+        for node in answers
     ]
     if as_json:
         print(json.dumps({"nodes": nodes}, indent=2), file=s.out, flush=True)
@@ -199,7 +200,12 @@ def _status(s: Session, args: list[str]) -> int:
         print(format_status_table(nodes), file=s.out, flush=True)
     leaders = find_leaders(nodes)
     if not leaders:
-        s.say(_no_leader_reason(nodes))
+        errors = " ".join(str(node.get("error", "")) for node in answers)
+        hint = mismatch_hint(errors, getattr(s.kv, "tls_dir", None) is not None)
+        if hint is not None and not any(node["reachable"] for node in nodes):
+            s.say(f"no server answers: {hint}")
+        else:
+            s.say(_no_leader_reason(nodes))
         return EXIT_CLUSTER
     if not as_json:
         s.say(f"leader: {', '.join(leaders)}" + (" (competing; one will step down)" if len(leaders) > 1 else ""))

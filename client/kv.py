@@ -256,8 +256,8 @@ class KVClient:
                     data_bytes=s.data_bytes,
                     last_fsync_seconds=s.last_fsync_seconds,
                 )
-            except grpc.RpcError:
-                pass
+            except grpc.RpcError as err:
+                entry["error"] = _describe(err)  # not shown by status; says why, e.g. a TLS mismatch
             results[index] = entry
 
         threads = [threading.Thread(target=probe, args=(i, m)) for i, m in enumerate(self.members)]

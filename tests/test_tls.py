@@ -314,6 +314,9 @@ def test_command_line_over_tls(tls_cluster: InProcessCluster, capsys: pytest.Cap
     assert cli.main(["-h", str(hostfile), "--timeout", "0.5", "get", "greeting"]) == cli.EXIT_CLUSTER
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "requires TLS" in err
+    assert cli.main(["-h", str(hostfile), "status"]) == cli.EXIT_CLUSTER
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no server answers" in err and "requires TLS" in err
 
 
 def test_a_plaintext_server_warns_once_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
