@@ -52,7 +52,7 @@ RUN set -eu; \
 # /tmp/requirements-server.txt: those named in SERVER_REQUIREMENTS, with the
 # version bounds pyproject.toml gives them (the build fails if one is missing,
 # rather than making a server image that cannot start).
-ARG SERVER_REQUIREMENTS="grpcio grpcio-health-checking grpcio-reflection prometheus-client protobuf uvloop"
+ARG SERVER_REQUIREMENTS="cryptography grpcio grpcio-health-checking grpcio-reflection prometheus-client protobuf uvloop"
 COPY pyproject.toml /src/pyproject.toml
 RUN python -c 'import os, re, sys, tomllib; \
     deps = tomllib.load(open("/src/pyproject.toml", "rb")).get("project", {}).get("dependencies", []); \
@@ -96,7 +96,7 @@ COPY . /src
 RUN set -eu; \
     if [ -f /tmp/pip-ca.pem ]; then export PIP_CERT=/tmp/pip-ca.pem; fi; \
     pip install --no-deps /src; \
-    cd / && python -c 'import paxos.__main__, paxos.server, paxos.metrics, paxos.healthcheck'
+    cd / && python -c 'import paxos.__main__, paxos.server, paxos.metrics, paxos.healthcheck, paxos.certs'
 RUN python -m pip uninstall -y -q setuptools pip
 
 # --------------------------------------------------------------------------
@@ -114,10 +114,13 @@ RUN set -eu; \
     groupadd --system --gid 10001 paxos; \
     useradd --system --uid 10001 --gid paxos --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin paxos; \
-    mkdir -p /app /data; \
-    chown paxos:paxos /data; \
-    chmod 0750 /data
+    mkdir -p /app /data /tls /app/tls; \
+    chown paxos:paxos /data /tls /app/tls; \
+    chmod 0750 /data /tls /app/tls
 
+# /tls (servers) and /app/tls (clients, found beside /app/hostfile.txt) are
+# where run_all_servers.sh mounts the certificate volume; a new named volume
+# takes their owner, so python -m paxos.certs can write there as paxos.
 WORKDIR /app
 # Default hostfile; run_all_servers.sh and docker-compose.yml mount the
 # top-level hostfile.txt over it read-only, so editing it needs no rebuild.
@@ -126,9 +129,9 @@ COPY hostfile.txt /app/hostfile.txt
 USER paxos
 
 # --------------------------------------------------------------------------
-# client (image paxos_client):
-#   docker run --network paxos_network --rm -ti paxos_client      # prompt
-#   docker run --network paxos_network --rm paxos_client get k    # one command
+# client (image paxos_client), with the certificates of run_all_servers.sh:
+#   docker run --network paxos_network --rm -ti -v paxos_tls:/app/tls:ro paxos_client      # prompt
+#   docker run --network paxos_network --rm -v paxos_tls:/app/tls:ro paxos_client get k    # one command
 # --------------------------------------------------------------------------
 FROM runtime AS client
 COPY --from=build-client /opt/venv /opt/venv
@@ -138,8 +141,8 @@ CMD []
 # --------------------------------------------------------------------------
 # server (image paxos) -- last, so it is also the default target.
 #   docker run -d --name container0 --hostname container0 \
-#       --network paxos_network -v paxos_data_container0:/data \
-#       paxos -h /app/hostfile.txt -n container0 --data-dir /data
+#       --network paxos_network -v paxos_data_container0:/data -v paxos_tls:/tls:ro \
+#       paxos -h /app/hostfile.txt -n container0 --data-dir /data --tls-dir /tls
 # --------------------------------------------------------------------------
 FROM runtime AS server
 COPY --from=build-server /opt/venv /opt/venv

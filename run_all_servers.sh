@@ -5,8 +5,12 @@
 # paxos_data_NAME (mounted at /data, kept across restarts and rebuilds), and
 # sees the top-level hostfile.txt read-only at /app/hostfile.txt.
 #
+# TLS by default: the certificates (python -m paxos.certs) are made on first
+# run in the volume paxos_tls, which the servers mount read-only at /tls and
+# clients at /app/tls.  --insecure (or PAXOSKV_INSECURE=1) runs plaintext.
+#
 # Then talk to the cluster with:
-#   docker run --network paxos_network --rm -ti paxos_client
+#   docker run --network paxos_network --rm -ti -v paxos_tls:/app/tls:ro paxos_client
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -14,6 +18,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 HOSTFILE=${HOSTFILE:-hostfile.txt}
 SERVER_IMAGE=${SERVER_IMAGE:-paxos}
 NETWORK=${NETWORK:-paxos_network}
+TLS_VOLUME=${TLS_VOLUME:-paxos_tls}
+INSECURE=${PAXOSKV_INSECURE:-0}
 # Labels that make the network/volumes acceptable to docker-compose.yml, so
 # both ways of starting the cluster share them.  Compose's default project
 # name is the directory's name, lower-cased, without other characters than
@@ -24,18 +30,27 @@ TERMINALS=0
 
 usage() {
     cat <<EOF
-Usage: $(basename "$0") [--follow] [--terminals] [--help]
+Usage: $(basename "$0") [--insecure] [--follow] [--terminals] [--help]
 
 For each server in ${HOSTFILE} (one NAME per line, '#' comments allowed),
 starts a detached container NAME from image '${SERVER_IMAGE}':
   docker run -d --name NAME --hostname NAME --network ${NETWORK} \\
       -v paxos_data_NAME:/data -v \$PWD/${HOSTFILE}:/app/hostfile.txt:ro \\
-      ${SERVER_IMAGE} -h /app/hostfile.txt -n NAME --data-dir /data
+      -v ${TLS_VOLUME}:/tls:ro \\
+      ${SERVER_IMAGE} -h /app/hostfile.txt -n NAME --data-dir /data --tls-dir /tls
 An existing container of that name is removed first; its volume is kept.
 The network ${NETWORK} is created if missing.  Nothing is interactive
 unless asked for.
 
+TLS: the volume ${TLS_VOLUME} holds the cluster's CA and certificates,
+made by python -m paxos.certs on first run; later runs keep them and add
+certificates for servers new in the hostfile.  The servers accept only
+peers with their member certificate and clients with the client one.
+
 Options:
+  --insecure    plaintext, no certificates: anyone who can reach the
+                network can act as a server or client (PAXOSKV_INSECURE=1
+                does the same)
   --follow      afterwards, follow the logs of all servers (Ctrl-C stops
                 following; the servers keep running)
   --terminals   afterwards, open one terminal window per server showing its
@@ -45,11 +60,11 @@ Options:
   -h, --help    show this help
 
 Environment: HOSTFILE, SERVER_IMAGE (default paxos), NETWORK (default
-paxos_network).
+paxos_network), TLS_VOLUME (default paxos_tls), PAXOSKV_INSECURE.
 
 Useful afterwards:
-  docker run --network ${NETWORK} --rm -ti paxos_client        # client prompt
-  docker run --network ${NETWORK} --rm paxos_client get KEY    # one command
+  docker run --network ${NETWORK} --rm -ti -v ${TLS_VOLUME}:/app/tls:ro paxos_client      # client prompt
+  docker run --network ${NETWORK} --rm -v ${TLS_VOLUME}:/app/tls:ro paxos_client get KEY  # one command
       (the client image has the hostfile it was built with; after editing
        ${HOSTFILE}, add -v "\$PWD/${HOSTFILE}:/app/hostfile.txt:ro" or rebuild)
   docker ps --filter network=${NETWORK}                         # status/health
@@ -60,6 +75,7 @@ EOF
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
+        --insecure) INSECURE=1 ;;
         --follow) FOLLOW=1 ;;
         --terminals) TERMINALS=1 ;;
         -h|--help) usage; exit 0 ;;
@@ -99,6 +115,30 @@ if ! docker network inspect "$NETWORK" >/dev/null 2>&1; then
         "$NETWORK" >/dev/null
 fi
 
+tls_mount=()
+tls_args=()
+client_mount=""
+if [[ $INSECURE == 1 ]]; then
+    log "warning: --insecure: plaintext; anyone on $NETWORK can act as a server or client"
+else
+    if ! docker volume inspect "$TLS_VOLUME" >/dev/null 2>&1; then
+        docker volume create \
+            --label "com.docker.compose.project=$COMPOSE_PROJECT" \
+            --label "com.docker.compose.volume=$TLS_VOLUME" \
+            "$TLS_VOLUME" >/dev/null
+    fi
+    log "TLS certificates in volume $TLS_VOLUME (made if missing)"
+    docker run --rm --network none \
+        --volume "$TLS_VOLUME:/tls" \
+        --volume "$HOSTFILE_ABS:/app/hostfile.txt:ro" \
+        --entrypoint python "$SERVER_IMAGE" \
+        -m paxos.certs -h /app/hostfile.txt --out /tls ||
+        die "could not make the certificates in volume $TLS_VOLUME"
+    tls_mount=(--volume "$TLS_VOLUME:/tls:ro")
+    tls_args=(--tls-dir /tls)
+    client_mount=" -v $TLS_VOLUME:/app/tls:ro"
+fi
+
 for name in "${names[@]}"; do
     volume=paxos_data_$name
     if docker container inspect "$name" >/dev/null 2>&1; then
@@ -118,13 +158,14 @@ for name in "${names[@]}"; do
         --network "$NETWORK" \
         --volume "$volume:/data" \
         --volume "$HOSTFILE_ABS:/app/hostfile.txt:ro" \
+        "${tls_mount[@]}" \
         "$SERVER_IMAGE" \
-        -h /app/hostfile.txt -n "$name" --data-dir /data >/dev/null
+        -h /app/hostfile.txt -n "$name" --data-dir /data "${tls_args[@]}" >/dev/null
 done
 
 docker ps --all --filter "network=$NETWORK" \
     --format 'table {{.Names}}\t{{.Status}}\t{{.Image}}' >&2
-log "client: docker run --network $NETWORK --rm -ti paxos_client"
+log "client: docker run --network $NETWORK --rm -ti$client_mount paxos_client"
 
 open_terminals() {
     local name

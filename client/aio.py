@@ -52,6 +52,7 @@ from client.kv import (
 from client.retry import SECONDS, InvalidRequest, KnownLeader, KVError, Outcome, Retry, Timing, outcome_of_status
 from paxos import limits, snapshotfile
 from paxos.hostfile import Member, parse_hostfile
+from paxos.tlsfiles import client_credentials, find_tls_dir
 from protos import kv_pb2, kv_pb2_grpc
 
 if TYPE_CHECKING:
@@ -201,7 +202,9 @@ class AsyncKVClient:
         max_value_bytes: int = limits.DEFAULT_MAX_VALUE_BYTES,
         client_id: str | None = None,
         timing: Timing[float] = SECONDS,
+        tls_dir: str | Path | None = None,
     ) -> None:
+        """With ``tls_dir``: TLS, trusting its ca.pem and presenting its client.pem (``TlsError`` now if unreadable)."""
         if not members:
             raise ValueError("a client needs at least one server address")
         self.members = members
@@ -215,10 +218,14 @@ class AsyncKVClient:
         self._leader: KnownLeader[Member] = KnownLeader()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._streams: dict[str, SessionStream] = {}
+        self.tls_dir = tls_dir
+        self._credentials = client_credentials(tls_dir) if tls_dir is not None else None
 
     @classmethod
-    def from_hostfile(cls, path: str | Path, timeout: float = 10.0) -> AsyncKVClient:
-        return cls(parse_hostfile(path), timeout=timeout)
+    def from_hostfile(cls, path: str | Path, timeout: float = 10.0, tls_dir: str | Path | None = None) -> AsyncKVClient:
+        """As ``KVClient.from_hostfile``: TLS with ``tls_dir``, else $PAXOSKV_TLS_DIR, else a ``tls`` directory
+        beside the hostfile when there is one, else plaintext."""
+        return cls(parse_hostfile(path), timeout=timeout, tls_dir=find_tls_dir(path, tls_dir))
 
     async def __aenter__(self) -> AsyncKVClient:
         return self
@@ -297,10 +304,12 @@ class AsyncKVClient:
 
     async def _probe(self, member: Member) -> dict[str, object]:
         entry = _unreachable_status(member)
-        outcome, _, _, reply = await self._attempt(
+        outcome, _, error, reply = await self._attempt(
             member, kv_pb2.SessionRequest(status=kv_pb2.StatusRequest()), STATUS_SECONDS
         )
-        if outcome is Outcome.OK and reply is not None:
+        if outcome is not Outcome.OK or reply is None:
+            entry["error"] = error  # not shown by status; says why, e.g. a TLS mismatch
+        else:
             s = reply.status
             entry.update(
                 reachable=True,
@@ -468,9 +477,11 @@ class AsyncKVClient:
     def _channel(self, member: Member) -> grpc.aio.Channel:
         channel = self._channels.get(member.address)
         if channel is None:
-            channel = self._channels[member.address] = grpc.aio.insecure_channel(
-                member.address, options=_CHANNEL_OPTIONS
-            )
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(member.address, options=_CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(member.address, self._credentials, options=_CHANNEL_OPTIONS)
+            self._channels[member.address] = channel
         return channel
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol, TextIO
 from client.kv import ImageMatch, InvalidRequest, KVClient, KVError, Unavailable, UnknownOutcome
 from paxos.hostfile import HostfileError
 from paxos.limits import DEFAULT_MAX_VALUE_BYTES, MAX_IMAGE_MATCHES
+from paxos.tlsfiles import TLS_DIR_ENV, TlsError, mismatch_hint
 
 if TYPE_CHECKING:  # prompt_toolkit is imported only when a terminal prompt opens
     from prompt_toolkit import PromptSession
@@ -65,11 +66,11 @@ class KV(Protocol):
     def close(self) -> None: ...
 
 
-ClientFactory = Callable[[str, float], KV]
+ClientFactory = Callable[[str, float, str | None], KV]
 
 
-def default_client_factory(hostfile: str, timeout: float) -> KV:
-    return KVClient.from_hostfile(hostfile, timeout=timeout)
+def default_client_factory(hostfile: str, timeout: float, tls_dir: str | None = None) -> KV:
+    return KVClient.from_hostfile(hostfile, timeout=timeout, tls_dir=tls_dir)
 
 
 class UsageError(Exception):
@@ -189,9 +190,10 @@ def _status_format(args: list[str]) -> str:
 
 def _status(s: Session, args: list[str]) -> int:
     as_json = _status_format(args) == "json"
+    answers = s.kv.status()
     nodes = [
         {field: node[field] for field in STATUS_FIELDS} | {f: node[f] for f in STATUS_DETAIL_FIELDS if f in node}
-        for node in s.kv.status()
+        for node in answers
     ]
     if as_json:
         print(json.dumps({"nodes": nodes}, indent=2), file=s.out, flush=True)
@@ -199,7 +201,12 @@ def _status(s: Session, args: list[str]) -> int:
         print(format_status_table(nodes), file=s.out, flush=True)
     leaders = find_leaders(nodes)
     if not leaders:
-        s.say(_no_leader_reason(nodes))
+        errors = " ".join(str(node.get("error", "")) for node in answers)
+        hint = mismatch_hint(errors, getattr(s.kv, "tls_dir", None) is not None)
+        if hint is not None and not any(node["reachable"] for node in nodes):
+            s.say(f"no server answers: {hint}")
+        else:
+            s.say(_no_leader_reason(nodes))
         return EXIT_CLUSTER
     if not as_json:
         s.say(f"leader: {', '.join(leaders)}" + (" (competing; one will step down)" if len(leaders) > 1 else ""))
@@ -461,7 +468,13 @@ def execute(session: Session, command: Command, args: list[str]) -> int:
         session.say(f"error: {_labelled('outcome unknown', exc)}; read the key to see whether the write happened")
         return EXIT_CLUSTER
     except Unavailable as exc:
-        session.say(f"error: {_labelled('cluster unavailable', exc)}; are the servers running? (check with 'status')")
+        hint = mismatch_hint(str(exc), getattr(session.kv, "tls_dir", None) is not None)
+        if hint is not None:
+            session.say(f"error: {hint}: {_labelled('cluster unavailable', exc)}")
+        else:
+            session.say(
+                f"error: {_labelled('cluster unavailable', exc)}; are the servers running? (check with 'status')"
+            )
         return EXIT_CLUSTER
     except KVError as exc:
         session.say(f"error: the cluster refused the request: {exc}")
@@ -600,7 +613,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         prog=prog or _prog_name(),
         add_help=False,  # -h is the hostfile, as in the server's command line
         usage=(
-            "%(prog)s [-h HOSTFILE] [--timeout SECONDS] [--stale] [COMMAND ...]\n"
+            "%(prog)s [-h HOSTFILE] [--tls-dir DIR] [--timeout SECONDS] [--stale] [COMMAND ...]\n"
             "       %(prog)s --help    (or: %(prog)s help [COMMAND]; -h is the hostfile, not help)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -621,6 +634,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help=(
             "file listing the servers: 'NAME' or 'NAME HOST:PORT' per line; default: "
             f"${HOSTFILE_ENV}, else ./{LOCAL_HOSTFILE} when it exists (written by python -m paxos.local)"
+        ),
+    )
+    parser.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help=(
+            f"connect with TLS, trusting DIR/ca.pem and presenting DIR/client.pem; default: ${TLS_DIR_ENV}, "
+            "else a tls directory beside the hostfile when there is one (python -m paxos.local makes it), "
+            "else plaintext"
         ),
     )
     parser.add_argument(
@@ -691,11 +713,13 @@ def _epilog(prog: str) -> str:
 exit status:
   0  done
   1  key not found (get, delete)
-  2  usage error or bad input: unknown command, missing arguments, bad hostfile,
-     key empty or over 1024 bytes, value too large; nothing was changed
+  2  usage error or bad input: unknown command, missing arguments, bad hostfile
+     or TLS directory, key empty or over 1024 bytes, value too large; nothing
+     was changed
   3  no answer in time: the cluster is unavailable (the message lists the
-     addresses tried), a write's outcome is unknown (it may or may not have
-     been applied), or status found no leader
+     addresses tried, and says so when TLS settings do not match the
+     servers'), a write's outcome is unknown (it may or may not have been
+     applied), or status found no leader
 
 values go to stdout, messages to stderr.
 
@@ -706,6 +730,7 @@ examples:
   {prog} -h hostfile.txt set config --file app.conf
   {prog} -h hostfile.txt --stale get greeting    # may be out of date
   {prog} -h hostfile.txt status --json
+  {prog} -h hostfile.txt --tls-dir certs get greeting  # TLS (python -m paxos.certs)
   {prog} -h hostfile.txt                         # interactive prompt
   printf 'set a 1\\nget a\\n' | {prog} -h hostfile.txt"""
 
@@ -742,8 +767,8 @@ def main(argv: Sequence[str] | None = None, client_factory: ClientFactory = defa
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        kv = client_factory(opts.hostfile, opts.timeout)
-    except HostfileError as exc:
+        kv = client_factory(opts.hostfile, opts.timeout, opts.tls_dir)
+    except (HostfileError, TlsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:

@@ -40,6 +40,7 @@ from paxos.limits import (
     MAX_MESSAGE_BYTES,
     MAX_METADATA_BYTES,
 )
+from paxos.tlsfiles import find_tls_dir
 from protos import kv_pb2
 
 if TYPE_CHECKING:
@@ -101,10 +102,11 @@ class KVClient:
         timeout: float = 10.0,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         client_id: str | None = None,
+        tls_dir: str | Path | None = None,
     ) -> None:
         from client.aio import AsyncKVClient  # client.aio builds on this module's checks
 
-        self._client = AsyncKVClient(members, timeout, max_value_bytes, client_id)
+        self._client = AsyncKVClient(members, timeout, max_value_bytes, client_id, tls_dir=tls_dir)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None  # set by the first call
 
@@ -124,9 +126,16 @@ class KVClient:
     def client_id(self) -> str:
         return self._client.client_id
 
+    @property
+    def tls_dir(self) -> str | Path | None:
+        """The TLS directory this client uses (its ca.pem and client.pem), or None for plaintext."""
+        return self._client.tls_dir
+
     @classmethod
-    def from_hostfile(cls, path: str | Path, timeout: float = 10.0) -> KVClient:
-        return cls(parse_hostfile(path), timeout=timeout)
+    def from_hostfile(cls, path: str | Path, timeout: float = 10.0, tls_dir: str | Path | None = None) -> KVClient:
+        """A client of the servers in ``path``; TLS with ``tls_dir``, else $PAXOSKV_TLS_DIR, else a
+        ``tls`` directory beside the hostfile when there is one (python -m paxos.local makes one), else plaintext."""
+        return cls(parse_hostfile(path), timeout=timeout, tls_dir=find_tls_dir(path, tls_dir))
 
     def __enter__(self) -> KVClient:
         return self

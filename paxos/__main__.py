@@ -16,6 +16,8 @@ from paxos import limits, logformat, snapshot
 from paxos.datadir import LOCK_FILE, lock_data_dir
 from paxos.hostfile import HostfileError, find_member, parse_hostfile
 from paxos.server import SNAPSHOT_DIR, DataDirError, PaxosServer, check_data_dir
+from paxos.tlsaccess import CLIENT_AUTH_CERT, CLIENT_AUTH_MODES
+from paxos.tlsfiles import TlsError
 from paxos.wal import WalCorruption
 
 EXIT_USAGE = 2
@@ -39,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one paxoskv server: a Multi-Paxos replica of the key-value store.",
         epilog=(
             f"Example: {prog} -h hostfile.txt -n container0\n"
-            "Exit codes: 0 stopped cleanly, 1 internal error (see the log), 2 bad usage, hostfile or address, "
-            "4 data directory refused, in use by another server, or its log or snapshots are damaged.\n"
+            "Exit codes: 0 stopped cleanly, 1 internal error (see the log), 2 bad usage, hostfile, address or TLS "
+            "files, 4 data directory refused, in use by another server, or its log or snapshots are damaged.\n"
             f"To seed a new server's data dir from a backup: {prog} restore FILE -h HOSTFILE -n NAME --data-dir DIR "
             f"(see {prog} restore --help).\n"
             "Runs on uvloop when it is installed; PAXOSKV_UVLOOP=0 selects the standard asyncio loop."
@@ -67,6 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "serve Prometheus metrics at http://HOST:PORT/metrics and a health probe at /healthz "
             "(default: $PAXOSKV_METRICS, else off)"
+        ),
+    )
+    parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "serve TLS only, with DIR/NAME.pem and DIR/NAME-key.pem, trusting DIR/ca.pem (python -m paxos.certs "
+            "creates them); peers must present their member certificate.  Without it the server runs plaintext"
+        ),
+    )
+    parser.add_argument(
+        "--client-auth",
+        choices=CLIENT_AUTH_MODES,
+        help=(
+            "with --tls-dir: 'cert' (default) lets only clients with a certificate from the CA use the client API; "
+            "'none' accepts any TLS client"
         ),
     )
     parser.add_argument(
@@ -242,6 +261,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     data_dir = opts.data_dir or Path("data") / opts.name
     listen = opts.listen or f"0.0.0.0:{me.port}"
+    tls = None
+    if opts.client_auth is not None and opts.tls_dir is None:
+        print("error: --client-auth needs --tls-dir (without TLS nobody is authenticated)", file=sys.stderr)
+        return EXIT_USAGE
+    if opts.tls_dir is not None:
+        from paxos.tlsserver import ServerTls  # cryptography: only when serving TLS
+
+        try:
+            tls = ServerTls(opts.tls_dir, opts.name, opts.client_auth or CLIENT_AUTH_CERT)
+        except TlsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         server = PaxosServer(
             members,
@@ -250,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             opts.max_value_bytes,
             fault_injection=opts.enable_fault_injection,
             snapshot_every=opts.snapshot_every,
+            tls=tls,
         )
     except (DataDirError, WalCorruption) as exc:
         print(f"error: {exc}", file=sys.stderr)

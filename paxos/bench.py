@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import grpc
 from tqdm import tqdm
@@ -34,6 +35,7 @@ from client.aio import AsyncKVClient
 from client.kv import classify
 from client.retry import SECONDS, InvalidRequest, KnownLeader, KVError, Outcome, Retry
 from paxos.hostfile import HostfileError, Member, parse_hostfile
+from paxos.tlsfiles import TLS_DIR_ENV, TlsError, client_credentials, find_tls_dir
 from protos import kv_pb2, kv_pb2_grpc
 
 KEYSPACE = 10_000
@@ -63,8 +65,8 @@ class Stats:
 class SessionTarget:
     """One library client, shared by all the load generator's clients (the session path)."""
 
-    def __init__(self, members: list[Member]) -> None:
-        self.kv = AsyncKVClient(members, timeout=OP_SECONDS, timing=TIMING)
+    def __init__(self, members: list[Member], tls_dir: str | Path | None = None) -> None:
+        self.kv = AsyncKVClient(members, timeout=OP_SECONDS, timing=TIMING, tls_dir=tls_dir)
 
     def client(self) -> Callable[[str, str, str], Awaitable[bool]]:
         """One load generator client's operations: the shared library client numbers the writes."""
@@ -88,10 +90,15 @@ class SessionTarget:
 class Target:
     """Stubs for every server and the known leader, shared by clients (the unary path)."""
 
-    def __init__(self, members: list[Member]) -> None:
+    def __init__(self, members: list[Member], credentials: grpc.ChannelCredentials | None = None) -> None:
         self.members = members
         self.names = [m.name for m in members]
-        self.channels = {m.name: grpc.aio.insecure_channel(m.address) for m in members}
+        self.channels = {
+            m.name: grpc.aio.insecure_channel(m.address)
+            if credentials is None
+            else grpc.aio.secure_channel(m.address, credentials)
+            for m in members
+        }
         self.stubs = {name: kv_pb2_grpc.KVStub(ch) for name, ch in self.channels.items()}
         self.leader: KnownLeader[str] = KnownLeader()
 
@@ -168,8 +175,15 @@ async def _progress(stats: Stats, seconds: float, stop_at: float) -> None:
             last = stats.done
 
 
-async def run(members: list[Member], opts: argparse.Namespace) -> dict[str, float | int | str]:
-    target = Target(members) if opts.unary else SessionTarget(members)
+async def run(
+    members: list[Member], opts: argparse.Namespace, tls_dir: str | Path | None = None
+) -> dict[str, float | int | str]:
+    """One load run; TLS with ``tls_dir`` (its ca.pem and client.pem), on the session path or, with
+    ``opts.unary``, one call per operation."""
+    if opts.unary:
+        target: Target | SessionTarget = Target(members, client_credentials(tls_dir) if tls_dir else None)
+    else:
+        target = SessionTarget(members, tls_dir)
     rng = random.Random(opts.seed)
     if opts.op in ("get", "mixed"):
         await _preload(target, opts)
@@ -180,7 +194,7 @@ async def run(members: list[Member], opts: argparse.Namespace) -> dict[str, floa
     await asyncio.gather(_progress(stats, opts.seconds, stop_at), *clients)
     elapsed = time.monotonic() - started
     await target.close()
-    return {**summarize(stats, elapsed, opts), "path": "unary" if opts.unary else "session"}
+    return {**summarize(stats, elapsed, opts), "path": "unary" if opts.unary else "session", "tls": tls_dir is not None}
 
 
 async def _preload(target: Target | SessionTarget, opts: argparse.Namespace) -> None:
@@ -237,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--help", action="help", help="show this help and exit")
     parser.add_argument("-h", "--hostfile", required=True, help="the cluster's hostfile")
+    parser.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help=(
+            f"connect with TLS using DIR/ca.pem and DIR/client.pem (default ${TLS_DIR_ENV}, else a tls directory "
+            "beside the hostfile, else plaintext)"
+        ),
+    )
     parser.add_argument("--clients", type=int, default=1, help="concurrent clients (default 1)")
     parser.add_argument("--seconds", type=float, default=10.0, help="run time (default 10)")
     parser.add_argument("--op", choices=["set", "get", "mixed"], default="set", help="operation (default set)")
@@ -257,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clients and --seconds must be positive and --value-size not negative")
     try:
         members = parse_hostfile(opts.hostfile)
-    except HostfileError as exc:
+        tls_dir = find_tls_dir(opts.hostfile, opts.tls_dir)
+        if tls_dir is not None:
+            client_credentials(tls_dir)  # unreadable TLS files: a usage error now, not an error per operation
+    except (HostfileError, TlsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if os.environ.get("PAXOSKV_BENCH_UVLOOP", "1") == "1":
@@ -267,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             uvloop.install()
         except ImportError:
             pass
-    result = asyncio.run(run(members, opts))
+    result = asyncio.run(run(members, opts, tls_dir))
     return report(result, opts.json)
 
 

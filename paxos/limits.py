@@ -176,3 +176,14 @@ SNAPSHOT_CHUNK_BYTES = 1024 * 1024
 # asked for again later).
 SNAPSHOT_CHUNK_SECONDS = 10.0
 MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024 * 1024
+# TLS (paxos/tlsfiles.py, paxos/certs.py).  A PEM file larger than this is
+# not a certificate or key this project wrote, and is refused unread.
+MAX_PEM_BYTES = 64 * 1024
+# Certificates made by python -m paxos.certs are valid this long by default.
+DEFAULT_CERT_DAYS = 825
+# A server checks its certificate files for a change at most this often.
+TLS_RELOAD_CHECK_SECONDS = 1.0
+# Under --client-auth none, TLS does not ask callers for a certificate, so a
+# peer proves it is a member by signing the stream's opening with its key;
+# a proof older or newer than this (clock skew included) is refused.
+PEER_PROOF_MAX_AGE_SECONDS = 300

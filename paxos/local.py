@@ -1,7 +1,9 @@
 """Run a whole paxoskv cluster on this machine, one subprocess per server.
 
 ``python -m paxos.local [--dir DIR] [--nodes N] [--base-port P] [--no-client] [--startup-timeout SECONDS]
-[-- SERVER_ARGS ...]``
+[--insecure] [-- SERVER_ARGS ...]``
+
+TLS by default: certificates are made in ``DIR/tls`` on first run.
 
 ``LocalCluster`` is the reusable part: the real-process tests start, kill,
 pause and restart servers through it.  Every server runs as
@@ -34,6 +36,7 @@ from typing import IO
 from client import KVClient
 from client.cli import find_leaders, history_path, run_prompt
 from paxos.hostfile import HostfileError, parse_hostfile
+from paxos.tlsfiles import BESIDE_HOSTFILE_DIR, TlsError
 
 DEFAULT_DIR = Path("local-cluster")
 DEFAULT_NODES = 5
@@ -43,6 +46,7 @@ POLL_SECONDS = 0.2
 STATUS_TIMEOUT = 1.0
 LOG_TAIL_LINES = 20
 HOSTFILE_NAME = "hostfile.txt"
+INSECURE_ENV = "PAXOSKV_INSECURE"  # 1: the launcher runs plaintext, as --insecure
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Runs in the child before the server: ask the kernel to SIGKILL it when its
@@ -81,7 +85,11 @@ class LocalCluster:
     ports, or ports from ``base_port`` up.  ``server_args`` are appended to
     every server's command line (e.g. ``["--enable-fault-injection"]``), and
     ``node_args[name]`` to that one server's (e.g. a flag that differs
-    between servers).
+    between servers).  With ``tls``, certificates are made on first use in
+    ``directory/tls`` (python -m paxos.certs), the servers serve TLS only and
+    the cluster's clients use the client certificate; clients started
+    elsewhere with ``-h directory/hostfile.txt`` find that directory by
+    themselves.
     """
 
     def __init__(
@@ -91,14 +99,23 @@ class LocalCluster:
         base_port: int | None = None,
         server_args: Sequence[str] = (),
         node_args: Mapping[str, Sequence[str]] | None = None,
+        tls: bool = False,
     ) -> None:
         if nodes < 1:
             raise ValueError(f"a cluster needs at least 1 server, got {nodes}")
         self.directory = Path(directory).resolve()
         self.hostfile = self.directory / HOSTFILE_NAME
         self.server_args = list(server_args)
+        self.tls_dir: Path | None = None
         self.node_args = {name: list(args) for name, args in (node_args or {}).items()}
         self.reused_hostfile = self._prepare_hostfile(nodes, base_port)
+        self.new_certificates: list[str] = []
+        if tls:
+            from paxos.certs import ensure_certificates  # cryptography: only when certificates are wanted
+
+            self.tls_dir = self.directory / BESIDE_HOSTFILE_DIR
+            self.new_certificates = ensure_certificates(self.hostfile, self.tls_dir)
+            self.server_args = ["--tls-dir", str(self.tls_dir), *self.server_args]
         self._nodes = {m.name: _Node(m.name, m.address) for m in parse_hostfile(self.hostfile)}
         for name in self.node_args:
             self._node(name)  # a typo must not silently start a server without its flags
@@ -196,7 +213,7 @@ class LocalCluster:
     # ------------------------------------------------------------- waiting
 
     def client(self, timeout: float = 10.0) -> KVClient:
-        return KVClient.from_hostfile(self.hostfile, timeout=timeout)
+        return KVClient(parse_hostfile(self.hostfile), timeout=timeout, tls_dir=self.tls_dir)
 
     def check_alive(self) -> None:
         """Raise NodeExited if a server that should be running has exited."""
@@ -241,7 +258,7 @@ class LocalCluster:
         """
         deadline = time.monotonic() + timeout
         last_report = ""
-        with KVClient.from_hostfile(self.hostfile, timeout=STATUS_TIMEOUT) as kv:
+        with self.client(timeout=STATUS_TIMEOUT) as kv:
             while True:
                 self.check_alive()
                 nodes = kv.status()
@@ -260,7 +277,7 @@ class LocalCluster:
         """Poll until every named server (default: all running ones) answers status; ClusterError at the deadline."""
         wanted = set(names if names is not None else [n for n in self._nodes if self.is_running(n)])
         deadline = time.monotonic() + timeout
-        with KVClient.from_hostfile(self.hostfile, timeout=STATUS_TIMEOUT) as kv:
+        with self.client(timeout=STATUS_TIMEOUT) as kv:
             while True:
                 self.check_alive()
                 silent = sorted(wanted - {str(n["name"]) for n in kv.status() if n["reachable"]})
@@ -381,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m paxos.local",
         usage=(
             "%(prog)s [--dir DIR] [--nodes N] [--base-port P] [--no-client] [--startup-timeout SECONDS]\n"
-            "       [-- SERVER_ARGS ...]"
+            "       [--insecure] [-- SERVER_ARGS ...]"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
@@ -404,6 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nodes", type=int, default=DEFAULT_NODES, metavar="N", help="number of servers (default 5)")
     parser.add_argument("--base-port", type=int, metavar="P", help="use ports P..P+N-1 (default: any free ports)")
     parser.add_argument("--no-client", action="store_true", help="no prompt: keep the servers up until Ctrl-C/SIGTERM")
+    parser.add_argument(
+        "--insecure", action="store_true", default=os.environ.get(INSECURE_ENV, "") == "1",
+        help=(
+            f"run plaintext, without certificates (default: TLS with certificates made in DIR/{BESIDE_HOSTFILE_DIR} "
+            f"on first run; {INSECURE_ENV}=1 does the same)"
+        ),
+    )  # fmt: skip
     parser.add_argument(
         "--startup-timeout", type=float, default=STARTUP_SECONDS, metavar="SECONDS",
         help=f"give up if no leader is elected within this long (default {STARTUP_SECONDS:g})",
@@ -432,9 +456,11 @@ def _display(path: Path) -> str:
 
 def _banner(cluster: LocalCluster, leader: str) -> str:
     hostfile = _display(cluster.hostfile)
+    tls = f"TLS, certificates in {_display(cluster.tls_dir)}" if cluster.tls_dir else "plaintext (--insecure)"
     return (
         f"paxoskv: {len(cluster.names)} servers on 127.0.0.1 ({', '.join(cluster.names)}), leader {leader}\n"
         f"  hostfile: {hostfile}\n"
+        f"  security: {tls}\n"
         f"  logs:     {_display(cluster.directory)}/NAME.log, data in {_display(cluster.directory)}/NAME/\n"
         f"  connect from another terminal:  python -m client -h {hostfile}"
     )
@@ -512,8 +538,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     own, server_args = _split_server_args(sys.argv[1:] if argv is None else argv)
     opts = build_parser().parse_args(own)
     try:
-        cluster = LocalCluster(opts.dir, opts.nodes, opts.base_port, server_args)
-    except (ClusterError, HostfileError, ValueError, OSError) as exc:
+        cluster = LocalCluster(opts.dir, opts.nodes, opts.base_port, server_args, tls=not opts.insecure)
+    except (ClusterError, HostfileError, TlsError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -524,6 +550,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         reuse = " (reused, so the data of earlier runs is kept)" if cluster.reused_hostfile else ""
         if cluster.reused_hostfile and opts.base_port:
             reuse += "; --base-port is ignored"
+        if cluster.new_certificates:
+            _say(f"made TLS certificates in {_display(cluster.tls_dir or cluster.directory)}")
+        if cluster.tls_dir is None:
+            _say("--insecure: plaintext, anyone who can reach the ports can act as a member or client")
         _say(f"starting {len(cluster.names)} servers from {_display(cluster.hostfile)}{reuse}")
         cluster.start()
         leader = cluster.wait_for_leader(opts.startup_timeout, progress=lambda report: _say(f"waiting: {report}"))

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -63,8 +63,13 @@ from paxos.session import (
     write_reply,
 )
 from paxos.statemachine import FrozenState, StateMachine
+from paxos.tlsaccess import CLIENT_AUTH_CERT, ClientApiGuard
+from paxos.tlsfiles import TlsError, member_named
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
+
+if TYPE_CHECKING:  # the cryptography package is loaded only by servers that run TLS
+    from paxos.tlsserver import ServerTls
 
 log = logging.getLogger("paxos.server")
 
@@ -405,8 +410,10 @@ class PaxosServer:
         clock: Callable[[], float] = time.monotonic,
         snapshot_every: int = limits.SNAPSHOT_EVERY_COMMANDS,
         snapshot_tail: int = limits.SNAPSHOT_TAIL_SLOTS,
+        tls: ServerTls | None = None,
     ) -> None:
         self.fault_injection = fault_injection
+        self.tls = tls  # None: plaintext, and anyone who reaches the port can act as a member
         with ExitStack() as undo:  # a server that fails to open releases what it took
             self.data_dir = data_dir
             self._data_dir_lock = lock_data_dir(data_dir)
@@ -496,7 +503,10 @@ class PaxosServer:
 
     async def start(self, listen: str, metrics: str | None = None) -> None:
         """Serve gRPC on ``listen``, and /metrics and /healthz over HTTP on ``metrics`` if given."""
-        self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+        interceptors = []
+        if self.tls is not None and self.tls.client_auth == CLIENT_AUTH_CERT:
+            interceptors.append(ClientApiGuard(KV_SERVICE, self._refuse_non_client))
+        self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=interceptors)
         _LenientRegistrar(self._grpc, self.client_refusals).add(kv_pb2_grpc.add_KVServicer_to_server, _KVService(self))
         _LenientRegistrar(self._grpc, self.refusals).add(peer_pb2_grpc.add_PeerServicer_to_server, _PeerService(self))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
@@ -504,13 +514,16 @@ class PaxosServer:
             (KV_SERVICE, PEER_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), self._grpc
         )
         try:
-            port = self._grpc.add_insecure_port(listen)
+            if self.tls is None:
+                port = self._grpc.add_insecure_port(listen)
+            else:
+                port = self._grpc.add_secure_port(listen, self.tls.server_credentials())
         except RuntimeError:  # what grpcio raises, without the reason, when the bind fails
             port = 0
         if port == 0:
             raise OSError(f"cannot listen on {listen}: {_bind_failure(listen)}")
         for peer in self.core.peers:
-            self._links[peer] = _PeerLink(self.members[peer])
+            self._links[peer] = _PeerLink(self.members[peer], self.tls)
         await self._grpc.start()
         self._tasks = [asyncio.create_task(self._ticker())]
         self._tasks += [asyncio.create_task(link.run()) for link in self._links.values()]
@@ -535,6 +548,19 @@ class PaxosServer:
             listen,
             len(self.members),
         )
+        if self.tls is None:
+            log.warning(
+                "running without TLS: anyone who can reach %s can act as a member and read or change every value; "
+                "start with --tls-dir DIR (python -m paxos.certs creates one)",
+                listen,
+            )
+        else:
+            clients = "a client certificate" if self.tls.client_auth == CLIENT_AUTH_CERT else "any TLS client"
+            log.info(
+                "TLS on: peers need their member certificate, the client API %s; serving %s",
+                clients,
+                self.tls.describe(),
+            )
 
     def _snapshot_header(self) -> tuple[int, list[snapshots.SnapshotMember]]:
         members = [snapshots.SnapshotMember(i, m.name, m.address) for i, m in sorted(self.members.items())]
@@ -674,9 +700,10 @@ class PaxosServer:
         )
         total = 0
         f = await loop.run_in_executor(writer, open, tmp, "wb")
+        channel, metadata = peer_channel(member, self.tls)
         try:
-            async with grpc.aio.insecure_channel(member.address, options=GRPC_OPTIONS) as channel:
-                call = peer_pb2_grpc.PeerStub(channel).FetchSnapshot(request)
+            async with channel:
+                call = peer_pb2_grpc.PeerStub(channel).FetchSnapshot(request, metadata=metadata)
                 while True:
                     # A peer that goes quiet is given up on, not waited for.
                     chunk = await asyncio.wait_for(call.read(), limits.SNAPSHOT_CHUNK_SECONDS)
@@ -707,26 +734,60 @@ class PaxosServer:
 
     # ------------------------------------------------------ peer messages in
 
-    def receive_peer(self, raw: peer_pb2.PeerMessage, origin: str = "") -> None:
-        """One stream message from a peer, maybe packing several; ``origin`` is the transport's peer address."""
+    def receive_peer(self, raw: peer_pb2.PeerMessage, origin: str = "", certified: NodeId | None = None) -> None:
+        """One stream message from a peer, maybe packing several; ``origin`` is the transport's peer address.
+
+        ``certified`` is the member whose certificate opened the stream (with
+        TLS); a message claiming any other sender is refused.
+        """
         try:
             messages = unpack(raw)
         except DecodeError as exc:
             self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
             return
         for one in messages:
-            self._receive_one(one, origin)
+            self._receive_one(one, origin, certified)
 
-    def _receive_one(self, raw: peer_pb2.PeerMessage, origin: str) -> None:
+    def _receive_one(self, raw: peer_pb2.PeerMessage, origin: str, certified: NodeId | None) -> None:
         try:
             msg = self.codec.decode(raw)
         except DecodeError as exc:
             self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
             return
+        if certified is not None and msg.sender != certified:
+            self.refusals.note(
+                self._peer_label(raw.sender, origin),
+                "sender is not the member named by the certificate",
+                f"certificate of {self.members[certified].name}",
+            )
+            return
         if msg.sender in self._blocked:
             return
         self.received[msg.sender] += 1
         self.replica.receive(msg)
+
+    def certified_member(self, context: grpc.aio.ServicerContext) -> tuple[NodeId | None, str]:
+        """The member whose verified certificate opened this call, or None and why not.
+
+        TLS verified the certificate when the server asks for one
+        (``--client-auth cert``); otherwise the caller signed its opening.
+        """
+        assert self.tls is not None
+        name = member_named(context.auth_context())
+        if name is None and self.tls.client_auth != CLIENT_AUTH_CERT:
+            try:
+                name = self.tls.member_from_proof(context.invocation_metadata(), time.time())
+            except TlsError as exc:
+                return None, str(exc)
+        if name is None:
+            return None, "no member certificate"
+        member_id = self.identity.ids.get(name)
+        return member_id, "" if member_id is not None else f"certificate of {name!r}, not a member"
+
+    def _refuse_non_client(self, context: grpc.aio.ServicerContext) -> None:
+        self.client_refusals.note(
+            _without_port(context.peer()), "no client certificate", "the client API needs client.pem"
+        )
 
     def _peer_label(self, sender: int, origin: str) -> str:
         member = self.members.get(sender)
@@ -812,6 +873,12 @@ def _bytes_in(paths: Iterable[Path]) -> int:
         except OSError:  # a log segment removed meanwhile
             pass
     return total
+
+
+def _without_port(peer: str) -> str:
+    """A gRPC peer address without its port ("ipv4:10.0.0.5"), so that each new connection
+    from one host counts and logs under one name."""
+    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
 
 
 def _settle(future: asyncio.Future[T], value: T) -> None:
@@ -1068,11 +1135,17 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
 
     async def Stream(self, request_iterator, context: grpc.aio.ServicerContext) -> peer_pb2.StreamSummary:  # type: ignore[no-untyped-def]
         received = 0
+        origin = _without_port(context.peer())
+        certified = None
+        if self.s.tls is not None:
+            certified, why = self.s.certified_member(context)
+            if certified is None:
+                self.s.refusals.note(origin, "peer stream without a member certificate", why)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a peer stream needs a member certificate")
         try:
-            origin = context.peer()
             async for raw in request_iterator:
                 received += 1
-                self.s.receive_peer(raw, origin)
+                self.s.receive_peer(raw, origin, certified)
         except asyncio.CancelledError:
             pass  # this server is shutting down; the peer reconnects elsewhere
         return peer_pb2.StreamSummary(received=received)
@@ -1081,6 +1154,12 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
         self, request: peer_pb2.SnapshotRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[peer_pb2.SnapshotChunk]:
         refusal = self.s.snapshot_request_refusal(request)
+        if refusal is None and self.s.tls is not None:
+            certified, why = self.s.certified_member(context)
+            if certified is None:
+                refusal = f"snapshot request without a member certificate ({why})"
+            elif certified != request.sender:
+                refusal = "sender is not the member named by the certificate"
         if refusal is not None:
             self.s.refusals.note(context.peer(), refusal, "snapshot request")
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"snapshot request refused: {refusal}")
@@ -1111,6 +1190,21 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
         return peer_pb2.PartitionAck()
 
 
+def peer_channel(
+    member: Member, tls: ServerTls | None
+) -> tuple[grpc.aio.Channel, list[tuple[str, str | bytes]] | None]:
+    """A new channel to a peer, and the metadata that proves who opens calls on it.
+
+    With TLS the credentials are asked for anew, so a rotated certificate is
+    used from the next channel on; under --client-auth none the metadata
+    carries this member's signed proof (paxos/tlsserver.py).
+    """
+    if tls is None:
+        return grpc.aio.insecure_channel(member.address, options=GRPC_OPTIONS), None
+    channel = grpc.aio.secure_channel(member.address, tls.peer_credentials(), options=GRPC_OPTIONS)
+    return channel, tls.peer_metadata(member.name, time.time())
+
+
 class _PeerLink:
     """One long-lived outbound stream to a peer, reconnected with backoff.
 
@@ -1118,8 +1212,11 @@ class _PeerLink:
     dropped: the protocol retransmits what matters.
     """
 
-    def __init__(self, member: Member) -> None:
+    def __init__(self, member: Member, tls: ServerTls | None = None) -> None:
         self.member = member
+        # With TLS, each new connection asks for the credentials again, so a
+        # rotated certificate is used from the next reconnect on.
+        self._tls = tls
         self._queue: asyncio.Queue[peer_pb2.PeerMessage | None] = asyncio.Queue(limits.PEER_QUEUE_LIMIT)
         self._channel: grpc.aio.Channel | None = None
         self._connected = False
@@ -1141,13 +1238,13 @@ class _PeerLink:
     async def run(self) -> None:
         backoff = 0.05
         while True:
-            self._channel = grpc.aio.insecure_channel(self.member.address, options=GRPC_OPTIONS)
+            self._channel, metadata = peer_channel(self.member, self._tls)
             stub = peer_pb2_grpc.PeerStub(self._channel)
             try:
                 await asyncio.wait_for(self._channel.channel_ready(), timeout=1.0)
                 self._connected = True
                 backoff = 0.05
-                await stub.Stream(self._outgoing())
+                await stub.Stream(self._outgoing(), metadata=metadata)
             except (TimeoutError, grpc.aio.AioRpcError):
                 pass
             finally:

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 from paxos.hostfile import Member
 from paxos.local import free_ports
 from paxos.server import PaxosServer
+from paxos.tlsaccess import CLIENT_AUTH_CERT
+from paxos.tlsserver import ServerTls
 
 T = TypeVar("T")
 STOP_SECONDS = 30.0
@@ -26,18 +28,51 @@ def free_port() -> int:
 
 
 class InProcessCluster:
-    def __init__(self, tmp_path: Path, size: int, members: list[Member] | None = None, **server_options: Any) -> None:
-        """``members``: the servers' names and addresses (default: s0, s1, ... on free ports)."""
+    """``size`` servers; with ``tls_dir`` (made by paxos.certs for ``members``), all of them serve TLS.
+
+    ``members``: the servers' names and addresses (default: s0, s1, ... on
+    free ports); ``server_options``: more PaxosServer arguments.
+    """
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        size: int,
+        tls_dir: Path | None = None,
+        client_auth: str = CLIENT_AUTH_CERT,
+        members: list[Member] | None = None,
+        **server_options: Any,
+    ) -> None:
         ports = free_ports(2 * size)  # all distinct
         self.members = members or [Member(f"s{i}", "127.0.0.1", ports[i]) for i in range(size)]
         self.metrics = {m.name: f"127.0.0.1:{ports[size + i]}" for i, m in enumerate(self.members)}
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="cluster-loop", daemon=True)
         self._thread.start()
+        self.tls_dir = tls_dir
+        if tls_dir is not None:
+            from paxos.certs import ensure_certificates
+
+            hostfile = tmp_path / "hostfile.txt"
+            hostfile.write_text("".join(f"{m.name} {m.address}\n" for m in self.members))
+            ensure_certificates(hostfile, tls_dir)
         self.tmp_path = tmp_path
+        self.client_auth = client_auth
         self.server_options = server_options
         self.servers = {m.name: self._server(m.name) for m in self.members}
         self.stopped: set[str] = set()
+
+    def _server(self, name: str) -> PaxosServer:
+        tls = ServerTls(self.tls_dir, name, self.client_auth) if self.tls_dir is not None else None
+        return PaxosServer(self.members, name, self.tmp_path / name, tls=tls, **self.server_options)
+
+    def restart(self, name: str) -> None:
+        """Start a stopped server again from its data dir, as a new process would."""
+        assert name in self.stopped, f"{name} is running"
+        member = next(m for m in self.members if m.name == name)
+        self.servers[name] = server = self.call(self._server, name)
+        self.run(server.start(member.address, self.metrics[name]))
+        self.stopped.discard(name)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = STOP_SECONDS) -> T:
         """Run ``coro`` on the cluster's loop and wait for its result."""
@@ -54,17 +89,6 @@ class InProcessCluster:
     def start(self) -> None:
         for member in self.members:
             self.run(self.servers[member.name].start(member.address, self.metrics[member.name]))
-
-    def _server(self, name: str) -> PaxosServer:
-        return PaxosServer(self.members, name, self.tmp_path / name, **self.server_options)
-
-    def restart(self, name: str) -> None:
-        """Start a stopped server again from its data dir, as a new process would."""
-        assert name in self.stopped, f"{name} is running"
-        member = next(m for m in self.members if m.name == name)
-        self.servers[name] = server = self.call(self._server, name)
-        self.run(server.start(member.address, self.metrics[name]))
-        self.stopped.discard(name)
 
     def stop(self, name: str) -> None:
         if name not in self.stopped:
@@ -93,8 +117,14 @@ async def _cancel_the_rest() -> None:
 
 
 @contextmanager
-def in_process_cluster(tmp_path: Path, size: int = 3, **server_options: Any) -> Iterator[InProcessCluster]:
-    cluster = InProcessCluster(tmp_path, size, **server_options)
+def in_process_cluster(
+    tmp_path: Path,
+    size: int = 3,
+    tls_dir: Path | None = None,
+    client_auth: str = CLIENT_AUTH_CERT,
+    **server_options: Any,
+) -> Iterator[InProcessCluster]:
+    cluster = InProcessCluster(tmp_path, size, tls_dir, client_auth, **server_options)
     try:
         cluster.start()
         yield cluster

@@ -62,7 +62,7 @@ def test_backup_then_restore_into_a_fresh_cluster_gives_identical_data(
                 kv.set(f"k{i}", f"v{i}")
             kv.delete("k7")
             hostfile = _hostfile(old, tmp_path / "old-hostfile.txt")
-            code = cli.main(["-h", str(hostfile), "backup", str(backup)], client_factory=lambda h, t: kv)
+            code = cli.main(["-h", str(hostfile), "backup", str(backup)], client_factory=lambda h, t, tls: kv)
             printed = capsys.readouterr()
             assert code == cli.EXIT_OK, printed.err
             expected = {f"k{i}": f"v{i}" for i in range(120) if i != 7} | {"counter": "second"}

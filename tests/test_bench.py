@@ -35,3 +35,17 @@ def test_bench_smoke_run_reports_json(cluster: LocalCluster, path: str) -> None:
     assert summary["path"] == path
     assert summary["ops"] > 0, summary
     assert summary["errors"] == 0, (summary, result.stderr[-2000:])
+    assert summary["tls"] is False
+
+
+def test_bench_runs_over_tls(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path / "cluster", nodes=3, tls=True) as cluster:
+        cluster.wait_for_leader(timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "paxos.bench", "-h", str(cluster.hostfile), "--tls-dir", str(cluster.tls_dir),
+             "--clients", "2", "--seconds", "2", "--op", "mixed", "--json"],
+            capture_output=True, text=True, timeout=120, cwd=PROJECT,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["tls"] is True and summary["ops"] > 0 and summary["errors"] == 0

@@ -110,7 +110,7 @@ class Runner:
         self.kv, self.capsys, self.monkeypatch = kv, capsys, monkeypatch
         self.factory_calls: list[tuple[str, float]] = []
 
-    def factory(self, hostfile: str, timeout: float) -> cli.KV:
+    def factory(self, hostfile: str, timeout: float, tls_dir: str | None = None) -> cli.KV:
         self.factory_calls.append((hostfile, timeout))
         return self.kv
 
@@ -203,7 +203,7 @@ def test_bad_hostfile_exits_2_naming_the_line(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_hostfile_error_from_factory_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    def factory(hostfile: str, timeout: float) -> cli.KV:
+    def factory(hostfile: str, timeout: float, tls_dir: str | None = None) -> cli.KV:
         raise HostfileError(f"{hostfile}: hostfile not found")
 
     assert cli.main(["-h", "missing.txt", "get", "k"], client_factory=factory) == cli.EXIT_USAGE
@@ -332,9 +332,9 @@ class InterruptedKV(FakeKV):
 
 def test_ctrl_c_names_a_write_only_for_writes(capsys: pytest.CaptureFixture[str]) -> None:
     kv = InterruptedKV()
-    assert cli.main(["-h", "hf", "get", "k"], client_factory=lambda hf, t: kv) == cli.EXIT_INTERRUPTED
+    assert cli.main(["-h", "hf", "get", "k"], client_factory=lambda hf, t, tls: kv) == cli.EXIT_INTERRUPTED
     assert capsys.readouterr().err == "interrupted; nothing was changed\n"
-    assert cli.main(["-h", "hf", "set", "k", "v"], client_factory=lambda hf, t: kv) == cli.EXIT_INTERRUPTED
+    assert cli.main(["-h", "hf", "set", "k", "v"], client_factory=lambda hf, t, tls: kv) == cli.EXIT_INTERRUPTED
     assert "the set may or may not have been applied" in capsys.readouterr().err
 
 
@@ -437,7 +437,7 @@ def test_set_dash_reads_the_value_from_stdin_exactly(
     kv: FakeKV, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(MULTILINE.encode())))
-    assert cli.main(["-h", "hf", "set", "k", "-"], client_factory=lambda hf, t: kv) == 0
+    assert cli.main(["-h", "hf", "set", "k", "-"], client_factory=lambda hf, t, tls: kv) == 0
     assert kv.data["k"] == MULTILINE
 
 

@@ -212,6 +212,7 @@ def test_unknown_outcome_is_a_kv_error() -> None:
 
 def test_data_dir_of_another_server_is_refused(cluster: LocalCluster) -> None:
     names = cluster.names
+    cluster.wait_for_nodes(timeout=60)  # a server still starting may not have stamped its data dir yet
     cluster.kill(names[1], signal.SIGTERM)  # while it runs, its lock refuses the directory first
     result = subprocess.run(
         [sys.executable, "-m", "paxos", "-h", str(cluster.hostfile), "-n", names[0],

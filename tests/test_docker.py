@@ -46,7 +46,10 @@ SERVER_IMAGE = "paxos"
 CLIENT_IMAGE = "paxos_client"
 SERVERS = [f"pxt{i}" for i in range(5)]
 NETWORK = "paxos_test_net"
-VOLUMES = [f"paxos_data_{name}" for name in SERVERS]
+# The certificates run_all_servers.sh makes (TLS is on by default); servers
+# mount the volume at /tls, client containers at /app/tls.
+TLS_VOLUME = "paxos_test_tls"
+VOLUMES = [*(f"paxos_data_{name}" for name in SERVERS), TLS_VOLUME]
 # Every one-shot client container carries this label, so cleanup finds any
 # that outlived its `docker run` (e.g. after a timeout).
 CLIENT_LABEL = "paxoskv.test=docker-client"
@@ -229,13 +232,14 @@ class Cluster:
         self.space = space
 
     def client(
-        self, *args: str, timeout: float = CLIENT_TIMEOUT, via: str | None = None
+        self, *args: str, timeout: float = CLIENT_TIMEOUT, via: str | None = None, tls: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """Run one client command in a one-shot client container.
 
         Normally the client sees the whole cluster on the test network; with
         ``via=NAME`` it runs in server NAME's network namespace and knows only
         that server (at 127.0.0.1), so it works even when NAME is cut off.
+        With ``tls=False`` the container gets no certificates.
         """
         if via is None:
             network, hostfile = NETWORK, self.space.hostfile
@@ -243,7 +247,10 @@ class Cluster:
             network, hostfile = f"container:{via}", self.space.direct_hostfile(via)
         name = f"pxt-client-{uuid.uuid4().hex[:10]}"
         command = ["docker", "run", "--rm", "--name", name, "--label", CLIENT_LABEL, "--network", network]
-        command += ["--volume", f"{hostfile}:/app/hostfile.txt:ro", CLIENT_IMAGE, "--timeout", f"{timeout:g}", *args]
+        command += ["--volume", f"{hostfile}:/app/hostfile.txt:ro"]
+        if tls:
+            command += ["--volume", f"{TLS_VOLUME}:/app/tls:ro"]
+        command += [CLIENT_IMAGE, "--timeout", f"{timeout:g}", *args]
         try:
             return subprocess.run(command, capture_output=True, text=True, timeout=timeout + DOCKER_SECONDS)
         except subprocess.TimeoutExpired:
@@ -299,7 +306,14 @@ class Cluster:
 @pytest.fixture(scope="module")
 def started(workspace: Workspace, images: None) -> Cluster:
     """``./run_all_servers.sh`` with the test hostfile and network."""
-    env = {**os.environ, "HOSTFILE": str(workspace.hostfile), "SERVER_IMAGE": SERVER_IMAGE, "NETWORK": NETWORK}
+    env = {
+        **os.environ,
+        "HOSTFILE": str(workspace.hostfile),
+        "SERVER_IMAGE": SERVER_IMAGE,
+        "NETWORK": NETWORK,
+        "TLS_VOLUME": TLS_VOLUME,
+    }
+    env.pop("PAXOSKV_INSECURE", None)
     run_script("run_all_servers.sh", env, workspace.dir / "run_all_servers.log", DOCKER_SECONDS * len(SERVERS))
     return Cluster(workspace)
 
@@ -355,6 +369,17 @@ def test_healthcheck_reports_healthy(cluster: Cluster) -> None:
     )
     # And the running server process is not root either.
     assert docker("exec", SERVERS[0], "id", "-u").stdout.strip() != "0"
+
+
+def test_the_cluster_serves_tls_only(cluster: Cluster) -> None:
+    plaintext = cluster.client("get", "greeting", timeout=3, tls=False)
+    assert plaintext.returncode == 3, plaintext
+    assert "requires TLS" in plaintext.stderr and plaintext.stderr.count("\n") == 1, plaintext.stderr
+    logs = docker("logs", SERVERS[0]).stderr + docker("logs", SERVERS[0]).stdout
+    assert "TLS on" in logs and "without TLS" not in logs
+    probe = ["python", "-m", "paxos.healthcheck", "--address", f"127.0.0.1:{SERVER_PORT}"]
+    assert docker("exec", SERVERS[0], *probe, "--tls-dir", "/tls").returncode == 0
+    assert docker("exec", SERVERS[0], *probe, check=False).returncode == 1
 
 
 def test_set_get_delete_with_exit_codes(cluster: Cluster) -> None:

@@ -1,4 +1,4 @@
-"""iset / iget against five real servers on loopback."""
+"""iset / iget against five real servers on loopback, over TLS (the certificates beside the hostfile)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path_factory.mktemp("images") / "cluster", nodes=5) as c:
+    with LocalCluster(tmp_path_factory.mktemp("images") / "cluster", nodes=5, tls=True) as c:
         c.wait_for_leader(timeout=60)
         yield c
 

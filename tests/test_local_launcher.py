@@ -111,3 +111,38 @@ def test_stopping_with_every_server_up_exits_0(launcher: Launcher) -> None:
     assert launcher.process.stdin is not None
     launcher.process.stdin.close()
     assert launcher.process.wait(timeout=60) == 0
+
+
+def _client(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m client`` from another terminal, as the banner says, with the same cwd as the launcher."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PAXOSKV_TLS_DIR", "PAXOSKV_HOSTFILE")}
+    command = [sys.executable, "-m", "client", "-h", str(directory / "hostfile.txt"), "--timeout", "10", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_local_cluster_runs_tls_and_another_terminal_finds_the_certificates(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    launcher.wait_for_line("connect from another terminal")
+    assert launcher.seen("made TLS certificates")
+    assert "TLS, certificates in" in str(launcher.seen("security:"))
+    directory = tmp_path / "cluster"
+    assert {"ca.pem", "node1.pem", "client.pem"} <= {p.name for p in (directory / "tls").iterdir()}
+    assert _client(directory, "set", "k", "over tls").returncode == 0
+    got = _client(directory, "get", "k")
+    assert (got.returncode, got.stdout) == (0, "over tls\n"), got.stderr
+    assert "TLS on" in (directory / "node1.log").read_text()
+
+
+def test_insecure_runs_plaintext(tmp_path: Path) -> None:
+    run = Launcher(tmp_path / "cluster", "--nodes", "1", "--insecure")
+    try:
+        run.wait_for_line("connect from another terminal")
+        assert "plaintext (--insecure)" in str(run.seen("security:"))
+        assert not (tmp_path / "cluster" / "tls").exists()
+        assert "without TLS" in (tmp_path / "cluster" / "node1.log").read_text()
+        assert _client(tmp_path / "cluster", "set", "k", "v").returncode == 0
+    finally:
+        assert run.process.stdin is not None
+        run.process.stdin.close()
+        assert run.process.wait(timeout=60) == 0

@@ -39,11 +39,13 @@ def _raw_write(address: str, command: kv_pb2.Command) -> kv_pb2.WriteReply:
         return reply
 
 
-def test_a_follower_down_while_the_others_compact_catches_up_by_snapshot(tmp_path: Path) -> None:
-    with in_process_cluster(tmp_path, 3, snapshot_every=EVERY, snapshot_tail=TAIL) as cluster:
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "tls"])
+def test_a_follower_down_while_the_others_compact_catches_up_by_snapshot(tmp_path: Path, tls: bool) -> None:
+    tls_dir = tmp_path / "tls" if tls else None
+    with in_process_cluster(tmp_path, 3, tls_dir, snapshot_every=EVERY, snapshot_tail=TAIL) as cluster:
         leader = _leader(cluster)
         follower = next(m.name for m in cluster.members if m.name != leader)
-        with KVClient(cluster.members, timeout=10) as kv:
+        with KVClient(cluster.members, timeout=10, tls_dir=tls_dir) as kv:
             kv.set("before", "1")
             cluster.stop(follower)
             _write_many(kv, 6 * EVERY, "k")
@@ -233,3 +235,26 @@ def _state_at(server: PaxosServer, index: int) -> StateMachine:
     for slot in range(1, index + 1):
         store.apply(slot, server.core.chosen[slot])
     return store
+
+
+def test_with_tls_only_a_member_certificate_gets_a_snapshot(tmp_path: Path) -> None:
+    from paxos.tlsfiles import client_credentials
+    from protos import peer_pb2, peer_pb2_grpc
+
+    tls_dir = tmp_path / "tls"
+    with in_process_cluster(tmp_path, 3, tls_dir, snapshot_every=EVERY, snapshot_tail=TAIL) as cluster:
+        leader = _leader(cluster)
+        with KVClient(cluster.members, timeout=10, tls_dir=tls_dir) as kv:
+            _write_many(kv, 2 * EVERY, "k")
+        wait_until(lambda: _snapshot_index(cluster, leader) > 0, "a snapshot")
+        server = cluster.servers[leader]
+        member = next(m for m in cluster.members if m.name == leader)
+        other = next(m for m in cluster.members if m.name != leader)
+        # Everything right but the certificate: the client's, claiming to be a member.
+        request = peer_pb2.SnapshotRequest(
+            sender=server.identity.ids[other.name], cluster_id=server.identity.cluster_id, receiver=server.node_id
+        )
+        with grpc.secure_channel(member.address, client_credentials(tls_dir)) as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                list(peer_pb2_grpc.PeerStub(channel).FetchSnapshot(request, timeout=10))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
