@@ -163,3 +163,19 @@ def test_restored_snapshot_names_the_new_cluster(tmp_path: Path, good_backup: tu
     [restored] = snapshot.snapshot_files(target / SNAPSHOT_DIR)
     assert snapshot.verify(restored).applied_index == snapshot.verify(path).applied_index
     assert snapshot.verify(restored).members[0].name == "s0"
+
+
+def test_a_backup_over_tls_needs_the_client_certificate(tmp_path: Path) -> None:
+    from client.kv import Unavailable
+
+    tls_dir = tmp_path / "tls"
+    with in_process_cluster(tmp_path, 3, tls_dir) as cluster:
+        wait_until(cluster.leader, "a leader")
+        with KVClient(cluster.members, timeout=10, tls_dir=tls_dir) as kv:
+            kv.set("k", "v")
+            path = tmp_path / "tls-backup.snap"
+            covered = kv.backup(path)
+        assert snapshot.verify(path).applied_index == covered >= 1
+        with KVClient(cluster.members, timeout=1) as plaintext, pytest.raises(Unavailable):
+            plaintext.backup(tmp_path / "refused.snap")
+        assert not (tmp_path / "refused.snap").exists()
