@@ -486,6 +486,7 @@ def measure_paxoskv(workdir: Path, plan: Plan, system: str = "paxoskv") -> tuple
     directory = workdir / system
     with LocalCluster(directory, nodes=NODES, server_args=["--log-level", "WARNING"]) as cluster:
         leader = cluster.wait_for_leader()
+        cluster.wait_for_nodes()  # all five up (and done logging their start) before the load and the log window
         _say(f"{system}: 5 servers, leader {leader}, load on the {PAXOSKV_PATHS[system]} path")
         pids = [cluster.pid(name) for name in cluster.names]
         if None in pids:
@@ -851,7 +852,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         out.append(f"- {system}: {info['lines']} line(s) at warning level or above while under load{most}")
         out += [f"  - {m['count']}x `{m['message']}`" for m in info["top_messages"]]
     plot = "; plot: `results.png`" if settings.get("plot", True) else ""
-    out += ["", f"Raw numbers: `results.json`{plot}.", ""]
+    out += ["", f"Raw numbers: `results.json`{plot}; the method in detail: `docs/benchmarks/compare-method.md`.", ""]
     return "\n".join(out)
 
 
