@@ -1,6 +1,6 @@
 """paxoskv side by side with etcd (and PySyncObj), on this machine, in one run.
 
-    python -m benchmarks.compare [--seconds S] [--clients 1,8,64,256] [--out docs/benchmarks] [--quick]
+    python -m benchmarks.compare [--seconds S] [--clients 1,8,64,256] [--systems ...] [--out docs/benchmarks]
 
 For each system it starts a five-member cluster on 127.0.0.1 with its data in
 one temporary directory (``--workdir`` to choose where; the filesystem is
@@ -10,13 +10,24 @@ writes and linearizable reads, each ``--seconds`` long after a discarded
 
 * etcd (the ``etcd`` binary, e.g. Debian's ``etcd-server``; fsync on, its
   default), driven by ``python -m benchmarks.etcd_api.bench``;
-* paxoskv (``paxos.local.LocalCluster``), driven by ``python -m paxos.bench``.
+* paxoskv (``paxos.local.LocalCluster``), driven by ``python -m paxos.bench``
+  on the library's session path (``AsyncKVClient``: one session stream per
+  server, operations of different clients in flight together share a message);
+* paxoskv-unary: a cluster of its own, driven by ``python -m paxos.bench
+  --unary``, one gRPC call per operation like etcd.
 
-Both load generators run as a separate process and measure alike: closed
-loop, N clients in one asyncio process, one operation per gRPC call, all sent
-to the leader.  The etcd one reuses paxos.bench's option parser, ``Stats`` and
-``summarize`` (so the JSON keys are the same), and its loop is paxos.bench's
-with the operation passed in as a function.
+The load generators run as a separate process and measure alike: closed
+loop, N clients in one asyncio process, each with one operation in flight,
+all sent to the leader.  The etcd one reuses paxos.bench's option parser,
+``Stats`` and ``summarize`` (so the JSON keys are the same), and its loop is
+paxos.bench's with the operation passed in as a function.
+
+Besides ops/s and latency, every row has the servers' CPU time per operation:
+user+system time of all five server processes (``/proc/PID/stat``, sampled by
+``benchmarks.server_cpu``) over the measured run, divided by the operations
+completed in it.  The window is the load process's own: it ends when the
+process reports and lasts the run time it reports, so start-up, the warm-up
+run and the keys written before a read run are not counted.
 
 PySyncObj is measured too, but it is not the same kind of system: Raft in
 Python with the state in memory, no fsync, no client RPC (commands are
@@ -25,8 +36,9 @@ writes/s are reported in their own rows and never in the ratios.
 
 Writes ``results.md``, ``results.json`` and ``results.png`` to ``--out``.
 Linux only (children are tied to this process with PR_SET_PDEATHSIG, so none
-outlives it).  Needs matplotlib and pysyncobj (pip) and etcd (apt); says how
-to get any that is missing before starting anything.
+outlives it; CPU time comes from /proc).  Needs matplotlib (for the plot;
+``--no-plot`` to go without) and pysyncobj (pip), and etcd (apt); says how to
+get any that is missing before starting anything.
 """
 
 from __future__ import annotations
@@ -57,6 +69,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
+from benchmarks.server_cpu import CpuSampler, ProcessCpuError, total_cpu_seconds
 from paxos.bench import KEYSPACE, READ_KEYS, Stats, summarize
 from paxos.local import ClusterError, LocalCluster, free_ports
 
@@ -71,7 +84,22 @@ QUICK_WARMUP = 1.0
 DEFAULT_VALUE_SIZE = 128
 ETCD_KEY_SIZE = 16
 RATIO_CLIENTS = 64
-SYSTEMS = ("etcd", "paxoskv", "pysyncobj")
+SYSTEMS = ("etcd", "paxoskv", "paxoskv-unary", "pysyncobj")
+# paxoskv's systems and the load generator path each one uses (paxos.bench reports it as "path").
+PAXOSKV_PATHS = {"paxoskv": "session", "paxoskv-unary": "unary"}
+# How each system's operations travel, as the results page says it.
+PROTOCOLS = {
+    "etcd": "etcd's gRPC API from Python (grpc.aio stubs of etcdserverpb): one unary `KV.Put` or `KV.Range` call "
+    "per operation, one channel per member",
+    "paxoskv": "the library's session path (`AsyncKVClient`, `paxos.bench`'s default): one bidirectional `Session` "
+    "stream per server shared by all N clients; the operations of different clients that are in flight at the same "
+    "moment travel together in one stream message, and so do their replies",
+    "paxoskv-unary": "`paxos.bench --unary`: one unary `Write` or `Get` gRPC call per operation, one channel per "
+    "server, as etcd is driven",
+    "pysyncobj": "no client protocol: `ReplDict.set` called inside the leader's own process",
+}
+PROTOCOL_LABELS = {"etcd": "unary gRPC", "paxoskv": "session stream", "paxoskv-unary": "unary gRPC",
+                   "pysyncobj": "in-process"}  # fmt: skip
 OPS = ("set", "get")
 OP_LABELS = {"set": "write", "get": "linearizable read"}
 
@@ -322,6 +350,11 @@ class EtcdCluster:
     def check_alive(self) -> None:
         _check_children(self._children)
 
+    @property
+    def pids(self) -> list[int]:
+        """The members' process ids (the shim execs etcd, so each child's pid is its member's)."""
+        return [child.process.pid for child in self._children]
+
     def stop(self) -> None:
         """Followers first, one at a time, the leader last.
 
@@ -358,31 +391,57 @@ class Plan:
     value_size: int
 
 
-def run_load(command: Sequence[str], seconds: float) -> dict[str, Any]:
-    """Run one load process and return its JSON summary (its last stdout line)."""
-    try:
-        done = subprocess.run(
-            _dies_with_us(command),
-            capture_output=True,
-            text=True,
-            env=_env(),
-            cwd=PROJECT_ROOT,
-            timeout=seconds + LOAD_SLACK_SECONDS,
+def run_load(command: Sequence[str], seconds: float, server_pids: Sequence[int]) -> dict[str, Any]:
+    """Run one load process; its JSON summary (its last stdout line) with the servers' CPU time added.
+
+    The servers' CPU is sampled while the process runs; the measured window
+    ends when the summary arrives and lasts the ``seconds`` it reports.
+    """
+    timed_out = threading.Event()
+    with tempfile.TemporaryFile() as stderr, CpuSampler(server_pids) as sampler:
+        process = subprocess.Popen(
+            _dies_with_us(command), stdout=subprocess.PIPE, stderr=stderr, text=True, env=_env(), cwd=PROJECT_ROOT
         )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchmarkError(
-            f"load run did not finish in {seconds + LOAD_SLACK_SECONDS:g}s: {shlex.join(command)}"
-        ) from exc
-    lines = done.stdout.strip().splitlines()
-    try:
-        result: dict[str, Any] = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        stderr = "\n".join(done.stderr.strip().splitlines()[-10:])
-        raise BenchmarkError(f"load run failed (exit {done.returncode}): {shlex.join(command)}\n{stderr}") from None
-    return result
+
+        def give_up() -> None:
+            timed_out.set()
+            process.kill()
+
+        watchdog = threading.Timer(seconds + LOAD_SLACK_SECONDS, give_up)
+        watchdog.start()
+        last_line, reported_at = "", 0.0
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if line.strip():
+                    last_line, reported_at = line, time.monotonic()
+            code = process.wait()
+        finally:
+            watchdog.cancel()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if timed_out.is_set():
+            raise BenchmarkError(f"load run did not finish in {seconds + LOAD_SLACK_SECONDS:g}s: {shlex.join(command)}")
+        try:
+            result: dict[str, Any] = json.loads(last_line)
+        except ValueError:
+            stderr.seek(0)
+            tail = "\n".join(stderr.read().decode("utf-8", errors="replace").strip().splitlines()[-10:])
+            raise BenchmarkError(f"load run failed (exit {code}): {shlex.join(command)}\n{tail}") from None
+    cpu = sampler.between(reported_at - float(result["seconds"]), reported_at)
+    return {**result, **cpu_fields(cpu, int(result["ops"]))}
 
 
-def measure(system: str, base_command: Sequence[str], plan: Plan, check_alive: Any) -> list[dict[str, Any]]:
+def cpu_fields(cpu_seconds: float, ops: int) -> dict[str, float]:
+    """The servers' CPU over a run, total and per completed operation (NaN when none completed)."""
+    per_op = cpu_seconds / ops * 1e6 if ops else float("nan")
+    return {"server_cpu_seconds": round(cpu_seconds, 3), "server_cpu_us_per_op": round(per_op, 1)}
+
+
+def measure(
+    system: str, base_command: Sequence[str], plan: Plan, check_alive: Any, server_pids: Sequence[int]
+) -> list[dict[str, Any]]:
     """Writes then reads at every client count: a discarded warm-up run, then the measured one."""
     results = []
     for op in OPS:
@@ -398,12 +457,16 @@ def measure(system: str, base_command: Sequence[str], plan: Plan, check_alive: A
                 "--json",
             ]
             if plan.warmup > 0:
-                run_load([*args, "--seconds", str(plan.warmup)], plan.warmup)
-            result = run_load([*args, "--seconds", str(plan.seconds)], plan.seconds)
+                run_load([*args, "--seconds", str(plan.warmup)], plan.warmup, server_pids)
+            result = run_load([*args, "--seconds", str(plan.seconds)], plan.seconds, server_pids)
             check_alive()
-            results.append({"system": system, **result})
+            expected_path = PAXOSKV_PATHS.get(system)
+            if expected_path is not None and result.get("path") != expected_path:
+                raise BenchmarkError(f"{system} load ran on path {result.get('path')!r}, not {expected_path!r}")
+            results.append({"system": system, "protocol": PROTOCOL_LABELS[system], **result})
             _say(f"{system} {op} x{clients}: {result['ops_per_sec']} ops/s, p50 {result['p50_ms']} ms, "
-                 f"p99 {result['p99_ms']} ms, errors {result['errors']}")  # fmt: skip
+                 f"p99 {result['p99_ms']} ms, server CPU {result['server_cpu_us_per_op']} us/op, "
+                 f"errors {result['errors']}")  # fmt: skip
     return results
 
 
@@ -414,18 +477,25 @@ def measure_etcd(workdir: Path, binary: str, plan: Plan) -> tuple[list[dict[str,
         cluster.wait_healthy()
         window = LogWindow(cluster.log_paths)
         command = [sys.executable, "-m", "benchmarks.etcd_api.bench", "-h", str(cluster.hostfile)]
-        results = measure("etcd", command, plan, cluster.check_alive)
+        results = measure("etcd", command, plan, cluster.check_alive, cluster.pids)
         return results, window.lines()
 
 
-def measure_paxoskv(workdir: Path, plan: Plan) -> tuple[list[dict[str, Any]], list[str]]:
-    directory = workdir / "paxoskv"
+def measure_paxoskv(workdir: Path, plan: Plan, system: str = "paxoskv") -> tuple[list[dict[str, Any]], list[str]]:
+    """A fresh five-server cluster for ``system`` (one of PAXOSKV_PATHS), loaded on that system's path."""
+    directory = workdir / system
     with LocalCluster(directory, nodes=NODES, server_args=["--log-level", "WARNING"]) as cluster:
         leader = cluster.wait_for_leader()
-        _say(f"paxoskv: 5 servers, leader {leader}")
+        cluster.wait_for_nodes()  # all five up (and done logging their start) before the load and the log window
+        _say(f"{system}: 5 servers, leader {leader}, load on the {PAXOSKV_PATHS[system]} path")
+        pids = [cluster.pid(name) for name in cluster.names]
+        if None in pids:
+            raise BenchmarkError(f"{system}: a server is not running; logs in {directory}")
         window = LogWindow([cluster.log_path(name) for name in cluster.names])
         command = [sys.executable, "-m", "paxos.bench", "-h", str(cluster.hostfile)]
-        results = measure("paxoskv", command, plan, cluster.check_alive)
+        if PAXOSKV_PATHS[system] == "unary":
+            command.append("--unary")
+        results = measure(system, command, plan, cluster.check_alive, [pid for pid in pids if pid is not None])
         return results, window.lines()
 
 
@@ -438,6 +508,7 @@ def measure_pysyncobj(workdir: Path, plan: Plan) -> tuple[list[dict[str, Any]], 
     directory.mkdir(parents=True)
     addresses = [f"127.0.0.1:{port}" for port in free_ports(NODES)]
     result_path = directory / "result.json"
+    pids_path = directory / "pids.json"
     log_paths = [directory / f"pysyncobj{i}.log" for i in range(1, NODES + 1)]
     window = LogWindow(log_paths)
     children: list[_Child] = []
@@ -452,8 +523,13 @@ def measure_pysyncobj(workdir: Path, plan: Plan) -> tuple[list[dict[str, Any]], 
                 "--warmup", str(plan.warmup),
                 "--value-size", str(plan.value_size),
                 "--result", str(result_path),
+                "--pids", str(pids_path),
             ]  # fmt: skip
             children.append(_spawn(log_path.stem, argv, log_path, _env()))
+        # The driver sums the CPU time of all five around each run; the shim execs, so these are the nodes' pids.
+        partial_pids = pids_path.with_suffix(".partial")
+        partial_pids.write_text(json.dumps([child.process.pid for child in children]))
+        partial_pids.rename(pids_path)
         per_run = plan.seconds + plan.warmup + 2 * SYNCOBJ_DRAIN_SECONDS
         deadline = time.monotonic() + STARTUP_SECONDS + len(plan.clients) * per_run
         while not result_path.exists():
@@ -470,7 +546,8 @@ def measure_pysyncobj(workdir: Path, plan: Plan) -> tuple[list[dict[str, Any]], 
         _stop_children(children)
     for result in results:
         _say(f"pysyncobj set x{result['clients']}: {result['ops_per_sec']} commands/s, "
-             f"p50 {result['p50_ms']} ms, errors {result['errors']}")  # fmt: skip
+             f"p50 {result['p50_ms']} ms, CPU {result['server_cpu_us_per_op']} us/command, "
+             f"errors {result['errors']}")  # fmt: skip
     return results, lines
 
 
@@ -543,6 +620,16 @@ class _LeaderWatch:
         return bool(stable and current is not None and current == status["self"])
 
 
+def _read_pids(path: Path) -> list[int]:
+    """The nodes' pids, which the coordinator writes just after starting them all."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while not path.exists():
+        if time.monotonic() >= deadline:
+            raise BenchmarkError(f"no list of node pids in {path} after {STARTUP_SECONDS:g}s")
+        time.sleep(POLL_SECONDS)
+    return [int(pid) for pid in json.loads(path.read_text())]
+
+
 def syncobj_node_main(argv: Sequence[str]) -> int:
     """One PySyncObj node (``python -m benchmarks.compare _syncobj-node ...``); runs until SIGTERM."""
     from pysyncobj import SyncObj, SyncObjConf
@@ -556,6 +643,7 @@ def syncobj_node_main(argv: Sequence[str]) -> int:
     parser.add_argument("--warmup", type=float, required=True)
     parser.add_argument("--value-size", type=int, required=True)
     parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--pids", type=Path, required=True, help="JSON list of the five nodes' process ids")
     opts = parser.parse_args(argv)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the coordinator asks for stacks when stuck
     partners = opts.partners.split(",")
@@ -572,14 +660,18 @@ def syncobj_node_main(argv: Sequence[str]) -> int:
         os.close(os.open(opts.result.with_suffix(".claim"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         signal.pause()  # another node is the driver
+    node_pids = _read_pids(opts.pids)
     results = []
     value = "x" * opts.value_size
     for seed, clients in enumerate(int(c) for c in opts.clients.split(",")):
         if opts.warmup > 0:
             _Submitters(store, clients, opts.warmup, value, seed).run()
+        cpu_before = total_cpu_seconds(node_pids)
         stats, elapsed = _Submitters(store, clients, opts.seconds, value, seed).run()
+        cpu = total_cpu_seconds(node_pids) - cpu_before
         summary = summarize(stats, elapsed, argparse.Namespace(op="set", clients=clients, value_size=opts.value_size))
-        results.append({"system": "pysyncobj", **summary, "still_leader": node._isLeader()})
+        results.append({"system": "pysyncobj", "protocol": PROTOCOL_LABELS["pysyncobj"], **summary,
+                        **cpu_fields(cpu, int(summary["ops"])), "still_leader": node._isLeader()})  # fmt: skip
     partial = opts.result.with_suffix(".partial")
     partial.write_text(json.dumps(results))
     partial.rename(opts.result)  # the coordinator polls for the final name
@@ -638,28 +730,40 @@ def _find(results: Sequence[dict[str, Any]], system: str, op: str, clients: int)
     return next((r for r in results if r["system"] == system and r["op"] == op and r["clients"] == clients), None)
 
 
-def ratio_lines(results: Sequence[dict[str, Any]]) -> list[str]:
-    """paxoskv/etcd throughput at RATIO_CLIENTS (or the largest count both ran) and 1-client write p50."""
-    common = sorted({r["clients"] for r in results if r["system"] == "etcd"}
-                    & {r["clients"] for r in results if r["system"] == "paxoskv"})  # fmt: skip
-    if not common:
+def _ratio(ours: dict[str, Any] | None, theirs: dict[str, Any] | None, key: str, unit: str) -> str:
+    if not ours or not theirs or not theirs[key] or any(math.isnan(r[key]) for r in (ours, theirs)):
+        return "n/a"
+    return f"**{ours[key] / theirs[key]:.2f}x** ({ours[key]:g} / {theirs[key]:g} {unit})"
+
+
+def ratio_table(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Each paxoskv path against etcd, measure by measure, at RATIO_CLIENTS (or the largest count all ran)."""
+    ours_systems = [s for s in PAXOSKV_PATHS if any(r["system"] == s for r in results)]
+    etcd_counts = {r["clients"] for r in results if r["system"] == "etcd"}
+    common = sorted(etcd_counts.intersection(*({r["clients"] for r in results if r["system"] == s}
+                                                for s in ours_systems)))  # fmt: skip
+    if not ours_systems or not common:
         return ["No ratios: paxoskv and etcd were not both measured."]
     at = RATIO_CLIENTS if RATIO_CLIENTS in common else common[-1]
-    note = "" if at == RATIO_CLIENTS else f" ({RATIO_CLIENTS} clients not measured in this run)"
-    lines = []
-    for op in OPS:
-        ours, theirs = _find(results, "paxoskv", op, at), _find(results, "etcd", op, at)
-        if ours and theirs and theirs["ops_per_sec"]:
-            lines.append(
-                f"- {OP_LABELS[op]}s at {at} clients{note}: paxoskv {ours['ops_per_sec']:g} ops/s / "
-                f"etcd {theirs['ops_per_sec']:g} ops/s = **{ours['ops_per_sec'] / theirs['ops_per_sec']:.2f}x**"
-            )
-    ours, theirs = _find(results, "paxoskv", "set", 1), _find(results, "etcd", "set", 1)
-    if ours and theirs and theirs["p50_ms"]:
-        lines.append(
-            f"- write p50 latency at 1 client: paxoskv {ours['p50_ms']:g} ms, etcd {theirs['p50_ms']:g} ms "
-            f"(paxoskv/etcd = **{ours['p50_ms'] / theirs['p50_ms']:.2f}x**)"
-        )
+    one = 1 if 1 in common else common[0]
+    measures = [
+        (f"writes/s at {at} clients", "set", at, "ops_per_sec", "ops/s", "at least 2x"),
+        (f"write p99 at {at} clients", "set", at, "p99_ms", "ms", "at most 1x"),
+        (f"linearizable reads/s at {at} clients", "get", at, "ops_per_sec", "ops/s", "at least 2x"),
+        (f"write p50 at {one} client{'s' if one > 1 else ''}", "set", one, "p50_ms", "ms", "at most 1x"),
+        (f"server CPU per write at {at} clients", "set", at, "server_cpu_us_per_op", "us", "below 1x"),
+        (f"server CPU per read at {at} clients", "get", at, "server_cpu_us_per_op", "us", "-"),
+    ]
+    lines = [
+        "| measure (paxoskv / etcd) | " + " | ".join(ours_systems) + " | goal |",
+        "| --- | " + " | ".join("---:" for _ in ours_systems) + " | --- |",
+    ]
+    for label, op, clients, key, unit, goal in measures:
+        theirs = _find(results, "etcd", op, clients)
+        cells = [_ratio(_find(results, system, op, clients), theirs, key, unit) for system in ours_systems]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {goal} |")
+    if at != RATIO_CLIENTS:
+        lines += ["", f"({RATIO_CLIENTS} clients were not measured in this run.)"]
     return lines
 
 
@@ -676,6 +780,7 @@ def _ms(value: float) -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     results = report["results"]
     settings = report["settings"]
+    measured = [system for system in SYSTEMS if any(r["system"] == system for r in results)]
     out = [
         "# paxoskv vs etcd (and PySyncObj)",
         "",
@@ -686,24 +791,43 @@ def render_markdown(report: dict[str, Any]) -> str:
             if settings["quick"]
             else []
         ),
+        *([settings["note"], ""] if settings.get("note") else []),
         "Closed loop: N clients in one load process (Python, grpc.aio), each with one operation in flight, "
-        "one operation per gRPC call, all sent to the leader. Five servers on 127.0.0.1; the systems run one "
-        f"after another, never together; every run lasts {settings['seconds']:g} s after a discarded "
-        f"{settings['warmup']:g} s warm-up run. Values are {settings['value_size']} bytes; keys are "
-        f"{ETCD_KEY_SIZE} bytes; writes go to keys drawn uniformly from {KEYSPACE}, reads to the "
-        f"{READ_KEYS} keys written before each read run, so every read returns a value. "
-        "Reads are linearizable in both (etcd: Range with serializable=false, i.e. ReadIndex). "
-        "Writes are fsynced by both before the reply. The load process shares the CPUs with the servers.",
+        "all sent to the leader. Five servers on 127.0.0.1; the systems run one after another, never together, "
+        "each on a fresh cluster; every run lasts "
+        f"{settings['seconds']:g} s after a discarded {settings['warmup']:g} s warm-up run. Values are "
+        f"{settings['value_size']} bytes; keys are {ETCD_KEY_SIZE} bytes; writes go to keys drawn uniformly from "
+        f"{KEYSPACE}, reads to the {READ_KEYS} keys written before each read run, so every read returns a value. "
+        "Reads are linearizable in all but PySyncObj (etcd: Range with serializable=false, i.e. ReadIndex). "
+        "Writes are fsynced by etcd and paxoskv before the reply. The load process shares the CPUs with the servers.",
         "",
-        "| system | op | clients | ops/s | p50 ms | p90 ms | p99 ms | max ms | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "## How each system was driven",
+        "",
+        *(f"- **{system}**: {PROTOCOLS[system]}." for system in measured),
+        "",
+        "Coalescing only combines operations of different callers that are in flight at the same moment. Every "
+        "client has one operation in flight and sends its next only after the reply; nothing waits for a batch "
+        "to fill (there is no linger timer), so with one client every session message carries one operation, "
+        "and with N clients a message carries at most N.",
+        "",
+        "**Server CPU per operation** is the user+system CPU time of all five server processes (every thread; "
+        "`/proc/PID/stat` utime+stime, sampled every 50 ms and interpolated) over the measured run, divided by "
+        "the operations completed in it. The window is the load process's own measured run: it ends when the "
+        "process reports and lasts the run time it reports, so neither start-up, the warm-up run nor the keys "
+        "written before a read run count. The load process's CPU is not included"
+        + (" (except for PySyncObj, whose submitters run inside its leader)." if "pysyncobj" in measured else ".")
+        + " /proc counts in 10 ms ticks per process, so short runs are coarse.",
+        "",
+        "| system | protocol | op | clients | ops/s | p50 ms | p90 ms | p99 ms | max ms | server CPU us/op | errors |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         out.append(
-            f"| {r['system']} | {_op_label(r)} | {r['clients']} | {r['ops_per_sec']:g} | {_ms(r['p50_ms'])} | "
-            f"{_ms(r['p90_ms'])} | {_ms(r['p99_ms'])} | {_ms(r['max_ms'])} | {r['errors']} |"
+            f"| {r['system']} | {r.get('protocol', PROTOCOL_LABELS.get(r['system'], '?'))} | {_op_label(r)} | "
+            f"{r['clients']} | {r['ops_per_sec']:g} | {_ms(r['p50_ms'])} | {_ms(r['p90_ms'])} | {_ms(r['p99_ms'])} | "
+            f"{_ms(r['max_ms'])} | {_ms(r.get('server_cpu_us_per_op', float('nan')))} | {r['errors']} |"
         )
-    out += ["", "## paxoskv / etcd", "", *ratio_lines(results), ""]
+    out += ["", "## paxoskv / etcd", "", *ratio_table(results), ""]
     if any(r["system"] == "pysyncobj" for r in results):
         out += [
             "## About the PySyncObj rows",
@@ -714,7 +838,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             "the commands (`ReplDict.set`) are submitted **inside the leader's own process** by N closed-loop "
             "submitters (each resubmits from the completion callback); and it has **no linearizable reads**, "
             "so only writes are measured. Its numbers are replicated commands per second across five "
-            "processes on loopback, an upper bound for what a client would see. Batching is off because with "
+            "processes on loopback, an upper bound for what a client would see, and its CPU per command "
+            "includes the submitters'. Batching is off because with "
             "PySyncObj's default (`appendEntriesUseBatch=True`) every command waits for the next 0.1 s "
             "append-entries round: about 100 ms p50 and 10 commands/s per submitter.",
             "",
@@ -726,7 +851,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         most = "; most frequent:" if info["lines"] else ""
         out.append(f"- {system}: {info['lines']} line(s) at warning level or above while under load{most}")
         out += [f"  - {m['count']}x `{m['message']}`" for m in info["top_messages"]]
-    out += ["", "Raw numbers: `results.json`; plot: `results.png`.", ""]
+    plot = "; plot: `results.png`" if settings.get("plot", True) else ""
+    out += ["", f"Raw numbers: `results.json`{plot}; the method in detail: `docs/benchmarks/compare-method.md`.", ""]
     return "\n".join(out)
 
 
@@ -737,15 +863,22 @@ def render_plot(results: Sequence[dict[str, Any]], path: Path, quick: bool) -> N
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-    colors = {"paxoskv": "tab:blue", "etcd": "tab:orange", "pysyncobj": "tab:green"}
+    colors = {"paxoskv": "tab:blue", "paxoskv-unary": "tab:purple", "etcd": "tab:orange", "pysyncobj": "tab:green"}
     styles = {"set": "-", "get": "--"}
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
-    panels = [("ops_per_sec", "throughput (ops/s)"), ("p50_ms", "p50 latency (ms)"), ("p99_ms", "p99 latency (ms)")]
+    fig, grid = plt.subplots(2, 2, figsize=(14, 10))
+    axes = list(grid.flat)
+    panels = [
+        ("ops_per_sec", "throughput (ops/s)"),
+        ("server_cpu_us_per_op", "servers' CPU per operation (us, all five)"),
+        ("p50_ms", "p50 latency (ms)"),
+        ("p99_ms", "p99 latency (ms)"),
+    ]
     series = sorted({(r["system"], r["op"]) for r in results}, key=lambda s: (SYSTEMS.index(s[0]), OPS.index(s[1])))
     counts = sorted({r["clients"] for r in results})
     for ax, (key, title) in zip(axes, panels, strict=True):
         for system, op in series:
-            points = sorted((r["clients"], r[key]) for r in results if r["system"] == system and r["op"] == op)
+            points = sorted((r["clients"], r[key]) for r in results
+                            if r["system"] == system and r["op"] == op and not math.isnan(r[key]))  # fmt: skip
             label = f"{system} {_op_label({'system': system, 'op': op})}"
             ax.plot([p[0] for p in points], [p[1] for p in points], styles[op], marker="o",
                     color=colors[system], label=label)  # fmt: skip
@@ -761,12 +894,12 @@ def render_plot(results: Sequence[dict[str, Any]], path: Path, quick: bool) -> N
         ax.set_title(title)
         ax.grid(True, which="major", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
-    title = "Five servers on 127.0.0.1, closed-loop load, one operation per request (log-log)"
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=9, frameon=False)
+    title = "Five servers on 127.0.0.1, closed-loop load, one operation in flight per client (log-log)"
     if quick:
         title += " - quick mode: smoke test, not a measurement"
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -813,14 +946,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workdir", type=Path, help="parent of the temporary data directories (default: the system's)")
     parser.add_argument("--etcd", default="etcd", help="etcd binary (default: etcd on PATH)")
+    parser.add_argument("--no-plot", action="store_true", help="write no results.png (and need no matplotlib)")
+    parser.add_argument("--note", default="", help="a paragraph to put at the top of results.md (e.g. the conditions)")
     return parser
 
 
-def _missing_prerequisite(systems: Sequence[str], etcd: str) -> str | None:
+def _missing_prerequisite(systems: Sequence[str], etcd: str, plot: bool = True) -> str | None:
+    if not Path("/proc/self/stat").exists():
+        return "no /proc: the servers' CPU time is read from /proc/PID/stat, so this runs on Linux only"
     if "etcd" in systems and shutil.which(etcd) is None:
         return ETCD_INSTALL_HINT
-    for module, hint in (("matplotlib", "pip install matplotlib"), ("pysyncobj", "pip install pysyncobj")):
+    for module, hint in (
+        ("matplotlib", "pip install matplotlib, or --no-plot"),
+        ("pysyncobj", "pip install pysyncobj"),
+    ):
         if module == "pysyncobj" and "pysyncobj" not in systems:
+            continue
+        if module == "matplotlib" and not plot:
             continue
         try:
             __import__(module)
@@ -844,7 +986,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if plan.seconds <= 0 or plan.warmup < 0 or plan.value_size < 0:
         print("error: --seconds must be positive, --warmup and --value-size not negative", file=sys.stderr)
         return 2
-    problem = _missing_prerequisite(opts.systems, opts.etcd)
+    problem = _missing_prerequisite(opts.systems, opts.etcd, plot=not opts.no_plot)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -858,11 +1000,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine = machine_description(workdir, etcd_binary)
         if etcd_binary:
             logs["etcd"] = _collect(measure_etcd(workdir, etcd_binary, plan), results)
-        if "paxoskv" in opts.systems:
-            logs["paxoskv"] = _collect(measure_paxoskv(workdir, plan), results)
+        for system in PAXOSKV_PATHS:
+            if system in opts.systems:
+                logs[system] = _collect(measure_paxoskv(workdir, plan, system), results)
         if "pysyncobj" in opts.systems:
             logs["pysyncobj"] = _collect(measure_pysyncobj(workdir, plan), results)
-    except (BenchmarkError, ClusterError, OSError) as exc:
+    except (BenchmarkError, ClusterError, ProcessCpuError, OSError) as exc:
         print(f"error: {exc}\n(data and logs kept in {workdir}; no results written)", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, _Terminated):
@@ -873,7 +1016,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": shlex.join(["python", "-m", "benchmarks.compare", *args]),
-        "settings": {**plan.__dict__, "quick": opts.quick, "etcd_key_size": ETCD_KEY_SIZE, "nodes": NODES},
+        "settings": {
+            **plan.__dict__,
+            "quick": opts.quick,
+            "etcd_key_size": ETCD_KEY_SIZE,
+            "nodes": NODES,
+            "plot": not opts.no_plot,
+            "note": opts.note,
+        },
+        "protocols": {system: PROTOCOLS[system] for system in SYSTEMS if system in opts.systems},
         "machine": machine,
         "results": results,
         "server_logs": {system: summarize_logs(lines) for system, lines in logs.items()},
@@ -881,9 +1032,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts.out.mkdir(parents=True, exist_ok=True)
     (opts.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (opts.out / "results.md").write_text(render_markdown(report))
-    render_plot(results, opts.out / "results.png", opts.quick)
+    if not opts.no_plot:
+        render_plot(results, opts.out / "results.png", opts.quick)
     print(render_markdown(report))
-    _say(f"wrote {opts.out}/results.md, results.json and results.png")
+    _say(f"wrote {opts.out}/results.md, results.json" + ("" if opts.no_plot else " and results.png"))
     return 0
 
 
