@@ -125,6 +125,10 @@ class SessionStream:
 
     async def _send(self) -> None:
         try:
+            # Nothing is taken from the queue, and so nothing counts as sent,
+            # before the call is connected: a request still queued when its
+            # time is up (a refused or slow connection) surely never arrived.
+            await self._call.wait_for_connection()
             while True:
                 await self._wake.wait()
                 self._wake.clear()
