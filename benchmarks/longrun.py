@@ -49,7 +49,7 @@ from benchmarks.svgplot import Panel, panels_svg
 from paxos import bench
 from paxos.hostfile import Member, parse_hostfile
 from paxos.limits import DEFAULT_MAX_VALUE_BYTES
-from paxos.local import ClusterError, LocalCluster
+from paxos.local import ClusterError, LocalCluster, split_server_args
 from protos import kv_pb2, kv_pb2_grpc
 
 DEFAULT_COMMANDS = 1_000_000
@@ -692,14 +692,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _split_server_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    args = list(argv)
-    if "--" in args:
-        cut = args.index("--")
-        return args[:cut], args[cut + 1 :]
-    return args, []
-
-
 def _check_options(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
     for name in ("commands", "every", "nodes", "clients", "keys", "value_bytes"):
         if getattr(opts, name) < 1:
@@ -745,7 +737,7 @@ def run(opts: argparse.Namespace, directory: Path, server_args: list[str], rows:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    own, server_args = _split_server_args(sys.argv[1:] if argv is None else argv)
+    own, server_args = split_server_args(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     opts = parser.parse_args(own)
     _check_options(parser, opts)

@@ -50,7 +50,7 @@ from client.kv import (
     classify,
 )
 from client.retry import SECONDS, InvalidRequest, KnownLeader, KVError, Outcome, Retry, Timing, outcome_of_status
-from paxos import limits, snapshotfile
+from paxos import datadir, limits, snapshotfile
 from paxos.hostfile import Member, parse_hostfile
 from paxos.tlsfiles import client_credentials, find_tls_dir
 from protos import kv_pb2, kv_pb2_grpc
@@ -344,7 +344,7 @@ class AsyncKVClient:
         if not target.parent.is_dir():
             raise InvalidRequest(f"{target.parent} does not exist")
         call, first = await self._open_backup(timeout)
-        out = await asyncio.to_thread(snapshotfile.AtomicFile, target.parent, target.name)
+        out = await asyncio.to_thread(datadir.AtomicFile, target.parent, target.name)
         received = 0
         try:
             while True:

@@ -1,4 +1,6 @@
-"""One server per data directory, enforced by a lock file.
+"""A data directory: one server per directory, and files written durably.
+
+One server per data directory, enforced by a lock file.
 
 Two servers appending to one write-ahead log would interleave records and
 break every promise the log stands for, so a server takes an exclusive
@@ -9,6 +11,10 @@ never keeps a server from starting.  The file holds the holder's PID, only
 to name it in the refusal; it is never deleted, because unlinking a locked
 file lets a new starter lock a fresh file of the same name while another
 still holds the old one.
+
+Files that must survive a crash whole (the meta file, snapshots, backups)
+are written with ``AtomicFile``: a temporary file, fsynced, renamed, and the
+directory fsynced.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from paxos import limits
 
@@ -86,3 +94,70 @@ def _read_pid(fd: int) -> str:
     # The holder writes its PID just after locking, so a starter racing it may
     # find the file still empty.
     return f"pid {text}" if text.isdigit() else "pid not yet recorded"
+
+
+# ------------------------------------------------------------ durable files
+
+
+class AtomicFile:
+    """A file that appears at ``directory/name`` whole, or not at all.
+
+    Written to ``name.tmp`` in the same directory; ``commit`` fsyncs it,
+    runs ``check`` on it, renames it into place and fsyncs the directory;
+    ``abort`` (or any error in ``commit``) removes it and leaves ``name``
+    untouched.  Blocking calls: from asyncio, run them on a thread.
+    """
+
+    def __init__(self, directory: Path, name: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.final = directory / name
+        self.tmp = directory / (name + ".tmp")
+        self._f: BinaryIO | None = open(self.tmp, "wb")
+
+    def write(self, data: bytes) -> None:
+        assert self._f is not None, "written after commit or abort"
+        self._f.write(data)
+
+    def commit(self, check: Callable[[Path], object] | None = None) -> Path:
+        assert self._f is not None, "committed twice, or after abort"
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            self._f = None
+            if check is not None:
+                check(self.tmp)
+            os.replace(self.tmp, self.final)
+        except BaseException:
+            self.abort()
+            raise
+        fsync_dir(self.final.parent)
+        return self.final
+
+    def abort(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_atomically(
+    directory: Path, name: str, chunks: Iterable[bytes], check: Callable[[Path], object] | None = None
+) -> Path:
+    """Write ``chunks`` to ``directory/name`` so that a crash leaves all of it or nothing (``AtomicFile``)."""
+    out = AtomicFile(directory, name)
+    try:
+        for chunk in chunks:
+            out.write(chunk)
+    except BaseException:
+        out.abort()
+        raise
+    return out.commit(check)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

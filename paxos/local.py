@@ -526,7 +526,8 @@ def _serve_until_stopped(cluster: LocalCluster, no_client: bool) -> None:
         time.sleep(3600.0)  # the exit watcher reports; a signal ends this
 
 
-def _split_server_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+def split_server_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The launcher's own arguments, and those after ``--`` for every server."""
     args = list(argv)
     if "--" in args:
         cut = args.index("--")
@@ -535,7 +536,7 @@ def _split_server_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    own, server_args = _split_server_args(sys.argv[1:] if argv is None else argv)
+    own, server_args = split_server_args(sys.argv[1:] if argv is None else argv)
     opts = build_parser().parse_args(own)
     try:
         cluster = LocalCluster(opts.dir, opts.nodes, opts.base_port, server_args, tls=not opts.insecure)

@@ -39,7 +39,7 @@ from paxos import limits
 from paxos import snapshot as snapshots
 from paxos.codec import DecodeError, PeerCodec, pack, unpack
 from paxos.core import Config, Node, RecoveryError, Role
-from paxos.datadir import LOCK_FILE, DataDirError, lock_data_dir
+from paxos.datadir import LOCK_FILE, DataDirError, fsync_dir, lock_data_dir, write_atomically
 from paxos.hostfile import Member
 from paxos.identity import bootstrap_ids, format_id, parse_id
 from paxos.messages import Message, NodeId, Record, Slot, Value
@@ -141,7 +141,7 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member]) -> Identity
             "cluster_id": format_id(cluster_id),
             "members": {n: format_id(ids[n]) for n in names},
         }
-        _write_durably(meta_path, json.dumps(meta, indent=1) + "\n")
+        write_atomically(data_dir, META_FILE, [(json.dumps(meta, indent=1) + "\n").encode()])
         return Identity(cluster_id, ids[name], ids)
     try:
         meta = json.loads(meta_path.read_text())
@@ -185,20 +185,6 @@ def load_newest_snapshot(directory: Path) -> tuple[StateMachine | None, list[tup
         log.info("loaded the snapshot at slot %d from %s", info.applied_index, path)
         return store, skipped
     return None, skipped
-
-
-def _write_durably(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _RefusalLog:
@@ -861,7 +847,7 @@ def _flush_and_sync(f: Any) -> None:
 def _install_snapshot_file(tmp: Path, applied_index: Slot) -> None:
     """Make a checked snapshot file the newest snapshot of this data dir (on the snapshot thread)."""
     os.replace(tmp, tmp.parent / snapshots.file_name(applied_index))
-    snapshots.fsync_dir(tmp.parent)
+    fsync_dir(tmp.parent)
     snapshots.prune(tmp.parent)
 
 
@@ -965,6 +951,14 @@ class _LenientRegistrar:
             except ProtobufDecodeError as exc:
                 return _Malformed(method, str(exc))
 
+        async def parsed(requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
+            """A stream's messages, without those that did not parse (counted and logged)."""
+            async for request in requests:
+                if isinstance(request, _Malformed):
+                    refusals.note(context.peer(), "malformed message", f"{request.method}: {request.detail}")
+                    continue
+                yield request
+
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
@@ -979,14 +973,7 @@ class _LenientRegistrar:
             stream_inner = handler.stream_unary
 
             async def stream(requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> object:
-                async def parsed() -> AsyncIterator[object]:
-                    async for request in requests:
-                        if isinstance(request, _Malformed):
-                            refusals.note(context.peer(), "malformed message", f"{request.method}: {request.detail}")
-                            continue
-                        yield request
-
-                return await stream_inner(parsed(), context)
+                return await stream_inner(parsed(requests, context), context)
 
             return handler._replace(request_deserializer=lenient, stream_unary=stream)
         if handler.unary_stream is not None:
@@ -1005,14 +992,7 @@ class _LenientRegistrar:
 
             # An async generator function itself: gRPC asks which kind of handler it was given.
             async def both(requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
-                async def parsed() -> AsyncIterator[object]:
-                    async for request in requests:
-                        if isinstance(request, _Malformed):
-                            refusals.note(context.peer(), "malformed message", f"{request.method}: {request.detail}")
-                            continue
-                        yield request
-
-                async for reply in both_inner(parsed(), context):
+                async for reply in both_inner(parsed(requests, context), context):
                     yield reply
 
             return handler._replace(request_deserializer=lenient, stream_stream=both)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from paxos import limits
+from paxos.datadir import fsync_dir, write_atomically
 from paxos.snapshotfile import (
     FORMAT,
     MAGIC,
@@ -28,11 +29,9 @@ from paxos.snapshotfile import (
     SnapshotMember,
     encode_frames,
     file_name,
-    fsync_dir,
     info_of,
     iter_parts,
     verify,
-    write_atomically,
 )
 from paxos.statemachine import FrozenState, StateMachine
 from protos import snapshot_pb2

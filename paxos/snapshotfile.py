@@ -17,10 +17,9 @@ backups) uses it too; ``paxos/snapshot.py`` adds the state machine.
 from __future__ import annotations
 
 import itertools
-import os
 import struct
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -81,70 +80,6 @@ def _frame(part: snapshot_pb2.SnapshotPart) -> bytes:
     if len(payload) > limits.MAX_SNAPSHOT_FRAME_BYTES:
         raise AssertionError(f"a snapshot frame of {len(payload)} bytes exceeds MAX_SNAPSHOT_FRAME_BYTES")
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-class AtomicFile:
-    """A file that appears at ``directory/name`` whole, or not at all.
-
-    Written to ``name.tmp`` in the same directory; ``commit`` fsyncs it,
-    runs ``check`` on it, renames it into place and fsyncs the directory;
-    ``abort`` (or any error in ``commit``) removes it and leaves ``name``
-    untouched.  Blocking calls: from asyncio, run them on a thread.
-    """
-
-    def __init__(self, directory: Path, name: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.final = directory / name
-        self.tmp = directory / (name + ".tmp")
-        self._f: BinaryIO | None = open(self.tmp, "wb")
-
-    def write(self, data: bytes) -> None:
-        assert self._f is not None, "written after commit or abort"
-        self._f.write(data)
-
-    def commit(self, check: Callable[[Path], object] | None = None) -> Path:
-        assert self._f is not None, "committed twice, or after abort"
-        try:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            self._f = None
-            if check is not None:
-                check(self.tmp)
-            os.replace(self.tmp, self.final)
-        except BaseException:
-            self.abort()
-            raise
-        fsync_dir(self.final.parent)
-        return self.final
-
-    def abort(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-        self.tmp.unlink(missing_ok=True)
-
-
-def write_atomically(
-    directory: Path, name: str, chunks: Iterable[bytes], check: Callable[[Path], object] | None = None
-) -> Path:
-    """Write ``chunks`` to ``directory/name`` so that a crash leaves all of it or nothing (``AtomicFile``)."""
-    out = AtomicFile(directory, name)
-    try:
-        for chunk in chunks:
-            out.write(chunk)
-    except BaseException:
-        out.abort()
-        raise
-    return out.commit(check)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------ reading

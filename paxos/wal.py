@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import assert_never
 
+from paxos.datadir import fsync_dir
 from paxos.messages import (
     AcceptRecord,
     Ballot,
@@ -249,7 +250,7 @@ class Wal:
             freed += self._bytes.pop(segment)
             self._max_slot.pop(segment, None)
         if freed:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         return freed
 
     def segments(self) -> list[Path]:
@@ -284,7 +285,7 @@ class Wal:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = os.fstat(self._fd).st_size
         self._bytes[self._segment] = self._size
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def _track(self, record: Record) -> None:
         match record:
@@ -349,7 +350,7 @@ class Wal:
         self._bytes[self._segment] = self._size
         if self._open_accepts:
             self._max_slot[self._segment] = max(self._open_accepts)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -363,11 +364,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
