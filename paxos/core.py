@@ -281,7 +281,12 @@ class Node:
             case Promise():
                 if any(e.ballot > msg.ballot for e in msg.accepted):
                     return "promise reports a value accepted above the promised ballot"
-                if any(e.slot > msg.commit_index + limits.MAX_ACCEPT_WINDOW for e in msg.accepted):
+                # The window runs from the higher of the two commit indexes: a
+                # member far behind (its log's slots are in the others'
+                # snapshots) may have led for a moment and accepted its own
+                # proposals at the top, far above its own commit index.
+                window_top = max(msg.commit_index, self.commit_index) + limits.MAX_ACCEPT_WINDOW
+                if any(e.slot > window_top for e in msg.accepted):
                     return "promise reports a slot beyond the accept window"
                 ballot = msg.ballot
             case PreVoteReply() | Accepted() | HeartbeatAck():

@@ -182,6 +182,24 @@ def test_promise_contradicting_itself_is_refused() -> None:
     assert not candidate.is_leader()
 
 
+def test_promise_window_runs_from_the_higher_commit_index() -> None:
+    """A member far behind the candidate (its slots in the others' snapshots) may hold accepted
+    values far above its own commit index: it led for a moment and proposed at the top."""
+    net = Net(3)
+    net.elect(0)
+    net.commit(0, b"a", b"b", b"c")
+    candidate = net.nodes[2]
+    assert candidate.commit_index == 3
+    ballot = Ballot(5, 2)
+    candidate._candidate_ballot = ballot
+    candidate.role = candidate.role.CANDIDATE
+    top = 3 + limits.MAX_ACCEPT_WINDOW
+    behind = Promise(1, ballot, 0, (AcceptedEntry(top, Ballot(4, 1), (b"x",)),))
+    assert candidate.receive(behind) is None
+    beyond = Promise(1, ballot, 0, (AcceptedEntry(top + 1, Ballot(4, 1), (b"x",)),))
+    assert candidate.receive(beyond) == "promise reports a slot beyond the accept window"
+
+
 def test_leader_stops_asking_for_a_slot_it_learned_was_chosen_elsewhere() -> None:
     # Found by the simulation (seed 992): a new leader re-proposed a slot,
     # then learned by catch-up that it was chosen, and kept retransmitting
