@@ -30,7 +30,7 @@ KNOWN_FAILURES: dict[int, str] = {}
 # catches were at seed 12 (accept_lower_ballot), 28 (ack_before_fsync), 0
 # (skip_reproposal) and 2 (unconfirmed_read); over seeds 0-199 they were
 # caught by 15, 11, 157 and 32 seeds respectively.  With snapshots in every
-# seed, the snapshot bugs were first caught at seed 7 (compact_above_commit,
+# seed, the snapshot bugs were first caught at seed 1 (compact_above_commit,
 # a safety violation), 9 (install_older_snapshot, stopped by the core's
 # host-contract check) and 3 (snapshot_without_sessions: a node that
 # restarted from such a snapshot ends with a client-session table unlike the
