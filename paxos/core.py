@@ -28,6 +28,7 @@ from enum import Enum
 from typing import assert_never
 
 from paxos import limits
+from paxos.membership import Membership, configuration_in
 from paxos.messages import (
     NOOP,
     Accept,
@@ -99,6 +100,11 @@ PLANTABLE_BUGS = frozenset(
         "compact_above_commit",  # compaction trusts the leader's commit index, not its own
         "snapshot_without_sessions",  # the replica's snapshots leave out the exactly-once session table
         "install_older_snapshot",  # the replica installs a fetched snapshot older than its applied index
+        "two_changes_in_flight",  # the leader proposes a membership change while its last is unfinished
+        "learner_votes",  # learners count towards quorums (and campaign) before their promotion is chosen
+        # a new leader proposes a change before a value of its own ballot is
+        # chosen, and carries on past an earlier leader's unfinished change
+        "change_before_own_value",
     }
 )
 
@@ -127,12 +133,24 @@ class _LeaderState:
     # When each unconfirmed heartbeat went out; the lease runs from there.
     heartbeat_sent: dict[int, int] = field(default_factory=dict)
     lease_until: int = 0
+    started: int = 0  # when this ballot began to lead
     acked_seq: dict[NodeId, int] = field(default_factory=dict)
+    # Each member's commit index, as its last heartbeat ack reported it.
+    peer_commit: dict[NodeId, Slot] = field(default_factory=dict)
     last_heard: dict[NodeId, int] = field(default_factory=dict)
     reads: deque[_PendingRead] = field(default_factory=deque)
     # Reads confirmed by a quorum round, waiting for the commit index.
     confirmed_reads: deque[_PendingRead] = field(default_factory=deque)
     read_round_wanted: bool = False
+    # Membership changes (docs/membership.md).  The slot of the change this
+    # ballot proposed or re-proposed: nothing is proposed above it, and no
+    # read is served, until it is chosen; then the leader starts a new
+    # ballot under the new configuration.
+    change_slot: Slot | None = None
+    # A change asked for and not yet proposed: it waits until a value of
+    # this ballot is chosen and nothing else is in flight.
+    change_wanted: Membership | None = None
+    own_value_chosen: bool = False
 
 
 class Node:
@@ -141,22 +159,27 @@ class Node:
     def __init__(
         self,
         node_id: NodeId,
-        members: Iterable[NodeId],
+        members: Iterable[NodeId] | Membership,
         rng: random.Random,
         config: Config | None = None,
         durable: DurableState | None = None,
         snapshot_index: Slot = 0,
     ) -> None:
-        """``snapshot_index``: the host's state machine starts with every slot up to it applied."""
-        self.voters = MajorityConfig(members)
-        if node_id not in self.voters:
-            raise ValueError(f"member {node_id} is not one of the voters {sorted(self.voters.voters)}")
+        """``snapshot_index``: the host's state machine starts with every slot up to it applied.
+
+        ``members``: the configuration as of ``snapshot_index`` (bare ids are
+        voters); configurations chosen in the log above it take over from
+        it.  This server need not be a member: a server joining the cluster
+        waits outside it, and a removed one stays out.
+        """
         unknown = (config.planted_bugs if config else frozenset()) - PLANTABLE_BUGS
         if unknown:
             raise ValueError(f"unknown planted bugs: {sorted(unknown)}")
         self.id = node_id
-        self.peers = sorted(self.voters.voters - {node_id})
         self.config = config or Config()
+        self._set_membership(members if isinstance(members, Membership) else Membership.of_voters(members))
+        # A configuration was chosen since the last bundle (see ready()).
+        self._membership_changed = False
         # See limits.LEASE_TICKS: the lease must end well inside the
         # stickiness window of every server that confirmed it.
         self._sticky_ticks = self.config.election_ticks_min // 2
@@ -176,6 +199,10 @@ class Node:
         self.commit_index: Slot = snapshot_index
         self._emitted_index: Slot = snapshot_index
         self._recover_chosen(state)
+        for slot in range(self.compacted + 1, self.commit_index + 1):
+            chosen_config = configuration_in(self.chosen[slot])
+            if chosen_config is not None:
+                self._set_membership(chosen_config)
         # The peer whose snapshot the host is fetching for us, if any.
         self._snapshot_from: NodeId | None = None
         self._leader_commit_hint: Slot = self.commit_index
@@ -217,7 +244,10 @@ class Node:
         if self.role is Role.LEADER:
             self._leader_tick()
         elif self.now >= self._election_deadline:
-            self._start_prevote()
+            if self.id in self.voters:
+                self._start_prevote()
+            else:
+                self._reset_election_timer()  # a learner or a non-member never campaigns
         self._maybe_catch_up()
 
     def receive(self, msg: Message) -> str | None:
@@ -269,8 +299,12 @@ class Node:
         """
         if msg.sender == self.id:
             return "claims to come from this server"
-        if msg.sender not in self.voters:
-            return "sender is not a member"
+        if msg.sender not in self.membership_ids and not isinstance(msg, Heartbeat | CatchupReply):
+            # Honest when this server lags behind a change that added the
+            # sender, or was removed: a forgery otherwise.  A heartbeat is
+            # taken as a hint to catch up (see _on_heartbeat), and a
+            # catch-up reply only as the answer to a request.
+            return "sender is not in this server's configuration"
         ballot: Ballot | None
         match msg:
             case PreVote() | Prepare() | Accept() | Heartbeat():
@@ -315,6 +349,47 @@ class Node:
         self._pending.append(command)
         return True
 
+    def propose_change(self, membership: Membership) -> str | None:
+        """Ask for a membership change; why it cannot be made, or None.
+
+        The change is one step from the configuration (see
+        ``Membership.step_error``) and waits, queued, until a value of this
+        leader's ballot is chosen and nothing else is in flight; it is made
+        once its slot is chosen, which the host learns by applying it.  One
+        change at a time: a second is refused until the first is chosen.
+        """
+        lead = self._lead
+        if lead is None:
+            return "this server is not the leader"
+        base = self.membership
+        if lead.change_slot is not None or lead.change_wanted is not None:
+            if "two_changes_in_flight" not in self.config.planted_bugs:
+                return "another membership change is not finished yet"
+            if lead.change_wanted is not None:
+                base = lead.change_wanted
+            elif lead.change_slot is not None:
+                base = configuration_in(lead.in_flight[lead.change_slot].value) or base
+        error = base.step_error(membership)
+        if error:
+            return error
+        for promoted in membership.voters - base.voters:
+            lag = self.commit_index - lead.peer_commit.get(promoted, 0)
+            if lag > limits.PROMOTION_LAG_SLOTS and "learner_votes" not in self.config.planted_bugs:
+                member = membership.get(promoted)
+                name = member.name if member else str(promoted)
+                return (
+                    f"learner {name} is {lag} slots behind the leader; it is promoted once it is within "
+                    f"{limits.PROMOTION_LAG_SLOTS}"
+                )
+        lead.change_wanted = membership
+        return None
+
+    @property
+    def change_in_progress(self) -> bool:
+        """Whether this leader has a membership change asked for or in flight."""
+        lead = self._lead
+        return lead is not None and (lead.change_slot is not None or lead.change_wanted is not None)
+
     def read(self, read_id: int) -> bool:
         """Start a linearizable read; False when not leader or too busy.
 
@@ -324,6 +399,10 @@ class Node:
         """
         lead = self._lead
         if lead is None or len(lead.reads) + len(lead.confirmed_reads) >= self.config.max_pending_reads:
+            return False
+        if lead.change_slot is not None:
+            # Slots above an unfinished change may hold values chosen under
+            # the next configuration that this ballot cannot see.
             return False
         read_index = lead.next_slot - 1
         if "unconfirmed_read" in self.config.planted_bugs:
@@ -344,7 +423,7 @@ class Node:
         bring the clock up to date (``tick``) before asking.
         """
         lead = self._lead
-        if lead is None or not self._holds_lease(lead):
+        if lead is None or lead.change_slot is not None or not self._holds_lease(lead):
             return None
         return lead.next_slot - 1
 
@@ -360,6 +439,11 @@ class Node:
         """
         if self._outstanding is not None:
             raise HostContractError("ready() called again before advance() of the bundle it handed out")
+        if self._membership_changed:
+            self._membership_changed = False
+            self._after_membership_change()
+        if self.role is Role.CANDIDATE:
+            self._try_to_lead()
         if self._lead is not None:
             self._flush_proposals(self._lead)
             if self._lead.read_round_wanted and self._lead.confirmed_seq >= self._lead.heartbeat_seq:
@@ -408,8 +492,10 @@ class Node:
             self.accepted.pop(slot, None)
         self.compacted = upto
 
-    def install_snapshot(self, index: Slot) -> None:
+    def install_snapshot(self, index: Slot, membership: Membership | None = None) -> None:
         """The host's state machine was replaced by a snapshot at ``index``, now durable.
+
+        ``membership``: the configuration the snapshot holds.
 
         Call with ``index`` above the applied index, and with ``None`` via
         ``snapshot_failed`` when the transfer did not work out.
@@ -423,6 +509,9 @@ class Node:
             del self.accepted[slot]
         self.compacted = max(self.compacted, index)
         self._emitted_index = index
+        if membership is not None and membership != self.membership:
+            self._set_membership(membership)
+            self._membership_changed = True
         if index > self.commit_index:
             self.commit_index = index
             self._out.persist.append(CommitRecord(index))
@@ -449,13 +538,58 @@ class Node:
     def is_leader(self) -> bool:
         return self._lead is not None
 
+    @property
+    def is_voter(self) -> bool:
+        return self.id in self.voters
+
+    # -------------------------------------------------------------- membership
+
+    def _set_membership(self, membership: Membership) -> None:
+        self.membership = membership
+        self.membership_ids = membership.ids
+        counted = membership.voters
+        if "learner_votes" in self.config.planted_bugs:
+            counted = membership.ids
+        self.voters = MajorityConfig(counted)
+        # Accepts, heartbeats and catch-up go to every member; pre-votes and
+        # prepares only to the voters.
+        self.peers = sorted(membership.ids - {self.id})
+        self._voter_peers = sorted(self.voters.voters - {self.id})
+
+    def _after_membership_change(self) -> None:
+        """A configuration was chosen: a ballot never spans two configurations.
+
+        A leader or candidate starts a new ballot under the new voters, or,
+        no longer a voter, stops; the host fails what waited on the old one
+        and the clients retry.
+        """
+        if self._lead is None and self.role is not Role.CANDIDATE:
+            return
+        if self.id in self.voters:
+            self._start_phase1()
+            return
+        if self._lead is not None:
+            self._step_down()
+        else:
+            self._abandon_candidacy()
+
+    def _abandon_candidacy(self) -> None:
+        self.role = Role.FOLLOWER
+        self._candidate_ballot = None
+        self._promises = {}
+        self._reset_election_timer()
+
     # ---------------------------------------------------------------- acceptor
 
     def _on_prevote(self, msg: PreVote) -> None:
+        if msg.sender not in self.voters:
+            return  # a learner, or a voter this server does not know of yet
         granted = msg.ballot > self.promised and not self._leader_is_alive(msg.sender)
         self._send(msg.sender, PreVoteReply(self.id, msg.ballot, granted))
 
     def _on_prepare(self, msg: Prepare) -> None:
+        if msg.sender not in self.voters:
+            return  # a learner, or a voter this server does not know of yet
         self._note_round(msg.ballot)
         if self._lease_ticks and self._leader_is_alive(msg.sender):
             return  # our leader may hold a read lease on our word: no promise yet
@@ -487,6 +621,11 @@ class Node:
         self._learn_commit(msg.sender, msg.ballot, msg.commit_index)
 
     def _on_heartbeat(self, msg: Heartbeat) -> None:
+        if msg.sender not in self.membership_ids:
+            # A leader this server's configuration does not know yet: the
+            # change that added it is in the log above our commit index.
+            self._note_leader_commit(msg.sender, msg.commit_index)
+            return
         self._note_round(msg.ballot)
         if msg.ballot < self.promised:
             self._send(msg.sender, Reject(self.id, self.promised, 0))
@@ -555,7 +694,7 @@ class Node:
         ballot = Ballot(max(self._max_round_seen, self.promised.round) + 1, self.id)
         self._prevote_ballot = ballot
         self._prevotes = {self.id}
-        for peer in self.peers:
+        for peer in self._voter_peers:
             self._send(peer, PreVote(self.id, ballot))
         self._check_prevotes()
 
@@ -583,7 +722,7 @@ class Node:
         self._reset_election_timer()
         self._promise(ballot)
         prepare = Prepare(self.id, ballot, self.commit_index + 1)
-        for peer in self.peers:
+        for peer in self._voter_peers:
             self._send(peer, prepare)
         self._on_promise(self._own_promise(ballot))
 
@@ -599,14 +738,32 @@ class Node:
         if self.role is not Role.CANDIDATE or msg.ballot != self._candidate_ballot:
             return
         self._promises[msg.sender] = msg
-        if self.voters.is_quorum(self._promises.keys()):
-            self._become_leader(msg.ballot)
+        self._try_to_lead()
+
+    def _try_to_lead(self) -> None:
+        """Lead once a quorum promised and every slot they know chosen is known here.
+
+        Slots up to the highest commit index the promises report are chosen
+        and may hold a configuration: until they are learned (by catch-up)
+        this candidate cannot know which voters decide the slots above them.
+        A configuration learned meanwhile starts a new ballot.
+        """
+        ballot = self._candidate_ballot
+        if self.role is not Role.CANDIDATE or ballot is None or not self.voters.is_quorum(self._promises.keys()):
+            return
+        promises = list(self._promises.values())
+        known_chosen = max(p.commit_index for p in promises)
+        if known_chosen > self.commit_index:
+            source = max(promises, key=lambda p: p.commit_index).sender
+            self._note_leader_commit(source, known_chosen)
+            return
+        self._become_leader(ballot)
 
     def _become_leader(self, ballot: Ballot) -> None:
         promises = list(self._promises.values())
-        # Slots up to the highest reported commit index are chosen; learn them
-        # by catch-up.  Above it every quorum member reported what it
-        # accepted, so the highest-ballot value is the only safe choice.
+        # Slots up to the highest reported commit index are chosen and known
+        # here.  Above it every quorum member reported what it accepted, so
+        # the highest-ballot value is the only safe choice.
         known_chosen = max(p.commit_index for p in promises)
         best: dict[Slot, tuple[Ballot, Value]] = {}
         for promise in promises:
@@ -617,22 +774,32 @@ class Node:
         self.role = Role.LEADER
         self.leader = self.id
         self._candidate_ballot = None
-        lead = _LeaderState(ballot=ballot, next_slot=top + 1)
+        lead = _LeaderState(ballot=ballot, next_slot=top + 1, started=self.now)
         lead.last_heard = {p: self.now for p in self.peers}
         self._lead = lead
         if known_chosen > self.commit_index:
             source = max(promises, key=lambda p: p.commit_index).sender
             self._note_leader_commit(source, known_chosen)
         skip = "skip_reproposal" in self.config.planted_bugs
+        # A configuration among the recovered slots decides the slots above
+        # it, under voters this ballot's quorum was not drawn from: stop
+        # there; once it is chosen the next ballot recovers the rest.
+        stop_at_change = "change_before_own_value" not in self.config.planted_bugs
         for slot in range(max(known_chosen, self.commit_index) + 1, top + 1):
             if slot in self.chosen:
-                continue
-            value = NOOP if skip or slot not in best else best[slot][1]
-            self._propose_in_slot(lead, slot, value)
+                value = self.chosen[slot]
+            else:
+                value = NOOP if skip or slot not in best else best[slot][1]
+                self._propose_in_slot(lead, slot, value)
+            if stop_at_change and configuration_in(value) is not None:
+                lead.change_slot = slot
+                lead.next_slot = slot + 1
+                break
         self._send_heartbeats(lead)
 
     def _step_down(self) -> None:
         self._lead = None
+        self._promises = {}
         self._pending.clear()
         self.role = Role.FOLLOWER
         self.leader = None
@@ -648,12 +815,30 @@ class Node:
             self._step_down()
         else:
             # Duelling candidates: back off for a fresh random timeout.
-            self.role = Role.FOLLOWER
-            self._candidate_ballot = None
-            self._reset_election_timer()
+            self._abandon_candidacy()
 
     def _flush_proposals(self, lead: _LeaderState) -> None:
         cfg = self.config
+        bugs = cfg.planted_bugs
+        if lead.change_slot is not None and "two_changes_in_flight" not in bugs:
+            return  # nothing above an unfinished change
+        if lead.change_wanted is not None:
+            drained = not lead.in_flight and self.commit_index == lead.next_slot - 1
+            if (lead.own_value_chosen and drained) or bugs & {"two_changes_in_flight", "change_before_own_value"}:
+                lead.change_slot = lead.next_slot
+                self._propose_in_slot(lead, lead.next_slot, lead.change_wanted.value())
+                lead.next_slot += 1
+                lead.change_wanted = None
+                if "two_changes_in_flight" not in bugs:
+                    return
+            elif drained:
+                # No value of this ballot is chosen yet: choose one first, so
+                # that every slot an earlier leader left open is settled.
+                self._propose_in_slot(lead, lead.next_slot, NOOP)
+                lead.next_slot += 1
+                return
+            else:
+                return  # the client commands queue until the change is made
         while self._pending and len(lead.in_flight) < cfg.max_in_flight:
             batch: list[bytes] = []
             size = 0
@@ -686,13 +871,14 @@ class Node:
         proposal.acks.add(msg.sender)
         if self.voters.is_quorum(proposal.acks):
             del lead.in_flight[msg.slot]
+            lead.own_value_chosen = True
             self._learn(msg.slot, proposal.value)
 
     def _leader_tick(self) -> None:
         lead = self._lead
         assert lead is not None
         timeout = self.config.leader_quorum_timeout_ticks
-        heard = [p for p in self.peers if self.now - lead.last_heard[p] < timeout]
+        heard = [p for p in self.peers if self.now - lead.last_heard.get(p, lead.started) < timeout]
         if not self.voters.is_quorum([self.id, *heard]):
             self._step_down()
             return
@@ -723,6 +909,7 @@ class Node:
         if lead is None or msg.ballot != lead.ballot:
             return
         lead.last_heard[msg.sender] = self.now
+        lead.peer_commit[msg.sender] = max(lead.peer_commit.get(msg.sender, 0), msg.commit_index)
         lead.acked_seq[msg.sender] = max(lead.acked_seq.get(msg.sender, 0), msg.seq)
         confirmed = self.voters.quorum_value(lead.acked_seq)
         if confirmed <= lead.confirmed_seq:
@@ -754,6 +941,10 @@ class Node:
         while self.commit_index + 1 in self.chosen:
             self.commit_index += 1
             self.accepted.pop(self.commit_index, None)
+            chosen_config = configuration_in(self.chosen[self.commit_index])
+            if chosen_config is not None:
+                self._set_membership(chosen_config)
+                self._membership_changed = True
             if self._lead is not None:
                 # Learned some other way (a promise's commit index, catch-up):
                 # nothing left to ask, and every accept this leader sends

@@ -96,6 +96,14 @@ IMAGE_INDEX_CHUNK_BITS = 17
 # a server overflow a field, allocate without bound or wedge the cluster.
 # Member and cluster ids are below 2^63 and never 0.
 MAX_MEMBER_ID = 2**63 - 1
+# A configuration's size and its members' names and addresses
+# (paxos/membership.py); the hostfile's names are at most 63 characters.
+MAX_MEMBERS = 64
+MAX_MEMBER_NAME_BYTES = 63
+MAX_MEMBER_ADDRESS_BYTES = 300
+# A learner is promoted to voter only once its applied index is within this
+# many slots of the leader's commit index (paxos/replica.py).
+PROMOTION_LAG_SLOTS = 100
 # Slots and ballot rounds arriving from peers stay at or below these; the
 # core only notes rounds below MAX_BALLOT_ROUND, so one more than any round
 # it has seen still passes every peer's check.

@@ -27,6 +27,7 @@ from typing import Protocol, assert_never
 
 from paxos import limits, logcommand
 from paxos.core import Config, HostContractError, Node, Role
+from paxos.membership import Membership, configuration_in
 from paxos.messages import DurableState, Message, NodeId, Ready, Record, Slot, Value
 from paxos.statemachine import FrozenState, Outcome, Result, StateMachine, validate_command
 from protos import kv_pb2
@@ -97,6 +98,9 @@ class Observer:
     def snapshot_installed(self, index: Slot, peer: NodeId) -> None:
         pass
 
+    def membership_applied(self, slot: Slot, membership: Membership) -> None:
+        """A configuration was applied here (this server may have left it)."""
+
 
 @dataclass(frozen=True, slots=True)
 class WriteAnswer:
@@ -106,6 +110,9 @@ class WriteAnswer:
 
 
 WriteCallback = Callable[[WriteAnswer], None]
+# A membership change's answer: None once applied here, else why it was not
+# made (it may still be made later if leadership was lost; look again).
+ChangeCallback = Callable[[str | None], None]
 # A read's answer is a kv_pb2.Status; on OK the caller reads the store at once.
 ReadCallback = Callable[[kv_pb2.Status], None]
 
@@ -130,7 +137,7 @@ class Replica:
     def __init__(
         self,
         member_id: NodeId,
-        members: Iterable[NodeId],
+        members: Iterable[NodeId] | Membership,
         durable: DurableState,
         storage: Storage,
         transport: Transport,
@@ -145,11 +152,23 @@ class Replica:
         snapshot_log_bytes: int = limits.SNAPSHOT_LOG_BYTES,
         snapshot_tail: int = limits.SNAPSHOT_TAIL_SLOTS,
     ) -> None:
-        """``store``: the state as of the newest snapshot (empty without one); the log replays above it."""
+        """``store``: the state as of the newest snapshot (empty without one); the log replays above it.
+
+        ``members``: the configuration the cluster was created with (or, for
+        a server joining it, the one it learned); a snapshot's configuration
+        and those chosen in the log take over from it.
+        """
         self.store = store or StateMachine()
+        if self.store.membership is None:
+            self.store.membership = members if isinstance(members, Membership) else Membership.of_voters(members)
         self.snapshot_index: Slot = self.store.applied_index
         self.core = Node(
-            member_id, members, rng or random.Random(), config, durable, snapshot_index=self.snapshot_index
+            member_id,
+            self.store.membership,
+            rng or random.Random(),
+            config,
+            durable,
+            snapshot_index=self.snapshot_index,
         )
         self.storage = storage
         self.transport = transport
@@ -171,6 +190,7 @@ class Replica:
         self._saving_snapshot = False
         self._fetching_snapshot = False
         self._fetched_snapshot: tuple[NodeId, FetchedSnapshot | None] | None = None
+        self._changes: list[tuple[Membership, ChangeCallback]] = []
 
     # ------------------------------------------------------------- inputs
 
@@ -252,6 +272,26 @@ class Replica:
         self._wake()
         return read_id
 
+    def change_membership(self, membership: Membership, answer: ChangeCallback) -> None:
+        """Ask this leader to move the cluster to ``membership`` (one step); ``answer`` once."""
+        self.advance_clock()
+        error = self.core.propose_change(membership)
+        if error is not None:
+            answer(error)
+            return
+        self._changes.append((membership, answer))
+        self._wake()
+
+    @property
+    def membership(self) -> Membership:
+        """The configuration as of the core's commit index."""
+        return self.core.membership
+
+    @property
+    def removed(self) -> bool:
+        """Whether this server is outside the configuration (removed, or not yet added)."""
+        return self.core.id not in self.core.membership_ids
+
     def forget_read(self, read_id: int) -> None:
         """The caller gave up on a read (its deadline passed)."""
         self._reads.pop(read_id, None)
@@ -298,6 +338,8 @@ class Replica:
             for result in self.store.apply(slot, value):
                 self._finish_write(result)
             self._applied_since_snapshot += len(value)
+            if configuration_in(value) is not None and self.store.membership is not None:
+                self._membership_applied(slot, self.store.membership)
         for read_id, read_index in ready.reads:
             answer = self._reads.pop(read_id, None)
             if answer is not None:
@@ -305,6 +347,9 @@ class Replica:
         if self._index_waiters:
             self._release_index_waiters()
         if ready.lost_leadership:
+            changes, self._changes = self._changes, []
+            for _, answer in changes:
+                answer("leadership changed before the change was chosen; it may still be made: look again")
             if self._writes or self._reads:
                 log.info(
                     "lost leadership; %d writes and %d reads waiting here are told to retry",
@@ -365,7 +410,7 @@ class Replica:
         self.store = got.store
         self.snapshot_index = got.applied_index
         self._applied_since_snapshot = 0
-        self.core.install_snapshot(got.applied_index)
+        self.core.install_snapshot(got.applied_index, got.store.membership)
         self.storage.compact(got.applied_index)
         self.observer.snapshot_installed(got.applied_index, peer)
         # Writes waiting here whose slots the snapshot covered: their results
@@ -375,6 +420,13 @@ class Replica:
             if cached is not None:
                 self._finish_write(cached)
         self._release_index_waiters()
+
+    def _membership_applied(self, slot: Slot, membership: Membership) -> None:
+        self.observer.membership_applied(slot, membership)
+        done = [answer for wanted, answer in self._changes if wanted == membership]
+        self._changes = [(wanted, answer) for wanted, answer in self._changes if wanted != membership]
+        for answer in done:
+            answer(None)
 
     def _finish_write(self, result: Result) -> None:
         # Apply reports a result for every client write it meets, skipped

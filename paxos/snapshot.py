@@ -61,10 +61,18 @@ log = logging.getLogger("paxos.snapshot")
 
 
 def header_for(frozen: FrozenState, cluster_id: int, members: Iterable[SnapshotMember]) -> snapshot_pb2.SnapshotHeader:
+    """The header of ``frozen``: its configuration, or ``members`` (all voters) if it has none."""
+    if frozen.membership is not None:
+        listed = [
+            snapshot_pb2.SnapshotMember(id=m.id, name=m.name, address=m.address, learner=not m.voter)
+            for m in frozen.membership.members
+        ]
+    else:
+        listed = [snapshot_pb2.SnapshotMember(id=m.id, name=m.name, address=m.address) for m in members]
     return snapshot_pb2.SnapshotHeader(
         applied_index=frozen.applied_index,
         cluster_id=cluster_id,
-        members=[snapshot_pb2.SnapshotMember(id=m.id, name=m.name, address=m.address) for m in members],
+        members=listed,
         unreadable_commands=frozen.unreadable_commands,
         next_image_ref=frozen.next_image_ref,
     )

@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 
 from paxos import limits
 from paxos.image_index import ImageIndex
+from paxos.membership import Membership
 from paxos.messages import Slot, Value
 from protos import kv_pb2, log_pb2, snapshot_pb2
 
@@ -171,9 +172,13 @@ def applicability_error(write: log_pb2.ClientWrite) -> str | None:
 
 
 class StateMachine:
-    def __init__(self) -> None:
+    def __init__(self, membership: Membership | None = None) -> None:
         self.data: dict[str, str] = {}
         self.applied_index: Slot = 0
+        # The configuration as of applied_index: the newest one chosen in the
+        # log, or before any, the one the cluster was created with (None
+        # where nobody needs names, as in unit tests).
+        self.membership: Membership | None = membership
         # Chosen commands that do not decode, or whose kind this code does
         # not know.  The leader encodes every command it proposes itself
         # (paxos/logcommand.py), so none can come from this version's
@@ -235,6 +240,12 @@ class StateMachine:
         match command.WhichOneof("kind"):
             case "client_write":
                 return self._apply_write(command.client_write)
+            case "configuration":
+                try:
+                    self.membership = Membership.from_proto(command.configuration)
+                except ValueError as exc:
+                    self._unreadable(slot, f"is a configuration that cannot be used ({exc})")
+                return None
             case None:  # empty, or a kind added by a newer version of paxoskv
                 self._unreadable(slot, "is of a kind this version does not know")
                 return None
@@ -348,6 +359,7 @@ class StateMachine:
             applied_index=self.applied_index,
             unreadable_commands=self.unreadable_commands,
             next_image_ref=self._next_ref,
+            membership=self.membership,
             data=self.data.copy(),
             sessions=self._sessions.copy(),
             image_meta=self._image_meta.copy(),
@@ -363,6 +375,15 @@ class StateMachine:
         their refs.
         """
         sm = cls()
+        if header.members:
+            sm.membership = Membership.from_proto(
+                log_pb2.Configuration(
+                    members=[
+                        log_pb2.ConfigMember(id=m.id, name=m.name, address=m.address, voter=not m.learner)
+                        for m in header.members
+                    ]
+                )
+            )
         sm.applied_index = header.applied_index
         sm.unreadable_commands = header.unreadable_commands
         sm._next_ref = header.next_image_ref
@@ -416,6 +437,7 @@ class FrozenState:
     applied_index: Slot
     unreadable_commands: int
     next_image_ref: int
+    membership: Membership | None
     data: dict[str, str]
     sessions: dict[str, _Session]  # none of them changes after the freeze
     image_meta: dict[int, tuple[bytes, str]]

@@ -7,10 +7,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LogCommand(_message.Message):
-    __slots__ = ("client_write",)
+    __slots__ = ("client_write", "configuration")
     CLIENT_WRITE_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
     client_write: ClientWrite
-    def __init__(self, client_write: _Optional[_Union[ClientWrite, _Mapping]] = ...) -> None: ...
+    configuration: Configuration
+    def __init__(self, client_write: _Optional[_Union[ClientWrite, _Mapping]] = ..., configuration: _Optional[_Union[Configuration, _Mapping]] = ...) -> None: ...
+
+class Configuration(_message.Message):
+    __slots__ = ("members",)
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedCompositeFieldContainer[ConfigMember]
+    def __init__(self, members: _Optional[_Iterable[_Union[ConfigMember, _Mapping]]] = ...) -> None: ...
+
+class ConfigMember(_message.Message):
+    __slots__ = ("id", "name", "address", "voter")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VOTER_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    address: str
+    voter: bool
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., voter: _Optional[bool] = ...) -> None: ...
 
 class ClientWrite(_message.Message):
     __slots__ = ("client_id", "seq", "first_unacked", "set", "delete", "iset")

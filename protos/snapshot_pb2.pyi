@@ -19,14 +19,16 @@ REFUSED: WriteOutcome
 UNKNOWN: WriteOutcome
 
 class SnapshotMember(_message.Message):
-    __slots__ = ("id", "name", "address")
+    __slots__ = ("id", "name", "address", "learner")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     address: str
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+    learner: bool
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., learner: _Optional[bool] = ...) -> None: ...
 
 class SnapshotHeader(_message.Message):
     __slots__ = ("applied_index", "cluster_id", "members", "unreadable_commands", "next_image_ref")

@@ -279,10 +279,13 @@ def test_planted_unconfirmed_read_is_caught_by_the_read_check() -> None:
     assert net.collect(0).reads == [(1, 0)], "with the bug, a read completes with no quorum round"
 
 
-@pytest.mark.parametrize("node_id", [-1, 3])
-def test_node_id_must_be_in_the_cluster(node_id: int) -> None:
-    with pytest.raises(ValueError, match="is not one of the voters"):
-        Node(node_id, range(3), random.Random(0))
+def test_a_server_outside_the_configuration_never_campaigns() -> None:
+    # A server waiting to join, or one that was removed, stays quiet.
+    node = Node(3, range(3), random.Random(0))
+    for _ in range(10 * FIXED.election_ticks_max):
+        node.tick()
+    ready = node.ready()
+    assert node.role is Role.FOLLOWER and not ready.messages
 
 
 def test_fresh_node_is_a_quiet_follower() -> None:
