@@ -348,8 +348,8 @@ class Replica:
             self._release_index_waiters()
         if ready.lost_leadership:
             changes, self._changes = self._changes, []
-            for _, answer in changes:
-                answer("leadership changed before the change was chosen; it may still be made: look again")
+            for _, told in changes:
+                told("leadership changed before the change was chosen; it may still be made: look again")
             if self._writes or self._reads:
                 log.info(
                     "lost leadership; %d writes and %d reads waiting here are told to retry",
