@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import assert_never
@@ -101,12 +101,26 @@ PLANTABLE_BUGS = frozenset(
         "snapshot_without_sessions",  # the replica's snapshots leave out the exactly-once session table
         "install_older_snapshot",  # the replica installs a fetched snapshot older than its applied index
         "two_changes_in_flight",  # the leader proposes a membership change while its last is unfinished
-        "learner_votes",  # learners count towards quorums (and campaign) before their promotion is chosen
-        # a new leader proposes a change before a value of its own ballot is
-        # chosen, and carries on past an earlier leader's unfinished change
+        "learner_votes",  # a learner's acknowledgement counts towards a quorum before its promotion is chosen
+        # a new leader acts (and proposes a change) before a value of its own
+        # ballot is chosen: it neither learns the slots its promises report
+        # chosen, nor stops at an earlier leader's unfinished change
         "change_before_own_value",
     }
 )
+
+
+class _LearnersCounted(MajorityConfig):
+    """The planted bug ``learner_votes``: learners' acknowledgements count."""
+
+    __slots__ = ("members",)
+
+    def __init__(self, voters: Iterable[NodeId], members: Iterable[NodeId]) -> None:
+        super().__init__(voters)
+        self.members = frozenset(members)
+
+    def is_quorum(self, members: Collection[NodeId]) -> bool:
+        return sum(1 for m in members if m in self.members) >= self.quorum_size
 
 
 @dataclass
@@ -547,10 +561,9 @@ class Node:
     def _set_membership(self, membership: Membership) -> None:
         self.membership = membership
         self.membership_ids = membership.ids
-        counted = membership.voters
+        self.voters = MajorityConfig(membership.voters)
         if "learner_votes" in self.config.planted_bugs:
-            counted = membership.ids
-        self.voters = MajorityConfig(counted)
+            self.voters = _LearnersCounted(membership.voters, membership.ids)
         # Accepts, heartbeats and catch-up go to every member; pre-votes and
         # prepares only to the voters.
         self.peers = sorted(membership.ids - {self.id})
@@ -564,11 +577,21 @@ class Node:
         and the clients retry.
         """
         if self._lead is None and self.role is not Role.CANDIDATE:
+            if self.leader is not None and self.leader not in self.voters:
+                # Our leader removed itself: hand over at once.  The
+                # remaining voter with the lowest id campaigns now; the
+                # others keep their timers in case it cannot.
+                self.leader = None
+                if self.id in self.voters and self.id == min(self.voters.voters):
+                    self._start_prevote()
             return
         if self.id in self.voters:
             self._start_phase1()
             return
         if self._lead is not None:
+            # Removed: one last heartbeat carries the commit index past the
+            # change, so the others learn it now rather than by election.
+            self._send_heartbeats(self._lead)
             self._step_down()
         else:
             self._abandon_candidacy()
@@ -753,7 +776,7 @@ class Node:
             return
         promises = list(self._promises.values())
         known_chosen = max(p.commit_index for p in promises)
-        if known_chosen > self.commit_index:
+        if known_chosen > self.commit_index and "change_before_own_value" not in self.config.planted_bugs:
             source = max(promises, key=lambda p: p.commit_index).sender
             self._note_leader_commit(source, known_chosen)
             return

@@ -144,7 +144,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("name", "address", "role", "leader", "ballot", "commit_index", "applied_index", "version", "uptime_seconds", "log_bytes", "data_bytes", "last_fsync_seconds", "snapshot_index")
+    __slots__ = ("name", "address", "role", "leader", "ballot", "commit_index", "applied_index", "version", "uptime_seconds", "log_bytes", "data_bytes", "last_fsync_seconds", "snapshot_index", "membership", "member_id", "cluster_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +158,9 @@ class NodeStatus(_message.Message):
     DATA_BYTES_FIELD_NUMBER: _ClassVar[int]
     LAST_FSYNC_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     role: str
@@ -171,7 +174,68 @@ class NodeStatus(_message.Message):
     data_bytes: int
     last_fsync_seconds: float
     snapshot_index: int
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., ballot: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., log_bytes: _Optional[int] = ..., data_bytes: _Optional[int] = ..., last_fsync_seconds: _Optional[float] = ..., snapshot_index: _Optional[int] = ...) -> None: ...
+    membership: str
+    member_id: int
+    cluster_id: int
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., ballot: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., log_bytes: _Optional[int] = ..., data_bytes: _Optional[int] = ..., last_fsync_seconds: _Optional[float] = ..., snapshot_index: _Optional[int] = ..., membership: _Optional[str] = ..., member_id: _Optional[int] = ..., cluster_id: _Optional[int] = ...) -> None: ...
+
+class MembersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MemberInfo(_message.Message):
+    __slots__ = ("name", "address", "voter", "leader", "applied_index", "id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VOTER_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    voter: bool
+    leader: bool
+    applied_index: int
+    id: int
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., voter: _Optional[bool] = ..., leader: _Optional[bool] = ..., applied_index: _Optional[int] = ..., id: _Optional[int] = ...) -> None: ...
+
+class MembersReply(_message.Message):
+    __slots__ = ("status", "leader_hint", "members", "cluster_id", "commit_index", "change_in_progress")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_HINT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    leader_hint: str
+    members: _containers.RepeatedCompositeFieldContainer[MemberInfo]
+    cluster_id: int
+    commit_index: int
+    change_in_progress: bool
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., leader_hint: _Optional[str] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., cluster_id: _Optional[int] = ..., commit_index: _Optional[int] = ..., change_in_progress: _Optional[bool] = ...) -> None: ...
+
+class ChangeMembersRequest(_message.Message):
+    __slots__ = ("add", "promote", "remove")
+    ADD_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    add: MemberInfo
+    promote: str
+    remove: str
+    def __init__(self, add: _Optional[_Union[MemberInfo, _Mapping]] = ..., promote: _Optional[str] = ..., remove: _Optional[str] = ...) -> None: ...
+
+class ChangeMembersReply(_message.Message):
+    __slots__ = ("status", "error", "leader_hint", "members")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    LEADER_HINT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    error: str
+    leader_hint: str
+    members: _containers.RepeatedCompositeFieldContainer[MemberInfo]
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., error: _Optional[str] = ..., leader_hint: _Optional[str] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ...) -> None: ...
 
 class BackupRequest(_message.Message):
     __slots__ = ()

@@ -64,6 +64,16 @@ class KVStub:
                 request_serializer=protos_dot_kv__pb2.SessionBatch.SerializeToString,
                 response_deserializer=protos_dot_kv__pb2.SessionReplies.FromString,
                 _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/paxoskv.kv.KV/Members',
+                request_serializer=protos_dot_kv__pb2.MembersRequest.SerializeToString,
+                response_deserializer=protos_dot_kv__pb2.MembersReply.FromString,
+                _registered_method=True)
+        self.ChangeMembers = channel.unary_unary(
+                '/paxoskv.kv.KV/ChangeMembers',
+                request_serializer=protos_dot_kv__pb2.ChangeMembersRequest.SerializeToString,
+                response_deserializer=protos_dot_kv__pb2.ChangeMembersReply.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -105,6 +115,18 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Members(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangeMembers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +159,16 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Session,
                     request_deserializer=protos_dot_kv__pb2.SessionBatch.FromString,
                     response_serializer=protos_dot_kv__pb2.SessionReplies.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=protos_dot_kv__pb2.MembersRequest.FromString,
+                    response_serializer=protos_dot_kv__pb2.MembersReply.SerializeToString,
+            ),
+            'ChangeMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeMembers,
+                    request_deserializer=protos_dot_kv__pb2.ChangeMembersRequest.FromString,
+                    response_serializer=protos_dot_kv__pb2.ChangeMembersReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -301,6 +333,60 @@ class KV:
             '/paxoskv.kv.KV/Session',
             protos_dot_kv__pb2.SessionBatch.SerializeToString,
             protos_dot_kv__pb2.SessionReplies.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paxoskv.kv.KV/Members',
+            protos_dot_kv__pb2.MembersRequest.SerializeToString,
+            protos_dot_kv__pb2.MembersReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paxoskv.kv.KV/ChangeMembers',
+            protos_dot_kv__pb2.ChangeMembersRequest.SerializeToString,
+            protos_dot_kv__pb2.ChangeMembersReply.FromString,
             options,
             channel_credentials,
             insecure,

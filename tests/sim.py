@@ -95,6 +95,7 @@ from paxos import limits
 from paxos import server as paxos_server
 from paxos.codec import DecodeError, PeerCodec
 from paxos.core import PLANTABLE_BUGS, Config, Node, Role
+from paxos.membership import ConfigMember, Membership, configuration_in
 from paxos.messages import (
     Accept,
     AcceptedEntry,
@@ -191,6 +192,11 @@ class Profile:
     # Small, so that snapshots, compaction and transfers happen often.
     snapshot_every: int
     snapshot_tail: int
+    # Membership changes: how often one is asked for (a weight among the
+    # nemesis actions), and how many servers wait outside the cluster to
+    # be added.  A change is sometimes followed at once by another.
+    reconfigure_weight: float
+    spares: int
 
     @classmethod
     def draw(cls, rng: random.Random) -> Profile:
@@ -219,6 +225,8 @@ class Profile:
             think_us=rng.choice((5 * MS, 30 * MS, 100 * MS)),
             snapshot_every=rng.choice((3, 10, 40, 200)),
             snapshot_tail=rng.choice((0, 2, 20)),
+            reconfigure_weight=rng.choice((0.0, 2.0, 4.0, 8.0)),
+            spares=rng.choice((1, 2, 3)),
         )
 
 
@@ -290,7 +298,7 @@ def _client_write(raw: bytes) -> log_pb2.ClientWrite | None:
     match command.WhichOneof("kind"):
         case "client_write":
             return command.client_write
-        case None:
+        case None | "configuration":
             return None
         case kind:
             raise AssertionError(f"log command kind {kind!r} has no description")
@@ -299,6 +307,9 @@ def _client_write(raw: bytes) -> log_pb2.ClientWrite | None:
 def describe_value(value: Value) -> str:
     if not value:
         return "noop"
+    membership = configuration_in(value)
+    if membership is not None:
+        return f"configuration [{membership.describe()}]"
     parts = []
     for raw in value:
         write = _client_write(raw)
@@ -487,7 +498,13 @@ class Host(Observer):
         self.paused_until = 0
         self.deferred: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self.requests: list[Request] = []  # received by this process, maybe unanswered
-        self.codec = PeerCodec(SIM_CLUSTER_ID, node_id, range(sim.n))
+        self.codec = PeerCodec(SIM_CLUSTER_ID, node_id, range(sim.size))
+        # Started at least once: a spare is not, until it is added.
+        self.active = False
+        # The configuration a spare was given when it was added (what a
+        # joining server learns from the cluster); the cluster's first one
+        # for the others.
+        self.joined_with = sim.bootstrap
         self.forged_refusal: str | None = None  # set while a forged message is handled
 
     @property
@@ -503,12 +520,13 @@ class Host(Observer):
     def start(self) -> None:
         sim = self.sim
         self.up = True
+        self.active = True
         self.incarnation += 1
         rng = random.Random(sim.rng.getrandbits(64))
         self.store = thaw(self.disk.snapshot)
         self.replica = Replica(
             self.id,
-            range(sim.n),
+            self.joined_with,
             self.disk.recovered(),
             storage=self.disk,
             transport=self,
@@ -652,6 +670,9 @@ class Host(Observer):
     def applying(self, slot: Slot, value: Value) -> None:
         self.sim.learn(self.id, slot, value)
 
+    def membership_applied(self, slot: Slot, membership: Membership) -> None:
+        self.sim.log(self.id, "role", f"slot {slot}: configuration {membership.describe()}", slot=slot)
+
     def snapshot_installed(self, index: Slot, peer: int) -> None:
         assert self.replica is not None
         self.store = self.replica.store
@@ -762,12 +783,12 @@ class Forger:
         return rng.choice(kinds)(host)
 
     def _member_other_than(self, host: Host) -> int:
-        return self.sim.rng.choice([i for i in range(self.sim.n) if i != host.id])
+        return self.sim.rng.choice([i for i in range(self.sim.size) if i != host.id])
 
     def _honest_wire(self, host: Host) -> peer_pb2.PeerMessage:
         sender = self._member_other_than(host)
         ballot = Ballot(1, sender)
-        codec = PeerCodec(SIM_CLUSTER_ID, sender, range(self.sim.n))
+        codec = PeerCodec(SIM_CLUSTER_ID, sender, range(self.sim.size))
         return codec.encode(Heartbeat(sender, ballot, 0, 1), host.id)
 
     def _wire(self, host: Host) -> Forgery:
@@ -781,7 +802,7 @@ class Forger:
             raw.receiver = self._member_other_than(host)
             what = "for another receiver"
         elif kind == 2:
-            raw.sender = rng.choice([host.id, self.sim.n + rng.randrange(100)])
+            raw.sender = rng.choice([host.id, self.sim.size + rng.randrange(100)])
             what = f"from sender {raw.sender}"
         elif kind == 3:
             raw.heartbeat.ballot.round = rng.choice([2**64 - 1, limits.MAX_BALLOT_ROUND + 1])
@@ -917,7 +938,7 @@ class Client:
         key = rng.choice(sim.profile.keys)
         deadline = sim.liveness_deadline if final else sim.now + sim.profile.client_timeout_us
         retry = Retry(
-            range(sim.n),
+            range(sim.size),
             self.leader,
             sim.now,
             deadline - sim.now,
@@ -1078,7 +1099,11 @@ class Simulation:
         self.client_blocked: set[tuple[int, int]] = set()
         self.client_reject = False
         self.partition_id = 0
-        self.hosts = [Host(self, i, round(TICK_US * self.rng.uniform(0.95, 1.05))) for i in range(self.n)]
+        # Servers 0..n-1 found the cluster; the spares wait to be added.
+        self.size = self.n + p.spares
+        self.bootstrap = Membership.of(ConfigMember(i, f"n{i}", "") for i in range(self.n))
+        self.hosts = [Host(self, i, round(TICK_US * self.rng.uniform(0.95, 1.05))) for i in range(self.size)]
+        self.changes_asked = 0
         self.clients = [Client(self, i) for i in range(p.clients)]
         self.forger = Forger(self)
         self.chosen: dict[Slot, Value] = {}
@@ -1102,6 +1127,8 @@ class Simulation:
                 "refused",
                 "snapshots",
                 "snapshot_installs",
+                "changes",
+                "changes_refused",
                 "forged",
                 "forged_refused",
                 "ops_ok",
@@ -1138,7 +1165,7 @@ class Simulation:
         raise SimulationStop(message)
 
     def run(self) -> RunResult:
-        for host in self.hosts:
+        for host in self.hosts[: self.n]:
             host.start()
         for client in self.clients:
             self.at(self.rng.randrange(self.profile.think_us), client.next_op)
@@ -1277,7 +1304,14 @@ class Simulation:
     # the answer to a catch-up request that a server sent before it
     # restarted (it forgot asking, so it cannot tell that answer from a
     # forgery and refuses it).
-    HONEST_REFUSALS = frozenset({"accept beyond the accept window", "unsolicited catch-up reply"})
+    HONEST_REFUSALS = frozenset(
+        {
+            "accept beyond the accept window",
+            "unsolicited catch-up reply",
+            # a server that lags behind the change that added the sender
+            "sender is not in this server's configuration",
+        }
+    )
 
     def refused(self, node: int, msg: Message, reason: str) -> None:
         """The core refused a message that an honest member sent."""
@@ -1319,6 +1353,7 @@ class Simulation:
             (p.depose_weight * cutting, self.depose_leader),
             (p.pause_weight, self.pause_one),
             (p.forge_weight, self.forge),
+            (p.reconfigure_weight, self.reconfigure),
         )
         r = rng.random() * sum(weight for weight, _ in actions)
         for weight, action in actions:
@@ -1342,7 +1377,7 @@ class Simulation:
 
     def crash_one(self) -> None:
         rng = self.rng
-        down_now = sum(not h.up for h in self.hosts)
+        down_now = sum(not h.up for h in self.hosts if h.active)
         if down_now >= self.n // 2 and rng.random() < 0.8:
             return  # mostly keep a quorum up, so the clients get work done
         host = self.pick_node()
@@ -1355,8 +1390,9 @@ class Simulation:
     def power_loss(self) -> None:
         """A majority or more lose power at once and come back one by one."""
         rng = self.rng
-        count = self.n if rng.random() < 0.5 else rng.randint(self.n // 2 + 1, self.n)
-        victims = rng.sample(self.hosts, count)
+        active = [h for h in self.hosts if h.active]
+        count = len(active) if rng.random() < 0.5 else rng.randint(len(active) // 2 + 1, len(active))
+        victims = rng.sample(active, count)
         self.log(-1, "fault", f"power loss on {', '.join(f'n{h.id}' for h in victims)}")
         for host in victims:
             if host.up:
@@ -1377,8 +1413,9 @@ class Simulation:
 
     def partition(self) -> None:
         rng = self.rng
-        n = self.n
-        nodes = list(range(n))
+        ids = [h.id for h in self.hosts if h.active]
+        n = len(ids)
+        nodes = list(ids)
         rng.shuffle(nodes)
         shape = rng.random()
         blocked: set[tuple[int, int]] = set()
@@ -1398,10 +1435,10 @@ class Simulation:
         elif shape < 0.65:
             x = nodes[0]
             if rng.random() < 0.5:
-                blocked = {(y, x) for y in range(n) if y != x}
+                blocked = {(y, x) for y in ids if y != x}
                 what = f"one-way: n{x} hears nobody (its sends still arrive)"
             else:
-                blocked = {(x, y) for y in range(n) if y != x}
+                blocked = {(x, y) for y in ids if y != x}
                 what = f"one-way: nobody hears n{x} (it still receives)"
         elif shape < 0.8:
             bridge, rest = nodes[0], nodes[1:]
@@ -1411,7 +1448,7 @@ class Simulation:
             groups = [[*a, bridge], [*b, bridge]]
             what = f"bridge n{bridge} between {sorted(a)} and {sorted(b)}"
         else:
-            blocked = {(x, y) for x in range(n) for y in range(n) if x != y and rng.random() < 0.35}
+            blocked = {(x, y) for x in ids for y in ids if x != y and rng.random() < 0.35}
             what = "random links down: " + (" ".join(f"{x}->{y}" for x, y in sorted(blocked)) or "none")
         # Most cuts last about an election, so the old leader may still
         # believe it leads when they heal; some last long.
@@ -1429,10 +1466,11 @@ class Simulation:
         if not leaders:
             return
         leader = max(leaders, key=lambda h: h.core.ballot if h.core else 0).id
-        others = [y for y in range(self.n) if y != leader]
+        ids = [h.id for h in self.hosts if h.active]
+        others = [y for y in ids if y != leader]
         rng.shuffle(others)
-        side = [leader, *others[: rng.randint(0, (self.n - 1) // 2 - 1)]]
-        rest = [y for y in range(self.n) if y not in side]
+        side = [leader, *others[: rng.randint(0, max(0, (len(ids) - 1) // 2 - 1))]]
+        rest = [y for y in ids if y not in side]
         blocked = {(a, b) for a in side for b in rest} | {(b, a) for a in side for b in rest}
         low = self.config.election_ticks_min * TICK_US + 50 * MS
         high = self.config.leader_quorum_timeout_ticks * TICK_US - 20 * MS
@@ -1442,7 +1480,7 @@ class Simulation:
 
     def cut_network(self, what: str, blocked: set[tuple[int, int]], groups: list[list[int]], lasts: int) -> None:
         rng = self.rng
-        n = self.n
+        n = self.size
         # A client sits on one side of the cut, or outside it and sees all.
         client_blocked: set[tuple[int, int]] = set()
         for client in self.clients:
@@ -1489,6 +1527,47 @@ class Simulation:
             self.set_partition(set(), set(), set())
             self.log(-1, "fault", "partition healed")
 
+    def reconfigure(self) -> None:
+        """Ask the leader for one membership change: add a spare as a learner,
+        promote a learner, or remove a member (the leader itself at times).
+        Now and then another follows hard on its heels, which the leader
+        must refuse while the first is unfinished."""
+        rng = self.rng
+        leaders = [h for h in self.hosts if h.up and h.replica is not None and h.replica.core.is_leader()]
+        if not leaders:
+            return
+        host = max(leaders, key=lambda h: h.core.ballot if h.core else 0)
+        replica = host.replica
+        assert replica is not None
+        m = replica.membership
+        spares = [h for h in self.hosts if not h.active]
+        learners, voters = sorted(m.learners), sorted(m.voters)
+        kinds = ["add"] * bool(spares) + ["promote"] * bool(learners) + ["remove"] * bool(learners or len(voters) > 2)
+        if not kinds:
+            return
+        kind = rng.choice(kinds)
+        if kind == "add":
+            spare = spares[0]
+            new = m.adding_learner(ConfigMember(spare.id, f"n{spare.id}", ""))
+            # Started with the configuration it would learn from the
+            # cluster; it waits outside it until the change is chosen.
+            spare.joined_with = m
+            spare.start()
+        elif kind == "promote":
+            new = m.promoting(rng.choice(learners))
+        else:
+            new = m.removing(rng.choice(learners + voters if len(voters) > 2 else learners))
+        self.stats["changes"] += 1
+        self.log(host.id, "fault", f"asked to change the configuration to {new.describe()}")
+        replica.change_membership(new, lambda error: self.change_answered(host.id, error))
+        if rng.random() < 0.3:
+            self.at(self.now + rng.randint(1 * MS, 50 * MS), self.reconfigure)
+
+    def change_answered(self, node: int, error: str | None) -> None:
+        if error is not None:
+            self.stats["changes_refused"] += 1
+        self.log(node, "role", f"membership change: {error or 'made'}")
+
     def forge(self) -> None:
         """A burst of messages no honest member sends, at one running node."""
         up = [h for h in self.hosts if h.up and h.core is not None]
@@ -1519,7 +1598,7 @@ class Simulation:
         self.loss = self.duplicate = self.reorder = 0.0
         self.log(-1, "fault", "heal: network whole, faults stop, every node up")
         for host in self.hosts:
-            if not host.up:
+            if host.active and not host.up:
                 host.start()
         for client in self.clients:
             client.final_ops = 2
@@ -1528,11 +1607,18 @@ class Simulation:
                 client.op.deadline = max(client.op.deadline, self.liveness_deadline)
         self.at(self.now + CONVERGENCE_POLL_US, self.poll_convergence)
 
+    def final_members(self) -> list[Host]:
+        """The servers of the configuration the chosen log ends with."""
+        membership = self.bootstrap
+        for slot in sorted(self.chosen):
+            membership = configuration_in(self.chosen[slot]) or membership
+        return [self.hosts[i] for i in sorted(membership.ids)]
+
     def converged(self) -> bool:
         if not all(c.done for c in self.clients):
             return False
         top = max(self.chosen, default=0)
-        return all(h.up and h.store.applied_index == top for h in self.hosts)
+        return all(h.up and h.store.applied_index == top for h in self.final_members())
 
     def poll_convergence(self) -> None:
         if self.converged():
@@ -1541,8 +1627,11 @@ class Simulation:
             return
         if self.now >= self.liveness_deadline:
             pending = "; ".join(c.describe_pending() for c in self.clients if not c.done)
-            applied = ", ".join(f"n{h.id}={h.store.applied_index}" for h in self.hosts)
-            roles = ", ".join(f"n{h.id}={h.core.role.value if h.core else 'down'}" for h in self.hosts)
+            applied = ", ".join(f"n{h.id}={h.store.applied_index}" for h in self.hosts if h.active)
+            roles = ", ".join(f"n{h.id}={h.core.role.value if h.core else 'down'}" for h in self.hosts if h.active)
+            members = self.final_members()[0].replica
+            if members is not None:
+                applied += f"; configuration {members.membership.describe()}"
             self.violation(
                 "liveness",
                 f"{LIVENESS_US // SECOND}s after the heal: {pending or 'clients done'}; "
@@ -1560,7 +1649,7 @@ class Simulation:
                 self.now = when
                 self.violation("lost-write", f"write {client_id}#{seq} was acknowledged but never took effect")
         reference = self.reference_data
-        for host in self.hosts:
+        for host in self.final_members():
             if host.store.data != reference:
                 self.violation("divergence", f"n{host.id} ends with {host.store.data}, the log gives {reference}")
             elif host.store.session_table() != self.reference_sessions:
