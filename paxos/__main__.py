@@ -11,11 +11,20 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
+from typing import TypeVar
 
 from paxos import limits, logformat, snapshot
 from paxos.datadir import LOCK_FILE, lock_data_dir
 from paxos.hostfile import HostfileError, find_member, parse_hostfile
-from paxos.server import SNAPSHOT_DIR, DataDirError, PaxosServer, check_data_dir
+from paxos.server import (
+    SNAPSHOT_DIR,
+    DataDirError,
+    JoinTarget,
+    PaxosServer,
+    check_data_dir,
+    data_dir_is_joining,
+    discover_cluster,
+)
 from paxos.tlsaccess import CLIENT_AUTH_CERT, CLIENT_AUTH_MODES
 from paxos.tlsfiles import TlsError
 from paxos.wal import WalCorruption
@@ -120,6 +129,23 @@ def build_parser() -> argparse.ArgumentParser:
         "where a line is about one",
     )
     parser.add_argument(
+        "--join",
+        action="store_true",
+        help=(
+            "this server is being added to a running cluster: with an empty data dir, learn the cluster from the "
+            "other servers in the hostfile and wait as a non-member until added (python -m client members add NAME "
+            "HOST:PORT, or members sync); ignored once the server has been added. Without --join an empty data "
+            "dir founds a new cluster of the hostfile's servers"
+        ),
+    )
+    parser.add_argument(
+        "--join-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="with --join, how long to wait for a server of the cluster to answer (default: 600)",
+    )
+    parser.add_argument(
         "--enable-fault-injection",
         action="store_true",
         help="let tests cut this server off from peers (never in production)",
@@ -146,7 +172,10 @@ async def _serve(server: PaxosServer, listen: str, metrics: str | None) -> int:
     return EXIT_INTERNAL if server.failed.is_set() else 0
 
 
-def _run(main: Coroutine[None, None, int]) -> int:
+T = TypeVar("T")
+
+
+def _run(main: Coroutine[None, None, T]) -> T:
     """Run on uvloop when it is installed (unless PAXOSKV_UVLOOP=0), else on asyncio.
 
     uvloop gave about 10% more throughput in A/B runs (docs/benchmarks/profile.md).
@@ -273,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         except TlsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    join: JoinTarget | None = None
     try:
+        if opts.join and data_dir_is_joining(data_dir) is not False:
+            join = _run(discover_cluster(members, opts.name, tls, opts.join_timeout))
         server = PaxosServer(
             members,
             opts.name,
@@ -282,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             fault_injection=opts.enable_fault_injection,
             snapshot_every=opts.snapshot_every,
             tls=tls,
+            join=join,
         )
     except (DataDirError, WalCorruption) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -100,7 +100,9 @@ PLANTABLE_BUGS = frozenset(
         "compact_above_commit",  # compaction trusts the leader's commit index, not its own
         "snapshot_without_sessions",  # the replica's snapshots leave out the exactly-once session table
         "install_older_snapshot",  # the replica installs a fetched snapshot older than its applied index
-        "two_changes_in_flight",  # the leader proposes a membership change while its last is unfinished
+        # the leader proposes a membership change while its last is unfinished
+        # (each judged against the configuration chosen so far)
+        "two_changes_in_flight",
         "learner_votes",  # a learner's acknowledgement counts towards a quorum before its promotion is chosen
         # a new leader acts (and proposes a change) before a value of its own
         # ballot is chosen: it neither learns the slots its promises report
@@ -376,13 +378,10 @@ class Node:
         if lead is None:
             return "this server is not the leader"
         base = self.membership
-        if lead.change_slot is not None or lead.change_wanted is not None:
-            if "two_changes_in_flight" not in self.config.planted_bugs:
-                return "another membership change is not finished yet"
-            if lead.change_wanted is not None:
-                base = lead.change_wanted
-            elif lead.change_slot is not None:
-                base = configuration_in(lead.in_flight[lead.change_slot].value) or base
+        if (lead.change_slot is not None or lead.change_wanted is not None) and (
+            "two_changes_in_flight" not in self.config.planted_bugs
+        ):
+            return "another membership change is not finished yet"
         error = base.step_error(membership)
         if error:
             return error
@@ -397,6 +396,10 @@ class Node:
                 )
         lead.change_wanted = membership
         return None
+
+    def member_progress(self) -> dict[NodeId, Slot]:
+        """On the leader: each member's commit index, as its last heartbeat ack reported it."""
+        return dict(self._lead.peer_commit) if self._lead is not None else {}
 
     @property
     def change_in_progress(self) -> bool:
@@ -647,7 +650,10 @@ class Node:
         if msg.sender not in self.membership_ids:
             # A leader this server's configuration does not know yet: the
             # change that added it is in the log above our commit index.
-            self._note_leader_commit(msg.sender, msg.commit_index)
+            # Only a hint to catch up from it, and only from a ballot that
+            # could lead now.
+            if msg.ballot >= self.promised:
+                self._note_leader_commit(msg.sender, msg.commit_index)
             return
         self._note_round(msg.ballot)
         if msg.ballot < self.promised:

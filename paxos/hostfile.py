@@ -83,3 +83,12 @@ def find_member(members: list[Member], name: str, source: str) -> int:
             return index
     names = ", ".join(m.name for m in members)
     raise HostfileError(f"{source}: no server named {name!r} (the hostfile lists: {names})")
+
+
+def parse_address(name: str, address: str, where: str = "address") -> Member:
+    """A member named ``name`` at ``address`` (HOST:PORT), checked as a hostfile line is."""
+    return _parse_line(f"{name} {address}", where)
+
+
+def valid_name(name: str) -> bool:
+    return bool(_NAME.match(name))

@@ -12,6 +12,7 @@ everything arriving in one turn shares one bundle and one fsync.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import functools
 import importlib.metadata
@@ -40,8 +41,9 @@ from paxos import snapshot as snapshots
 from paxos.codec import DecodeError, PeerCodec, pack, unpack
 from paxos.core import Config, Node, RecoveryError, Role
 from paxos.datadir import LOCK_FILE, DataDirError, fsync_dir, lock_data_dir, write_atomically
-from paxos.hostfile import Member
+from paxos.hostfile import HostfileError, Member, parse_address, valid_name
 from paxos.identity import bootstrap_ids, format_id, parse_id
+from paxos.membership import ConfigMember, Membership
 from paxos.messages import Message, NodeId, Record, Slot, Value
 from paxos.metrics import (
     FSYNC_BUCKETS,
@@ -112,27 +114,60 @@ DATA_FORMAT = 2
 
 @dataclass(frozen=True)
 class Identity:
-    """Who this server is, fixed when its cluster was created (paxos/identity.py)."""
+    """Who this server is, fixed when its cluster was created or it joined (paxos/identity.py)."""
 
     cluster_id: int
     member_id: NodeId
-    ids: dict[str, NodeId]  # every member's id, by name
+    # The founding members' ids, by name (only its own for a server that
+    # joined later: the log and snapshots hold the others').
+    ids: dict[str, NodeId]
+    joining: bool = False  # started with --join and not yet in the configuration
 
 
-def check_data_dir(data_dir: Path, name: str, members: list[Member]) -> Identity:
+@dataclass(frozen=True)
+class JoinTarget:
+    """What a server started with --join learned from the running cluster."""
+
+    cluster_id: int
+    membership: Membership
+
+
+def check_data_dir(data_dir: Path, name: str, members: list[Member], join: JoinTarget | None = None) -> Identity:
     """This server's identity from its data dir, stamping a new one first.
 
-    A new data dir gets ids computed from the hostfile; from then on the ids
-    come from the data dir, so the hostfile's line order does not matter.
-    A data dir made for another server, another cluster or an older format
-    is refused.
+    A new data dir gets ids computed from the hostfile (a new cluster) or,
+    with ``join``, the running cluster's id and a fresh random member id:
+    a server added under the name of one removed earlier is a new member,
+    so nothing addressed to the old one can reach it.  From then on the
+    ids come from the data dir, so the hostfile may change.  A data dir
+    made for another server, another cluster or an older format is refused.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     meta_path = data_dir / META_FILE
-    names = sorted(m.name for m in members)
     if not meta_path.exists():
         if any(p.name != LOCK_FILE for p in data_dir.iterdir()):
             raise DataDirError(f"{data_dir} is not empty and holds no {META_FILE}; refusing to use it as a data dir")
+        if join is not None:
+            if join.membership.named(name) is not None:
+                raise DataDirError(
+                    f"the cluster already has a member named {name!r}; to replace it, remove it first "
+                    f"(python -m client members remove {name}), then start this server with --join"
+                )
+            taken = join.membership.ids
+            member_id = 1 + int.from_bytes(os.urandom(8), "big") % limits.MAX_MEMBER_ID
+            while member_id in taken:
+                member_id = 1 + int.from_bytes(os.urandom(8), "big") % limits.MAX_MEMBER_ID
+            meta = {
+                "format": DATA_FORMAT,
+                "name": name,
+                "member_id": format_id(member_id),
+                "cluster_id": format_id(join.cluster_id),
+                "members": {name: format_id(member_id)},
+                "joining": True,
+            }
+            write_atomically(data_dir, META_FILE, [(json.dumps(meta, indent=1) + "\n").encode()])
+            return Identity(join.cluster_id, member_id, {name: member_id}, joining=True)
+        names = sorted(m.name for m in members)
         cluster_id, ids = bootstrap_ids(members)
         meta = {
             "format": DATA_FORMAT,
@@ -159,15 +194,36 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member]) -> Identity
         )
     try:
         stored = {n: parse_id(i) for n, i in meta["members"].items()}
-        identity = Identity(parse_id(meta["cluster_id"]), parse_id(meta["member_id"]), stored)
+        identity = Identity(
+            parse_id(meta["cluster_id"]), parse_id(meta["member_id"]), stored, joining=meta.get("joining") is True
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DataDirError(f"{meta_path} is damaged ({exc!r})") from None
-    if sorted(stored) != names:
+    if join is not None and join.cluster_id != identity.cluster_id:
         raise DataDirError(
-            f"{data_dir} was created for a cluster of {sorted(stored)}, but the hostfile lists {names}; "
-            "use a fresh --data-dir for a new cluster"
+            f"{data_dir} belongs to cluster {format_id(identity.cluster_id)}, but the servers in the hostfile run "
+            f"cluster {format_id(join.cluster_id)}; check the hostfile, or use a fresh --data-dir"
         )
     return identity
+
+
+def mark_joined(data_dir: Path) -> None:
+    """The configuration holds this joining server now: it is a member from here on."""
+    meta_path = data_dir / META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta.pop("joining", None)
+    write_atomically(data_dir, META_FILE, [(json.dumps(meta, indent=1) + "\n").encode()])
+
+
+def data_dir_is_joining(data_dir: Path) -> bool | None:
+    """Whether ``data_dir`` belongs to a server still waiting to join; None when it holds no server yet."""
+    try:
+        meta = json.loads((data_dir / META_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise DataDirError(f"{data_dir / META_FILE} cannot be read ({exc})") from None
+    return isinstance(meta, dict) and meta.get("joining") is True
 
 
 def load_newest_snapshot(directory: Path) -> tuple[StateMachine | None, list[tuple[Path, str]]]:
@@ -370,6 +426,9 @@ class _ServerObserver(Observer):
             self.s.last_snapshot_freeze_seconds * 1000,
         )
 
+    def membership_applied(self, slot: Slot, membership: Membership) -> None:
+        self.s.membership_applied(slot, membership)
+
     def snapshot_installed(self, index: Slot, peer: NodeId) -> None:
         self.s.snapshots_installed += 1
         log.info(
@@ -397,19 +456,41 @@ class PaxosServer:
         snapshot_every: int = limits.SNAPSHOT_EVERY_COMMANDS,
         snapshot_tail: int = limits.SNAPSHOT_TAIL_SLOTS,
         tls: ServerTls | None = None,
+        join: JoinTarget | None = None,
     ) -> None:
+        """``join``: this server is being added to the running cluster it describes (``--join``)."""
         self.fault_injection = fault_injection
         self.tls = tls  # None: plaintext, and anyone who reaches the port can act as a member
         with ExitStack() as undo:  # a server that fails to open releases what it took
             self.data_dir = data_dir
             self._data_dir_lock = lock_data_dir(data_dir)
             undo.callback(self._data_dir_lock.release)
-            self.identity = check_data_dir(data_dir, name, members)
+            self.identity = check_data_dir(data_dir, name, members, join)
             self.node_id = self.identity.member_id
-            # The hostfile says where each member is; the data dir says who it is.
-            self.members: dict[NodeId, Member] = {self.identity.ids[m.name]: m for m in members}
-            self.me = self.members[self.node_id]
-            self.codec = PeerCodec(self.identity.cluster_id, self.node_id, self.members)
+            if self.identity.joining and join is None:
+                raise DataDirError(
+                    f"{data_dir} belongs to a server that is joining a cluster and was not added yet; "
+                    "start it with --join"
+                )
+            # The data dir says who this server is; the configuration (in the
+            # log and snapshots) who the members are; the hostfile where the
+            # servers it lists are (it wins over the configuration's address,
+            # so a server may move), and the configuration where the others are.
+            self.hostfile = {m.name: m for m in members}
+            self.me = self.hostfile[name]
+            if self.identity.joining and join is not None:
+                bootstrap = join.membership
+            else:
+                bootstrap = Membership.of(
+                    ConfigMember(i, n, self.hostfile[n].address if n in self.hostfile else "")
+                    for n, i in self.identity.ids.items()
+                )
+            self.members: dict[NodeId, Member] = {}  # everyone known, removed members included (for names)
+            self.ids_by_name: dict[str, NodeId] = {}
+            self.codec = PeerCodec(self.identity.cluster_id, self.node_id, ())
+            self._links_running = False
+            self._removed_logged = False
+            self._note_membership(bootstrap)
             snapshot_dir = data_dir / SNAPSHOT_DIR
             store, skipped = load_newest_snapshot(snapshot_dir)
             wal, durable = Wal.open(data_dir / "wal")
@@ -420,7 +501,7 @@ class PaxosServer:
             try:
                 self.replica = Replica(
                     self.node_id,
-                    self.members,
+                    bootstrap,
                     durable,
                     storage=self.storage,
                     transport=self,
@@ -443,10 +524,21 @@ class PaxosServer:
                 ) from None
             if skipped:
                 log.error("fell back to an older snapshot: %s", "; ".join(f"{p}: {e}" for p, e in skipped))
+            in_configuration = self.node_id in self.core.membership_ids
+            if not self.identity.joining and not in_configuration:
+                raise DataDirError(
+                    f"{name} was removed from the cluster (its configuration lists "
+                    f"{self.core.membership.describe()}); it cannot rejoin with its old data: start it on a fresh "
+                    "--data-dir with --join, then add it (python -m client members add, or members sync)"
+                )
+            self._note_membership(self.core.membership)
+            if self.identity.joining and in_configuration:
+                self._joined()
             undo.pop_all()
         self.failed = asyncio.Event()  # set when an internal task died
         self._drive_scheduled = False
         self._links: dict[NodeId, _PeerLink] = {}
+        self._link_tasks: dict[NodeId, asyncio.Task[None]] = {}
         self._blocked: set[NodeId] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: grpc.aio.Server | None = None
@@ -508,13 +600,12 @@ class PaxosServer:
             port = 0
         if port == 0:
             raise OSError(f"cannot listen on {listen}: {_bind_failure(listen)}")
-        for peer in self.core.peers:
-            self._links[peer] = _PeerLink(self.members[peer], self.tls)
         await self._grpc.start()
         self._tasks = [asyncio.create_task(self._ticker())]
-        self._tasks += [asyncio.create_task(link.run()) for link in self._links.values()]
         for task in self._tasks:
             task.add_done_callback(self._task_ended)
+        self._links_running = True
+        self._sync_links()
         await _set_health(self.health, health_pb2.HealthCheckResponse.SERVING)
         self.serving = True
         self._started = time.monotonic()
@@ -532,8 +623,13 @@ class PaxosServer:
             format_id(self.node_id),
             format_id(self.identity.cluster_id),
             listen,
-            len(self.members),
+            len(self.core.membership.voters),
         )
+        if self.identity.joining:
+            log.info(
+                "joining: waiting to be added to the cluster as a learner (its members: %s)",
+                self.core.membership.describe(),
+            )
         if self.tls is None:
             log.warning(
                 "running without TLS: anyone who can reach %s can act as a member and read or change every value; "
@@ -547,6 +643,70 @@ class PaxosServer:
                 clients,
                 self.tls.describe(),
             )
+
+    # ------------------------------------------------------------ membership
+
+    def _note_membership(self, membership: Membership) -> None:
+        """Know the names and addresses of ``membership``'s members."""
+        for cm in membership.members:
+            listed = self.hostfile.get(cm.name)
+            if listed is not None:
+                self.members[cm.id] = listed
+            elif cm.address:
+                try:
+                    self.members[cm.id] = parse_address(cm.name, cm.address)
+                except HostfileError as exc:
+                    log.error("member %s has an address that cannot be used: %s", cm.name, exc)
+        self.ids_by_name = {m.name: i for i, m in self.members.items()}
+        self.codec.members = frozenset(self.members)
+
+    def _sync_links(self) -> None:
+        """One outbound stream to each other member of the configuration, and none to anyone else."""
+        if not self._links_running:
+            return
+        wanted = {p for p in self.core.peers if p in self.members}
+        for peer in wanted - self._links.keys():
+            self._open_link(peer)
+        for peer in [p for p in self._links if p not in wanted]:
+            link = self._links.pop(peer)
+            task = self._link_tasks.pop(peer, None)
+            if task is not None:
+                task.cancel()
+            asyncio.get_running_loop().create_task(link.close())
+
+    def _open_link(self, peer: NodeId) -> _PeerLink:
+        link = self._links[peer] = _PeerLink(self.members[peer], self.tls)
+        task = self._link_tasks[peer] = asyncio.get_running_loop().create_task(link.run())
+        task.add_done_callback(self._task_ended)
+        return link
+
+    def membership_applied(self, slot: Slot, membership: Membership) -> None:
+        self._note_membership(membership)
+        self._sync_links()
+        log.info("configuration at slot %d: %s", slot, membership.describe())
+        # Judged by the newest configuration chosen, not the one just
+        # applied: a server that joined replays configurations from before.
+        in_configuration = self.node_id in self.core.membership_ids
+        if in_configuration and self.identity.joining:
+            self._joined()
+        elif not in_configuration and not self.identity.joining and not self._removed_logged:
+            self._removed_logged = True
+            log.warning(
+                "removed from the cluster at slot %d: this server takes no further part (its status says "
+                "'removed'); stop it, and to bring it back give it a fresh --data-dir and --join",
+                slot,
+            )
+
+    def _joined(self) -> None:
+        mark_joined(self.data_dir)
+        self.identity = dataclasses.replace(self.identity, joining=False)
+        log.info("added to the cluster: copying the log as a learner until promoted to voter")
+
+    def membership_state(self) -> str:
+        member = self.core.membership.get(self.node_id)
+        if member is None:
+            return "joining" if self.identity.joining else "removed"
+        return "member" if member.voter else "learner"
 
     def _snapshot_header(self) -> tuple[int, list[snapshots.SnapshotMember]]:
         members = [snapshots.SnapshotMember(i, m.name, m.address) for i, m in sorted(self.members.items())]
@@ -574,9 +734,11 @@ class PaxosServer:
             await self._http.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace=0.5)
-        for task in self._tasks:
+        self._links_running = False
+        tasks = [*self._tasks, *self._link_tasks.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for link in self._links.values():
             await link.close()
         self.storage.close()
@@ -622,10 +784,17 @@ class PaxosServer:
         encoded: dict[int, peer_pb2.PeerMessage] = {}
         for to, msg in messages:
             if to not in self._blocked:
+                link = self._links.get(to)
+                if link is None:
+                    # A member this configuration does not hold yet (a
+                    # server catching up asks a leader added after it lagged).
+                    if to not in self.members or not self._links_running:
+                        continue
+                    link = self._open_link(to)
                 wire = encoded.get(id(msg))
                 if wire is None:
                     wire = encoded[id(msg)] = self.codec.encode(msg)
-                self._links[to].send(self.codec.addressed(wire, to))
+                link.send(self.codec.addressed(wire, to))
 
     def fetch_snapshot(self, peer: NodeId, after: Slot, done: Callable[[FetchedSnapshot | None], None]) -> None:
         """The replica's transport: stream ``peer``'s newest snapshot into the data dir, then load it."""
@@ -767,7 +936,7 @@ class PaxosServer:
                 return None, str(exc)
         if name is None:
             return None, "no member certificate"
-        member_id = self.identity.ids.get(name)
+        member_id = self.ids_by_name.get(name)
         return member_id, "" if member_id is not None else f"certificate of {name!r}, not a member"
 
     def _refuse_non_client(self, context: grpc.aio.ServicerContext) -> None:
@@ -786,6 +955,63 @@ class PaxosServer:
         log.warning("fault injection: blocking traffic with %s", sorted(names))
 
     # ------------------------------------------------------- client requests
+
+    def members_reply(self) -> kv_pb2.MembersReply:
+        core = self.core
+        leading = core.is_leader()
+        progress = core.member_progress() if leading else {}
+        reply = kv_pb2.MembersReply(
+            status=kv_pb2.OK,
+            leader_hint=self.leader_hint(),
+            cluster_id=self.identity.cluster_id,
+            commit_index=core.commit_index,
+            change_in_progress=core.change_in_progress,
+        )
+        reply.members.extend(
+            sorted(
+                (self._member_info(cm, core.leader, progress) for cm in core.membership.members),
+                key=lambda info: info.name,
+            )
+        )
+        return reply
+
+    def _member_info(self, cm: ConfigMember, leader: NodeId | None, progress: dict[NodeId, Slot]) -> kv_pb2.MemberInfo:
+        applied = self.store.applied_index if cm.id == self.node_id else progress.get(cm.id, 0)
+        known = self.members.get(cm.id)
+        address = cm.address or (known.address if known else "")
+        return kv_pb2.MemberInfo(
+            name=cm.name, address=address, voter=cm.voter, leader=cm.id == leader, applied_index=applied, id=cm.id
+        )
+
+    async def change_members(self, request: kv_pb2.ChangeMembersRequest, deadline: float) -> kv_pb2.ChangeMembersReply:
+        if not self.core.is_leader():
+            return kv_pb2.ChangeMembersReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
+        current = self.core.membership
+        wanted, error = _membership_after(current, request)
+        if wanted is None:
+            return kv_pb2.ChangeMembersReply(status=kv_pb2.INVALID, error=error)
+        future: asyncio.Future[tuple[bool, str | None]] = asyncio.get_running_loop().create_future()
+        immediate = True
+
+        def answered(why: str | None) -> None:
+            _settle(future, (immediate, why))
+
+        self.replica.change_membership(wanted, answered)
+        immediate = False
+        try:
+            refused_at_once, why = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
+        except TimeoutError:
+            return kv_pb2.ChangeMembersReply(
+                status=kv_pb2.UNAVAILABLE,
+                error="the change was not chosen before the deadline; it may still be made: look again",
+            )
+        if why is not None:
+            status = kv_pb2.INVALID if refused_at_once else kv_pb2.UNAVAILABLE
+            return kv_pb2.ChangeMembersReply(status=status, error=why, leader_hint=self.leader_hint())
+        log.info("membership change made: %s", wanted.describe())
+        reply = kv_pb2.ChangeMembersReply(status=kv_pb2.OK)
+        reply.members.extend(self._member_info(cm, None, {}) for cm in wanted.members)
+        return reply
 
     def leader_hint(self) -> str:
         leader = self.core.leader
@@ -826,6 +1052,9 @@ class PaxosServer:
             data_bytes=_bytes_in(p for p in self.data_dir.rglob("*") if p.is_file()),
             last_fsync_seconds=self.storage.last_fsync_seconds,
             snapshot_index=self.replica.snapshot_index,
+            membership=self.membership_state(),
+            member_id=self.node_id,
+            cluster_id=self.identity.cluster_id,
         )
 
     def note_request(self, method: str, status: str, seconds: float) -> None:
@@ -837,6 +1066,90 @@ class PaxosServer:
 
 
 T = TypeVar("T")
+
+
+async def discover_cluster(members: list[Member], name: str, tls: ServerTls | None, timeout: float) -> JoinTarget:
+    """Ask the hostfile's other servers for the cluster a ``--join`` server is joining.
+
+    Tries each in turn until one answers, for up to ``timeout`` seconds;
+    servers that answer with different clusters are an error.
+    """
+    others = [m for m in members if m.name != name]
+    if not others:
+        raise DataDirError("--join needs the hostfile to list at least one server of the running cluster")
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while True:
+        answers: dict[int, JoinTarget] = {}
+        for member in others:
+            channel, metadata = peer_channel(member, tls)
+            try:
+                reply = await peer_pb2_grpc.PeerStub(channel).Configuration(
+                    peer_pb2.ConfigurationRequest(name=name), timeout=2.0, metadata=metadata
+                )
+                membership = Membership.of(ConfigMember(m.id, m.name, m.address, m.voter) for m in reply.members)
+                error = membership.shape_error()
+                if error:
+                    raise ValueError(error)
+            except grpc.aio.AioRpcError as exc:
+                last_error = f"{member.name} at {member.address}: {exc.code().name} {exc.details()}"
+                continue
+            except ValueError as exc:
+                last_error = f"{member.name} at {member.address} sent an unusable configuration: {exc}"
+                continue
+            finally:
+                await channel.close()
+            answers[reply.cluster_id] = JoinTarget(reply.cluster_id, membership)
+        if len(answers) > 1:
+            raise DataDirError(
+                "the servers in the hostfile belong to different clusters ("
+                + ", ".join(format_id(c) for c in sorted(answers))
+                + "); fix the hostfile"
+            )
+        if answers:
+            return next(iter(answers.values()))
+        if time.monotonic() >= deadline:
+            raise DataDirError(f"--join: no server of the cluster answered within {timeout:.0f}s (last: {last_error})")
+        log.info("--join: waiting for a server of the cluster to answer (last: %s)", last_error)
+        await asyncio.sleep(1.0)
+
+
+def _membership_after(current: Membership, request: kv_pb2.ChangeMembersRequest) -> tuple[Membership | None, str]:
+    """The configuration one ChangeMembers step asks for, or None and why it cannot be made."""
+    match request.WhichOneof("change"):
+        case "add":
+            add = request.add
+            if not valid_name(add.name):
+                return None, f"{add.name!r} is not a valid server name (letters, digits, '.', '_', '-')"
+            try:
+                parse_address(add.name, add.address)
+            except HostfileError:
+                return None, f"{add.address!r} is not HOST:PORT with a port from 1 to 65535"
+            if not 0 < add.id <= limits.MAX_MEMBER_ID:
+                return None, "the new member's id (from its status) is missing or out of range"
+            if current.named(add.name) is not None:
+                return None, f"{add.name} is already a member"
+            if current.get(add.id) is not None:
+                return None, "a member already has that id"
+            wanted = current.adding_learner(ConfigMember(add.id, add.name, add.address))
+        case "promote":
+            member = current.named(request.promote)
+            if member is None:
+                return None, f"no member is named {request.promote!r}"
+            if member.voter:
+                return None, f"{member.name} is a voter already"
+            wanted = current.promoting(member.id)
+        case "remove":
+            member = current.named(request.remove)
+            if member is None:
+                return None, f"no member is named {request.remove!r}"
+            if member.voter and current.voters == {member.id}:
+                return None, f"{member.name} is the last voter; a cluster cannot remove its last voter"
+            wanted = current.removing(member.id)
+        case _:
+            return None, "the request names no change (add, promote or remove)"
+    error = current.step_error(wanted)
+    return (None, error) if error else (wanted, "")
 
 
 def _flush_and_sync(f: Any) -> None:
@@ -1065,6 +1378,16 @@ class _KVService(kv_pb2_grpc.KVServicer):
         self.s.note_request("Backup", status, time.monotonic() - started)
 
     @_measured
+    async def Members(self, request: kv_pb2.MembersRequest, context: grpc.aio.ServicerContext) -> kv_pb2.MembersReply:
+        return self.s.members_reply()
+
+    @_measured
+    async def ChangeMembers(
+        self, request: kv_pb2.ChangeMembersRequest, context: grpc.aio.ServicerContext
+    ) -> kv_pb2.ChangeMembersReply:
+        return await self.s.change_members(request, _deadline(context))
+
+    @_measured
     async def Status(self, request: kv_pb2.StatusRequest, context: grpc.aio.ServicerContext) -> kv_pb2.NodeStatus:
         return self.s.status()
 
@@ -1129,6 +1452,31 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
         except asyncio.CancelledError:
             pass  # this server is shutting down; the peer reconnects elsewhere
         return peer_pb2.StreamSummary(received=received)
+
+    async def Configuration(
+        self, request: peer_pb2.ConfigurationRequest, context: grpc.aio.ServicerContext
+    ) -> peer_pb2.ConfigurationReply:
+        if self.s.tls is not None:
+            # Any server with a certificate from this cluster's CA may ask:
+            # a joining server is no member yet.
+            named = member_named(context.auth_context())
+            if named is None and self.s.tls.client_auth != CLIENT_AUTH_CERT:
+                try:
+                    named = self.s.tls.member_from_proof(context.invocation_metadata(), time.time())
+                except TlsError:
+                    named = None
+            if named is None:
+                self.s.refusals.note(context.peer(), "no member certificate", "configuration request")
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a member certificate is needed")
+        core = self.s.core
+        return peer_pb2.ConfigurationReply(
+            cluster_id=self.s.identity.cluster_id,
+            members=[
+                peer_pb2.ConfigurationMember(id=m.id, name=m.name, address=m.address, voter=m.voter)
+                for m in core.membership.members
+            ],
+            leader=self.s.leader_hint(),
+        )
 
     async def FetchSnapshot(
         self, request: peer_pb2.SnapshotRequest, context: grpc.aio.ServicerContext

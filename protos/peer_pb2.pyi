@@ -195,3 +195,31 @@ class SnapshotChunk(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class ConfigurationRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ConfigurationMember(_message.Message):
+    __slots__ = ("id", "name", "address", "voter")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VOTER_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    address: str
+    voter: bool
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., voter: _Optional[bool] = ...) -> None: ...
+
+class ConfigurationReply(_message.Message):
+    __slots__ = ("cluster_id", "members", "leader")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: int
+    members: _containers.RepeatedCompositeFieldContainer[ConfigurationMember]
+    leader: str
+    def __init__(self, cluster_id: _Optional[int] = ..., members: _Optional[_Iterable[_Union[ConfigurationMember, _Mapping]]] = ..., leader: _Optional[str] = ...) -> None: ...

@@ -49,6 +49,11 @@ class PeerStub:
                 request_serializer=protos_dot_peer__pb2.Partition.SerializeToString,
                 response_deserializer=protos_dot_peer__pb2.PartitionAck.FromString,
                 _registered_method=True)
+        self.Configuration = channel.unary_unary(
+                '/paxoskv.peer.Peer/Configuration',
+                request_serializer=protos_dot_peer__pb2.ConfigurationRequest.SerializeToString,
+                response_deserializer=protos_dot_peer__pb2.ConfigurationReply.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -72,6 +77,13 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Configuration(self, request, context):
+        """Asked by a server started with --join: the cluster it is joining.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +101,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.SetPartition,
                     request_deserializer=protos_dot_peer__pb2.Partition.FromString,
                     response_serializer=protos_dot_peer__pb2.PartitionAck.SerializeToString,
+            ),
+            'Configuration': grpc.unary_unary_rpc_method_handler(
+                    servicer.Configuration,
+                    request_deserializer=protos_dot_peer__pb2.ConfigurationRequest.FromString,
+                    response_serializer=protos_dot_peer__pb2.ConfigurationReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +189,33 @@ class Peer:
             '/paxoskv.peer.Peer/SetPartition',
             protos_dot_peer__pb2.Partition.SerializeToString,
             protos_dot_peer__pb2.PartitionAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Configuration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paxoskv.peer.Peer/Configuration',
+            protos_dot_peer__pb2.ConfigurationRequest.SerializeToString,
+            protos_dot_peer__pb2.ConfigurationReply.FromString,
             options,
             channel_credentials,
             insecure,

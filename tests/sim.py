@@ -1642,7 +1642,26 @@ class Simulation:
 
     # ---------------------------------------------------------- final checks
 
+    def check_configurations(self) -> None:
+        """Each configuration chosen is one step from the one before it: the
+        rule that keeps a quorum of the old voters and one of the new in touch."""
+        membership = self.bootstrap
+        for slot in sorted(self.chosen):
+            chosen = configuration_in(self.chosen[slot])
+            if chosen is None:
+                continue
+            error = membership.step_error(chosen)
+            if error:
+                self.violation(
+                    "safety",
+                    f"slot {slot} holds configuration [{chosen.describe()}], not one step from "
+                    f"[{membership.describe()}] ({error})",
+                    slot=slot,
+                )
+            membership = chosen
+
     def final_checks(self) -> None:
+        self.check_configurations()
         effects = self.replay_log()
         for client_id, seq, when in self.acked:
             if (client_id, seq) not in effects:

@@ -159,7 +159,7 @@ def test_inconsistent_fields_are_refused() -> None:
     ballot = net.nodes[0].ballot
     cases: dict[str, Message] = {
         "claims to come from this server": Heartbeat(1, Ballot(ballot.round, 1), 2, 9),
-        "sender is not a member": Heartbeat(7, Ballot(ballot.round, 7), 2, 9),
+        "sender is not in this server's configuration": Accept(7, Ballot(ballot.round, 7), 3, (b"x",), 2),
         "ballot of another member": Heartbeat(2, ballot, 2, 9),
         "accept for a slot its own commit index covers": Accept(0, ballot, 3, (b"x",), 3),
     }

@@ -1,0 +1,140 @@
+"""Membership changes on real servers: --join, add, promote, remove (the leader too), and a removed server's data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from client.kv import KVClient
+from paxos.datadir import DataDirError
+from paxos.hostfile import Member
+from paxos.server import PaxosServer, discover_cluster
+from protos import kv_pb2, kv_pb2_grpc
+from tests.inprocess import InProcessCluster, free_ports, in_process_cluster
+from tests.polling import wait_until
+
+
+def _stub(address: str) -> tuple[grpc.Channel, kv_pb2_grpc.KVStub]:
+    channel = grpc.insecure_channel(address)
+    return channel, kv_pb2_grpc.KVStub(channel)
+
+
+def _call(address: str, method: str, request: object) -> object:
+    channel, stub = _stub(address)
+    with channel:
+        return getattr(stub, method)(request, timeout=10)
+
+
+def _leader_address(cluster: InProcessCluster, members: list[Member]) -> str:
+    def leader() -> str | None:
+        for m in members:
+            if m.name in cluster.stopped:
+                continue
+            server = cluster.servers[m.name]
+            if cluster.call(server.core.is_leader):
+                return m.address
+        return None
+
+    return wait_until(leader, "a leader")
+
+
+def _change(cluster: InProcessCluster, members: list[Member], request: kv_pb2.ChangeMembersRequest) -> str:
+    """Ask the leader for one step, retrying while it says to; the error of a refusal, or ''."""
+
+    def attempt() -> tuple[str] | None:
+        reply = _call(_leader_address(cluster, members), "ChangeMembers", request)
+        assert isinstance(reply, kv_pb2.ChangeMembersReply)
+        if reply.status == kv_pb2.OK:
+            return ("",)
+        if reply.status == kv_pb2.INVALID and "behind" not in reply.error and "not finished" not in reply.error:
+            return (reply.error,)
+        return None  # not the leader any more, behind, busy: again
+
+    return wait_until(attempt, f"the change {request}", timeout=60)[0]
+
+
+def _members(address: str) -> kv_pb2.MembersReply:
+    reply = _call(address, "Members", kv_pb2.MembersRequest())
+    assert isinstance(reply, kv_pb2.MembersReply)
+    return reply
+
+
+def _status(address: str) -> kv_pb2.NodeStatus:
+    reply = _call(address, "Status", kv_pb2.StatusRequest())
+    assert isinstance(reply, kv_pb2.NodeStatus)
+    return reply
+
+
+def _join(cluster: InProcessCluster, name: str) -> Member:
+    """Start a server as ``--join`` does: learn the cluster, then wait outside it."""
+    port = free_ports(1)[0]
+    member = Member(name, "127.0.0.1", port)
+    hostfile = [*cluster.members, member]
+    target = cluster.run(discover_cluster(hostfile, name, None, timeout=30))
+    server = cluster.call(lambda: PaxosServer(hostfile, name, cluster.tmp_path / name, join=target))
+    cluster.servers[name] = server
+    cluster.run(server.start(member.address))
+    return member
+
+
+def test_a_server_joins_is_promoted_and_the_old_leader_leaves(tmp_path: Path) -> None:
+    with in_process_cluster(tmp_path, 3) as cluster:
+        members = list(cluster.members)
+        with KVClient(members, timeout=20) as kv:
+            for i in range(30):
+                kv.set(f"k{i}", f"v{i}")
+            newcomer = _join(cluster, "s3")
+            status = _status(newcomer.address)
+            assert status.membership == "joining"
+            assert status.cluster_id == _members(members[0].address).cluster_id
+            add = kv_pb2.MemberInfo(name="s3", address=newcomer.address, id=status.member_id)
+            assert _change(cluster, members, kv_pb2.ChangeMembersRequest(add=add)) == ""
+            members.append(newcomer)
+            wait_until(lambda: _status(newcomer.address).membership == "learner", "s3 to know it is a learner")
+            assert _change(cluster, members, kv_pb2.ChangeMembersRequest(promote="s3")) == ""
+            wait_until(lambda: _status(newcomer.address).applied_index >= 30, "s3 to catch up")
+            wait_until(lambda: _status(newcomer.address).membership == "member", "s3 to know it votes")
+            listed = _members(_leader_address(cluster, members))
+            assert sorted((m.name, m.voter) for m in listed.members) == [(f"s{i}", True) for i in range(4)]
+            # The leader removes itself and hands over; writes go on.
+            leader_address = _leader_address(cluster, members)
+            leader = next(m for m in members if m.address == leader_address)
+            assert _change(cluster, members, kv_pb2.ChangeMembersRequest(remove=leader.name)) == ""
+            wait_until(lambda: _status(leader.address).membership == "removed", "the old leader to say it left")
+            members.remove(leader)
+            new_leader = _leader_address(cluster, members)
+            assert new_leader != leader.address
+        with KVClient([*members], timeout=20) as kv:
+            kv.set("after", "yes")
+            assert kv.get("after") == "yes"
+            assert kv.get("k29") == "v29"
+        names = sorted(m.name for m in _members(new_leader).members)
+        assert names == sorted(m.name for m in members)
+        # The removed server refuses to come back with its old data.
+        cluster.stop(leader.name)
+        with pytest.raises(DataDirError, match="was removed from the cluster"):
+            PaxosServer(cluster.members, leader.name, tmp_path / leader.name)
+
+
+def test_bad_changes_are_refused_and_leave_the_configuration_valid(tmp_path: Path) -> None:
+    with in_process_cluster(tmp_path, 3) as cluster:
+        members = list(cluster.members)
+        leader = _leader_address(cluster, members)
+        before = _members(leader).members
+        cases = [
+            (kv_pb2.ChangeMembersRequest(add=kv_pb2.MemberInfo(name="s1", address="127.0.0.1:1", id=5)), "already"),
+            (kv_pb2.ChangeMembersRequest(add=kv_pb2.MemberInfo(name="bad name", address="h:1", id=5)), "valid"),
+            (kv_pb2.ChangeMembersRequest(add=kv_pb2.MemberInfo(name="x", address="nowhere", id=5)), "HOST:PORT"),
+            (kv_pb2.ChangeMembersRequest(add=kv_pb2.MemberInfo(name="x", address="h:1")), "id"),
+            (kv_pb2.ChangeMembersRequest(remove="nobody"), "no member"),
+            (kv_pb2.ChangeMembersRequest(promote="s0"), "voter already"),
+            (kv_pb2.ChangeMembersRequest(), "names no change"),
+        ]
+        for request, expected in cases:
+            assert expected in _change(cluster, members, request)
+        follower = next(m.address for m in members if m.address != leader)
+        reply = _call(follower, "ChangeMembers", kv_pb2.ChangeMembersRequest(remove="s0"))
+        assert isinstance(reply, kv_pb2.ChangeMembersReply) and reply.status == kv_pb2.NOT_LEADER
+        assert _members(leader).members == before
