@@ -546,7 +546,7 @@ class AsyncKVClient:
         """
         request = step.request(member_id)
         now = self._clock()
-        timing = dataclasses.replace(self.timing, attempt=max(self.timing.attempt, CHANGE_ATTEMPT_SECONDS))
+        timing = dataclasses.replace(self.timing, attempt=CHANGE_ATTEMPT_SECONDS)
         retry = Retry(self.servers, self._leader, now, max(deadline - now, 0), timing, write=True, describe=_address)
         while (attempt := retry.next_attempt(self._clock())) is not None:
             server = attempt.server

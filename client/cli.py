@@ -456,11 +456,13 @@ COMMANDS: dict[str, Command] = {
         ),
         Command(
             "members",
-            MEMBERS_USAGE,
-            "list the cluster's members (voter or learner, leader, applied index; --json for a script); "
-            "sync: add the hostfile's new servers (started with --join) and remove those it no longer lists, "
-            f"one step at a time (--timeout for the whole sync, default {SYNC_SECONDS:g}); "
-            "add, promote, remove: one step",
+            "members [--json | sync | add | promote | remove]",
+            "list the cluster's members: voter or learner, leader, applied index (--json for scripts); "
+            "'members sync [--timeout SECONDS]' adds the hostfile's new servers (started with --join) and "
+            "removes the members it no longer lists, one step at a time, waiting for each learner to catch up "
+            f"(the timeout is for the whole sync, default {SYNC_SECONDS:g}); "
+            "'members add <name> <host:port>' (as a learner), 'members promote <name>', "
+            "'members remove <name>': one step each",
             _members,
             0,
             3,

@@ -30,6 +30,7 @@ from protos import kv_pb2, kv_pb2_grpc
 T = TypeVar("T")
 CLUSTER_ID = 0xC1C1
 OTHER_CLUSTER_ID = 0xBAD
+LATE_SECONDS = 0.5  # a late reply; the client's attempt is cut shorter (see test_a_change_answered_late_counts_once)
 BEHIND = "learner {name} is 340 slots behind the leader; it is promoted once it is within 100"
 
 
@@ -83,6 +84,7 @@ class FakeCluster:
         self.joining: dict[str, int] = {}  # a server started with --join: the cluster id it reports
         self.behind: dict[str, int] = {}  # promotions of this learner refused before one is made
         self.refusals: list[str] = []  # the next changes asked for are refused with these errors
+        self.late_replies = 0  # the next changes are made, and answered only after the client gave up waiting
         self.changes: list[tuple[str, str, str]] = []  # (kind, name, "ok" | the refusal) at the leader
         self.calls: list[tuple[str, str]] = []  # (server, rpc), every call
         self._servers: dict[str, grpc.aio.Server] = {}
@@ -161,6 +163,9 @@ class FakeServer(kv_pb2_grpc.KVServicer):
         name = request.add.name if kind == "add" else str(getattr(request, kind))
         error = self._change(kind, name, request)
         c.changes.append((kind, name, error or "ok"))
+        if c.late_replies:
+            c.late_replies -= 1
+            await asyncio.sleep(LATE_SECONDS)
         if error:
             return kv_pb2.ChangeMembersReply(status=kv_pb2.INVALID, error=error)
         return kv_pb2.ChangeMembersReply(status=kv_pb2.OK, members=c.infos())
@@ -376,6 +381,21 @@ def test_add_checks_the_joining_server_first(fake: FakeCluster, tmp_path: Path, 
     with pytest.raises(InvalidRequest, match="reports membership 'removed', not 'joining'"):
         kv.add_member("n5", fake.addresses["n5"])
     assert fake.made() == [("add", "n4")]
+
+
+def test_a_change_answered_late_counts_once(
+    fake: FakeCluster, tmp_path: Path, clients: list[KVClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first attempt is made but not answered in time; the retry is refused as a repeat,
+    # and the leader's view shows the change made: that is success, not an error.
+    monkeypatch.setattr(aio, "CHANGE_ATTEMPT_SECONDS", LATE_SECONDS / 5)
+    fake.start("n4")
+    fake.joining = {"n4": CLUSTER_ID}
+    fake.late_replies = 1
+    kv = client_of(clients, fake.hostfile(tmp_path / "hostfile.txt", "n1", "n2", "n3"))
+    after = kv.add_member("n4", fake.addresses["n4"])
+    assert fake.changes == [("add", "n4", "ok"), ("add", "n4", "cannot add n4")]
+    assert [(m.name, m.voter) for m in after] == [("n1", True), ("n2", True), ("n3", True), ("n4", False)]
 
 
 def test_a_refused_change_raises_with_the_servers_reason(
@@ -626,6 +646,7 @@ def test_help_documents_members_and_its_exit_codes(
     result = run_cli(capsys, monkeypatch, "--help")
     assert result.code == cli.EXIT_OK
     text = " ".join(result.out.split())
-    assert "members [--json] | members sync [--timeout SECONDS]" in text
+    assert "members [--json | sync | add | promote | remove]" in text
+    assert "'members sync [--timeout SECONDS]' adds the hostfile's new servers" in text
     assert "members sync did not finish within its --timeout" in text
     assert "a removal leaving the voters that answer short of a quorum" in text
