@@ -312,7 +312,8 @@ def _members(s: Session, args: list[str]) -> int:
         case ["sync", *options]:
             return _members_sync(s, _sync_timeout(options))
         case ["add", name, address]:
-            return _members_change(s, f"{name} added as a learner", s.kv.add_member, name, address)
+            done = f"{name} added as a learner; it becomes a voter with: members promote {name} (once it has caught up)"
+            return _members_change(s, done, s.kv.add_member, name, address)
         case ["promote", name]:
             return _members_change(s, f"{name} is a voter", s.kv.promote_member, name)
         case ["remove", name]:
@@ -364,7 +365,7 @@ def _members_sync(s: Session, timeout: float) -> int:
         s.say(message)
 
     try:
-        s.kv.sync_members(targets, timeout=timeout, progress=progress)
+        after = s.kv.sync_members(targets, timeout=timeout, progress=progress)
     except SyncTimeout as exc:
         s.say(f"error: {exc}")
         return EXIT_CLUSTER
@@ -375,6 +376,7 @@ def _members_sync(s: Session, timeout: float) -> int:
     except KeyboardInterrupt:
         s.say("interrupted; the step under way may or may not have been made: see 'members', or run sync again")
         return EXIT_INTERRUPTED
+    print(format_members_table(after), file=s.out, flush=True)
     return EXIT_OK
 
 

@@ -294,7 +294,14 @@ class KVClient:
             if self._loop is None:
                 self._loop = _client_loop()
             loop = self._loop
-        return asyncio.run_coroutine_threadsafe(operation, loop).result()
+        future = asyncio.run_coroutine_threadsafe(operation, loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C): the operation stops too, rather than
+            # going on retrying behind the caller's back (a sync_members could run for minutes).
+            future.cancel()
+            raise
 
 
 _client_loop_lock = threading.Lock()

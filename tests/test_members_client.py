@@ -574,6 +574,11 @@ def test_members_sync_command_exits_0_then_3_on_timeout(
     assert result.code == cli.EXIT_OK, result.err
     assert fake.made() == [("add", "n4"), ("promote", "n4"), ("remove", "n3")]
     assert "removing n3" in result.err and "the configuration matches the hostfile" in result.err
+    assert [line.split()[:3] for line in result.out.splitlines()[1:]] == [
+        ["n1", fake.addresses["n1"], "voter"],
+        ["n2", fake.addresses["n2"], "voter"],
+        ["n4", fake.addresses["n4"], "voter"],
+    ]
     # n5 never catches up: the sync stops at its deadline (not the request --timeout before the command).
     fake.hostfile(hostfile, "n1", "n2", "n4", "n5")
     result = run_cli(capsys, monkeypatch, "-h", str(hostfile), "--timeout", "5", "members", "sync", "--timeout=0.5")
@@ -635,7 +640,9 @@ def test_members_at_the_prompt(fake: FakeCluster, tmp_path: Path, clients: list[
         hostfile=str(hostfile),
     )
     assert code == cli.EXIT_OK, err.getvalue()
-    assert [m["name"] for m in json.loads(out.getvalue())["members"]] == ["n1", "n2", "n3"]
+    listed, end = json.JSONDecoder().raw_decode(out.getvalue())
+    assert [m["name"] for m in listed["members"]] == ["n1", "n2", "n3"]
+    assert [line.split()[0] for line in out.getvalue()[end:].strip().splitlines()] == ["NAME", "n1", "n2"]
     assert fake.made() == [("remove", "n3")]
     assert [m.name for m in parse_hostfile(hostfile)] == ["n1", "n2"]
 
