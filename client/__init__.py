@@ -1,9 +1,13 @@
-"""paxoskv client: ``from client import KVClient, AsyncKVClient, KVError, UnknownOutcome``."""
+"""paxoskv client: ``from client import KVClient, AsyncKVClient, KVError, UnknownOutcome``.
+
+``Member`` is one member of the cluster's configuration, as ``KVClient.members()`` reports it.
+"""
 
 from typing import TYPE_CHECKING
 
 from client.aio import AsyncKVClient
 from client.kv import ImageMatch, InvalidRequest, KVClient, KVError, Unavailable, UnknownOutcome
+from client.members import Member, SyncTimeout
 
 if TYPE_CHECKING:
     from client.images import ImageError
@@ -15,6 +19,8 @@ __all__ = [
     "InvalidRequest",
     "KVClient",
     "KVError",
+    "Member",
+    "SyncTimeout",
     "Unavailable",
     "UnknownOutcome",
 ]

@@ -23,21 +23,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import itertools
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from client import members as membership
 from client.kv import (
     _CHANNEL_OPTIONS,
     BACKUP_SECONDS,
     STATUS_SECONDS,
     ImageMatch,
+    Unavailable,
     _check_key,
     _check_metadata,
     _check_value,
@@ -51,7 +54,8 @@ from client.kv import (
 )
 from client.retry import SECONDS, InvalidRequest, KnownLeader, KVError, Outcome, Retry, Timing, outcome_of_status
 from paxos import datadir, limits, snapshotfile
-from paxos.hostfile import Member, parse_hostfile
+from paxos.hostfile import HostfileError, Member, parse_hostfile, parse_hostfile_text
+from paxos.identity import format_id
 from paxos.tlsfiles import client_credentials, find_tls_dir
 from protos import kv_pb2, kv_pb2_grpc
 
@@ -59,6 +63,14 @@ if TYPE_CHECKING:
     from client.images import ImageSource
 
 __all__ = ["AsyncKVClient"]
+
+# How often sync_members asks again to promote a learner that is behind, and reports that it waits.
+SYNC_RECHECK_SECONDS = 0.5
+SYNC_REPORT_SECONDS = 5.0
+# A membership change is answered once it is applied on the leader, which may take a few rounds.
+CHANGE_ATTEMPT_SECONDS = 5.0
+# How long a client waits before asking again where a leader it does not know is.
+HINT_LOOKUP_SECONDS = 1.0
 
 # What an attempt came back with: its outcome, the leader it names ('' for
 # none), the error, and the reply when there was one.
@@ -211,8 +223,10 @@ class AsyncKVClient:
         """With ``tls_dir``: TLS, trusting its ca.pem and presenting its client.pem (``TlsError`` now if unreadable)."""
         if not members:
             raise ValueError("a client needs at least one server address")
-        self.members = members
-        self._by_name = {m.name: m for m in members}
+        # The servers this client sends to: those it was given, then those
+        # it learns from the cluster's configuration (``_learn``).
+        self.servers = list(members)
+        self._by_name = {m.name: m for m in self.servers}
         self.timeout = timeout
         self.max_value_bytes = max_value_bytes
         self.client_id = client_id or uuid.uuid4().hex
@@ -221,6 +235,7 @@ class AsyncKVClient:
         self._session = _Session(self.client_id)
         self._leader: KnownLeader[Member] = KnownLeader()
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._hint_lookups: dict[str, float] = {}  # unknown leader names, when last asked where they are
         self._streams: dict[str, SessionStream] = {}
         self.tls_dir = tls_dir
         self._credentials = client_credentials(tls_dir) if tls_dir is not None else None
@@ -304,7 +319,7 @@ class AsyncKVClient:
 
     async def status(self) -> list[dict[str, object]]:
         """One entry per server in hostfile order; unreachable ones are 'down'."""
-        return list(await asyncio.gather(*(self._probe(m) for m in self.members)))
+        return list(await asyncio.gather(*(self._probe(m) for m in self.servers)))
 
     async def _probe(self, member: Member) -> dict[str, object]:
         entry = _unreachable_status(member)
@@ -372,7 +387,7 @@ class AsyncKVClient:
     async def _open_backup(self, timeout: float) -> tuple[Any, kv_pb2.BackupChunk]:
         """A backup stream from the leader and its first message, found as ``client.retry`` decides."""
         retry = Retry(
-            self.members, self._leader, self._clock(), self.timeout, self.timing, write=False, describe=_address
+            self.servers, self._leader, self._clock(), self.timeout, self.timing, write=False, describe=_address
         )
         while (attempt := retry.next_attempt(self._clock())) is not None:
             call = kv_pb2_grpc.KVStub(self._channel(attempt.server)).Backup(kv_pb2.BackupRequest(), timeout=timeout)
@@ -395,9 +410,259 @@ class AsyncKVClient:
                         return call, first
             if outcome is not Outcome.OK:
                 call.cancel()
+            await self._resolve_hint(hint, attempt.server, retry)
             pause = retry.record(outcome, self._clock(), self._by_name.get(hint), error)
             await self._pause(pause)
         raise retry.give_up()
+
+    # ---------------------------------------------------------- membership
+
+    async def members(self) -> list[membership.Member]:
+        """The cluster's configuration in name order, as the leader knows it; as ``KVClient.members``."""
+        view = await self._members_view(self._clock() + self.timeout, need_leader=False)
+        return list(view.members)
+
+    async def add_member(self, name: str, address: str) -> list[membership.Member]:
+        """Add the server at ``address`` (started with ``--join``) as learner ``name``; as ``KVClient.add_member``."""
+        target = _server(name, address)
+        deadline = self._clock() + self.timeout
+        view = await self._members_view(deadline, need_leader=True)
+        membership.check_addition(view, target.name, target.address)
+        member_id = await self._joining_id(target, view, deadline)
+        return await self._change(membership.Step("add", target.name, target.address), member_id, deadline)
+
+    async def promote_member(self, name: str) -> list[membership.Member]:
+        """Make learner ``name`` a voter; as ``KVClient.promote_member``."""
+        deadline = self._clock() + self.timeout
+        view = await self._members_view(deadline, need_leader=True)
+        membership.check_promotion(view, name)
+        return await self._change(membership.Step("promote", name), 0, deadline)
+
+    async def remove_member(self, name: str) -> list[membership.Member]:
+        """Remove member ``name``; as ``KVClient.remove_member``."""
+        deadline = self._clock() + self.timeout
+        view = await self._members_view(deadline, need_leader=True)
+        await self._check_removal(view, name)
+        return await self._change(membership.Step("remove", name), 0, deadline)
+
+    async def sync_members(
+        self,
+        hostfile: str | Path | Sequence[Member],
+        timeout: float = membership.SYNC_SECONDS,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[membership.Member]:
+        """Change the configuration, a step at a time, to exactly ``hostfile``'s servers; see ``KVClient``."""
+        targets = parse_hostfile(hostfile) if isinstance(hostfile, str | Path) else list(hostfile)
+        say = progress or _quiet
+        deadline = self._clock() + timeout
+        view: membership.View | None = None
+        problem = ""  # why the latest step did not go through, for the timeout's message
+        steps_made = 0
+        waiting: tuple[membership.Step, float] | None = None  # the step being waited for, and when last reported
+        while True:
+            try:
+                view = await self._members_view(deadline, need_leader=True)
+            except KVError as exc:  # the leader's view is read until the deadline
+                raise _sync_timeout(timeout, view, problem or str(exc)) from None
+            step = membership.next_step(view, targets)
+            if step is None:
+                done = "the configuration matches the hostfile" if steps_made else "nothing to do: already in sync"
+                say(f"{done}: {view.describe()}")
+                return list(view.members)
+            member_id = 0
+            try:
+                if step.kind == "add":
+                    member_id = await self._joining_id(_server(step.name, step.address), view, deadline)
+                elif step.kind == "remove":
+                    await self._check_removal(view, step.name)
+            except InvalidRequest:
+                raise
+            except KVError as exc:  # the new server did not answer before the deadline
+                raise _sync_timeout(timeout, view, str(exc)) from None
+            if waiting is None or waiting[0] != step:
+                say(step.describe())
+            try:
+                await self._change(step, member_id, deadline)
+            except InvalidRequest as exc:
+                if not membership.passing_refusal(str(exc)):
+                    raise
+                problem = str(exc)
+                now = self._clock()
+                if waiting is None or waiting[0] != step or now - waiting[1] >= SYNC_REPORT_SECONDS:
+                    say(f"waiting: {exc}")
+                    waiting = (step, now)
+                await self._pause(min(SYNC_RECHECK_SECONDS, max(deadline - now, 0)))
+                continue
+            except KVError as exc:  # Unavailable or UnknownOutcome: the deadline has passed
+                raise _sync_timeout(timeout, view, str(exc)) from None
+            waiting, problem = None, ""
+            steps_made += 1
+            say(step.done())
+
+    async def _members_view(self, deadline: float, need_leader: bool) -> membership.View:
+        """The leader's answer to ``Members``, following redirects until ``deadline``.
+
+        Without ``need_leader``, when every server has been tried and none
+        says it leads, the first answer will do.
+        """
+        now = self._clock()
+        timeout = max(deadline - now, 0)
+        retry = Retry(self.servers, self._leader, now, timeout, self.timing, write=False, describe=_address)
+        first: membership.View | None = None
+        while (attempt := retry.next_attempt(self._clock())) is not None:
+            server = attempt.server
+            stub = kv_pb2_grpc.KVStub(self._channel(server))
+            try:
+                reply = await stub.Members(kv_pb2.MembersRequest(), timeout=attempt.timeout)
+            except grpc.aio.AioRpcError as err:
+                outcome, hint, error = classify(err)
+            else:  # a MembersReply has no error text
+                outcome, hint, error = outcome_of_status(reply.status), reply.leader_hint, ""
+                self._learn(reply.members, retry)
+                if outcome is Outcome.OK:
+                    view = membership.view_of(reply, server.name)
+                    if view.from_leader:
+                        retry.record(outcome, self._clock())
+                        return view
+                    first = first or view
+                    if not need_leader and set(retry.servers) <= set(retry.tried):
+                        retry.record(Outcome.NOT_LEADER, self._clock())
+                        return first
+                    leader = view.leader
+                    outcome, hint = Outcome.NOT_LEADER, hint or (leader.name if leader else "")
+                    error = error or "answered with a follower's view"
+            await self._resolve_hint(hint, server, retry)
+            pause = retry.record(outcome, self._clock(), self._by_name.get(hint), error)
+            await self._pause(pause)
+        if first is not None and not need_leader:
+            return first
+        raise retry.give_up()
+
+    async def _change(self, step: membership.Step, member_id: int, deadline: float) -> list[membership.Member]:
+        """Ask the leader for ``step``; the configuration after it.
+
+        An attempt that may have reached the leader and is then refused (the
+        change came in twice) counts as done when the leader's view shows it.
+        """
+        request = step.request(member_id)
+        now = self._clock()
+        timing = dataclasses.replace(self.timing, attempt=CHANGE_ATTEMPT_SECONDS)
+        retry = Retry(self.servers, self._leader, now, max(deadline - now, 0), timing, write=True, describe=_address)
+        while (attempt := retry.next_attempt(self._clock())) is not None:
+            server = attempt.server
+            reply: kv_pb2.ChangeMembersReply | None = None
+            try:
+                reply = await kv_pb2_grpc.KVStub(self._channel(server)).ChangeMembers(request, timeout=attempt.timeout)
+            except grpc.aio.AioRpcError as err:
+                outcome, hint, error = classify(err)
+            else:
+                outcome, hint, error = classify(reply)
+                self._learn(reply.members, retry)
+            await self._resolve_hint(hint, server, retry)
+            try:
+                pause = retry.record(outcome, self._clock(), self._by_name.get(hint), error)
+            except InvalidRequest as exc:
+                if not retry.ambiguous:
+                    raise
+                view = await self._members_view(max(deadline, self._clock() + STATUS_SECONDS), need_leader=True)
+                if _in_effect(step, view):
+                    return list(view.members)
+                if "not finished" not in str(exc):  # else it may be this very change, still in flight
+                    raise
+                pause = timing.no_leader_backoff
+            if outcome is Outcome.OK:
+                assert reply is not None
+                if reply.members:
+                    return sorted((membership.member_of(m) for m in reply.members), key=lambda m: m.name)
+                return list((await self._members_view(self._clock() + self.timeout, need_leader=False)).members)
+            await self._pause(pause)
+        raise retry.give_up()
+
+    async def _joining_id(self, target: Member, view: membership.View, deadline: float) -> int:
+        """The member id of the server at ``target.address``, once it shows it is waiting to join this cluster."""
+        cluster_id = view.cluster_id or await self._cluster_id(view)
+        error = "no attempt made"
+        channel = self._new_channel(target.address)  # not a member yet: a channel apart from the members'
+        try:
+            while (left := deadline - self._clock()) > 0:
+                try:
+                    status = await kv_pb2_grpc.KVStub(channel).Status(
+                        kv_pb2.StatusRequest(), timeout=min(STATUS_SECONDS, left)
+                    )
+                except grpc.aio.AioRpcError as err:
+                    error = _describe(err)
+                    await self._pause(min(self.timing.error_backoff * 10, max(deadline - self._clock(), 0)))
+                    continue
+                return _check_joining(target, status, cluster_id)
+        finally:
+            await channel.close()
+        raise Unavailable(
+            f"{target.name} at {target.address} does not answer ({error}); start it first with: "
+            f"python -m paxos -h HOSTFILE -n {target.name} --data-dir DIR --join"
+        )
+
+    async def _cluster_id(self, view: membership.View) -> int:
+        """The cluster id from a member's status, for a view that did not carry it."""
+        for member in sorted(view.members, key=lambda m: not m.leader):
+            status = await self._node_status(member.address)
+            if status is not None and status.cluster_id:
+                return int(status.cluster_id)
+        raise Unavailable("no member reports the cluster id; try again")
+
+    async def _check_removal(self, view: membership.View, name: str) -> None:
+        """Refuse to remove ``name`` when the voters left, of those answering now, could not form a quorum."""
+        left = membership.remaining_voters(view, name)
+        statuses = await asyncio.gather(*(self._node_status(m.address) for m in left))
+        answering = {m.name for m, s in zip(left, statuses, strict=True) if s is not None and s.membership != "removed"}
+        membership.check_quorum_after_removal(name, left, answering)
+
+    async def _node_status(self, address: str) -> kv_pb2.NodeStatus | None:
+        """The server's status, or None when it does not answer within ``STATUS_SECONDS``.
+
+        On a channel of its own: a shared one may still be waiting out its
+        reconnection backoff after the server came back, and this asks "now".
+        """
+        channel = self._new_channel(address)
+        try:
+            status = await kv_pb2_grpc.KVStub(channel).Status(kv_pb2.StatusRequest(), timeout=STATUS_SECONDS)
+        except grpc.aio.AioRpcError:
+            return None
+        finally:
+            await channel.close()
+        assert isinstance(status, kv_pb2.NodeStatus)
+        return status
+
+    def _learn(self, infos: Iterable[kv_pb2.MemberInfo], retry: Retry[Member, float] | None = None) -> None:
+        """Members a server reported that this client did not know join the servers it sends to."""
+        learned = []
+        for info in infos:
+            if info.name in self._by_name or not info.address:
+                continue
+            try:
+                server = _server(info.name, info.address)
+            except InvalidRequest:  # not an address this client can dial
+                continue
+            self._by_name[server.name] = server
+            self.servers.append(server)
+            learned.append(server)
+        if learned and retry is not None:
+            retry.add_servers(learned)
+
+    async def _resolve_hint(self, hint: str, server: Member, retry: Retry[Member, float]) -> None:
+        """A leader ``server`` names that this client does not know: ask ``server`` where it is."""
+        if not hint or hint in self._by_name:
+            return
+        now = self._clock()
+        if now - self._hint_lookups.get(hint, -HINT_LOOKUP_SECONDS) < HINT_LOOKUP_SECONDS:
+            return  # asked lately: the answer did not name it
+        self._hint_lookups[hint] = now
+        try:
+            reply = await kv_pb2_grpc.KVStub(self._channel(server)).Members(
+                kv_pb2.MembersRequest(), timeout=STATUS_SECONDS
+            )
+        except grpc.aio.AioRpcError:
+            return
+        self._learn(reply.members, retry)
 
     # ----------------------------------------------------------- machinery
 
@@ -426,7 +691,7 @@ class AsyncKVClient:
     ) -> kv_pb2.SessionReply:
         """Send ``request`` to the servers as ``client.retry`` decides, until it succeeds or time is up."""
         retry = Retry(
-            self.members,
+            self.servers,
             self._leader,
             self._clock(),
             self.timeout,
@@ -437,6 +702,7 @@ class AsyncKVClient:
         )
         while (attempt := retry.next_attempt(self._clock())) is not None:
             outcome, hint, error, reply = await self._attempt(attempt.server, request, attempt.timeout)
+            await self._resolve_hint(hint, attempt.server, retry)
             pause = retry.record(outcome, self._clock(), self._by_name.get(hint), error)
             if outcome is Outcome.OK:
                 assert reply is not None
@@ -479,15 +745,77 @@ class AsyncKVClient:
         return stream
 
     def _channel(self, member: Member) -> grpc.aio.Channel:
-        channel = self._channels.get(member.address)
+        return self._channel_to(member.address)
+
+    def _channel_to(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
         if channel is None:
-            if self._credentials is None:
-                channel = grpc.aio.insecure_channel(member.address, options=_CHANNEL_OPTIONS)
-            else:
-                channel = grpc.aio.secure_channel(member.address, self._credentials, options=_CHANNEL_OPTIONS)
-            self._channels[member.address] = channel
+            channel = self._channels[address] = self._new_channel(address)
         return channel
+
+    def _new_channel(self, address: str) -> grpc.aio.Channel:
+        """A channel of its own to ``address``, with this client's TLS settings."""
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(address, self._credentials, options=_CHANNEL_OPTIONS)
 
 
 def _address(member: Member) -> str:
     return member.address
+
+
+def _quiet(message: str) -> None:
+    """The default ``progress`` of ``sync_members``: say nothing."""
+
+
+def _server(name: str, address: str) -> Member:
+    """A server's name and ``host:port`` checked as a hostfile line is; ``InvalidRequest`` if they are not valid."""
+    for what, text in (("server name", name), ("address (HOST:PORT)", address)):
+        if not text or "#" in text or any(c.isspace() for c in text):
+            raise InvalidRequest(f"{text!r} is not a valid {what}")
+    try:
+        (server,) = parse_hostfile_text(f"{name} {address}", "member")
+    except (HostfileError, ValueError) as exc:
+        raise InvalidRequest(str(exc).removeprefix("member:1: ")) from None
+    return server
+
+
+def _check_joining(target: Member, status: kv_pb2.NodeStatus, cluster_id: int) -> int:
+    """The member id of a server waiting to join cluster ``cluster_id``; ``InvalidRequest`` for any other."""
+    where = f"the server at {target.address}"
+    if status.name and status.name != target.name:
+        raise InvalidRequest(f"{where} is named {status.name!r}, not {target.name!r}")
+    if status.membership != membership.JOINING:
+        if status.membership in ("member", "learner"):
+            why = "it is already a member of a cluster"
+        elif status.membership == "removed":
+            why = "it was removed from its cluster; start it afresh, with an empty data dir and --join"
+        else:
+            why = "it was not started with --join"
+        raise InvalidRequest(f"{where} reports membership {status.membership or 'unknown'!r}, not 'joining': {why}")
+    if status.cluster_id != cluster_id:
+        raise InvalidRequest(
+            f"{where} is joining cluster {format_id(status.cluster_id)}, not this one ({format_id(cluster_id)}): "
+            "give it this cluster's hostfile"
+        )
+    if not status.member_id:
+        raise InvalidRequest(f"{where} reports no member id")
+    return int(status.member_id)
+
+
+def _in_effect(step: membership.Step, view: membership.View) -> bool:
+    """Whether the configuration in ``view`` already shows ``step`` made."""
+    member = view.find(step.name)
+    if step.kind == "add":
+        return member is not None and member.address == step.address
+    if step.kind == "promote":
+        return member is not None and member.voter
+    return member is None
+
+
+def _sync_timeout(timeout: float, view: membership.View | None, problem: str) -> membership.SyncTimeout:
+    now = f"; the configuration is {view.describe()} (each step is whole, so it is a valid one)" if view else ""
+    return membership.SyncTimeout(
+        f"the configuration does not match the hostfile after {timeout:g}s (last: {problem}){now}; "
+        "run sync again to go on"
+    )

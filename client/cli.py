@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 from client.kv import ImageMatch, InvalidRequest, KVClient, KVError, Unavailable, UnknownOutcome
-from paxos.hostfile import HostfileError
+from client.members import SYNC_SECONDS, Member, SyncTimeout
+from paxos.hostfile import HostfileError, parse_hostfile
+from paxos.hostfile import Member as Server
 from paxos.limits import DEFAULT_MAX_VALUE_BYTES, MAX_IMAGE_MATCHES
 from paxos.tlsfiles import TLS_DIR_ENV, TlsError, mismatch_hint
 
@@ -49,6 +51,12 @@ STALE_PROMPT = "paxoskv (stale reads)> "
 STATUS_FIELDS = ("name", "address", "reachable", "role", "leader", "ballot", "commit_index", "applied_index")
 # Then these, from each server that answered.
 STATUS_DETAIL_FIELDS = ("version", "uptime_seconds", "log_bytes", "data_bytes", "last_fsync_seconds", "snapshot_index")
+# The keys of one member in `members --json`, exactly, in this order.
+MEMBER_FIELDS = ("name", "address", "voter", "leader", "applied_index")
+MEMBERS_USAGE = (
+    "members [--json] | members sync [--timeout SECONDS] | members add <name> <host:port> | "
+    "members promote <name> | members remove <name>"
+)
 
 
 class KV(Protocol):
@@ -63,6 +71,16 @@ class KV(Protocol):
     def inearest(
         self, image: str, limit: int = 5, max_distance: int | None = None, consistency: str = "linearizable"
     ) -> list[ImageMatch]: ...
+    def members(self) -> list[Member]: ...
+    def add_member(self, name: str, address: str) -> list[Member]: ...
+    def promote_member(self, name: str) -> list[Member]: ...
+    def remove_member(self, name: str) -> list[Member]: ...
+    def sync_members(
+        self,
+        hostfile: str | Path | Sequence[Server],
+        timeout: float = SYNC_SECONDS,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[Member]: ...
     def close(self) -> None: ...
 
 
@@ -89,6 +107,8 @@ class Session:
     stale: bool = False
     # Where `set KEY -` reads its value; None when stdin carries the commands themselves.
     stdin: TextIO | None = None
+    # The hostfile the client was made from: `members sync` moves the cluster to it.
+    hostfile: str | None = None
 
     def say(self, message: str) -> None:
         """A message for the user (stderr), never mixed with values (stdout)."""
@@ -285,6 +305,92 @@ def _nearest_count(text: str) -> int:
     return count
 
 
+def _members(s: Session, args: list[str]) -> int:
+    match args:
+        case [] | ["--json"]:
+            return _members_list(s, as_json=bool(args))
+        case ["sync", *options]:
+            return _members_sync(s, _sync_timeout(options))
+        case ["add", name, address]:
+            done = f"{name} added as a learner; it becomes a voter with: members promote {name} (once it has caught up)"
+            return _members_change(s, done, s.kv.add_member, name, address)
+        case ["promote", name]:
+            return _members_change(s, f"{name} is a voter", s.kv.promote_member, name)
+        case ["remove", name]:
+            return _members_change(s, f"{name} removed", s.kv.remove_member, name)
+        case _:
+            raise UsageError(f"usage: {MEMBERS_USAGE}")
+
+
+def _members_list(s: Session, as_json: bool) -> int:
+    found = s.kv.members()
+    if as_json:
+        rows = [{field: getattr(m, field) for field in MEMBER_FIELDS} for m in found]
+        print(json.dumps({"members": rows}, indent=2), file=s.out, flush=True)
+        return EXIT_OK
+    print(format_members_table(found), file=s.out, flush=True)
+    leaders = [m.name for m in found if m.leader]
+    s.say(f"leader: {', '.join(leaders)}" if leaders else "no leader in this view: it may lag behind a change")
+    return EXIT_OK
+
+
+def _sync_timeout(options: list[str]) -> float:
+    """``members sync``'s ``--timeout SECONDS`` (or ``--timeout=SECONDS``): how long the whole sync may take."""
+    match options:
+        case []:
+            return SYNC_SECONDS
+        case ["--timeout", text]:
+            pass
+        case [option] if option.startswith("--timeout="):
+            text = option.partition("=")[2]
+        case _:
+            raise UsageError("usage: members sync [--timeout SECONDS]")
+    try:
+        return _positive_seconds(text)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"members sync --timeout: {exc}") from None
+
+
+def _members_sync(s: Session, timeout: float) -> int:
+    if s.hostfile is None:
+        raise UsageError("members sync moves the cluster to the client's hostfile, and this session has none")
+    try:
+        targets = parse_hostfile(s.hostfile)
+    except HostfileError as exc:
+        raise UsageError(str(exc)) from None
+    steps: list[str] = []
+
+    def progress(message: str) -> None:
+        steps.append(message)
+        s.say(message)
+
+    try:
+        after = s.kv.sync_members(targets, timeout=timeout, progress=progress)
+    except SyncTimeout as exc:
+        s.say(f"error: {exc}")
+        return EXIT_CLUSTER
+    except InvalidRequest as exc:
+        made = "; the steps above stand (see 'members')" if len(steps) > 1 else ""
+        s.say(f"error: refused: {exc}{made}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        s.say("interrupted; the step under way may or may not have been made: see 'members', or run sync again")
+        return EXIT_INTERRUPTED
+    print(format_members_table(after), file=s.out, flush=True)
+    return EXIT_OK
+
+
+def _members_change(s: Session, done: str, change: Callable[..., list[Member]], *args: str) -> int:
+    try:
+        after = change(*args)
+    except KeyboardInterrupt:
+        s.say("interrupted; the change may or may not have been made: check with 'members'")
+        return EXIT_INTERRUPTED
+    print(format_members_table(after), file=s.out, flush=True)
+    s.say(done)
+    return EXIT_OK
+
+
 def _help(s: Session, args: list[str]) -> int:
     if args:
         command = lookup(args[0])
@@ -350,6 +456,19 @@ COMMANDS: dict[str, Command] = {
             1,
             1,
         ),
+        Command(
+            "members",
+            "members [--json | sync | add | promote | remove]",
+            "list the cluster's members: voter or learner, leader, applied index (--json for scripts); "
+            "'members sync [--timeout SECONDS]' adds the hostfile's new servers (started with --join) and "
+            "removes the members it no longer lists, one step at a time, waiting for each learner to catch up "
+            f"(the timeout is for the whole sync, default {SYNC_SECONDS:g}); "
+            "'members add <name> <host:port>' (as a learner), 'members promote <name>', "
+            "'members remove <name>': one step each",
+            _members,
+            0,
+            3,
+        ),
         Command("help", "help [command]", "list the commands, or explain one", _help, 0, 1),
         Command("quit", "quit", "leave the prompt (also: exit, Ctrl-D; Ctrl-C only cancels the line)", _quit),
         Command("exit", "exit", "leave the prompt", _quit),
@@ -370,6 +489,16 @@ def _no_leader_reason(nodes: Sequence[Mapping[str, object]]) -> str:
     if up < majority:
         return f"no leader: only {up} of {len(nodes)} servers answer; start servers until {majority} are up"
     return "no leader yet: an election may be under way; try again in a moment"
+
+
+def format_members_table(members: Sequence[Member]) -> str:
+    header = ("NAME", "ADDRESS", "ROLE", "LEADER", "APPLIED")
+    rows: list[tuple[str, ...]] = [header]
+    for m in members:
+        role = "voter" if m.voter else "learner"
+        rows.append((m.name, m.address, role, "*" if m.leader else "", str(m.applied_index)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def format_status_table(nodes: Sequence[Mapping[str, object]]) -> str:
@@ -509,6 +638,7 @@ def run_prompt(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
     history: Path | None = None,
+    hostfile: str | None = None,
 ) -> int:
     """Read and run commands until quit, exit or end of input.
 
@@ -519,7 +649,7 @@ def run_prompt(
     by a success after it.
     """
     stdin = stdin or sys.stdin
-    session = Session(kv, stdout or sys.stdout, stderr or sys.stderr, stale)
+    session = Session(kv, stdout or sys.stdout, stderr or sys.stderr, stale, hostfile=hostfile)
     if stdin.isatty():
         _interactive_loop(session, history)
         return EXIT_OK
@@ -572,6 +702,7 @@ def _make_prompt_session(history: Path | None) -> PromptSession[str]:
 
     nested: dict[str, object] = dict.fromkeys(COMMANDS)
     nested["status"] = {"--json": None, "-w": {"table": None, "json": None}}
+    nested["members"] = {"--json": None, "sync": {"--timeout": None}, "add": None, "promote": None, "remove": None}
     nested["help"] = dict.fromkeys(COMMANDS)
     return PromptSession(history=_history(history), completer=NestedCompleter.from_nested_dict(nested))
 
@@ -669,8 +800,10 @@ def hoist_options(opts: argparse.Namespace) -> None:
 
     ``get k --stale`` then means ``--stale get k``.  A ``--`` ends this: the
     words after it are the command's, so ``set k -- --stale`` stores "--stale".
+    ``members sync`` keeps its own ``--timeout`` (for the whole sync).
     """
     words, kept = list(opts.command[1:]), list(opts.command[:1])
+    own_timeout = opts.command[:2] == ["members", "sync"]
     while words:
         word = words.pop(0)
         if word == "--":
@@ -678,7 +811,7 @@ def hoist_options(opts: argparse.Namespace) -> None:
             break
         if word == "--stale":
             opts.stale = True
-        elif word == "--timeout" or word.startswith("--timeout="):
+        elif (word == "--timeout" or word.startswith("--timeout=")) and not own_timeout:
             text = word.partition("=")[2] if "=" in word else (words.pop(0) if words else "")
             try:
                 opts.timeout = _positive_seconds(text)
@@ -714,12 +847,16 @@ exit status:
   0  done
   1  key not found (get, delete)
   2  usage error or bad input: unknown command, missing arguments, bad hostfile
-     or TLS directory, key empty or over 1024 bytes, value too large; nothing
-     was changed
+     or TLS directory, key empty or over 1024 bytes, value too large; a
+     membership change refused: unknown member, a name or address already a
+     member, a server not started with --join or from another cluster, the
+     last voter, a removal leaving the voters that answer short of a quorum;
+     nothing was changed (members sync: by that step)
   3  no answer in time: the cluster is unavailable (the message lists the
      addresses tried, and says so when TLS settings do not match the
      servers'), a write's outcome is unknown (it may or may not have been
-     applied), or status found no leader
+     applied), status found no leader, or members sync did not finish within
+     its --timeout (the configuration is a valid one on the way; run it again)
 
 values go to stdout, messages to stderr.
 
@@ -730,6 +867,7 @@ examples:
   {prog} -h hostfile.txt set config --file app.conf
   {prog} -h hostfile.txt --stale get greeting    # may be out of date
   {prog} -h hostfile.txt status --json
+  {prog} -h hostfile.txt members sync            # after adding or removing lines in hostfile.txt
   {prog} -h hostfile.txt --tls-dir certs get greeting  # TLS (python -m paxos.certs)
   {prog} -h hostfile.txt                         # interactive prompt
   printf 'set a 1\\nget a\\n' | {prog} -h hostfile.txt"""
@@ -774,7 +912,8 @@ def main(argv: Sequence[str] | None = None, client_factory: ClientFactory = defa
     try:
         if bound is None:
             return _open_prompt(kv, opts)
-        return _one_shot(Session(kv, sys.stdout, sys.stderr, opts.stale, stdin=sys.stdin), *bound)
+        session = Session(kv, sys.stdout, sys.stderr, opts.stale, stdin=sys.stdin, hostfile=opts.hostfile)
+        return _one_shot(session, *bound)
     finally:
         kv.close()
 
@@ -810,4 +949,4 @@ def _open_prompt(kv: KV, opts: argparse.Namespace) -> int:
             f"paxoskv: servers from {opts.hostfile};{stale} type help; Ctrl-C cancels a line, quit or Ctrl-D leaves",
             file=sys.stderr,
         )
-    return run_prompt(kv, stale=opts.stale, history=history_path(opts.hostfile))
+    return run_prompt(kv, stale=opts.stale, history=history_path(opts.hostfile), hostfile=opts.hostfile)

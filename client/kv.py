@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 
+from client.members import SYNC_SECONDS
+from client.members import Member as ClusterMember
 from client.retry import (
     InvalidRequest,
     KVError,
@@ -111,8 +113,9 @@ class KVClient:
         self._loop: asyncio.AbstractEventLoop | None = None  # set by the first call
 
     @property
-    def members(self) -> list[Member]:
-        return self._client.members
+    def servers(self) -> list[Member]:
+        """The servers this client sends to: those it was given, then members it learned from the cluster."""
+        return self._client.servers
 
     @property
     def timeout(self) -> float:
@@ -226,6 +229,63 @@ class KVClient:
         """One entry per server in hostfile order; unreachable ones are 'down'."""
         return self._run(self._client.status())
 
+    # -------------------------------------------------------- membership
+
+    def members(self) -> list[ClusterMember]:
+        """The cluster's configuration, in name order, as the leader knows it.
+
+        Follows the redirects of followers; when no server says it leads, the
+        first answer's view (a follower's may lag behind a change).  Members
+        this client did not know join the servers it sends to, so a client
+        with an old hostfile keeps working while one server it lists is up.
+        """
+        return self._run(self._client.members())
+
+    def add_member(self, name: str, address: str) -> list[ClusterMember]:
+        """Add the server at ``address`` (``host:port``) to the cluster as learner ``name``.
+
+        The server must be running, started with ``--join`` and this
+        cluster's hostfile: its status must say it is joining this cluster,
+        and gives the member id sent with the change.  ``InvalidRequest`` for
+        a name or address already in the configuration, or a server that is
+        not waiting to join this cluster.  Returns the configuration after.
+        """
+        return self._run(self._client.add_member(name, address))
+
+    def promote_member(self, name: str) -> list[ClusterMember]:
+        """Make learner ``name`` a voter; the leader refuses (``InvalidRequest``) while it is too far behind."""
+        return self._run(self._client.promote_member(name))
+
+    def remove_member(self, name: str) -> list[ClusterMember]:
+        """Remove member ``name`` (the leader included: it hands over).
+
+        ``InvalidRequest`` for an unknown name, the last voter, or when the
+        voters left that answer their status now could not form a quorum.
+        """
+        return self._run(self._client.remove_member(name))
+
+    def sync_members(
+        self,
+        hostfile: str | Path | Sequence[Member],
+        timeout: float = SYNC_SECONDS,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[ClusterMember]:
+        """Change the configuration to exactly the servers of ``hostfile`` (a path or a parsed list), all voters.
+
+        One step at a time, adding before removing: each server the
+        hostfile lists and the configuration lacks is added as a learner (it
+        must be running with ``--join``), then promoted once it has caught up;
+        then each member the hostfile does not list is removed, the leader
+        last.  A removal that would leave the voters answering now short of
+        a quorum is refused (``InvalidRequest``) before it is asked for.
+        ``progress(message)`` hears of each step (on the client's thread).
+        Returns the configuration once it matches; raises ``SyncTimeout``
+        when it does not within ``timeout`` seconds.  Every step is atomic,
+        so the cluster is always left in a valid configuration, and running
+        it again goes on from there (or does nothing when in sync).
+        """
+        return self._run(self._client.sync_members(hostfile, timeout, progress))
+
     # ----------------------------------------------------------- machinery
 
     def _run(self, operation: Coroutine[Any, Any, T]) -> T:
@@ -234,7 +294,14 @@ class KVClient:
             if self._loop is None:
                 self._loop = _client_loop()
             loop = self._loop
-        return asyncio.run_coroutine_threadsafe(operation, loop).result()
+        future = asyncio.run_coroutine_threadsafe(operation, loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C): the operation stops too, rather than
+            # going on retrying behind the caller's back (a sync_members could run for minutes).
+            future.cancel()
+            raise
 
 
 _client_loop_lock = threading.Lock()

@@ -183,6 +183,13 @@ class Retry(Generic[S, N]):
         self._rotation = 0
         self._refusals = 0
 
+    def add_servers(self, servers: Sequence[S]) -> None:
+        """Servers learned while the operation runs (a leader the client's list lacked): they join the rotation."""
+        fresh: tuple[S, ...] = tuple(s for s in servers if s not in self._known)
+        if fresh:
+            self.servers = self.servers + fresh
+            self._known = frozenset(self.servers)
+
     def next_attempt(self, now: N) -> Attempt[S, N] | None:
         """Where to send the next attempt and for how long; None when the time is up."""
         remaining = self.deadline - now

@@ -82,7 +82,7 @@ def _refusals_logged(cluster: LocalCluster, name: str, reason: str) -> bool:
 
 def _every_replica_holds(cluster: LocalCluster, expected: dict[str, str]) -> bool:
     for name in cluster.names:
-        with KVClient([m for m in KVClient.from_hostfile(cluster.hostfile).members if m.name == name]) as one:
+        with KVClient([m for m in KVClient.from_hostfile(cluster.hostfile).servers if m.name == name]) as one:
             for key, value in expected.items():
                 if one.get(key, consistency="local") != value:
                     return False

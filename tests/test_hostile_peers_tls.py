@@ -142,7 +142,7 @@ def test_no_outsider_gets_a_peer_message_accepted(cluster: LocalCluster, tmp_pat
 
 def _every_replica_holds_tls(cluster: LocalCluster, expected: dict[str, str]) -> bool:
     with cluster.client() as all_servers:
-        members = all_servers.members
+        members = all_servers.servers
     for member in members:
         with KVClient([member], timeout=5, tls_dir=cluster.tls_dir) as one:
             if any(one.get(key, consistency="local") != value for key, value in expected.items()):
