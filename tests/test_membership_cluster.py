@@ -138,3 +138,28 @@ def test_bad_changes_are_refused_and_leave_the_configuration_valid(tmp_path: Pat
         reply = _call(follower, "ChangeMembers", kv_pb2.ChangeMembersRequest(remove="s0"))
         assert isinstance(reply, kv_pb2.ChangeMembersReply) and reply.status == kv_pb2.NOT_LEADER
         assert _members(leader).members == before
+
+
+def test_the_client_library_syncs_the_cluster_to_a_hostfile(tmp_path: Path) -> None:
+    with in_process_cluster(tmp_path, 3) as cluster:
+        with KVClient(cluster.members, timeout=20) as kv:
+            kv.set("before", "1")
+            joined = [_join(cluster, "s3"), _join(cluster, "s4")]
+            wanted = [*cluster.members[1:], *joined]  # s0 leaves, s3 and s4 join
+            hostfile = tmp_path / "hostfile-next.txt"
+            hostfile.write_text("".join(f"{m.name} {m.address}\n" for m in wanted))
+            steps: list[str] = []
+            final = kv.sync_members(hostfile, timeout=120, progress=steps.append)
+            assert sorted((m.name, m.voter) for m in final) == sorted((m.name, True) for m in wanted)
+            # Adding before removing: both joined before s0 left.
+            removal = next(i for i, s in enumerate(steps) if "s0" in s)
+            assert all(any(name in s for s in steps[:removal]) for name in ("s3", "s4")), steps
+            listed = kv.members()
+            assert sorted(m.name for m in listed) == ["s1", "s2", "s3", "s4"]
+            assert sum(m.leader for m in listed) == 1
+            # Run again: nothing to do.
+            assert sorted(m.name for m in kv.sync_members(hostfile, timeout=30)) == ["s1", "s2", "s3", "s4"]
+        # A client that knows only the old servers still finds the cluster.
+        with KVClient(cluster.members[1:2], timeout=20) as kv:
+            kv.set("after", "2")
+            assert kv.get("before") == "1"
