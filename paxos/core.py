@@ -194,8 +194,10 @@ class Node:
         self.id = node_id
         self.config = config or Config()
         self._set_membership(members if isinstance(members, Membership) else Membership.of_voters(members))
-        # A configuration was chosen since the last bundle (see ready()).
+        # A configuration was chosen since the last bundle (see ready()),
+        # and the members it removed, to be told by this leader.
         self._membership_changed = False
+        self._removed_peers: set[NodeId] = set()
         # See limits.LEASE_TICKS: the lease must end well inside the
         # stickiness window of every server that confirmed it.
         self._sticky_ticks = self.config.election_ticks_min // 2
@@ -315,11 +317,12 @@ class Node:
         """
         if msg.sender == self.id:
             return "claims to come from this server"
-        if msg.sender not in self.membership_ids and not isinstance(msg, Heartbeat | CatchupReply):
+        if msg.sender not in self.membership_ids and not isinstance(msg, Heartbeat | CatchupReply | CatchupRequest):
             # Honest when this server lags behind a change that added the
             # sender, or was removed: a forgery otherwise.  A heartbeat is
-            # taken as a hint to catch up (see _on_heartbeat), and a
-            # catch-up reply only as the answer to a request.
+            # taken as a hint to catch up (see _on_heartbeat), a catch-up
+            # reply only as the answer to a request, and a catch-up request
+            # is served (a removed server learns that it was removed).
             return "sender is not in this server's configuration"
         ballot: Ballot | None
         match msg:
@@ -386,10 +389,12 @@ class Node:
         if error:
             return error
         for promoted in membership.voters - base.voters:
+            member = membership.get(promoted)
+            name = member.name if member else str(promoted)
+            if promoted not in lead.peer_commit and "learner_votes" not in self.config.planted_bugs:
+                return f"learner {name} has not answered this leader yet, so how far behind it is is unknown"
             lag = self.commit_index - lead.peer_commit.get(promoted, 0)
             if lag > limits.PROMOTION_LAG_SLOTS and "learner_votes" not in self.config.planted_bugs:
-                member = membership.get(promoted)
-                name = member.name if member else str(promoted)
                 return (
                     f"learner {name} is {lag} slots behind the leader; it is promoted once it is within "
                     f"{limits.PROMOTION_LAG_SLOTS}"
@@ -579,6 +584,13 @@ class Node:
         no longer a voter, stops; the host fails what waited on the old one
         and the clients retry.
         """
+        removed, self._removed_peers = self._removed_peers, set()
+        if self._lead is not None:
+            # Members no longer in the configuration hear no more from us:
+            # one last heartbeat carries the commit index past their removal.
+            beat = Heartbeat(self.id, self._lead.ballot, self.commit_index, self._lead.heartbeat_seq)
+            for peer in sorted(removed):
+                self._send(peer, beat)
         if self._lead is None and self.role is not Role.CANDIDATE:
             if self.leader is not None and self.leader not in self.voters:
                 # Our leader removed itself: hand over at once.  The
@@ -972,6 +984,7 @@ class Node:
             self.accepted.pop(self.commit_index, None)
             chosen_config = configuration_in(self.chosen[self.commit_index])
             if chosen_config is not None:
+                self._removed_peers |= self.membership_ids - chosen_config.ids - {self.id}
                 self._set_membership(chosen_config)
                 self._membership_changed = True
             if self._lead is not None:

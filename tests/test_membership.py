@@ -141,6 +141,18 @@ def test_a_removed_leader_steps_down_and_the_others_go_on() -> None:
     assert net.nodes[2].commit_index == net.nodes[1].commit_index
 
 
+def test_a_removed_follower_is_told_it_was_removed() -> None:
+    net = cluster(3)
+    net.elect(0, [1, 2])
+    write(net, 0)
+    change(net, 0, FOUNDERS.removing(2))
+    net.deliver()
+    assert net.nodes[2].membership.ids == {0, 1}, "server 2 never learned it left"
+    net.drop_queued()
+    net.tick(2, 5 * FIXED.election_ticks_max)
+    assert not net.queue, "a removed server still campaigns"
+
+
 def test_a_candidate_learns_a_chosen_configuration_before_it_leads() -> None:
     net = cluster()
     net.elect(0, [1, 2])
