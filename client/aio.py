@@ -343,6 +343,7 @@ class AsyncKVClient:
                 data_bytes=s.data_bytes,
                 last_fsync_seconds=s.last_fsync_seconds,
                 snapshot_index=s.snapshot_index,
+                membership=s.membership,
             )
         return entry
 

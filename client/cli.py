@@ -50,7 +50,15 @@ STALE_PROMPT = "paxoskv (stale reads)> "
 # The keys of one server in `status --json`, always, in this order.
 STATUS_FIELDS = ("name", "address", "reachable", "role", "leader", "ballot", "commit_index", "applied_index")
 # Then these, from each server that answered.
-STATUS_DETAIL_FIELDS = ("version", "uptime_seconds", "log_bytes", "data_bytes", "last_fsync_seconds", "snapshot_index")
+STATUS_DETAIL_FIELDS = (
+    "version",
+    "uptime_seconds",
+    "log_bytes",
+    "data_bytes",
+    "last_fsync_seconds",
+    "snapshot_index",
+    "membership",  # member | learner | joining | removed
+)
 # The keys of one member in `members --json`, exactly, in this order.
 MEMBER_FIELDS = ("name", "address", "voter", "leader", "applied_index")
 MEMBERS_USAGE = (
@@ -509,7 +517,10 @@ def format_status_table(nodes: Sequence[Mapping[str, object]]) -> str:
             cells = (n["leader"] or "-", n["ballot"] or "-", n["commit_index"], n["applied_index"])
         else:
             cells = ("-", "-", "-", "-")
-        rows.append(tuple(str(c) for c in (n["name"], n["address"], n["role"], *cells)))
+        role = n["role"]
+        if n.get("membership") in ("learner", "joining", "removed"):
+            role = f"{role} ({n['membership']})"
+        rows.append(tuple(str(c) for c in (n["name"], n["address"], role, *cells)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 

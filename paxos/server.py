@@ -405,7 +405,7 @@ class _ServerObserver(Observer):
         elif role is Role.CANDIDATE:
             log.info("no leader heard; running phase 1 with ballot %s", ballot, extra=context)
         elif leader is not None:
-            log.info("following %s (ballot %s)", self.s.members[leader].name, ballot, extra=context)
+            log.info("following %s (ballot %s)", self.s.name_of(leader), ballot, extra=context)
         else:
             log.info("no leader known", extra=context)
 
@@ -434,7 +434,7 @@ class _ServerObserver(Observer):
         log.info(
             "now at slot %d, from the snapshot of %s; catching up on the log after it",
             index,
-            self.s.members[peer].name,
+            self.s.name_of(peer),
         )
 
     def refused(self, msg: Message, reason: str) -> None:
@@ -660,6 +660,10 @@ class PaxosServer:
         self.ids_by_name = {m.name: i for i, m in self.members.items()}
         self.codec.members = frozenset(self.members)
 
+    def name_of(self, member_id: NodeId) -> str:
+        member = self.members.get(member_id)
+        return member.name if member is not None else format_id(member_id)
+
     def _sync_links(self) -> None:
         """One outbound stream to each other member of the configuration, and none to anyone else."""
         if not self._links_running:
@@ -804,7 +808,7 @@ class PaxosServer:
             if not task.cancelled():
                 exc = task.exception()
                 if exc is not None:
-                    log.warning("fetching a snapshot from %s failed: %s", self.members[peer].name, exc)
+                    log.warning("fetching a snapshot from %s failed: %s", self.name_of(peer), exc)
                 else:
                     got = task.result()
             done(got)
@@ -913,7 +917,7 @@ class PaxosServer:
             self.refusals.note(
                 self._peer_label(raw.sender, origin),
                 "sender is not the member named by the certificate",
-                f"certificate of {self.members[certified].name}",
+                f"certificate of {self.name_of(certified)}",
             )
             return
         if msg.sender in self._blocked:
@@ -1015,7 +1019,7 @@ class PaxosServer:
 
     def leader_hint(self) -> str:
         leader = self.core.leader
-        return self.members[leader].name if leader is not None else ""
+        return self.name_of(leader) if leader is not None else ""
 
     async def write(self, cmd: kv_pb2.Command, deadline: float) -> kv_pb2.WriteReply:
         future: asyncio.Future[WriteAnswer] = asyncio.get_running_loop().create_future()
