@@ -391,8 +391,9 @@ class Node:
         for promoted in membership.voters - base.voters:
             member = membership.get(promoted)
             name = member.name if member else str(promoted)
-            if promoted not in lead.peer_commit and "learner_votes" not in self.config.planted_bugs:
-                return f"learner {name} has not answered this leader yet, so how far behind it is is unknown"
+            silent = self.now - lead.last_heard.get(promoted, -(10**9)) >= self.config.leader_quorum_timeout_ticks
+            if (promoted not in lead.peer_commit or silent) and "learner_votes" not in self.config.planted_bugs:
+                return f"learner {name} is not answering this leader, so how far behind it is is unknown"
             lag = self.commit_index - lead.peer_commit.get(promoted, 0)
             if lag > limits.PROMOTION_LAG_SLOTS and "learner_votes" not in self.config.planted_bugs:
                 return (

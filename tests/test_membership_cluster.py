@@ -163,3 +163,21 @@ def test_the_client_library_syncs_the_cluster_to_a_hostfile(tmp_path: Path) -> N
         with KVClient(cluster.members[1:2], timeout=20) as kv:
             kv.set("after", "2")
             assert kv.get("before") == "1"
+
+
+def test_a_learner_that_went_away_is_never_promoted_and_can_be_removed(tmp_path: Path) -> None:
+    with in_process_cluster(tmp_path, 3) as cluster:
+        members = list(cluster.members)
+        newcomer = _join(cluster, "s3")
+        status = _status(newcomer.address)
+        add = kv_pb2.MemberInfo(name="s3", address=newcomer.address, id=status.member_id)
+        assert _change(cluster, members, kv_pb2.ChangeMembersRequest(add=add)) == ""
+        cluster.stop("s3")  # it never comes back
+        reply = _call(_leader_address(cluster, members), "ChangeMembers", kv_pb2.ChangeMembersRequest(promote="s3"))
+        assert isinstance(reply, kv_pb2.ChangeMembersReply)
+        assert reply.status == kv_pb2.INVALID and "behind" in reply.error, reply
+        assert _change(cluster, members, kv_pb2.ChangeMembersRequest(remove="s3")) == ""
+        listed = _members(_leader_address(cluster, members))
+        assert sorted((m.name, m.voter) for m in listed.members) == [("s0", True), ("s1", True), ("s2", True)]
+        with KVClient(members, timeout=20) as kv:
+            kv.set("still", "works")
