@@ -142,8 +142,12 @@ class PeerCodec:
         copy.receiver = to
         return copy
 
-    def decode(self, raw: pb.PeerMessage) -> Message:
-        """Rebuild a core message, refusing anything the core must never see."""
+    def decode(self, raw: pb.PeerMessage, any_sender: bool = False) -> Message:
+        """Rebuild a core message, refusing anything the core must never see.
+
+        ``any_sender``: the transport proved the sender a member of this
+        cluster that this server does not know yet (paxos/server.py).
+        """
         if raw.cluster_id != self.cluster_id:
             raise DecodeError("another cluster", f"cluster id {raw.cluster_id:016x}")
         if raw.receiver != self.me:
@@ -151,7 +155,10 @@ class PeerCodec:
         sender = raw.sender
         if sender == self.me:
             raise DecodeError("claims to come from this server")
-        if sender not in self.members:
+        if any_sender:
+            if not 0 < sender <= limits.MAX_MEMBER_ID:
+                raise DecodeError("sender is not a member", f"sender {sender:016x}")
+        elif sender not in self.members:
             raise DecodeError("sender is not a member", f"sender {sender:016x}")
         return decode_body(raw, sender)
 

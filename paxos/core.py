@@ -663,10 +663,12 @@ class Node:
         if msg.sender not in self.membership_ids:
             # A leader this server's configuration does not know yet: the
             # change that added it is in the log above our commit index.
-            # Only a hint to catch up from it, and only from a ballot that
-            # could lead now.
-            if msg.ballot >= self.promised:
-                self._note_leader_commit(msg.sender, msg.commit_index)
+            # Only a hint to catch up, from a ballot that could lead now, and
+            # from a member this server knows (it may not know where the
+            # sender is); each hint asks another, so a dead one is no trap.
+            if msg.ballot >= self.promised and self.peers:
+                source = self.peers[self._rng.randrange(len(self.peers))]
+                self._note_leader_commit(source, msg.commit_index)
             return
         self._note_round(msg.ballot)
         if msg.ballot < self.promised:

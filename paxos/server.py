@@ -893,11 +893,15 @@ class PaxosServer:
 
     # ------------------------------------------------------ peer messages in
 
-    def receive_peer(self, raw: peer_pb2.PeerMessage, origin: str = "", certified: NodeId | None = None) -> None:
+    def receive_peer(
+        self, raw: peer_pb2.PeerMessage, origin: str = "", certified: NodeId | None = None, unbound: str = ""
+    ) -> None:
         """One stream message from a peer, maybe packing several; ``origin`` is the transport's peer address.
 
         ``certified`` is the member whose certificate opened the stream (with
-        TLS); a message claiming any other sender is refused.
+        TLS); a message claiming any other sender is refused.  ``unbound``:
+        the stream's certificate names a member this server's configuration
+        does not hold yet; its messages may claim only ids no known member has.
         """
         try:
             messages = unpack(raw)
@@ -905,11 +909,30 @@ class PaxosServer:
             self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
             return
         for one in messages:
-            self._receive_one(one, origin, certified)
+            self._receive_one(one, origin, certified, unbound)
 
-    def _receive_one(self, raw: peer_pb2.PeerMessage, origin: str, certified: NodeId | None) -> None:
+    def _receive_one(self, raw: peer_pb2.PeerMessage, origin: str, certified: NodeId | None, unbound: str) -> None:
+        if unbound:
+            if raw.sender in self.members:
+                self.refusals.note(
+                    self._peer_label(raw.sender, origin),
+                    "sender is not the member named by the certificate",
+                    f"certificate of {unbound!r}",
+                )
+                return
+            # The core judges it: a non-member's heartbeat only tells this
+            # server to catch up.
+            try:
+                msg = self.codec.decode(raw, any_sender=True)
+            except DecodeError as exc:
+                self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
+                return
+            self.replica.receive(msg)
+            return
         try:
-            msg = self.codec.decode(raw)
+            # A sender this server does not know may be a member added while
+            # it was away: the core takes only a hint to catch up from it.
+            msg = self.codec.decode(raw, any_sender=self.tls is None and raw.sender not in self.members)
         except DecodeError as exc:
             self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
             return
@@ -931,6 +954,14 @@ class PaxosServer:
         TLS verified the certificate when the server asks for one
         (``--client-auth cert``); otherwise the caller signed its opening.
         """
+        name, why = self.certified_name(context)
+        if name is None:
+            return None, why
+        member_id = self.ids_by_name.get(name)
+        return member_id, "" if member_id is not None else f"certificate of {name!r}, not a member"
+
+    def certified_name(self, context: grpc.aio.ServicerContext) -> tuple[str | None, str]:
+        """The member name this call's certificate (or signed proof) carries, or None and why not."""
         assert self.tls is not None
         name = member_named(context.auth_context())
         if name is None and self.tls.client_auth != CLIENT_AUTH_CERT:
@@ -938,10 +969,7 @@ class PaxosServer:
                 name = self.tls.member_from_proof(context.invocation_metadata(), time.time())
             except TlsError as exc:
                 return None, str(exc)
-        if name is None:
-            return None, "no member certificate"
-        member_id = self.ids_by_name.get(name)
-        return member_id, "" if member_id is not None else f"certificate of {name!r}, not a member"
+        return (name, "") if name is not None else (None, "no member certificate")
 
     def _refuse_non_client(self, context: grpc.aio.ServicerContext) -> None:
         self.client_refusals.note(
@@ -1444,15 +1472,21 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
         received = 0
         origin = _without_port(context.peer())
         certified = None
+        unbound = ""
         if self.s.tls is not None:
             certified, why = self.s.certified_member(context)
             if certified is None:
-                self.s.refusals.note(origin, "peer stream without a member certificate", why)
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a peer stream needs a member certificate")
+                # A member added after this server's configuration: the
+                # certificate proves a member of this cluster by name only.
+                name, _ = self.s.certified_name(context)
+                if name is None:
+                    self.s.refusals.note(origin, "peer stream without a member certificate", why)
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a peer stream needs a member certificate")
+                unbound = name or ""
         try:
             async for raw in request_iterator:
                 received += 1
-                self.s.receive_peer(raw, origin, certified)
+                self.s.receive_peer(raw, origin, certified, unbound)
         except asyncio.CancelledError:
             pass  # this server is shutting down; the peer reconnects elsewhere
         return peer_pb2.StreamSummary(received=received)

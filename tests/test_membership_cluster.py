@@ -181,3 +181,29 @@ def test_a_learner_that_went_away_is_never_promoted_and_can_be_removed(tmp_path:
         assert sorted((m.name, m.voter) for m in listed.members) == [("s0", True), ("s1", True), ("s2", True)]
         with KVClient(members, timeout=20) as kv:
             kv.set("still", "works")
+
+
+def test_a_server_that_missed_changes_catches_up_from_a_leader_it_never_heard_of(tmp_path: Path) -> None:
+    with in_process_cluster(tmp_path, 4) as cluster:
+        members = list(cluster.members)
+        cluster.stop("s3")
+        for name in ("s4", "s5"):
+            joined = _join(cluster, name)
+            status = _status(joined.address)
+            add = kv_pb2.MemberInfo(name=name, address=joined.address, id=status.member_id)
+            assert _change(cluster, members, kv_pb2.ChangeMembersRequest(add=add)) == ""
+            members.append(joined)
+            assert _change(cluster, members, kv_pb2.ChangeMembersRequest(promote=name)) == ""
+        for name in ("s0", "s1", "s2"):  # they stay up, idle, as removed servers do
+            assert _change(cluster, members, kv_pb2.ChangeMembersRequest(remove=name)) == ""
+        live = [m for m in members if m.name in ("s4", "s5")]
+        with KVClient(live, timeout=20) as kv:
+            kv.set("while s3 was away", "1")
+        # s3 knows only s0..s3; the leader is s4 or s5, which it never heard of.
+        cluster.restart("s3")
+        s3 = next(m for m in members if m.name == "s3")
+        leader = _leader_address(cluster, live)
+        wait_until(
+            lambda: _status(s3.address).applied_index >= _status(leader).commit_index, "s3 to catch up", timeout=60
+        )
+        wait_until(lambda: _status(s3.address).leader in ("s4", "s5"), "s3 to follow the new leader", timeout=60)
