@@ -69,6 +69,7 @@ class Scaling:
     notes: list[str] = field(default_factory=list)
     clock: Clock = field(default_factory=Clock)
     removed: set[str] = field(default_factory=set)  # may refuse to start again on their old data
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)  # every process, for the final cleanup
     exits: list[str] = field(default_factory=list)  # servers that exited on their own
 
     def note(self, text: str) -> None:
@@ -89,6 +90,7 @@ class Scaling:
         env = {**os.environ, "PYTHONPATH": str(REPO), "PAXOSKV_INSECURE": "1"}
         out = server.log.open("ab")
         server.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.started.append(server.process)
         out.close()
         server.starts += 1
         self.note(f"started {name}{' --join' if join else ''}")
@@ -136,6 +138,17 @@ class Scaling:
 def run(directory: Path) -> list[str]:
     """One whole run; the anomalies found (empty: passed)."""
     s = Scaling(directory)
+    try:
+        return _run(s)
+    finally:
+        for process in s.started:  # whatever a failure left running
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+
+
+def _run(s: Scaling) -> list[str]:
+    directory = s.directory
     names = [f"n{i}" for i in range(7)]
     ports = free_ports(len(names))
     for name, port in zip(names, ports, strict=True):
