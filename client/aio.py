@@ -71,6 +71,13 @@ SYNC_REPORT_SECONDS = 5.0
 CHANGE_ATTEMPT_SECONDS = 5.0
 # How long a client waits before asking again where a leader it does not know is.
 HINT_LOOKUP_SECONDS = 1.0
+# How far the first_unacked a write carries may lag the lowest seq of the
+# client's writes still open, beyond the number open.  A server drops a
+# session's older results in a pass over all of them whenever first_unacked
+# rises, so reporting it in steps makes that pass once a step instead of once
+# a write, on every server, for up to a step more results kept.  A lower
+# first_unacked is always safe: the servers only keep more.
+FIRST_UNACKED_STEP = 64
 
 # What an attempt came back with: its outcome, the leader it names ('' for
 # none), the error, and the reply when there was one.
@@ -89,6 +96,15 @@ class _Request:
         self.sent = False
 
 
+class _TimeUp(Exception):
+    """A request's time ran out before its reply came."""
+
+
+def _time_up(future: asyncio.Future[kv_pb2.SessionReply]) -> None:
+    if not future.done():
+        future.set_exception(_TimeUp())
+
+
 class StreamBroken(Exception):
     """The session stream failed; ``sent`` says whether the request had gone out on it."""
 
@@ -103,6 +119,7 @@ class SessionStream:
     """One session stream to one server, shared by every call of a client."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._loop = asyncio.get_running_loop()
         self._call = kv_pb2_grpc.KVStub(channel).Session()
         self._ids = itertools.count(1)
         self._queue: collections.deque[_Request] = collections.deque()
@@ -119,20 +136,25 @@ class SessionStream:
         """
         message.id = next(self._ids)
         message.timeout_ms = max(1, min(round(timeout * 1000), 2**32 - 1))
-        request = _Request(message, asyncio.get_running_loop().create_future())
+        future = self._loop.create_future()
+        request = _Request(message, future)
         self._queue.append(request)
         self._wake.set()
+        # One timer on the loop rather than a timeout context: it is set and
+        # cancelled once per request, and a timeout context costs several
+        # times as much.
+        timer = self._loop.call_later(timeout, _time_up, future)
         try:
-            async with asyncio.timeout(timeout):
-                return await request.future
-        except TimeoutError:
+            return await future
+        except _TimeUp:
             raise StreamBroken(None, "deadline exceeded", request.sent) from None
         finally:
+            timer.cancel()
             # Given up on (its time is up, or its caller was cancelled): a
             # queued request is skipped by the sender, a late reply ignored.
-            if not request.future.done():
-                request.future.cancel()
-            if request.future.cancelled():
+            if not future.done():
+                future.cancel()
+            if future.cancelled() or isinstance(future.exception(), _TimeUp):
                 self._in_flight.pop(message.id, None)
 
     async def _send(self) -> None:
@@ -267,18 +289,24 @@ class AsyncKVClient:
     async def set(self, key: str, value: str) -> None:
         _check_key(key)
         _check_value(value, self.max_value_bytes)
-        await self._write(kv_pb2.Command(set=kv_pb2.SetOp(key=key, value=value)))
+        request = kv_pb2.SessionRequest()
+        op = request.write.command.set  # filled in place: nested constructors would copy
+        op.key, op.value = key, value
+        await self._write(request)
 
     async def delete(self, key: str) -> bool:
         _check_key(key)
-        reply = await self._write(kv_pb2.Command(delete=kv_pb2.DeleteOp(key=key)))
+        request = kv_pb2.SessionRequest()
+        request.write.command.delete.key = key
+        reply = await self._write(request)
         return reply.removed
 
     async def get(self, key: str, consistency: str = "linearizable") -> str | None:
         """The value of ``key``, or None; ``consistency="local"`` as in ``KVClient.get``."""
         _check_key(key)
         level = _consistency(consistency)
-        request = kv_pb2.SessionRequest(get=kv_pb2.GetRequest(key=key, consistency=level))
+        request = kv_pb2.SessionRequest()
+        request.get.key, request.get.consistency = key, level
         reply = (await self._retry(request, is_write=False, any_server=level == kv_pb2.LOCAL)).get
         return reply.value if reply.found else None
 
@@ -289,7 +317,10 @@ class AsyncKVClient:
         _check_metadata(metadata)
         # Decoding a photo takes a while: off the event loop, so other calls go on.
         hashes = await asyncio.to_thread(images.index_hashes, image)
-        await self._write(kv_pb2.Command(iset=kv_pb2.ImageSetOp(hashes=hashes, metadata=metadata)))
+        request = kv_pb2.SessionRequest()
+        request.write.command.iset.hashes.extend(hashes)
+        request.write.command.iset.metadata = metadata
+        await self._write(request)
         return images.hash_hex(hashes[0])
 
     async def iget(
@@ -667,25 +698,34 @@ class AsyncKVClient:
 
     # ----------------------------------------------------------- machinery
 
-    async def _write(self, cmd: kv_pb2.Command) -> kv_pb2.WriteReply:
-        session, seq = self._open_seq()
+    async def _write(self, request: kv_pb2.SessionRequest) -> kv_pb2.WriteReply:
+        """Send ``request``, whose write command has its operation set, numbered in the client's session."""
+        session, seq, first_unacked = self._open_seq()
         try:
-            cmd.client_id, cmd.seq, cmd.first_unacked = session.id, seq, min(session.open)
-            request = kv_pb2.SessionRequest(write=kv_pb2.WriteRequest(command=cmd))
+            cmd = request.write.command
+            cmd.client_id, cmd.seq, cmd.first_unacked = session.id, seq, first_unacked
             return (await self._retry(request, is_write=True)).write
         finally:
             session.open.discard(seq)
 
-    def _open_seq(self) -> tuple[_Session, int]:
-        """A sequence number for a new write, in a session whose window has room (as ``KVClient``)."""
+    def _open_seq(self) -> tuple[_Session, int, int]:
+        """A sequence number for a new write, in a session whose window has room, and the first_unacked to send.
+
+        The first_unacked sent is at most the lowest seq still open, so the
+        servers never drop a result a retry may need; it is brought up to
+        that lowest seq only once it lags by ``FIRST_UNACKED_STEP`` beyond
+        the writes open, or when the window depends on it.
+        """
         session = self._session
-        oldest = min(session.open, default=session.next_seq)
-        if session.next_seq - oldest >= limits.SESSION_WINDOW - 1:
+        behind = session.next_seq - session.first_unacked
+        if behind >= FIRST_UNACKED_STEP + len(session.open) or behind >= limits.SESSION_WINDOW - 1:
+            session.first_unacked = min(session.open, default=session.next_seq)
+        if session.next_seq - session.first_unacked >= limits.SESSION_WINDOW - 1:
             session = self._session = _Session(uuid.uuid4().hex)
         seq = session.next_seq
         session.next_seq += 1
         session.open.add(seq)
-        return session, seq
+        return session, seq, session.first_unacked
 
     async def _retry(
         self, request: kv_pb2.SessionRequest, is_write: bool, any_server: bool = False
@@ -715,11 +755,14 @@ class AsyncKVClient:
         await asyncio.sleep(seconds)
 
     async def _attempt(self, member: Member, request: kv_pb2.SessionRequest, timeout: float) -> Attempted:
-        """One attempt of ``request`` at ``member``, on its session stream."""
-        message = kv_pb2.SessionRequest()
-        message.CopyFrom(request)  # each attempt has an id of its own
+        """One attempt of ``request`` at ``member``, on its session stream.
+
+        Each attempt gives ``request`` an id of its own.  It is not copied:
+        once an attempt is over, its stream skips it if still queued, and a
+        batch that carried it holds a copy of its own.
+        """
         try:
-            reply = await self._stream(member).request(message, timeout)
+            reply = await self._stream(member).request(request, timeout)
         except StreamBroken as exc:
             surely_not = not exc.sent or (exc.error is not None and _surely_not_delivered(exc.error))
             return (Outcome.NOT_DELIVERED if surely_not else Outcome.MAYBE_DELIVERED), "", exc.detail, None

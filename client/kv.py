@@ -76,6 +76,7 @@ class _Session:
         self.id = session_id
         self.next_seq = 1
         self.open: set[int] = set()
+        self.first_unacked = 1  # the one the last write carried (aio.AsyncKVClient._open_seq)
 
 
 class _Reply(Protocol):

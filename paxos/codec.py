@@ -52,27 +52,41 @@ def _ballot(b: Ballot) -> pb.Ballot:
     return pb.Ballot(round=b.round, node=b.node)
 
 
+def _fill_ballot(out: pb.Ballot, b: Ballot) -> None:
+    out.round = b.round
+    out.node = b.node
+
+
 def _value(v: Value) -> pb.Value:
     return pb.Value(commands=v)
 
 
 def encode_body(msg: Message, out: pb.PeerMessage) -> None:
-    """Fill ``out``'s body with ``msg``."""
+    """Fill ``out``'s body, which must not be set yet, with ``msg``."""
+    # The messages of every write and heartbeat are filled in place: a
+    # message built alone and then set into ``out`` would be copied whole,
+    # commands and all.  (Assigning a field, even a default, sets the body.)
     match msg:
         case Accept():
-            out.accept.CopyFrom(
-                pb.Accept(
-                    ballot=_ballot(msg.ballot), slot=msg.slot, value=_value(msg.value), commit_index=msg.commit_index
-                )
-            )
+            accept = out.accept
+            _fill_ballot(accept.ballot, msg.ballot)
+            accept.slot = msg.slot
+            accept.value.commands.extend(msg.value)
+            accept.commit_index = msg.commit_index
         case Accepted():
-            out.accepted.CopyFrom(pb.Accepted(ballot=_ballot(msg.ballot), slot=msg.slot))
+            accepted = out.accepted
+            _fill_ballot(accepted.ballot, msg.ballot)
+            accepted.slot = msg.slot
         case Heartbeat():
-            out.heartbeat.CopyFrom(pb.Heartbeat(ballot=_ballot(msg.ballot), commit_index=msg.commit_index, seq=msg.seq))
+            heartbeat = out.heartbeat
+            _fill_ballot(heartbeat.ballot, msg.ballot)
+            heartbeat.commit_index = msg.commit_index
+            heartbeat.seq = msg.seq
         case HeartbeatAck():
-            out.heartbeat_ack.CopyFrom(
-                pb.HeartbeatAck(ballot=_ballot(msg.ballot), seq=msg.seq, commit_index=msg.commit_index)
-            )
+            ack = out.heartbeat_ack
+            _fill_ballot(ack.ballot, msg.ballot)
+            ack.seq = msg.seq
+            ack.commit_index = msg.commit_index
         case Prepare():
             out.prepare.CopyFrom(pb.Prepare(ballot=_ballot(msg.ballot), from_slot=msg.from_slot))
         case Promise():

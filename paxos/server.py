@@ -784,7 +784,7 @@ class PaxosServer:
     def send(self, messages: list[tuple[NodeId, Message]]) -> None:
         """The replica's transport: one stream per peer."""
         # A broadcast is one message object sent to every peer: encode it
-        # once, then copy the envelope for each receiver.
+        # once, for its first receiver, then copy the envelope for each other.
         encoded: dict[int, peer_pb2.PeerMessage] = {}
         for to, msg in messages:
             if to not in self._blocked:
@@ -797,8 +797,10 @@ class PaxosServer:
                     link = self._open_link(to)
                 wire = encoded.get(id(msg))
                 if wire is None:
-                    wire = encoded[id(msg)] = self.codec.encode(msg)
-                link.send(self.codec.addressed(wire, to))
+                    wire = encoded[id(msg)] = self.codec.encode(msg, to)
+                    link.send(wire)
+                else:
+                    link.send(self.codec.addressed(wire, to))
 
     def fetch_snapshot(self, peer: NodeId, after: Slot, done: Callable[[FetchedSnapshot | None], None]) -> None:
         """The replica's transport: stream ``peer``'s newest snapshot into the data dir, then load it."""
@@ -1625,6 +1627,9 @@ class _PeerLink:
             msg = await self._queue.get()
             if msg is None:
                 return
+            if self._queue.empty():  # alone: no packing, and no size to add up
+                yield msg
+                continue
             batch, size = [msg], msg.ByteSize()
             while len(batch) < limits.MAX_PEER_PACKED_MESSAGES and not self._queue.empty():
                 nxt = self._queue.get_nowait()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from paxos import limits
@@ -82,18 +82,69 @@ def write_reply(server: PaxosServer, answer: WriteAnswer) -> kv_pb2.WriteReply:
 class _Pending:
     """One request of the session waiting for its reply."""
 
-    __slots__ = ("deadline", "id", "kind", "request", "started", "timer")
+    __slots__ = ("deadline", "deadlines", "id", "kind", "request", "started")
 
-    def __init__(self, request_id: int, kind: str, request: kv_pb2.SessionRequest) -> None:
+    def __init__(
+        self, request_id: int, kind: str, request: kv_pb2.SessionRequest, started: float, monotonic: float
+    ) -> None:
+        """``started`` is time.perf_counter() and ``monotonic`` time.monotonic(), both now (read once a batch)."""
         self.id = request_id
         self.kind = kind
         self.request = request
-        self.started = time.perf_counter()
+        self.started = started
         seconds = request.timeout_ms / 1000
         if not 0 < seconds <= DEFAULT_REQUEST_SECONDS:
             seconds = DEFAULT_REQUEST_SECONDS
-        self.deadline = time.monotonic() + seconds  # on the clock of PaxosServer.write and linearizable_read
+        self.deadline = monotonic + seconds  # on the clock of PaxosServer.write and linearizable_read
+        self.deadlines: _Deadlines | None = None
+
+
+class _Deadlines:
+    """One timer for the writes of one batch, rather than one each.
+
+    It fires at the earliest deadline among the writes still unanswered,
+    answers those whose deadline has passed, and is set again for the rest;
+    it is cancelled once every one of them is answered.
+    """
+
+    __slots__ = ("left", "session", "timer", "writes")
+
+    def __init__(self, session: ClientSession, writes: list[_Pending]) -> None:
+        self.session = session
+        self.writes = writes
+        self.left = len(writes)
+        for pending in writes:
+            pending.deadlines = self
         self.timer: asyncio.TimerHandle | None = None
+        self._set(time.monotonic())
+
+    def _set(self, now: float) -> None:
+        earliest = min(p.deadline for p in self.writes)
+        self.timer = self.session._loop.call_later(max(earliest - now, 0.001), self._fire)
+        self.session._timers.add(self)
+
+    def answered(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.cancel()
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.session._timers.discard(self)
+
+    def _fire(self) -> None:
+        self.timer = None
+        self.session._timers.discard(self)
+        in_flight = self.session._in_flight
+        self.writes = [p for p in self.writes if in_flight.get(p.id) is p]
+        now = time.monotonic()
+        for pending in [p for p in self.writes if p.deadline <= now + 0.001]:
+            self.session._write_expired(pending)
+        self.writes = [p for p in self.writes if in_flight.get(p.id) is p]
+        if self.writes:
+            self._set(now)
 
 
 class ClientSession:
@@ -104,7 +155,10 @@ class ClientSession:
         self.peer = peer
         self._loop = asyncio.get_running_loop()
         self._in_flight: dict[int, _Pending] = {}
-        self._ready: list[kv_pb2.SessionReply] = []
+        # The replies ready to go, built in place in the next message (a
+        # reply built alone and then added would be copied).
+        self._out = kv_pb2.SessionReplies()
+        self._timers: set[_Deadlines] = set()
         self._wake = asyncio.Event()  # replies are ready, or the client finished sending
         self._room = asyncio.Event()  # fewer replies wait to be sent than the bound
         self._room.set()
@@ -118,7 +172,7 @@ class ClientSession:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                while self._ready:
+                while self._out.replies:
                     yield self._take_message()
                 if reader.done() and not self._in_flight:
                     reader.result()  # a failure of the reader is the stream's failure
@@ -137,23 +191,25 @@ class ClientSession:
 
     def _take_message(self) -> kv_pb2.SessionReplies:
         """Ready replies up to the batch bounds, at least one, as one message."""
-        count, size = 0, 0
-        for reply in self._ready:
-            size += reply.ByteSize() + 8  # and its field tag and length
-            if count and (count >= limits.MAX_SESSION_BATCH_REQUESTS or size > limits.MAX_SESSION_BATCH_BYTES):
-                break
-            count += 1
-        message = kv_pb2.SessionReplies(replies=self._ready[:count])
-        del self._ready[:count]
-        if len(self._ready) < limits.MAX_SESSION_IN_FLIGHT:
+        message, self._out = self._out, kv_pb2.SessionReplies()
+        replies = message.replies
+        if len(replies) > limits.MAX_SESSION_BATCH_REQUESTS or message.ByteSize() > limits.MAX_SESSION_BATCH_BYTES:
+            count, size = 0, 0
+            for reply in replies:
+                size += reply.ByteSize() + 8  # and its field tag and length
+                if count and (count >= limits.MAX_SESSION_BATCH_REQUESTS or size > limits.MAX_SESSION_BATCH_BYTES):
+                    break
+                count += 1
+            self._out = kv_pb2.SessionReplies(replies=replies[count:])
+            message = kv_pb2.SessionReplies(replies=replies[:count])
+        if len(self._out.replies) < limits.MAX_SESSION_IN_FLIGHT:
             self._room.set()
         return message
 
     def _close(self) -> None:
         self._closed = True
-        for pending in self._in_flight.values():
-            if pending.timer is not None:
-                pending.timer.cancel()
+        for deadlines in list(self._timers):
+            deadlines.cancel()
         self._in_flight.clear()
         for task in self._reads:
             task.cancel()
@@ -180,8 +236,9 @@ class ClientSession:
             return
         writes: list[_Pending] = []
         reads: list[_Pending] = []
+        started, monotonic = time.perf_counter(), time.monotonic()
         for request in requests:
-            pending = self._admit(request)
+            pending = self._admit(request, started, monotonic)
             if pending is None:
                 continue
             match pending.kind:
@@ -192,20 +249,21 @@ class ClientSession:
                 case "iget":
                     self._start_read(pending, reads, image_get_error(request.iget), request.iget.consistency)
                 case "status":
-                    self._finish(pending, kv_pb2.SessionReply(id=pending.id, status=self.s.status()))
+                    self._reply(pending, kv_pb2.OK).status.CopyFrom(self.s.status())
                 case _:
                     raise AssertionError(f"admitted a request of kind {pending.kind!r}")
         # All of the batch's writes enter the replica in this turn of the
         # loop, so they go out in one bundle with one fsync.
+        if writes:
+            _Deadlines(self, writes)
         for pending in writes:
-            self._arm(pending, self._write_expired)
             self.s.replica.write(pending.request.write.command, functools.partial(self._write_done, pending))
         if reads:
-            task = asyncio.create_task(self._read_together(reads))
+            task = self._loop.create_task(self._read_together(reads))
             self._reads.add(task)
             task.add_done_callback(self._reads.discard)
 
-    def _admit(self, request: kv_pb2.SessionRequest) -> _Pending | None:
+    def _admit(self, request: kv_pb2.SessionRequest, started: float, monotonic: float) -> _Pending | None:
         kind = request.WhichOneof("kind")
         if kind is None:
             self._note_refusal(request.id, kv_pb2.INVALID, "request of no known kind", "no kind set")
@@ -213,7 +271,7 @@ class ClientSession:
         if request.id in self._in_flight:
             self._note_refusal(request.id, kv_pb2.INVALID, "request id reused", f"id {request.id} is in flight")
             return None
-        if len(self._in_flight) + len(self._ready) >= limits.MAX_SESSION_IN_FLIGHT:
+        if len(self._in_flight) + len(self._out.replies) >= limits.MAX_SESSION_IN_FLIGHT:
             self._note_refusal(
                 request.id,
                 kv_pb2.UNAVAILABLE,
@@ -221,14 +279,14 @@ class ClientSession:
                 f"the session has {limits.MAX_SESSION_IN_FLIGHT} requests in flight; retry later",
             )
             return None
-        pending = self._in_flight[request.id] = _Pending(request.id, kind, request)
+        pending = self._in_flight[request.id] = _Pending(request.id, kind, request, started, monotonic)
         return pending
 
     def _start_read(self, pending: _Pending, reads: list[_Pending], error: str | None, consistency: int) -> None:
         if error:
-            self._finish(pending, _read_reply(pending, kv_pb2.INVALID, error=error))
+            self._read_reply(pending, kv_pb2.INVALID, error=error)
         elif consistency == kv_pb2.LOCAL:
-            self._finish(pending, self._serve_read(pending))
+            self._serve_read(pending)
         else:
             reads.append(pending)
 
@@ -241,66 +299,82 @@ class ClientSession:
             if self._in_flight.get(pending.id) is not pending:
                 continue
             if status == kv_pb2.OK:
-                self._finish(pending, self._serve_read(pending))
+                self._serve_read(pending)
             else:
-                self._finish(pending, _read_reply(pending, status, leader_hint=hint))
+                self._read_reply(pending, status, leader_hint=hint)
 
-    def _serve_read(self, pending: _Pending) -> kv_pb2.SessionReply:
+    def _serve_read(self, pending: _Pending) -> None:
+        """Answer a read from this server's state, now (as ``serve_get`` and ``serve_image_get``)."""
         if pending.kind == "get":
-            return kv_pb2.SessionReply(id=pending.id, get=serve_get(self.s, pending.request.get))
-        return kv_pb2.SessionReply(id=pending.id, iget=serve_image_get(self.s, pending.request.iget))
+            value = self.s.store.get(pending.request.get.key)
+            get = self._reply(pending, kv_pb2.OK).get
+            get.status = kv_pb2.OK
+            if value is not None:
+                get.found, get.value = True, value
+        else:
+            iget = serve_image_get(self.s, pending.request.iget)
+            self._reply(pending, kv_pb2.OK).iget.CopyFrom(iget)
+
+    def _read_reply(self, pending: _Pending, status: kv_pb2.Status, error: str = "", leader_hint: str = "") -> None:
+        reply = self._reply(pending, status)
+        answer = reply.get if pending.kind == "get" else reply.iget
+        answer.status = status
+        if error:
+            answer.error = error
+        if leader_hint:
+            answer.leader_hint = leader_hint
 
     def _write_done(self, pending: _Pending, answer: WriteAnswer) -> None:
-        if self._in_flight.get(pending.id) is pending:  # not answered already (its deadline passed)
-            self._finish(pending, kv_pb2.SessionReply(id=pending.id, write=write_reply(self.s, answer)))
+        """Answer a write (as ``write_reply``), unless it was answered already (its deadline passed)."""
+        if self._in_flight.get(pending.id) is not pending:
+            return
+        write = self._reply(pending, answer.status).write
+        write.status = answer.status
+        if answer.removed:
+            write.removed = True
+        if answer.error:
+            write.error = answer.error
+        if answer.status in (kv_pb2.NOT_LEADER, kv_pb2.UNKNOWN):
+            write.leader_hint = self.s.leader_hint()
 
     def _write_expired(self, pending: _Pending) -> None:
         # Proposed and not yet answered: it may still be chosen.
         self._write_done(pending, WriteAnswer(kv_pb2.UNKNOWN))
 
-    def _arm(self, pending: _Pending, expire: Callable[[_Pending], None]) -> None:
-        delay = max(pending.deadline - time.monotonic(), 0.001)
-        pending.timer = self._loop.call_later(delay, expire, pending)
-
     # ------------------------------------------------------------ replies
 
-    def _finish(self, pending: _Pending, reply: kv_pb2.SessionReply) -> None:
+    def _reply(self, pending: _Pending, status: int) -> kv_pb2.SessionReply:
+        """The reply to ``pending``, with its id set and ready to go: the caller fills in the rest now.
+
+        ``status`` is the reply's, for the metrics.
+        """
         del self._in_flight[pending.id]
-        if pending.timer is not None:
-            pending.timer.cancel()
-        which = reply.WhichOneof("kind")
-        status = kv_pb2.OK if which == "status" else getattr(reply, str(which)).status
+        if pending.deadlines is not None:
+            pending.deadlines.answered()
         seconds = time.perf_counter() - pending.started
         self.s.note_request(_METHODS[pending.kind], _STATUS_NAMES.get(status, "ERROR"), seconds)
-        self._send(reply)
+        return self._add_reply(pending.id)
 
     def _note_refusal(self, request_id: int, status: kv_pb2.Status, reason: str, error: str) -> None:
         self.s.client_refusals.note(self.peer, reason, error)
         self._refuse(request_id, status, f"{reason}: {error}")
 
     def _refuse(self, request_id: int, status: kv_pb2.Status, error: str) -> None:
-        self._send(kv_pb2.SessionReply(id=request_id, refused=kv_pb2.SessionRefusal(status=status, error=error)))
+        refused = self._add_reply(request_id).refused
+        refused.status, refused.error = status, error
 
-    def _send(self, reply: kv_pb2.SessionReply) -> None:
+    def _add_reply(self, request_id: int) -> kv_pb2.SessionReply:
+        """A new reply in the next message, to be filled in before the loop turns."""
         if self._closed:
-            return
-        self._ready.append(reply)
-        if len(self._ready) >= limits.MAX_SESSION_IN_FLIGHT:
+            return kv_pb2.SessionReply()  # nobody to send it to
+        reply = self._out.replies.add(id=request_id)
+        if len(self._out.replies) >= limits.MAX_SESSION_IN_FLIGHT:
             self._room.clear()  # the client is not reading: stop reading its batches
         self._wake.set()
+        return reply
 
 
 # A request that came through a session is counted under the method of its
 # unary twin: the metrics (and the alerts on them) are about operations,
 # whichever way they travel.
 _METHODS = {"write": "Write", "get": "Get", "iget": "ImageGet", "status": "Status"}
-
-
-def _read_reply(
-    pending: _Pending, status: kv_pb2.Status, error: str = "", leader_hint: str = ""
-) -> kv_pb2.SessionReply:
-    if pending.kind == "get":
-        get = kv_pb2.GetReply(status=status, error=error, leader_hint=leader_hint)
-        return kv_pb2.SessionReply(id=pending.id, get=get)
-    iget = kv_pb2.ImageGetReply(status=status, error=error, leader_hint=leader_hint)
-    return kv_pb2.SessionReply(id=pending.id, iget=iget)
