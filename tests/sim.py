@@ -39,6 +39,13 @@ What is simulated, each piece mirroring the real thing it stands for:
   source's older snapshot (which the replica must ignore); a crash at any
   of these steps is survived from what was durable.  ``thaw`` rebuilds a
   state machine through the same parts a snapshot file holds.
+* membership changes (``Simulation.reconfigure``), at a rate drawn per seed:
+  spare servers are added as learners (each starts with the configuration
+  it would learn from the cluster), learners promoted and members removed,
+  the leader included, sometimes two asked for back to back; deposing the
+  leader sometimes cuts it off together with the learners.  Every
+  configuration chosen must be one step from the one before it, and only
+  the final configuration's servers must converge.
 * the nemesis, for ``fault_seconds``: crashes (quick or slow restarts from
   what was persisted), power loss of a majority or of all nodes, partitions
   of any shape (halves, one-way, a bridge node, random links), deposing the
@@ -226,7 +233,7 @@ class Profile:
             snapshot_every=rng.choice((3, 10, 40, 200)),
             snapshot_tail=rng.choice((0, 2, 20)),
             reconfigure_weight=rng.choice((0.0, 2.0, 4.0, 8.0)),
-            spares=rng.choice((1, 2, 3)),
+            spares=rng.choice((1, 2, 3, 4)),
         )
 
 
@@ -1469,7 +1476,15 @@ class Simulation:
         ids = [h.id for h in self.hosts if h.active]
         others = [y for y in ids if y != leader]
         rng.shuffle(others)
-        side = [leader, *others[: rng.randint(0, max(0, (len(ids) - 1) // 2 - 1))]]
+        core = self.hosts[leader].core
+        learners = sorted(core.membership.learners) if core is not None else []
+        most = max(0, (len(ids) - 1) // 2 - 1)
+        count = rng.randint(0, most)
+        if learners and rng.random() < 0.5:
+            # The leader cut off with the learners: none of them may count.
+            others = [y for y in others if y in learners] + [y for y in others if y not in learners]
+            count = max(count, min(len(learners), most))
+        side = [leader, *others[:count]]
         rest = [y for y in ids if y not in side]
         blocked = {(a, b) for a in side for b in rest} | {(b, a) for a in side for b in rest}
         low = self.config.election_ticks_min * TICK_US + 50 * MS
@@ -1542,7 +1557,9 @@ class Simulation:
         m = replica.membership
         spares = [h for h in self.hosts if not h.active]
         learners, voters = sorted(m.learners), sorted(m.voters)
-        kinds = ["add"] * bool(spares) + ["promote"] * bool(learners) + ["remove"] * bool(learners or len(voters) > 2)
+        # Adding is drawn twice as often as the others, so that learners
+        # stay learners for a while: the rule about them needs them around.
+        kinds = ["add"] * 2 * bool(spares) + ["promote"] * bool(learners) + ["remove"] * bool(learners or len(voters) > 2)
         if not kinds:
             return
         kind = rng.choice(kinds)
