@@ -1559,7 +1559,8 @@ class Simulation:
         learners, voters = sorted(m.learners), sorted(m.voters)
         # Adding is drawn twice as often as the others, so that learners
         # stay learners for a while: the rule about them needs them around.
-        kinds = ["add"] * 2 * bool(spares) + ["promote"] * bool(learners) + ["remove"] * bool(learners or len(voters) > 2)
+        removable = bool(learners or len(voters) > 2)
+        kinds = ["add"] * 2 * bool(spares) + ["promote"] * bool(learners) + ["remove"] * removable
         if not kinds:
             return
         kind = rng.choice(kinds)
