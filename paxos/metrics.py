@@ -84,6 +84,19 @@ class ServerCollector(Collector):
         for each in Role:
             role.add_metric([each.value], float(core.role is each))
         yield role
+        membership = GaugeMetricFamily(
+            "paxoskv_membership", "1 for this server's place in the configuration", labels=["state"]
+        )
+        current = s.membership_state()
+        for state in ("member", "learner", "joining", "removed"):
+            membership.add_metric([state], float(current == state))
+        yield membership
+        yield _gauge(
+            "paxoskv_configuration_voters", "voters in this server's configuration", len(core.membership.voters)
+        )
+        yield _gauge(
+            "paxoskv_configuration_learners", "learners in this server's configuration", len(core.membership.learners)
+        )
         yield _gauge("paxoskv_ballot_round", "round of the highest ballot this server has seen", core.ballot.round)
         yield _gauge("paxoskv_commit_index", "highest slot known chosen, with every slot below it", core.commit_index)
         yield _gauge("paxoskv_applied_index", "highest slot applied to the key-value store", s.store.applied_index)
