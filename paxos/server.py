@@ -647,7 +647,14 @@ class PaxosServer:
     # ------------------------------------------------------------ membership
 
     def _note_membership(self, membership: Membership) -> None:
-        """Know the names and addresses of ``membership``'s members."""
+        """Know the names and addresses of ``membership``'s members.
+
+        A name re-added after its removal is a new member with a new id: the
+        old id is forgotten, so the name (and its certificate) means the new.
+        """
+        current = {cm.name: cm.id for cm in membership.members}
+        for stale in [i for i, m in self.members.items() if current.get(m.name, i) != i]:
+            del self.members[stale]
         for cm in membership.members:
             listed = self.hostfile.get(cm.name)
             if listed is not None:
@@ -685,7 +692,9 @@ class PaxosServer:
         return link
 
     def membership_applied(self, slot: Slot, membership: Membership) -> None:
-        self._note_membership(membership)
+        # The newest configuration chosen, not the one just applied: a
+        # restarted server replays older ones first.
+        self._note_membership(self.core.membership)
         self._sync_links()
         log.info("configuration at slot %d: %s", slot, membership.describe())
         # Judged by the newest configuration chosen, not the one just
@@ -896,20 +905,27 @@ class PaxosServer:
     # ------------------------------------------------------ peer messages in
 
     def receive_peer(
-        self, raw: peer_pb2.PeerMessage, origin: str = "", certified: NodeId | None = None, unbound: str = ""
+        self, raw: peer_pb2.PeerMessage, origin: str = "", certified: NodeId | None = None, cert_name: str = ""
     ) -> None:
         """One stream message from a peer, maybe packing several; ``origin`` is the transport's peer address.
 
         ``certified`` is the member whose certificate opened the stream (with
-        TLS); a message claiming any other sender is refused.  ``unbound``:
-        the stream's certificate names a member this server's configuration
-        does not hold yet; its messages may claim only ids no known member has.
+        TLS); a message claiming any other sender is refused.  ``cert_name``
+        instead names the member by its certificate's name, looked up for
+        each message: the name's member id may change while the stream is
+        open (a server added after it connected, or re-added under its old
+        name).  While the configuration holds no member of that name, its
+        messages may claim only ids no known member has.
         """
         try:
             messages = unpack(raw)
         except DecodeError as exc:
             self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
             return
+        unbound = ""
+        if cert_name:
+            certified = self.ids_by_name.get(cert_name)
+            unbound = cert_name if certified is None else ""
         for one in messages:
             self._receive_one(one, origin, certified, unbound)
 
@@ -1473,22 +1489,19 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
     async def Stream(self, request_iterator, context: grpc.aio.ServicerContext) -> peer_pb2.StreamSummary:  # type: ignore[no-untyped-def]
         received = 0
         origin = _without_port(context.peer())
-        certified = None
-        unbound = ""
+        cert_name = ""
         if self.s.tls is not None:
-            certified, why = self.s.certified_member(context)
-            if certified is None:
-                # A member added after this server's configuration: the
-                # certificate proves a member of this cluster by name only.
-                name, _ = self.s.certified_name(context)
-                if name is None:
-                    self.s.refusals.note(origin, "peer stream without a member certificate", why)
-                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a peer stream needs a member certificate")
-                unbound = name or ""
+            # The certificate proves a member of this cluster by name; which
+            # member id that name means is looked up for every message.
+            name, why = self.s.certified_name(context)
+            if name is None:
+                self.s.refusals.note(origin, "peer stream without a member certificate", why)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a peer stream needs a member certificate")
+            cert_name = name or ""
         try:
             async for raw in request_iterator:
                 received += 1
-                self.s.receive_peer(raw, origin, certified, unbound)
+                self.s.receive_peer(raw, origin, cert_name=cert_name)
         except asyncio.CancelledError:
             pass  # this server is shutting down; the peer reconnects elsewhere
         return peer_pb2.StreamSummary(received=received)

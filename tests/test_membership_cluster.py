@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import grpc
 import pytest
 
-from client.kv import KVClient
+from client.kv import KVClient, KVError
 from paxos.datadir import DataDirError
 from paxos.hostfile import Member
 from paxos.server import PaxosServer, discover_cluster
+from paxos.tlsaccess import CLIENT_AUTH_CERT
 from protos import kv_pb2, kv_pb2_grpc
 from tests.inprocess import InProcessCluster, free_ports, in_process_cluster
 from tests.polling import wait_until
@@ -207,3 +209,36 @@ def test_a_server_that_missed_changes_catches_up_from_a_leader_it_never_heard_of
             lambda: _status(s3.address).applied_index >= _status(leader).commit_index, "s3 to catch up", timeout=60
         )
         wait_until(lambda: _status(s3.address).leader in ("s4", "s5"), "s3 to follow the new leader", timeout=60)
+
+
+def test_a_server_replaced_under_its_name_rejoins_over_tls(tmp_path: Path) -> None:
+    from paxos.tlsserver import ServerTls
+
+    tls_dir = tmp_path / "tls"
+    with in_process_cluster(tmp_path, 3, tls_dir) as cluster:
+        members = list(cluster.members)
+        with KVClient(members, timeout=20, tls_dir=tls_dir) as kv:
+            kv.set("before", "1")
+            kv.remove_member("s2")
+            cluster.stop("s2")
+            shutil.rmtree(tmp_path / "s2")  # a new machine under the old name
+            s2 = next(m for m in members if m.name == "s2")
+            tls = ServerTls(tls_dir, "s2", CLIENT_AUTH_CERT)
+            target = cluster.run(discover_cluster(members, "s2", tls, timeout=30))
+            server = cluster.call(lambda: PaxosServer(members, "s2", tmp_path / "s2", tls=tls, join=target))
+            cluster.servers["s2"] = server
+            cluster.stopped.discard("s2")
+            cluster.run(server.start(s2.address))
+            kv.add_member("s2", s2.address)
+            wait_until(lambda: _promoted(kv, "s2"), "s2 to be promoted", timeout=60)
+            kv.set("after", "2")
+            wait_until(lambda: cluster.call(lambda: server.store.get("after")) == "2", "s2 to apply new writes")
+            assert cluster.call(lambda: server.store.get("before")) == "1"
+
+
+def _promoted(kv: KVClient, name: str) -> bool:
+    try:
+        kv.promote_member(name)
+    except KVError:
+        pass
+    return any(m.name == name and m.voter for m in kv.members())
