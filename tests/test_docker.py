@@ -498,7 +498,7 @@ def write_hostfile(path: Path, servers: list[str]) -> None:
     new.replace(path)
 
 
-def scale_env(cluster: Cluster) -> dict[str, str]:
+def scale_env(cluster: Cluster, sync_seconds: float = SYNC_SECONDS) -> dict[str, str]:
     env = {
         **os.environ,
         "HOSTFILE": str(cluster.hostfile),
@@ -506,7 +506,7 @@ def scale_env(cluster: Cluster) -> dict[str, str]:
         "CLIENT_IMAGE": CLIENT_IMAGE,
         "NETWORK": cluster.network,
         "TLS_VOLUME": cluster.tls_volume,
-        "SYNC_TIMEOUT": f"{SYNC_SECONDS:g}",
+        "SYNC_TIMEOUT": f"{sync_seconds:g}",
     }
     env.pop("PAXOSKV_INSECURE", None)
     return env
@@ -646,3 +646,30 @@ def test_hostfile_grows_and_shrinks_the_running_cluster(scaling: Cluster) -> Non
     keys = sorted(writer.acknowledged)
     read = cluster.client(stdin="".join(f"get {key}\n" for key in keys), timeout=FAILOVER_TIMEOUT)
     expect(read, 0, stdout="".join(f"{writer.acknowledged[key]}\n" for key in keys))
+
+
+@pytest.mark.xfail(
+    reason="a server re-added under the name of a removed one is refused by the members it reached before it "
+    "was added (with TLS, its stream stays tied to the old member's id); remove this mark once that is fixed",
+    strict=False,
+)
+def test_a_replaced_server_rejoins_under_its_name(scaling: Cluster) -> None:
+    cluster, logs = scaling, scaling.space.dir
+    founders = SCALE_SERVERS[:5]
+    dead = founders[-1]
+    cluster.wait_caught_up(founders)
+    expect(cluster.client("set", "before", "the replacement"), 0)
+
+    # The documented way: drop its line and run, wipe it, add the line back and run.
+    write_hostfile(cluster.hostfile, founders[:-1])
+    run_script("run_all_servers.sh", scale_env(cluster), logs / "replace-remove.log", SYNC_SECONDS + DOCKER_SECONDS)
+    wait_for_voters(cluster, founders[:-1])
+    docker("rm", "--force", dead)
+    docker("volume", "rm", f"paxos_data_{dead}")
+    write_hostfile(cluster.hostfile, founders)
+    # A learner with a handful of slots to copy: CLUSTER_SECONDS is ample, and keeps the expected failure short.
+    run_script("run_all_servers.sh", scale_env(cluster, CLUSTER_SECONDS), logs / "replace-add.log", CLUSTER_SECONDS * 2)
+    assert "--join" in docker("inspect", "--format", "{{json .Args}}", dead).stdout
+    wait_for_voters(cluster, founders)
+    cluster.wait_caught_up(founders)
+    expect(cluster.client("get", "before"), 0, stdout="the replacement\n")
