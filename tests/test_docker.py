@@ -655,12 +655,6 @@ def test_hostfile_grows_and_shrinks_the_running_cluster(scaling: Cluster) -> Non
     expect(read, 0, stdout="".join(f"{writer.acknowledged[key]}\n" for key in keys))
 
 
-@pytest.mark.xfail(
-    reason="with TLS, a peer stream that a --join server opened before it was added stays bound to what its "
-    "certificate's name meant then (here the removed member of that name), so the members it reached refuse it "
-    "and it is never promoted; remove this mark once that is fixed",
-    strict=False,
-)
 def test_a_replaced_server_rejoins_under_its_name(scaling: Cluster) -> None:
     cluster, logs = scaling, scaling.hostfile.parent
     founders = SCALE_SERVERS[:5]
