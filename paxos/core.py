@@ -561,10 +561,6 @@ class Node:
     def is_leader(self) -> bool:
         return self._lead is not None
 
-    @property
-    def is_voter(self) -> bool:
-        return self.id in self.voters
-
     # -------------------------------------------------------------- membership
 
     def _set_membership(self, membership: Membership) -> None:

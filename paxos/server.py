@@ -1512,14 +1512,9 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
         if self.s.tls is not None:
             # Any server with a certificate from this cluster's CA may ask:
             # a joining server is no member yet.
-            named = member_named(context.auth_context())
-            if named is None and self.s.tls.client_auth != CLIENT_AUTH_CERT:
-                try:
-                    named = self.s.tls.member_from_proof(context.invocation_metadata(), time.time())
-                except TlsError:
-                    named = None
+            named, why = self.s.certified_name(context)
             if named is None:
-                self.s.refusals.note(context.peer(), "no member certificate", "configuration request")
+                self.s.refusals.note(context.peer(), "no member certificate", f"configuration request ({why})")
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a member certificate is needed")
         core = self.s.core
         return peer_pb2.ConfigurationReply(
