@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import assert_never
 
-from paxos.datadir import fsync_dir
+from paxos.datadir import disk_full_as, fsync_dir
 from paxos.messages import (
     AcceptRecord,
     Ballot,
@@ -264,6 +264,11 @@ class Wal:
         # value for, and its size in bytes.
         self._max_slot: dict[int, Slot] = {}
         self._bytes: dict[int, int] = {}
+        # Set when a write failed: what reached the file is unknown, so
+        # nothing more is written (a record after a partial one would turn a
+        # torn tail into damage in the middle of the log).
+        self._failed = False
+        self._head_written = False  # the current segment starts with a carry this process wrote
 
     @classmethod
     def open(cls, directory: Path, segment_bytes: int = SEGMENT_BYTES) -> tuple[Wal, DurableState]:
@@ -294,7 +299,10 @@ class Wal:
         while one runs on another thread).  Returns the bytes freed.
         """
         self.sync()  # records appended and not yet synced go into the old segment
-        if self._size > self._carried:
+        # A segment found on open may lack its head (a crash or a full disk
+        # while it was being started): the older segments must then stay,
+        # or the promise they hold would go with them.
+        if self._size > self._carried or not self._head_written:
             self._rotate()
         freed = 0
         for segment in sorted(self._bytes):
@@ -340,10 +348,11 @@ class Wal:
             path = self.dir / f"{self._segment:020d}.wal"
         else:
             self._segment = int(path.stem)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._size = os.fstat(self._fd).st_size
-        self._bytes[self._segment] = self._size
-        fsync_dir(self.dir)
+        with disk_full_as(path, "a new write-ahead log segment"):
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._size = os.fstat(self._fd).st_size
+            self._bytes[self._segment] = self._size
+            fsync_dir(self.dir)
 
     def _track(self, record: Record) -> None:
         match record:
@@ -379,14 +388,22 @@ class Wal:
         """Whether records were appended since the last sync."""
         return bool(self._buffer)
 
+    def _path(self) -> Path:
+        return self.dir / f"{self._segment:020d}.wal"
+
     def sync(self) -> None:
-        """Write what was appended and make it durable."""
+        """Write what was appended and make it durable; ``DiskFull`` when there is no room."""
         if not self._buffer:
             return
+        if self._failed:
+            raise OSError(f"{self._path()}: an earlier write failed; the log takes no more records")
         data = b"".join(self._buffer)
         self._buffer.clear()
-        _write_all(self._fd, data)
-        os.fdatasync(self._fd)
+        self._failed = True
+        with disk_full_as(self._path(), f"{len(data)} bytes of records for the write-ahead log"):
+            _write_all(self._fd, data)
+            os.fdatasync(self._fd)
+        self._failed = False
         self._size += len(data)
         self._bytes[self._segment] = self._size
         # Measured without the carried-over head, so a head larger than a
@@ -396,14 +413,19 @@ class Wal:
 
     def _rotate(self) -> None:
         os.close(self._fd)
+        self._fd = -1
         self._segment += 1
-        path = self.dir / f"{self._segment:020d}.wal"
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        path = self._path()
         carry: list[Record] = [PromiseRecord(self._promised), CommitRecord(self._commit)]
         carry += [self._open_accepts[s] for s in sorted(self._open_accepts)]
         data = b"".join(encode_record(r) for r in carry)
-        _write_all(self._fd, data)
-        os.fdatasync(self._fd)
+        self._failed = True
+        with disk_full_as(path, "the head of a new write-ahead log segment"):
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+            _write_all(self._fd, data)
+            os.fdatasync(self._fd)
+        self._failed = False
+        self._head_written = True
         self._size = self._carried = len(data)
         self._bytes[self._segment] = self._size
         if self._open_accepts:
@@ -411,10 +433,14 @@ class Wal:
         fsync_dir(self.dir)
 
     def close(self) -> None:
+        """Sync what is left (unless a write failed before) and close."""
         if self._fd >= 0:
-            self.sync()
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                if not self._failed:
+                    self.sync()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
 
 
 def _write_all(fd: int, data: bytes) -> None:
