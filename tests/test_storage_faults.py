@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,9 +25,11 @@ import pytest
 
 from client import KVClient
 from client.retry import KVError
+from paxos.datadir import DiskFull, write_atomically
 from paxos.hostfile import parse_hostfile
-from paxos.local import LocalCluster
+from paxos.local import PROJECT_ROOT, LocalCluster
 from paxos.messages import AcceptRecord
+from paxos.snapshot import SNAPSHOT_WRITING
 from tests.polling import wait_until
 from tests.test_wal import read_records
 
@@ -216,3 +219,27 @@ def test_a_full_disk_stops_the_leader_with_exit_5_at_run_time_and_at_restart(
         for key in writer.acknowledged:
             assert kv.get(key) == f"value {key[1:]}", key
         cluster.check_alive()
+
+
+def test_files_written_whole_and_a_new_data_dir_name_a_full_disk(
+    tmp_path: Path, tmpfs: Callable[[Path, str], None]
+) -> None:
+    disk = tmp_path / "disk"
+    tmpfs(disk, "256k")
+    _fill(disk)
+    snapshots = disk / "snapshots"
+    with pytest.raises(DiskFull) as err:
+        write_atomically(snapshots, "1.snap", [bytes(64 * 1024)], writing=SNAPSHOT_WRITING)
+    assert str(err.value).startswith(f"disk full: could not write {snapshots / '1.snap.tmp'} ({SNAPSHOT_WRITING})")
+    assert list(snapshots.iterdir()) == [], "the partial file is removed"
+
+    hostfile = tmp_path / "hosts.txt"
+    hostfile.write_text("a 127.0.0.1:1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "paxos", "-h", str(hostfile), "-n", "a",
+         "--data-dir", str(disk / "data"), "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT,
+    )  # fmt: skip
+    assert result.returncode == 5, result.stderr
+    _disk_full_line(result.stderr, disk / "data")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

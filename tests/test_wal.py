@@ -6,7 +6,10 @@ the ``paxos.wal`` docstring rather than reusing the module's own scanner.
 
 from __future__ import annotations
 
+import errno
+import os
 import random
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -14,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from paxos.core import Node
+from paxos.datadir import DiskFull
 from paxos.messages import (
     NO_BALLOT,
     AcceptRecord,
@@ -562,3 +566,55 @@ def test_total_bytes_counts_every_segment(tmp_path: Path) -> None:
     wal.compact(60)
     assert wal.total_bytes == sum(p.stat().st_size for p in wal.segments())
     wal.close()
+
+
+def test_compaction_keeps_older_segments_while_the_newest_lacks_its_head(tmp_path: Path) -> None:
+    """A crash (or a full disk) right after a new segment was created leaves it
+    empty: the promise and commit index live only in the older segments."""
+    bundles: list[list[Record]] = [[PromiseRecord(Ballot(7, 2))], *_chosen_log(40)]
+    write_log(tmp_path, bundles, segment_bytes=300)
+    newest = sorted(tmp_path.glob("*.wal"))[-1]
+    (tmp_path / f"{int(newest.stem) + 1:020d}.wal").touch()
+    wal, _ = Wal.open(tmp_path, 300)
+    wal.compact(40)
+    wal.close()
+    _, state = Wal.open(tmp_path, 300)
+    assert state.promised == Ballot(7, 2)
+    assert state.commit_index == 40
+
+
+# --------------------------------------------------------------- disk full
+
+
+def test_a_write_that_finds_the_disk_full_names_the_segment_and_ends_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wal, _ = Wal.open(tmp_path)
+    wal.append(THREE[:1])
+    wal.sync()
+    segment = only_segment(tmp_path)
+    synced = segment.stat().st_size
+    real_write = os.write
+    calls = []
+
+    def full_after_ten_bytes(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data)[:10])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full_after_ten_bytes)
+    wal.append(THREE[1:2])
+    with pytest.raises(DiskFull) as err:
+        wal.sync()
+    monkeypatch.undo()
+    message = str(err.value)
+    assert message.startswith(f"disk full: could not write {segment} (")
+    assert re.search(r"; \d+ bytes free there", message) and "\n" not in message
+    # Nothing more reaches the file: a record after the partial one would
+    # turn a torn tail into damage in the middle of the log.
+    wal.append(THREE[2:])
+    wal.close()
+    assert segment.stat().st_size == synced + 10
+    _, state = Wal.open(tmp_path)
+    assert state == replay(THREE[:1])
