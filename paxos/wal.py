@@ -28,8 +28,13 @@ newest segment is a torn tail (cut off, with a warning) when
 * it is an old-format record that fails its checksum with only zeros after.
 
 A torn write is never called corruption: a prefix that stops inside a
-record leaves that record either short, or with its last byte (the mark)
-and every byte after it zero, and everything before it complete.
+record leaves it short, or zeros from some byte of it to the end of the
+file.  From a byte of the header on, the header fails its checksum with only
+zeros after it (or, should the zeros match, the payload reads as below);
+from a byte of the payload on, the payload fails its checksum and the mark
+reads zero; with only the mark missing, the payload checks out and the
+record is kept (it is whole; it was only never acknowledged).  A write cut
+short by a full disk leaves such a prefix too.
 
 A flipped byte in a complete record is never called a torn tail: the header
 checksum covers the length and its bit (a CRC-32 catches any error within
@@ -46,8 +51,8 @@ What this rule cannot tell apart: a write whose pages landed out of order (a
 later page of the record with its mark on disk, an earlier one still zeros)
 is refused as corruption, the safe side.  A flipped byte in the last record
 of a log written before end marks existed still reads as a torn tail: such
-records carry nothing that tells the two apart; the first new segment (or
-restart) writes only marked records.
+records carry nothing that tells the two apart.  Once a marked record is
+written after it, it is no longer last, and damage to it is refused.
 
 A new segment starts with the current promise, commit index and the accepted
 values above the commit index, so that once a snapshot covers the chosen
@@ -128,6 +133,7 @@ def encode_record(record: Record) -> bytes:
         case _:
             assert_never(record)
     payload = b"".join(parts)
+    assert len(payload) < MAX_RECORD_BYTES, "the length word holds the end mark bit above the length"
     head = _LEN_CRC.pack(len(payload) | _ENDS_WITH_MARK, zlib.crc32(payload))
     return head + _U32.pack(zlib.crc32(head)) + payload + _END_BYTE
 
@@ -221,7 +227,7 @@ def _record_at(data: bytes, pos: int) -> tuple[Record, int] | _Damage:
         return _Damage("damaged header", torn=_zeros_from(data, pos + _HEADER.size))
     marked = bool(word & _ENDS_WITH_MARK)
     length = word & ~_ENDS_WITH_MARK
-    if length > MAX_RECORD_BYTES:
+    if length >= MAX_RECORD_BYTES:  # a header that checks out was written so: no crash did it
         return _Damage(f"impossible length word {word:#x}", torn=False)
     start = pos + _HEADER.size
     end = start + length + marked
