@@ -11,6 +11,7 @@ same way.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import re
@@ -29,7 +30,10 @@ from paxos.datadir import DiskFull, write_atomically
 from paxos.hostfile import parse_hostfile
 from paxos.local import PROJECT_ROOT, LocalCluster
 from paxos.messages import AcceptRecord
+from paxos.server import _WalStorage
 from paxos.snapshot import SNAPSHOT_WRITING
+from paxos.statemachine import StateMachine
+from paxos.wal import Wal
 from tests.polling import wait_until
 from tests.test_wal import read_records
 
@@ -243,3 +247,34 @@ def test_files_written_whole_and_a_new_data_dir_name_a_full_disk(
     assert result.returncode == 5, result.stderr
     _disk_full_line(result.stderr, disk / "data")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_snapshot_that_finds_the_disk_full_stops_the_server(
+    tmp_path: Path, tmpfs: Callable[[Path, str], None]
+) -> None:
+    """Not retried later like other snapshot failures: the server's storage reports it as a failure."""
+    disk = tmp_path / "disk"
+    tmpfs(disk, "256k")
+    failures: list[BaseException] = []
+    outcomes: list[bool] = []
+    wal, _ = Wal.open(tmp_path / "wal")
+    storage = _WalStorage(wal, disk / "snapshots", lambda: (1, []), failures.append)
+    _fill(disk)
+
+    async def save() -> None:
+        store = StateMachine()
+        store.apply(1, ())  # something to write: the snapshot at slot 1
+        storage.save_snapshot(store.freeze(), outcomes.append)
+        deadline = asyncio.get_running_loop().time() + 20
+        while not failures and not outcomes and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+
+    try:
+        asyncio.run(save())
+    finally:
+        storage.close()
+    assert outcomes == [], "a full disk is not left to a later retry"
+    [failure] = failures
+    assert isinstance(failure, DiskFull)
+    assert str(failure).startswith(f"disk full: could not write {disk / 'snapshots'}/")
+    assert SNAPSHOT_WRITING in str(failure)
