@@ -113,15 +113,12 @@ except importlib.metadata.PackageNotFoundError:  # run from a checkout, not inst
     VERSION = "unknown (not installed)"
 META_FILE = "paxoskv-meta.json"
 SNAPSHOT_DIR = "snapshots"  # in the data dir
-
-
-def _write_meta(data_dir: Path, meta: Mapping[str, object]) -> None:
-    chunks = [(json.dumps(meta, indent=1) + "\n").encode()]
-    write_atomically(data_dir, META_FILE, chunks, writing="the data dir's identity and membership file")
 # The data dir layout.  2: member ids (ballots carry them, not hostfile line
 # numbers), and log_pb2.LogCommand in the log's slots.  Before it (no
 # "format" in the meta file): the client API's kv_pb2.Command, which this
-# version does not read.
+# version does not read.  Log records later gained an end mark (paxos/wal.py)
+# under the same number: logs written before it are read as they are, while
+# an older paxoskv refuses a log written since as damaged (exit 4).
 DATA_FORMAT = 2
 
 
@@ -218,6 +215,11 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member], join: JoinT
             f"cluster {format_id(join.cluster_id)}; check the hostfile, or use a fresh --data-dir"
         )
     return identity
+
+
+def _write_meta(data_dir: Path, meta: Mapping[str, object]) -> None:
+    chunks = [(json.dumps(meta, indent=1) + "\n").encode()]
+    write_atomically(data_dir, META_FILE, chunks, writing="the data dir's identity and membership file")
 
 
 def mark_joined(data_dir: Path) -> None:

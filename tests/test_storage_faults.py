@@ -28,7 +28,7 @@ from client import KVClient
 from client.retry import KVError
 from paxos.datadir import DiskFull, write_atomically
 from paxos.hostfile import parse_hostfile
-from paxos.local import PROJECT_ROOT, LocalCluster
+from paxos.local import PROJECT_ROOT, LocalCluster, NodeExited
 from paxos.messages import AcceptRecord
 from paxos.server import _WalStorage
 from paxos.snapshot import SNAPSHOT_WRITING
@@ -60,13 +60,37 @@ def _exit_code(cluster: LocalCluster, name: str, timeout: float = 20.0) -> int:
     return codes[name]
 
 
+def _started_cluster(
+    directory: Path, data_dirs: Callable[[LocalCluster], None] | None = None
+) -> tuple[LocalCluster, str]:
+    """Three servers running with a leader; the cluster and its leader's name.
+
+    Their ports are picked free, and another process on this shared machine
+    may take one before a server binds it: the cluster is then started anew
+    on other ports, at most three times.  ``data_dirs`` may point the
+    servers' data dirs elsewhere (it sees each new cluster).
+    """
+    for attempt in range(3):
+        cluster = LocalCluster(directory / f"start{attempt}", nodes=3)
+        if data_dirs is not None:
+            data_dirs(cluster)
+        cluster.start()
+        try:
+            return cluster, cluster.wait_for_leader()
+        except NodeExited as exc:
+            cluster.stop()
+            if "address in use" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _follower(cluster: LocalCluster, leader: str) -> str:
     return next(name for name in cluster.names if name != leader)
 
 
 def test_flipped_byte_in_the_last_record_is_refused_and_a_torn_one_dropped(tmp_path: Path) -> None:
-    with LocalCluster(tmp_path / "cluster", nodes=3) as cluster, cluster.client(timeout=20.0) as kv:
-        leader = cluster.wait_for_leader()
+    cluster, leader = _started_cluster(tmp_path)
+    with cluster, cluster.client(timeout=20.0) as kv:
         kv.set("kept", "acknowledged")
         follower = _follower(cluster, leader)
         # The follower holds the write in its own log before it is stopped.
@@ -193,20 +217,24 @@ def _disk_full_line(output: str, under: Path) -> str:
 def test_a_full_disk_stops_the_leader_with_exit_5_at_run_time_and_at_restart(
     tmp_path: Path, tmpfs: Callable[[Path, str], None]
 ) -> None:
-    cluster = LocalCluster(tmp_path / "cluster", nodes=3)
-    disks = {name: tmp_path / f"disk-{name}" for name in cluster.names}
-    for name, disk in disks.items():
+    disks = {name: tmp_path / f"disk-{name}" for name in ("node1", "node2", "node3")}
+    for disk in disks.values():
         tmpfs(disk, "8m")
-        cluster.node_args[name] = ["--data-dir", str(disk / "data")]
+
+    def on_the_disks(cluster: LocalCluster) -> None:
+        for name in cluster.names:
+            cluster.node_args[name] = ["--data-dir", str(disks[name] / f"data-{cluster.directory.name}")]
+
+    cluster, leader = _started_cluster(tmp_path, on_the_disks)
+    data_dir = disks[leader] / f"data-{cluster.directory.name}"
     with cluster, cluster.client(timeout=20.0) as kv:
-        leader = cluster.wait_for_leader()
         writer = _Writer(cluster)
         writer.start()
         try:
             wait_until(lambda: len(writer.acknowledged) >= 20, "writes to be acknowledged")
             _fill(disks[leader])
             assert _exit_code(cluster, leader, timeout=30) == 5
-            line = _disk_full_line(_last_run_log(cluster, leader), disks[leader] / "data")
+            line = _disk_full_line(_last_run_log(cluster, leader), data_dir)
             assert "write-ahead log" in line or "snapshot" in line, line
 
             # Another leader takes the writes.
@@ -216,7 +244,7 @@ def test_a_full_disk_stops_the_leader_with_exit_5_at_run_time_and_at_restart(
 
             cluster.start_node(leader)  # its disk is still full
             assert _exit_code(cluster, leader, timeout=30) == 5
-            _disk_full_line(_last_run_log(cluster, leader), disks[leader])
+            _disk_full_line(_last_run_log(cluster, leader), data_dir)
         finally:
             writer.done.set()
             writer.join(timeout=30)
