@@ -349,6 +349,19 @@ def test_flipped_byte_in_a_last_record_followed_by_zeros_is_refused(tmp_path: Pa
             Wal.open(tmp_path)
 
 
+def test_last_record_whose_middle_sector_never_landed_is_refused(tmp_path: Path) -> None:
+    """Pages landing out of order (a later one with the mark, an earlier one
+    still zeros) cannot be told from damage: refused, the safe side."""
+    write_log(tmp_path, [THREE[:1], [AcceptRecord(1, Ballot(1, 0), (b"p" * 9000,))]])
+    segment = only_segment(tmp_path)
+    last = read_records(segment)[-1][0]
+    data = bytearray(segment.read_bytes())
+    data[4096:8192] = bytes(4096)
+    segment.write_bytes(bytes(data))
+    with pytest.raises(WalCorruption, match=f"at byte {last} .*checksum mismatch in a complete record"):
+        Wal.open(tmp_path)
+
+
 # Records written before end marks existed carry no flag and no mark.
 
 
