@@ -55,7 +55,7 @@ class DiskFull(OSError):
         free = "an unknown number of" if self.free_bytes is None else str(self.free_bytes)
         self.message = (
             f"disk full: could not write {path} ({writing}): {error.strerror}; {free} bytes free there. "
-            "Free space on that file system or move the data dir to a larger one, then start the server again"
+            "Free space on that file system, or move the data dir to a larger one, and start again"
         )
 
     def __str__(self) -> str:

@@ -26,12 +26,13 @@ import pytest
 
 from client import KVClient
 from client.retry import KVError
+from paxos import __main__ as server_main
 from paxos.datadir import DiskFull, write_atomically
 from paxos.hostfile import parse_hostfile
 from paxos.local import PROJECT_ROOT, LocalCluster, NodeExited
 from paxos.messages import AcceptRecord
-from paxos.server import _WalStorage
-from paxos.snapshot import SNAPSHOT_WRITING
+from paxos.server import SNAPSHOT_DIR, _WalStorage
+from paxos.snapshot import SNAPSHOT_WRITING, SnapshotMember, write_snapshot
 from paxos.statemachine import StateMachine
 from paxos.wal import Wal
 from tests.polling import wait_until
@@ -306,3 +307,27 @@ def test_a_snapshot_that_finds_the_disk_full_stops_the_server(
     assert isinstance(failure, DiskFull)
     assert str(failure).startswith(f"disk full: could not write {disk / 'snapshots'}/")
     assert SNAPSHOT_WRITING in str(failure)
+
+
+def test_a_restore_that_finds_the_disk_full_exits_5_and_leaves_nothing(
+    tmp_path: Path, tmpfs: Callable[[Path, str], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = StateMachine()
+    store.apply(1, ())
+    backup = write_snapshot(tmp_path / "backup", store.freeze(), 1, [SnapshotMember(1, "a", "127.0.0.1:1")])
+    hostfile = tmp_path / "hosts.txt"
+    hostfile.write_text("a 127.0.0.1:1\n")
+    disk = tmp_path / "disk"
+    tmpfs(disk, "256k")
+    _fill(disk)
+    # Room for the lock and meta files (a page each), none for the snapshot.
+    filler = disk / "filler"
+    os.truncate(filler, filler.stat().st_size - 2 * 4096)
+    target = disk / "data"
+    code = server_main.main(["restore", str(backup), "-h", str(hostfile), "-n", "a", "--data-dir", str(target)])
+    err = capsys.readouterr().err
+    assert code == 5, err
+    assert err.startswith(f"error: disk full: could not write {target / SNAPSHOT_DIR}/"), err
+    assert SNAPSHOT_WRITING in err and "nothing was restored" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not target.exists()
