@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from paxos import limits, logformat, snapshot
-from paxos.datadir import LOCK_FILE, lock_data_dir
+from paxos.datadir import LOCK_FILE, DataDirLock, DiskFull, lock_data_dir
 from paxos.hostfile import HostfileError, find_member, parse_hostfile
 from paxos.server import (
     SNAPSHOT_DIR,
@@ -32,6 +32,7 @@ from paxos.wal import WalCorruption
 EXIT_USAGE = 2
 EXIT_DATA = 4
 EXIT_INTERNAL = 1
+EXIT_DISK_FULL = 5
 
 log = logging.getLogger("paxos")
 
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             f"Example: {prog} -h hostfile.txt -n container0\n"
             "Exit codes: 0 stopped cleanly, 1 internal error (see the log), 2 bad usage, hostfile, address or TLS "
-            "files, 4 data directory refused, in use by another server, or its log or snapshots are damaged.\n"
+            "files, 4 data directory refused, in use by another server, or its log or snapshots are damaged, 5 disk "
+            "full (a write to the data dir found no room; the log names the file and the bytes free).\n"
             f"To seed a new server's data dir from a backup: {prog} restore FILE -h HOSTFILE -n NAME --data-dir DIR "
             f"(see {prog} restore --help).\n"
             "Runs on uvloop when it is installed; PAXOSKV_UVLOOP=0 selects the standard asyncio loop."
@@ -169,6 +171,8 @@ async def _serve(server: PaxosServer, listen: str, metrics: str | None) -> int:
         task.cancel()
     log.info("shutting down")
     await server.stop()
+    if server.disk_full is not None:
+        return EXIT_DISK_FULL
     return EXIT_INTERNAL if server.failed.is_set() else 0
 
 
@@ -204,7 +208,7 @@ def build_restore_parser() -> argparse.ArgumentParser:
         epilog=(
             f"Example: {prog} backup.snap -h hostfile.txt -n container0 --data-dir data/container0\n"
             "Exit codes: 0 restored, 2 bad usage, hostfile or missing file, 4 damaged backup, backup of "
-            "another format, or a data dir that is not empty (nothing is changed)."
+            "another format, or a data dir that is not empty (nothing is changed), 5 disk full."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -214,6 +218,18 @@ def build_restore_parser() -> argparse.ArgumentParser:
     parser.add_argument("-n", "--name", required=True, metavar="NAME", help="this server's name in the hostfile")
     parser.add_argument("--data-dir", type=Path, metavar="DIR", help="the data dir to create (default ./data/NAME)")
     return parser
+
+
+def _undo_restore(data_dir: Path, existed: bool, lock: DataDirLock) -> None:
+    """Leave the data dir as it was: empty, or not there at all."""
+    for child in list(data_dir.iterdir()):
+        if child.is_dir():
+            shutil.rmtree(child)
+        elif child.name != LOCK_FILE:
+            child.unlink()
+    lock.release()
+    if not existed:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def restore(argv: list[str]) -> int:
@@ -245,21 +261,20 @@ def restore(argv: list[str]) -> int:
     except DataDirError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DATA
+    except DiskFull as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DISK_FULL
     try:
         identity = check_data_dir(data_dir, opts.name, members)
         ids = identity.ids
         new_members = [snapshot.SnapshotMember(ids[m.name], m.name, m.address) for m in members]
         snapshot.rewrite_for_cluster(opts.file, data_dir / SNAPSHOT_DIR, identity.cluster_id, new_members)
+    except DiskFull as exc:
+        _undo_restore(data_dir, existed, lock)
+        print(f"error: {exc}; nothing was restored", file=sys.stderr)
+        return EXIT_DISK_FULL
     except BaseException:
-        # Leave the data dir as it was: empty, or not there at all.
-        for child in list(data_dir.iterdir()):
-            if child.is_dir():
-                shutil.rmtree(child)
-            elif child.name != LOCK_FILE:
-                child.unlink()
-        lock.release()
-        if not existed:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        _undo_restore(data_dir, existed, lock)
         raise
     lock.release()
     print(
@@ -319,8 +334,14 @@ def main(argv: list[str] | None = None) -> int:
     except (DataDirError, WalCorruption) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DATA
+    except DiskFull as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DISK_FULL
     try:
         return _run(_serve(server, listen, opts.metrics))
+    except DiskFull as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DISK_FULL
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -23,12 +23,12 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -40,7 +40,15 @@ from paxos import limits
 from paxos import snapshot as snapshots
 from paxos.codec import DecodeError, PeerCodec, pack, unpack
 from paxos.core import Config, Node, RecoveryError, Role
-from paxos.datadir import LOCK_FILE, DataDirError, fsync_dir, lock_data_dir, write_atomically
+from paxos.datadir import (
+    LOCK_FILE,
+    DataDirError,
+    DiskFull,
+    disk_full_as,
+    fsync_dir,
+    lock_data_dir,
+    write_atomically,
+)
 from paxos.hostfile import HostfileError, Member, parse_address, valid_name
 from paxos.identity import bootstrap_ids, format_id, parse_id
 from paxos.membership import ConfigMember, Membership
@@ -108,7 +116,9 @@ SNAPSHOT_DIR = "snapshots"  # in the data dir
 # The data dir layout.  2: member ids (ballots carry them, not hostfile line
 # numbers), and log_pb2.LogCommand in the log's slots.  Before it (no
 # "format" in the meta file): the client API's kv_pb2.Command, which this
-# version does not read.
+# version does not read.  Log records later gained an end mark (paxos/wal.py)
+# under the same number: logs written before it are read as they are, while
+# an older paxoskv refuses a log written since as damaged (exit 4).
 DATA_FORMAT = 2
 
 
@@ -165,7 +175,7 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member], join: JoinT
                 "members": {name: format_id(member_id)},
                 "joining": True,
             }
-            write_atomically(data_dir, META_FILE, [(json.dumps(meta, indent=1) + "\n").encode()])
+            _write_meta(data_dir, meta)
             return Identity(join.cluster_id, member_id, {name: member_id}, joining=True)
         names = sorted(m.name for m in members)
         cluster_id, ids = bootstrap_ids(members)
@@ -176,7 +186,7 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member], join: JoinT
             "cluster_id": format_id(cluster_id),
             "members": {n: format_id(ids[n]) for n in names},
         }
-        write_atomically(data_dir, META_FILE, [(json.dumps(meta, indent=1) + "\n").encode()])
+        _write_meta(data_dir, meta)
         return Identity(cluster_id, ids[name], ids)
     try:
         meta = json.loads(meta_path.read_text())
@@ -207,12 +217,17 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member], join: JoinT
     return identity
 
 
+def _write_meta(data_dir: Path, meta: Mapping[str, object]) -> None:
+    chunks = [(json.dumps(meta, indent=1) + "\n").encode()]
+    write_atomically(data_dir, META_FILE, chunks, writing="the data dir's identity and membership file")
+
+
 def mark_joined(data_dir: Path) -> None:
     """The configuration holds this joining server now: it is a member from here on."""
     meta_path = data_dir / META_FILE
     meta = json.loads(meta_path.read_text())
     meta.pop("joining", None)
-    write_atomically(data_dir, META_FILE, [(json.dumps(meta, indent=1) + "\n").encode()])
+    _write_meta(data_dir, meta)
 
 
 def data_dir_is_joining(data_dir: Path) -> bool | None:
@@ -319,6 +334,9 @@ class _WalStorage:
         if future.cancelled():
             return
         exc = future.exception()
+        if isinstance(exc, DiskFull):
+            self._on_failure(exc)
+            return
         if exc is not None:
             log.error(
                 "could not write the snapshot at slot %d: %s; the log is kept and it is tried again later", index, exc
@@ -383,9 +401,12 @@ class _WalStorage:
             self._on_failure(error)
 
     def close(self) -> None:
-        self.thread.submit(self.wal.close).result()
-        self.thread.shutdown()
-        self.snapshot_thread.shutdown(wait=True, cancel_futures=True)
+        """Sync what is left and close the log; ``DiskFull`` if that last write found no room."""
+        try:
+            self.thread.submit(self.wal.close).result()
+        finally:
+            self.thread.shutdown()
+            self.snapshot_thread.shutdown(wait=True, cancel_futures=True)
 
 
 class _ServerObserver(Observer):
@@ -461,6 +482,7 @@ class PaxosServer:
         """``join``: this server is being added to the running cluster it describes (``--join``)."""
         self.fault_injection = fault_injection
         self.tls = tls  # None: plaintext, and anyone who reaches the port can act as a member
+        self.disk_full: DiskFull | None = None  # why the server stopped, when a write found the disk full
         with ExitStack() as undo:  # a server that fails to open releases what it took
             self.data_dir = data_dir
             self._data_dir_lock = lock_data_dir(data_dir)
@@ -735,7 +757,21 @@ class PaxosServer:
         self.failed.set()
 
     def _internal_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, DiskFull):
+            self._stop_for_disk_full(exc)
+            return
         log.critical("driving the replica failed: %r; shutting down", exc, exc_info=exc)
+        self.failed.set()
+
+    def _stop_for_disk_full(self, exc: DiskFull) -> None:
+        """A write found no room: what this server promises can no longer be kept, so it stops.
+
+        One line, the first time: the file, what was being written, the
+        bytes free.  Nothing more is driven from here on (``failed``).
+        """
+        if self.disk_full is None:
+            self.disk_full = exc
+            log.critical("%s; shutting down", exc)
         self.failed.set()
 
     async def stop(self) -> None:
@@ -754,7 +790,10 @@ class PaxosServer:
         await asyncio.gather(*tasks, return_exceptions=True)
         for link in self._links.values():
             await link.close()
-        self.storage.close()
+        try:
+            self.storage.close()
+        except DiskFull as exc:  # records appended since the last sync found no room
+            self._stop_for_disk_full(exc)
         self._data_dir_lock.release()
 
     async def wait(self) -> None:
@@ -818,6 +857,9 @@ class PaxosServer:
             got: FetchedSnapshot | None = None
             if not task.cancelled():
                 exc = task.exception()
+                if isinstance(exc, DiskFull):
+                    self._internal_failure(exc)
+                    return
                 if exc is not None:
                     log.warning("fetching a snapshot from %s failed: %s", self.name_of(peer), exc)
                 else:
@@ -869,7 +911,8 @@ class PaxosServer:
             sender=self.node_id, cluster_id=self.identity.cluster_id, receiver=peer, after=after
         )
         total = 0
-        f = await loop.run_in_executor(writer, open, tmp, "wb")
+        writing = f"a snapshot received from {member.name}"
+        f = await loop.run_in_executor(writer, _open_for_writing, tmp, writing)
         channel, metadata = peer_channel(member, self.tls)
         try:
             async with channel:
@@ -884,10 +927,10 @@ class PaxosServer:
                     if len(chunk.data) > limits.SNAPSHOT_CHUNK_BYTES or total > limits.MAX_SNAPSHOT_BYTES:
                         call.cancel()
                         raise ValueError(f"{member.name} sent a snapshot chunk or snapshot over the size limit")
-                    await loop.run_in_executor(writer, f.write, chunk.data)
-            await loop.run_in_executor(writer, _flush_and_sync, f)
+                    await loop.run_in_executor(writer, _write_to, f, chunk.data, tmp, writing)
+            await loop.run_in_executor(writer, _flush_and_sync, f, tmp, writing)
         finally:
-            await loop.run_in_executor(writer, f.close)
+            await loop.run_in_executor(writer, _close_written, f)
         return total
 
     def snapshot_request_refusal(self, request: peer_pb2.SnapshotRequest) -> str | None:
@@ -1202,9 +1245,27 @@ def _membership_after(current: Membership, request: kv_pb2.ChangeMembersRequest)
     return (None, error) if error else (wanted, "")
 
 
-def _flush_and_sync(f: Any) -> None:
-    f.flush()
-    os.fsync(f.fileno())
+def _open_for_writing(path: Path, writing: str) -> BinaryIO:
+    with disk_full_as(path, writing):
+        return open(path, "wb")
+
+
+def _write_to(f: BinaryIO, data: bytes, path: Path, writing: str) -> None:
+    with disk_full_as(path, writing):
+        f.write(data)
+
+
+def _flush_and_sync(f: BinaryIO, path: Path, writing: str) -> None:
+    with disk_full_as(path, writing):
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _close_written(f: BinaryIO) -> None:
+    try:
+        f.close()
+    except OSError:
+        pass  # flushed already unless a write failed, and then that failure is the one reported
 
 
 def _install_snapshot_file(tmp: Path, applied_index: Slot) -> None:
