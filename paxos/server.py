@@ -65,8 +65,8 @@ from paxos.session import (
     write_reply,
 )
 from paxos.statemachine import FrozenState, StateMachine
-from paxos.tlsaccess import CLIENT_AUTH_CERT, ClientApiGuard
-from paxos.tlsfiles import TlsError, member_named
+from paxos.tlsaccess import CLIENT_AUTH_CERT, NOT_A_CLIENT, ClientApiGuard
+from paxos.tlsfiles import TlsError, is_admin, member_named
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 
@@ -582,8 +582,8 @@ class PaxosServer:
     async def start(self, listen: str, metrics: str | None = None) -> None:
         """Serve gRPC on ``listen``, and /metrics and /healthz over HTTP on ``metrics`` if given."""
         interceptors = []
-        if self.tls is not None and self.tls.client_auth == CLIENT_AUTH_CERT:
-            interceptors.append(ClientApiGuard(KV_SERVICE, self._refuse_non_client))
+        if self.tls is not None:
+            interceptors.append(ClientApiGuard(KV_SERVICE, self.tls.client_auth, self.certified_admin, self._refuse))
         self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=interceptors)
         _LenientRegistrar(self._grpc, self.client_refusals).add(kv_pb2_grpc.add_KVServicer_to_server, _KVService(self))
         _LenientRegistrar(self._grpc, self.refusals).add(peer_pb2_grpc.add_PeerServicer_to_server, _PeerService(self))
@@ -632,14 +632,16 @@ class PaxosServer:
             )
         if self.tls is None:
             log.warning(
-                "running without TLS: anyone who can reach %s can act as a member and read or change every value; "
+                "running without TLS: anyone who can reach %s is an admin (may change the members, take a backup, "
+                "and act as a member), and may read or change every value; "
                 "start with --tls-dir DIR (python -m paxos.certs creates one)",
                 listen,
             )
         else:
             clients = "a client certificate" if self.tls.client_auth == CLIENT_AUTH_CERT else "any TLS client"
             log.info(
-                "TLS on: peers need their member certificate, the client API %s; serving %s",
+                "TLS on: peers need their member certificate, the client API %s, member changes and backups "
+                "the admin certificate; serving %s",
                 clients,
                 self.tls.describe(),
             )
@@ -989,10 +991,22 @@ class PaxosServer:
                 return None, str(exc)
         return (name, "") if name is not None else (None, "no member certificate")
 
-    def _refuse_non_client(self, context: grpc.aio.ServicerContext) -> None:
-        self.client_refusals.note(
-            _without_port(context.peer()), "no client certificate", "the client API needs client.pem"
-        )
+    def certified_admin(self, context: grpc.aio.ServicerContext) -> bool:
+        """True when this call comes from the holder of admin.pem: by its TLS certificate, else by its signature."""
+        assert self.tls is not None
+        if is_admin(context.auth_context()):
+            return True
+        if self.tls.client_auth == CLIENT_AUTH_CERT:
+            return False  # gRPC asked for the certificate: it is in the auth context or nowhere
+        try:
+            self.tls.admin_from_proof(context.invocation_metadata(), time.time())
+        except TlsError:
+            return False
+        return True
+
+    def _refuse(self, context: grpc.aio.ServicerContext, reason: str) -> None:
+        needed = "the client API needs client.pem" if reason == NOT_A_CLIENT else "this call needs admin.pem"
+        self.client_refusals.note(_without_port(context.peer()), reason, needed)
 
     def _peer_label(self, sender: int, origin: str) -> str:
         member = self.members.get(sender)
@@ -1036,8 +1050,7 @@ class PaxosServer:
     async def change_members(self, request: kv_pb2.ChangeMembersRequest, deadline: float) -> kv_pb2.ChangeMembersReply:
         if not self.core.is_leader():
             return kv_pb2.ChangeMembersReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
-        current = self.core.membership
-        wanted, error = _membership_after(current, request)
+        wanted, error = _membership_after(self.core.membership, request)
         if wanted is None:
             return kv_pb2.ChangeMembersReply(status=kv_pb2.INVALID, error=error)
         future: asyncio.Future[tuple[bool, str | None]] = asyncio.get_running_loop().create_future()
