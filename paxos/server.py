@@ -1051,6 +1051,13 @@ class PaxosServer:
         if not self.core.is_leader():
             return kv_pb2.ChangeMembersReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
         wanted, error = _membership_after(self.core.membership, request)
+        if wanted is not None and request.WhichOneof("change") == "add":
+            refusal = await self._joiner_refusal(request.add, deadline)
+            if refusal is not None:
+                return kv_pb2.ChangeMembersReply(status=kv_pb2.INVALID, error=refusal)
+            if not self.core.is_leader():
+                return kv_pb2.ChangeMembersReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
+            wanted, error = _membership_after(self.core.membership, request)  # it may have changed meanwhile
         if wanted is None:
             return kv_pb2.ChangeMembersReply(status=kv_pb2.INVALID, error=error)
         future: asyncio.Future[tuple[bool, str | None]] = asyncio.get_running_loop().create_future()
@@ -1075,6 +1082,46 @@ class PaxosServer:
         reply = kv_pb2.ChangeMembersReply(status=kv_pb2.OK)
         reply.members.extend(self._member_info(cm, None, {}) for cm in wanted.members)
         return reply
+
+    async def _joiner_refusal(self, add: kv_pb2.MemberInfo, deadline: float) -> str | None:
+        """Why the server at ``add.address`` may not be added as asked; None once it answers as a
+        server started with --join for this cluster, under the name and member id of ``add``.
+
+        Asked over the peer channel, as a member (under TLS with this
+        server's member certificate), before anything is proposed.
+        """
+        where = f"the server at {add.address}"
+        channel, metadata = peer_channel(parse_address(add.name, add.address), self.tls)
+        timeout = max(min(limits.JOINER_CHECK_SECONDS, deadline - time.monotonic()), 0.001)
+        try:
+            reply = await peer_pb2_grpc.PeerStub(channel).Configuration(
+                peer_pb2.ConfigurationRequest(name=self.me.name), timeout=timeout, metadata=metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            detail = " ".join((exc.details() or "").split())[:200]
+            return (
+                f"{where} does not answer as a server waiting to join ({exc.code().name}: {detail}); "
+                f"start it first with: python -m paxos -h HOSTFILE -n {add.name} --data-dir DIR --join"
+            )
+        finally:
+            await channel.close()
+        if reply.membership != "joining":
+            return (
+                f"{where} reports membership {reply.membership or 'unknown'!r}, not 'joining': only a server "
+                "started with --join and not yet added can be added"
+            )
+        if reply.cluster_id != self.identity.cluster_id:
+            return (
+                f"{where} is joining another cluster ({format_id(reply.cluster_id)}, not "
+                f"{format_id(self.identity.cluster_id)}): start it on an empty data directory with --join "
+                "and this cluster's hostfile"
+            )
+        if reply.name != add.name or reply.member_id != add.id:
+            return (
+                f"{where} is {reply.name!r} with member id {format_id(reply.member_id)}, not {add.name!r} with "
+                f"{format_id(add.id)}: take the name and id from its status"
+            )
+        return None
 
     def leader_hint(self) -> str:
         leader = self.core.leader
@@ -1537,6 +1584,9 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
                 for m in core.membership.members
             ],
             leader=self.s.leader_hint(),
+            name=self.s.me.name,
+            member_id=self.s.node_id,
+            membership=self.s.membership_state(),
         )
 
     async def FetchSnapshot(
