@@ -280,7 +280,9 @@ def _raw_admin_calls(address: str, credentials: grpc.ChannelCredentials) -> list
 
 
 @pytest.mark.parametrize("client_auth", [CLIENT_AUTH_CERT, CLIENT_AUTH_NONE])
-def test_only_the_admin_changes_members_and_takes_backups(tmp_path: Path, client_auth: str) -> None:
+def test_only_the_admin_changes_members_and_takes_backups(
+    tmp_path: Path, client_auth: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     tls_dir = tmp_path / "tls"
     with in_process_cluster(tmp_path, 3, tls_dir=tls_dir, client_auth=client_auth) as cluster:
         leader = wait_until(cluster.leader, "a leader over TLS")
@@ -311,6 +313,12 @@ def test_only_the_admin_changes_members_and_takes_backups(tmp_path: Path, client
             with pytest.raises(InvalidRequest, match=r"admin\.pem"):
                 kv.backup(tmp_path / "refused.backup")
             assert len(kv.members()) == 3 and not (tmp_path / "refused.backup").exists()
+        hostfile = tmp_path / "elsewhere" / "hostfile.txt"
+        hostfile.parent.mkdir()
+        hostfile.write_text("".join(f"{m.name} {m.address}\n" for m in cluster.members))
+        refused = cli.main(["-h", str(hostfile), "--tls-dir", str(client_only), "members", "remove", "s2"])
+        err = capsys.readouterr().err
+        assert refused == cli.EXIT_USAGE and err.count("\n") == 1 and "admin.pem" in err, err
         # The library presents admin.pem, found in the same directory, for those calls.
         with KVClient(cluster.members, timeout=20, tls_dir=tls_dir) as kv:
             assert kv.backup(tmp_path / "taken.backup") >= 1
