@@ -1105,9 +1105,11 @@ class PaxosServer:
             )
         finally:
             await channel.close()
-        if reply.membership != "joining":
+        # Its words are quoted back to the admin, so no longer than a name may be.
+        name, membership = reply.name[: limits.MAX_MEMBER_NAME_BYTES], reply.membership[: limits.MAX_MEMBER_NAME_BYTES]
+        if membership != "joining":
             return (
-                f"{where} reports membership {reply.membership or 'unknown'!r}, not 'joining': only a server "
+                f"{where} reports membership {membership or 'unknown'!r}, not 'joining': only a server "
                 "started with --join and not yet added can be added"
             )
         if reply.cluster_id != self.identity.cluster_id:
@@ -1118,7 +1120,7 @@ class PaxosServer:
             )
         if reply.name != add.name or reply.member_id != add.id:
             return (
-                f"{where} is {reply.name!r} with member id {format_id(reply.member_id)}, not {add.name!r} with "
+                f"{where} is {name!r} with member id {format_id(reply.member_id)}, not {add.name!r} with "
                 f"{format_id(add.id)}: take the name and id from its status"
             )
         return None
