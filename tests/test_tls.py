@@ -294,6 +294,8 @@ def test_only_the_admin_changes_members_and_takes_backups(
         # Under cert the handshake itself refuses a caller without a certificate.
         no_certificate = denied if client_auth == CLIENT_AUTH_NONE else [grpc.StatusCode.UNAVAILABLE] * 2
         assert _raw_admin_calls(address, ca_only) == no_certificate
+        admin = KeyPair.load(tls_dir, "admin").channel_credentials()
+        assert _raw_get(cluster, admin) == grpc.StatusCode.OK, "the admin may do what a client may"
         refused = sum(
             n for s in cluster.servers.values() for (_, why), n in s.client_refusals.counts.items() if "admin" in why
         )
