@@ -195,3 +195,6 @@ TLS_RELOAD_CHECK_SECONDS = 1.0
 # peer proves it is a member by signing the stream's opening with its key;
 # a proof older or newer than this (clock skew included) is refused.
 PEER_PROOF_MAX_AGE_SECONDS = 300
+# How long a leader waits for a server it is asked to add to say that it is
+# waiting to join this cluster (within the ChangeMembers call's own deadline).
+JOINER_CHECK_SECONDS = 2.0

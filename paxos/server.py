@@ -73,8 +73,8 @@ from paxos.session import (
     write_reply,
 )
 from paxos.statemachine import FrozenState, StateMachine
-from paxos.tlsaccess import CLIENT_AUTH_CERT, ClientApiGuard
-from paxos.tlsfiles import TlsError, member_named
+from paxos.tlsaccess import CLIENT_AUTH_CERT, NOT_A_CLIENT, ClientApiGuard
+from paxos.tlsfiles import TlsError, is_admin, member_named
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 
@@ -604,8 +604,8 @@ class PaxosServer:
     async def start(self, listen: str, metrics: str | None = None) -> None:
         """Serve gRPC on ``listen``, and /metrics and /healthz over HTTP on ``metrics`` if given."""
         interceptors = []
-        if self.tls is not None and self.tls.client_auth == CLIENT_AUTH_CERT:
-            interceptors.append(ClientApiGuard(KV_SERVICE, self._refuse_non_client))
+        if self.tls is not None:
+            interceptors.append(ClientApiGuard(KV_SERVICE, self.tls.client_auth, self.certified_admin, self._refuse))
         self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=interceptors)
         _LenientRegistrar(self._grpc, self.client_refusals).add(kv_pb2_grpc.add_KVServicer_to_server, _KVService(self))
         _LenientRegistrar(self._grpc, self.refusals).add(peer_pb2_grpc.add_PeerServicer_to_server, _PeerService(self))
@@ -654,14 +654,16 @@ class PaxosServer:
             )
         if self.tls is None:
             log.warning(
-                "running without TLS: anyone who can reach %s can act as a member and read or change every value; "
+                "running without TLS: anyone who can reach %s is an admin (may change the members, take a backup, "
+                "and act as a member), and may read or change every value; "
                 "start with --tls-dir DIR (python -m paxos.certs creates one)",
                 listen,
             )
         else:
             clients = "a client certificate" if self.tls.client_auth == CLIENT_AUTH_CERT else "any TLS client"
             log.info(
-                "TLS on: peers need their member certificate, the client API %s; serving %s",
+                "TLS on: peers need their member certificate, the client API %s, member changes and backups "
+                "the admin certificate; serving %s",
                 clients,
                 self.tls.describe(),
             )
@@ -1032,10 +1034,22 @@ class PaxosServer:
                 return None, str(exc)
         return (name, "") if name is not None else (None, "no member certificate")
 
-    def _refuse_non_client(self, context: grpc.aio.ServicerContext) -> None:
-        self.client_refusals.note(
-            _without_port(context.peer()), "no client certificate", "the client API needs client.pem"
-        )
+    def certified_admin(self, context: grpc.aio.ServicerContext) -> bool:
+        """True when this call comes from the holder of admin.pem: by its TLS certificate, else by its signature."""
+        assert self.tls is not None
+        if is_admin(context.auth_context()):
+            return True
+        if self.tls.client_auth == CLIENT_AUTH_CERT:
+            return False  # gRPC asked for the certificate: it is in the auth context or nowhere
+        try:
+            self.tls.admin_from_proof(context.invocation_metadata(), time.time())
+        except TlsError:
+            return False
+        return True
+
+    def _refuse(self, context: grpc.aio.ServicerContext, reason: str) -> None:
+        needed = "the client API needs client.pem" if reason == NOT_A_CLIENT else "this call needs admin.pem"
+        self.client_refusals.note(_without_port(context.peer()), reason, needed)
 
     def _peer_label(self, sender: int, origin: str) -> str:
         member = self.members.get(sender)
@@ -1079,8 +1093,14 @@ class PaxosServer:
     async def change_members(self, request: kv_pb2.ChangeMembersRequest, deadline: float) -> kv_pb2.ChangeMembersReply:
         if not self.core.is_leader():
             return kv_pb2.ChangeMembersReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
-        current = self.core.membership
-        wanted, error = _membership_after(current, request)
+        wanted, error = _membership_after(self.core.membership, request)
+        if wanted is not None and request.WhichOneof("change") == "add":
+            refusal = await self._joiner_refusal(request.add, deadline)
+            if refusal is not None:
+                return kv_pb2.ChangeMembersReply(status=kv_pb2.INVALID, error=refusal)
+            if not self.core.is_leader():
+                return kv_pb2.ChangeMembersReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
+            wanted, error = _membership_after(self.core.membership, request)  # it may have changed meanwhile
         if wanted is None:
             return kv_pb2.ChangeMembersReply(status=kv_pb2.INVALID, error=error)
         future: asyncio.Future[tuple[bool, str | None]] = asyncio.get_running_loop().create_future()
@@ -1105,6 +1125,48 @@ class PaxosServer:
         reply = kv_pb2.ChangeMembersReply(status=kv_pb2.OK)
         reply.members.extend(self._member_info(cm, None, {}) for cm in wanted.members)
         return reply
+
+    async def _joiner_refusal(self, add: kv_pb2.MemberInfo, deadline: float) -> str | None:
+        """Why the server at ``add.address`` may not be added as asked; None once it answers as a
+        server started with --join for this cluster, under the name and member id of ``add``.
+
+        Asked over the peer channel, as a member (under TLS with this
+        server's member certificate), before anything is proposed.
+        """
+        where = f"the server at {add.address}"
+        channel, metadata = peer_channel(parse_address(add.name, add.address), self.tls)
+        timeout = max(min(limits.JOINER_CHECK_SECONDS, deadline - time.monotonic()), 0.001)
+        try:
+            reply = await peer_pb2_grpc.PeerStub(channel).Configuration(
+                peer_pb2.ConfigurationRequest(name=self.me.name), timeout=timeout, metadata=metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            detail = " ".join((exc.details() or "").split())[:200]
+            return (
+                f"{where} does not answer as a server waiting to join ({exc.code().name}: {detail}); "
+                f"start it first with: python -m paxos -h HOSTFILE -n {add.name} --data-dir DIR --join"
+            )
+        finally:
+            await channel.close()
+        # Its words are quoted back to the admin, so no longer than a name may be.
+        name, membership = reply.name[: limits.MAX_MEMBER_NAME_BYTES], reply.membership[: limits.MAX_MEMBER_NAME_BYTES]
+        if membership != "joining":
+            return (
+                f"{where} reports membership {membership or 'unknown'!r}, not 'joining': only a server "
+                "started with --join and not yet added can be added"
+            )
+        if reply.cluster_id != self.identity.cluster_id:
+            return (
+                f"{where} is joining another cluster ({format_id(reply.cluster_id)}, not "
+                f"{format_id(self.identity.cluster_id)}): start it on an empty data directory with --join "
+                "and this cluster's hostfile"
+            )
+        if reply.name != add.name or reply.member_id != add.id:
+            return (
+                f"{where} is {name!r} with member id {format_id(reply.member_id)}, not {add.name!r} with "
+                f"{format_id(add.id)}: take the name and id from its status"
+            )
+        return None
 
     def leader_hint(self) -> str:
         leader = self.core.leader
@@ -1585,6 +1647,9 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
                 for m in core.membership.members
             ],
             leader=self.s.leader_hint(),
+            name=self.s.me.name,
+            member_id=self.s.node_id,
+            membership=self.s.membership_state(),
         )
 
     async def FetchSnapshot(
