@@ -139,6 +139,19 @@ MAX_SESSION_BATCH_REQUESTS = 1024
 # One write at the value ceiling must fit in a batch of its own.
 MAX_SESSION_BATCH_BYTES = 2 * MAX_COMMAND_BYTES
 MAX_SESSION_IN_FLIGHT = 4096
+# Replies a client has not read yet.  A session stream serves a read only
+# while the replies it holds for its client (queued, and the message gRPC is
+# sending) come to less than MAX_SESSION_REPLY_BYTES; past it the read waits
+# and the stream stops reading the client's batches until the client reads.
+# So one stream holds at most that plus one reply.  The largest reply is a
+# value at the ceiling or a full page of image matches.
+MAX_REPLY_BYTES = max(MAX_VALUE_BYTES_CEILING, MAX_IMAGE_MATCHES * MAX_METADATA_BYTES) + 64 * 1024
+MAX_SESSION_REPLY_BYTES = 2 * 1024 * 1024
+# Server-wide: at most this many session streams, and reads wait (as above)
+# while all the streams together hold this many reply bytes.  A stream
+# opened beyond either bound gets RESOURCE_EXHAUSTED.
+MAX_SESSION_STREAMS = 64
+MAX_SESSION_REPLY_BYTES_TOTAL = 128 * 1024 * 1024
 
 # Transport.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -195,3 +208,19 @@ TLS_RELOAD_CHECK_SECONDS = 1.0
 # peer proves it is a member by signing the stream's opening with its key;
 # a proof older or newer than this (clock skew included) is refused.
 PEER_PROOF_MAX_AGE_SECONDS = 300
+
+# How the limits above depend on each other, checked at import.
+_RELATIONS = {
+    # The largest reply fits in a reply message, which fits in a gRPC message.
+    "MAX_REPLY_BYTES <= MAX_SESSION_BATCH_BYTES": MAX_REPLY_BYTES <= MAX_SESSION_BATCH_BYTES,
+    "MAX_SESSION_BATCH_BYTES <= MAX_MESSAGE_BYTES": MAX_SESSION_BATCH_BYTES <= MAX_MESSAGE_BYTES,
+    "MAX_COMMAND_BYTES <= MAX_SESSION_BATCH_BYTES": MAX_COMMAND_BYTES <= MAX_SESSION_BATCH_BYTES,
+    # One stream alone can always get its reads served.
+    "MAX_SESSION_REPLY_BYTES + MAX_REPLY_BYTES <= MAX_SESSION_REPLY_BYTES_TOTAL": (
+        MAX_SESSION_REPLY_BYTES + MAX_REPLY_BYTES <= MAX_SESSION_REPLY_BYTES_TOTAL
+    ),
+    "MAX_SLOT_VALUE_BYTES <= MAX_MESSAGE_BYTES": MAX_SLOT_VALUE_BYTES <= MAX_MESSAGE_BYTES,
+}
+for _relation, _holds in _RELATIONS.items():
+    if not _holds:
+        raise AssertionError(f"paxos/limits.py: {_relation} does not hold")

@@ -58,6 +58,7 @@ from paxos.replica import FetchedSnapshot, Observer, Replica, WriteAnswer
 from paxos.session import (
     DEFAULT_REQUEST_SECONDS,
     ClientSession,
+    ReplyBudget,
     get_error,
     image_get_error,
     serve_get,
@@ -552,6 +553,7 @@ class PaxosServer:
         self.longest_snapshot_freeze_seconds = 0.0
         self.slot_commands = Histogram(SLOT_COMMAND_BUCKETS)
         self.session_batch_requests = Histogram(SESSION_BATCH_BUCKETS)
+        self.session_budget = ReplyBudget()
         self.received: Counter[NodeId] = Counter()
         self.request_counts: Counter[tuple[str, str]] = Counter()
         # Every method's series exist from the start, so a follower that has
@@ -1445,7 +1447,11 @@ class _KVService(kv_pb2_grpc.KVServicer):
         self, request_iterator: AsyncIterator[kv_pb2.SessionBatch], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[kv_pb2.SessionReplies]:
         """Batches of requests in, batches of replies out: see paxos/session.py."""
-        async for replies in ClientSession(self.s, context.peer()).serve(request_iterator):
+        refusal = self.s.session_budget.refusal()
+        if refusal is not None:
+            self.s.client_refusals.note(context.peer(), "session stream over the server's bounds", refusal)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+        async for replies in ClientSession(self.s, context.peer(), self.s.session_budget).serve(request_iterator):
             yield replies
 
 

@@ -1,0 +1,142 @@
+"""No client can exhaust a server: real servers on loopback under hostile clients.
+
+Each test runs three servers as processes, points a hostile load at the
+leader from a child process (so the test's own memory and file descriptors
+stay out of it) and checks, while it lasts, that the leader stays within
+its bounds and keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from paxos import limits
+from paxos.local import LocalCluster
+from protos import kv_pb2, kv_pb2_grpc
+from tests.polling import wait_until
+
+pytestmark = pytest.mark.slow
+
+PROJECT = Path(__file__).resolve().parent.parent
+RSS_LIMIT_BYTES = 500 * 1000 * 1000
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    with LocalCluster(tmp_path / "cluster", nodes=3) as c:
+        c.wait_for_leader(timeout=60)
+        yield c
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def _leader(cluster: LocalCluster) -> str:
+    with cluster.client(timeout=10.0) as kv:
+        return wait_until(
+            lambda: next((str(n["name"]) for n in kv.status() if n["role"] == "leader"), None), "a leader", 30
+        )
+
+
+class _Hostile:
+    """A child process running ``script`` (Python) with the given arguments; killed on exit."""
+
+    def __init__(self, script: str, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(script), *args],
+            cwd=PROJECT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait for the child's line "ready"."""
+        assert self.process.stdout is not None
+        found: list[str] = []
+        reader = threading.Thread(target=lambda: found.append(self.process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(timeout)
+        assert found and found[0].strip() == "ready", f"hostile client not ready: {found} (exit {self.process.poll()})"
+
+    def __enter__(self) -> _Hostile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+
+# ------------------------------------------------------ replies nobody reads
+
+_NON_READING = """
+    import asyncio, sys
+    import grpc
+    from protos import kv_pb2, kv_pb2_grpc
+
+    async def main(address: str, streams: int, batches: int) -> None:
+        options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+        calls = []
+        for _ in range(streams):
+            channel = grpc.aio.insecure_channel(address, options=options)
+            calls.append(kv_pb2_grpc.KVStub(channel).Session())
+        get = kv_pb2.GetRequest(key="big", consistency=kv_pb2.LOCAL)
+        sends = []
+        for call in calls:
+            for b in range(batches):
+                batch = kv_pb2.SessionBatch(
+                    requests=[kv_pb2.SessionRequest(id=b * 1024 + i + 1, get=get) for i in range(1024)]
+                )
+                sends.append(call.write(batch))
+        # Each stream's first batch is written before "ready"; the rest go as the server reads them.
+        rest = asyncio.gather(*sends, return_exceptions=True)
+        await asyncio.sleep(1.0)
+        print("ready", flush=True)
+        await rest
+        await asyncio.sleep(3600)  # and never read a reply
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+"""
+
+
+def test_replies_nobody_reads_stay_bounded_while_others_are_served(cluster: LocalCluster) -> None:
+    leader = _leader(cluster)
+    pid = cluster.pid(leader)
+    assert pid is not None
+    value = "v" * limits.DEFAULT_MAX_VALUE_BYTES
+    with cluster.client(timeout=10.0) as kv:
+        kv.set("big", value)
+        kv.set("writer", "0")
+    wait_until(lambda: _leader(cluster) == leader, "the leader to stay put", 10)
+    peak = _rss_bytes(pid)
+    with (
+        _Hostile(_NON_READING, cluster.address(leader), "20", "4") as hostile,
+        cluster.client(timeout=10.0) as kv,
+        grpc.insecure_channel(cluster.address(leader)) as channel,
+    ):
+        hostile.wait_ready(timeout=30)
+        status = kv_pb2_grpc.KVStub(channel).Status
+        writes = 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            peak = max(peak, _rss_bytes(pid))
+            assert peak < RSS_LIMIT_BYTES, f"the leader grew to {peak / 1e6:.0f} MB of RSS"
+            status(kv_pb2.StatusRequest(), timeout=1.0)
+            writes += 1
+            kv.set("writer", str(writes))
+        assert hostile.process.poll() is None, "the hostile client died early: the test proved nothing"
+    assert writes >= 10, f"only {writes} writes in 20 s beside the non-reading streams"
+    print(f"leader peak RSS {peak / 1e6:.0f} MB, {writes} writes")
