@@ -169,10 +169,14 @@ LOCK_FILE_READ_BYTES = 32
 
 # Metrics and health over plain HTTP (--metrics HOST:PORT).  Whoever can
 # reach the port is not trusted: a request is cut off past this size or
-# after this long, and connections beyond the cap are closed at once.
+# after this long.  Beyond the cap on connections, a new one takes the
+# place of the oldest still reading its request after HTTP_SLOW_REQUEST_SECONDS
+# (an honest request arrives in one packet), or is closed at once if there
+# is none; so slow clients cannot starve the health probe.
 HTTP_MAX_REQUEST_BYTES = 8 * 1024
 HTTP_MAX_HEADER_LINES = 64
 HTTP_READ_SECONDS = 5.0
+HTTP_SLOW_REQUEST_SECONDS = 0.5
 HTTP_MAX_CONNECTIONS = 32
 
 # Snapshots and log compaction.  A server snapshots its state once this many

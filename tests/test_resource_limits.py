@@ -8,6 +8,7 @@ its bounds and keeps serving everyone else.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,7 @@ import grpc
 import pytest
 
 from paxos import limits
-from paxos.local import LocalCluster
+from paxos.local import LocalCluster, free_ports
 from protos import kv_pb2, kv_pb2_grpc
 from tests.polling import wait_until
 
@@ -140,3 +141,59 @@ def test_replies_nobody_reads_stay_bounded_while_others_are_served(cluster: Loca
         assert hostile.process.poll() is None, "the hostile client died early: the test proved nothing"
     assert writes >= 10, f"only {writes} writes in 20 s beside the non-reading streams"
     print(f"leader peak RSS {peak / 1e6:.0f} MB, {writes} writes")
+
+
+# ------------------------------------------------------ slow HTTP clients
+
+_SLOW_HTTP = """
+    import asyncio, sys
+
+    async def slow(port: int) -> None:
+        while True:  # as soon as the server closes one, open another
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /metrics HTTP/1.0\\r\\n")
+                while True:
+                    await asyncio.sleep(1.0)
+                    writer.write(b"X-Slow: one header a second\\r\\n")
+                    await writer.drain()
+                    if reader.at_eof():
+                        break
+            except OSError:
+                await asyncio.sleep(0.05)
+
+    async def main(port: int, connections: int) -> None:
+        tasks = [asyncio.create_task(slow(port)) for _ in range(connections)]
+        await asyncio.sleep(2.0)
+        print("ready", flush=True)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+"""
+
+
+def _healthz(port: int, timeout: float) -> bool:
+    """What Docker's HEALTHCHECK does: one request, the status line within ``timeout``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            return conn.makefile("rb").readline().split()[1:2] == [b"200"]
+    except OSError:
+        return False
+
+
+def test_healthz_answers_while_slow_http_clients_hold_connections(tmp_path: Path) -> None:
+    port = free_ports(1)[0]
+    with LocalCluster(tmp_path / "one", nodes=1, server_args=["--metrics", f"127.0.0.1:{port}"]) as one:
+        one.wait_for_leader(timeout=60)
+        wait_until(lambda: _healthz(port, 4.0), "/healthz to answer", 30)
+        with _Hostile(_SLOW_HTTP, str(port), "40") as hostile:
+            hostile.wait_ready(timeout=30)
+            failed = []
+            for probe in range(20):
+                if not _healthz(port, 4.0):
+                    failed.append(probe)
+                time.sleep(0.25)  # probes spread over the slow clients' cycles
+            assert hostile.process.poll() is None, "the slow clients died early: the test proved nothing"
+        assert not failed, f"{len(failed)} of 20 /healthz probes failed beside 40 slow clients"
