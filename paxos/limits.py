@@ -155,6 +155,22 @@ MAX_SESSION_REPLY_BYTES_TOTAL = 128 * 1024 * 1024
 
 # Transport.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Connections (paxos/connections.py).  gRPC accepts at most the open-file
+# limit less FD_HEADROOM connections (and at most MAX_INCOMING_CONNECTIONS,
+# at least MIN_CONNECTION_CAP): the headroom keeps descriptors for the
+# streams to peers, the data dir and the metrics HTTP server.  A connection
+# that has not finished its handshake (for plaintext: sent its HTTP/2
+# preface and settings) within HANDSHAKE_SECONDS, or has had no call open for
+# CONNECTION_IDLE_SECONDS, is closed.  A leader whose descriptors are at the
+# cap and that has served no client request for CLIENT_STARVED_SECONDS hands
+# leadership over and stays out of elections for STEP_DOWN_ABSTAIN_TICKS.
+FD_HEADROOM = 512
+MAX_INCOMING_CONNECTIONS = 1_000_000
+MIN_CONNECTION_CAP = 64
+HANDSHAKE_SECONDS = 5.0
+CONNECTION_IDLE_SECONDS = 30.0
+CLIENT_STARVED_SECONDS = 5.0
+STEP_DOWN_ABSTAIN_TICKS = 5 * ELECTION_TICKS_MAX
 PEER_QUEUE_LIMIT = 10_000
 # Messages queued for one peer leave packed in one stream message, cut at
 # these bounds (a lone message larger than the byte bound goes alone).  A

@@ -36,7 +36,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from paxos import limits
+from paxos import connections, limits
 from paxos import snapshot as snapshots
 from paxos.codec import DecodeError, PeerCodec, pack, unpack
 from paxos.core import Config, Node, RecoveryError, Role
@@ -554,6 +554,7 @@ class PaxosServer:
         self.slot_commands = Histogram(SLOT_COMMAND_BUCKETS)
         self.session_batch_requests = Histogram(SESSION_BATCH_BUCKETS)
         self.session_budget = ReplyBudget()
+        self.requests_served = 0
         self.received: Counter[NodeId] = Counter()
         self.request_counts: Counter[tuple[str, str]] = Counter()
         # Every method's series exist from the start, so a follower that has
@@ -586,7 +587,10 @@ class PaxosServer:
         interceptors = []
         if self.tls is not None and self.tls.client_auth == CLIENT_AUTH_CERT:
             interceptors.append(ClientApiGuard(KV_SERVICE, self._refuse_non_client))
-        self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=interceptors)
+        cap = connections.connection_cap(connections.raise_open_file_limit())
+        self._starvation = connections.ClientStarvation(cap)
+        options = [*GRPC_SERVER_OPTIONS, *connections.server_options(cap)]
+        self._grpc = grpc.aio.server(options=options, interceptors=interceptors)
         _LenientRegistrar(self._grpc, self.client_refusals).add(kv_pb2_grpc.add_KVServicer_to_server, _KVService(self))
         _LenientRegistrar(self._grpc, self.refusals).add(peer_pb2_grpc.add_PeerServicer_to_server, _PeerService(self))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
@@ -603,7 +607,7 @@ class PaxosServer:
         if port == 0:
             raise OSError(f"cannot listen on {listen}: {_bind_failure(listen)}")
         await self._grpc.start()
-        self._tasks = [asyncio.create_task(self._ticker())]
+        self._tasks = [asyncio.create_task(self._ticker()), asyncio.create_task(self._watch_clients())]
         for task in self._tasks:
             task.add_done_callback(self._task_ended)
         self._links_running = True
@@ -769,6 +773,23 @@ class PaxosServer:
         while True:
             await asyncio.sleep(limits.TICK_SECONDS)
             self.replica.tick()
+
+    async def _watch_clients(self) -> None:
+        """Hand leadership over when clients cannot get in (see paxos/connections.py)."""
+        while True:
+            await asyncio.sleep(1.0)
+            leading = self.core.is_leader()
+            descriptors = connections.open_descriptors() if leading else None
+            if not self._starvation.observe(time.monotonic(), leading, descriptors, self.requests_served):
+                continue
+            if self.replica.step_down(limits.STEP_DOWN_ABSTAIN_TICKS):
+                log.warning(
+                    "handing leadership over: %s file descriptors open (connections capped at %d) and no client "
+                    "request served for %g s; raise the open-file limit (ulimit -n) or find who holds the connections",
+                    descriptors,
+                    self._starvation.cap,
+                    limits.CLIENT_STARVED_SECONDS,
+                )
 
     def _schedule_drive(self) -> None:
         """Drive the replica once the event loop has taken in what is ready now.
@@ -1110,6 +1131,7 @@ class PaxosServer:
         )
 
     def note_request(self, method: str, status: str, seconds: float) -> None:
+        self.requests_served += 1
         self.request_counts[method, status] += 1
         histogram = self.request_seconds.get(method)
         if histogram is None:

@@ -8,6 +8,7 @@ its bounds and keeps serving everyone else.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import grpc
@@ -45,6 +47,13 @@ def _rss_bytes(pid: int) -> int:
     raise AssertionError(f"no VmRSS for process {pid}")
 
 
+def _open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except FileNotFoundError:
+        return 0
+
+
 def _leader(cluster: LocalCluster) -> str:
     with cluster.client(timeout=10.0) as kv:
         return wait_until(
@@ -63,15 +72,21 @@ class _Hostile:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        self.said: list[str] = []
+
+    def ready_reader(self) -> threading.Thread:
+        """A thread that ends once the child has said "ready" (or ended)."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        reader = threading.Thread(target=lambda: self.said.append(stdout.readline()), daemon=True)
+        reader.start()
+        return reader
 
     def wait_ready(self, timeout: float) -> None:
         """Wait for the child's line "ready"."""
-        assert self.process.stdout is not None
-        found: list[str] = []
-        reader = threading.Thread(target=lambda: found.append(self.process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-        reader.start()
-        reader.join(timeout)
-        assert found and found[0].strip() == "ready", f"hostile client not ready: {found} (exit {self.process.poll()})"
+        self.ready_reader().join(timeout)
+        said = self.said
+        assert said and said[0].strip() == "ready", f"hostile client not ready: {said} (exit {self.process.poll()})"
 
     def __enter__(self) -> _Hostile:
         return self
@@ -197,3 +212,97 @@ def test_healthz_answers_while_slow_http_clients_hold_connections(tmp_path: Path
                 time.sleep(0.25)  # probes spread over the slow clients' cycles
             assert hostile.process.poll() is None, "the slow clients died early: the test proved nothing"
         assert not failed, f"{len(failed)} of 20 /healthz probes failed beside 40 slow clients"
+
+
+# ------------------------------------------------------ idle connections
+
+_IDLE_CONNECTIONS = """
+    import selectors, socket, sys, time
+
+    host, port = sys.argv[1].rsplit(":", 1)
+    count = int(sys.argv[2])
+    selector = selectors.DefaultSelector()
+    connecting: set[socket.socket] = set()
+
+    def connect() -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.connect_ex((host, int(port)))
+        selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        connecting.add(sock)
+
+    def serve(timeout: float) -> None:
+        for key, events in selector.select(timeout=timeout):
+            sock = key.fileobj
+            if events & selectors.EVENT_WRITE:
+                connecting.discard(sock)
+                selector.modify(sock, selectors.EVENT_READ)
+            if not events & selectors.EVENT_READ:
+                continue
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:  # closed by the server: open another
+                connecting.discard(sock)
+                selector.unregister(sock)
+                sock.close()
+                connect()
+
+    # A few hundred at a time, so that the server's accept queue never overflows.
+    for chunk in range(0, count, 200):
+        for _ in range(min(200, count - chunk)):
+            connect()
+        give_up = time.monotonic() + 1.0
+        while connecting and time.monotonic() < give_up:
+            serve(0.1)
+    print("ready", flush=True)
+    while True:  # hold them
+        serve(1.0)
+"""
+
+IDLE_CONNECTIONS = 20_100
+
+
+def test_writes_resume_while_idle_connections_fill_the_leaders_descriptors(cluster: LocalCluster) -> None:
+    leader = _leader(cluster)
+    with cluster.client(timeout=10.0) as kv:
+        kv.set("before", "flood")
+    # Spread over processes: each may hold no more descriptors than a server.
+    processes = 3
+    pid = cluster.pid(leader)
+    assert pid is not None
+    with ExitStack() as stack:
+        flooded = time.monotonic()
+        address, share = cluster.address(leader), str(IDLE_CONNECTIONS // processes)
+        hostiles = [stack.enter_context(_Hostile(_IDLE_CONNECTIONS, address, share)) for _ in range(processes)]
+        # Until every connection was opened once, the leader's descriptors ran
+        # out (as they did before it closed idle connections), or 20 s passed.
+        readers = [h.ready_reader() for h in hostiles]
+        counts = wait_until(
+            lambda: (
+                all(not r.is_alive() for r in readers)
+                or _open_fds(pid) >= 19_900
+                or time.monotonic() > flooded + 20
+            )
+            and [_open_fds(pid)],
+            "the flood to fill the leader",
+            timeout=30,
+            interval=0.5,
+        )
+        full = time.monotonic()
+        print(f"{full - flooded:.1f} s after the flood began the leader held {counts[0]} descriptors")
+        # A new client process: in this one gRPC would reuse the connections made before the flood.
+        written = subprocess.run(
+            [sys.executable, "-m", "client", "-h", str(cluster.hostfile), "--timeout", "30", "set", "during", "flood"],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        resumed = time.monotonic() - full
+        assert written.returncode == 0, written.stdout + written.stderr
+        assert all(h.process.poll() is None for h in hostiles), "the connections were not held: the test proved nothing"
+    assert resumed < 10.0, f"the first write took {resumed:.1f} s beside {IDLE_CONNECTIONS} idle connections"
+    print(f"first write after {resumed:.1f} s; leader was {leader}, now {_leader(cluster)}")
+
