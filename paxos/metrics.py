@@ -101,6 +101,12 @@ class ServerCollector(Collector):
         yield _gauge("paxoskv_commit_index", "highest slot known chosen, with every slot below it", core.commit_index)
         yield _gauge("paxoskv_applied_index", "highest slot applied to the key-value store", s.store.applied_index)
         yield _gauge("paxoskv_pending_writes", "client writes waiting here for their slot", s.replica.pending_writes)
+        yield _gauge("paxoskv_session_streams", "client session streams open on this server", s.session_budget.streams)
+        yield _gauge(
+            "paxoskv_session_unread_reply_bytes",
+            "reply bytes the session streams hold for clients that have not read them yet",
+            s.session_budget.bytes,
+        )
         yield CounterMetricFamily(
             "paxoskv_leader_changes", "times the leader this server knows of changed", value=s.leader_changes
         )
