@@ -11,8 +11,9 @@ close a connection that has not finished its handshake within
 Someone who holds every connection gRPC allows still keeps clients out of
 this server, while its open streams to its peers keep it leader.
 ``ClientStarvation`` notices that case and only that case: this server
-leads, its descriptors are at the connection cap, and it has served no
-client request for ``limits.CLIENT_STARVED_SECONDS``.  The server then
+leads, its descriptors are at the connection cap (counted above those it
+held before serving), and it has served no client request for
+``limits.CLIENT_STARVED_SECONDS``.  The server then
 hands leadership over (``Node.step_down``), so that clients find another
 leader.  A healthy cluster never meets all three at once, and a server that
 stepped down stays out of elections for a while, so this cannot flap.
@@ -68,14 +69,16 @@ def open_descriptors() -> int | None:
 class ClientStarvation:
     """Decides, from plain observations once a second or so, when a leader should hand over."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, baseline: int | None) -> None:
+        """``baseline``: the descriptors the server holds before any connection (its files, its listener)."""
         self.cap = cap
+        self._full_at = cap + (baseline or 0)
         self._served = -1
         self._since: float | None = None  # when it was first seen full and serving nobody
 
     def observe(self, now: float, leading: bool, descriptors: int | None, served: int) -> bool:
         """True when this leader has been full and has served no client for long enough; then it starts over."""
-        full = leading and descriptors is not None and descriptors >= self.cap
+        full = leading and descriptors is not None and descriptors >= self._full_at
         if not full or served != self._served:
             self._served = served
             self._since = now if full else None

@@ -582,13 +582,19 @@ class PaxosServer:
 
     # ------------------------------------------------------------- lifecycle
 
-    async def start(self, listen: str, metrics: str | None = None) -> None:
-        """Serve gRPC on ``listen``, and /metrics and /healthz over HTTP on ``metrics`` if given."""
+    async def start(self, listen: str, metrics: str | None = None, max_connections: int | None = None) -> None:
+        """Serve gRPC on ``listen``, and /metrics and /healthz over HTTP on ``metrics`` if given.
+
+        ``max_connections`` lowers the cap on connections below the one the
+        open-file limit sets (paxos/connections.py).
+        """
         interceptors = []
         if self.tls is not None and self.tls.client_auth == CLIENT_AUTH_CERT:
             interceptors.append(ClientApiGuard(KV_SERVICE, self._refuse_non_client))
         cap = connections.connection_cap(connections.raise_open_file_limit())
-        self._starvation = connections.ClientStarvation(cap)
+        if max_connections is not None:
+            cap = min(cap, max_connections)
+        self._starvation = connections.ClientStarvation(cap, connections.open_descriptors())
         options = [*GRPC_SERVER_OPTIONS, *connections.server_options(cap)]
         self._grpc = grpc.aio.server(options=options, interceptors=interceptors)
         _LenientRegistrar(self._grpc, self.client_refusals).add(kv_pb2_grpc.add_KVServicer_to_server, _KVService(self))

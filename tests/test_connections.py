@@ -9,7 +9,7 @@ STARVED = limits.CLIENT_STARVED_SECONDS
 
 
 def test_a_full_leader_serving_nobody_hands_over_after_the_interval_and_starts_over() -> None:
-    watch = ClientStarvation(cap=1000)
+    watch = ClientStarvation(cap=1000, baseline=0)
     assert not watch.observe(0.0, leading=True, descriptors=1000, served=7)
     assert not watch.observe(STARVED - 0.5, leading=True, descriptors=1100, served=7)
     assert watch.observe(STARVED + 0.1, leading=True, descriptors=1100, served=7)
@@ -19,18 +19,26 @@ def test_a_full_leader_serving_nobody_hands_over_after_the_interval_and_starts_o
 
 
 def test_no_hand_over_while_anything_is_served_below_the_cap_or_as_a_follower() -> None:
-    watch = ClientStarvation(cap=1000)
+    watch = ClientStarvation(cap=1000, baseline=0)
     for second in range(int(4 * STARVED)):
         # Full, but a client request got through every second: clients are served.
         assert not watch.observe(float(second), leading=True, descriptors=1200, served=second)
-    watch = ClientStarvation(cap=1000)
+    watch = ClientStarvation(cap=1000, baseline=0)
     for second in range(int(4 * STARVED)):
         # Nothing served (a quiet cluster), but connections are not at the cap.
         assert not watch.observe(float(second), leading=True, descriptors=999, served=0)
-    watch = ClientStarvation(cap=1000)
+    watch = ClientStarvation(cap=1000, baseline=0)
     for second in range(int(4 * STARVED)):
         assert not watch.observe(float(second), leading=False, descriptors=1200, served=0)
         assert not watch.observe(float(second) + 0.5, leading=True, descriptors=None, served=0)
+
+
+def test_the_cap_counts_above_the_descriptors_held_before_serving() -> None:
+    watch = ClientStarvation(cap=1000, baseline=30)
+    assert not watch.observe(0.0, leading=True, descriptors=1029, served=0)
+    assert not watch.observe(2 * STARVED, leading=True, descriptors=1029, served=0)
+    assert not watch.observe(2 * STARVED + 1, leading=True, descriptors=1030, served=0)
+    assert watch.observe(3 * STARVED + 2, leading=True, descriptors=1030, served=0)
 
 
 def test_connections_are_capped_below_the_open_file_limit() -> None:

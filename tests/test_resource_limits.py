@@ -54,6 +54,17 @@ def _open_fds(pid: int) -> int:
         return 0
 
 
+def _new_client_sets(cluster: LocalCluster, key: str, value: str) -> subprocess.CompletedProcess[str]:
+    """``set`` from a new client process: in this one gRPC would reuse the connections made earlier."""
+    return subprocess.run(
+        [sys.executable, "-m", "client", "-h", str(cluster.hostfile), "--timeout", "30", "set", key, value],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def _leader(cluster: LocalCluster) -> str:
     with cluster.client(timeout=10.0) as kv:
         return wait_until(
@@ -292,17 +303,51 @@ def test_writes_resume_while_idle_connections_fill_the_leaders_descriptors(clust
         )
         full = time.monotonic()
         print(f"{full - flooded:.1f} s after the flood began the leader held {counts[0]} descriptors")
-        # A new client process: in this one gRPC would reuse the connections made before the flood.
-        written = subprocess.run(
-            [sys.executable, "-m", "client", "-h", str(cluster.hostfile), "--timeout", "30", "set", "during", "flood"],
-            cwd=PROJECT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        written = _new_client_sets(cluster, "during", "flood")
         resumed = time.monotonic() - full
         assert written.returncode == 0, written.stdout + written.stderr
         assert all(h.process.poll() is None for h in hostiles), "the connections were not held: the test proved nothing"
     assert resumed < 10.0, f"the first write took {resumed:.1f} s beside {IDLE_CONNECTIONS} idle connections"
     print(f"first write after {resumed:.1f} s; leader was {leader}, now {_leader(cluster)}")
 
+
+
+# ------------------------------------------------------ a leader clients cannot reach
+
+_IDLE_CHANNELS = """
+    import sys, time
+    import grpc
+
+    address, count = sys.argv[1], int(sys.argv[2])
+    # A subchannel pool of its own per channel: one connection each.
+    channels = [grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(count)]
+    for channel in channels:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=1.0)
+        except grpc.FutureTimeoutError:
+            break  # refused: the server is at its cap
+    print("ready", flush=True)
+    time.sleep(3600)  # hold them, idle
+"""
+
+CAP = 100
+
+
+def test_a_leader_whose_connections_are_all_taken_hands_leadership_over(tmp_path: Path) -> None:
+    with LocalCluster(tmp_path / "cluster", nodes=3, server_args=["--max-connections", str(CAP)]) as cluster:
+        cluster.wait_for_leader(timeout=60)
+        leader = _leader(cluster)
+        with cluster.client(timeout=10.0) as kv:
+            kv.set("before", "full")
+        with _Hostile(_IDLE_CHANNELS, cluster.address(leader), str(CAP + 10)) as hostile:
+            hostile.wait_ready(timeout=60)
+            held = time.monotonic()
+            # Nothing in this process may talk to the leader meanwhile: that would be service.
+            written = _new_client_sets(cluster, "during", "full")
+            resumed = time.monotonic() - held
+            assert written.returncode == 0, written.stdout + written.stderr
+            assert hostile.process.poll() is None, "the connections were not held: the test proved nothing"
+        assert "handing leadership over" in cluster.log_tail(leader, 200)
+        assert _leader(cluster) != leader
+    assert resumed < 10.0, f"the first write took {resumed:.1f} s while the leader's connections were all taken"
+    print(f"first write after {resumed:.1f} s")
