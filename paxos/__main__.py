@@ -83,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help=(
+            "accept at most N connections, from clients and peers together (default: the open-file limit, "
+            f"raised to the hard limit at start, less {limits.FD_HEADROOM})"
+        ),
+    )
+    parser.add_argument(
         "--tls-dir",
         type=Path,
         metavar="DIR",
@@ -155,9 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(server: PaxosServer, listen: str, metrics: str | None) -> int:
+async def _serve(server: PaxosServer, listen: str, metrics: str | None, max_connections: int | None) -> int:
     try:
-        await server.start(listen, metrics)
+        await server.start(listen, metrics, max_connections)
     except BaseException:
         await server.stop()  # closes the log and unlocks the data dir before we report
         raise
@@ -303,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     if opts.snapshot_every < 1:
         print("error: --snapshot-every must be at least 1", file=sys.stderr)
         return EXIT_USAGE
+    if opts.max_connections is not None and opts.max_connections < limits.MIN_CONNECTION_CAP:
+        print(f"error: --max-connections must be at least {limits.MIN_CONNECTION_CAP}", file=sys.stderr)
+        return EXIT_USAGE
     data_dir = opts.data_dir or Path("data") / opts.name
     listen = opts.listen or f"0.0.0.0:{me.port}"
     tls = None
@@ -338,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DISK_FULL
     try:
-        return _run(_serve(server, listen, opts.metrics))
+        return _run(_serve(server, listen, opts.metrics, opts.max_connections))
     except DiskFull as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DISK_FULL

@@ -36,7 +36,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from paxos import limits
+from paxos import connections, limits
 from paxos import snapshot as snapshots
 from paxos.codec import DecodeError, PeerCodec, pack, unpack
 from paxos.core import Config, Node, RecoveryError, Role
@@ -66,6 +66,7 @@ from paxos.replica import FetchedSnapshot, Observer, Replica, WriteAnswer
 from paxos.session import (
     DEFAULT_REQUEST_SECONDS,
     ClientSession,
+    ReplyBudget,
     get_error,
     image_get_error,
     serve_get,
@@ -574,6 +575,8 @@ class PaxosServer:
         self.longest_snapshot_freeze_seconds = 0.0
         self.slot_commands = Histogram(SLOT_COMMAND_BUCKETS)
         self.session_batch_requests = Histogram(SESSION_BATCH_BUCKETS)
+        self.session_budget = ReplyBudget()
+        self.requests_served = 0
         self.received: Counter[NodeId] = Counter()
         self.request_counts: Counter[tuple[str, str]] = Counter()
         # Every method's series exist from the start, so a follower that has
@@ -601,12 +604,21 @@ class PaxosServer:
 
     # ------------------------------------------------------------- lifecycle
 
-    async def start(self, listen: str, metrics: str | None = None) -> None:
-        """Serve gRPC on ``listen``, and /metrics and /healthz over HTTP on ``metrics`` if given."""
+    async def start(self, listen: str, metrics: str | None = None, max_connections: int | None = None) -> None:
+        """Serve gRPC on ``listen``, and /metrics and /healthz over HTTP on ``metrics`` if given.
+
+        ``max_connections`` lowers the cap on connections below the one the
+        open-file limit sets (paxos/connections.py).
+        """
         interceptors = []
         if self.tls is not None:
             interceptors.append(ClientApiGuard(KV_SERVICE, self.tls.client_auth, self.certified_admin, self._refuse))
-        self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=interceptors)
+        cap = connections.connection_cap(connections.raise_open_file_limit())
+        if max_connections is not None:
+            cap = min(cap, max_connections)
+        self._starvation = connections.ClientStarvation(cap, connections.open_descriptors())
+        options = [*GRPC_SERVER_OPTIONS, *connections.server_options(cap)]
+        self._grpc = grpc.aio.server(options=options, interceptors=interceptors)
         _LenientRegistrar(self._grpc, self.client_refusals).add(kv_pb2_grpc.add_KVServicer_to_server, _KVService(self))
         _LenientRegistrar(self._grpc, self.refusals).add(peer_pb2_grpc.add_PeerServicer_to_server, _PeerService(self))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
@@ -623,7 +635,7 @@ class PaxosServer:
         if port == 0:
             raise OSError(f"cannot listen on {listen}: {_bind_failure(listen)}")
         await self._grpc.start()
-        self._tasks = [asyncio.create_task(self._ticker())]
+        self._tasks = [asyncio.create_task(self._ticker()), asyncio.create_task(self._watch_clients())]
         for task in self._tasks:
             task.add_done_callback(self._task_ended)
         self._links_running = True
@@ -808,6 +820,23 @@ class PaxosServer:
         while True:
             await asyncio.sleep(limits.TICK_SECONDS)
             self.replica.tick()
+
+    async def _watch_clients(self) -> None:
+        """Hand leadership over when clients cannot get in (see paxos/connections.py)."""
+        while True:
+            await asyncio.sleep(1.0)
+            leading = self.core.is_leader()
+            descriptors = connections.open_descriptors() if leading else None
+            if not self._starvation.observe(time.monotonic(), leading, descriptors, self.requests_served):
+                continue
+            if self.replica.step_down(limits.STEP_DOWN_ABSTAIN_TICKS):
+                log.warning(
+                    "handing leadership over: %s file descriptors open (connections capped at %d) and no client "
+                    "request served for %g s; raise the open-file limit (ulimit -n) or find who holds the connections",
+                    descriptors,
+                    self._starvation.cap,
+                    limits.CLIENT_STARVED_SECONDS,
+                )
 
     def _schedule_drive(self) -> None:
         """Drive the replica once the event loop has taken in what is ready now.
@@ -1213,6 +1242,7 @@ class PaxosServer:
         )
 
     def note_request(self, method: str, status: str, seconds: float) -> None:
+        self.requests_served += 1
         self.request_counts[method, status] += 1
         histogram = self.request_seconds.get(method)
         if histogram is None:
@@ -1568,7 +1598,11 @@ class _KVService(kv_pb2_grpc.KVServicer):
         self, request_iterator: AsyncIterator[kv_pb2.SessionBatch], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[kv_pb2.SessionReplies]:
         """Batches of requests in, batches of replies out: see paxos/session.py."""
-        async for replies in ClientSession(self.s, context.peer()).serve(request_iterator):
+        refusal = self.s.session_budget.refusal()
+        if refusal is not None:
+            self.s.client_refusals.note(context.peer(), "session stream over the server's bounds", refusal)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+        async for replies in ClientSession(self.s, context.peer(), self.s.session_budget).serve(request_iterator):
             yield replies
 
 
