@@ -72,7 +72,7 @@ _CHANNEL_OPTIONS = [
 class _Session:
     """Sequence numbers of one client session: the next to use, and those of writes not yet answered."""
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: int) -> None:
         self.id = session_id
         self.next_seq = 1
         self.open: set[int] = set()
@@ -104,12 +104,11 @@ class KVClient:
         members: list[Member],
         timeout: float = 10.0,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
-        client_id: str | None = None,
         tls_dir: str | Path | None = None,
     ) -> None:
         from client.aio import AsyncKVClient  # client.aio builds on this module's checks
 
-        self._client = AsyncKVClient(members, timeout, max_value_bytes, client_id, tls_dir=tls_dir)
+        self._client = AsyncKVClient(members, timeout, max_value_bytes, tls_dir=tls_dir)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None  # set by the first call
 
@@ -127,8 +126,9 @@ class KVClient:
         return self._client.max_value_bytes
 
     @property
-    def client_id(self) -> str:
-        return self._client.client_id
+    def session_id(self) -> int | None:
+        """The session this client's writes go in (registered before its first write), or None."""
+        return self._client.session_id
 
     @property
     def tls_dir(self) -> str | Path | None:
