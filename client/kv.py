@@ -30,6 +30,7 @@ from client.retry import (
     InvalidRequest,
     KVError,
     Outcome,
+    SessionExpired,
     Unavailable,
     UnknownOutcome,
     outcome_of_status,
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     # inearest import it, so that every other command starts quickly.
     from client.images import ImageSource
 
-__all__ = ["ImageMatch", "InvalidRequest", "KVClient", "KVError", "Unavailable", "UnknownOutcome"]
+__all__ = ["ImageMatch", "InvalidRequest", "KVClient", "KVError", "SessionExpired", "Unavailable", "UnknownOutcome"]
 
 STATUS_SECONDS = 1.0
 # A backup streams the whole state: it may take minutes for a large store.
