@@ -11,6 +11,7 @@ import pytest
 from paxos import limits, snapshot
 from paxos.snapshot import SnapshotError, SnapshotMember
 from paxos.statemachine import FrozenState, Outcome, Registration, Result, StateMachine
+from protos import log_pb2
 from tests.test_statemachine import Applier, cmd, image, register
 
 MEMBERS = [SnapshotMember(11, "a", "127.0.0.1:1"), SnapshotMember(12, "b", "127.0.0.1:2")]
@@ -224,6 +225,20 @@ def test_a_snapshot_from_before_registered_sessions_loads_them_under_their_clien
     assert again(cmd(1, 1, set=("k", "new"), first_unacked=1)) == [Result(1, 1)]
     assert [key for key, _, _ in restored.session_table()] == ["old-client", 1]
     assert restored.get("k") == "new"
+
+
+def test_a_snapshot_written_by_the_previous_release_loads_with_its_sessions() -> None:
+    # Written by the release before sessions were registered: slot 1 victim#5
+    # set balance=100, slot 2 other#1 set balance=0, slot 3 deleter#1 delete missing.
+    _, restored = snapshot.load(Path(__file__).parent / "data" / "snapshot-before-registered-sessions.snap")
+    assert restored.data == {"balance": "0"} and restored.next_session_id == 1
+    assert [key for key, _, _ in restored.session_table()] == ["victim", "other", "deleter"]
+    again = Applier(restored)
+    replay = log_pb2.ClientWrite(client_id="victim", seq=5, first_unacked=5, session_required=True)
+    replay.set.key, replay.set.value = "balance", "100"
+    assert again(log_pb2.LogCommand(client_write=replay).SerializeToString()) == [Result("victim", 5)]
+    assert restored.get("balance") == "0", "the replay is answered from the session, not applied"
+    assert again(register(1)) == [Registration(7, 1, 1)]
 
 
 def test_registered_sessions_and_their_counter_survive_a_snapshot(tmp_path: Path) -> None:
