@@ -2,9 +2,10 @@
 
 ``KVClient`` finds the leader itself (following the redirects of followers),
 retries through leader changes until its timeout, and tags each write with
-its client id and a sequence number so that a retried write is applied at
-most once.  It is safe to share between threads.  Where to send each attempt,
-how long to wait and when to give up is decided by ``client.retry``; the
+its session's id (registered with the cluster before the first write) and a
+sequence number so that a retried write is applied at most once.  It is
+safe to share between threads.  Where to send each attempt, how long to wait
+and when to give up is decided by ``client.retry``; the
 calls are made by ``client.aio.AsyncKVClient``, which ``KVClient`` runs on
 an event loop of its own, and which coroutines may use directly.  This
 module also holds what both share: the checks of a request before it is

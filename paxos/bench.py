@@ -6,7 +6,7 @@ flight, each timing its own operations.  By default they share one
 clients that are in flight at the same moment travel together in one
 message per server.  ``--unary`` makes one gRPC call per operation instead
 (one channel per server), the way etcd's own benchmark tool counts.
-Writes carry a client id and sequence number like the library's; reads are
+Writes go in a registered session, with sequence numbers, like the library's; reads are
 linearizable.  An operation finds the leader and retries as the library
 does (``client.retry``, with longer attempts for a loaded cluster, within
 ``OP_SECONDS``); one that fails counts as an error.  Prints ops/s, latency
