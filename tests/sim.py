@@ -235,6 +235,10 @@ class Profile:
     # be added.  A change is sometimes followed at once by another.
     reconfigure_weight: float
     spares: int
+    # Client sessions the state machine keeps (limits.MAX_CLIENT_SESSIONS for
+    # the run): in some seeds fewer than there are clients, so sessions are
+    # evicted, writes in them refused as expired, and clients register anew.
+    max_sessions: int
 
     @classmethod
     def draw(cls, rng: random.Random) -> Profile:
@@ -265,6 +269,7 @@ class Profile:
             snapshot_tail=rng.choice((0, 2, 20)),
             reconfigure_weight=rng.choice((0.0, 2.0, 4.0, 8.0)),
             spares=rng.choice((1, 2, 3, 4)),
+            max_sessions=rng.choice((limits.MAX_CLIENT_SESSIONS, 2, 3)),
         )
 
 
@@ -1095,10 +1100,11 @@ class Client:
         op = self.op
         assert op is not None
         sim = self.sim
-        if op.retry.session_expired:
+        expired = op.retry.session_expired
+        if expired:
             self.session = None  # the next write registers a new one
             sim.stats["sessions_expired"] += 1
-        if op.final:
+        if op.final and not expired:
             return  # left pending: the liveness check reports it
         if op.kind == "register":
             sim.stats["ops_failed"] += 1
@@ -1111,11 +1117,13 @@ class Client:
             op_unknown = lincheck.Op(self.name, op.key, op.kind, op.arg, op.call, None, None)
             sim.unknown.append((op_unknown, (session_of(op.cmd), op.seq)))
             sim.stats["ops_unknown"] += 1
-            outcome = "unknown outcome"
+            outcome = "unknown outcome" + (" (session expired)" if expired else "")
         else:
             sim.stats["ops_failed"] += 1
             outcome = "unavailable (not applied)"
         sim.log_client(self, f"{op.kind} {op.key} gave up: {outcome}", op)
+        if op.final:
+            self.final_ops += 1  # a final write whose session expired runs again, in a new session
         self.end_op()
 
     def end_op(self) -> None:
@@ -1262,6 +1270,9 @@ class Simulation:
         queue = self.queue
         pop = heapq.heappop
         events = 0
+        # The bound is a constant of the code every replica runs; a run sets
+        # it for all of its replicas alike, and puts it back afterwards.
+        bound, limits.MAX_CLIENT_SESSIONS = limits.MAX_CLIENT_SESSIONS, self.profile.max_sessions
         try:
             while queue and not self.finished:
                 when, _, fn, args = pop(queue)
@@ -1275,6 +1286,8 @@ class Simulation:
         except Exception:  # a crash of the core or the host is a finding too
             self.stats["events"] = events
             self.violations.append(Violation("exception", self.now, traceback.format_exc(limit=8).strip()))
+        finally:
+            limits.MAX_CLIENT_SESSIONS = bound
         self.stats["slots"] = max(self.chosen, default=0)
         self.stats["sim_us"] = self.now
         return RunResult(
