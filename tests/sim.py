@@ -1080,6 +1080,10 @@ class Client:
             assert isinstance(result, str)
             self.session, self.next_seq, self.open_seqs = int(result), 1, set()
             sim.log_client(self, f"registered session {self.session}", op)
+            holder = sim.session_holders.get(self.session)
+            if holder is not None:
+                sim.violation("safety", f"session {self.session} was handed to {self.name}, and to {holder} before")
+            sim.session_holders[self.session] = self.name
             sim.stats["sessions_registered"] += 1
             assert self.after_register is not None
             (kind, key), self.after_register = self.after_register, None
@@ -1205,6 +1209,8 @@ class Simulation:
         # Writes whose outcome the client never learned, with their (session, seq).
         self.unknown: list[tuple[lincheck.Op, tuple[SessionKey, int]]] = []
         self.acked: list[tuple[SessionKey, int, int]] = []
+        # Which client each session id was handed to: an id is never handed out twice.
+        self.session_holders: dict[int, str] = {}
         self.reference_data: dict[str, str] = {}
         self.reference_sessions: list[tuple[SessionKey, int, list[Result]]] = []
         self.violations: list[Violation] = []
