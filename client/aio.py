@@ -752,6 +752,8 @@ class AsyncKVClient:
         request = kv_pb2.SessionRequest()
         request.register.SetInParent()
         reply = await self._retry(request, is_write=False)
+        if not reply.register.session_id:
+            raise Unavailable("the server answered the registration without a session id; nothing was written")
         return _Session(reply.register.session_id)
 
     @staticmethod
