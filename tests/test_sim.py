@@ -40,9 +40,9 @@ KNOWN_FAILURES: dict[int, str] = {}
 # and 18 (learner_votes, the rarest: 7 of seeds 0-199), each a safety
 # violation.  Since clients register their sessions through the log,
 # nondeterministic_session_eviction (a replica evicting a session of its own
-# choosing) is caught in every one of seeds 0-19: a final member's session
-# table or data unlike the log's (divergence), or a write refused as expired
-# on one leader and never completed (liveness).
+# choosing) is caught in 19 of seeds 0-19: a final member's session table or
+# data unlike the log's (divergence), or an acknowledged write that the log
+# itself refused as expired (lost-write).
 BUG_BUDGET = 200
 
 # What a run reports when one of its checks (not a crash) found the bug.
