@@ -24,11 +24,13 @@ from protos import kv_pb2
 def build(keys: int, clients: int, value_bytes: int, writes: int) -> StateMachine:
     sm = StateMachine()
     value = "x" * value_bytes
+    # Every client's session, registered first: sessions 1 to ``clients``.
+    sm.apply(1, tuple(logcommand.register_session(1, n) for n in range(clients)))
     for i in range(writes):
         seq = i // clients
-        cmd = kv_pb2.Command(client_id=f"client-{i % clients}", seq=seq, first_unacked=max(0, seq - 3))
+        cmd = kv_pb2.Command(session_id=1 + i % clients, seq=seq, first_unacked=max(0, seq - 3))
         cmd.set.key, cmd.set.value = f"key-{i % keys}", value
-        sm.apply(i + 1, (logcommand.client_write(cmd),))
+        sm.apply(i + 2, (logcommand.client_write(cmd),))
     return sm
 
 

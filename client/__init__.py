@@ -6,7 +6,7 @@
 from typing import TYPE_CHECKING
 
 from client.aio import AsyncKVClient
-from client.kv import ImageMatch, InvalidRequest, KVClient, KVError, Unavailable, UnknownOutcome
+from client.kv import ImageMatch, InvalidRequest, KVClient, KVError, SessionExpired, Unavailable, UnknownOutcome
 from client.members import Member, SyncTimeout
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ __all__ = [
     "KVClient",
     "KVError",
     "Member",
+    "SessionExpired",
     "SyncTimeout",
     "Unavailable",
     "UnknownOutcome",

@@ -2,9 +2,15 @@
 
 ``AsyncKVClient`` has the methods of ``KVClient``, as coroutines, and the
 same semantics: it follows the leader, retries through leader changes until
-its timeout as ``client.retry`` decides, tags each write with its client id
+its timeout as ``client.retry`` decides, tags each write with its session id
 and a sequence number so that a retried write is applied at most once, and
 raises ``UnknownOutcome`` only when a write may have been applied.
+
+The session is registered with the cluster before the client's first write
+(the cluster assigns its id) and kept for the client's life.  When the
+cluster has evicted it (it keeps a bounded number), the write in question
+raises ``SessionExpired``, an ``UnknownOutcome``, and the next write
+registers a new session.  Reads need no session.
 
 Its requests travel on one session stream per server (the KV ``Session``
 RPC, see paxos/session.py), shared by every call of the client.  While one
@@ -26,7 +32,6 @@ import collections
 import dataclasses
 import itertools
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -52,7 +57,17 @@ from client.kv import (
     _unreachable_status,
     classify,
 )
-from client.retry import SECONDS, InvalidRequest, KnownLeader, KVError, Outcome, Retry, Timing, outcome_of_status
+from client.retry import (
+    SECONDS,
+    InvalidRequest,
+    KnownLeader,
+    KVError,
+    Outcome,
+    Retry,
+    SessionExpired,
+    Timing,
+    outcome_of_status,
+)
 from paxos import datadir, limits, snapshotfile
 from paxos.hostfile import HostfileError, Member, parse_hostfile, parse_hostfile_text
 from paxos.identity import format_id
@@ -238,7 +253,6 @@ class AsyncKVClient:
         members: list[Member],
         timeout: float = 10.0,
         max_value_bytes: int = limits.DEFAULT_MAX_VALUE_BYTES,
-        client_id: str | None = None,
         timing: Timing[float] = SECONDS,
         tls_dir: str | Path | None = None,
     ) -> None:
@@ -252,10 +266,10 @@ class AsyncKVClient:
         self._by_name = {m.name: m for m in self.servers}
         self.timeout = timeout
         self.max_value_bytes = max_value_bytes
-        self.client_id = client_id or uuid.uuid4().hex
         self.timing = timing
         self._clock = time.monotonic  # the retry policy's clock (tests replace it, and _pause)
-        self._session = _Session(self.client_id)
+        self._session: _Session | None = None  # registered before the first write
+        self._registering: asyncio.Future[_Session] | None = None  # shared by writes that wait for it
         self._leader: KnownLeader[Member] = KnownLeader()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._hint_lookups: dict[str, float] = {}  # unknown leader names, when last asked where they are
@@ -709,17 +723,55 @@ class AsyncKVClient:
 
     # ----------------------------------------------------------- machinery
 
+    @property
+    def session_id(self) -> int | None:
+        """The session this client's writes go in, once registered."""
+        return self._session.id if self._session is not None else None
+
     async def _write(self, request: kv_pb2.SessionRequest) -> kv_pb2.WriteReply:
         """Send ``request``, whose write command has its operation set, numbered in the client's session."""
-        session, seq, first_unacked = self._open_seq()
+        session = await self._current_session()
+        session, seq, first_unacked = self._open_seq(session)
         try:
             cmd = request.write.command
-            cmd.client_id, cmd.seq, cmd.first_unacked = session.id, seq, first_unacked
+            cmd.session_id, cmd.seq, cmd.first_unacked = session.id, seq, first_unacked
             return (await self._retry(request, is_write=True)).write
+        except SessionExpired:
+            if self._session is session:
+                self._session = None  # the next write registers a new one
+            raise
         finally:
             session.open.discard(seq)
 
-    def _open_seq(self) -> tuple[_Session, int, int]:
+    async def _current_session(self) -> _Session:
+        """The session for a new write: the current one while its window has room, else a newly registered one.
+
+        Writes that need a new session at the same time wait for one registration.
+        """
+        while True:
+            session = self._session
+            if session is not None and not self._window_full(session):
+                return session
+            if self._registering is None or self._registering.done():
+                self._registering = asyncio.ensure_future(self._register())
+            new = await asyncio.shield(self._registering)
+            if self._session is session:
+                self._session = new
+
+    async def _register(self) -> _Session:
+        """A new session, registered through the cluster's log (not a write: a retry only wastes a session)."""
+        request = kv_pb2.SessionRequest()
+        request.register.SetInParent()
+        reply = await self._retry(request, is_write=False)
+        if not reply.register.session_id:
+            raise Unavailable("the server answered the registration without a session id; nothing was written")
+        return _Session(reply.register.session_id)
+
+    @staticmethod
+    def _window_full(session: _Session) -> bool:
+        return session.next_seq - min(session.open, default=session.next_seq) >= limits.SESSION_WINDOW - 1
+
+    def _open_seq(self, session: _Session) -> tuple[_Session, int, int]:
         """A sequence number for a new write, in a session whose window has room, and the first_unacked to send.
 
         The first_unacked sent is at most the lowest seq still open, so the
@@ -727,12 +779,10 @@ class AsyncKVClient:
         that lowest seq only once it lags by ``FIRST_UNACKED_STEP`` beyond
         the writes open, or when the window depends on it.
         """
-        session = self._session
         behind = session.next_seq - session.first_unacked
         if behind >= FIRST_UNACKED_STEP + len(session.open) or behind >= limits.SESSION_WINDOW - 1:
             session.first_unacked = min(session.open, default=session.next_seq)
-        if session.next_seq - session.first_unacked >= limits.SESSION_WINDOW - 1:
-            session = self._session = _Session(uuid.uuid4().hex)
+        assert session.next_seq - session.first_unacked < limits.SESSION_WINDOW - 1, "session window full"
         seq = session.next_seq
         session.next_seq += 1
         session.open.add(seq)
@@ -782,8 +832,10 @@ class AsyncKVClient:
             return outcome_of_status(reply.refused.status), "", reply.refused.error, None
         if which == "status":
             return Outcome.OK, "", "", reply
-        answer: kv_pb2.WriteReply | kv_pb2.GetReply | kv_pb2.ImageGetReply
-        if which == "write":
+        answer: kv_pb2.WriteReply | kv_pb2.GetReply | kv_pb2.ImageGetReply | kv_pb2.RegisterReply
+        if which == "register":
+            answer = reply.register
+        elif which == "write":
             answer = reply.write
         elif which == "get":
             answer = reply.get

@@ -2,9 +2,10 @@
 
 ``KVClient`` finds the leader itself (following the redirects of followers),
 retries through leader changes until its timeout, and tags each write with
-its client id and a sequence number so that a retried write is applied at
-most once.  It is safe to share between threads.  Where to send each attempt,
-how long to wait and when to give up is decided by ``client.retry``; the
+its session's id (registered with the cluster before the first write) and a
+sequence number so that a retried write is applied at most once.  It is
+safe to share between threads.  Where to send each attempt, how long to wait
+and when to give up is decided by ``client.retry``; the
 calls are made by ``client.aio.AsyncKVClient``, which ``KVClient`` runs on
 an event loop of its own, and which coroutines may use directly.  This
 module also holds what both share: the checks of a request before it is
@@ -30,6 +31,7 @@ from client.retry import (
     InvalidRequest,
     KVError,
     Outcome,
+    SessionExpired,
     Unavailable,
     UnknownOutcome,
     outcome_of_status,
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
     # inearest import it, so that every other command starts quickly.
     from client.images import ImageSource
 
-__all__ = ["ImageMatch", "InvalidRequest", "KVClient", "KVError", "Unavailable", "UnknownOutcome"]
+__all__ = ["ImageMatch", "InvalidRequest", "KVClient", "KVError", "SessionExpired", "Unavailable", "UnknownOutcome"]
 
 STATUS_SECONDS = 1.0
 # A backup streams the whole state: it may take minutes for a large store.
@@ -72,7 +74,7 @@ _CHANNEL_OPTIONS = [
 class _Session:
     """Sequence numbers of one client session: the next to use, and those of writes not yet answered."""
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: int) -> None:
         self.id = session_id
         self.next_seq = 1
         self.open: set[int] = set()
@@ -108,12 +110,11 @@ class KVClient:
         members: list[Member],
         timeout: float = 10.0,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
-        client_id: str | None = None,
         tls_dir: str | Path | None = None,
     ) -> None:
         from client.aio import AsyncKVClient  # client.aio builds on this module's checks
 
-        self._client = AsyncKVClient(members, timeout, max_value_bytes, client_id, tls_dir=tls_dir)
+        self._client = AsyncKVClient(members, timeout, max_value_bytes, tls_dir=tls_dir)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None  # set by the first call
 
@@ -131,8 +132,9 @@ class KVClient:
         return self._client.max_value_bytes
 
     @property
-    def client_id(self) -> str:
-        return self._client.client_id
+    def session_id(self) -> int | None:
+        """The session this client's writes go in (registered before its first write), or None."""
+        return self._client.session_id
 
     @property
     def tls_dir(self) -> str | Path | None:

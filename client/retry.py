@@ -22,7 +22,11 @@ microseconds) all drive the same decisions:
   server (a transport error other than a refused connection or a name that
   does not resolve, or a server that lost leadership with the write
   pending); giving up then raises ``UnknownOutcome``, else ``Unavailable``
-  (nothing was applied).
+  (nothing was applied);
+* a write refused because its session expired ends at once with
+  ``SessionExpired``, an ``UnknownOutcome``: an earlier attempt may have
+  applied it before the session was evicted, and no retry in that session
+  can tell.
 """
 
 from __future__ import annotations
@@ -48,6 +52,10 @@ class UnknownOutcome(KVError):
     """A write may or may not have been applied (the client lost track of it)."""
 
 
+class SessionExpired(UnknownOutcome):
+    """The write's session expired: it was not applied now, and may have been before; open a new session."""
+
+
 class Unavailable(KVError):
     """No server could complete the operation within the timeout."""
 
@@ -66,6 +74,7 @@ class Outcome(enum.Enum):
     INVALID = "invalid"  # malformed request, nothing applied; no retry can help
     NOT_DELIVERED = "not delivered"  # transport error before the request reached a server
     MAYBE_DELIVERED = "maybe delivered"  # transport error after the request may have reached one
+    SESSION_EXPIRED = "session expired"  # a write's session is not kept: not applied now, maybe before
 
 
 _STATUS_OUTCOMES: dict[int, Outcome] = {
@@ -74,6 +83,7 @@ _STATUS_OUTCOMES: dict[int, Outcome] = {
     kv_pb2.UNAVAILABLE: Outcome.UNAVAILABLE,
     kv_pb2.UNKNOWN: Outcome.UNKNOWN,
     kv_pb2.INVALID: Outcome.INVALID,
+    kv_pb2.SESSION_EXPIRED: Outcome.SESSION_EXPIRED,
 }
 
 
@@ -177,6 +187,7 @@ class Retry(Generic[S, N]):
         self.server_cap: N | None = server_cap
         self.describe = describe
         self.ambiguous = False
+        self.session_expired = False
         self.current: S | None = None  # the server of the attempt in flight
         self.tried: list[S] = []
         self.last_error = "no attempt made"
@@ -228,6 +239,12 @@ class Retry(Generic[S, N]):
                 return 0
             case Outcome.INVALID:
                 raise InvalidRequest(error or "request refused as invalid")
+            case Outcome.SESSION_EXPIRED:
+                # No retry in this session can help: the operation ends now.
+                self._note(server, outcome, error)
+                self.session_expired = self.ambiguous = True
+                self.deadline = now
+                return 0
             case Outcome.NOT_DELIVERED | Outcome.MAYBE_DELIVERED:
                 self._note(server, outcome, error)
                 if outcome is Outcome.MAYBE_DELIVERED and self.write:
@@ -251,6 +268,12 @@ class Retry(Generic[S, N]):
     def give_up(self) -> KVError:
         """The error to raise once ``next_attempt`` has said the time is up."""
         seconds = f"{self.timeout / self.timing.per_second:g}s"
+        if self.session_expired:
+            return SessionExpired(
+                "write outcome unknown: its session expired (the cluster keeps a bounded number), so it was "
+                "not applied now and may or may not have been before; the next write opens a new session "
+                f"(last error: {self.last_error})"
+            )
         if self.ambiguous:
             return UnknownOutcome(
                 f"write outcome unknown after {seconds}: it may or may not have been applied "

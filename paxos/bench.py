@@ -6,7 +6,7 @@ flight, each timing its own operations.  By default they share one
 clients that are in flight at the same moment travel together in one
 message per server.  ``--unary`` makes one gRPC call per operation instead
 (one channel per server), the way etcd's own benchmark tool counts.
-Writes carry a client id and sequence number like the library's; reads are
+Writes go in a registered session, with sequence numbers, like the library's; reads are
 linearizable.  An operation finds the leader and retries as the library
 does (``client.retry``, with longer attempts for a loaded cluster, within
 ``OP_SECONDS``); one that fails counts as an error.  Prints ops/s, latency
@@ -23,7 +23,6 @@ import os
 import random
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -105,14 +104,23 @@ class Target:
     def client(self) -> Callable[[str, str, str], Awaitable[bool]]:
         """One load generator client's operations, its writes numbered in a client session of its own.
 
-        Each client has one write in flight, so every write acknowledges all
-        of its client's earlier ones (first_unacked = seq).
+        The session is registered before the client's first write, and again
+        after one expired.  Each client has one write in flight, so every
+        write acknowledges all of its client's earlier ones (first_unacked = seq).
         """
-        client_id = uuid.uuid4().hex
+        session: list[int] = []  # the registered session, once there is one
         seqs = itertools.count(1)
 
         async def one_op(op: str, key: str, value: str) -> bool:
-            return await _one_op(self, op, key, value, client_id, next(seqs))
+            if op == "set" and not session:
+                registered = await _register(self)
+                if registered is None:
+                    return False
+                session.append(registered)
+            ok, expired = await _one_op(self, op, key, value, session[0] if session else 0, next(seqs))
+            if expired:
+                session.clear()
+            return ok
 
         return one_op
 
@@ -121,8 +129,26 @@ class Target:
             await channel.close()
 
 
-async def _one_op(target: Target, op: str, key: str, value: str, client_id: str, seq: int) -> bool:
-    """One operation, following the leader and retrying like the library; True when it succeeded."""
+async def _register(target: Target) -> int | None:
+    """A new session, registered at the leader as the library does; None if the cluster did not answer in time."""
+    retry = Retry(target.names, target.leader, time.monotonic(), OP_SECONDS, TIMING, write=False)
+    while (attempt := retry.next_attempt(time.monotonic())) is not None:
+        result: kv_pb2.RegisterReply | grpc.RpcError
+        try:
+            result = await target.stubs[attempt.server].Register(kv_pb2.RegisterRequest(), timeout=attempt.timeout)
+        except grpc.RpcError as err:
+            result = err
+        outcome, hint, error = classify(result)
+        pause = retry.record(outcome, time.monotonic(), hint, error)
+        if outcome is Outcome.OK and isinstance(result, kv_pb2.RegisterReply):
+            return result.session_id
+        await asyncio.sleep(pause)
+    return None
+
+
+async def _one_op(target: Target, op: str, key: str, value: str, session: int, seq: int) -> tuple[bool, bool]:
+    """One operation, following the leader and retrying like the library: whether it succeeded, and
+    whether its session expired."""
     retry = Retry(target.names, target.leader, time.monotonic(), OP_SECONDS, TIMING, write=op == "set")
     while (attempt := retry.next_attempt(time.monotonic())) is not None:
         stub = target.stubs[attempt.server]
@@ -130,7 +156,7 @@ async def _one_op(target: Target, op: str, key: str, value: str, client_id: str,
         try:
             if op == "set":
                 cmd = kv_pb2.Command(
-                    client_id=client_id, seq=seq, first_unacked=seq, set=kv_pb2.SetOp(key=key, value=value)
+                    session_id=session, seq=seq, first_unacked=seq, set=kv_pb2.SetOp(key=key, value=value)
                 )
                 result = await stub.Write(kv_pb2.WriteRequest(command=cmd), timeout=attempt.timeout)
             else:
@@ -141,11 +167,11 @@ async def _one_op(target: Target, op: str, key: str, value: str, client_id: str,
         try:
             pause = retry.record(outcome, time.monotonic(), hint, error)
         except InvalidRequest:
-            return False  # refused as invalid: a bug in this tool, counted as an error
+            return False, False  # refused as invalid: a bug in this tool, counted as an error
         if outcome is Outcome.OK:
-            return True
+            return True, False
         await asyncio.sleep(pause)
-    return False
+    return False, retry.session_expired
 
 
 async def _client(

@@ -50,9 +50,12 @@ DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 # command against this cluster-wide bound, not against a server's own flag:
 # a follower with a smaller flag must still accept what its leader proposed.
 MAX_VALUE_BYTES_CEILING = 4 * 1024 * 1024
+# A client-named session's id (from before sessions were registered).
 MAX_CLIENT_ID_BYTES = 128
-# Per-client results kept for retried writes; the least recently active
-# client sessions beyond this many are forgotten (deterministically).
+# Client sessions kept, with their results for retried writes; opening one
+# more evicts the least recently used (in apply order, the same on every
+# replica).  A write in an evicted session is refused as SESSION_EXPIRED, so
+# the bound costs the evicted client its session, never exactly-once.
 MAX_CLIENT_SESSIONS = 100_000
 # A client session may have writes with sequence numbers from its oldest
 # unacknowledged one up to this many above it; a write beyond that window is

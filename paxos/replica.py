@@ -29,7 +29,16 @@ from paxos import limits, logcommand
 from paxos.core import Config, HostContractError, Node, Role
 from paxos.membership import Membership, configuration_in
 from paxos.messages import DurableState, Message, NodeId, Ready, Record, Slot, Value
-from paxos.statemachine import FrozenState, Outcome, Result, StateMachine, validate_command
+from paxos.statemachine import (
+    FrozenState,
+    Outcome,
+    Registration,
+    Result,
+    SessionKey,
+    StateMachine,
+    session_of,
+    validate_command,
+)
 from protos import kv_pb2
 
 log = logging.getLogger("paxos.replica")
@@ -110,6 +119,16 @@ class WriteAnswer:
 
 
 WriteCallback = Callable[[WriteAnswer], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterAnswer:
+    status: kv_pb2.Status
+    session_id: int = 0
+    error: str = ""
+
+
+RegisterCallback = Callable[[RegisterAnswer], None]
 # A membership change's answer: None once applied here, else why it was not
 # made (it may still be made later if leadership was lost; look again).
 ChangeCallback = Callable[[str | None], None]
@@ -127,6 +146,8 @@ def _answer(result: Result) -> WriteAnswer:
             # Not INVALID: that would tell the client nothing was applied,
             # and an earlier copy of this write may have been.
             return WriteAnswer(kv_pb2.UNKNOWN, error=result.error)
+        case Outcome.EXPIRED:
+            return WriteAnswer(kv_pb2.SESSION_EXPIRED, error=result.error)
         case unreachable:
             assert_never(unreachable)
 
@@ -179,7 +200,12 @@ class Replica:
         self._wake = wake
         self._waiting: Ready | None = None  # a bundle waiting for its fsync
         self._seen_role: tuple[Role, NodeId | None] = (self.core.role, self.core.leader)
-        self._writes: dict[tuple[str, int], list[WriteCallback]] = {}
+        self._writes: dict[tuple[SessionKey, int], list[WriteCallback]] = {}
+        # Registrations proposed here, by nonce; a nonce is never reused by
+        # this process, and (member id, nonce) tells this member's apart from
+        # any other leader's.
+        self._registrations: dict[int, RegisterCallback] = {}
+        self._next_nonce = 0
         self._reads: dict[int, ReadCallback] = {}
         self._index_waiters: list[tuple[Slot, ReadCallback]] = []
         self._next_read_id = 0
@@ -245,16 +271,36 @@ class Replica:
         if error:
             answer(WriteAnswer(kv_pb2.INVALID, error=error))
             return
-        cached = self.store.cached_result(cmd.client_id, cmd.seq)
+        cached = self.store.cached_result(session_of(cmd), cmd.seq)
         if cached is not None:
             answer(_answer(cached))
             return
-        key = (cmd.client_id, cmd.seq)
+        key = (session_of(cmd), cmd.seq)
         if key not in self._writes and not self.core.propose(logcommand.client_write(cmd)):
             answer(WriteAnswer(kv_pb2.UNAVAILABLE, error="leader is overloaded; retry later"))
             return
         self._writes.setdefault(key, []).append(answer)
         self._wake()
+
+    def register(self, answer: RegisterCallback) -> int | None:
+        """Propose a new client session; ``answer`` is called once, with its id when it applied here.
+
+        Returns an id for ``forget_registration`` while it waits, or None when it was answered already.
+        """
+        if not self.core.is_leader():
+            answer(RegisterAnswer(kv_pb2.NOT_LEADER))
+            return None
+        self._next_nonce += 1
+        if not self.core.propose(logcommand.register_session(self.core.id, self._next_nonce)):
+            answer(RegisterAnswer(kv_pb2.UNAVAILABLE, error="leader is overloaded; retry later"))
+            return None
+        self._registrations[self._next_nonce] = answer
+        self._wake()
+        return self._next_nonce
+
+    def forget_registration(self, nonce: int) -> None:
+        """The caller gave up on a registration (its deadline passed); if it applies, its session goes unused."""
+        self._registrations.pop(nonce, None)
 
     def read(self, answer: ReadCallback) -> int | None:
         """Start a linearizable read; ``answer`` gets its status exactly once.
@@ -343,7 +389,10 @@ class Replica:
         for slot, value in ready.committed:
             self.observer.applying(slot, value)
             for result in self.store.apply(slot, value):
-                self._finish_write(result)
+                if isinstance(result, Registration):
+                    self._finish_registration(result)
+                else:
+                    self._finish_write(result)
             self._applied_since_snapshot += len(value)
             if configuration_in(value) is not None and self.store.membership is not None:
                 self._membership_applied(slot, self.store.membership)
@@ -422,10 +471,13 @@ class Replica:
         self.observer.snapshot_installed(got.applied_index, peer)
         # Writes waiting here whose slots the snapshot covered: their results
         # are in its session table.
-        for client_id, seq in list(self._writes):
-            cached = self.store.cached_result(client_id, seq)
+        for session, seq in list(self._writes):
+            cached = self.store.cached_result(session, seq)
             if cached is not None:
                 self._finish_write(cached)
+        # Registrations the snapshot covered are lost with their ids: those
+        # clients register again (wasting a session, nothing worse).
+        self._fail_registrations("a snapshot was installed before the registration applied; retry")
         self._release_index_waiters()
 
     def _membership_applied(self, slot: Slot, membership: Membership) -> None:
@@ -438,8 +490,20 @@ class Replica:
     def _finish_write(self, result: Result) -> None:
         # Apply reports a result for every client write it meets, skipped
         # copies included, so each waiter is answered when its slot applies.
-        for answer in self._writes.pop((result.client_id, result.seq), ()):
+        for answer in self._writes.pop((result.session, result.seq), ()):
             answer(_answer(result))
+
+    def _finish_registration(self, registration: Registration) -> None:
+        if registration.proposer != self.core.id:
+            return
+        answer = self._registrations.pop(registration.nonce, None)
+        if answer is not None:
+            answer(RegisterAnswer(kv_pb2.OK, session_id=registration.session_id))
+
+    def _fail_registrations(self, why: str) -> None:
+        registrations, self._registrations = self._registrations, {}
+        for answer in registrations.values():
+            answer(RegisterAnswer(kv_pb2.UNAVAILABLE, error=why))
 
     def _release_index_waiters(self) -> None:
         applied = self.store.applied_index
@@ -458,6 +522,7 @@ class Replica:
                 answer(WriteAnswer(kv_pb2.UNKNOWN))
         for read in reads.values():
             read(kv_pb2.NOT_LEADER)
+        self._fail_registrations("leadership changed before the registration applied; retry")
 
     def _note_role(self) -> None:
         seen = (self.core.role, self.core.leader)

@@ -62,13 +62,14 @@ from paxos.metrics import (
     MetricsHttp,
     registry_for,
 )
-from paxos.replica import FetchedSnapshot, Observer, Replica, WriteAnswer
+from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, WriteAnswer
 from paxos.session import (
     DEFAULT_REQUEST_SECONDS,
     ClientSession,
     ReplyBudget,
     get_error,
     image_get_error,
+    register_reply,
     serve_get,
     serve_image_get,
     write_reply,
@@ -1210,6 +1211,17 @@ class PaxosServer:
             answer = WriteAnswer(kv_pb2.UNKNOWN)
         return write_reply(self, answer)
 
+    async def register(self, deadline: float) -> kv_pb2.RegisterReply:
+        future: asyncio.Future[RegisterAnswer] = asyncio.get_running_loop().create_future()
+        nonce = self.replica.register(lambda answer: _settle(future, answer))
+        try:
+            answer = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
+        except TimeoutError:
+            if nonce is not None:
+                self.replica.forget_registration(nonce)
+            answer = RegisterAnswer(kv_pb2.UNAVAILABLE, error="the registration did not apply in time; retry")
+        return register_reply(self, answer)
+
     async def linearizable_read(self, deadline: float) -> kv_pb2.Status:
         """Wait until a read may be served here; the status to reply with."""
         future: asyncio.Future[kv_pb2.Status] = asyncio.get_running_loop().create_future()
@@ -1540,6 +1552,12 @@ def _measured(handler: _Handler) -> _Handler:
 class _KVService(kv_pb2_grpc.KVServicer):
     def __init__(self, server: PaxosServer) -> None:
         self.s = server
+
+    @_measured
+    async def Register(
+        self, request: kv_pb2.RegisterRequest, context: grpc.aio.ServicerContext
+    ) -> kv_pb2.RegisterReply:
+        return await self.s.register(_deadline(context))
 
     @_measured
     async def Write(self, request: kv_pb2.WriteRequest, context: grpc.aio.ServicerContext) -> kv_pb2.WriteReply:

@@ -41,7 +41,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from paxos import limits
-from paxos.replica import WriteAnswer
+from paxos.replica import RegisterAnswer, WriteAnswer
 from paxos.statemachine import validate_image_hash, validate_key
 from protos import kv_pb2
 
@@ -83,6 +83,13 @@ def serve_image_get(server: PaxosServer, request: kv_pb2.ImageGetRequest) -> kv_
     found = server.store.image_matches(request.hash, request.max_distance, max(request.limit, 1))
     matches = [kv_pb2.ImageMatch(hash=m.hash, distance=m.distance, metadata=m.metadata) for m in found]
     return kv_pb2.ImageGetReply(status=kv_pb2.OK, matches=matches)
+
+
+def register_reply(server: PaxosServer, answer: RegisterAnswer) -> kv_pb2.RegisterReply:
+    hint = server.leader_hint() if answer.status == kv_pb2.NOT_LEADER else ""
+    return kv_pb2.RegisterReply(
+        status=answer.status, session_id=answer.session_id, error=answer.error, leader_hint=hint
+    )
 
 
 def write_reply(server: PaxosServer, answer: WriteAnswer) -> kv_pb2.WriteReply:
@@ -129,7 +136,7 @@ class ReplyBudget:
 class _Pending:
     """One request of the session waiting for its reply."""
 
-    __slots__ = ("deadline", "deadlines", "id", "kind", "request", "started")
+    __slots__ = ("deadline", "deadlines", "id", "kind", "registered", "request", "started")
 
     def __init__(
         self, request_id: int, kind: str, request: kv_pb2.SessionRequest, started: float, monotonic: float
@@ -144,6 +151,7 @@ class _Pending:
             seconds = DEFAULT_REQUEST_SECONDS
         self.deadline = monotonic + seconds  # on the clock of PaxosServer.write and linearizable_read
         self.deadlines: _Deadlines | None = None
+        self.registered: int | None = None  # a registration's id at the replica, while it waits
 
 
 class _Deadlines:
@@ -343,7 +351,7 @@ class ClientSession:
             for request in requests[: limits.MAX_SESSION_BATCH_REQUESTS]:
                 self._refuse(request.id, kv_pb2.INVALID, error)
             return
-        writes: list[_Pending] = []
+        writes: list[_Pending] = []  # and registrations: both go to the replica, on one timer
         reads: list[_Pending] = []
         started, monotonic = time.perf_counter(), time.monotonic()
         for request in requests:
@@ -351,7 +359,7 @@ class ClientSession:
             if pending is None:
                 continue
             match pending.kind:
-                case "write":
+                case "write" | "register":
                     writes.append(pending)
                 case "get":
                     self._start_read(pending, reads, get_error(request.get), request.get.consistency)
@@ -368,7 +376,10 @@ class ClientSession:
         if writes:
             _Deadlines(self, writes)
         for pending in writes:
-            self.s.replica.write(pending.request.write.command, functools.partial(self._write_done, pending))
+            if pending.kind == "register":
+                pending.registered = self.s.replica.register(functools.partial(self._register_done, pending))
+            else:
+                self.s.replica.write(pending.request.write.command, functools.partial(self._write_done, pending))
         if reads:
             task = self._loop.create_task(self._read_together(reads))
             self._reads.add(task)
@@ -463,7 +474,24 @@ class ClientSession:
         if answer.status in (kv_pb2.NOT_LEADER, kv_pb2.UNKNOWN):
             write.leader_hint = self.s.leader_hint()
 
+    def _register_done(self, pending: _Pending, answer: RegisterAnswer) -> None:
+        """Answer a registration (as ``register_reply``), unless it was answered already."""
+        if self._in_flight.get(pending.id) is not pending:
+            return
+        reply = self._reply(pending, answer.status).register
+        reply.status, reply.session_id = answer.status, answer.session_id
+        if answer.error:
+            reply.error = answer.error
+        if answer.status == kv_pb2.NOT_LEADER:
+            reply.leader_hint = self.s.leader_hint()
+
     def _write_expired(self, pending: _Pending) -> None:
+        if pending.kind == "register":
+            # If it is chosen later, its session goes unused: a retry registers another.
+            if pending.registered is not None:
+                self.s.replica.forget_registration(pending.registered)
+            self._register_done(pending, RegisterAnswer(kv_pb2.UNAVAILABLE, error="registration timed out; retry"))
+            return
         # Proposed and not yet answered: it may still be chosen.
         self._write_done(pending, WriteAnswer(kv_pb2.UNKNOWN))
 
@@ -504,4 +532,4 @@ class ClientSession:
 # A request that came through a session is counted under the method of its
 # unary twin: the metrics (and the alerts on them) are about operations,
 # whichever way they travel.
-_METHODS = {"write": "Write", "get": "Get", "iget": "ImageGet", "status": "Status"}
+_METHODS = {"write": "Write", "get": "Get", "iget": "ImageGet", "status": "Status", "register": "Register"}

@@ -4,8 +4,17 @@ Every server applies the same chosen commands in slot order, so everything
 here is deterministic: no clocks, no randomness, no iteration over unordered
 sets, and no setting of the server it runs on (such as --max-value-bytes).
 Applying a chosen command depends on the log alone.  Besides the keys it
-keeps, per client, the results of recent writes, so a write retried after a
-timeout or a leader change is applied at most once.
+keeps, per client session, the results of recent writes, so a write retried
+after a timeout or a leader change is applied at most once.
+
+Sessions are opened through the log (a ``RegisterSession`` command), which
+gives each the next number of a counter that only grows, so no id is ever
+handed out twice.  At most ``limits.MAX_CLIENT_SESSIONS`` are kept: opening
+one more evicts the least recently used, in apply order, the same on every
+replica.  A write in a session that is not kept (evicted, or never opened) is
+refused as expired and changes nothing, so eviction costs the evicted client
+its session, never the at-most-once promise: a retry can no longer be taken
+for a new write.
 
 The log holds ``log_pb2.LogCommand``s (``paxos/logcommand.py`` makes them);
 ``validate_command`` is the leader's check of a client's request before it
@@ -31,9 +40,18 @@ from protos import kv_pb2, log_pb2, snapshot_pb2
 log = logging.getLogger("paxos.statemachine")
 
 
+# A session's id: a number for one registered through the log, a string for
+# one a client named itself before sessions were registered (kept from an
+# older snapshot or log until it expires).  The two never compare equal.
+SessionKey = int | str
+
+
 class Outcome(enum.Enum):
     APPLIED = "applied"  # took effect, in this slot or an earlier one (a retry gets the first result)
-    REFUSED = "refused"  # not applied, and never will be under this (client_id, seq): ``error`` says why
+    REFUSED = "refused"  # not applied, and never will be under this (session, seq): ``error`` says why
+    # Not applied: the session is not kept (evicted, or never opened).  An
+    # earlier copy may have applied before the session was evicted.
+    EXPIRED = "expired"
     # This copy was skipped because the client had already moved past its
     # seq; an earlier copy may or may not have been applied, and its result
     # is forgotten.
@@ -42,7 +60,7 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    client_id: str
+    session: SessionKey
     seq: int
     outcome: Outcome = Outcome.APPLIED
     removed: bool = False
@@ -51,6 +69,20 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.APPLIED
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A session opened by a ``RegisterSession`` command, for the leader that proposed it."""
+
+    proposer: int
+    nonce: int
+    session_id: int
+
+
+def session_of(write: log_pb2.ClientWrite | kv_pb2.Command) -> SessionKey:
+    """The session a write names: its registered session_id, else its client_id."""
+    return write.session_id or write.client_id
 
 
 @dataclass
@@ -81,7 +113,11 @@ def validate_command(cmd: kv_pb2.Command, max_value_bytes: int) -> str | None:
     The leader's check, with its own ``max_value_bytes``; it admits nothing
     that ``applicability_error`` would refuse once the command is logged.
     """
-    if not cmd.client_id or len(cmd.client_id.encode()) > limits.MAX_CLIENT_ID_BYTES:
+    if cmd.session_id and cmd.client_id:
+        return "a write names either a session_id or a client_id, not both"
+    if not cmd.session_id and not cmd.client_id:
+        return "a write needs a session: open one with Register and send its session_id"
+    if len(cmd.client_id.encode()) > limits.MAX_CLIENT_ID_BYTES:
         return f"client id must be 1 to {limits.MAX_CLIENT_ID_BYTES} bytes"
     error = _session_window_error(cmd.seq, cmd.first_unacked)
     if error:
@@ -142,15 +178,18 @@ def applicability_error(write: log_pb2.ClientWrite) -> str | None:
     command is chosen every replica applies it, whatever its own flags say.
     What remains is what the state itself needs:
 
-    - a client id and a seq inside the session window: the results kept for
-      exactly-once writes are keyed by them, and the window is what bounds a
-      session's results without ever dropping one a retry may still need;
+    - a session (its id or, from older clients, a client id, not both) and a
+      seq inside the session window: the results kept for exactly-once
+      writes are keyed by them, and the window is what bounds a session's
+      results without ever dropping one a retry may still need;
     - an operation this code knows;
     - image hashes of the index's fixed width, and at least one (the first
       names the image).
     """
-    if not write.client_id:
-        return "client id must not be empty"
+    if write.session_id and write.client_id:
+        return "a write names either a session id or a client id, not both"
+    if not write.session_id and not write.client_id:
+        return "a write needs a session"
     error = _session_window_error(write.seq, write.first_unacked)
     if error:
         return error
@@ -186,10 +225,12 @@ class StateMachine:
         # version's new kind.  They carry no (client_id, seq) that a waiter
         # could be matched to, so they are only counted (and logged once).
         self.unreadable_commands = 0
+        # The id the next registered session gets; it only grows.
+        self.next_session_id = 1
         # A plain dict, so that a freeze copies it in one C-level pass; the
         # eviction order lives apart, in ``_lru`` (least recently touched first).
-        self._sessions: dict[str, _Session] = {}
-        self._lru: OrderedDict[str, None] = OrderedDict()
+        self._sessions: dict[SessionKey, _Session] = {}
+        self._lru: OrderedDict[SessionKey, None] = OrderedDict()
         self._touch: tuple[int, int] = (0, 0)  # the command being applied
         self._generation = 0  # bumped by every freeze
         # Images: every stored hash maps to the ref of the iset that stored it
@@ -202,8 +243,8 @@ class StateMachine:
     def get(self, key: str) -> str | None:
         return self.data.get(key)
 
-    def apply(self, slot: Slot, value: Value) -> list[Result]:
-        """Apply one chosen slot; a result for every client write it carried."""
+    def apply(self, slot: Slot, value: Value) -> list[Result | Registration]:
+        """Apply one chosen slot; a result for every client write and registration it carried."""
         if slot != self.applied_index + 1:
             raise RuntimeError(f"slot {slot} applied after {self.applied_index}; slots must apply in order")
         self.applied_index = slot
@@ -219,18 +260,25 @@ class StateMachine:
         found = self._images.nearest(h, max_distance, limit)
         return [ImageMatch(self._image_meta[ref][0], dist, self._image_meta[ref][1]) for dist, _, ref in found]
 
-    def session_table(self) -> list[tuple[str, int, list[Result]]]:
-        """Every client session, least recently touched first: (client id, first unacked, results by seq)."""
+    def session_table(self) -> list[tuple[SessionKey, int, list[Result]]]:
+        """Every client session, least recently touched first: (session, first unacked, results by seq)."""
         return [
             (cid, self._sessions[cid].first_unacked, [r for _, r in sorted(self._sessions[cid].results.items())])
             for cid in self._lru
         ]
 
-    def cached_result(self, client_id: str, seq: int) -> Result | None:
-        session = self._sessions.get(client_id)
+    def cached_result(self, session_key: SessionKey, seq: int) -> Result | None:
+        session = self._sessions.get(session_key)
         return session.results.get(seq) if session else None
 
-    def _apply_command(self, slot: Slot, raw: bytes) -> Result | None:
+    def has_session(self, session_key: SessionKey) -> bool:
+        return session_key in self._sessions
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    def _apply_command(self, slot: Slot, raw: bytes) -> Result | Registration | None:
         command = log_pb2.LogCommand()
         try:
             command.ParseFromString(raw)
@@ -240,6 +288,8 @@ class StateMachine:
         match command.WhichOneof("kind"):
             case "client_write":
                 return self._apply_write(command.client_write)
+            case "register_session":
+                return self._register(command.register_session)
             case "configuration":
                 try:
                     self.membership = Membership.from_proto(command.configuration)
@@ -262,12 +312,28 @@ class StateMachine:
                 why,
             )
 
+    def _register(self, register: log_pb2.RegisterSession) -> Registration:
+        session_id = self.next_session_id
+        self.next_session_id += 1
+        self._open_session(session_id)
+        return Registration(register.proposer, register.nonce, session_id)
+
     def _apply_write(self, write: log_pb2.ClientWrite) -> Result:
+        key = session_of(write)
         error = applicability_error(write)
         if error:
             # Changes nothing, so it needs no session and no cached result.
-            return Result(write.client_id, write.seq, Outcome.REFUSED, error=error)
-        session = self._session(write.client_id)
+            return Result(key, write.seq, Outcome.REFUSED, error=error)
+        if write.session_id or write.session_required:
+            found = self._existing_session(key)
+            if found is None:
+                # Nothing to look a retry up in: applying it could apply it twice.
+                return Result(key, write.seq, Outcome.EXPIRED, error=_expired_error(key))
+            session = found
+        else:
+            # Only in logs from before sessions were registered: a client's
+            # first write opened its session.
+            session = self._existing_session(key) or self._open_session(key)
         cached = session.results.get(write.seq)
         if cached is not None:
             return cached
@@ -276,7 +342,7 @@ class StateMachine:
             # up on this seq; the result of an earlier copy, if one applied,
             # was dropped then.  Applying this copy might apply it twice.
             return Result(
-                write.client_id,
+                key,
                 write.seq,
                 Outcome.UNKNOWN,
                 error=(
@@ -292,13 +358,13 @@ class StateMachine:
         match write.WhichOneof("op"):
             case "set":
                 self.data[write.set.key] = write.set.value
-                return Result(write.client_id, write.seq)
+                return Result(session_of(write), write.seq)
             case "delete":
                 removed = self.data.pop(write.delete.key, None) is not None
-                return Result(write.client_id, write.seq, removed=removed)
+                return Result(session_of(write), write.seq, removed=removed)
             case "iset":
                 self._store_image(write.iset)
-                return Result(write.client_id, write.seq)
+                return Result(session_of(write), write.seq)
             case kind:
                 raise AssertionError(f"client write op {kind!r} passed applicability_error unapplied")
 
@@ -320,21 +386,27 @@ class StateMachine:
             del self._hashes_per_ref[ref]
             del self._image_meta[ref]
 
-    def _session(self, client_id: str) -> _Session:
-        session = self._sessions.get(client_id)
+    def _open_session(self, key: SessionKey) -> _Session:
+        assert key not in self._sessions, f"session {key!r} opened twice"
+        session = self._sessions[key] = _Session(generation=self._generation, touched=self._touch)
+        self._lru[key] = None
+        if len(self._sessions) > limits.MAX_CLIENT_SESSIONS:
+            evicted, _ = self._lru.popitem(last=False)
+            del self._sessions[evicted]
+        assert len(self._sessions) == len(self._lru) <= limits.MAX_CLIENT_SESSIONS
+        return session
+
+    def _existing_session(self, key: SessionKey) -> _Session | None:
+        """The session ``key``, now the most recently used, or None if it is not kept."""
+        session = self._sessions.get(key)
         if session is None:
-            session = self._sessions[client_id] = _Session(generation=self._generation, touched=self._touch)
-            self._lru[client_id] = None
-            if len(self._sessions) > limits.MAX_CLIENT_SESSIONS:
-                evicted, _ = self._lru.popitem(last=False)
-                del self._sessions[evicted]
-            return session
+            return None
         if session.generation != self._generation:
             # A frozen copy shares this object: change a copy of it instead.
             session = _Session(session.first_unacked, session.results.copy(), self._generation)
-            self._sessions[client_id] = session
+            self._sessions[key] = session
         session.touched = self._touch
-        self._lru.move_to_end(client_id)
+        self._lru.move_to_end(key)
         return session
 
     def _remember(self, session: _Session, write: log_pb2.ClientWrite, result: Result) -> None:
@@ -359,6 +431,7 @@ class StateMachine:
             applied_index=self.applied_index,
             unreadable_commands=self.unreadable_commands,
             next_image_ref=self._next_ref,
+            next_session_id=self.next_session_id,
             membership=self.membership,
             data=self.data.copy(),
             sessions=self._sessions.copy(),
@@ -387,6 +460,7 @@ class StateMachine:
         sm.applied_index = header.applied_index
         sm.unreadable_commands = header.unreadable_commands
         sm._next_ref = header.next_image_ref
+        sm.next_session_id = header.next_session_id or 1
         for part in parts:
             match part.WhichOneof("part"):
                 case "key_values":
@@ -394,14 +468,22 @@ class StateMachine:
                         sm.data[kv.key] = kv.value
                 case "sessions":
                     for s in part.sessions.sessions:
+                        # A session a client named itself (a snapshot from
+                        # before sessions were registered) keeps its name:
+                        # a string, never equal to a registered number.
+                        key: SessionKey = s.session_id or s.client_id
+                        if s.session_id and (s.client_id or s.session_id >= sm.next_session_id):
+                            raise ValueError(f"session {s.session_id} was never registered")
+                        if not key or key in sm._sessions:
+                            raise ValueError(f"session {key!r} is unnamed or listed twice")
                         # In the file's order (least recently touched first),
                         # stamped below any slot still to be applied.
-                        sm._sessions[s.client_id] = _Session(
+                        sm._sessions[key] = _Session(
                             s.first_unacked,
-                            {r.seq: _result_from_pb(s.client_id, r) for r in s.results},
+                            {r.seq: _result_from_pb(key, r) for r in s.results},
                             touched=(header.applied_index, len(sm._lru)),
                         )
-                        sm._lru[s.client_id] = None
+                        sm._lru[key] = None
                     if len(sm._sessions) > limits.MAX_CLIENT_SESSIONS:
                         raise ValueError(f"snapshot holds more than {limits.MAX_CLIENT_SESSIONS} client sessions")
                 case "images":
@@ -423,11 +505,18 @@ _OUTCOME_TO_PB = {
 _OUTCOME_FROM_PB = {v: k for k, v in _OUTCOME_TO_PB.items()}
 
 
-def _result_from_pb(client_id: str, r: snapshot_pb2.SessionResult) -> Result:
+def _result_from_pb(key: SessionKey, r: snapshot_pb2.SessionResult) -> Result:
     outcome = _OUTCOME_FROM_PB.get(r.outcome)
     if outcome is None:
         raise ValueError(f"session result with unknown outcome {r.outcome}")
-    return Result(client_id, r.seq, outcome, r.removed, r.error)
+    return Result(key, r.seq, outcome, r.removed, r.error)
+
+
+def _expired_error(key: SessionKey) -> str:
+    return (
+        f"session {key} has expired (the cluster keeps the {limits.MAX_CLIENT_SESSIONS} most recently used); "
+        "this write was not applied now, an earlier copy may or may not have been; open a new session"
+    )
 
 
 @dataclass(frozen=True)
@@ -437,9 +526,10 @@ class FrozenState:
     applied_index: Slot
     unreadable_commands: int
     next_image_ref: int
+    next_session_id: int
     membership: Membership | None
     data: dict[str, str]
-    sessions: dict[str, _Session]  # none of them changes after the freeze
+    sessions: dict[SessionKey, _Session]  # none of them changes after the freeze
     image_meta: dict[int, tuple[bytes, str]]
     image_refs: dict[int, int]  # hash, as a big-endian integer -> ref
 
@@ -458,12 +548,16 @@ class FrozenState:
             yield snapshot_pb2.SnapshotPart(key_values=batch)
         sessions = snapshot_pb2.ClientSessions()
         size = 0
-        for client_id, session in sorted(self.sessions.items(), key=lambda item: item[1].touched):
-            pb = sessions.sessions.add(client_id=client_id, first_unacked=session.first_unacked)
+        for session_key, session in sorted(self.sessions.items(), key=lambda item: item[1].touched):
+            pb = sessions.sessions.add(first_unacked=session.first_unacked)
+            if isinstance(session_key, int):
+                pb.session_id = session_key
+            else:
+                pb.client_id = session_key
             for r in session.results.values():
                 pb.results.add(seq=r.seq, outcome=_OUTCOME_TO_PB[r.outcome], removed=r.removed, error=r.error)
                 size += len(r.error) + 16
-            size += len(client_id) + 16
+            size += len(str(session_key)) + 16
             if size >= frame_bytes:
                 yield snapshot_pb2.SnapshotPart(sessions=sessions)
                 sessions, size = snapshot_pb2.ClientSessions(), 0

@@ -19,6 +19,7 @@ class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNKNOWN: _ClassVar[Status]
     INVALID: _ClassVar[Status]
     UNAVAILABLE: _ClassVar[Status]
+    SESSION_EXPIRED: _ClassVar[Status]
 LINEARIZABLE: Consistency
 LOCAL: Consistency
 OK: Status
@@ -26,22 +27,25 @@ NOT_LEADER: Status
 UNKNOWN: Status
 INVALID: Status
 UNAVAILABLE: Status
+SESSION_EXPIRED: Status
 
 class Command(_message.Message):
-    __slots__ = ("client_id", "seq", "first_unacked", "set", "delete", "iset")
+    __slots__ = ("client_id", "session_id", "seq", "first_unacked", "set", "delete", "iset")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     FIRST_UNACKED_FIELD_NUMBER: _ClassVar[int]
     SET_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
     ISET_FIELD_NUMBER: _ClassVar[int]
     client_id: str
+    session_id: int
     seq: int
     first_unacked: int
     set: SetOp
     delete: DeleteOp
     iset: ImageSetOp
-    def __init__(self, client_id: _Optional[str] = ..., seq: _Optional[int] = ..., first_unacked: _Optional[int] = ..., set: _Optional[_Union[SetOp, _Mapping]] = ..., delete: _Optional[_Union[DeleteOp, _Mapping]] = ..., iset: _Optional[_Union[ImageSetOp, _Mapping]] = ...) -> None: ...
+    def __init__(self, client_id: _Optional[str] = ..., session_id: _Optional[int] = ..., seq: _Optional[int] = ..., first_unacked: _Optional[int] = ..., set: _Optional[_Union[SetOp, _Mapping]] = ..., delete: _Optional[_Union[DeleteOp, _Mapping]] = ..., iset: _Optional[_Union[ImageSetOp, _Mapping]] = ...) -> None: ...
 
 class SetOp(_message.Message):
     __slots__ = ("key", "value")
@@ -138,6 +142,22 @@ class ImageGetReply(_message.Message):
     leader_hint: str
     error: str
     def __init__(self, status: _Optional[_Union[Status, str]] = ..., matches: _Optional[_Iterable[_Union[ImageMatch, _Mapping]]] = ..., leader_hint: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class RegisterRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RegisterReply(_message.Message):
+    __slots__ = ("status", "session_id", "leader_hint", "error")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_HINT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    session_id: int
+    leader_hint: str
+    error: str
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., session_id: _Optional[int] = ..., leader_hint: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()
@@ -258,20 +278,22 @@ class BackupChunk(_message.Message):
     def __init__(self, status: _Optional[_Union[Status, str]] = ..., leader_hint: _Optional[str] = ..., error: _Optional[str] = ..., applied_index: _Optional[int] = ..., estimated_bytes: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
-    __slots__ = ("id", "timeout_ms", "write", "get", "iget", "status")
+    __slots__ = ("id", "timeout_ms", "write", "get", "iget", "status", "register")
     ID_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     WRITE_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
     IGET_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_FIELD_NUMBER: _ClassVar[int]
     id: int
     timeout_ms: int
     write: WriteRequest
     get: GetRequest
     iget: ImageGetRequest
     status: StatusRequest
-    def __init__(self, id: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., write: _Optional[_Union[WriteRequest, _Mapping]] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., iget: _Optional[_Union[ImageGetRequest, _Mapping]] = ..., status: _Optional[_Union[StatusRequest, _Mapping]] = ...) -> None: ...
+    register: RegisterRequest
+    def __init__(self, id: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., write: _Optional[_Union[WriteRequest, _Mapping]] = ..., get: _Optional[_Union[GetRequest, _Mapping]] = ..., iget: _Optional[_Union[ImageGetRequest, _Mapping]] = ..., status: _Optional[_Union[StatusRequest, _Mapping]] = ..., register: _Optional[_Union[RegisterRequest, _Mapping]] = ...) -> None: ...
 
 class SessionBatch(_message.Message):
     __slots__ = ("requests",)
@@ -288,20 +310,22 @@ class SessionRefusal(_message.Message):
     def __init__(self, status: _Optional[_Union[Status, str]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class SessionReply(_message.Message):
-    __slots__ = ("id", "write", "get", "iget", "status", "refused")
+    __slots__ = ("id", "write", "get", "iget", "status", "refused", "register")
     ID_FIELD_NUMBER: _ClassVar[int]
     WRITE_FIELD_NUMBER: _ClassVar[int]
     GET_FIELD_NUMBER: _ClassVar[int]
     IGET_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_FIELD_NUMBER: _ClassVar[int]
     id: int
     write: WriteReply
     get: GetReply
     iget: ImageGetReply
     status: NodeStatus
     refused: SessionRefusal
-    def __init__(self, id: _Optional[int] = ..., write: _Optional[_Union[WriteReply, _Mapping]] = ..., get: _Optional[_Union[GetReply, _Mapping]] = ..., iget: _Optional[_Union[ImageGetReply, _Mapping]] = ..., status: _Optional[_Union[NodeStatus, _Mapping]] = ..., refused: _Optional[_Union[SessionRefusal, _Mapping]] = ...) -> None: ...
+    register: RegisterReply
+    def __init__(self, id: _Optional[int] = ..., write: _Optional[_Union[WriteReply, _Mapping]] = ..., get: _Optional[_Union[GetReply, _Mapping]] = ..., iget: _Optional[_Union[ImageGetReply, _Mapping]] = ..., status: _Optional[_Union[NodeStatus, _Mapping]] = ..., refused: _Optional[_Union[SessionRefusal, _Mapping]] = ..., register: _Optional[_Union[RegisterReply, _Mapping]] = ...) -> None: ...
 
 class SessionReplies(_message.Message):
     __slots__ = ("replies",)

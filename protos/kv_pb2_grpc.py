@@ -34,6 +34,11 @@ class KVStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Register = channel.unary_unary(
+                '/paxoskv.kv.KV/Register',
+                request_serializer=protos_dot_kv__pb2.RegisterRequest.SerializeToString,
+                response_deserializer=protos_dot_kv__pb2.RegisterReply.FromString,
+                _registered_method=True)
         self.Write = channel.unary_unary(
                 '/paxoskv.kv.KV/Write',
                 request_serializer=protos_dot_kv__pb2.WriteRequest.SerializeToString,
@@ -78,6 +83,12 @@ class KVStub:
 
 class KVServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def Register(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def Write(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -130,6 +141,11 @@ class KVServicer:
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Register': grpc.unary_unary_rpc_method_handler(
+                    servicer.Register,
+                    request_deserializer=protos_dot_kv__pb2.RegisterRequest.FromString,
+                    response_serializer=protos_dot_kv__pb2.RegisterReply.SerializeToString,
+            ),
             'Write': grpc.unary_unary_rpc_method_handler(
                     servicer.Write,
                     request_deserializer=protos_dot_kv__pb2.WriteRequest.FromString,
@@ -180,6 +196,33 @@ def add_KVServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class KV:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Register(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paxoskv.kv.KV/Register',
+            protos_dot_kv__pb2.RegisterRequest.SerializeToString,
+            protos_dot_kv__pb2.RegisterReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Write(request,

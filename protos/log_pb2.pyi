@@ -7,12 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LogCommand(_message.Message):
-    __slots__ = ("client_write", "configuration")
+    __slots__ = ("client_write", "configuration", "register_session")
     CLIENT_WRITE_FIELD_NUMBER: _ClassVar[int]
     CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_SESSION_FIELD_NUMBER: _ClassVar[int]
     client_write: ClientWrite
     configuration: Configuration
-    def __init__(self, client_write: _Optional[_Union[ClientWrite, _Mapping]] = ..., configuration: _Optional[_Union[Configuration, _Mapping]] = ...) -> None: ...
+    register_session: RegisterSession
+    def __init__(self, client_write: _Optional[_Union[ClientWrite, _Mapping]] = ..., configuration: _Optional[_Union[Configuration, _Mapping]] = ..., register_session: _Optional[_Union[RegisterSession, _Mapping]] = ...) -> None: ...
+
+class RegisterSession(_message.Message):
+    __slots__ = ("proposer", "nonce")
+    PROPOSER_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    proposer: int
+    nonce: int
+    def __init__(self, proposer: _Optional[int] = ..., nonce: _Optional[int] = ...) -> None: ...
 
 class Configuration(_message.Message):
     __slots__ = ("members",)
@@ -33,20 +43,24 @@ class ConfigMember(_message.Message):
     def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., voter: _Optional[bool] = ...) -> None: ...
 
 class ClientWrite(_message.Message):
-    __slots__ = ("client_id", "seq", "first_unacked", "set", "delete", "iset")
+    __slots__ = ("client_id", "session_id", "session_required", "seq", "first_unacked", "set", "delete", "iset")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     FIRST_UNACKED_FIELD_NUMBER: _ClassVar[int]
     SET_FIELD_NUMBER: _ClassVar[int]
     DELETE_FIELD_NUMBER: _ClassVar[int]
     ISET_FIELD_NUMBER: _ClassVar[int]
     client_id: str
+    session_id: int
+    session_required: bool
     seq: int
     first_unacked: int
     set: SetOp
     delete: DeleteOp
     iset: ImageSetOp
-    def __init__(self, client_id: _Optional[str] = ..., seq: _Optional[int] = ..., first_unacked: _Optional[int] = ..., set: _Optional[_Union[SetOp, _Mapping]] = ..., delete: _Optional[_Union[DeleteOp, _Mapping]] = ..., iset: _Optional[_Union[ImageSetOp, _Mapping]] = ...) -> None: ...
+    def __init__(self, client_id: _Optional[str] = ..., session_id: _Optional[int] = ..., session_required: _Optional[bool] = ..., seq: _Optional[int] = ..., first_unacked: _Optional[int] = ..., set: _Optional[_Union[SetOp, _Mapping]] = ..., delete: _Optional[_Union[DeleteOp, _Mapping]] = ..., iset: _Optional[_Union[ImageSetOp, _Mapping]] = ...) -> None: ...
 
 class SetOp(_message.Message):
     __slots__ = ("key", "value")

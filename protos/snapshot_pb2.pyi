@@ -31,18 +31,20 @@ class SnapshotMember(_message.Message):
     def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., learner: _Optional[bool] = ...) -> None: ...
 
 class SnapshotHeader(_message.Message):
-    __slots__ = ("applied_index", "cluster_id", "members", "unreadable_commands", "next_image_ref")
+    __slots__ = ("applied_index", "cluster_id", "members", "unreadable_commands", "next_image_ref", "next_session_id")
     APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     UNREADABLE_COMMANDS_FIELD_NUMBER: _ClassVar[int]
     NEXT_IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     applied_index: int
     cluster_id: int
     members: _containers.RepeatedCompositeFieldContainer[SnapshotMember]
     unreadable_commands: int
     next_image_ref: int
-    def __init__(self, applied_index: _Optional[int] = ..., cluster_id: _Optional[int] = ..., members: _Optional[_Iterable[_Union[SnapshotMember, _Mapping]]] = ..., unreadable_commands: _Optional[int] = ..., next_image_ref: _Optional[int] = ...) -> None: ...
+    next_session_id: int
+    def __init__(self, applied_index: _Optional[int] = ..., cluster_id: _Optional[int] = ..., members: _Optional[_Iterable[_Union[SnapshotMember, _Mapping]]] = ..., unreadable_commands: _Optional[int] = ..., next_image_ref: _Optional[int] = ..., next_session_id: _Optional[int] = ...) -> None: ...
 
 class KeyValue(_message.Message):
     __slots__ = ("key", "value")
@@ -71,14 +73,16 @@ class SessionResult(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., outcome: _Optional[_Union[WriteOutcome, str]] = ..., removed: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ClientSession(_message.Message):
-    __slots__ = ("client_id", "first_unacked", "results")
+    __slots__ = ("client_id", "session_id", "first_unacked", "results")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     FIRST_UNACKED_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     client_id: str
+    session_id: int
     first_unacked: int
     results: _containers.RepeatedCompositeFieldContainer[SessionResult]
-    def __init__(self, client_id: _Optional[str] = ..., first_unacked: _Optional[int] = ..., results: _Optional[_Iterable[_Union[SessionResult, _Mapping]]] = ...) -> None: ...
+    def __init__(self, client_id: _Optional[str] = ..., session_id: _Optional[int] = ..., first_unacked: _Optional[int] = ..., results: _Optional[_Iterable[_Union[SessionResult, _Mapping]]] = ...) -> None: ...
 
 class ClientSessions(_message.Message):
     __slots__ = ("sessions",)

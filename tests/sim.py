@@ -120,9 +120,9 @@ from paxos.messages import (
     Slot,
     Value,
 )
-from paxos.replica import FetchedSnapshot, Observer, Replica, WriteAnswer
+from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, WriteAnswer
 from paxos.snapshot import header_for
-from paxos.statemachine import FrozenState, Result, StateMachine
+from paxos.statemachine import FrozenState, Registration, Result, SessionKey, StateMachine, session_of
 from protos import kv_pb2, log_pb2, peer_pb2
 from tests import lincheck
 
@@ -131,15 +131,46 @@ from tests import lincheck
 STALE_SNAPSHOT = 0.2
 
 
-def thaw(frozen: FrozenState | None) -> StateMachine:
-    """A new state machine from a snapshot, through the same parts a snapshot file holds."""
-    if frozen is None:
-        return StateMachine()
-    return StateMachine.restore(header_for(frozen, SIM_CLUSTER_ID, []), frozen.parts())
+def thaw(frozen: FrozenState | None, rng: random.Random | None = None) -> StateMachine:
+    """A new state machine from a snapshot, through the same parts a snapshot file holds.
+
+    With ``rng``: one that evicts sessions at random (the planted bug
+    ``nondeterministic_session_eviction``), drawing from ``rng``.
+    """
+    kind = StateMachine if rng is None else ForgetfulStateMachine
+    store = kind() if frozen is None else kind.restore(header_for(frozen, SIM_CLUSTER_ID, []), frozen.parts())
+    if isinstance(store, ForgetfulStateMachine):
+        store.rng = rng
+    return store
+
+
+class ForgetfulStateMachine(StateMachine):
+    """The planted bug ``nondeterministic_session_eviction``: now and then, a
+    replica evicts a session of its own random choosing, as one that evicted
+    by its own clock or memory pressure would.  Replicas then disagree on
+    which writes a session refuses, and on the session table."""
+
+    EVICT_CHANCE = 0.05  # per applied slot
+
+    rng: random.Random | None = None
+
+    def apply(self, slot: Slot, value: Value) -> list[Result | Registration]:
+        results = super().apply(slot, value)
+        sessions = [key for key, _, _ in self.session_table()]
+        if self.rng is not None and sessions and self.rng.random() < self.EVICT_CHANCE:
+            victim = self.rng.choice(sessions)
+            del self._sessions[victim]
+            del self._lru[victim]
+        return results
 
 
 # Mistakes planted in the simulated host rather than in the core.
-HOST_BUGS = frozenset({"ack_before_fsync"})  # the disk reports an fsync done before it is
+HOST_BUGS = frozenset(
+    {
+        "ack_before_fsync",  # the disk reports an fsync done before it is
+        "nondeterministic_session_eviction",  # see ForgetfulStateMachine
+    }
+)
 ALL_BUGS = PLANTABLE_BUGS | HOST_BUGS
 
 SECOND = 1_000_000
@@ -204,6 +235,10 @@ class Profile:
     # be added.  A change is sometimes followed at once by another.
     reconfigure_weight: float
     spares: int
+    # Client sessions the state machine keeps (limits.MAX_CLIENT_SESSIONS for
+    # the run): in some seeds fewer than there are clients, so sessions are
+    # evicted, writes in them refused as expired, and clients register anew.
+    max_sessions: int
 
     @classmethod
     def draw(cls, rng: random.Random) -> Profile:
@@ -234,6 +269,7 @@ class Profile:
             snapshot_tail=rng.choice((0, 2, 20)),
             reconfigure_weight=rng.choice((0.0, 2.0, 4.0, 8.0)),
             spares=rng.choice((1, 2, 3, 4)),
+            max_sessions=rng.choice((limits.MAX_CLIENT_SESSIONS, 2, 3)),
         )
 
 
@@ -305,7 +341,7 @@ def _client_write(raw: bytes) -> log_pb2.ClientWrite | None:
     match command.WhichOneof("kind"):
         case "client_write":
             return command.client_write
-        case None | "configuration":
+        case None | "configuration" | "register_session":
             return None
         case kind:
             raise AssertionError(f"log command kind {kind!r} has no description")
@@ -323,7 +359,7 @@ def describe_value(value: Value) -> str:
         if write is None:
             parts.append("unknown command")
             continue
-        name = f"{write.client_id}#{write.seq}"
+        name = f"s{session_of(write)}#{write.seq}"
         match write.WhichOneof("op"):
             case "set":
                 parts.append(f"{name} set {write.set.key}={write.set.value}")
@@ -338,7 +374,7 @@ def command_names(value: Value) -> list[str]:
     names = []
     for raw in value:
         write = _client_write(raw)
-        names.append(f"{write.client_id}#{write.seq}" if write is not None else "unknown command")
+        names.append(f"s{session_of(write)}#{write.seq}" if write is not None else "unknown command")
     return names
 
 
@@ -383,8 +419,9 @@ class Request:
     client: Client
     attempt: int
     key: str
-    cmd: kv_pb2.Command | None  # None for a linearizable get
+    cmd: kv_pb2.Command | None  # None for a linearizable get or a registration
     deadline: int
+    register: bool = False
     node: int = -1
     done: bool = False
 
@@ -501,7 +538,7 @@ class Host(Observer):
         self.up = False
         self.incarnation = 0
         self.replica: Replica | None = None
-        self.store = StateMachine()
+        self.store = thaw(None, self.store_rng())
         self.paused_until = 0
         self.deferred: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self.requests: list[Request] = []  # received by this process, maybe unanswered
@@ -518,6 +555,12 @@ class Host(Observer):
     def core(self) -> Node | None:
         return self.replica.core if self.replica is not None else None
 
+    def store_rng(self) -> random.Random | None:
+        """This replica's own random source for a state machine with the planted eviction bug, else None."""
+        if "nondeterministic_session_eviction" not in self.sim.bugs:
+            return None
+        return random.Random(self.sim.rng.getrandbits(64))
+
     @property
     def durable(self) -> DurableState:
         return self.disk.durable
@@ -530,7 +573,7 @@ class Host(Observer):
         self.active = True
         self.incarnation += 1
         rng = random.Random(sim.rng.getrandbits(64))
-        self.store = thaw(self.disk.snapshot)
+        self.store = thaw(self.disk.snapshot, self.store_rng())
         self.replica = Replica(
             self.id,
             self.joined_with,
@@ -659,7 +702,7 @@ class Host(Observer):
         self.disk.keep_snapshot(frozen)  # durable before the replica hears of it
         self.sim.stats["snapshot_installs"] += 1
         self.sim.log(self.id, "disk", f"installed a peer's snapshot at slot {frozen.applied_index}")
-        done(FetchedSnapshot(frozen.applied_index, thaw(frozen)))
+        done(FetchedSnapshot(frozen.applied_index, thaw(frozen, self.store_rng())))
 
     def receive(self, msg: Message) -> None:
         assert self.replica is not None
@@ -733,7 +776,9 @@ class Host(Observer):
         self.requests.append(req)
         # The server's own wait ends with the client's deadline; a request
         # that outlived it is dropped then (see ``expired``), unanswered.
-        if req.cmd is None:
+        if req.register:
+            replica.register(lambda answer: self.answer_register(req, answer))
+        elif req.cmd is None:
             replica.read(lambda status: self.answer_read(req, status))
         else:
             replica.write(req.cmd, lambda answer: self.answer_write(req, answer))
@@ -750,6 +795,11 @@ class Host(Observer):
         if not self.expired(req):
             hint = self.leader_hint() if answer.status in (kv_pb2.NOT_LEADER, kv_pb2.UNKNOWN) else None
             self.sim.reply(req, answer.status, removed=answer.removed, hint=hint)
+
+    def answer_register(self, req: Request, answer: RegisterAnswer) -> None:
+        if not self.expired(req):
+            hint = self.leader_hint() if answer.status == kv_pb2.NOT_LEADER else None
+            self.sim.reply(req, answer.status, value=str(answer.session_id), hint=hint)
 
     def answer_read(self, req: Request, status: int) -> None:
         if not self.expired(req):
@@ -885,7 +935,7 @@ class Forger:
 
 @dataclass(slots=True)
 class ClientOp:
-    kind: str  # set | get | delete
+    kind: str  # set | get | delete | register (before a write, when the client has no session)
     key: str
     arg: str | None
     call: int
@@ -917,8 +967,12 @@ class Client:
         self.sim = sim
         self.index = index
         self.name = f"c{index}"
+        # The session the client's writes go in, registered before its
+        # first write and again after one expired (as client/aio.py does).
+        self.session: int | None = None
         self.next_seq = 1
         self.open_seqs: set[int] = set()
+        self.after_register: tuple[str, str] | None = None  # the write waiting for a session
         self.leader: KnownLeader[int] = KnownLeader()
         self.op: ClientOp | None = None
         self.attempt = 0
@@ -943,6 +997,13 @@ class Client:
             r = rng.random()
             kind = "get" if r < self.read_ratio else "delete" if r > 0.9 + self.read_ratio / 10 else "set"
         key = rng.choice(sim.profile.keys)
+        if kind != "get" and self.session is None:
+            self.after_register = (kind, key)
+            kind, key = "register", ""
+        self.start_op(kind, key, final)
+
+    def start_op(self, kind: str, key: str, final: bool) -> None:
+        sim = self.sim
         deadline = sim.liveness_deadline if final else sim.now + sim.profile.client_timeout_us
         retry = Retry(
             range(sim.size),
@@ -950,15 +1011,16 @@ class Client:
             sim.now,
             deadline - sim.now,
             CLIENT_TIMING,
-            write=kind != "get",
+            write=kind in ("set", "delete"),
             server_cap=SERVER_REQUEST_US,
         )
         op = ClientOp(kind, key, None, sim.now, retry, final=final)
-        if kind != "get":
+        if kind in ("set", "delete"):
+            assert self.session is not None
             op.seq = self.next_seq
             self.next_seq += 1
             self.open_seqs.add(op.seq)
-            cmd = kv_pb2.Command(client_id=self.name, seq=op.seq, first_unacked=min(self.open_seqs))
+            cmd = kv_pb2.Command(session_id=self.session, seq=op.seq, first_unacked=min(self.open_seqs))
             if kind == "set":
                 op.arg = f"{self.name}.{op.seq}"
                 cmd.set.CopyFrom(kv_pb2.SetOp(key=key, value=op.arg))
@@ -981,7 +1043,7 @@ class Client:
         self.attempt += 1
         self.waiting = True
         deadline = sim.now + attempt.timeout
-        req = Request(self, self.attempt, op.key, op.cmd, deadline)
+        req = Request(self, self.attempt, op.key, op.cmd, deadline, register=op.kind == "register")
         sim.send_request(attempt.server, req)
         sim.at(deadline, self.on_attempt_timeout, self.attempt)
 
@@ -1004,7 +1066,7 @@ class Client:
             return
         pause = op.retry.record(outcome, sim.now, hint)
         if outcome is Outcome.OK:
-            self.finish(value if op.kind == "get" else removed if op.kind == "delete" else None)
+            self.finish(value if op.kind in ("get", "register") else removed if op.kind == "delete" else None)
         elif pause > 0:
             sim.at(sim.now + pause, self.send_attempt)
         else:
@@ -1014,9 +1076,24 @@ class Client:
         op = self.op
         assert op is not None
         sim = self.sim
+        if op.kind == "register":
+            assert isinstance(result, str)
+            self.session, self.next_seq, self.open_seqs = int(result), 1, set()
+            sim.log_client(self, f"registered session {self.session}", op)
+            holder = sim.session_holders.get(self.session)
+            if holder is not None:
+                sim.violation("safety", f"session {self.session} was handed to {self.name}, and to {holder} before")
+            sim.session_holders[self.session] = self.name
+            sim.stats["sessions_registered"] += 1
+            assert self.after_register is not None
+            (kind, key), self.after_register = self.after_register, None
+            self.op = None
+            self.start_op(kind, key, op.final)
+            return
         sim.history.append(lincheck.Op(self.name, op.key, op.kind, op.arg, op.call, sim.now, result))
         if op.cmd is not None:
-            sim.acked.append((self.name, op.seq, sim.now))
+            assert self.session is not None
+            sim.acked.append((self.session, op.seq, sim.now))
         shown = "" if op.kind == "set" else f" -> {result!r}"
         seq = f" #{op.seq}" if op.seq else ""
         sim.log_client(self, f"ok {op.kind} {op.key}{seq}{shown} (called {fmt_time(op.call).strip()})", op)
@@ -1027,16 +1104,30 @@ class Client:
         op = self.op
         assert op is not None
         sim = self.sim
-        if op.final:
+        expired = op.retry.session_expired
+        if expired:
+            self.session = None  # the next write registers a new one
+            sim.stats["sessions_expired"] += 1
+        if op.final and not expired:
             return  # left pending: the liveness check reports it
+        if op.kind == "register":
+            sim.stats["ops_failed"] += 1
+            sim.log_client(self, "registration gave up (the write waiting for it was never sent)", op)
+            self.after_register = None
+            self.end_op()
+            return
         if isinstance(op.retry.give_up(), UnknownOutcome):
-            sim.unknown.append((lincheck.Op(self.name, op.key, op.kind, op.arg, op.call, None, None), op.seq))
+            assert op.cmd is not None
+            op_unknown = lincheck.Op(self.name, op.key, op.kind, op.arg, op.call, None, None)
+            sim.unknown.append((op_unknown, (session_of(op.cmd), op.seq)))
             sim.stats["ops_unknown"] += 1
-            outcome = "unknown outcome"
+            outcome = "unknown outcome" + (" (session expired)" if expired else "")
         else:
             sim.stats["ops_failed"] += 1
             outcome = "unavailable (not applied)"
         sim.log_client(self, f"{op.kind} {op.key} gave up: {outcome}", op)
+        if op.final:
+            self.final_ops += 1  # a final write whose session expired runs again, in a new session
         self.end_op()
 
     def end_op(self) -> None:
@@ -1115,11 +1206,13 @@ class Simulation:
         self.forger = Forger(self)
         self.chosen: dict[Slot, Value] = {}
         self.history: list[lincheck.Op] = []
-        # Writes whose outcome the client never learned, with their seq.
-        self.unknown: list[tuple[lincheck.Op, int]] = []
-        self.acked: list[tuple[str, int, int]] = []
+        # Writes whose outcome the client never learned, with their (session, seq).
+        self.unknown: list[tuple[lincheck.Op, tuple[SessionKey, int]]] = []
+        self.acked: list[tuple[SessionKey, int, int]] = []
+        # Which client each session id was handed to: an id is never handed out twice.
+        self.session_holders: dict[int, str] = {}
         self.reference_data: dict[str, str] = {}
-        self.reference_sessions: list[tuple[str, int, list[Result]]] = []
+        self.reference_sessions: list[tuple[SessionKey, int, list[Result]]] = []
         self.violations: list[Violation] = []
         self.trace: list[Event] = []
         self.stats: dict[str, int] = dict.fromkeys(
@@ -1141,6 +1234,8 @@ class Simulation:
                 "ops_ok",
                 "ops_unknown",
                 "ops_failed",
+                "sessions_registered",
+                "sessions_expired",
             ),
             0,
         )
@@ -1181,6 +1276,9 @@ class Simulation:
         queue = self.queue
         pop = heapq.heappop
         events = 0
+        # The bound is a constant of the code every replica runs; a run sets
+        # it for all of its replicas alike, and puts it back afterwards.
+        bound, limits.MAX_CLIENT_SESSIONS = limits.MAX_CLIENT_SESSIONS, self.profile.max_sessions
         try:
             while queue and not self.finished:
                 when, _, fn, args = pop(queue)
@@ -1194,6 +1292,8 @@ class Simulation:
         except Exception:  # a crash of the core or the host is a finding too
             self.stats["events"] = events
             self.violations.append(Violation("exception", self.now, traceback.format_exc(limit=8).strip()))
+        finally:
+            limits.MAX_CLIENT_SESSIONS = bound
         self.stats["slots"] = max(self.chosen, default=0)
         self.stats["sim_us"] = self.now
         return RunResult(
@@ -1681,10 +1781,10 @@ class Simulation:
     def final_checks(self) -> None:
         self.check_configurations()
         effects = self.replay_log()
-        for client_id, seq, when in self.acked:
-            if (client_id, seq) not in effects:
+        for session, seq, when in self.acked:
+            if (session, seq) not in effects:
                 self.now = when
-                self.violation("lost-write", f"write {client_id}#{seq} was acknowledged but never took effect")
+                self.violation("lost-write", f"write s{session}#{seq} was acknowledged but never took effect")
         reference = self.reference_data
         for host in self.final_members():
             if host.store.data != reference:
@@ -1698,7 +1798,7 @@ class Simulation:
         # dropped: the client's view allows it to take effect at any time,
         # but the log says it did not, so keeping it would only hide a read
         # of a value nobody wrote, and makes the search exponential.
-        history = self.history + [op for op, seq in self.unknown if (op.process, seq) in effects]
+        history = self.history + [op for op, write in self.unknown if write in effects]
         self.stats["ops_unknown_applied"] = len(history) - len(self.history)
         verdict = lincheck.check(history)
         if not verdict.ok:
@@ -1713,15 +1813,15 @@ class Simulation:
             )
             self.violation("linearizability", message, key=key, window=(when - 3 * SECOND, when))
 
-    def replay_log(self) -> dict[tuple[str, int], Slot]:
+    def replay_log(self) -> dict[tuple[SessionKey, int], Slot]:
         """Apply the chosen log to a fresh state machine: the slot where each
-        (client_id, seq) took effect; ``reference_data`` is the end state."""
+        (session, seq) took effect; ``reference_data`` is the end state."""
         store = StateMachine()
-        effects: dict[tuple[str, int], Slot] = {}
+        effects: dict[tuple[SessionKey, int], Slot] = {}
         for slot in range(1, max(self.chosen, default=0) + 1):
             for result in store.apply(slot, self.chosen[slot]):
-                if result.ok:
-                    effects.setdefault((result.client_id, result.seq), slot)
+                if isinstance(result, Result) and result.ok:
+                    effects.setdefault((result.session, result.seq), slot)
         self.reference_data = store.data
         self.reference_sessions = store.session_table()
         return effects

@@ -160,13 +160,16 @@ def test_write_skipped_at_apply_is_answered_at_once(cluster: LocalCluster) -> No
     leader = cluster.wait_for_leader()
     with grpc.insecure_channel(cluster.address(leader)) as channel:
         stub = kv_pb2_grpc.KVStub(channel)
-        ten = kv_pb2.Command(client_id="c", seq=10, first_unacked=10, set=kv_pb2.SetOp(key="k", value="ten"))
+        registered = stub.Register(kv_pb2.RegisterRequest(), timeout=10)
+        assert registered.status == kv_pb2.OK and registered.session_id > 0
+        session = registered.session_id
+        ten = kv_pb2.Command(session_id=session, seq=10, first_unacked=10, set=kv_pb2.SetOp(key="k", value="ten"))
         assert stub.Write(kv_pb2.WriteRequest(command=ten), timeout=10).status == kv_pb2.OK
         # Valid, not cached, so proposed; but the session is past seq 5, so
         # apply skips it.  Without an answer from apply the leader would
         # hold the call until its deadline (DEADLINE_EXCEEDED, or UNKNOWN
         # with no error).
-        five = kv_pb2.Command(client_id="c", seq=5, first_unacked=5, set=kv_pb2.SetOp(key="k", value="five"))
+        five = kv_pb2.Command(session_id=session, seq=5, first_unacked=5, set=kv_pb2.SetOp(key="k", value="five"))
         reply = stub.Write(kv_pb2.WriteRequest(command=five), timeout=10)
         assert reply.status == kv_pb2.UNKNOWN, kv_pb2.Status.Name(reply.status)
         assert "moved on to 10" in reply.error

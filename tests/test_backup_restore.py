@@ -25,6 +25,13 @@ def _write(address: str, command: kv_pb2.Command) -> kv_pb2.WriteReply:
         return reply
 
 
+def _register(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        reply = kv_pb2_grpc.KVStub(channel).Register(kv_pb2.RegisterRequest(), timeout=10)
+        assert reply.status == kv_pb2.OK, reply
+        return int(reply.session_id)
+
+
 def _image_lookup(address: str, h: bytes) -> list[str]:
     with grpc.insecure_channel(address) as channel:
         reply = kv_pb2_grpc.KVStub(channel).ImageGet(
@@ -47,12 +54,13 @@ def test_backup_then_restore_into_a_fresh_cluster_gives_identical_data(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     backup = tmp_path / "backup.snap"
-    retried = kv_pb2.Command(client_id="before-backup", seq=0, first_unacked=0)
-    retried.set.key, retried.set.value = "counter", "first"
     with in_process_cluster(tmp_path / "old", 3, snapshot_every=50) as old:
         address = _leader_address(old)
+        session = _register(address)
+        retried = kv_pb2.Command(session_id=session, seq=0, first_unacked=0)
+        retried.set.key, retried.set.value = "counter", "first"
         assert _write(address, retried).status == kv_pb2.OK
-        image = kv_pb2.Command(client_id="before-backup", seq=1, first_unacked=0)
+        image = kv_pb2.Command(session_id=session, seq=1, first_unacked=0)
         image.iset.hashes.append(HASH)
         image.iset.metadata = "a photo"
         assert _write(address, image).status == kv_pb2.OK

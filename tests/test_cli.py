@@ -20,6 +20,7 @@ import pytest
 
 from client import ImageError, ImageMatch, InvalidRequest, Unavailable, UnknownOutcome, cli
 from client.images import DEFAULT_MAX_DISTANCE
+from client.retry import SessionExpired
 from paxos.hostfile import HostfileError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,6 +275,14 @@ def test_unknown_outcome_exits_3_and_says_so(run: Runner, kv: FakeKV) -> None:
     assert len(result.err.splitlines()) == 1
     kv.fail = UnknownOutcome("lost track of the write")
     assert "error: outcome unknown: lost track of the write;" in run("-h", "hf", "delete", "k").err
+
+
+def test_an_expired_session_exits_3_as_an_unknown_outcome(run: Runner, kv: FakeKV) -> None:
+    kv.fail = SessionExpired("write outcome unknown: its session expired")
+    result = run("-h", "hf", "set", "k", "v2")
+    assert result.code == cli.EXIT_CLUSTER
+    assert "session expired" in result.err and "read the key" in result.err
+    assert len(result.err.splitlines()) == 1
 
 
 def test_invalid_request_exits_2(run: Runner, kv: FakeKV) -> None:

@@ -157,14 +157,17 @@ def test_all_five_killed_and_restarted_keep_every_acknowledged_write(cluster: Lo
 def test_retried_write_is_applied_once(cluster: LocalCluster) -> None:
     leader = cluster.wait_for_leader()
     stub = _stub(cluster, leader)
-    first = kv_pb2.Command(client_id="retrier", seq=1, first_unacked=1, set=kv_pb2.SetOp(key="k", value="first"))
+    registered = stub.Register(kv_pb2.RegisterRequest(), timeout=10)
+    assert registered.status == kv_pb2.OK
+    session = registered.session_id
+    first = kv_pb2.Command(session_id=session, seq=1, first_unacked=1, set=kv_pb2.SetOp(key="k", value="first"))
     assert stub.Write(kv_pb2.WriteRequest(command=first), timeout=10).status == kv_pb2.OK
     with cluster.client() as kv:
         kv.set("k", "second")
         # The first write arrives again, as after a client timeout: no effect.
         assert stub.Write(kv_pb2.WriteRequest(command=first), timeout=10).status == kv_pb2.OK
         assert kv.get("k") == "second"
-        removal = kv_pb2.Command(client_id="retrier", seq=2, first_unacked=2, delete=kv_pb2.DeleteOp(key="k"))
+        removal = kv_pb2.Command(session_id=session, seq=2, first_unacked=2, delete=kv_pb2.DeleteOp(key="k"))
         replies = [stub.Write(kv_pb2.WriteRequest(command=removal), timeout=10) for _ in range(3)]
         assert [r.removed for r in replies] == [True, True, True]
         assert kv.get("k") is None

@@ -255,6 +255,7 @@ KV_METHODS = {
         command=st.builds(
             kv_pb2.Command,
             client_id=st.text(max_size=200),
+            session_id=u64,
             seq=u64,
             first_unacked=u64,
             delete=st.builds(kv_pb2.DeleteOp, key=st.text(max_size=1100)),
@@ -269,6 +270,7 @@ KV_METHODS = {
         consistency=st.integers(-3, 5),
     ),
     "Status": st.just(kv_pb2.StatusRequest()),
+    "Register": st.just(kv_pb2.RegisterRequest()),
 }
 # What the client API may answer with: a reply, or a refusal of the request.
 # UNKNOWN or INTERNAL would be an exception in a handler.

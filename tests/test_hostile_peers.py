@@ -25,7 +25,7 @@ from paxos.identity import parse_id
 from paxos.local import LocalCluster
 from paxos.messages import Accept, Ballot, CatchupReply, Heartbeat, Message
 from paxos.server import META_FILE
-from protos import kv_pb2, peer_pb2, peer_pb2_grpc
+from protos import log_pb2, peer_pb2, peer_pb2_grpc
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.slow
@@ -70,9 +70,10 @@ def _ballot(text: object) -> Ballot:
 
 
 def _command(key: str, value: str) -> bytes:
-    cmd = kv_pb2.Command(client_id="forger", seq=1, first_unacked=1)
-    cmd.set.CopyFrom(kv_pb2.SetOp(key=key, value=value))
-    return cmd.SerializeToString()
+    """A set as a log holds it, one that changes the state if it is ever applied: in the form of logs from
+    before sessions were registered, it opens its own session."""
+    write = log_pb2.ClientWrite(client_id="forger", seq=1, first_unacked=1, set=log_pb2.SetOp(key=key, value=value))
+    return log_pb2.LogCommand(client_write=write).SerializeToString()
 
 
 def _refusals_logged(cluster: LocalCluster, name: str, reason: str) -> bool:

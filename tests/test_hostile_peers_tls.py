@@ -22,10 +22,9 @@ from client import KVClient
 from paxos import limits
 from paxos.certs import ensure_certificates
 from paxos.local import LocalCluster
-from paxos.logcommand import client_write
 from paxos.messages import Accept, Ballot, CatchupReply, Heartbeat, Prepare
 from paxos.tlsfiles import CA_CERT_FILE, KeyPair, client_credentials
-from protos import kv_pb2, peer_pb2, peer_pb2_grpc
+from protos import log_pb2, peer_pb2, peer_pb2_grpc
 from tests.inprocess import in_process_cluster
 from tests.polling import wait_until
 from tests.test_hostile_peers import Forger, _ballot, _leader, _refusals_logged
@@ -34,10 +33,10 @@ pytestmark = pytest.mark.slow
 
 
 def _command(key: str, value: str) -> bytes:
-    """A set as the log holds it: what the leader would have proposed."""
-    cmd = kv_pb2.Command(client_id="forger", seq=1, first_unacked=1)
-    cmd.set.CopyFrom(kv_pb2.SetOp(key=key, value=value))
-    return client_write(cmd)
+    """A set as a log holds it, one that changes the state if it is ever applied: in the form of logs from
+    before sessions were registered, it opens its own session."""
+    write = log_pb2.ClientWrite(client_id="forger", seq=1, first_unacked=1, set=log_pb2.SetOp(key=key, value=value))
+    return log_pb2.LogCommand(client_write=write).SerializeToString()
 
 
 class TlsForger(Forger):

@@ -9,7 +9,6 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +71,11 @@ def _value(samples: dict[str, list[Sample]], name: str, **labels: str) -> float:
 def _write_through(cluster: InProcessCluster, count: int) -> str:
     leader = wait_until(cluster.leader, "a leader")
     address = next(m.address for m in cluster.members if m.name == leader)
-    client_id = uuid.uuid4().hex
     with grpc.insecure_channel(address) as channel:
         stub = kv_pb2_grpc.KVStub(channel)
+        session = stub.Register(kv_pb2.RegisterRequest(), timeout=10).session_id
         for seq in range(1, count + 1):
-            cmd = kv_pb2.Command(client_id=client_id, seq=seq, set=kv_pb2.SetOp(key=f"k{seq}", value="v"))
+            cmd = kv_pb2.Command(session_id=session, seq=seq, set=kv_pb2.SetOp(key=f"k{seq}", value="v"))
             reply = stub.Write(kv_pb2.WriteRequest(command=cmd), timeout=10)
             assert reply.status == kv_pb2.OK, reply
         stub.Get(kv_pb2.GetRequest(key="k1"), timeout=10)

@@ -9,13 +9,14 @@ import grpc
 import pytest
 
 from client.aio import AsyncKVClient, StreamBroken
-from client.kv import KVClient, classify
+from client.kv import KVClient, _Session, classify
 from client.retry import (
     SECONDS,
     InvalidRequest,
     KnownLeader,
     Outcome,
     Retry,
+    SessionExpired,
     Timing,
     Unavailable,
     UnknownOutcome,
@@ -136,7 +137,7 @@ def test_a_transport_error_forgets_only_that_server_as_leader() -> None:
 def test_backoff_after_each_kind_of_failure() -> None:
     pauses = {}
     for outcome in Outcome:
-        if outcome in (Outcome.OK, Outcome.INVALID):
+        if outcome in (Outcome.OK, Outcome.INVALID, Outcome.SESSION_EXPIRED):
             continue
         retry = policy()
         next_server(retry, 0)
@@ -246,6 +247,16 @@ def test_invalid_request_is_final() -> None:
         retry.record(Outcome.INVALID, 1, error="key too long")
 
 
+def test_an_expired_session_ends_the_write_at_once_with_an_unknown_outcome() -> None:
+    retry = policy()
+    next_server(retry, 0)
+    assert retry.record(Outcome.SESSION_EXPIRED, 1, error="session 3 has expired") == 0
+    assert retry.next_attempt(1) is None
+    error = retry.give_up()
+    assert isinstance(error, SessionExpired) and isinstance(error, UnknownOutcome)
+    assert "session expired" in str(error) and "session 3 has expired" in str(error)
+
+
 def test_known_leader_forget_keeps_a_different_leader() -> None:
     leader: KnownLeader[int] = KnownLeader()
     leader.set(2)
@@ -265,6 +276,7 @@ def test_reply_statuses_map_to_outcomes() -> None:
         Outcome.UNKNOWN,
         Outcome.INVALID,
         Outcome.UNAVAILABLE,
+        Outcome.SESSION_EXPIRED,
     ]
     assert outcome_of_status(99) is Outcome.UNAVAILABLE  # a status from a newer server
 
@@ -318,7 +330,11 @@ class FakeStream:
             raise StreamBroken(None, "deadline exceeded", sent=True)
         if isinstance(answer, grpc.aio.AioRpcError):
             raise StreamBroken(answer, answer.details() or "", sent=True)
+        if isinstance(answer, kv_pb2.RegisterReply):
+            assert message.WhichOneof("kind") == "register"
+            return kv_pb2.SessionReply(id=message.id, register=answer)
         assert isinstance(answer, kv_pb2.WriteReply)
+        assert message.WhichOneof("kind") == "write"
         return kv_pb2.SessionReply(id=message.id, write=answer)
 
 
@@ -345,6 +361,7 @@ def library(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         async def pause(seconds: float) -> None:
             clock.sleep(seconds)
 
+        inner._session = _Session(1)  # registered already, unless a test says otherwise
         streams = {m.name: FakeStream(m.name, script, clock) for m in members}
         monkeypatch.setattr(inner, "_clock", clock.monotonic)
         monkeypatch.setattr(inner, "_pause", pause)
@@ -394,3 +411,18 @@ def test_library_raises_invalid_request_at_once(library: Library) -> None:
     with pytest.raises(InvalidRequest, match="bad command"):
         set_value("k", "v")
     assert clock.sleeps == []
+
+
+def test_library_write_in_an_expired_session_is_unknown_and_the_next_registers_anew(library: Library) -> None:
+    script: list[tuple[str, object]] = [
+        ("n0", kv_pb2.WriteReply(status=kv_pb2.SESSION_EXPIRED, error="session 1 has expired")),
+        ("n0", kv_pb2.RegisterReply(status=kv_pb2.NOT_LEADER, leader_hint="n2")),
+        ("n2", kv_pb2.RegisterReply(status=kv_pb2.OK, session_id=9)),
+        ("n2", kv_pb2.WriteReply(status=kv_pb2.OK)),
+    ]
+    set_value, clock = library(script)
+    with pytest.raises(SessionExpired, match="session 1 has expired"):
+        set_value("k", "v")
+    assert clock.now == 1000.0, "no retry and no pause in an expired session"
+    set_value("k", "w")
+    assert not script

@@ -20,6 +20,8 @@ import grpc
 import pytest
 
 from client import AsyncKVClient, InvalidRequest, KVClient, Unavailable, UnknownOutcome
+from client.kv import _Session
+from client.retry import SessionExpired
 from paxos import limits
 from paxos.hostfile import Member
 from paxos.local import free_ports
@@ -209,9 +211,18 @@ def test_calls_in_flight_together_share_one_message(loop: LoopThread, cluster: I
 # ----------------------------------------------------- the Session RPC raw
 
 
-def write_request(request_id: int, key: str, value: str, seq: int, client_id: str) -> kv_pb2.SessionRequest:
-    cmd = kv_pb2.Command(client_id=client_id, seq=seq, first_unacked=1, set=kv_pb2.SetOp(key=key, value=value))
+def write_request(request_id: int, key: str, value: str, seq: int, session: int) -> kv_pb2.SessionRequest:
+    cmd = kv_pb2.Command(session_id=session, seq=seq, first_unacked=1, set=kv_pb2.SetOp(key=key, value=value))
     return kv_pb2.SessionRequest(id=request_id, write=kv_pb2.WriteRequest(command=cmd))
+
+
+def register(loop: LoopThread, address: str) -> int:
+    """A new session, registered on a session stream."""
+    [reply] = loop.run(
+        exchange(address, [kv_pb2.SessionBatch(requests=[kv_pb2.SessionRequest(id=1, register={})])], 1)
+    ).values()
+    assert reply.register.status == kv_pb2.OK, reply
+    return int(reply.register.session_id)
 
 
 def get_request(request_id: int, key: str) -> kv_pb2.SessionRequest:
@@ -245,14 +256,15 @@ def refusals(cluster: InProcessCluster, name: str, reason: str) -> int:
 
 def test_a_batch_holding_invalid_requests_fails_only_those(loop: LoopThread, cluster: InProcessCluster) -> None:
     leader = leader_of(cluster)
+    mixed = register(loop, leader.address)
     batch = kv_pb2.SessionBatch(
         requests=[
-            write_request(1, "mixed-a", "1", seq=1, client_id="mixed"),
-            write_request(2, "", "empty key", seq=2, client_id="mixed"),
+            write_request(1, "mixed-a", "1", seq=1, session=mixed),
+            write_request(2, "", "empty key", seq=2, session=mixed),
             get_request(3, "k" * (limits.MAX_KEY_BYTES + 1)),
             kv_pb2.SessionRequest(id=4),  # no kind
             get_request(1, "mixed-a"),  # the id of a request in flight
-            write_request(5, "mixed-b", "2", seq=3, client_id="mixed"),
+            write_request(5, "mixed-b", "2", seq=3, session=mixed),
             kv_pb2.SessionRequest(id=6, status=kv_pb2.StatusRequest()),
         ]
     )
@@ -366,20 +378,20 @@ def test_a_batch_cut_by_a_leader_change_reports_each_write_as_the_state_has_it(
     """
     leader = leader_of(cluster)
     other = next(m for m in cluster.members if m != leader)
-    client_id = f"cut-{leader.name}"
-    applied_before = write_request(1, "cut-0", "v0", seq=1, client_id=client_id)
+    session = register(loop, leader.address)
+    applied_before = write_request(1, "cut-0", "v0", seq=1, session=session)
     first = loop.run(exchange(leader.address, [kv_pb2.SessionBatch(requests=[applied_before])], 1))
     assert first[1].write.status == kv_pb2.OK
     new_writes = range(3, 9)
     batch = kv_pb2.SessionBatch(
         requests=[
             applied_before,  # a retry of a write already applied
-            write_request(2, "", "invalid", seq=2, client_id=client_id),
-            *(write_request(i, f"cut-{i}", f"v{i}", seq=i, client_id=client_id) for i in new_writes),
+            write_request(2, "", "invalid", seq=2, session=session),
+            *(write_request(i, f"cut-{i}", f"v{i}", seq=i, session=session) for i in new_writes),
         ]
     )
     elsewhere = kv_pb2.SessionBatch(
-        requests=[write_request(i, f"cut-{i}", f"v{i}", seq=i, client_id=client_id) for i in range(10, 13)]
+        requests=[write_request(i, f"cut-{i}", f"v{i}", seq=i, session=session) for i in range(10, 13)]
     )
 
     async def both() -> tuple[dict[int, kv_pb2.SessionReply], dict[int, kv_pb2.SessionReply]]:
@@ -463,3 +475,46 @@ def test_client_writes_across_a_leader_change_match_the_final_state(
     assert count(kv_pb2.OK) and count(kv_pb2.UNAVAILABLE) + count(kv_pb2.UNKNOWN)
     for (key, status), value in zip(outcomes.items(), values, strict=True):
         assert agrees_with_state(status, value, "v"), f"{key}: outcome {status}, value {value!r}"
+
+
+# ------------------------------------------------------------------ sessions
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_write_whose_session_expired_is_unknown_and_the_next_opens_a_new_session(
+    loop: LoopThread, cluster: InProcessCluster, kind: str
+) -> None:
+    async def body() -> None:
+        async with client_of_kind(kind, cluster.members) as kv:
+            client = kv if kind == "AsyncKVClient" else kv.kv._client
+            await kv.set(f"expiring-{kind}", "1")
+            first = client.session_id
+            assert first is not None
+            # As if the cluster had evicted it: a session it never registered.
+            client._session = _Session(first + 1_000_000)
+            with pytest.raises(SessionExpired, match="session expired") as raised:
+                await kv.set(f"expiring-{kind}", "2")
+            assert isinstance(raised.value, UnknownOutcome)
+            assert client.session_id is None
+            assert await kv.get(f"expiring-{kind}") == "1", "the refused write was not applied"
+            await kv.set(f"expiring-{kind}", "3")
+            assert client.session_id is not None and client.session_id > first
+            assert await kv.get(f"expiring-{kind}") == "3"
+
+    loop.run(body())
+
+
+def test_concurrent_first_writes_share_one_registration(loop: LoopThread, cluster: InProcessCluster) -> None:
+    async def body() -> None:
+        async with AsyncKVClient(cluster.members, timeout=10) as kv:
+            before = max(cluster.call(lambda: [s.store.next_session_id for s in cluster.servers.values()]))
+            await asyncio.gather(*(kv.set(f"together-first-{i}", "v") for i in range(32)))
+            assert kv.session_id is not None
+            wait_until(
+                lambda: (
+                    max(cluster.call(lambda: [s.store.next_session_id for s in cluster.servers.values()])) == before + 1
+                ),
+                "the registration to apply",
+            )
+
+    loop.run(body())

@@ -10,8 +10,9 @@ import pytest
 
 from paxos import limits, snapshot
 from paxos.snapshot import SnapshotError, SnapshotMember
-from paxos.statemachine import FrozenState, Result, StateMachine
-from tests.test_statemachine import Applier, cmd, image
+from paxos.statemachine import FrozenState, Outcome, Registration, Result, StateMachine
+from protos import log_pb2
+from tests.test_statemachine import Applier, cmd, image, register
 
 MEMBERS = [SnapshotMember(11, "a", "127.0.0.1:1"), SnapshotMember(12, "b", "127.0.0.1:2")]
 
@@ -22,6 +23,7 @@ def contents(frozen: FrozenState) -> object:
         frozen.applied_index,
         frozen.unreadable_commands,
         frozen.next_image_ref,
+        frozen.next_session_id,
         sorted(frozen.data.items()),
         # in eviction order, least recently touched first
         [
@@ -40,8 +42,15 @@ def h(n: int) -> bytes:
 def busy_log(rng: random.Random, commands: int) -> list[bytes]:
     """A log touching every part of the state: keys, deletes, retries, sessions moving on, images, junk."""
     log: list[bytes] = []
-    seqs = {f"c{i}": 0 for i in range(20)}
+    # Client-named sessions (as older logs hold them) and registered ones
+    # (1 to 10, some never registered: their writes are refused as expired).
+    seqs: dict[str | int, int] = {f"c{i}": 0 for i in range(20)} | {n: 0 for n in range(1, 11)}
+    registered = 0
     for _ in range(commands):
+        if registered < 8 and rng.random() < 0.05:
+            registered += 1
+            log.append(register(registered))
+            continue
         client = rng.choice(list(seqs))
         seq = seqs[client]
         seqs[client] += 1
@@ -198,3 +207,58 @@ def test_prune_keeps_the_newest(tmp_path: Path) -> None:
         paths.append(write(tmp_path, apply.sm))
     snapshot.prune(tmp_path, keep=2)
     assert snapshot.snapshot_files(tmp_path) == [paths[3], paths[2]]
+
+
+def test_a_snapshot_from_before_registered_sessions_loads_them_under_their_client_ids(tmp_path: Path) -> None:
+    apply = Applier()
+    apply(cmd("old-client", 5, set=("k", "v"), first_unacked=5))
+    frozen = apply.sm.freeze()
+    header = snapshot.header_for(frozen, 7, MEMBERS)
+    header.ClearField("next_session_id")  # as the previous release wrote it
+    path = snapshot.write_atomically(tmp_path, snapshot.file_name(1), snapshot.encode_frames(header, frozen.parts()))
+    _, restored = snapshot.load(path)
+    again = Applier(restored)
+    # The old client's retry is still answered from its session ...
+    assert again(cmd("old-client", 5, set=("k", "other"), first_unacked=5)) == [Result("old-client", 5)]
+    # ... and new sessions are numbered from 1, apart from the client-named one.
+    assert again(register(1)) == [Registration(7, 1, 1)]
+    assert again(cmd(1, 1, set=("k", "new"), first_unacked=1)) == [Result(1, 1)]
+    assert [key for key, _, _ in restored.session_table()] == ["old-client", 1]
+    assert restored.get("k") == "new"
+
+
+def test_a_snapshot_written_by_the_previous_release_loads_with_its_sessions() -> None:
+    # Written by the release before sessions were registered: slot 1 victim#5
+    # set balance=100, slot 2 other#1 set balance=0, slot 3 deleter#1 delete missing.
+    _, restored = snapshot.load(Path(__file__).parent / "data" / "snapshot-before-registered-sessions.snap")
+    assert restored.data == {"balance": "0"} and restored.next_session_id == 1
+    assert [key for key, _, _ in restored.session_table()] == ["victim", "other", "deleter"]
+    again = Applier(restored)
+    replay = log_pb2.ClientWrite(client_id="victim", seq=5, first_unacked=5, session_required=True)
+    replay.set.key, replay.set.value = "balance", "100"
+    assert again(log_pb2.LogCommand(client_write=replay).SerializeToString()) == [Result("victim", 5)]
+    assert restored.get("balance") == "0", "the replay is answered from the session, not applied"
+    assert again(register(1)) == [Registration(7, 1, 1)]
+
+
+def test_registered_sessions_and_their_counter_survive_a_snapshot(tmp_path: Path) -> None:
+    apply = Applier()
+    apply(register(1), register(2))
+    apply(cmd(2, 1, set=("k", "v"), first_unacked=1))
+    _, restored = snapshot.load(write(tmp_path, apply.sm))
+    again = Applier(restored)
+    assert again(cmd(2, 1, set=("k", "other"), first_unacked=1)) == [Result(2, 1)]
+    assert again(register(3)) == [Registration(7, 3, 3)]
+    [expired] = again(cmd(4, 1, set=("k", "x"), first_unacked=1))
+    assert expired.outcome is Outcome.EXPIRED and restored.get("k") == "v"
+
+
+def test_a_snapshot_naming_a_session_never_registered_is_refused(tmp_path: Path) -> None:
+    apply = Applier()
+    apply(register(1))
+    frozen = apply.sm.freeze()
+    header = snapshot.header_for(frozen, 7, MEMBERS)
+    header.next_session_id = 1  # session 1 is listed, but the counter says none was registered
+    path = snapshot.write_atomically(tmp_path, snapshot.file_name(1), snapshot.encode_frames(header, frozen.parts()))
+    with pytest.raises(SnapshotError, match="never registered"):
+        snapshot.load(path)

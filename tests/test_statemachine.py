@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from paxos import limits, logcommand
-from paxos.statemachine import Outcome, Result, StateMachine, validate_command, validate_key
+from paxos.statemachine import Outcome, Registration, Result, StateMachine, validate_command, validate_key
 from protos import kv_pb2, log_pb2
 
 
@@ -22,11 +22,23 @@ def request(
 
 
 def cmd(
-    client: str, seq: int, *, set: tuple[str, str] | None = None, delete: str | None = None, first_unacked: int = 0
+    client: str | int,
+    seq: int,
+    *,
+    set: tuple[str, str] | None = None,
+    delete: str | None = None,
+    first_unacked: int = 0,
 ) -> bytes:
     """A write as the log holds it.  Built directly, not through the leader's
-    conversion, so that commands the leader would never propose can be chosen."""
-    write = log_pb2.ClientWrite(client_id=client, seq=seq, first_unacked=first_unacked)
+    conversion, so that commands the leader would never propose can be chosen.
+
+    ``client``: a registered session's number, or a client id as logs from
+    before sessions were registered hold them (such a write opens its session).
+    """
+    if isinstance(client, int):
+        write = log_pb2.ClientWrite(session_id=client, seq=seq, first_unacked=first_unacked)
+    else:
+        write = log_pb2.ClientWrite(client_id=client, seq=seq, first_unacked=first_unacked)
     if set is not None:
         write.set.key, write.set.value = set
     if delete is not None:
@@ -34,9 +46,17 @@ def cmd(
     return log_pb2.LogCommand(client_write=write).SerializeToString()
 
 
-def image(client: str, seq: int, hashes: list[bytes], metadata: str = "m") -> bytes:
-    write = log_pb2.ClientWrite(client_id=client, seq=seq, iset=log_pb2.ImageSetOp(hashes=hashes, metadata=metadata))
+def image(client: str | int, seq: int, hashes: list[bytes], metadata: str = "m") -> bytes:
+    write = log_pb2.ClientWrite(seq=seq, iset=log_pb2.ImageSetOp(hashes=hashes, metadata=metadata))
+    if isinstance(client, int):
+        write.session_id = client
+    else:
+        write.client_id = client
     return log_pb2.LogCommand(client_write=write).SerializeToString()
+
+
+def register(nonce: int = 1, proposer: int = 7) -> bytes:
+    return logcommand.register_session(proposer, nonce)
 
 
 class Applier:
@@ -45,7 +65,7 @@ class Applier:
     def __init__(self, sm: StateMachine | None = None) -> None:
         self.sm = sm or StateMachine()
 
-    def __call__(self, *commands: bytes) -> list[Result]:
+    def __call__(self, *commands: bytes) -> list[Result | Registration]:
         return self.sm.apply(self.sm.applied_index + 1, tuple(commands))
 
 
@@ -129,7 +149,7 @@ def test_results_below_first_unacked_are_forgotten_and_never_reapplied() -> None
     # A very late duplicate of seq 1 has no effect, and its result says
     # that its outcome is unknown (not that nothing was ever applied).
     [late] = apply(cmd("c", 1, set=("k", "one")))
-    assert (late.client_id, late.seq, late.outcome) == ("c", 1, Outcome.UNKNOWN)
+    assert (late.session, late.seq, late.outcome) == ("c", 1, Outcome.UNKNOWN)
     assert "moved on to 3" in late.error and not late.ok
     assert apply.sm.get("k") == "three"
     assert apply.sm.cached_result("c", 1) is None
@@ -187,7 +207,8 @@ def test_write_whose_result_a_retry_needs_is_never_forgotten(monkeypatch: pytest
         (request("c", 1, delete="é" * 513), "1026 bytes"),
         (request("c", 1, set=("k", "v" * 11)), "value is 11 bytes; the limit is 10"),
         (request("c", 1, set=("k", "é" * 6)), "value is 12 bytes"),
-        (request("", 1, set=("k", "v")), "client id"),
+        (request("", 1, set=("k", "v")), "needs a session"),
+        (kv_pb2.Command(session_id=1, client_id="c", seq=1, set=kv_pb2.SetOp(key="k", value="v")), "not both"),
         (request("c" * (limits.MAX_CLIENT_ID_BYTES + 1), 1, set=("k", "v")), "client id"),
         (request("c", 1), "unsupported command"),
         (request("c", 2000, set=("k", "v"), first_unacked=1), "window"),
@@ -200,7 +221,8 @@ def test_write_whose_result_a_retry_needs_is_never_forgotten(monkeypatch: pytest
         "long-utf8-delete-key",
         "long-value",
         "long-utf8-value",
-        "no-client",
+        "no-session",
+        "session-and-client",
         "long-client",
         "no-op",
         "beyond-window",
@@ -221,15 +243,18 @@ def test_limits_themselves_are_allowed() -> None:
 
 def test_leader_copies_a_request_into_the_log_field_by_field() -> None:
     sm = StateMachine()
+    [registered] = sm.apply(1, (logcommand.register_session(7, 1),))
+    assert registered == Registration(7, 1, 1)
     h = bytes(range(limits.IMAGE_HASH_BYTES))
-    iset = kv_pb2.Command(client_id="c", seq=3, first_unacked=1, iset=kv_pb2.ImageSetOp(hashes=[h], metadata="cat"))
+    iset = kv_pb2.Command(session_id=1, seq=3, first_unacked=1, iset=kv_pb2.ImageSetOp(hashes=[h], metadata="cat"))
+    set_k = kv_pb2.Command(session_id=1, seq=1, first_unacked=1, set=kv_pb2.SetOp(key="k", value="v"))
     raws = (
-        logcommand.client_write(request("c", 1, set=("k", "v"), first_unacked=1)),
-        logcommand.client_write(request("c", 2, delete="gone", first_unacked=1)),
+        logcommand.client_write(set_k),
+        logcommand.client_write(kv_pb2.Command(session_id=1, seq=2, first_unacked=1, delete=kv_pb2.DeleteOp(key="g"))),
         logcommand.client_write(iset),
     )
     assert [log_pb2.LogCommand.FromString(r).client_write.seq for r in raws] == [1, 2, 3]
-    assert sm.apply(1, raws) == [Result("c", 1), Result("c", 2, removed=False), Result("c", 3)]
+    assert sm.apply(2, raws) == [Result(1, 1), Result(1, 2, removed=False), Result(1, 3)]
     assert sm.get("k") == "v"
     assert [m.metadata for m in sm.image_matches(h, 0, 1)] == ["cat"]
     with pytest.raises(ValueError, match="cannot go into the log"):
@@ -272,7 +297,7 @@ def _refused(apply: Applier, raw: bytes, fragment: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [
-        (cmd("", 1, set=("k", "v")), "client id"),
+        (cmd("", 1, set=("k", "v")), "needs a session"),
         (cmd("c", 1), "no operation"),
         (cmd("c", 5, set=("k", "v"), first_unacked=6), "window"),
         (cmd("c", limits.SESSION_WINDOW + 1, set=("k", "v"), first_unacked=1), "window"),
@@ -300,7 +325,7 @@ def test_skipped_write_reports_the_result_its_waiter_needs() -> None:
     apply(cmd("c", 10, set=("k", "ten"), first_unacked=10))
     # Valid in itself, never applied before, but the session is past it.
     [skipped] = apply(cmd("c", 5, set=("k", "five"), first_unacked=5))
-    assert (skipped.client_id, skipped.seq, skipped.outcome) == ("c", 5, Outcome.UNKNOWN)
+    assert (skipped.session, skipped.seq, skipped.outcome) == ("c", 5, Outcome.UNKNOWN)
     assert skipped.error
     # A copy of a write whose result is still kept gets that result.
     assert apply(cmd("c", 10, set=("k", "ten"), first_unacked=10)) == [Result("c", 10)]
@@ -339,3 +364,58 @@ def test_slots_must_apply_in_order() -> None:
         sm.apply(3, ())
     assert sm.get("k") == "v"
     assert sm.applied_index == 1
+
+
+# ------------------------------------------------------ registered sessions
+
+
+def test_sessions_are_numbered_by_the_log_and_never_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "MAX_CLIENT_SESSIONS", 3)
+    apply = Applier()
+    assert apply(register(1), register(2, proposer=8)) == [Registration(7, 1, 1), Registration(8, 2, 2)]
+    assert apply(register(1)) == [Registration(7, 1, 3)]  # the same nonce again: a new session all the same
+    assert [r.session_id for r in apply(register(3), register(4)) if isinstance(r, Registration)] == [4, 5]
+    assert apply.sm.session_count == 3
+    assert [key for key, _, _ in apply.sm.session_table()] == [3, 4, 5]
+    assert apply.sm.next_session_id == 6
+
+
+def test_a_write_in_an_unknown_or_evicted_session_is_refused_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(limits, "MAX_CLIENT_SESSIONS", 3)
+    apply = Applier()
+    apply(register(1))
+    assert apply(cmd(1, 5, set=("balance", "100"), first_unacked=5)) == [Result(1, 5)]
+    apply(register(2))
+    apply(cmd(2, 1, set=("balance", "0"), first_unacked=1))
+    assert apply(cmd(1, 5, set=("balance", "100"), first_unacked=5)) == [Result(1, 5)]  # deduplicated
+    assert apply.sm.get("balance") == "0"
+    apply(*(register(n) for n in range(3, 6)))  # session 1 is the least recently used: evicted
+    assert not apply.sm.has_session(1)
+    [replayed] = apply(cmd(1, 5, set=("balance", "100"), first_unacked=5))
+    assert (replayed.session, replayed.seq, replayed.outcome) == (1, 5, Outcome.EXPIRED) and not replayed.ok
+    assert "expired" in replayed.error
+    assert apply.sm.get("balance") == "0"
+    assert not apply.sm.has_session(1), "a refused write opens no session"
+    [never] = apply(cmd(99, 1, set=("balance", "99"), first_unacked=1))
+    assert never.outcome is Outcome.EXPIRED and apply.sm.get("balance") == "0"
+
+
+def test_a_write_using_a_session_keeps_it_from_eviction(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "MAX_CLIENT_SESSIONS", 2)
+    apply = Applier()
+    apply(register(1), register(2))
+    apply(cmd(1, 1, set=("k", "v"), first_unacked=1))  # session 1 is now the most recently used
+    apply(register(3))
+    assert apply.sm.has_session(1) and not apply.sm.has_session(2)
+
+
+def test_a_client_named_session_required_by_the_leader_is_not_opened_by_its_write() -> None:
+    apply = Applier()
+    write = log_pb2.ClientWrite(client_id="old", seq=1, session_required=True, set=log_pb2.SetOp(key="k", value="v"))
+    [refused] = apply(log_pb2.LogCommand(client_write=write).SerializeToString())
+    assert refused.outcome is Outcome.EXPIRED and apply.sm.data == {}
+    apply(cmd("old", 1, delete="nothing"))  # as a log from before registration holds it: opens "old"
+    assert apply(log_pb2.LogCommand(client_write=write).SerializeToString()) == [Result("old", 1, removed=False)]
+    assert apply.sm.data == {}, "seq 1 of 'old' was applied already: its first result is returned"
