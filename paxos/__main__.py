@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from paxos import limits, logformat, snapshot
 from paxos.datadir import LOCK_FILE, lock_data_dir
+from paxos.founding import check_founding
 from paxos.hostfile import HostfileError, find_member, parse_hostfile
 from paxos.server import (
     SNAPSHOT_DIR,
@@ -269,6 +270,11 @@ def restore(argv: list[str]) -> int:
     return 0
 
 
+def _is_empty(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds nothing yet (a lock file aside): a new server's, to found or join with."""
+    return not data_dir.exists() or all(p.name == LOCK_FILE for p in data_dir.iterdir())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["restore"]:
@@ -306,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if opts.join and data_dir_is_joining(data_dir) is not False:
             join = _run(discover_cluster(members, opts.name, tls, opts.join_timeout))
+        elif not opts.join and data_dir_is_joining(data_dir) is None and _is_empty(data_dir):
+            _run(check_founding(members, opts.name, tls, listen))
         server = PaxosServer(
             members,
             opts.name,
@@ -319,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataDirError, WalCorruption) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DATA
+    except OSError as exc:  # the founding check could not listen
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return _run(_serve(server, listen, opts.metrics))
     except OSError as exc:
