@@ -19,6 +19,7 @@ from paxos.founding import check_founding
 from paxos.hostfile import HostfileError, find_member, parse_hostfile
 from paxos.server import (
     SNAPSHOT_DIR,
+    WAL_DIR,
     DataDirError,
     JoinTarget,
     PaxosServer,
@@ -28,7 +29,7 @@ from paxos.server import (
 )
 from paxos.tlsaccess import CLIENT_AUTH_CERT, CLIENT_AUTH_MODES
 from paxos.tlsfiles import TlsError
-from paxos.wal import WalCorruption
+from paxos.wal import Wal, WalCorruption
 
 EXIT_USAGE = 2
 EXIT_DATA = 4
@@ -136,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
             "this server is being added to a running cluster: with an empty data dir, learn the cluster from the "
             "other servers in the hostfile and wait as a non-member until added (python -m client members add NAME "
             "HOST:PORT, or members sync); ignored once the server has been added. Without --join an empty data "
-            "dir founds a new cluster of the hostfile's servers"
+            "dir founds a new cluster of the hostfile's servers, once they confirm that none of them knew an "
+            "earlier data dir of this server (else it exits 4)"
         ),
     )
     parser.add_argument(
@@ -248,6 +250,7 @@ def restore(argv: list[str]) -> int:
         return EXIT_DATA
     try:
         identity = check_data_dir(data_dir, opts.name, members)
+        Wal.open(data_dir / WAL_DIR)[0].close()  # an empty log beside the snapshot: it holds every slot
         ids = identity.ids
         new_members = [snapshot.SnapshotMember(ids[m.name], m.name, m.address) for m in members]
         snapshot.rewrite_for_cluster(opts.file, data_dir / SNAPSHOT_DIR, identity.cluster_id, new_members)

@@ -20,7 +20,7 @@ from paxos.datadir import DataDirError
 from paxos.hostfile import Member
 from paxos.identity import bootstrap_ids, format_id
 from paxos.incarnation import Founding, FoundingAnswer, decide_founding
-from paxos.server import GRPC_SERVER_OPTIONS, certified_name, peer_channel, repair_hint
+from paxos.server import GRPC_SERVER_OPTIONS, bind_failure, certified_name, peer_channel, repair_hint
 from protos import peer_pb2, peer_pb2_grpc
 
 if TYPE_CHECKING:
@@ -84,9 +84,15 @@ async def check_founding(members: list[Member], name: str, tls: ServerTls | None
     request = peer_pb2.IncarnationRequest(name=name, member_id=ids[name])
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     server.add_generic_rpc_handlers((_FoundingHandler(tls),))
-    port = server.add_insecure_port(listen) if tls is None else server.add_secure_port(listen, tls.server_credentials())
+    try:
+        if tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, tls.server_credentials())
+    except RuntimeError:  # what grpcio raises, without the reason, when the bind fails
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+        raise OSError(f"cannot listen on {listen}: {bind_failure(listen)}")
     await server.start()
     channels = {m.name: peer_channel(m, tls)[0] for m in others}
     stubs = {n: peer_pb2_grpc.PeerStub(c) for n, c in channels.items()}

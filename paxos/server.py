@@ -240,10 +240,12 @@ def _write_meta(data_dir: Path, meta: dict[str, object]) -> None:
 
 def repair_hint(name: str) -> str:
     """How to bring back a server whose data dir was lost or damaged (one line)."""
+    # Not "restore a backup": a restored data dir is a new incarnation, which
+    # the others refuse, and an old copy of this one has forgotten promises.
     return (
-        f"to bring {name} back, remove it (python -m client members remove {name}), then start it on an empty "
-        f"--data-dir with --join and add it (python -m client members add {name} HOST:PORT, or members sync); "
-        "or put back this data dir from a backup of it"
+        f"to bring {name} back: python -m client members remove {name}, then start it on an empty --data-dir "
+        f"with --join and add it (python -m client members add {name} HOST:PORT, then members promote {name}; "
+        "or members sync)"
     )
 
 
@@ -696,7 +698,7 @@ class PaxosServer:
         except RuntimeError:  # what grpcio raises, without the reason, when the bind fails
             port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {listen}: {_bind_failure(listen)}")
+            raise OSError(f"cannot listen on {listen}: {bind_failure(listen)}")
         await self._grpc.start()
         self._tasks = [asyncio.create_task(self._ticker())]
         for task in self._tasks:
@@ -1347,7 +1349,7 @@ async def _set_health(servicer: health_aio.HealthServicer, status: int) -> None:
         await servicer.set(service, status)
 
 
-def _bind_failure(listen: str) -> str:
+def bind_failure(listen: str) -> str:
     """Why gRPC could not bind ``listen``, found by trying a plain socket the same way."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
