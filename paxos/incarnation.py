@@ -21,7 +21,12 @@ founds anything.  An answer naming an earlier incarnation means the cluster
 may have counted votes this data dir no longer holds: the server refuses to
 start.  No answer naming one, from every other server, or from enough fresh
 servers to make a majority of the hostfile with it, means no established
-cluster could have counted a vote of it.
+cluster could have counted a vote of it.  (A server that founded a moment
+ago and has heard from no peer, and holds nothing chosen or accepted, still
+answers "fresh": it took part in no quorum, and servers started together
+must found whichever asks first.  The rule takes a majority of the hostfile
+to keep its data, as the design does: it cannot tell a cluster whose
+majority lost its disks from one never started.)
 
 Pure code: no I/O, so the gRPC server and the simulator both run it.
 """

@@ -321,6 +321,18 @@ class Replica:
         self._reads.pop(read_id, None)
 
     @property
+    def untouched(self) -> bool:
+        """Whether this replica never heard from a peer and holds nothing chosen or accepted.
+
+        Such a server took part in no quorum yet, so the founding check of
+        another counts it as fresh: servers started together found their
+        cluster whichever asks first (paxos/incarnation.py).
+        """
+        core = self.core
+        holds_nothing = core.commit_index == 0 and not core.accepted and self.snapshot_index == 0
+        return holds_nothing and not self.incarnations.recorded
+
+    @property
     def pending_writes(self) -> int:
         """Client writes proposed here and not answered yet (for the server's metrics)."""
         return len(self._writes)

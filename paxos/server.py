@@ -996,7 +996,9 @@ class PaxosServer:
         if by_name is not None:
             ids.append(by_name)
         recorded = self.replica.incarnations.recorded_for(ids)
-        return peer_pb2.IncarnationReply(cluster_id=self.identity.cluster_id, fresh=False, recorded=recorded)
+        return peer_pb2.IncarnationReply(
+            cluster_id=self.identity.cluster_id, fresh=self.replica.untouched, recorded=recorded
+        )
 
     def snapshot_request_refusal(self, request: peer_pb2.SnapshotRequest) -> str | None:
         """Why a peer's snapshot request is refused, or None."""

@@ -1661,7 +1661,7 @@ class Simulation:
                 answers[f"n{other.id}"] = FoundingAnswer(fresh=True, recorded=NONE)
             elif other.up and other.paused_until <= self.now and other.replica is not None:
                 recorded = other.replica.incarnations.recorded_for([node])
-                answers[f"n{other.id}"] = FoundingAnswer(fresh=False, recorded=recorded)
+                answers[f"n{other.id}"] = FoundingAnswer(fresh=other.replica.untouched, recorded=recorded)
         decision = decide_founding(f"n{node}", [f"n{h.id}" for h in hostfile], answers)
         if self.skip_incarnation_check:
             decision = FoundingDecision(Founding.FOUND, "planted bug: founds without asking")

@@ -140,3 +140,23 @@ def test_a_follower_whose_log_was_deleted_is_refused_at_restart(tmp_path: Path) 
         tail = cluster.log_tail(follower)
         assert "no wal/ directory" in tail and f"{REPAIR} {follower}" in tail
         assert kv.get("k") == "v"
+
+
+def test_a_new_server_waits_for_a_majority_of_new_servers_and_serves_nothing_meanwhile(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path / "cluster", nodes=3)
+    try:
+        first, second, _ = cluster.names
+        cluster.start_node(first)
+        wait_until(lambda: "not founding the cluster yet" in cluster.log_tail(first), f"{first} to wait")
+        member = next(m for m in parse_hostfile(cluster.hostfile) if m.name == first)
+        with KVClient([member], timeout=1.0) as alone:
+            with pytest.raises(KVError, match="checking, before it founds the cluster"):
+                alone.get("k", consistency="local")
+        assert not (cluster.data_dir(first) / "paxoskv-meta.json").exists()
+        cluster.start_node(second)  # two of three have no data: a new cluster, the third may come later
+        cluster.wait_for_leader(timeout=30)
+        with cluster.client(timeout=10.0) as kv:
+            kv.set("k", "v")
+            assert kv.get("k") == "v"
+    finally:
+        cluster.stop()

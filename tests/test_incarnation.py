@@ -227,3 +227,12 @@ def test_the_book_round_trips_and_a_damaged_one_is_refused(tmp_path: Path) -> No
     (tmp_path / "incarnations.json").write_text('{"incarnations": {"0000000000000005": "0"}}')
     with pytest.raises(DataDirError, match="damaged"):
         load_incarnation_book(tmp_path)
+
+
+def test_a_replica_that_heard_from_no_peer_counts_as_fresh_until_it_does() -> None:
+    storage = _Storage()
+    replica = _replica(storage, _Refusals())
+    assert replica.untouched
+    replica.receive(Heartbeat(2, Ballot(1, 2), 0, 1), 41)
+    assert not replica.untouched
+    assert not _replica(_Storage({3: 5}), _Refusals()).untouched  # heard from a peer before a restart

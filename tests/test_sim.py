@@ -113,7 +113,8 @@ def test_replay_does_not_depend_on_the_string_hash_seed() -> None:
 
 
 def test_a_failing_seed_replays_with_its_timeline(capsys: pytest.CaptureFixture[str]) -> None:
-    failing = next(r for r in sim.run_many(range(BUG_BUDGET), bugs=["skip_reproposal"], stop_at_first_failure=True))
+    results = sim.run_many(range(BUG_BUDGET), bugs=["skip_reproposal"], stop_at_first_failure=True)
+    failing = next(r for r in results if not r.ok)
     exit_code = sim.main(["--seed", str(failing.seed), "--bug", "skip_reproposal"])
     out = capsys.readouterr().out
     assert exit_code == 1
