@@ -97,7 +97,8 @@ async def check_founding(members: list[Member], name: str, tls: ServerTls | None
     channels = {m.name: peer_channel(m, tls)[0] for m in others}
     stubs = {n: peer_pb2_grpc.PeerStub(c) for n, c in channels.items()}
     answers: dict[str, FoundingAnswer] = {}
-    last_logged = -limits.REFUSAL_LOG_SECONDS
+    started = time.monotonic()
+    last_logged = started - limits.REFUSAL_LOG_SECONDS
     try:
         while True:
             asking = [m for m in others if m.name not in answers]
@@ -121,7 +122,10 @@ async def check_founding(members: list[Member], name: str, tls: ServerTls | None
             if now - last_logged >= limits.REFUSAL_LOG_SECONDS:
                 last_logged = now
                 reasons = "; ".join(f"{n}: {why}" for n, why in sorted(failures.items()))
-                log.warning(
+                # Servers started together wait a moment for each other: no warning for that.
+                level = logging.WARNING if now - started >= limits.REFUSAL_LOG_SECONDS else logging.INFO
+                log.log(
+                    level,
                     "empty data dir: not founding the cluster yet (member %s): %s%s",
                     format_id(ids[name]),
                     decision.why,

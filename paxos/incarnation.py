@@ -139,5 +139,5 @@ def decide_founding(me: str, hostfile: Iterable[str], answers: Mapping[str, Foun
     members = sorted(n for n in others if n in answers and not answers[n].fresh)
     why = f"waiting for {', '.join(missing)} to answer"
     if members:
-        why += f" ({', '.join(members)} hold data and did not hear from {me}; {fresh} fresh, not a majority)"
+        why += f" (data held by {', '.join(members)}, which did not hear from {me}; {fresh} fresh, not a majority)"
     return FoundingDecision(Founding.WAIT, why)

@@ -93,7 +93,7 @@ def test_a_member_without_a_record_alone_is_not_enough() -> None:
     # (b holds data) could have counted its votes.
     decision = decide_founding("a", NAMES, {"b": MEMBER_WITHOUT_RECORD})
     assert decision.verdict is Founding.WAIT
-    assert "waiting for c" in decision.why and "b hold data" in decision.why
+    assert "waiting for c" in decision.why and "data held by b, which did not hear from a" in decision.why
     assert decide_founding("a", NAMES, {}).verdict is Founding.WAIT
 
 
