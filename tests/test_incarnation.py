@@ -20,16 +20,18 @@ from paxos.incarnation import (
     decide_founding,
     new_incarnation,
 )
-from paxos.messages import Ballot, DurableState, Heartbeat, Message, NodeId, Record, Slot
+from paxos.messages import Ballot, ChosenRecord, CommitRecord, DurableState, Heartbeat, Message, NodeId, Record, Slot
 from paxos.replica import FetchedSnapshot, Observer, Replica
 from paxos.server import (
     META_FILE,
     DataDirError,
+    PaxosServer,
     check_data_dir,
     load_incarnation_book,
     save_incarnation_book,
 )
 from paxos.statemachine import FrozenState
+from paxos.wal import Wal
 
 NAMES = ["a", "b", "c"]
 MEMBERS = [Member(n, "127.0.0.1", 7100 + i) for i, n in enumerate(NAMES)]
@@ -236,3 +238,16 @@ def test_a_replica_that_heard_from_no_peer_counts_as_fresh_until_it_does() -> No
     replica.receive(Heartbeat(2, Ballot(1, 2), 0, 1), 41)
     assert not replica.untouched
     assert not _replica(_Storage({3: 5}), _Refusals()).untouched  # heard from a peer before a restart
+
+
+def test_a_log_that_no_longer_reaches_its_snapshot_is_refused_with_the_repair(tmp_path: Path) -> None:
+    check_data_dir(tmp_path, "a", MEMBERS)
+    wal, _ = Wal.open(tmp_path / "wal", segment_bytes=64)
+    for slot in range(1, 9):  # each sync fills a segment: one slot per segment
+        wal.append([ChosenRecord(slot, (b"x" * 80,)), CommitRecord(slot)])
+        wal.sync()
+    wal.close()
+    oldest = sorted((tmp_path / "wal").glob("*.wal"))[0]
+    oldest.unlink()  # slot 1 is gone; no snapshot holds it
+    with pytest.raises(DataDirError, match=r"cannot recover.*members remove a.*--join"):
+        PaxosServer(MEMBERS, "a", tmp_path)
