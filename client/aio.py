@@ -56,7 +56,7 @@ from client.retry import SECONDS, InvalidRequest, KnownLeader, KVError, Outcome,
 from paxos import datadir, limits, snapshotfile
 from paxos.hostfile import HostfileError, Member, parse_hostfile, parse_hostfile_text
 from paxos.identity import format_id
-from paxos.tlsfiles import client_credentials, find_tls_dir
+from paxos.tlsfiles import KeyPair, admin_pair, client_credentials, find_tls_dir
 from protos import kv_pb2, kv_pb2_grpc
 
 if TYPE_CHECKING:
@@ -242,7 +242,8 @@ class AsyncKVClient:
         timing: Timing[float] = SECONDS,
         tls_dir: str | Path | None = None,
     ) -> None:
-        """With ``tls_dir``: TLS, trusting its ca.pem and presenting its client.pem (``TlsError`` now if unreadable)."""
+        """With ``tls_dir``: TLS, trusting its ca.pem and presenting its client.pem (``TlsError`` now if unreadable);
+        changing the members and taking a backup present its admin.pem instead when it has one."""
         if not members:
             raise ValueError("a client needs at least one server address")
         # The servers this client sends to: those it was given, then those
@@ -261,6 +262,8 @@ class AsyncKVClient:
         self._streams: dict[str, SessionStream] = {}
         self.tls_dir = tls_dir
         self._credentials = client_credentials(tls_dir) if tls_dir is not None else None
+        self._admin: KeyPair | None = admin_pair(tls_dir) if tls_dir is not None else None
+        self._admin_channels: dict[str, grpc.aio.Channel] = {}
 
     @classmethod
     def from_hostfile(cls, path: str | Path, timeout: float = 10.0, tls_dir: str | Path | None = None) -> AsyncKVClient:
@@ -279,6 +282,8 @@ class AsyncKVClient:
     async def close(self) -> None:
         streams, self._streams = list(self._streams.values()), {}
         channels, self._channels = list(self._channels.values()), {}
+        channels += self._admin_channels.values()
+        self._admin_channels = {}
         for stream in streams:
             await stream.close()
         for channel in channels:
@@ -422,7 +427,8 @@ class AsyncKVClient:
             self.servers, self._leader, self._clock(), self.timeout, self.timing, write=False, describe=_address
         )
         while (attempt := retry.next_attempt(self._clock())) is not None:
-            call = kv_pb2_grpc.KVStub(self._channel(attempt.server)).Backup(kv_pb2.BackupRequest(), timeout=timeout)
+            channel, metadata = self._admin_channel(attempt.server)
+            call = kv_pb2_grpc.KVStub(channel).Backup(kv_pb2.BackupRequest(), timeout=timeout, metadata=metadata)
             try:
                 # Only the first message must come within the attempt's time.
                 first = await asyncio.wait_for(call.read(), attempt.timeout)
@@ -430,6 +436,7 @@ class AsyncKVClient:
                 call.cancel()
                 outcome, hint, error = Outcome.MAYBE_DELIVERED, "", "no answer in time"
             except grpc.aio.AioRpcError as err:
+                _raise_if_not_admin(err)
                 outcome, hint, error = classify(err)
             else:
                 if first is grpc.aio.EOF:
@@ -583,9 +590,13 @@ class AsyncKVClient:
         while (attempt := retry.next_attempt(self._clock())) is not None:
             server = attempt.server
             reply: kv_pb2.ChangeMembersReply | None = None
+            channel, metadata = self._admin_channel(server)
             try:
-                reply = await kv_pb2_grpc.KVStub(self._channel(server)).ChangeMembers(request, timeout=attempt.timeout)
+                reply = await kv_pb2_grpc.KVStub(channel).ChangeMembers(
+                    request, timeout=attempt.timeout, metadata=metadata
+                )
             except grpc.aio.AioRpcError as err:
+                _raise_if_not_admin(err)
                 outcome, hint, error = classify(err)
             else:
                 outcome, hint, error = classify(reply)
@@ -797,6 +808,25 @@ class AsyncKVClient:
             channel = self._channels[address] = self._new_channel(address)
         return channel
 
+    def _admin_channel(self, member: Member) -> tuple[grpc.aio.Channel, list[tuple[str, str | bytes]] | None]:
+        """A channel to ``member`` for a call only the admin may make, and the call's metadata.
+
+        With admin.pem in the TLS directory the channel presents it, and the
+        metadata carries its signature for ``member`` (the proof a server
+        under ``--client-auth none``, which asks for no certificate, checks).
+        Without it, the client's own channel: the server refuses the call.
+        """
+        if self._admin is None:
+            return self._channel(member), None
+        channel = self._admin_channels.get(member.address)
+        if channel is None:
+            credentials = self._admin.channel_credentials()
+            channel = grpc.aio.secure_channel(member.address, credentials, options=_CHANNEL_OPTIONS)
+            self._admin_channels[member.address] = channel
+        from paxos.tlsserver import admin_proof  # cryptography: loaded only for the admin's calls
+
+        return channel, admin_proof(self._admin, member.name, time.time())
+
     def _new_channel(self, address: str) -> grpc.aio.Channel:
         """A channel of its own to ``address``, with this client's TLS settings."""
         if self._credentials is None:
@@ -806,6 +836,12 @@ class AsyncKVClient:
 
 def _address(member: Member) -> str:
     return member.address
+
+
+def _raise_if_not_admin(err: grpc.aio.AioRpcError) -> None:
+    """A call only the admin may make, refused for want of its certificate: no retry can help."""
+    if err.code() == grpc.StatusCode.PERMISSION_DENIED:
+        raise InvalidRequest(f"the server refused: {err.details()}") from None
 
 
 def _quiet(message: str) -> None:

@@ -782,9 +782,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--tls-dir",
         metavar="DIR",
         help=(
-            f"connect with TLS, trusting DIR/ca.pem and presenting DIR/client.pem; default: ${TLS_DIR_ENV}, "
-            "else a tls directory beside the hostfile when there is one (python -m paxos.local makes it), "
-            "else plaintext"
+            f"connect with TLS, trusting DIR/ca.pem and presenting DIR/client.pem; commands that change "
+            "members or take a backup present DIR/admin.pem when DIR has it, else client.pem (which servers "
+            f"refuse for them); default: ${TLS_DIR_ENV}, else a tls directory beside the hostfile when there "
+            "is one (python -m paxos.local makes it), else plaintext"
         ),
     )
     parser.add_argument(
@@ -862,7 +863,8 @@ exit status:
      membership change refused: unknown member, a name or address already a
      member, a server not started with --join or from another cluster, the
      last voter, a removal leaving the voters that answer short of a quorum;
-     nothing was changed (members sync: by that step)
+     under TLS, a member change or backup without admin.pem; nothing was
+     changed (members sync: by that step)
   3  no answer in time: the cluster is unavailable (the message lists the
      addresses tried, and says so when TLS settings do not match the
      servers'), a write's outcome is unknown (it may or may not have been

@@ -97,6 +97,10 @@ class KVClient:
     daemon thread started by the first call of any ``KVClient``), so that
     calls from many threads are coalesced on one session stream per server
     just as concurrent coroutines are.  Safe to share between threads.
+
+    With ``tls_dir`` it presents the directory's client.pem, and for the
+    calls that change the members or take a backup its admin.pem when the
+    directory has it (servers under TLS refuse those calls to client.pem).
     """
 
     def __init__(

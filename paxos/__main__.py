@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from paxos import limits, logformat, snapshot
-from paxos.datadir import LOCK_FILE, lock_data_dir
+from paxos.datadir import LOCK_FILE, DataDirLock, DiskFull, lock_data_dir
 from paxos.founding import check_founding
 from paxos.hostfile import HostfileError, find_member, parse_hostfile
 from paxos.server import (
@@ -34,6 +34,7 @@ from paxos.wal import Wal, WalCorruption
 EXIT_USAGE = 2
 EXIT_DATA = 4
 EXIT_INTERNAL = 1
+EXIT_DISK_FULL = 5
 
 log = logging.getLogger("paxos")
 
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             f"Example: {prog} -h hostfile.txt -n container0\n"
             "Exit codes: 0 stopped cleanly, 1 internal error (see the log), 2 bad usage, hostfile, address or TLS "
-            "files, 4 data directory refused, in use by another server, or its log or snapshots are damaged.\n"
+            "files, 4 data directory refused, in use by another server, or its log or snapshots are damaged, 5 disk "
+            "full (a write to the data dir found no room; the log names the file and the bytes free).\n"
             f"To seed a new server's data dir from a backup: {prog} restore FILE -h HOSTFILE -n NAME --data-dir DIR "
             f"(see {prog} restore --help).\n"
             "Runs on uvloop when it is installed; PAXOSKV_UVLOOP=0 selects the standard asyncio loop."
@@ -80,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "serve Prometheus metrics at http://HOST:PORT/metrics and a health probe at /healthz "
             "(default: $PAXOSKV_METRICS, else off)"
+        ),
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help=(
+            "accept at most N connections, from clients and peers together (default: the open-file limit, "
+            f"raised to the hard limit at start, less {limits.FD_HEADROOM})"
         ),
     )
     parser.add_argument(
@@ -156,9 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(server: PaxosServer, listen: str, metrics: str | None) -> int:
+async def _serve(server: PaxosServer, listen: str, metrics: str | None, max_connections: int | None) -> int:
     try:
-        await server.start(listen, metrics)
+        await server.start(listen, metrics, max_connections)
     except BaseException:
         await server.stop()  # closes the log and unlocks the data dir before we report
         raise
@@ -172,6 +183,8 @@ async def _serve(server: PaxosServer, listen: str, metrics: str | None) -> int:
         task.cancel()
     log.info("shutting down")
     await server.stop()
+    if server.disk_full is not None:
+        return EXIT_DISK_FULL
     return EXIT_INTERNAL if server.failed.is_set() else 0
 
 
@@ -207,7 +220,7 @@ def build_restore_parser() -> argparse.ArgumentParser:
         epilog=(
             f"Example: {prog} backup.snap -h hostfile.txt -n container0 --data-dir data/container0\n"
             "Exit codes: 0 restored, 2 bad usage, hostfile or missing file, 4 damaged backup, backup of "
-            "another format, or a data dir that is not empty (nothing is changed)."
+            "another format, or a data dir that is not empty (nothing is changed), 5 disk full."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -217,6 +230,18 @@ def build_restore_parser() -> argparse.ArgumentParser:
     parser.add_argument("-n", "--name", required=True, metavar="NAME", help="this server's name in the hostfile")
     parser.add_argument("--data-dir", type=Path, metavar="DIR", help="the data dir to create (default ./data/NAME)")
     return parser
+
+
+def _undo_restore(data_dir: Path, existed: bool, lock: DataDirLock) -> None:
+    """Leave the data dir as it was: empty, or not there at all."""
+    for child in list(data_dir.iterdir()):
+        if child.is_dir():
+            shutil.rmtree(child)
+        elif child.name != LOCK_FILE:
+            child.unlink()
+    lock.release()
+    if not existed:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def restore(argv: list[str]) -> int:
@@ -248,22 +273,21 @@ def restore(argv: list[str]) -> int:
     except DataDirError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DATA
+    except DiskFull as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DISK_FULL
     try:
         identity = check_data_dir(data_dir, opts.name, members)
         Wal.open(data_dir / WAL_DIR)[0].close()  # an empty log beside the snapshot: it holds every slot
         ids = identity.ids
         new_members = [snapshot.SnapshotMember(ids[m.name], m.name, m.address) for m in members]
         snapshot.rewrite_for_cluster(opts.file, data_dir / SNAPSHOT_DIR, identity.cluster_id, new_members)
+    except DiskFull as exc:
+        _undo_restore(data_dir, existed, lock)
+        print(f"error: {exc}; nothing was restored", file=sys.stderr)
+        return EXIT_DISK_FULL
     except BaseException:
-        # Leave the data dir as it was: empty, or not there at all.
-        for child in list(data_dir.iterdir()):
-            if child.is_dir():
-                shutil.rmtree(child)
-            elif child.name != LOCK_FILE:
-                child.unlink()
-        lock.release()
-        if not existed:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        _undo_restore(data_dir, existed, lock)
         raise
     lock.release()
     print(
@@ -296,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if opts.snapshot_every < 1:
         print("error: --snapshot-every must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if opts.max_connections is not None and opts.max_connections < limits.MIN_CONNECTION_CAP:
+        print(f"error: --max-connections must be at least {limits.MIN_CONNECTION_CAP}", file=sys.stderr)
         return EXIT_USAGE
     data_dir = opts.data_dir or Path("data") / opts.name
     listen = opts.listen or f"0.0.0.0:{me.port}"
@@ -330,11 +357,17 @@ def main(argv: list[str] | None = None) -> int:
     except (DataDirError, WalCorruption) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DATA
+    except DiskFull as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DISK_FULL
     except OSError as exc:  # the founding check could not listen
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return _run(_serve(server, listen, opts.metrics))
+        return _run(_serve(server, listen, opts.metrics, opts.max_connections))
+    except DiskFull as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DISK_FULL
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -2,16 +2,18 @@
 
 Creates, in DIR, a certificate authority (``ca.pem``, ``ca-key.pem``), one
 certificate per server of the hostfile (``NAME.pem``, ``NAME-key.pem``) and
-one for clients (``client.pem``, ``client-key.pem``).  Running it again keeps
-the CA and every pair already there, and adds what is missing: a server new
-in the hostfile, one whose host changed, or a pair deleted to have it
-issued afresh (rotation).
+one for clients (``client.pem``, ``client-key.pem``) and one for the
+cluster's administrators (``admin.pem``, ``admin-key.pem``).  Running it
+again keeps the CA and every pair already there, and adds what is missing: a
+server new in the hostfile, one whose host changed, the admin pair of a
+directory made before there was one, or a pair deleted to have it issued
+afresh (rotation).
 
 A server's certificate names the server's host from the hostfile,
 ``localhost`` and ``127.0.0.1`` (so clients can check they reached the
 right address), and the URI ``paxoskv://member/NAME`` that grants the peer
-stream; the client certificate holds ``paxoskv://client`` instead (see
-paxos/tlsfiles.py for the rule).  Keys are ECDSA P-256, written readable by
+stream; the client certificate holds ``paxoskv://client`` instead, and the
+admin certificate ``paxoskv://admin`` (see paxos/tlsfiles.py for the rule).  Keys are ECDSA P-256, written readable by
 their owner only.
 """
 
@@ -34,6 +36,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paxos.hostfile import HostfileError, Member, parse_hostfile
 from paxos.limits import DEFAULT_CERT_DAYS
 from paxos.tlsfiles import (
+    ADMIN_NAME,
+    ADMIN_URI,
     CA_CERT_FILE,
     CA_KEY_FILE,
     CLIENT_NAME,
@@ -208,6 +212,9 @@ def ensure_certificates(
     if days < 1:
         raise ValueError("--days must be at least 1")
     members = parse_hostfile(hostfile)
+    for member in members:
+        if member.name in ("ca", CLIENT_NAME, ADMIN_NAME):
+            raise HostfileError(f"{hostfile}: a server may not be named {member.name!r}: that certificate is taken")
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     now = now or datetime.datetime.now(datetime.UTC)
@@ -220,6 +227,7 @@ def ensure_certificates(
         created += [CA_CERT_FILE, CA_KEY_FILE]
     wanted: list[tuple[str, list[x509.GeneralName], bool]] = [(m.name, member_names(m), True) for m in members]
     wanted.append((CLIENT_NAME, [x509.UniformResourceIdentifier(CLIENT_URI)], False))
+    wanted.append((ADMIN_NAME, [x509.UniformResourceIdentifier(ADMIN_URI)], False))
     for name, names, server in wanted:
         if _still_fits(directory, name, names, authority):
             continue
@@ -235,9 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         description=(
             "Create the TLS certificates of a paxoskv cluster: a CA, one certificate per server of the "
-            "hostfile and one for clients.  Run again, it keeps the CA and the certificates already there "
-            "and adds what is missing: servers new in the hostfile or whose host changed (delete NAME.pem and "
-            "NAME-key.pem to have them issued afresh)."
+            "hostfile, one for clients (client.pem: keys, photos, the member list, status) and one for "
+            "administrators (admin.pem: besides, changing the members and taking backups).  Run again, it keeps "
+            "the CA and the certificates already there and adds what is missing: servers new in the hostfile or "
+            "whose host changed, the admin pair (delete NAME.pem and NAME-key.pem to have them issued afresh)."
         ),
         epilog="Exit codes: 0 done, 1 the directory's CA is unusable or it cannot be written, 2 bad usage or hostfile.",
     )

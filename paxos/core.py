@@ -249,6 +249,7 @@ class Node:
         self.now = 0
         self._last_leader_contact = -(10**9)
         self._election_deadline = 0
+        self._abstain_until = 0  # no campaign before this tick (after step_down)
         self._reset_election_timer()
         self._out = Ready()
         self._outstanding: Ready | None = None  # handed out by ready(), not yet advanced
@@ -262,7 +263,7 @@ class Node:
         if self.role is Role.LEADER:
             self._leader_tick()
         elif self.now >= self._election_deadline:
-            if self.id in self.voters:
+            if self.id in self.voters and self.now >= self._abstain_until:
                 self._start_prevote()
             else:
                 self._reset_election_timer()  # a learner or a non-member never campaigns
@@ -412,6 +413,18 @@ class Node:
         """Whether this leader has a membership change asked for or in flight."""
         lead = self._lead
         return lead is not None and (lead.change_slot is not None or lead.change_wanted is not None)
+
+    def step_down(self, abstain_ticks: int) -> bool:
+        """Stop leading and stay out of elections for ``abstain_ticks``, so another voter is elected.
+
+        For a host that cannot serve its clients while its peers still hear
+        from it.  False, and nothing changes, if this server does not lead.
+        """
+        if self._lead is None:
+            return False
+        self._step_down()
+        self._abstain_until = self.now + abstain_ticks
+        return True
 
     def read(self, read_id: int) -> bool:
         """Start a linearizable read; False when not leader or too busy.

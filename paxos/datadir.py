@@ -15,14 +15,20 @@ still holds the old one.
 Files that must survive a crash whole (the meta file, snapshots, backups)
 are written with ``AtomicFile``: a temporary file, fsynced, renamed, and the
 directory fsynced.
+
+A write that fails because the file system is full (ENOSPC, or EDQUOT for a
+used-up quota) raises ``DiskFull``, which names the file, what was being
+written and the bytes still free, in one line: the server stops on it with
+its own exit code rather than a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,6 +39,51 @@ LOCK_FILE = "paxoskv.lock"
 
 class DataDirError(RuntimeError):
     """The data directory belongs to another server or cluster, or another server is using it."""
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class DiskFull(OSError):
+    """A write failed because the file system holding ``path`` is full."""
+
+    def __init__(self, path: Path, writing: str, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror, str(path))
+        self.path = path
+        self.writing = writing
+        self.free_bytes = free_bytes(path)
+        free = "an unknown number of" if self.free_bytes is None else str(self.free_bytes)
+        self.message = (
+            f"disk full: could not write {path} ({writing}): {error.strerror}; {free} bytes free there. "
+            "Free space on that file system, or move the data dir to a larger one, and start again"
+        )
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the file system holding ``path``."""
+    for candidate in (path, *path.parents):
+        try:
+            stats = os.statvfs(candidate)
+        except OSError:
+            continue
+        return stats.f_bavail * stats.f_frsize
+    return None
+
+
+@contextlib.contextmanager
+def disk_full_as(path: Path, writing: str) -> Iterator[None]:
+    """Turn ENOSPC and EDQUOT raised inside into ``DiskFull`` naming ``path`` and ``writing``."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise DiskFull(path, writing, exc) from None
+        raise
 
 
 class DataDirLock:
@@ -77,8 +128,12 @@ def lock_data_dir(path: Path) -> DataDirLock:
             ) from None
         raise DataDirError(f"cannot lock data dir {path}: {exc.strerror} ({lock_path})") from exc
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with disk_full_as(lock_path, "the PID of the server holding the lock"):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except DiskFull:
+        os.close(fd)
+        raise
     except OSError as exc:
         os.close(fd)
         raise DataDirError(f"cannot write {lock_path}: {exc.strerror}") from exc
@@ -108,22 +163,26 @@ class AtomicFile:
     untouched.  Blocking calls: from asyncio, run them on a thread.
     """
 
-    def __init__(self, directory: Path, name: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+    def __init__(self, directory: Path, name: str, writing: str = "a file written whole or not at all") -> None:
         self.final = directory / name
         self.tmp = directory / (name + ".tmp")
-        self._f: BinaryIO | None = open(self.tmp, "wb")
+        self.writing = writing
+        with disk_full_as(self.tmp, writing):
+            directory.mkdir(parents=True, exist_ok=True)
+            self._f: BinaryIO | None = open(self.tmp, "wb")
 
     def write(self, data: bytes) -> None:
         assert self._f is not None, "written after commit or abort"
-        self._f.write(data)
+        with disk_full_as(self.tmp, self.writing):
+            self._f.write(data)
 
     def commit(self, check: Callable[[Path], object] | None = None) -> Path:
         assert self._f is not None, "committed twice, or after abort"
         try:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
+            with disk_full_as(self.tmp, self.writing):
+                self._f.flush()
+                os.fsync(self._f.fileno())
+                self._f.close()
             self._f = None
             if check is not None:
                 check(self.tmp)
@@ -136,16 +195,23 @@ class AtomicFile:
 
     def abort(self) -> None:
         if self._f is not None:
-            self._f.close()
-            self._f = None
+            f, self._f = self._f, None
+            try:
+                f.close()  # flushes first, which fails again when the disk is full
+            except OSError:
+                pass  # the file goes away below; the error that made us abort is the one raised
         self.tmp.unlink(missing_ok=True)
 
 
 def write_atomically(
-    directory: Path, name: str, chunks: Iterable[bytes], check: Callable[[Path], object] | None = None
+    directory: Path,
+    name: str,
+    chunks: Iterable[bytes],
+    check: Callable[[Path], object] | None = None,
+    writing: str = "a file written whole or not at all",
 ) -> Path:
     """Write ``chunks`` to ``directory/name`` so that a crash leaves all of it or nothing (``AtomicFile``)."""
-    out = AtomicFile(directory, name)
+    out = AtomicFile(directory, name, writing)
     try:
         for chunk in chunks:
             out.write(chunk)

@@ -149,9 +149,40 @@ MAX_SESSION_BATCH_REQUESTS = 1024
 # One write at the value ceiling must fit in a batch of its own.
 MAX_SESSION_BATCH_BYTES = 2 * MAX_COMMAND_BYTES
 MAX_SESSION_IN_FLIGHT = 4096
+# Replies a client has not read yet.  A session stream serves a read only
+# while the replies it holds for its client (queued, and the message gRPC is
+# sending) come to less than MAX_SESSION_REPLY_BYTES; past it the read waits
+# and the stream stops reading the client's batches until the client reads.
+# So one stream holds at most that plus one reply.  The largest reply is a
+# value at the ceiling or a full page of image matches.
+MAX_REPLY_BYTES = max(MAX_VALUE_BYTES_CEILING, MAX_IMAGE_MATCHES * MAX_METADATA_BYTES) + 64 * 1024
+MAX_SESSION_REPLY_BYTES = 2 * 1024 * 1024
+# Server-wide: at most this many session streams, and reads wait (as above)
+# while all the streams together hold this many reply bytes.  A stream
+# opened beyond either bound gets RESOURCE_EXHAUSTED.
+MAX_SESSION_STREAMS = 64
+MAX_SESSION_REPLY_BYTES_TOTAL = 128 * 1024 * 1024
 
 # Transport.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Connections (paxos/connections.py).  gRPC accepts at most the open-file
+# limit less FD_HEADROOM connections (and at most MAX_INCOMING_CONNECTIONS,
+# at least MIN_CONNECTION_CAP): the headroom keeps descriptors for the
+# streams to peers, the data dir and the metrics HTTP server.  A connection
+# that has not finished its handshake (for plaintext: sent its HTTP/2
+# preface and settings) within HANDSHAKE_SECONDS, or has had no call open for
+# CONNECTION_IDLE_SECONDS, is closed.  A leader whose descriptors are at the
+# cap and that has served no client request for CLIENT_STARVED_SECONDS hands
+# leadership over and stays out of elections for STEP_DOWN_ABSTAIN_TICKS.
+FD_HEADROOM = 512
+MAX_INCOMING_CONNECTIONS = 1_000_000
+MIN_CONNECTION_CAP = 64
+HANDSHAKE_SECONDS = 5.0
+# Long enough that a client between bursts keeps its connection (gRPC clients
+# log a line for every connection closed this way).
+CONNECTION_IDLE_SECONDS = 120.0
+CLIENT_STARVED_SECONDS = 5.0
+STEP_DOWN_ABSTAIN_TICKS = 5 * ELECTION_TICKS_MAX
 PEER_QUEUE_LIMIT = 10_000
 # Messages queued for one peer leave packed in one stream message, cut at
 # these bounds (a lone message larger than the byte bound goes alone).  A
@@ -166,10 +197,14 @@ LOCK_FILE_READ_BYTES = 32
 
 # Metrics and health over plain HTTP (--metrics HOST:PORT).  Whoever can
 # reach the port is not trusted: a request is cut off past this size or
-# after this long, and connections beyond the cap are closed at once.
+# after this long.  Beyond the cap on connections, a new one takes the
+# place of the oldest still reading its request after HTTP_SLOW_REQUEST_SECONDS
+# (an honest request arrives in one packet), or is closed at once if there
+# is none; so slow clients cannot starve the health probe.
 HTTP_MAX_REQUEST_BYTES = 8 * 1024
 HTTP_MAX_HEADER_LINES = 64
 HTTP_READ_SECONDS = 5.0
+HTTP_SLOW_REQUEST_SECONDS = 0.5
 HTTP_MAX_CONNECTIONS = 32
 
 # Snapshots and log compaction.  A server snapshots its state once this many
@@ -205,3 +240,22 @@ TLS_RELOAD_CHECK_SECONDS = 1.0
 # peer proves it is a member by signing the stream's opening with its key;
 # a proof older or newer than this (clock skew included) is refused.
 PEER_PROOF_MAX_AGE_SECONDS = 300
+# How long a leader waits for a server it is asked to add to say that it is
+# waiting to join this cluster (within the ChangeMembers call's own deadline).
+JOINER_CHECK_SECONDS = 2.0
+
+# How the limits above depend on each other, checked at import.
+_RELATIONS = {
+    # The largest reply fits in a reply message, which fits in a gRPC message.
+    "MAX_REPLY_BYTES <= MAX_SESSION_BATCH_BYTES": MAX_REPLY_BYTES <= MAX_SESSION_BATCH_BYTES,
+    "MAX_SESSION_BATCH_BYTES <= MAX_MESSAGE_BYTES": MAX_SESSION_BATCH_BYTES <= MAX_MESSAGE_BYTES,
+    "MAX_COMMAND_BYTES <= MAX_SESSION_BATCH_BYTES": MAX_COMMAND_BYTES <= MAX_SESSION_BATCH_BYTES,
+    # One stream alone can always get its reads served.
+    "MAX_SESSION_REPLY_BYTES + MAX_REPLY_BYTES <= MAX_SESSION_REPLY_BYTES_TOTAL": (
+        MAX_SESSION_REPLY_BYTES + MAX_REPLY_BYTES <= MAX_SESSION_REPLY_BYTES_TOTAL
+    ),
+    "MAX_SLOT_VALUE_BYTES <= MAX_MESSAGE_BYTES": MAX_SLOT_VALUE_BYTES <= MAX_MESSAGE_BYTES,
+}
+for _relation, _holds in _RELATIONS.items():
+    if not _holds:
+        raise AssertionError(f"paxos/limits.py: {_relation} does not hold")

@@ -101,6 +101,12 @@ class ServerCollector(Collector):
         yield _gauge("paxoskv_commit_index", "highest slot known chosen, with every slot below it", core.commit_index)
         yield _gauge("paxoskv_applied_index", "highest slot applied to the key-value store", s.store.applied_index)
         yield _gauge("paxoskv_pending_writes", "client writes waiting here for their slot", s.replica.pending_writes)
+        yield _gauge("paxoskv_session_streams", "client session streams open on this server", s.session_budget.streams)
+        yield _gauge(
+            "paxoskv_session_unread_reply_bytes",
+            "reply bytes the session streams hold for clients that have not read them yet",
+            s.session_budget.bytes,
+        )
         yield CounterMetricFamily(
             "paxoskv_leader_changes", "times the leader this server knows of changed", value=s.leader_changes
         )
@@ -213,7 +219,11 @@ class MetricsHttp:
         self._registry = registry
         self._serving = serving
         self._server: asyncio.Server | None = None
-        self._open = 0
+        # Connections still reading their request, oldest first, with when
+        # they opened; and those writing their answer.
+        self._reading: dict[asyncio.Task[None], float] = {}
+        self._evicted: set[asyncio.Task[None]] = set()
+        self._writing = 0
         self.port = 0
 
     async def start(self, address: str) -> None:
@@ -229,17 +239,49 @@ class MetricsHttp:
             await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._open += 1
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
         try:
-            if self._open <= limits.HTTP_MAX_CONNECTIONS:
+            if len(self._reading) + self._writing >= limits.HTTP_MAX_CONNECTIONS and not self._evict_slowest(loop):
+                return  # every place is taken by a request that is not slow (yet)
+            self._reading[task] = loop.time()
+            try:
                 path = await asyncio.wait_for(_read_request(reader), limits.HTTP_READ_SECONDS)
+            finally:
+                self._reading.pop(task, None)
+            self._writing += 1
+            try:
                 writer.write(self._answer(path))
                 await asyncio.wait_for(writer.drain(), limits.HTTP_READ_SECONDS)
+            finally:
+                self._writing -= 1
         except (TimeoutError, ValueError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # a slow, oversized or broken request just loses its connection
+        except asyncio.CancelledError:
+            if task not in self._evicted:
+                raise
+            task.uncancel()  # gave its place to a newer request: just lose the connection
         finally:
-            self._open -= 1
+            self._evicted.discard(task)
             writer.close()
+
+    def _evict_slowest(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Close the oldest connection still reading its request, if it has been at it a while.
+
+        A probe sends its request in one packet and is answered at once, so
+        slow clients holding every place cannot keep /healthz from answering.
+        """
+        for task, opened in self._reading.items():
+            if task in self._evicted:
+                continue
+            if loop.time() - opened < limits.HTTP_SLOW_REQUEST_SECONDS:
+                return False
+            self._evicted.add(task)
+            del self._reading[task]
+            task.cancel()
+            return True
+        return False
 
     def _answer(self, path: str | None) -> bytes:
         if path is None:

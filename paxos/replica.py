@@ -249,6 +249,13 @@ class Replica:
             self.observer.refused(msg, refused)
         self._wake()
 
+    def step_down(self, abstain_ticks: int) -> bool:
+        """Hand leadership over (``Node.step_down``); False if this server does not lead."""
+        self.advance_clock()
+        stepped = self.core.step_down(abstain_ticks)
+        self._wake()
+        return stepped
+
     def write(self, cmd: kv_pb2.Command, answer: WriteCallback) -> None:
         """Propose a client's write; ``answer`` is called exactly once, unless the replica is dropped."""
         if not self.core.is_leader():

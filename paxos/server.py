@@ -23,12 +23,12 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -36,12 +36,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from paxos import connections, limits
 from paxos import incarnation as incarnations
-from paxos import limits
 from paxos import snapshot as snapshots
 from paxos.codec import DecodeError, PeerCodec, pack, unpack
 from paxos.core import Config, Node, RecoveryError, Role
-from paxos.datadir import LOCK_FILE, DataDirError, fsync_dir, lock_data_dir, write_atomically
+from paxos.datadir import (
+    LOCK_FILE,
+    DataDirError,
+    DiskFull,
+    disk_full_as,
+    fsync_dir,
+    lock_data_dir,
+    write_atomically,
+)
 from paxos.hostfile import HostfileError, Member, parse_address, valid_name
 from paxos.identity import bootstrap_ids, format_id, parse_id
 from paxos.membership import ConfigMember, Membership
@@ -59,6 +67,7 @@ from paxos.replica import FetchedSnapshot, Observer, Replica, WriteAnswer
 from paxos.session import (
     DEFAULT_REQUEST_SECONDS,
     ClientSession,
+    ReplyBudget,
     get_error,
     image_get_error,
     serve_get,
@@ -66,8 +75,8 @@ from paxos.session import (
     write_reply,
 )
 from paxos.statemachine import FrozenState, StateMachine
-from paxos.tlsaccess import CLIENT_AUTH_CERT, ClientApiGuard
-from paxos.tlsfiles import TlsError, member_named
+from paxos.tlsaccess import CLIENT_AUTH_CERT, NOT_A_CLIENT, ClientApiGuard
+from paxos.tlsfiles import TlsError, is_admin, member_named
 from paxos.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 
@@ -111,7 +120,9 @@ INCARNATION_BOOK_FILE = "incarnations.json"  # in the data dir
 # The data dir layout.  2: member ids (ballots carry them, not hostfile line
 # numbers), and log_pb2.LogCommand in the log's slots.  Before it (no
 # "format" in the meta file): the client API's kv_pb2.Command, which this
-# version does not read.
+# version does not read.  Log records later gained an end mark (paxos/wal.py)
+# under the same number: logs written before it are read as they are, while
+# an older paxoskv refuses a log written since as damaged (exit 4).
 DATA_FORMAT = 2
 
 
@@ -234,8 +245,9 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member], join: JoinT
     return identity
 
 
-def _write_meta(data_dir: Path, meta: dict[str, object]) -> None:
-    write_atomically(data_dir, META_FILE, [(json.dumps(meta, indent=1) + "\n").encode()])
+def _write_meta(data_dir: Path, meta: Mapping[str, object]) -> None:
+    chunks = [(json.dumps(meta, indent=1) + "\n").encode()]
+    write_atomically(data_dir, META_FILE, chunks, writing="the data dir's identity and membership file")
 
 
 def repair_hint(name: str) -> str:
@@ -289,7 +301,8 @@ def load_incarnation_book(data_dir: Path) -> dict[NodeId, int]:
 def save_incarnation_book(data_dir: Path, book: dict[NodeId, int]) -> None:
     """Replace the durable incarnation book, atomically and fsynced."""
     body = {"incarnations": {format_id(m): format_id(i) for m, i in sorted(book.items())}}
-    write_atomically(data_dir, INCARNATION_BOOK_FILE, [(json.dumps(body, indent=1) + "\n").encode()])
+    chunks = [(json.dumps(body, indent=1) + "\n").encode()]
+    write_atomically(data_dir, INCARNATION_BOOK_FILE, chunks, writing="the incarnations heard from each member")
 
 
 def mark_joined(data_dir: Path) -> None:
@@ -407,6 +420,9 @@ class _WalStorage:
         if future.cancelled():
             return
         exc = future.exception()
+        if isinstance(exc, DiskFull):
+            self._on_failure(exc)
+            return
         if exc is not None:
             log.error(
                 "could not write the snapshot at slot %d: %s; the log is kept and it is tried again later", index, exc
@@ -480,9 +496,12 @@ class _WalStorage:
             self._on_failure(error)
 
     def close(self) -> None:
-        self.thread.submit(self.wal.close).result()
-        self.thread.shutdown()
-        self.snapshot_thread.shutdown(wait=True, cancel_futures=True)
+        """Sync what is left and close the log; ``DiskFull`` if that last write found no room."""
+        try:
+            self.thread.submit(self.wal.close).result()
+        finally:
+            self.thread.shutdown()
+            self.snapshot_thread.shutdown(wait=True, cancel_futures=True)
 
 
 class _ServerObserver(Observer):
@@ -558,6 +577,7 @@ class PaxosServer:
         """``join``: this server is being added to the running cluster it describes (``--join``)."""
         self.fault_injection = fault_injection
         self.tls = tls  # None: plaintext, and anyone who reaches the port can act as a member
+        self.disk_full: DiskFull | None = None  # why the server stopped, when a write found the disk full
         with ExitStack() as undo:  # a server that fails to open releases what it took
             self.data_dir = data_dir
             self._data_dir_lock = lock_data_dir(data_dir)
@@ -651,6 +671,8 @@ class PaxosServer:
         self.longest_snapshot_freeze_seconds = 0.0
         self.slot_commands = Histogram(SLOT_COMMAND_BUCKETS)
         self.session_batch_requests = Histogram(SESSION_BATCH_BUCKETS)
+        self.session_budget = ReplyBudget()
+        self.requests_served = 0
         self.received: Counter[NodeId] = Counter()
         self.request_counts: Counter[tuple[str, str]] = Counter()
         # Every method's series exist from the start, so a follower that has
@@ -678,12 +700,21 @@ class PaxosServer:
 
     # ------------------------------------------------------------- lifecycle
 
-    async def start(self, listen: str, metrics: str | None = None) -> None:
-        """Serve gRPC on ``listen``, and /metrics and /healthz over HTTP on ``metrics`` if given."""
+    async def start(self, listen: str, metrics: str | None = None, max_connections: int | None = None) -> None:
+        """Serve gRPC on ``listen``, and /metrics and /healthz over HTTP on ``metrics`` if given.
+
+        ``max_connections`` lowers the cap on connections below the one the
+        open-file limit sets (paxos/connections.py).
+        """
         interceptors = []
-        if self.tls is not None and self.tls.client_auth == CLIENT_AUTH_CERT:
-            interceptors.append(ClientApiGuard(KV_SERVICE, self._refuse_non_client))
-        self._grpc = grpc.aio.server(options=GRPC_SERVER_OPTIONS, interceptors=interceptors)
+        if self.tls is not None:
+            interceptors.append(ClientApiGuard(KV_SERVICE, self.tls.client_auth, self.certified_admin, self._refuse))
+        cap = connections.connection_cap(connections.raise_open_file_limit())
+        if max_connections is not None:
+            cap = min(cap, max_connections)
+        self._starvation = connections.ClientStarvation(cap, connections.open_descriptors())
+        options = [*GRPC_SERVER_OPTIONS, *connections.server_options(cap)]
+        self._grpc = grpc.aio.server(options=options, interceptors=interceptors)
         _LenientRegistrar(self._grpc, self.client_refusals).add(kv_pb2_grpc.add_KVServicer_to_server, _KVService(self))
         _LenientRegistrar(self._grpc, self.refusals).add(peer_pb2_grpc.add_PeerServicer_to_server, _PeerService(self))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
@@ -700,7 +731,7 @@ class PaxosServer:
         if port == 0:
             raise OSError(f"cannot listen on {listen}: {bind_failure(listen)}")
         await self._grpc.start()
-        self._tasks = [asyncio.create_task(self._ticker())]
+        self._tasks = [asyncio.create_task(self._ticker()), asyncio.create_task(self._watch_clients())]
         for task in self._tasks:
             task.add_done_callback(self._task_ended)
         self._links_running = True
@@ -731,14 +762,16 @@ class PaxosServer:
             )
         if self.tls is None:
             log.warning(
-                "running without TLS: anyone who can reach %s can act as a member and read or change every value; "
+                "running without TLS: anyone who can reach %s is an admin (may change the members, take a backup, "
+                "and act as a member), and may read or change every value; "
                 "start with --tls-dir DIR (python -m paxos.certs creates one)",
                 listen,
             )
         else:
             clients = "a client certificate" if self.tls.client_auth == CLIENT_AUTH_CERT else "any TLS client"
             log.info(
-                "TLS on: peers need their member certificate, the client API %s; serving %s",
+                "TLS on: peers need their member certificate, the client API %s, member changes and backups "
+                "the admin certificate; serving %s",
                 clients,
                 self.tls.describe(),
             )
@@ -834,7 +867,21 @@ class PaxosServer:
         self.failed.set()
 
     def _internal_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, DiskFull):
+            self._stop_for_disk_full(exc)
+            return
         log.critical("driving the replica failed: %r; shutting down", exc, exc_info=exc)
+        self.failed.set()
+
+    def _stop_for_disk_full(self, exc: DiskFull) -> None:
+        """A write found no room: what this server promises can no longer be kept, so it stops.
+
+        One line, the first time: the file, what was being written, the
+        bytes free.  Nothing more is driven from here on (``failed``).
+        """
+        if self.disk_full is None:
+            self.disk_full = exc
+            log.critical("%s; shutting down", exc)
         self.failed.set()
 
     async def stop(self) -> None:
@@ -853,7 +900,10 @@ class PaxosServer:
         await asyncio.gather(*tasks, return_exceptions=True)
         for link in self._links.values():
             await link.close()
-        self.storage.close()
+        try:
+            self.storage.close()
+        except DiskFull as exc:  # records appended since the last sync found no room
+            self._stop_for_disk_full(exc)
         self._data_dir_lock.release()
 
     async def wait(self) -> None:
@@ -866,6 +916,23 @@ class PaxosServer:
         while True:
             await asyncio.sleep(limits.TICK_SECONDS)
             self.replica.tick()
+
+    async def _watch_clients(self) -> None:
+        """Hand leadership over when clients cannot get in (see paxos/connections.py)."""
+        while True:
+            await asyncio.sleep(1.0)
+            leading = self.core.is_leader()
+            descriptors = connections.open_descriptors() if leading else None
+            if not self._starvation.observe(time.monotonic(), leading, descriptors, self.requests_served):
+                continue
+            if self.replica.step_down(limits.STEP_DOWN_ABSTAIN_TICKS):
+                log.warning(
+                    "handing leadership over: %s file descriptors open (connections capped at %d) and no client "
+                    "request served for %g s; raise the open-file limit (ulimit -n) or find who holds the connections",
+                    descriptors,
+                    self._starvation.cap,
+                    limits.CLIENT_STARVED_SECONDS,
+                )
 
     def _schedule_drive(self) -> None:
         """Drive the replica once the event loop has taken in what is ready now.
@@ -917,6 +984,9 @@ class PaxosServer:
             got: FetchedSnapshot | None = None
             if not task.cancelled():
                 exc = task.exception()
+                if isinstance(exc, DiskFull):
+                    self._internal_failure(exc)
+                    return
                 if exc is not None:
                     log.warning("fetching a snapshot from %s failed: %s", self.name_of(peer), exc)
                 else:
@@ -968,7 +1038,8 @@ class PaxosServer:
             sender=self.node_id, cluster_id=self.identity.cluster_id, receiver=peer, after=after
         )
         total = 0
-        f = await loop.run_in_executor(writer, open, tmp, "wb")
+        writing = f"a snapshot received from {member.name}"
+        f = await loop.run_in_executor(writer, _open_for_writing, tmp, writing)
         channel, metadata = peer_channel(member, self.tls)
         try:
             async with channel:
@@ -983,10 +1054,10 @@ class PaxosServer:
                     if len(chunk.data) > limits.SNAPSHOT_CHUNK_BYTES or total > limits.MAX_SNAPSHOT_BYTES:
                         call.cancel()
                         raise ValueError(f"{member.name} sent a snapshot chunk or snapshot over the size limit")
-                    await loop.run_in_executor(writer, f.write, chunk.data)
-            await loop.run_in_executor(writer, _flush_and_sync, f)
+                    await loop.run_in_executor(writer, _write_to, f, chunk.data, tmp, writing)
+            await loop.run_in_executor(writer, _flush_and_sync, f, tmp, writing)
         finally:
-            await loop.run_in_executor(writer, f.close)
+            await loop.run_in_executor(writer, _close_written, f)
         return total
 
     def incarnation_reply(self, request: peer_pb2.IncarnationRequest) -> peer_pb2.IncarnationReply:
@@ -1093,10 +1164,22 @@ class PaxosServer:
         assert self.tls is not None
         return certified_name(self.tls, context)
 
-    def _refuse_non_client(self, context: grpc.aio.ServicerContext) -> None:
-        self.client_refusals.note(
-            _without_port(context.peer()), "no client certificate", "the client API needs client.pem"
-        )
+    def certified_admin(self, context: grpc.aio.ServicerContext) -> bool:
+        """True when this call comes from the holder of admin.pem: by its TLS certificate, else by its signature."""
+        assert self.tls is not None
+        if is_admin(context.auth_context()):
+            return True
+        if self.tls.client_auth == CLIENT_AUTH_CERT:
+            return False  # gRPC asked for the certificate: it is in the auth context or nowhere
+        try:
+            self.tls.admin_from_proof(context.invocation_metadata(), time.time())
+        except TlsError:
+            return False
+        return True
+
+    def _refuse(self, context: grpc.aio.ServicerContext, reason: str) -> None:
+        needed = "the client API needs client.pem" if reason == NOT_A_CLIENT else "this call needs admin.pem"
+        self.client_refusals.note(_without_port(context.peer()), reason, needed)
 
     def _peer_label(self, sender: int, origin: str) -> str:
         member = self.members.get(sender)
@@ -1140,8 +1223,14 @@ class PaxosServer:
     async def change_members(self, request: kv_pb2.ChangeMembersRequest, deadline: float) -> kv_pb2.ChangeMembersReply:
         if not self.core.is_leader():
             return kv_pb2.ChangeMembersReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
-        current = self.core.membership
-        wanted, error = _membership_after(current, request)
+        wanted, error = _membership_after(self.core.membership, request)
+        if wanted is not None and request.WhichOneof("change") == "add":
+            refusal = await self._joiner_refusal(request.add, deadline)
+            if refusal is not None:
+                return kv_pb2.ChangeMembersReply(status=kv_pb2.INVALID, error=refusal)
+            if not self.core.is_leader():
+                return kv_pb2.ChangeMembersReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
+            wanted, error = _membership_after(self.core.membership, request)  # it may have changed meanwhile
         if wanted is None:
             return kv_pb2.ChangeMembersReply(status=kv_pb2.INVALID, error=error)
         future: asyncio.Future[tuple[bool, str | None]] = asyncio.get_running_loop().create_future()
@@ -1166,6 +1255,48 @@ class PaxosServer:
         reply = kv_pb2.ChangeMembersReply(status=kv_pb2.OK)
         reply.members.extend(self._member_info(cm, None, {}) for cm in wanted.members)
         return reply
+
+    async def _joiner_refusal(self, add: kv_pb2.MemberInfo, deadline: float) -> str | None:
+        """Why the server at ``add.address`` may not be added as asked; None once it answers as a
+        server started with --join for this cluster, under the name and member id of ``add``.
+
+        Asked over the peer channel, as a member (under TLS with this
+        server's member certificate), before anything is proposed.
+        """
+        where = f"the server at {add.address}"
+        channel, metadata = peer_channel(parse_address(add.name, add.address), self.tls)
+        timeout = max(min(limits.JOINER_CHECK_SECONDS, deadline - time.monotonic()), 0.001)
+        try:
+            reply = await peer_pb2_grpc.PeerStub(channel).Configuration(
+                peer_pb2.ConfigurationRequest(name=self.me.name), timeout=timeout, metadata=metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            detail = " ".join((exc.details() or "").split())[:200]
+            return (
+                f"{where} does not answer as a server waiting to join ({exc.code().name}: {detail}); "
+                f"start it first with: python -m paxos -h HOSTFILE -n {add.name} --data-dir DIR --join"
+            )
+        finally:
+            await channel.close()
+        # Its words are quoted back to the admin, so no longer than a name may be.
+        name, membership = reply.name[: limits.MAX_MEMBER_NAME_BYTES], reply.membership[: limits.MAX_MEMBER_NAME_BYTES]
+        if membership != "joining":
+            return (
+                f"{where} reports membership {membership or 'unknown'!r}, not 'joining': only a server "
+                "started with --join and not yet added can be added"
+            )
+        if reply.cluster_id != self.identity.cluster_id:
+            return (
+                f"{where} is joining another cluster ({format_id(reply.cluster_id)}, not "
+                f"{format_id(self.identity.cluster_id)}): start it on an empty data directory with --join "
+                "and this cluster's hostfile"
+            )
+        if reply.name != add.name or reply.member_id != add.id:
+            return (
+                f"{where} is {name!r} with member id {format_id(reply.member_id)}, not {add.name!r} with "
+                f"{format_id(add.id)}: take the name and id from its status"
+            )
+        return None
 
     def leader_hint(self) -> str:
         leader = self.core.leader
@@ -1212,6 +1343,7 @@ class PaxosServer:
         )
 
     def note_request(self, method: str, status: str, seconds: float) -> None:
+        self.requests_served += 1
         self.request_counts[method, status] += 1
         histogram = self.request_seconds.get(method)
         if histogram is None:
@@ -1306,9 +1438,27 @@ def _membership_after(current: Membership, request: kv_pb2.ChangeMembersRequest)
     return (None, error) if error else (wanted, "")
 
 
-def _flush_and_sync(f: Any) -> None:
-    f.flush()
-    os.fsync(f.fileno())
+def _open_for_writing(path: Path, writing: str) -> BinaryIO:
+    with disk_full_as(path, writing):
+        return open(path, "wb")
+
+
+def _write_to(f: BinaryIO, data: bytes, path: Path, writing: str) -> None:
+    with disk_full_as(path, writing):
+        f.write(data)
+
+
+def _flush_and_sync(f: BinaryIO, path: Path, writing: str) -> None:
+    with disk_full_as(path, writing):
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _close_written(f: BinaryIO) -> None:
+    try:
+        f.close()
+    except OSError:
+        pass  # flushed already unless a write failed, and then that failure is the one reported
 
 
 def _install_snapshot_file(tmp: Path, applied_index: Slot) -> None:
@@ -1549,7 +1699,11 @@ class _KVService(kv_pb2_grpc.KVServicer):
         self, request_iterator: AsyncIterator[kv_pb2.SessionBatch], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[kv_pb2.SessionReplies]:
         """Batches of requests in, batches of replies out: see paxos/session.py."""
-        async for replies in ClientSession(self.s, context.peer()).serve(request_iterator):
+        refusal = self.s.session_budget.refusal()
+        if refusal is not None:
+            self.s.client_refusals.note(context.peer(), "session stream over the server's bounds", refusal)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+        async for replies in ClientSession(self.s, context.peer(), self.s.session_budget).serve(request_iterator):
             yield replies
 
 
@@ -1628,6 +1782,9 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
                 for m in core.membership.members
             ],
             leader=self.s.leader_hint(),
+            name=self.s.me.name,
+            member_id=self.s.node_id,
+            membership=self.s.membership_state(),
         )
 
     async def Incarnation(

@@ -19,11 +19,22 @@ the session's in-flight bound is refused as UNAVAILABLE, and a request
 reusing an id still in flight, or of no known kind, is refused as INVALID.
 Each refusal answers only its own request, is counted and is logged once
 per sender and reason per interval.
+
+What the server holds for a client is bounded too.  Replies leave as fast
+as the client reads them and no faster: gRPC finishes sending a message only
+once the client's flow-control window takes it, and the stream sends one
+message at a time.  A read is served only while the replies its stream holds
+(queued, and the message being sent) come to less than
+MAX_SESSION_REPLY_BYTES, and while all streams together hold less than
+MAX_SESSION_REPLY_BYTES_TOTAL; otherwise it waits, in order, and the stream
+stops reading the client's batches until there is room again.  At most
+MAX_SESSION_STREAMS streams are open at once (``ReplyBudget``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import time
 from collections.abc import AsyncIterator
@@ -39,6 +50,9 @@ if TYPE_CHECKING:
 
 # How long a request may wait in the server when its client named no time.
 DEFAULT_REQUEST_SECONDS = 10.0
+# What a reply other than a read's counts for against the reply bounds (its
+# id, status and a leader hint); their number is bounded by the in-flight bound.
+SMALL_REPLY_BYTES = 128
 _STATUS_NAMES = {value: name for name, value in kv_pb2.Status.items()}
 
 
@@ -77,6 +91,39 @@ def write_reply(server: PaxosServer, answer: WriteAnswer) -> kv_pb2.WriteReply:
 
 
 # ------------------------------------------------------------ the session
+
+
+class ReplyBudget:
+    """The server-wide bounds of session streams: how many are open, and the reply bytes they hold."""
+
+    def __init__(self) -> None:
+        self.streams = 0
+        self.bytes = 0
+        self._waiting: set[ClientSession] = set()  # sessions with reads held for the total bound
+
+    def refusal(self) -> str | None:
+        """Why a new stream may not open now, or None."""
+        if self.streams >= limits.MAX_SESSION_STREAMS:
+            return f"{self.streams} session streams are open, the most this server allows; retry later"
+        if self.bytes >= limits.MAX_SESSION_REPLY_BYTES_TOTAL:
+            return f"session streams hold {self.bytes} reply bytes their clients have not read; retry later"
+        return None
+
+    def has_room(self) -> bool:
+        return self.bytes < limits.MAX_SESSION_REPLY_BYTES_TOTAL
+
+    def add(self, delta: int) -> None:
+        self.bytes += delta
+        if delta < 0 and self._waiting and self.has_room():
+            for session in list(self._waiting):
+                self._waiting.discard(session)
+                session.release()
+
+    def wait(self, session: ClientSession) -> None:
+        self._waiting.add(session)
+
+    def forget(self, session: ClientSession) -> None:
+        self._waiting.discard(session)
 
 
 class _Pending:
@@ -150,7 +197,8 @@ class _Deadlines:
 class ClientSession:
     """One client's session stream on this server; lives on the server's event loop."""
 
-    def __init__(self, server: PaxosServer, peer: str) -> None:
+    def __init__(self, server: PaxosServer, peer: str, budget: ReplyBudget) -> None:
+        """Opens one of ``budget``'s streams: check ``budget.refusal()`` first."""
         self.s = server
         self.peer = peer
         self._loop = asyncio.get_running_loop()
@@ -158,6 +206,13 @@ class ClientSession:
         # The replies ready to go, built in place in the next message (a
         # reply built alone and then added would be copied).
         self._out = kv_pb2.SessionReplies()
+        # Reply bytes held for the client: queued in _out, and in the message
+        # gRPC is sending.  Reads waiting for room below the bounds, in order.
+        self._budget = budget
+        budget.streams += 1
+        self._queued_bytes = 0
+        self._sending_bytes = 0
+        self._held: collections.deque[_Pending] = collections.deque()
         self._timers: set[_Deadlines] = set()
         self._wake = asyncio.Event()  # replies are ready, or the client finished sending
         self._room = asyncio.Event()  # fewer replies wait to be sent than the bound
@@ -174,6 +229,9 @@ class ClientSession:
                 self._wake.clear()
                 while self._out.replies:
                     yield self._take_message()
+                    # gRPC has sent it, as far as the client's window let it.
+                    self._held_bytes(-self._sending_bytes, sending=True)
+                    self.release()
                 if reader.done() and not self._in_flight:
                     reader.result()  # a failure of the reader is the stream's failure
                     return
@@ -182,9 +240,13 @@ class ClientSession:
             reader.cancel()
 
     async def _read(self, batches: AsyncIterator[kv_pb2.SessionBatch]) -> None:
+        incoming = aiter(batches)
         try:
-            async for batch in batches:
-                await self._room.wait()
+            while True:
+                await self._room.wait()  # before reading: gRPC then stops taking the client's batches
+                batch = await anext(incoming, None)
+                if batch is None:
+                    return
                 self.take(batch)
         finally:
             self._wake.set()
@@ -202,8 +264,11 @@ class ClientSession:
                 count += 1
             self._out = kv_pb2.SessionReplies(replies=replies[count:])
             message = kv_pb2.SessionReplies(replies=replies[:count])
-        if len(self._out.replies) < limits.MAX_SESSION_IN_FLIGHT:
-            self._room.set()
+        size = message.ByteSize() if self._out.replies else self._queued_bytes
+        size = min(size, self._queued_bytes)
+        self._held_bytes(size, sending=True)
+        self._held_bytes(-size)
+        self._update_room()
         return message
 
     def _close(self) -> None:
@@ -211,8 +276,52 @@ class ClientSession:
         for deadlines in list(self._timers):
             deadlines.cancel()
         self._in_flight.clear()
+        self._held.clear()
         for task in self._reads:
             task.cancel()
+        self._budget.forget(self)
+        self._budget.add(-self._queued_bytes - self._sending_bytes)
+        self._queued_bytes = self._sending_bytes = 0
+        self._budget.streams -= 1
+
+    # ------------------------------------------------------------ the reply bounds
+
+    def _held_bytes(self, delta: int, sending: bool = False) -> None:
+        if self._closed:
+            return  # _close gave back what the stream held
+        if sending:
+            self._sending_bytes += delta
+        else:
+            self._queued_bytes += delta
+        self._budget.add(delta)
+
+    def _has_room(self) -> bool:
+        """Whether a read may be served now (it may overshoot the bounds by its own reply)."""
+        if self._queued_bytes + self._sending_bytes >= limits.MAX_SESSION_REPLY_BYTES:
+            return False
+        if not self._budget.has_room():
+            self._budget.wait(self)  # woken when any stream frees bytes
+            return False
+        return True
+
+    def _update_room(self) -> None:
+        """Read the client's next batch only while its replies fit and no read waits for room."""
+        if (
+            self._held
+            or len(self._out.replies) >= limits.MAX_SESSION_IN_FLIGHT
+            or self._queued_bytes + self._sending_bytes >= limits.MAX_SESSION_REPLY_BYTES
+        ):
+            self._room.clear()
+        else:
+            self._room.set()
+
+    def release(self) -> None:
+        """Serve the reads that waited for room, as far as there is room now."""
+        while self._held and not self._closed and self._has_room():
+            pending = self._held.popleft()
+            if self._in_flight.get(pending.id) is pending:
+                self._serve_now(pending)
+        self._update_room()
 
     # ------------------------------------------------------------ a batch
 
@@ -249,7 +358,9 @@ class ClientSession:
                 case "iget":
                     self._start_read(pending, reads, image_get_error(request.iget), request.iget.consistency)
                 case "status":
-                    self._reply(pending, kv_pb2.OK).status.CopyFrom(self.s.status())
+                    reply = self._reply(pending, kv_pb2.OK)
+                    reply.status.CopyFrom(self.s.status())
+                    self._held_bytes(reply.ByteSize() - SMALL_REPLY_BYTES)
                 case _:
                     raise AssertionError(f"admitted a request of kind {pending.kind!r}")
         # All of the batch's writes enter the replica in this turn of the
@@ -304,16 +415,31 @@ class ClientSession:
                 self._read_reply(pending, status, leader_hint=hint)
 
     def _serve_read(self, pending: _Pending) -> None:
+        """Answer a read from this server's state once its stream has room for the reply.
+
+        A linearizable read waiting here stays linearizable: it is answered
+        from a state at least as new as the one its read index confirmed.
+        """
+        if self._held or not self._has_room():
+            self._held.append(pending)
+            self._room.clear()
+        else:
+            self._serve_now(pending)
+
+    def _serve_now(self, pending: _Pending) -> None:
         """Answer a read from this server's state, now (as ``serve_get`` and ``serve_image_get``)."""
         if pending.kind == "get":
             value = self.s.store.get(pending.request.get.key)
-            get = self._reply(pending, kv_pb2.OK).get
+            reply = self._reply(pending, kv_pb2.OK)
+            get = reply.get
             get.status = kv_pb2.OK
             if value is not None:
                 get.found, get.value = True, value
         else:
             iget = serve_image_get(self.s, pending.request.iget)
-            self._reply(pending, kv_pb2.OK).iget.CopyFrom(iget)
+            reply = self._reply(pending, kv_pb2.OK)
+            reply.iget.CopyFrom(iget)
+        self._held_bytes(reply.ByteSize() - SMALL_REPLY_BYTES)  # _add_reply counted it as small
 
     def _read_reply(self, pending: _Pending, status: kv_pb2.Status, error: str = "", leader_hint: str = "") -> None:
         reply = self._reply(pending, status)
@@ -368,6 +494,7 @@ class ClientSession:
         if self._closed:
             return kv_pb2.SessionReply()  # nobody to send it to
         reply = self._out.replies.add(id=request_id)
+        self._held_bytes(SMALL_REPLY_BYTES)
         if len(self._out.replies) >= limits.MAX_SESSION_IN_FLIGHT:
             self._room.clear()  # the client is not reading: stop reading its batches
         self._wake.set()

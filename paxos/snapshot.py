@@ -59,6 +59,8 @@ __all__ = [
 
 log = logging.getLogger("paxos.snapshot")
 
+SNAPSHOT_WRITING = "a snapshot of the state"
+
 
 def header_for(frozen: FrozenState, cluster_id: int, members: Iterable[SnapshotMember]) -> snapshot_pb2.SnapshotHeader:
     """The header of ``frozen``: its configuration, or ``members`` (all voters) if it has none."""
@@ -81,7 +83,8 @@ def header_for(frozen: FrozenState, cluster_id: int, members: Iterable[SnapshotM
 def write_snapshot(directory: Path, frozen: FrozenState, cluster_id: int, members: Iterable[SnapshotMember]) -> Path:
     """Write ``frozen`` as ``directory/<applied index>.snap``; may run on any thread."""
     header = header_for(frozen, cluster_id, members)
-    return write_atomically(directory, file_name(frozen.applied_index), encode_frames(header, frozen.parts()))
+    chunks = encode_frames(header, frozen.parts())
+    return write_atomically(directory, file_name(frozen.applied_index), chunks, writing=SNAPSHOT_WRITING)
 
 
 def load(path: Path) -> tuple[SnapshotInfo, StateMachine]:
@@ -119,7 +122,9 @@ def rewrite_for_cluster(
             if part.WhichOneof("part") != "end":
                 yield part
 
-    path = write_atomically(directory, file_name(info.applied_index), encode_frames(header, data_parts()))
+    path = write_atomically(
+        directory, file_name(info.applied_index), encode_frames(header, data_parts()), writing=SNAPSHOT_WRITING
+    )
     return verify(path)
 
 

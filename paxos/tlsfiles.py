@@ -2,8 +2,9 @@
 
 ``python -m paxos.certs`` writes a directory holding a CA (``ca.pem``,
 ``ca-key.pem``), one certificate per server (``NAME.pem``, ``NAME-key.pem``)
-and one for clients (``client.pem``, ``client-key.pem``).  This module reads
-them; it needs nothing but gRPC, so the client library may import it.
+one for clients (``client.pem``, ``client-key.pem``) and one for the
+cluster's administrators (``admin.pem``, ``admin-key.pem``).  This module
+reads them; it needs nothing but gRPC, so the client library may import it.
 
 Who a certificate speaks for is written in it as a URI subject alternative
 name, and gRPC hands the names of a verified certificate to the server:
@@ -11,12 +12,16 @@ name, and gRPC hands the names of a verified certificate to the server:
 * ``paxoskv://member/NAME``: the server NAME.  Only such a certificate opens
   a peer stream, and every message on that stream must come from NAME.
   Extended key usage: TLS server and TLS client (servers call each other).
-* ``paxoskv://client``: a client.  Only such a certificate may use the client
-  API when servers run with ``--client-auth cert`` (the default).  Extended
-  key usage: TLS client only, so it cannot serve either.
+* ``paxoskv://client``: a client.  Only such a certificate (or the admin's)
+  may use the client API when servers run with ``--client-auth cert`` (the
+  default); it reads and writes keys and photos, lists the members and reads
+  the status.  Extended key usage: TLS client only, so it cannot serve either.
+* ``paxoskv://admin``: an administrator.  Whatever a client may do, and besides
+  ``ChangeMembers`` and ``Backup``, which under TLS need this certificate
+  whatever ``--client-auth`` says.  Extended key usage: TLS client only.
 
-A member certificate does not grant the client API, and a client certificate
-does not grant the peer stream; both must come from the cluster's CA.
+A member certificate does not grant the client API, and a client or admin
+certificate does not grant the peer stream; all come from the cluster's CA.
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ TLS_DIR_ENV = "PAXOSKV_TLS_DIR"
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca-key.pem"
 CLIENT_NAME = "client"
+ADMIN_NAME = "admin"
 # A client finds a TLS directory of this name beside its hostfile by itself.
 BESIDE_HOSTFILE_DIR = "tls"
 MEMBER_URI_PREFIX = "paxoskv://member/"
 CLIENT_URI = "paxoskv://client"
+ADMIN_URI = "paxoskv://admin"
 # The key of a verified peer certificate's subject alternative names in a
 # gRPC auth context (grpc_auth_context property names).
 SAN_PROPERTY = "x509_subject_alternative_name"
@@ -104,6 +111,17 @@ def client_credentials(tls_dir: str | Path) -> grpc.ChannelCredentials:
     return KeyPair.load(tls_dir, CLIENT_NAME).channel_credentials()
 
 
+def admin_pair(tls_dir: str | Path) -> KeyPair | None:
+    """The admin's pair when ``tls_dir`` holds ``admin.pem`` (TlsError if it cannot be read), else None.
+
+    Commands that change the members or take a backup present it; without it
+    they present ``client.pem``, which servers under TLS refuse for them.
+    """
+    if not (check_dir(tls_dir) / cert_file(ADMIN_NAME)).exists():
+        return None
+    return KeyPair.load(tls_dir, ADMIN_NAME)
+
+
 def tls_dir_from_env(environ: Mapping[str, str] = os.environ) -> str | None:
     return environ.get(TLS_DIR_ENV) or None
 
@@ -140,9 +158,15 @@ def member_named(auth_context: Mapping[str, Iterable[bytes]]) -> str | None:
 
 
 def is_client(auth_context: Mapping[str, Iterable[bytes]]) -> bool:
-    """True when the caller presented a verified client certificate."""
+    """True when the caller presented a verified client certificate, or the admin's (which may do as much)."""
     names = alternative_names(auth_context)
-    return CLIENT_URI in names and not any(n.startswith(MEMBER_URI_PREFIX) for n in names)
+    return (CLIENT_URI in names or ADMIN_URI in names) and not any(n.startswith(MEMBER_URI_PREFIX) for n in names)
+
+
+def is_admin(auth_context: Mapping[str, Iterable[bytes]]) -> bool:
+    """True when the caller presented a verified admin certificate."""
+    names = alternative_names(auth_context)
+    return ADMIN_URI in names and not any(n.startswith(MEMBER_URI_PREFIX) for n in names)
 
 
 def mismatch_hint(error: str, using_tls: bool) -> str | None:
@@ -158,6 +182,8 @@ def mismatch_hint(error: str, using_tls: bool) -> str | None:
         if using_tls:
             return "the server refused this client certificate (issued by another CA, or expired)"
         return f"the server closed the connection: it probably requires TLS; give --tls-dir DIR or set {TLS_DIR_ENV}"
+    if "admin.pem" in text:
+        return "changing the members and taking a backup need the TLS directory's admin.pem (python -m paxos.certs)"
     if "permission_denied" in text and "certificate" in text:
         return "the server wants a client certificate: use the TLS directory's client.pem, not a server's"
     return None

@@ -235,11 +235,17 @@ class ConfigurationMember(_message.Message):
     def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., voter: _Optional[bool] = ...) -> None: ...
 
 class ConfigurationReply(_message.Message):
-    __slots__ = ("cluster_id", "members", "leader")
+    __slots__ = ("cluster_id", "members", "leader", "name", "member_id", "membership")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
     cluster_id: int
     members: _containers.RepeatedCompositeFieldContainer[ConfigurationMember]
     leader: str
-    def __init__(self, cluster_id: _Optional[int] = ..., members: _Optional[_Iterable[_Union[ConfigurationMember, _Mapping]]] = ..., leader: _Optional[str] = ...) -> None: ...
+    name: str
+    member_id: int
+    membership: str
+    def __init__(self, cluster_id: _Optional[int] = ..., members: _Optional[_Iterable[_Union[ConfigurationMember, _Mapping]]] = ..., leader: _Optional[str] = ..., name: _Optional[str] = ..., member_id: _Optional[int] = ..., membership: _Optional[str] = ...) -> None: ...

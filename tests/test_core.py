@@ -502,6 +502,28 @@ def test_leader_without_a_quorum_steps_down() -> None:
     assert net.traces[0].lost_leadership == 1
 
 
+def test_a_leader_handing_over_stays_out_of_elections_until_another_leads() -> None:
+    net = Net(3)
+    net.elect(0)
+    assert not net.nodes[1].step_down(10 * ELECTION)  # a follower has nothing to hand over
+    assert net.nodes[0].step_down(10 * ELECTION)
+    net.collect(0)
+    before = len(net.delivered)
+    assert not net.nodes[0].is_leader()
+    assert net.traces[0].lost_leadership == 1
+    for _ in range(4 * ELECTION):
+        net.step()
+        if net.nodes[1].is_leader() or net.nodes[2].is_leader():
+            break
+    assert net.nodes[1].is_leader() or net.nodes[2].is_leader(), "nobody took over"
+    campaigned = [msg for src, _, msg in net.delivered[before:] if src == 0 and isinstance(msg, PreVote)]
+    assert not campaigned, "node 0 campaigned"
+    new_leader = 1 if net.nodes[1].is_leader() else 2
+    for _ in range(12 * ELECTION):  # its abstention long over, node 0 follows and never campaigns
+        net.step()
+    assert net.nodes[new_leader].is_leader() and net.nodes[0].leader == new_leader
+
+
 # -------------------------------------------------------------- re-proposal
 
 

@@ -127,10 +127,15 @@ def test_the_local_cluster_runs_tls_and_another_terminal_finds_the_certificates(
     assert launcher.seen("made TLS certificates")
     assert "TLS, certificates in" in str(launcher.seen("security:"))
     directory = tmp_path / "cluster"
-    assert {"ca.pem", "node1.pem", "client.pem"} <= {p.name for p in (directory / "tls").iterdir()}
+    assert {"ca.pem", "node1.pem", "client.pem", "admin.pem"} <= {p.name for p in (directory / "tls").iterdir()}
     assert _client(directory, "set", "k", "over tls").returncode == 0
     got = _client(directory, "get", "k")
     assert (got.returncode, got.stdout) == (0, "over tls\n"), got.stderr
+    # Backups and member changes present admin.pem, found in the same directory.
+    backup = _client(directory, "backup", str(tmp_path / "local.backup"))
+    assert backup.returncode == 0 and (tmp_path / "local.backup").exists(), backup.stderr
+    synced = _client(directory, "members", "sync", "--timeout", "30")
+    assert synced.returncode == 0, synced.stderr
     assert "TLS on" in (directory / "node1.log").read_text()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from client import cli
 from client.kv import KVClient, KVError
 from paxos.datadir import DataDirError
 from paxos.hostfile import Member
@@ -172,11 +173,14 @@ def test_a_learner_that_went_away_is_never_promoted_and_can_be_removed(tmp_path:
         members = list(cluster.members)
         newcomer = _join(cluster, "s3")
         status = _status(newcomer.address)
-        # It goes away for good before it is added, so it never answers the
-        # leader's ballot (a new one after the change): nothing races the check.
-        cluster.stop("s3")
+        # Cut off from the members before it is added (it still answers the
+        # leader's check that it is waiting to join), then gone for good: it
+        # never answers the leader's ballot, so nothing races the promotion check.
+        server = cluster.servers["s3"]
+        cluster.call(server.set_partition, [m.name for m in members])
         add = kv_pb2.MemberInfo(name="s3", address=newcomer.address, id=status.member_id)
         assert _change(cluster, members, kv_pb2.ChangeMembersRequest(add=add)) == ""
+        cluster.stop("s3")
         reply = _call(_leader_address(cluster, members), "ChangeMembers", kv_pb2.ChangeMembersRequest(promote="s3"))
         assert isinstance(reply, kv_pb2.ChangeMembersReply)
         assert reply.status == kv_pb2.INVALID and "behind" in reply.error, reply
@@ -244,3 +248,38 @@ def _promoted(kv: KVClient, name: str) -> bool:
     except KVError:
         pass
     return any(m.name == name and m.voter for m in kv.members())
+
+
+def test_the_leader_adds_only_a_server_waiting_to_join_this_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whoever asks, the leader asks the server first: another cluster's, a member, a stranger are refused."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    other_members = [Member("o0", "127.0.0.1", free_ports(1)[0])]
+    with (
+        in_process_cluster(tmp_path / "a", 3) as cluster,
+        in_process_cluster(tmp_path / "b", 1, members=other_members) as other,
+    ):
+        members = list(cluster.members)
+        leader = _leader_address(cluster, members)
+        _leader_address(other, other.members)
+        foreign = _join(other, "j")  # started with --join, against the other cluster
+        mine = _join(cluster, "s3")
+        before = _members(leader).members
+
+        def add(name: str, address: str, member_id: int) -> str:
+            info = kv_pb2.MemberInfo(name=name, address=address, id=member_id)
+            return _change(cluster, members, kv_pb2.ChangeMembersRequest(add=info))
+
+        assert "another cluster" in add("j", foreign.address, _status(foreign.address).member_id)
+        assert "not 'joining'" in add("o0", other_members[0].address, _status(other_members[0].address).member_id)
+        assert "take the name and id" in add("s3", mine.address, _status(mine.address).member_id + 1)
+        assert "take the name and id" in add("s9", mine.address, _status(mine.address).member_id)
+        assert "does not answer" in add("s4", f"127.0.0.1:{free_ports(1)[0]}", 77)
+        assert _members(_leader_address(cluster, members)).members == before
+        hostfile = tmp_path / "hostfile.txt"
+        hostfile.write_text("".join(f"{m.name} {m.address}\n" for m in members))
+        assert cli.main(["-h", str(hostfile), "members", "add", "j", foreign.address]) == cli.EXIT_USAGE
+        assert "not this one" in capsys.readouterr().err
+        assert add("s3", mine.address, _status(mine.address).member_id) == ""

@@ -38,6 +38,8 @@ SERIES = [
     "paxoskv_client_request_duration_seconds_bucket",
     "paxoskv_peer_messages_total",
     "paxoskv_pending_writes",
+    "paxoskv_session_streams",
+    "paxoskv_session_unread_reply_bytes",
 ]
 WRITES = 5
 HTTP_SECONDS = 5.0
@@ -94,6 +96,7 @@ def test_metrics_endpoint_reports_the_servers_numbers(tmp_path: Path) -> None:
             assert _value(found, "paxoskv_leader_changes_total") >= 1
             assert _value(found, "paxoskv_wal_fsync_duration_seconds_count") >= 1
             assert _value(found, "paxoskv_pending_writes") == 0
+            assert _value(found, "paxoskv_session_unread_reply_bytes") == 0  # the client read every reply
             # Every follower talks with the leader (not necessarily with other followers).
             for peer in [leader] if name != leader else [p for p in cluster.servers if p != leader]:
                 assert _value(found, "paxoskv_peer_messages_total", peer=peer, direction="sent") > 0

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 from paxos.metrics import Histogram
 from paxos.replica import WriteAnswer
-from paxos.session import ClientSession
+from paxos.session import ClientSession, ReplyBudget
 from protos import kv_pb2
 
 
@@ -52,7 +52,7 @@ def _write(request_id: int, seq: int, timeout_ms: int) -> kv_pb2.SessionRequest:
 def test_each_write_of_a_batch_expires_at_its_own_deadline() -> None:
     async def body() -> tuple[dict[int, tuple[int, float]], ClientSession, _Server]:
         server = _Server()
-        session = ClientSession(server, "test")  # type: ignore[arg-type]
+        session = ClientSession(server, "test", ReplyBudget())  # type: ignore[arg-type]
         batch = kv_pb2.SessionBatch(requests=[_write(1, 1, 400), _write(2, 2, 100), _write(3, 3, 5000)])
         sent = asyncio.Event()
         finish = asyncio.Event()

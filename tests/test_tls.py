@@ -21,10 +21,12 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from client import KVClient, Unavailable, cli
+from client import InvalidRequest, KVClient, Unavailable, cli
 from paxos import certs, healthcheck
-from paxos.tlsaccess import CLIENT_AUTH_NONE
+from paxos.hostfile import HostfileError
+from paxos.tlsaccess import CLIENT_AUTH_CERT, CLIENT_AUTH_NONE
 from paxos.tlsfiles import (
+    ADMIN_URI,
     CA_CERT_FILE,
     CLIENT_URI,
     KeyPair,
@@ -36,7 +38,7 @@ from paxos.tlsfiles import (
     member_uri,
     mismatch_hint,
 )
-from paxos.tlsserver import ServerTls, check_member_proof, member_proof
+from paxos.tlsserver import ServerTls, admin_proof, check_admin_proof, check_member_proof, member_proof
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 from tests.inprocess import InProcessCluster, in_process_cluster
 from tests.polling import wait_until
@@ -59,8 +61,9 @@ def test_certs_are_made_once_and_missing_ones_added(tmp_path: Path) -> None:
     hostfile = _hostfile(tmp_path / "hosts.txt", ["a", "b"])
     assert certs.main(["-h", str(hostfile), "--out", str(out)]) == 0
     expected = {"ca.pem", "ca-key.pem", "a.pem", "a-key.pem", "b.pem", "b-key.pem", "client.pem", "client-key.pem"}
+    expected |= {"admin.pem", "admin-key.pem"}
     assert {p.name for p in out.iterdir()} == expected
-    for name in ("ca", "a", "b", "client"):
+    for name in ("ca", "a", "b", "client", "admin"):
         assert stat.S_IMODE((out / key_file(name)).stat().st_mode) == 0o600, "keys are for their owner only"
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     _hostfile(hostfile, ["a", "b", "c"])
@@ -76,6 +79,15 @@ def test_certs_are_made_once_and_missing_ones_added(tmp_path: Path) -> None:
     assert certs.ensure_certificates(hostfile, out) == ["b.pem", "b-key.pem"]
     names = _load(out / "b.pem").extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "b.example.net" in names.get_values_for_type(x509.DNSName)
+    # A directory made before there was an admin pair gets one, and nothing else changes.
+    os.remove(out / "admin.pem")
+    os.remove(out / "admin-key.pem")
+    kept = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert certs.ensure_certificates(hostfile, out) == ["admin.pem", "admin-key.pem"]
+    assert all((out / name).read_bytes() == data for name, data in kept.items())
+    hostfile.write_text("admin 127.0.0.1:5000\n")
+    with pytest.raises(HostfileError, match="may not be named 'admin'"):
+        certs.ensure_certificates(hostfile, out)
 
 
 def test_certs_command_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,6 +120,13 @@ def test_member_and_client_certificates_say_what_they_grant(tmp_path: Path) -> N
     assert client_names.get_values_for_type(x509.UniformResourceIdentifier) == [CLIENT_URI]
     assert client_names.get_values_for_type(x509.DNSName) == [], "a client certificate cannot serve"
     assert list(client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH
+    ]
+    admin = _load(tmp_path / "tls" / "admin.pem")
+    admin_names = admin.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert admin_names.get_values_for_type(x509.UniformResourceIdentifier) == [ADMIN_URI]
+    assert admin_names.get_values_for_type(x509.DNSName) == [], "an admin certificate cannot serve"
+    assert list(admin.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
         ExtendedKeyUsageOID.CLIENT_AUTH
     ]
 
@@ -151,6 +170,23 @@ def test_a_member_proof_holds_only_for_its_receiver_time_and_ca(tmp_path: Path) 
         check_member_proof(tuple(member_proof(client, "b", now)), pair.ca, "b", now)
     with pytest.raises(TlsError, match="no member certificate"):
         check_member_proof((), pair.ca, "b", now)
+
+
+def test_an_admin_proof_holds_only_for_the_admin_its_receiver_and_time(tmp_path: Path) -> None:
+    hostfile = _hostfile(tmp_path / "hosts.txt", ["a", "b"])
+    certs.ensure_certificates(hostfile, tmp_path / "tls")
+    admin = KeyPair.load(tmp_path / "tls", "admin")
+    now = 1_800_000_000.0
+    check_admin_proof(tuple(admin_proof(admin, "b", now)), admin.ca, "b", now + 10)
+    with pytest.raises(TlsError, match="does not verify"):
+        check_admin_proof(tuple(admin_proof(admin, "b", now)), admin.ca, "a", now)  # replayed to another server
+    with pytest.raises(TlsError, match="too old"):
+        check_admin_proof(tuple(admin_proof(admin, "b", now)), admin.ca, "b", now + 3600)
+    for other in ("client", "a"):
+        with pytest.raises(TlsError, match="not the admin's"):
+            check_admin_proof(tuple(admin_proof(KeyPair.load(tmp_path / "tls", other), "b", now)), admin.ca, "b", now)
+    with pytest.raises(TlsError, match="no admin certificate"):  # a member's proof is no admin's
+        check_admin_proof(tuple(member_proof(KeyPair.load(tmp_path / "tls", "a"), "b", now)), admin.ca, "b", now)
 
 
 def test_mismatch_hints_name_the_setting_to_fix() -> None:
@@ -240,6 +276,75 @@ def test_any_tls_client_is_served_with_client_auth_none(tmp_path: Path) -> None:
             with pytest.raises(grpc.RpcError) as caught:
                 peer_pb2_grpc.PeerStub(channel).Stream(iter([peer_pb2.PeerMessage(sender=1)]), timeout=5)
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+
+
+def _raw_admin_calls(address: str, credentials: grpc.ChannelCredentials) -> list[grpc.StatusCode]:
+    """What ChangeMembers and Backup, called without the admin's proof, come back with."""
+    codes = []
+    with grpc.secure_channel(address, credentials) as channel:
+        stub = kv_pb2_grpc.KVStub(channel)
+        for call in (
+            lambda: stub.ChangeMembers(kv_pb2.ChangeMembersRequest(remove="s2"), timeout=5),
+            lambda: list(stub.Backup(kv_pb2.BackupRequest(), timeout=5)),
+        ):
+            try:
+                call()
+            except grpc.RpcError as err:
+                codes.append(err.code())  # type: ignore[attr-defined]
+            else:
+                codes.append(grpc.StatusCode.OK)
+    return codes
+
+
+@pytest.mark.parametrize("client_auth", [CLIENT_AUTH_CERT, CLIENT_AUTH_NONE])
+def test_only_the_admin_changes_members_and_takes_backups(
+    tmp_path: Path, client_auth: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tls_dir = tmp_path / "tls"
+    with in_process_cluster(tmp_path, 3, tls_dir=tls_dir, client_auth=client_auth) as cluster:
+        leader = wait_until(cluster.leader, "a leader over TLS")
+        address = next(m.address for m in cluster.members if m.name == leader)
+        denied = [grpc.StatusCode.PERMISSION_DENIED] * 2
+        assert _raw_admin_calls(address, client_credentials(tls_dir)) == denied
+        assert _raw_admin_calls(address, KeyPair.load(tls_dir, "s1").channel_credentials()) == denied
+        ca_only = grpc.ssl_channel_credentials((tls_dir / CA_CERT_FILE).read_bytes())
+        # Under cert the handshake itself refuses a caller without a certificate.
+        no_certificate = denied if client_auth == CLIENT_AUTH_NONE else [grpc.StatusCode.UNAVAILABLE] * 2
+        assert _raw_admin_calls(address, ca_only) == no_certificate
+        admin = KeyPair.load(tls_dir, "admin").channel_credentials()
+        assert _raw_get(cluster, admin) == grpc.StatusCode.OK, "the admin may do what a client may"
+        refused = sum(
+            n for s in cluster.servers.values() for (_, why), n in s.client_refusals.counts.items() if "admin" in why
+        )
+        assert refused == (6 if client_auth == CLIENT_AUTH_NONE else 4)
+        # A client whose TLS directory holds client.pem but no admin.pem: keys, members, status; no more.
+        client_only = tmp_path / "client-only"
+        client_only.mkdir()
+        for name in (CA_CERT_FILE, "client.pem", "client-key.pem"):
+            (client_only / name).write_bytes((tls_dir / name).read_bytes())
+        with KVClient(cluster.members, timeout=10, tls_dir=client_only) as kv:
+            kv.set("k", "v")
+            assert kv.get("k") == "v"
+            assert len(kv.members()) == 3
+            assert sum(1 for n in kv.status() if n["role"] == "leader") == 1
+            with pytest.raises(InvalidRequest, match=r"admin\.pem"):
+                kv.remove_member("s2")
+            with pytest.raises(InvalidRequest, match=r"admin\.pem"):
+                kv.backup(tmp_path / "refused.backup")
+            assert len(kv.members()) == 3 and not (tmp_path / "refused.backup").exists()
+        hostfile = tmp_path / "elsewhere" / "hostfile.txt"
+        hostfile.parent.mkdir()
+        hostfile.write_text("".join(f"{m.name} {m.address}\n" for m in cluster.members))
+        refused = cli.main(["-h", str(hostfile), "--tls-dir", str(client_only), "members", "remove", "s2"])
+        err = capsys.readouterr().err
+        assert refused == cli.EXIT_USAGE and err.count("\n") == 1 and "admin.pem" in err, err
+        # The library presents admin.pem, found in the same directory, for those calls.
+        with KVClient(cluster.members, timeout=20, tls_dir=tls_dir) as kv:
+            assert kv.backup(tmp_path / "taken.backup") >= 1
+            follower = next(m.name for m in cluster.members if m.name != leader)
+            assert follower not in {m.name for m in kv.remove_member(follower)}
+            kv.set("after", "removal")
+            assert kv.get("after") == "removal"
 
 
 # -------------------------------------------------------------- rotation
@@ -343,6 +448,7 @@ def test_a_plaintext_server_warns_once_at_start(tmp_path: Path, caplog: pytest.L
         pass
     warnings = [r for r in caplog.records if "without TLS" in r.getMessage()]
     assert len(warnings) == 1
+    assert "is an admin (may change the members, take a backup" in warnings[0].getMessage()
 
 
 def _client_refused(cluster: InProcessCluster, tls_dir: Path) -> bool:

@@ -6,7 +6,10 @@ the ``paxos.wal`` docstring rather than reusing the module's own scanner.
 
 from __future__ import annotations
 
+import errno
+import os
 import random
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -14,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from paxos.core import Node
+from paxos.datadir import DiskFull
 from paxos.messages import (
     NO_BALLOT,
     AcceptRecord,
@@ -27,7 +31,9 @@ from paxos.messages import (
 from paxos.wal import Wal, WalCorruption, decode_payload, encode_record
 from tests.test_core import FIXED, Net
 
-HEADER = struct.Struct("<III")  # payload length, crc32(payload), crc32(first 8 bytes)
+HEADER = struct.Struct("<III")  # flag bit | payload length, crc32(payload), crc32(first 8 bytes)
+MARKED = 1 << 31  # the record ends with the end mark
+END_MARK = 0xA5
 
 EVERY_KIND: list[Record] = [
     PromiseRecord(Ballot(3, 1)),
@@ -47,13 +53,25 @@ def read_records(path: Path) -> list[tuple[int, Record]]:
     out: list[tuple[int, Record]] = []
     pos = 0
     while pos < len(data):
-        length, crc, head_crc = HEADER.unpack_from(data, pos)
+        word, crc, head_crc = HEADER.unpack_from(data, pos)
         assert zlib.crc32(data[pos : pos + 8]) == head_crc
+        length = word & ~MARKED
         payload = data[pos + HEADER.size : pos + HEADER.size + length]
         assert zlib.crc32(payload) == crc
+        end = pos + HEADER.size + length
+        if word & MARKED:
+            assert data[end] == END_MARK
+            end += 1
         out.append((pos, decode_payload(payload)))
-        pos += HEADER.size + length
+        pos = end
     return out
+
+
+def encode_unmarked(record: Record) -> bytes:
+    """``record`` as a paxoskv without end marks wrote it."""
+    payload = encode_record(record)[HEADER.size : -1]
+    head = struct.pack("<II", len(payload), zlib.crc32(payload))
+    return head + struct.pack("<I", zlib.crc32(head)) + payload
 
 
 def replay(records: list[Record]) -> DurableState:
@@ -97,9 +115,11 @@ def test_every_record_kind_round_trips_through_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("record", EVERY_KIND, ids=lambda r: type(r).__name__)
 def test_each_record_encodes_and_decodes_alone(record: Record) -> None:
     raw = encode_record(record)
-    length = HEADER.unpack_from(raw)[0]
-    assert len(raw) == HEADER.size + length
-    assert decode_payload(raw[HEADER.size :]) == record
+    word = HEADER.unpack_from(raw)[0]
+    assert word & MARKED, "every record written now carries the end mark"
+    assert len(raw) == HEADER.size + (word & ~MARKED) + 1
+    assert raw[-1] == END_MARK
+    assert decode_payload(raw[HEADER.size : -1]) == record
 
 
 def test_fresh_directory_opens_empty(tmp_path: Path) -> None:
@@ -248,6 +268,150 @@ def test_damaged_record_in_an_older_segment_is_refused(tmp_path: Path) -> None:
         Wal.open(tmp_path, segment_bytes=200)
 
 
+# ----------------------------------------- the last record: torn or damaged
+#
+# A crash can leave a prefix of the last write (the rest missing, or zeros);
+# bit rot can change any byte of a complete record.  The two must never be
+# mistaken for each other in the last record of the newest segment.
+
+
+def _rewrite(tmp_path: Path, data: bytes) -> Path:
+    segment = only_segment(tmp_path)
+    segment.write_bytes(data)
+    return segment
+
+
+def _last_record_span(tmp_path: Path) -> tuple[bytes, int]:
+    """THREE written, each in its own sync; the file's bytes and where its last record starts."""
+    segment, offsets = _written(tmp_path)
+    return segment.read_bytes(), offsets[2]
+
+
+def test_every_truncation_of_the_last_record_is_a_torn_tail(tmp_path: Path) -> None:
+    data, last = _last_record_span(tmp_path)
+    assert len(data) - last > HEADER.size + 100
+    for cut in range(last, len(data)):
+        segment = _rewrite(tmp_path, data[:cut])
+        _assert_tail_dropped(tmp_path, segment, last)
+
+
+@pytest.mark.parametrize("extend", [0, 4096], ids=["same-size", "extended"])
+def test_every_zeroed_end_of_the_last_record_is_a_torn_tail(tmp_path: Path, extend: int) -> None:
+    """The file grew (by this write, and maybe a page more) but the data from
+    some byte of the record on never landed."""
+    data, last = _last_record_span(tmp_path)
+    for start in range(last, len(data) - 1):
+        segment = _rewrite(tmp_path, data[:start] + bytes(len(data) - start + extend))
+        _assert_tail_dropped(tmp_path, segment, last)
+
+
+def test_last_record_whose_end_mark_alone_reads_zero_is_kept(tmp_path: Path) -> None:
+    """Its payload checks out: nothing of it is lost, so it is neither dropped nor refused."""
+    data, _ = _last_record_span(tmp_path)
+    _rewrite(tmp_path, data[:-1] + b"\x00")
+    wal, state = Wal.open(tmp_path)
+    wal.close()
+    assert state == replay(THREE)
+
+
+def _position_class(offset: int, record_bytes: int) -> str:
+    if offset < HEADER.size:
+        return "header"
+    return "end mark" if offset == record_bytes - 1 else "payload"
+
+
+@pytest.mark.parametrize("flip", [0x01, 0x40, 0xFF], ids=lambda f: f"xor{f:#04x}")
+def test_flipped_byte_anywhere_in_the_last_complete_record_is_refused(tmp_path: Path, flip: int) -> None:
+    data, last = _last_record_span(tmp_path)
+    seen = set()
+    for position in range(last, len(data)):
+        seen.add(_position_class(position - last, len(data) - last))
+        damaged = bytearray(data)
+        damaged[position] ^= flip
+        segment = _rewrite(tmp_path, bytes(damaged))
+        with pytest.raises(WalCorruption) as err:
+            Wal.open(tmp_path)
+        message = str(err.value)
+        assert f"{segment}: damaged record at byte {last} of {len(data)} " in message, position
+        assert "--join" in message and "backup" in message
+        assert segment.read_bytes() == bytes(damaged), "a damaged log is left as it is"
+    assert seen == {"header", "payload", "end mark"}
+
+
+def test_flipped_byte_in_a_last_record_followed_by_zeros_is_refused(tmp_path: Path) -> None:
+    """Zeros after it (a file extended by a later, torn write) do not make a complete record torn."""
+    data, last = _last_record_span(tmp_path)
+    for position in (last + 2, last + HEADER.size + 30, len(data) - 1):
+        damaged = bytearray(data + bytes(512))
+        damaged[position] ^= 0x40
+        _rewrite(tmp_path, bytes(damaged))
+        with pytest.raises(WalCorruption, match=f"at byte {last} "):
+            Wal.open(tmp_path)
+
+
+def test_last_record_whose_middle_sector_never_landed_is_refused(tmp_path: Path) -> None:
+    """Pages landing out of order (a later one with the mark, an earlier one
+    still zeros) cannot be told from damage: refused, the safe side."""
+    write_log(tmp_path, [THREE[:1], [AcceptRecord(1, Ballot(1, 0), (b"p" * 9000,))]])
+    segment = only_segment(tmp_path)
+    last = read_records(segment)[-1][0]
+    data = bytearray(segment.read_bytes())
+    data[4096:8192] = bytes(4096)
+    segment.write_bytes(bytes(data))
+    with pytest.raises(WalCorruption, match=f"at byte {last} .*checksum mismatch in a complete record"):
+        Wal.open(tmp_path)
+
+
+# Records written before end marks existed carry no flag and no mark.
+
+
+def _unmarked_log(tmp_path: Path, records: list[Record]) -> tuple[Path, list[int]]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    segment = tmp_path / "00000000000000000001.wal"
+    offsets, data = [], b""
+    for record in records:
+        offsets.append(len(data))
+        data += encode_unmarked(record)
+    segment.write_bytes(data)
+    return segment, offsets
+
+
+def test_unmarked_records_are_read_and_marked_ones_follow_them(tmp_path: Path) -> None:
+    segment, _ = _unmarked_log(tmp_path, EVERY_KIND[:4])
+    wal, state = Wal.open(tmp_path)
+    assert state == replay(EVERY_KIND[:4])
+    wal.append(EVERY_KIND[4:])
+    wal.close()
+    assert [r for _, r in read_records(segment)] == EVERY_KIND
+    _, state = Wal.open(tmp_path)
+    assert state == replay(EVERY_KIND)
+
+
+def test_unmarked_last_record_keeps_the_old_rule(tmp_path: Path) -> None:
+    """Without a mark nothing tells a torn unmarked record from a damaged one: a
+    bad last record with only zeros after it is dropped, as before."""
+    segment, offsets = _unmarked_log(tmp_path, THREE)
+    data = bytearray(segment.read_bytes())
+    data[offsets[2] + HEADER.size + 30] ^= 0x40
+    segment.write_bytes(bytes(data))
+    wal, state = Wal.open(tmp_path)
+    wal.close()
+    assert state == replay(THREE[:2])
+    assert segment.stat().st_size == offsets[2]
+
+
+def test_damaged_unmarked_record_before_a_marked_one_is_refused(tmp_path: Path) -> None:
+    segment, offsets = _unmarked_log(tmp_path, THREE)
+    wal, _ = Wal.open(tmp_path)
+    wal.append([CommitRecord(1)])
+    wal.close()
+    data = bytearray(segment.read_bytes())
+    data[offsets[2] + HEADER.size + 30] ^= 0x40
+    segment.write_bytes(bytes(data))
+    with pytest.raises(WalCorruption, match=f"at byte {offsets[2]} "):
+        Wal.open(tmp_path)
+
+
 # --------------------------------------------------------------- rotation
 
 
@@ -268,7 +432,7 @@ def test_rotation_carries_promise_commit_and_open_accepts(tmp_path: Path) -> Non
     bundles += [[CommitRecord(5)], [PromiseRecord(Ballot(3, 2))], [AcceptRecord(9, Ballot(3, 2), (b"after",))]]
     written = [r for bundle in bundles for r in bundle]
 
-    wal = write_log(tmp_path, bundles, segment_bytes=200)
+    wal = write_log(tmp_path, bundles, segment_bytes=220)
     segments = wal.segments()
     assert len(segments) >= 3
     # Each later segment starts with the carry, then goes on with new records.
@@ -289,7 +453,7 @@ def test_rotation_carries_promise_commit_and_open_accepts(tmp_path: Path) -> Non
         assert [r.slot for r in carried if isinstance(r, AcceptRecord)][:3] == [6, 7, 8]
         assert all(isinstance(r, AcceptRecord) and r.slot > 5 for r in carried)
 
-    wal, reopened = Wal.open(tmp_path, segment_bytes=200)
+    wal, reopened = Wal.open(tmp_path, segment_bytes=220)
     wal.close()
     assert reopened == replay(written)
 
@@ -415,3 +579,55 @@ def test_total_bytes_counts_every_segment(tmp_path: Path) -> None:
     wal.compact(60)
     assert wal.total_bytes == sum(p.stat().st_size for p in wal.segments())
     wal.close()
+
+
+def test_compaction_keeps_older_segments_while_the_newest_lacks_its_head(tmp_path: Path) -> None:
+    """A crash (or a full disk) right after a new segment was created leaves it
+    empty: the promise and commit index live only in the older segments."""
+    bundles: list[list[Record]] = [[PromiseRecord(Ballot(7, 2))], *_chosen_log(40)]
+    write_log(tmp_path, bundles, segment_bytes=300)
+    newest = sorted(tmp_path.glob("*.wal"))[-1]
+    (tmp_path / f"{int(newest.stem) + 1:020d}.wal").touch()
+    wal, _ = Wal.open(tmp_path, 300)
+    wal.compact(40)
+    wal.close()
+    _, state = Wal.open(tmp_path, 300)
+    assert state.promised == Ballot(7, 2)
+    assert state.commit_index == 40
+
+
+# --------------------------------------------------------------- disk full
+
+
+def test_a_write_that_finds_the_disk_full_names_the_segment_and_ends_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wal, _ = Wal.open(tmp_path)
+    wal.append(THREE[:1])
+    wal.sync()
+    segment = only_segment(tmp_path)
+    synced = segment.stat().st_size
+    real_write = os.write
+    calls = []
+
+    def full_after_ten_bytes(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data)[:10])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full_after_ten_bytes)
+    wal.append(THREE[1:2])
+    with pytest.raises(DiskFull) as err:
+        wal.sync()
+    monkeypatch.undo()
+    message = str(err.value)
+    assert message.startswith(f"disk full: could not write {segment} (")
+    assert re.search(r"; \d+ bytes free there", message) and "\n" not in message
+    # Nothing more reaches the file: a record after the partial one would
+    # turn a torn tail into damage in the middle of the log.
+    wal.append(THREE[2:])
+    wal.close()
+    assert segment.stat().st_size == synced + 10
+    _, state = Wal.open(tmp_path)
+    assert state == replay(THREE[:1])
