@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             f"Example: {prog} -h hostfile.txt -n container0\n"
             "Exit codes: 0 stopped cleanly, 1 internal error (see the log), 2 bad usage, hostfile, address or TLS "
-            "files, 4 data directory refused, in use by another server, or its log or snapshots are damaged, 5 disk "
+            "files, 4 data directory refused, in use by another server, its log or snapshots are damaged or lost, "
+            "or empty while the other servers knew an earlier one of this server (the error says how to replace "
+            "it), 5 disk "
             "full (a write to the data dir found no room; the log names the file and the bytes free).\n"
             f"To seed a new server's data dir from a backup: {prog} restore FILE -h HOSTFILE -n NAME --data-dir DIR "
             f"(see {prog} restore --help).\n"
