@@ -15,9 +15,11 @@ from typing import TypeVar
 
 from paxos import limits, logformat, snapshot
 from paxos.datadir import LOCK_FILE, DataDirLock, DiskFull, lock_data_dir
+from paxos.founding import check_founding
 from paxos.hostfile import HostfileError, find_member, parse_hostfile
 from paxos.server import (
     SNAPSHOT_DIR,
+    WAL_DIR,
     DataDirError,
     JoinTarget,
     PaxosServer,
@@ -27,7 +29,7 @@ from paxos.server import (
 )
 from paxos.tlsaccess import CLIENT_AUTH_CERT, CLIENT_AUTH_MODES
 from paxos.tlsfiles import TlsError
-from paxos.wal import WalCorruption
+from paxos.wal import Wal, WalCorruption
 
 EXIT_USAGE = 2
 EXIT_DATA = 4
@@ -52,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             f"Example: {prog} -h hostfile.txt -n container0\n"
             "Exit codes: 0 stopped cleanly, 1 internal error (see the log), 2 bad usage, hostfile, address or TLS "
-            "files, 4 data directory refused, in use by another server, or its log or snapshots are damaged, 5 disk "
+            "files, 4 data directory refused, in use by another server, its log or snapshots are damaged or lost, "
+            "or empty while the other servers knew an earlier one of this server (the error says how to replace "
+            "it), 5 disk "
             "full (a write to the data dir found no room; the log names the file and the bytes free).\n"
             f"To seed a new server's data dir from a backup: {prog} restore FILE -h HOSTFILE -n NAME --data-dir DIR "
             f"(see {prog} restore --help).\n"
@@ -146,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
             "this server is being added to a running cluster: with an empty data dir, learn the cluster from the "
             "other servers in the hostfile and wait as a non-member until added (python -m client members add NAME "
             "HOST:PORT, or members sync); ignored once the server has been added. Without --join an empty data "
-            "dir founds a new cluster of the hostfile's servers"
+            "dir founds a new cluster of the hostfile's servers, once they confirm that none of them knew an "
+            "earlier data dir of this server (else it exits 4)"
         ),
     )
     parser.add_argument(
@@ -275,6 +280,7 @@ def restore(argv: list[str]) -> int:
         return EXIT_DISK_FULL
     try:
         identity = check_data_dir(data_dir, opts.name, members)
+        Wal.open(data_dir / WAL_DIR)[0].close()  # an empty log beside the snapshot: it holds every slot
         ids = identity.ids
         new_members = [snapshot.SnapshotMember(ids[m.name], m.name, m.address) for m in members]
         snapshot.rewrite_for_cluster(opts.file, data_dir / SNAPSHOT_DIR, identity.cluster_id, new_members)
@@ -291,6 +297,11 @@ def restore(argv: list[str]) -> int:
         f"start it with: {_prog_name()} -h {opts.hostfile} -n {opts.name} --data-dir {data_dir}"
     )
     return 0
+
+
+def _is_empty(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds nothing yet (a lock file aside): a new server's, to found or join with."""
+    return not data_dir.exists() or all(p.name == LOCK_FILE for p in data_dir.iterdir())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if opts.join and data_dir_is_joining(data_dir) is not False:
             join = _run(discover_cluster(members, opts.name, tls, opts.join_timeout))
+        elif not opts.join and data_dir_is_joining(data_dir) is None and _is_empty(data_dir):
+            _run(check_founding(members, opts.name, tls, listen))
         server = PaxosServer(
             members,
             opts.name,
@@ -349,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFull as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DISK_FULL
+    except OSError as exc:  # the founding check could not listen
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return _run(_serve(server, listen, opts.metrics, opts.max_connections))
     except DiskFull as exc:

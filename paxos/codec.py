@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import assert_never
 
+from paxos import incarnation as incarnations
 from paxos import limits
 from paxos.messages import (
     Accept,
@@ -131,20 +132,31 @@ def pack(messages: Sequence[pb.PeerMessage]) -> pb.PeerMessage:
     if len(messages) == 1:
         return messages[0]
     first = messages[0]
-    return pb.PeerMessage(sender=first.sender, cluster_id=first.cluster_id, receiver=first.receiver, packed=messages)
+    return pb.PeerMessage(
+        sender=first.sender,
+        cluster_id=first.cluster_id,
+        receiver=first.receiver,
+        incarnation=first.incarnation,
+        packed=messages,
+    )
 
 
 class PeerCodec:
     """Encodes this server's messages and checks everything it receives."""
 
-    def __init__(self, cluster_id: int, me: NodeId, members: Iterable[NodeId]) -> None:
+    def __init__(self, cluster_id: int, me: NodeId, members: Iterable[NodeId], incarnation: int) -> None:
+        """``incarnation``: this server's data dir's (paxos/incarnation.py), sent with every message."""
+        assert incarnations.valid(incarnation), "a server sends its own incarnation, never none"
         self.cluster_id = cluster_id
         self.me = me
         self.members = frozenset(members)
+        self.incarnation = incarnation
 
     def encode(self, msg: Message, to: NodeId | None = None) -> pb.PeerMessage:
         """The envelope for ``msg``; ``to`` may be left for ``addressed``."""
-        out = pb.PeerMessage(sender=msg.sender, cluster_id=self.cluster_id, receiver=to or 0)
+        out = pb.PeerMessage(
+            sender=msg.sender, cluster_id=self.cluster_id, receiver=to or 0, incarnation=self.incarnation
+        )
         encode_body(msg, out)
         return out
 
@@ -161,9 +173,13 @@ class PeerCodec:
 
         ``any_sender``: the transport proved the sender a member of this
         cluster that this server does not know yet (paxos/server.py).
+        Whether the sender's incarnation (``raw.incarnation``, checked to be
+        present here) is the one it is known by is the replica's to judge.
         """
         if raw.cluster_id != self.cluster_id:
             raise DecodeError("another cluster", f"cluster id {raw.cluster_id:016x}")
+        if not incarnations.valid(raw.incarnation):
+            raise DecodeError("no incarnation", "the sender names no data-dir incarnation (a server from before them)")
         if raw.receiver != self.me:
             raise DecodeError("addressed to another member", f"receiver {raw.receiver:016x}")
         sender = raw.sender

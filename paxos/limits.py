@@ -99,6 +99,16 @@ IMAGE_INDEX_CHUNK_BITS = 17
 # a server overflow a field, allocate without bound or wedge the cluster.
 # Member and cluster ids are below 2^63 and never 0.
 MAX_MEMBER_ID = 2**63 - 1
+# A data dir's incarnation (paxos/incarnation.py) is any nonzero fixed64; a
+# server remembers at most this many members' incarnations (members come and
+# go, but never this many: a full book refuses members it never heard from).
+MAX_INCARNATION = 2**64 - 1
+MAX_INCARNATION_BOOK = 4096
+# A server with an empty data dir asks the others before founding the
+# cluster: this often, each question with this deadline, and it logs whom it
+# waits for once per REFUSAL_LOG_SECONDS.
+FOUNDING_RETRY_SECONDS = 0.15
+FOUNDING_ASK_SECONDS = 1.0
 # A configuration's size and its members' names and addresses
 # (paxos/membership.py); the hostfile's names are at most 63 characters.
 MAX_MEMBERS = 64

@@ -27,6 +27,7 @@ from typing import Protocol, assert_never
 
 from paxos import limits, logcommand
 from paxos.core import Config, HostContractError, Node, Role
+from paxos.incarnation import IncarnationBook, Verdict
 from paxos.membership import Membership, configuration_in
 from paxos.messages import DurableState, Message, NodeId, Ready, Record, Slot, Value
 from paxos.statemachine import (
@@ -64,6 +65,12 @@ class Storage(Protocol):
 
     def compact(self, snapshot_index: Slot) -> None:
         """A durable snapshot holds every slot up to ``snapshot_index``: drop the log only it needed."""
+
+    def recorded_incarnations(self) -> dict[NodeId, int]:
+        """The incarnation book as last recorded (paxos/incarnation.py)."""
+
+    def record_incarnation(self, member: NodeId, incarnation: int) -> None:
+        """Add ``member``'s incarnation to the durable book; durable when this returns."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,7 @@ class Replica:
             snapshot_index=self.snapshot_index,
         )
         self.storage = storage
+        self.incarnations = IncarnationBook(storage.recorded_incarnations())
         self.transport = transport
         self.max_value_bytes = max_value_bytes
         self.observer = observer or Observer()
@@ -243,8 +251,24 @@ class Replica:
         for _ in range(ticks):
             self.core.tick()
 
-    def receive(self, msg: Message) -> None:
-        """One peer message that passed the codec's checks."""
+    def receive(self, msg: Message, incarnation: int) -> None:
+        """One peer message that passed the codec's checks, from a data dir of that ``incarnation``.
+
+        A member's first incarnation is recorded durably before its first
+        message reaches the core; a message of any other is refused, so no
+        vote of a data dir that forgot is ever counted here.
+        """
+        match self.incarnations.judge(msg.sender, incarnation):
+            case Verdict.REFUSED:
+                self.observer.refused(msg, "sender's data dir is not the one it was first heard from")
+                return
+            case Verdict.NEW:
+                self.storage.record_incarnation(msg.sender, incarnation)
+                self.incarnations.record(msg.sender, incarnation)
+            case Verdict.KNOWN:
+                pass
+            case unreachable:
+                assert_never(unreachable)
         self.advance_clock()
         refused = self.core.receive(msg)
         if refused is not None:
@@ -348,6 +372,18 @@ class Replica:
     def forget_read(self, read_id: int) -> None:
         """The caller gave up on a read (its deadline passed)."""
         self._reads.pop(read_id, None)
+
+    @property
+    def untouched(self) -> bool:
+        """Whether this replica never heard from a peer and holds nothing chosen or accepted.
+
+        Such a server took part in no quorum yet, so the founding check of
+        another counts it as fresh: servers started together found their
+        cluster whichever asks first (paxos/incarnation.py).
+        """
+        core = self.core
+        holds_nothing = core.commit_index == 0 and not core.accepted and self.snapshot_index == 0
+        return holds_nothing and not self.incarnations.recorded
 
     @property
     def pending_writes(self) -> int:

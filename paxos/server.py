@@ -37,6 +37,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from paxos import connections, limits
+from paxos import incarnation as incarnations
 from paxos import snapshot as snapshots
 from paxos.codec import DecodeError, PeerCodec, pack, unpack
 from paxos.core import Config, Node, RecoveryError, Role
@@ -115,6 +116,8 @@ except importlib.metadata.PackageNotFoundError:  # run from a checkout, not inst
     VERSION = "unknown (not installed)"
 META_FILE = "paxoskv-meta.json"
 SNAPSHOT_DIR = "snapshots"  # in the data dir
+WAL_DIR = "wal"  # in the data dir
+INCARNATION_BOOK_FILE = "incarnations.json"  # in the data dir
 # The data dir layout.  2: member ids (ballots carry them, not hostfile line
 # numbers), and log_pb2.LogCommand in the log's slots.  Before it (no
 # "format" in the meta file): the client API's kv_pb2.Command, which this
@@ -133,6 +136,9 @@ class Identity:
     # The founding members' ids, by name (only its own for a server that
     # joined later: the log and snapshots hold the others').
     ids: dict[str, NodeId]
+    # This data dir's incarnation (paxos/incarnation.py): random, made with
+    # the meta file, sent with every peer message.
+    incarnation: int
     joining: bool = False  # started with --join and not yet in the configuration
 
 
@@ -159,6 +165,11 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member], join: JoinT
     if not meta_path.exists():
         if any(p.name != LOCK_FILE for p in data_dir.iterdir()):
             raise DataDirError(f"{data_dir} is not empty and holds no {META_FILE}; refusing to use it as a data dir")
+        # The log's directory exists before the meta file does, so a meta
+        # file without it means a lost log (see check_log_dir).
+        (data_dir / WAL_DIR).mkdir()
+        fsync_dir(data_dir)
+        incarnation = incarnations.new_incarnation()
         if join is not None:
             if join.membership.named(name) is not None:
                 raise DataDirError(
@@ -175,10 +186,11 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member], join: JoinT
                 "member_id": format_id(member_id),
                 "cluster_id": format_id(join.cluster_id),
                 "members": {name: format_id(member_id)},
+                "incarnation": format_id(incarnation),
                 "joining": True,
             }
             _write_meta(data_dir, meta)
-            return Identity(join.cluster_id, member_id, {name: member_id}, joining=True)
+            return Identity(join.cluster_id, member_id, {name: member_id}, incarnation, joining=True)
         names = sorted(m.name for m in members)
         cluster_id, ids = bootstrap_ids(members)
         meta = {
@@ -187,9 +199,10 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member], join: JoinT
             "member_id": format_id(ids[name]),
             "cluster_id": format_id(cluster_id),
             "members": {n: format_id(ids[n]) for n in names},
+            "incarnation": format_id(incarnation),
         }
         _write_meta(data_dir, meta)
-        return Identity(cluster_id, ids[name], ids)
+        return Identity(cluster_id, ids[name], ids, incarnation)
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
@@ -206,11 +219,25 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member], join: JoinT
         )
     try:
         stored = {n: parse_id(i) for n, i in meta["members"].items()}
+        incarnation = int(meta["incarnation"], 16) if "incarnation" in meta else incarnations.NONE
+        if incarnation != incarnations.NONE and not incarnations.valid(incarnation):
+            raise ValueError(f"incarnation {meta['incarnation']!r} is out of range")
         identity = Identity(
-            parse_id(meta["cluster_id"]), parse_id(meta["member_id"]), stored, joining=meta.get("joining") is True
+            parse_id(meta["cluster_id"]),
+            parse_id(meta["member_id"]),
+            stored,
+            incarnation,
+            joining=meta.get("joining") is True,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DataDirError(f"{meta_path} is damaged ({exc!r})") from None
+    check_log_dir(data_dir, name)
+    if identity.incarnation == incarnations.NONE:
+        # Written by a release from before incarnations: its data is intact,
+        # so it gets one now, and the others record it when they first hear it.
+        identity = dataclasses.replace(identity, incarnation=incarnations.new_incarnation())
+        meta["incarnation"] = format_id(identity.incarnation)
+        _write_meta(data_dir, meta)
     if join is not None and join.cluster_id != identity.cluster_id:
         raise DataDirError(
             f"{data_dir} belongs to cluster {format_id(identity.cluster_id)}, but the servers in the hostfile run "
@@ -222,6 +249,61 @@ def check_data_dir(data_dir: Path, name: str, members: list[Member], join: JoinT
 def _write_meta(data_dir: Path, meta: Mapping[str, object]) -> None:
     chunks = [(json.dumps(meta, indent=1) + "\n").encode()]
     write_atomically(data_dir, META_FILE, chunks, writing="the data dir's identity and membership file")
+
+
+def repair_hint(name: str) -> str:
+    """How to bring back a server whose data dir was lost or damaged (one line)."""
+    # Not "restore a backup": a restored data dir is a new incarnation, which
+    # the others refuse, and an old copy of this one has forgotten promises.
+    return (
+        f"to bring {name} back: python -m client members remove {name}, then start it on an empty --data-dir "
+        f"with --join and add it (python -m client members add {name} HOST:PORT, then members promote {name}; "
+        "or members sync)"
+    )
+
+
+def check_log_dir(data_dir: Path, name: str) -> None:
+    """Refuse a data dir whose log was lost: the server would have forgotten its promises and votes."""
+    wal_dir = data_dir / WAL_DIR
+    if not wal_dir.is_dir():
+        raise DataDirError(
+            f"{data_dir} has a {META_FILE} but no {WAL_DIR}/ directory: its log, with the promises and votes "
+            f"this server gave, is lost, and starting without it could lose acknowledged writes; {repair_hint(name)}"
+        )
+    snapshot_dir = data_dir / SNAPSHOT_DIR
+    has_snapshot = snapshot_dir.is_dir() and bool(snapshots.snapshot_files(snapshot_dir))
+    if has_snapshot and not any(wal_dir.glob("*.wal")):
+        # Compaction always keeps the newest segment: an empty log beside a
+        # snapshot was deleted.
+        raise DataDirError(
+            f"{wal_dir} holds no log segment but {snapshot_dir} holds a snapshot: the log, with the promises "
+            f"and votes this server gave, is lost; {repair_hint(name)}"
+        )
+
+
+def load_incarnation_book(data_dir: Path) -> dict[NodeId, int]:
+    """The incarnation book this data dir recorded (paxos/incarnation.py); empty if none yet."""
+    path = data_dir / INCARNATION_BOOK_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise DataDirError(f"{path} cannot be read ({exc})") from None
+    try:
+        book = {parse_id(member): int(text, 16) for member, text in raw["incarnations"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataDirError(f"{path} is damaged ({exc!r})") from None
+    if not all(incarnations.valid(i) for i in book.values()):
+        raise DataDirError(f"{path} is damaged (an incarnation out of range)")
+    return book
+
+
+def save_incarnation_book(data_dir: Path, book: dict[NodeId, int]) -> None:
+    """Replace the durable incarnation book, atomically and fsynced."""
+    body = {"incarnations": {format_id(m): format_id(i) for m, i in sorted(book.items())}}
+    chunks = [(json.dumps(body, indent=1) + "\n").encode()]
+    write_atomically(data_dir, INCARNATION_BOOK_FILE, chunks, writing="the incarnations heard from each member")
 
 
 def mark_joined(data_dir: Path) -> None:
@@ -297,9 +379,12 @@ class _WalStorage:
         snapshot_dir: Path,
         snapshot_header: Callable[[], tuple[int, list[snapshots.SnapshotMember]]],
         on_failure: Callable[[BaseException], None],
+        book_dir: Path,
     ) -> None:
         self.wal = wal
         self.snapshot_dir = snapshot_dir
+        self.book_dir = book_dir
+        self._book = load_incarnation_book(book_dir)
         self._snapshot_header = snapshot_header
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self.snapshot_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
@@ -364,6 +449,15 @@ class _WalStorage:
     def newest_snapshot_index(self) -> Slot:
         files = snapshots.snapshot_files(self.snapshot_dir)
         return int(files[0].name.removesuffix(snapshots.SUFFIX)) if files else 0
+
+    def recorded_incarnations(self) -> dict[NodeId, int]:
+        return dict(self._book)
+
+    def record_incarnation(self, member: NodeId, incarnation: int) -> None:
+        # Written on the event loop, before the message goes on: once per
+        # member and data dir, so the wait is rare and short.
+        self._book[member] = incarnation
+        save_incarnation_book(self.book_dir, self._book)
 
     def append(self, records: list[Record]) -> None:
         self.wal.append(records)
@@ -511,15 +605,17 @@ class PaxosServer:
                 )
             self.members: dict[NodeId, Member] = {}  # everyone known, removed members included (for names)
             self.ids_by_name: dict[str, NodeId] = {}
-            self.codec = PeerCodec(self.identity.cluster_id, self.node_id, ())
+            self.codec = PeerCodec(self.identity.cluster_id, self.node_id, (), self.identity.incarnation)
             self._links_running = False
             self._removed_logged = False
             self._note_membership(bootstrap)
             snapshot_dir = data_dir / SNAPSHOT_DIR
             store, skipped = load_newest_snapshot(snapshot_dir)
-            wal, durable = Wal.open(data_dir / "wal")
+            wal, durable = Wal.open(data_dir / WAL_DIR)
             undo.callback(wal.close)
-            self.storage = _WalStorage(wal, snapshot_dir, self._snapshot_header, self._internal_failure)
+            self.storage = _WalStorage(
+                wal, snapshot_dir, self._snapshot_header, self._internal_failure, book_dir=data_dir
+            )
             self.refusals = _RefusalLog(clock)
             self.client_refusals = _RefusalLog(clock, "client request")
             try:
@@ -544,7 +640,7 @@ class PaxosServer:
                 raise DataDirError(
                     f"{data_dir}: cannot recover: {exc}"
                     + (f"; {damaged}, and the log does not cover the gap" if damaged else "")
-                    + ". Restore this data dir from a backup, or retire this server and add a fresh one."
+                    + f"; {repair_hint(name)}"
                 ) from None
             if skipped:
                 log.error("fell back to an older snapshot: %s", "; ".join(f"{p}: {e}" for p, e in skipped))
@@ -634,7 +730,7 @@ class PaxosServer:
         except RuntimeError:  # what grpcio raises, without the reason, when the bind fails
             port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {listen}: {_bind_failure(listen)}")
+            raise OSError(f"cannot listen on {listen}: {bind_failure(listen)}")
         await self._grpc.start()
         self._tasks = [asyncio.create_task(self._ticker()), asyncio.create_task(self._watch_clients())]
         for task in self._tasks:
@@ -965,6 +1061,17 @@ class PaxosServer:
             await loop.run_in_executor(writer, _close_written, f)
         return total
 
+    def incarnation_reply(self, request: peer_pb2.IncarnationRequest) -> peer_pb2.IncarnationReply:
+        """What this server recorded of the asker: by the member id it asks with, or its name's id here."""
+        ids = [request.member_id]
+        by_name = self.ids_by_name.get(request.name)
+        if by_name is not None:
+            ids.append(by_name)
+        recorded = self.replica.incarnations.recorded_for(ids)
+        return peer_pb2.IncarnationReply(
+            cluster_id=self.identity.cluster_id, fresh=self.replica.untouched, recorded=recorded
+        )
+
     def snapshot_request_refusal(self, request: peer_pb2.SnapshotRequest) -> str | None:
         """Why a peer's snapshot request is refused, or None."""
         if request.cluster_id != self.identity.cluster_id:
@@ -1020,7 +1127,7 @@ class PaxosServer:
             except DecodeError as exc:
                 self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
                 return
-            self.replica.receive(msg)
+            self.replica.receive(msg, raw.incarnation)
             return
         try:
             # A sender this server does not know may be a member added while
@@ -1039,7 +1146,7 @@ class PaxosServer:
         if msg.sender in self._blocked:
             return
         self.received[msg.sender] += 1
-        self.replica.receive(msg)
+        self.replica.receive(msg, raw.incarnation)
 
     def certified_member(self, context: grpc.aio.ServicerContext) -> tuple[NodeId | None, str]:
         """The member whose verified certificate opened this call, or None and why not.
@@ -1056,13 +1163,7 @@ class PaxosServer:
     def certified_name(self, context: grpc.aio.ServicerContext) -> tuple[str | None, str]:
         """The member name this call's certificate (or signed proof) carries, or None and why not."""
         assert self.tls is not None
-        name = member_named(context.auth_context())
-        if name is None and self.tls.client_auth != CLIENT_AUTH_CERT:
-            try:
-                name = self.tls.member_from_proof(context.invocation_metadata(), time.time())
-            except TlsError as exc:
-                return None, str(exc)
-        return (name, "") if name is not None else (None, "no member certificate")
+        return certified_name(self.tls, context)
 
     def certified_admin(self, context: grpc.aio.ServicerContext) -> bool:
         """True when this call comes from the holder of admin.pem: by its TLS certificate, else by its signature."""
@@ -1412,7 +1513,7 @@ async def _set_health(servicer: health_aio.HealthServicer, status: int) -> None:
         await servicer.set(service, status)
 
 
-def _bind_failure(listen: str) -> str:
+def bind_failure(listen: str) -> str:
     """Why gRPC could not bind ``listen``, found by trying a plain socket the same way."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
@@ -1704,6 +1805,18 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
             membership=self.s.membership_state(),
         )
 
+    async def Incarnation(
+        self, request: peer_pb2.IncarnationRequest, context: grpc.aio.ServicerContext
+    ) -> peer_pb2.IncarnationReply:
+        if self.s.tls is not None:
+            # Asked by a server with an empty data dir: no member yet, but it
+            # must hold a certificate from this cluster's CA.
+            named, why = self.s.certified_name(context)
+            if named is None:
+                self.s.refusals.note(context.peer(), "no member certificate", f"incarnation request ({why})")
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a member certificate is needed")
+        return self.s.incarnation_reply(request)
+
     async def FetchSnapshot(
         self, request: peer_pb2.SnapshotRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[peer_pb2.SnapshotChunk]:
@@ -1742,6 +1855,17 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "fault injection is off on this server")
         self.s.set_partition(list(request.blocked))
         return peer_pb2.PartitionAck()
+
+
+def certified_name(tls: ServerTls, context: grpc.aio.ServicerContext) -> tuple[str | None, str]:
+    """The member name a call's certificate (or signed proof) carries, or None and why not."""
+    name = member_named(context.auth_context())
+    if name is None and tls.client_auth != CLIENT_AUTH_CERT:
+        try:
+            name = tls.member_from_proof(context.invocation_metadata(), time.time())
+        except TlsError as exc:
+            return None, str(exc)
+    return (name, "") if name is not None else (None, "no member certificate")
 
 
 def peer_channel(

@@ -129,10 +129,11 @@ class CatchupReply(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit_index: _Optional[int] = ..., compacted: _Optional[int] = ..., first_slot: _Optional[int] = ...) -> None: ...
 
 class PeerMessage(_message.Message):
-    __slots__ = ("sender", "cluster_id", "receiver", "prepare", "promise", "accept", "accepted", "reject", "heartbeat", "heartbeat_ack", "catchup_request", "catchup_reply", "pre_vote", "pre_vote_reply", "packed")
+    __slots__ = ("sender", "cluster_id", "receiver", "incarnation", "prepare", "promise", "accept", "accepted", "reject", "heartbeat", "heartbeat_ack", "catchup_request", "catchup_reply", "pre_vote", "pre_vote_reply", "packed")
     SENDER_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     PREPARE_FIELD_NUMBER: _ClassVar[int]
     PROMISE_FIELD_NUMBER: _ClassVar[int]
     ACCEPT_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +149,7 @@ class PeerMessage(_message.Message):
     sender: int
     cluster_id: int
     receiver: int
+    incarnation: int
     prepare: Prepare
     promise: Promise
     accept: Accept
@@ -160,7 +162,7 @@ class PeerMessage(_message.Message):
     pre_vote: PreVote
     pre_vote_reply: PreVoteReply
     packed: _containers.RepeatedCompositeFieldContainer[PeerMessage]
-    def __init__(self, sender: _Optional[int] = ..., cluster_id: _Optional[int] = ..., receiver: _Optional[int] = ..., prepare: _Optional[_Union[Prepare, _Mapping]] = ..., promise: _Optional[_Union[Promise, _Mapping]] = ..., accept: _Optional[_Union[Accept, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., catchup_request: _Optional[_Union[CatchupRequest, _Mapping]] = ..., catchup_reply: _Optional[_Union[CatchupReply, _Mapping]] = ..., pre_vote: _Optional[_Union[PreVote, _Mapping]] = ..., pre_vote_reply: _Optional[_Union[PreVoteReply, _Mapping]] = ..., packed: _Optional[_Iterable[_Union[PeerMessage, _Mapping]]] = ...) -> None: ...
+    def __init__(self, sender: _Optional[int] = ..., cluster_id: _Optional[int] = ..., receiver: _Optional[int] = ..., incarnation: _Optional[int] = ..., prepare: _Optional[_Union[Prepare, _Mapping]] = ..., promise: _Optional[_Union[Promise, _Mapping]] = ..., accept: _Optional[_Union[Accept, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., catchup_request: _Optional[_Union[CatchupRequest, _Mapping]] = ..., catchup_reply: _Optional[_Union[CatchupReply, _Mapping]] = ..., pre_vote: _Optional[_Union[PreVote, _Mapping]] = ..., pre_vote_reply: _Optional[_Union[PreVoteReply, _Mapping]] = ..., packed: _Optional[_Iterable[_Union[PeerMessage, _Mapping]]] = ...) -> None: ...
 
 class StreamSummary(_message.Message):
     __slots__ = ("received",)
@@ -195,6 +197,24 @@ class SnapshotChunk(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class IncarnationRequest(_message.Message):
+    __slots__ = ("name", "member_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    member_id: int
+    def __init__(self, name: _Optional[str] = ..., member_id: _Optional[int] = ...) -> None: ...
+
+class IncarnationReply(_message.Message):
+    __slots__ = ("cluster_id", "fresh", "recorded")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    FRESH_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: int
+    fresh: bool
+    recorded: int
+    def __init__(self, cluster_id: _Optional[int] = ..., fresh: _Optional[bool] = ..., recorded: _Optional[int] = ...) -> None: ...
 
 class ConfigurationRequest(_message.Message):
     __slots__ = ("name",)

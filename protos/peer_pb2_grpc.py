@@ -54,6 +54,11 @@ class PeerStub:
                 request_serializer=protos_dot_peer__pb2.ConfigurationRequest.SerializeToString,
                 response_deserializer=protos_dot_peer__pb2.ConfigurationReply.FromString,
                 _registered_method=True)
+        self.Incarnation = channel.unary_unary(
+                '/paxoskv.peer.Peer/Incarnation',
+                request_serializer=protos_dot_peer__pb2.IncarnationRequest.SerializeToString,
+                response_deserializer=protos_dot_peer__pb2.IncarnationReply.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -84,6 +89,14 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Incarnation(self, request, context):
+        """Asked by a server with an empty data dir before it founds the cluster:
+        whether the answerer has heard from an earlier data dir of the asker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +119,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Configuration,
                     request_deserializer=protos_dot_peer__pb2.ConfigurationRequest.FromString,
                     response_serializer=protos_dot_peer__pb2.ConfigurationReply.SerializeToString,
+            ),
+            'Incarnation': grpc.unary_unary_rpc_method_handler(
+                    servicer.Incarnation,
+                    request_deserializer=protos_dot_peer__pb2.IncarnationRequest.FromString,
+                    response_serializer=protos_dot_peer__pb2.IncarnationReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +234,33 @@ class Peer:
             '/paxoskv.peer.Peer/Configuration',
             protos_dot_peer__pb2.ConfigurationRequest.SerializeToString,
             protos_dot_peer__pb2.ConfigurationReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Incarnation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paxoskv.peer.Peer/Incarnation',
+            protos_dot_peer__pb2.IncarnationRequest.SerializeToString,
+            protos_dot_peer__pb2.IncarnationReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,7 +55,12 @@ What is simulated, each piece mirroring the real thing it stands for:
   peer messages (``Forger``: malformed, out of range, oversized, from
   another cluster or a non-member, ballots far above any seen, accepts
   beyond the window, unsolicited catch-up replies), each of which must be
-  refused by the codec or the core.  Each seed
+  refused by the codec or the core.  In most seeds, also lost disks
+  (``Simulation.lose_disk``): a voter's disk, snapshots and incarnation
+  book are wiped and it is restarted with its usual command, so it runs the
+  founding check (paxos/incarnation.py) on what the others recorded; a
+  minority at most, one at a time.  One that is refused stays down and is
+  removed from the configuration, as its operator would.  Each seed
   mixes these in its own proportions (swarm testing).  Then everything
   heals, every node is up, faults stop, and the liveness phase starts.
 
@@ -78,7 +83,10 @@ core's and the replica's (``paxos.core.PLANTABLE_BUGS``: among them
 compaction that forgets accepted values above the commit index, snapshots
 without the client-session table, and installing a snapshot older than the
 applied index) and the host's ``ack_before_fsync``, planted in ``SimDisk``,
-which then reports an fsync done at once and fsyncs in the background.
+which then reports an fsync done at once and fsyncs in the background, and
+``skip_incarnation_check``: every host stamps its messages with the same
+incarnation, so nothing new is recorded or refused, and a server that lost
+its disk founds anew without asking.
 """
 
 from __future__ import annotations
@@ -102,6 +110,7 @@ from paxos import limits
 from paxos import server as paxos_server
 from paxos.codec import DecodeError, PeerCodec
 from paxos.core import PLANTABLE_BUGS, Config, Node, Role
+from paxos.incarnation import NONE, Founding, FoundingAnswer, FoundingDecision, decide_founding
 from paxos.membership import ConfigMember, Membership, configuration_in
 from paxos.messages import (
     Accept,
@@ -167,15 +176,25 @@ class ForgetfulStateMachine(StateMachine):
 # Mistakes planted in the simulated host rather than in the core.
 HOST_BUGS = frozenset(
     {
-        "ack_before_fsync",  # the disk reports an fsync done before it is
+        "ack_before_fsync",  # the disk reports an fsync done before it is durable
         "nondeterministic_session_eviction",  # see ForgetfulStateMachine
+        # Incarnations are neither recorded nor checked, and a server that
+        # lost its disk founds anew without asking the others.
+        "skip_incarnation_check",
     }
 )
+# The one incarnation every data dir sends under skip_incarnation_check.
+SKIPPED_INCARNATION = 1
 ALL_BUGS = PLANTABLE_BUGS | HOST_BUGS
 
 SECOND = 1_000_000
 MS = 1_000
 TICK_US = round(limits.TICK_SECONDS * SECOND)
+# Seeds in which servers lose their disks (drawn from a random source of
+# their own, so that the other seeds run exactly as before the fault
+# existed), and how often one is lost then.
+LOSE_DISK_SEEDS = 0.7
+LOSE_DISK_GAP_US = 3 * SECOND
 CLIENT_TIMING = Timing.scaled(SECOND)
 SERVER_REQUEST_US = round(paxos_server.DEFAULT_REQUEST_SECONDS * SECOND)
 
@@ -446,6 +465,14 @@ class SimDisk:
         self.flushing = 0
         self.snapshot: FrozenState | None = None
         self.previous_snapshot: FrozenState | None = None  # a server keeps more than one
+        # The incarnation book: written whole and at once (an atomic file).
+        self.book: dict[int, int] = {}
+
+    def recorded_incarnations(self) -> dict[int, int]:
+        return dict(self.book)
+
+    def record_incarnation(self, member: int, incarnation: int) -> None:
+        self.book[member] = incarnation
 
     def append(self, records: list[Record]) -> None:
         self.pending.extend(records)
@@ -463,7 +490,7 @@ class SimDisk:
     def _start(self, done: Callable[[], None] | None) -> None:
         sim = self.host.sim
         self.flushing = len(self.pending)
-        sim.at(sim.now + sim.fsync_latency(), self.host.fsync_done, self.host.incarnation, done)
+        sim.at(sim.now + sim.fsync_latency(), self.host.fsync_done, self.host.generation, done)
 
     def complete(self) -> None:
         """The fsync in progress finished."""
@@ -505,7 +532,7 @@ class SimDisk:
     def save_snapshot(self, frozen: FrozenState, done: Callable[[bool], None]) -> None:
         sim = self.host.sim
         when = sim.now + sim.fsync_latency() + sim.rng.randint(0, 20 * MS)
-        sim.at(when, self.host.snapshot_written, self.host.incarnation, frozen, done)
+        sim.at(when, self.host.snapshot_written, self.host.generation, frozen, done)
 
     def keep_snapshot(self, frozen: FrozenState) -> None:
         if self.snapshot is None or frozen.applied_index > self.snapshot.applied_index:
@@ -536,13 +563,15 @@ class Host(Observer):
         self.tick_us = tick_us  # this node's clock runs slightly fast or slow
         self.disk = SimDisk(self)
         self.up = False
-        self.incarnation = 0
+        self.generation = 0
         self.replica: Replica | None = None
         self.store = thaw(None, self.store_rng())
         self.paused_until = 0
         self.deferred: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self.requests: list[Request] = []  # received by this process, maybe unanswered
-        self.codec = PeerCodec(SIM_CLUSTER_ID, node_id, range(sim.size))
+        # The data dir's incarnation: a new one with every disk (see lose_disk).
+        self.incarnation = sim.new_incarnation()
+        self.codec = PeerCodec(SIM_CLUSTER_ID, node_id, range(sim.size), self.incarnation)
         # Started at least once: a spare is not, until it is added.
         self.active = False
         # The configuration a spare was given when it was added (what a
@@ -571,7 +600,7 @@ class Host(Observer):
         sim = self.sim
         self.up = True
         self.active = True
-        self.incarnation += 1
+        self.generation += 1
         rng = random.Random(sim.rng.getrandbits(64))
         self.store = thaw(self.disk.snapshot, self.store_rng())
         self.replica = Replica(
@@ -591,7 +620,7 @@ class Host(Observer):
         )
         self.paused_until = 0
         self.deferred = []
-        sim.at(sim.now + self.tick_us, self.on_tick, self.incarnation)
+        sim.at(sim.now + self.tick_us, self.on_tick, self.generation)
         self.replica.drive()
 
     def clock(self) -> float:
@@ -605,7 +634,7 @@ class Host(Observer):
         self.requests = []
         self.up = False
         self.replica = None
-        self.incarnation += 1
+        self.generation += 1
         self.paused_until = 0
         self.deferred = []
 
@@ -623,10 +652,10 @@ class Host(Observer):
     def pause(self, until: int) -> None:
         if until > self.paused_until:
             self.paused_until = until
-            self.sim.at(until, self.resume, self.incarnation)
+            self.sim.at(until, self.resume, self.generation)
 
-    def resume(self, incarnation: int) -> None:
-        if incarnation != self.incarnation or self.paused_until > self.sim.now:
+    def resume(self, generation: int) -> None:
+        if generation != self.generation or self.paused_until > self.sim.now:
             return
         work, self.deferred = self.deferred, []
         # After a stall the event loop finds the ticker and the sockets ready
@@ -641,21 +670,21 @@ class Host(Observer):
 
     # ------------------------------------------- what the replica is given
 
-    def on_tick(self, incarnation: int) -> None:
-        if incarnation != self.incarnation or self.defer(self.on_tick, incarnation):
+    def on_tick(self, generation: int) -> None:
+        if generation != self.generation or self.defer(self.on_tick, generation):
             return
         assert self.replica is not None
         self.replica.tick()
         # asyncio.sleep(TICK) overshoots a little; the next wake counts ticks.
         sim = self.sim
-        sim.at(sim.now + self.tick_us + int(sim.rng.random() * TICK_JITTER_US), self.on_tick, incarnation)
+        sim.at(sim.now + self.tick_us + int(sim.rng.random() * TICK_JITTER_US), self.on_tick, generation)
 
     def wake(self) -> None:
         if self.replica is not None:
             self.replica.drive()
 
-    def fsync_done(self, incarnation: int, done: Callable[[], None] | None) -> None:
-        if incarnation != self.incarnation or self.defer(self.fsync_done, incarnation, done):
+    def fsync_done(self, generation: int, done: Callable[[], None] | None) -> None:
+        if generation != self.generation or self.defer(self.fsync_done, generation, done):
             return
         self.disk.complete()
         if done is not None:
@@ -665,8 +694,8 @@ class Host(Observer):
         for to, msg in messages:
             self.sim.send(self.id, to, msg)
 
-    def snapshot_written(self, incarnation: int, frozen: FrozenState, done: Callable[[bool], None]) -> None:
-        if incarnation != self.incarnation or self.defer(self.snapshot_written, incarnation, frozen, done):
+    def snapshot_written(self, generation: int, frozen: FrozenState, done: Callable[[bool], None]) -> None:
+        if generation != self.generation or self.defer(self.snapshot_written, generation, frozen, done):
             return  # a crash while writing: the temp file is removed on restart
         self.disk.keep_snapshot(frozen)
         self.sim.stats["snapshots"] += 1
@@ -685,16 +714,16 @@ class Host(Observer):
         when = sim.now + 4 * sim.delay() + sim.rng.randint(0, 50 * MS)
         if lost and sim.rng.random() < 0.5:
             when = sim.now + round(limits.SNAPSHOT_CHUNK_SECONDS * SECOND)  # hung, then timed out
-        sim.at(when, self.snapshot_arrived, self.incarnation, None if lost else frozen, after, done)
+        sim.at(when, self.snapshot_arrived, self.generation, None if lost else frozen, after, done)
 
     def snapshot_arrived(
         self,
-        incarnation: int,
+        generation: int,
         frozen: FrozenState | None,
         after: Slot,
         done: Callable[[FetchedSnapshot | None], None],
     ) -> None:
-        if incarnation != self.incarnation or self.defer(self.snapshot_arrived, incarnation, frozen, after, done):
+        if generation != self.generation or self.defer(self.snapshot_arrived, generation, frozen, after, done):
             return  # crashed mid-transfer: nothing was installed
         if frozen is None or frozen.applied_index <= after:
             done(None)
@@ -704,9 +733,18 @@ class Host(Observer):
         self.sim.log(self.id, "disk", f"installed a peer's snapshot at slot {frozen.applied_index}")
         done(FetchedSnapshot(frozen.applied_index, thaw(frozen, self.store_rng())))
 
-    def receive(self, msg: Message) -> None:
+    def receive(self, msg: Message, stamp: int) -> None:
         assert self.replica is not None
-        self.replica.receive(msg)
+        self.replica.receive(msg, stamp)
+
+    def stamp(self) -> int:
+        """The incarnation this host's messages carry.
+
+        With the planted bug ``skip_incarnation_check`` every data dir sends
+        the same one: the book records nothing new and refuses nothing, as
+        if no check were made.
+        """
+        return SKIPPED_INCARNATION if self.sim.skip_incarnation_check else self.incarnation
 
     # ------------------------------------------------ what it reports back
 
@@ -755,7 +793,7 @@ class Host(Observer):
             msg = forgery.message
         self.forged_refusal = ""
         try:
-            self.replica.receive(msg)
+            self.replica.receive(msg, self.sim.hosts[msg.sender].stamp() if msg.sender < self.sim.size else 1)
             refused = self.forged_refusal
         finally:
             self.forged_refusal = None
@@ -845,7 +883,7 @@ class Forger:
     def _honest_wire(self, host: Host) -> peer_pb2.PeerMessage:
         sender = self._member_other_than(host)
         ballot = Ballot(1, sender)
-        codec = PeerCodec(SIM_CLUSTER_ID, sender, range(self.sim.size))
+        codec = PeerCodec(SIM_CLUSTER_ID, sender, range(self.sim.size), self.sim.hosts[sender].stamp())
         return codec.encode(Heartbeat(sender, ballot, 0, 1), host.id)
 
     def _wire(self, host: Host) -> Forgery:
@@ -1173,6 +1211,12 @@ class Simulation:
             raise ValueError(f"unknown planted bugs {sorted(unknown)}; choose from {sorted(ALL_BUGS)}")
         self.config = Config(planted_bugs=frozenset(self.bugs) & PLANTABLE_BUGS)
         self.ack_before_fsync = "ack_before_fsync" in self.bugs
+        self.skip_incarnation_check = "skip_incarnation_check" in self.bugs
+        self.disk_rng = random.Random(f"lose-disk {seed}")  # see LOSE_DISK_SEEDS
+        self.incarnations_made = 0
+        self.disks_lost = 0
+        self.founding: set[int] = set()  # servers with a new disk asking before they found
+        self.refused_hosts: set[int] = set()  # servers that refused to start on a new disk
         self.profile = Profile.draw(self.rng)
         self.verbose = verbose
         self.now = 0
@@ -1191,7 +1235,7 @@ class Simulation:
         # which client-to-node links are cut.
         self.blocked: set[tuple[int, int]] = set()
         self.holding: set[tuple[int, int]] = set()
-        self.held: list[tuple[int, Message]] = []
+        self.held: list[tuple[int, Message, int]] = []
         self.link_ready: dict[tuple[int, int], int] = {}  # reconnecting links
         self.link_last: dict[tuple[int, int], int] = {}  # last delivery, for FIFO
         self.client_blocked: set[tuple[int, int]] = set()
@@ -1227,6 +1271,8 @@ class Simulation:
                 "refused",
                 "snapshots",
                 "snapshot_installs",
+                "disks_lost",
+                "founding_refused",
                 "changes",
                 "changes_refused",
                 "forged",
@@ -1241,6 +1287,11 @@ class Simulation:
         )
 
     # -------------------------------------------------------------- events
+
+    def new_incarnation(self) -> int:
+        """A new data dir's incarnation: distinct, and reproducible from the seed."""
+        self.incarnations_made += 1
+        return SKIPPED_INCARNATION + self.incarnations_made
 
     def at(self, when: int, fn: Callable[..., None], *args: Any) -> None:
         self.seq += 1
@@ -1272,6 +1323,8 @@ class Simulation:
         for client in self.clients:
             self.at(self.rng.randrange(self.profile.think_us), client.next_op)
         self.at(self.rng.randrange(self.profile.fault_gap_us), self.nemesis)
+        if self.disk_rng.random() < LOSE_DISK_SEEDS:
+            self.at(self.disk_rng.randrange(LOSE_DISK_GAP_US), self.lose_disk)
         self.at(self.fault_end, self.heal)
         queue = self.queue
         pop = heapq.heappop
@@ -1319,8 +1372,9 @@ class Simulation:
 
     def send(self, src: int, dst: int, msg: Message) -> None:
         self.stats["messages"] += 1
+        stamp = self.hosts[src].stamp()
         if (src, dst) in self.blocked:
-            self.cut(src, dst, msg)
+            self.cut(src, dst, msg, stamp)
             return
         if self.loss and self.rng.random() < self.loss:
             self.stats["dropped"] += 1
@@ -1345,24 +1399,29 @@ class Simulation:
             # A peer link is one stream: in order unless a fault says not.
             when = max(when, self.link_last.get(link, 0))
             self.link_last[link] = when
-        self.at(when, self.deliver, dst, msg)
+        self.at(when, self.deliver, dst, msg, stamp)
         if self.duplicate and rng.random() < self.duplicate:
-            self.at(when + rng.randrange(self.profile.reorder_us), self.deliver, dst, msg)
+            self.at(when + rng.randrange(self.profile.reorder_us), self.deliver, dst, msg, stamp)
 
-    def deliver(self, dst: int, msg: Message) -> None:
+    def deliver(self, dst: int, msg: Message, stamp: int) -> None:
+        """``stamp``: the sender's data-dir incarnation, as its message envelope carries it."""
         host = self.hosts[dst]
-        if not host.up or host.defer(self.deliver, dst, msg):
+        if not host.up or host.defer(self.deliver, dst, msg, stamp):
             return
         if (msg.sender, dst) in self.blocked:  # cut while in flight
-            self.cut(msg.sender, dst, msg)
+            self.cut(msg.sender, dst, msg, stamp)
+            return
+        if stamp != self.hosts[msg.sender].stamp():
+            # Sent by a data dir since lost: its process died with it, and
+            # so did the connections its messages were queued on.
             return
         if self.verbose:
             self.log(dst, "msg", f"<- n{msg.sender} {describe_message(msg)}")
-        host.receive(msg)
+        host.receive(msg, stamp)
 
-    def cut(self, src: int, dst: int, msg: Message) -> None:
+    def cut(self, src: int, dst: int, msg: Message, stamp: int) -> None:
         if (src, dst) in self.holding:
-            self.held.append((dst, msg))
+            self.held.append((dst, msg, stamp))
         else:
             self.stats["dropped"] += 1
 
@@ -1509,11 +1568,11 @@ class Simulation:
         host.crash()
         self.stats["crashes"] += 1
         self.log(host.id, "fault", f"crash (restart in {down / SECOND:.3f}s)")
-        self.at(min(self.now + down, self.fault_end), self.restart, host.id, host.incarnation)
+        self.at(min(self.now + down, self.fault_end), self.restart, host.id, host.generation)
 
-    def restart(self, node: int, incarnation: int) -> None:
+    def restart(self, node: int, generation: int) -> None:
         host = self.hosts[node]
-        if not host.up and host.incarnation == incarnation:
+        if not host.up and host.generation == generation and node not in self.founding | self.refused_hosts:
             host.start()
             d = host.durable
             self.log(node, "fault", f"restart: promised {d.promised}, commit {d.commit_index}")
@@ -1628,19 +1687,111 @@ class Simulation:
         # Traffic held by the previous cut drains, in order on every link,
         # once that link is back; the new cut may hold or drop it again.
         held, self.held = self.held, []
-        for dst, msg in held:
+        for dst, msg, stamp in held:
             link = (msg.sender, dst)
             if link in blocked:
-                self.cut(msg.sender, dst, msg)
+                self.cut(msg.sender, dst, msg, stamp)
             else:
                 when = max(self.link_ready.get(link, self.now) + self.profile.latency_us, self.link_last.get(link, 0))
                 self.link_last[link] = when
-                self.at(when, self.deliver, dst, msg)
+                self.at(when, self.deliver, dst, msg, stamp)
 
     def heal_partition(self, partition_id: int) -> None:
         if partition_id == self.partition_id:
             self.set_partition(set(), set(), set())
             self.log(-1, "fault", "partition healed")
+
+    def lose_disk(self) -> None:
+        """A server loses its disk and is restarted with its usual command: it runs the founding check.
+
+        Only ever a minority of the hostfile, one at a time, so that a
+        majority keeps its data; a server that refuses to start stays down.
+        """
+        rng = self.disk_rng
+        if self.now < self.fault_end:
+            self.at(self.now + 1 + rng.randrange(LOSE_DISK_GAP_US), self.lose_disk)
+        leader = self.leader()
+        if self.founding or self.now >= self.fault_end or leader is None or leader.replica is None:
+            return
+        if leader.replica.core.change_in_progress:
+            return  # the configuration it would judge by is about to change
+        # A voter of a configuration that can still lose it: the refused
+        # server is removed later (retire_refused), which takes a quorum of
+        # the configuration it is in.
+        voters = sorted(leader.replica.membership.voters)
+        if len(self.refused_hosts & set(voters)) + 1 > (len(voters) - 1) // 2:
+            return
+        host = self.hosts[rng.choice(voters)]
+        if host.id in self.refused_hosts:
+            return
+        # The others must know the configuration it is a voter of: one that
+        # lags behind a change only it and the lost server saw cannot elect.
+        for other in voters:
+            core = self.hosts[other].core
+            if other != host.id and (core is None or core.membership != leader.replica.membership):
+                return
+        self.disks_lost += 1
+        if host.up:
+            host.crash()
+            self.stats["crashes"] += 1
+        else:
+            host.generation += 1  # its pending restart is the founding check now
+        host.disk = SimDisk(host)
+        host.incarnation = self.new_incarnation()
+        host.joined_with = self.bootstrap
+        self.founding.add(host.id)
+        self.stats["disks_lost"] += 1
+        self.log(host.id, "fault", f"loses its disk; restarted with a new one (incarnation {host.incarnation})")
+        self.at(self.now + rng.randint(1 * MS, 500 * MS), self.ask_before_founding, host.id)
+
+    def ask_before_founding(self, node: int) -> None:
+        """The founding check of a server on an empty disk, on the answers of those up and reachable."""
+        host = self.hosts[node]
+        # Those refused before were taken out of the hostfile by the operator.
+        hostfile = [h for h in self.hosts if h.active and h.id not in self.refused_hosts]
+        answers: dict[str, FoundingAnswer] = {}
+        for other in hostfile:
+            if other.id == node or (node, other.id) in self.blocked or (other.id, node) in self.blocked:
+                continue
+            if other.id in self.founding:
+                answers[f"n{other.id}"] = FoundingAnswer(fresh=True, recorded=NONE)
+            elif other.up and other.paused_until <= self.now and other.replica is not None:
+                recorded = other.replica.incarnations.recorded_for([node])
+                answers[f"n{other.id}"] = FoundingAnswer(fresh=other.replica.untouched, recorded=recorded)
+        decision = decide_founding(f"n{node}", [f"n{h.id}" for h in hostfile], answers)
+        if self.skip_incarnation_check:
+            decision = FoundingDecision(Founding.FOUND, "planted bug: founds without asking")
+        self.log(node, "fault", f"founding check: {decision.verdict.value} ({decision.why})")
+        if decision.verdict is Founding.WAIT:
+            self.at(self.now + 150 * MS, self.ask_before_founding, node)
+            return
+        self.founding.discard(node)
+        if decision.verdict is Founding.REFUSE:
+            self.refused_hosts.add(node)
+            self.stats["founding_refused"] += 1
+            self.retire_refused()
+            return
+        host.start()
+
+    def leader(self) -> Host | None:
+        leaders = [h for h in self.hosts if h.up and h.replica is not None and h.replica.core.is_leader()]
+        return max(leaders, key=lambda h: h.core.ballot if h.core else 0) if leaders else None
+
+    def retire_refused(self) -> None:
+        """What the operator does for a server that refused its new disk: remove it from the configuration."""
+        leader = self.leader()
+        m = leader.replica.membership if leader is not None and leader.replica is not None else None
+        retiring = sorted(self.refused_hosts & m.ids) if m is not None else sorted(self.refused_hosts)
+        if not retiring:
+            return
+        self.at(self.now + 500 * MS, self.retire_refused)
+        if leader is None or leader.replica is None or m is None or leader.replica.core.change_in_progress:
+            return
+        new = m.removing(retiring[0])
+        if m.step_error(new):
+            return
+        self.log(leader.id, "fault", f"operator removes n{retiring[0]}: {new.describe()}")
+        leader.replica.change_membership(new, lambda error: self.change_answered(leader.id, error))
 
     def reconfigure(self) -> None:
         """Ask the leader for one membership change: add a spare as a learner,
@@ -1655,6 +1806,11 @@ class Simulation:
         replica = host.replica
         assert replica is not None
         m = replica.membership
+        if (self.refused_hosts | self.founding) & m.ids:
+            # A server on a new disk may be refused: the operator removes it
+            # first (retire_refused), and no other change may leave it a
+            # quorum of the configuration.
+            return
         spares = [h for h in self.hosts if not h.active]
         learners, voters = sorted(m.learners), sorted(m.voters)
         # Adding is drawn twice as often as the others, so that learners
@@ -1716,7 +1872,7 @@ class Simulation:
         self.loss = self.duplicate = self.reorder = 0.0
         self.log(-1, "fault", "heal: network whole, faults stop, every node up")
         for host in self.hosts:
-            if host.active and not host.up:
+            if host.active and not host.up and host.id not in self.founding | self.refused_hosts:
                 host.start()
         for client in self.clients:
             client.final_ops = 2
@@ -1736,7 +1892,11 @@ class Simulation:
         if not all(c.done for c in self.clients):
             return False
         top = max(self.chosen, default=0)
-        return all(h.up and h.store.applied_index == top for h in self.final_members())
+        return all(h.up and h.store.applied_index == top for h in self.final_members() if self.expected_up(h))
+
+    def expected_up(self, host: Host) -> bool:
+        """Whether the liveness phase expects ``host`` to converge: not if it refused its new disk."""
+        return host.id not in self.refused_hosts
 
     def poll_convergence(self) -> None:
         if self.converged():
@@ -1787,6 +1947,8 @@ class Simulation:
                 self.violation("lost-write", f"write s{session}#{seq} was acknowledged but never took effect")
         reference = self.reference_data
         for host in self.final_members():
+            if not self.expected_up(host):
+                continue
             if host.store.data != reference:
                 self.violation("divergence", f"n{host.id} ends with {host.store.data}, the log gives {reference}")
             elif host.store.session_table() != self.reference_sessions:

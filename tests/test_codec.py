@@ -65,11 +65,11 @@ MESSAGES: list[Message] = [
     CatchupReply(0, 2, (), 9, 5),  # compacted: fetch the snapshot
 ]
 
-RECEIVER = PeerCodec(CLUSTER_ID, ME, MEMBERS)
+RECEIVER = PeerCodec(CLUSTER_ID, ME, MEMBERS, 7)
 
 
 def sender_codec(member: int) -> PeerCodec:
-    return PeerCodec(CLUSTER_ID, member, MEMBERS)
+    return PeerCodec(CLUSTER_ID, member, MEMBERS, 7)
 
 
 def encode(msg: Message) -> pb.PeerMessage:
@@ -113,7 +113,7 @@ def test_catchup_entries_must_start_at_the_first_slot() -> None:
 
 
 def _raw(**body: object) -> pb.PeerMessage:
-    return pb.PeerMessage(sender=1, cluster_id=CLUSTER_ID, receiver=ME, **body)  # type: ignore[arg-type]
+    return pb.PeerMessage(sender=1, cluster_id=CLUSTER_ID, receiver=ME, incarnation=7, **body)  # type: ignore[arg-type]
 
 
 def _ballot() -> pb.Ballot:
@@ -251,19 +251,19 @@ def test_decode_error_is_a_value_error() -> None:
 
 
 def test_packed_messages_arrive_in_order() -> None:
-    codec = PeerCodec(CLUSTER_ID, 1, MEMBERS)
+    codec = PeerCodec(CLUSTER_ID, 1, MEMBERS, 7)
     sent = [MESSAGES[0], MESSAGES[3], MESSAGES[1]]
     wires = [codec.encode(m, ME) for m in sent]
     envelope = pack(wires)
     assert len(envelope.packed) == 3 and envelope.WhichOneof("body") is None
-    receiver = PeerCodec(CLUSTER_ID, ME, MEMBERS)
+    receiver = PeerCodec(CLUSTER_ID, ME, MEMBERS, 7)
     assert [receiver.decode(w) for w in unpack(pb.PeerMessage.FromString(envelope.SerializeToString()))] == sent
     assert pack(wires[:1]) is wires[0]  # a lone message goes as it is
     assert list(unpack(wires[0])) == [wires[0]]
 
 
 def test_packed_envelopes_are_bounded_and_do_not_nest() -> None:
-    one = PeerCodec(CLUSTER_ID, 1, MEMBERS).encode(MESSAGES[0], ME)
+    one = PeerCodec(CLUSTER_ID, 1, MEMBERS, 7).encode(MESSAGES[0], ME)
     too_many = pb.PeerMessage(packed=[one] * (limits.MAX_PEER_PACKED_MESSAGES + 1))
     with pytest.raises(DecodeError, match="packed messages"):
         unpack(too_many)
@@ -280,7 +280,7 @@ def test_a_peer_link_sends_everything_queued_in_one_message() -> None:
     from paxos.hostfile import Member
     from paxos.server import _PeerLink
 
-    codec = PeerCodec(CLUSTER_ID, 1, MEMBERS)
+    codec = PeerCodec(CLUSTER_ID, 1, MEMBERS, 7)
     wires = [codec.encode(m, ME) for m in MESSAGES[:5]]
 
     async def first_two_sent() -> list[pb.PeerMessage]:
@@ -295,3 +295,18 @@ def test_a_peer_link_sends_everything_queued_in_one_message() -> None:
     first, second = asyncio.run(first_two_sent())
     assert list(first.packed) == wires[:4]
     assert second == wires[4]  # queued alone: not wrapped
+
+
+def test_a_message_without_its_senders_incarnation_is_refused() -> None:
+    raw = _raw(heartbeat=pb.Heartbeat(ballot=_ballot(), commit_index=0, seq=1))
+    assert RECEIVER.decode(raw).sender == 1
+    raw.incarnation = 0  # what a server from before incarnations sends
+    with pytest.raises(DecodeError, match="no incarnation"):
+        RECEIVER.decode(raw)
+
+
+def test_packing_keeps_the_senders_incarnation() -> None:
+    codec = PeerCodec(CLUSTER_ID, 1, MEMBERS, 2**64 - 1)
+    packed = pack([codec.encode(m, ME) for m in MESSAGES[:2]])
+    assert packed.incarnation == 2**64 - 1
+    assert all(inner.incarnation == 2**64 - 1 for inner in unpack(packed))

@@ -1208,6 +1208,9 @@ def test_replica_refuses_to_act_on_a_bundle_that_is_not_durable() -> None:
         def sync(self, done: Callable[[], None]) -> None:
             done()
 
+        def recorded_incarnations(self) -> dict[NodeId, int]:
+            return {}
+
     class Wire:
         def send(self, messages: list[tuple[NodeId, Message]]) -> None:
             pass

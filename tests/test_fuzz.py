@@ -142,12 +142,12 @@ def _decode_or_refuse(codec: PeerCodec, raw: peer_pb2.PeerMessage) -> Message | 
 @fuzz_settings(400)
 @given(peer_messages(CLUSTER, ME, MEMBERS))
 def test_codec_refuses_or_round_trips_any_message(raw: peer_pb2.PeerMessage) -> None:
-    codec = PeerCodec(CLUSTER, ME, MEMBERS)
+    codec = PeerCodec(CLUSTER, ME, MEMBERS, 7)
     msg = _decode_or_refuse(codec, raw)
     if msg is None:
         return
     assert msg.sender in MEMBERS and msg.sender != ME
-    again = PeerCodec(CLUSTER, msg.sender, MEMBERS)
+    again = PeerCodec(CLUSTER, msg.sender, MEMBERS, 7)
     wire = again.encode(msg, ME)
     assert codec.decode(peer_pb2.PeerMessage.FromString(wire.SerializeToString())) == msg
 
@@ -159,7 +159,7 @@ def _encoded_peer_messages() -> st.SearchStrategy[bytes]:
 @fuzz_settings(400)
 @given(mutated(_encoded_peer_messages()))
 def test_codec_refuses_mangled_bytes(data: bytes) -> None:
-    codec = PeerCodec(CLUSTER, ME, MEMBERS)
+    codec = PeerCodec(CLUSTER, ME, MEMBERS, 7)
     try:
         raw = peer_pb2.PeerMessage.FromString(data)
     except ProtobufDecodeError:
@@ -213,7 +213,7 @@ def test_core_keeps_what_was_chosen_whatever_peers_send(script: list[tuple[Messa
             node.tick()
         ready = take(node)
         for _to, out in ready.early + ready.messages:  # every answer must be encodable
-            PeerCodec(1, 1, [1, 2, 3]).encode(out, 2).SerializeToString()
+            PeerCodec(1, 1, [1, 2, 3], 7).encode(out, 2).SerializeToString()
         assert node.commit_index >= before[3]
         assert all(node.chosen.get(slot, value) == value for slot, value in chosen.items())
 

@@ -48,9 +48,14 @@ class Forger:
         meta = json.loads((cluster.data_dir(cluster.names[0]) / META_FILE).read_text())
         self.cluster_id = parse_id(meta["cluster_id"])
         self.ids = {name: parse_id(text) for name, text in meta["members"].items()}
+        # Each member's data-dir incarnation, as its own messages carry it.
+        self.incarnations = {
+            parse_id(m["member_id"]): int(m["incarnation"], 16)
+            for m in (json.loads((cluster.data_dir(n) / META_FILE).read_text()) for n in cluster.names)
+        }
 
     def envelope(self, msg: Message, to: str) -> peer_pb2.PeerMessage:
-        codec = PeerCodec(self.cluster_id, msg.sender, self.ids.values())
+        codec = PeerCodec(self.cluster_id, msg.sender, self.ids.values(), self.incarnations.get(msg.sender, 1))
         return codec.encode(msg, self.ids[to])
 
     def send(self, to: str, *raw: peer_pb2.PeerMessage) -> None:

@@ -292,11 +292,9 @@ def test_writes_resume_while_idle_connections_fill_the_leaders_descriptors(clust
         readers = [h.ready_reader() for h in hostiles]
         counts = wait_until(
             lambda: (
-                all(not r.is_alive() for r in readers)
-                or _open_fds(pid) >= 19_900
-                or time.monotonic() > flooded + 20
-            )
-            and [_open_fds(pid)],
+                (all(not r.is_alive() for r in readers) or _open_fds(pid) >= 19_900 or time.monotonic() > flooded + 20)
+                and [_open_fds(pid)]
+            ),
             "the flood to fill the leader",
             timeout=30,
             interval=0.5,
@@ -309,7 +307,6 @@ def test_writes_resume_while_idle_connections_fill_the_leaders_descriptors(clust
         assert all(h.process.poll() is None for h in hostiles), "the connections were not held: the test proved nothing"
     assert resumed < 10.0, f"the first write took {resumed:.1f} s beside {IDLE_CONNECTIONS} idle connections"
     print(f"first write after {resumed:.1f} s; leader was {leader}, now {_leader(cluster)}")
-
 
 
 # ------------------------------------------------------ a leader clients cannot reach

@@ -25,7 +25,7 @@ MEMBERS = [Member(f"s{i}", "127.0.0.1", 1 + i) for i in range(3)]
 
 def _from_peer(server: PaxosServer, msg: Message) -> None:
     """Deliver ``msg`` to ``server`` as its sender's stream would."""
-    codec = PeerCodec(server.identity.cluster_id, msg.sender, server.members)
+    codec = PeerCodec(server.identity.cluster_id, msg.sender, server.members, incarnation=7)
     server.receive_peer(codec.encode(msg, server.node_id))
 
 

@@ -287,7 +287,7 @@ def test_a_snapshot_that_finds_the_disk_full_stops_the_server(
     failures: list[BaseException] = []
     outcomes: list[bool] = []
     wal, _ = Wal.open(tmp_path / "wal")
-    storage = _WalStorage(wal, disk / "snapshots", lambda: (1, []), failures.append)
+    storage = _WalStorage(wal, disk / "snapshots", lambda: (1, []), failures.append, book_dir=tmp_path)
     _fill(disk)
 
     async def save() -> None:

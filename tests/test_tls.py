@@ -247,6 +247,23 @@ def test_a_client_certificate_does_not_open_a_peer_stream(tls_cluster: InProcess
     assert "peer stream without a member certificate" in reasons
 
 
+def test_the_incarnation_question_needs_a_member_certificate(tls_cluster: InProcessCluster) -> None:
+    assert tls_cluster.tls_dir is not None
+    server, asker = tls_cluster.servers["s0"], tls_cluster.servers["s1"]
+    wait_until(lambda: server.replica.incarnations.recorded_for([asker.node_id]), "s0 to hear from s1")
+    question = peer_pb2.IncarnationRequest(name="s1", member_id=asker.node_id)
+    address = tls_cluster.members[0].address
+    with grpc.secure_channel(address, client_credentials(tls_cluster.tls_dir)) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            peer_pb2_grpc.PeerStub(channel).Incarnation(question, timeout=5)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    member = KeyPair.load(tls_cluster.tls_dir, "s1").channel_credentials()
+    with grpc.secure_channel(address, member) as channel:
+        reply = peer_pb2_grpc.PeerStub(channel).Incarnation(question, timeout=5)
+    assert not reply.fresh and reply.cluster_id == server.identity.cluster_id
+    assert reply.recorded == asker.identity.incarnation
+
+
 def test_any_tls_client_is_served_with_client_auth_none(tmp_path: Path) -> None:
     with in_process_cluster(tmp_path, 3, tls_dir=tmp_path / "tls", client_auth=CLIENT_AUTH_NONE) as cluster:
         wait_until(cluster.leader, "a leader, the peers proving membership by signature")
