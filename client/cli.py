@@ -57,7 +57,7 @@ STATUS_DETAIL_FIELDS = (
     "data_bytes",
     "last_fsync_seconds",
     "snapshot_index",
-    "membership",  # member | learner | joining | removed
+    "membership",  # member | learner | joining | founding | removed
 )
 # The keys of one member in `members --json`, exactly, in this order.
 MEMBER_FIELDS = ("name", "address", "voter", "leader", "applied_index")
@@ -518,7 +518,7 @@ def format_status_table(nodes: Sequence[Mapping[str, object]]) -> str:
         else:
             cells = ("-", "-", "-", "-")
         role = n["role"]
-        if n.get("membership") in ("learner", "joining", "removed"):
+        if n.get("membership") in ("learner", "joining", "founding", "removed"):
             role = f"{role} ({n['membership']})"
         rows.append(tuple(str(c) for c in (n["name"], n["address"], role, *cells)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -1,8 +1,9 @@
 """The founding check of a server with an empty data dir started without --join.
 
 Before it writes its meta file, such a server serves nothing but the
-``Peer.Incarnation`` question (answering "fresh") and asks every other server
-of the hostfile what it recorded for it, until ``decide_founding``
+``Peer.Incarnation`` question (answering "fresh") and its status (membership
+"founding", so that ``status`` shows it up and waiting) and asks every other
+server of the hostfile what it recorded for it, until ``decide_founding``
 (paxos/incarnation.py) says found or refuse.  See that module for why.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -20,8 +22,8 @@ from paxos.datadir import DataDirError
 from paxos.hostfile import Member
 from paxos.identity import bootstrap_ids, format_id
 from paxos.incarnation import Founding, FoundingAnswer, decide_founding
-from paxos.server import GRPC_SERVER_OPTIONS, bind_failure, certified_name, peer_channel, repair_hint
-from protos import peer_pb2, peer_pb2_grpc
+from paxos.server import GRPC_SERVER_OPTIONS, VERSION, bind_failure, certified_name, peer_channel, repair_hint
+from protos import kv_pb2, peer_pb2, peer_pb2_grpc
 
 if TYPE_CHECKING:
     from paxos.tlsserver import ServerTls
@@ -29,14 +31,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("paxos.founding")
 
 INCARNATION_METHOD = "/" + peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name + "/Incarnation"
+STATUS_METHOD = "/" + kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name + "/Status"
+SESSION_METHOD = "/" + kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name + "/Session"
 WAITING = "this server is checking, before it founds the cluster, that no other server knew an earlier data dir of it"
 
 
 class _FoundingHandler(grpc.GenericRpcHandler):
-    """Answers ``Peer.Incarnation`` with "fresh"; every other call gets UNAVAILABLE."""
+    """Answers ``Peer.Incarnation`` with "fresh" and ``KV.Status``; every other call gets UNAVAILABLE."""
 
-    def __init__(self, tls: ServerTls | None) -> None:
+    def __init__(self, tls: ServerTls | None, status: kv_pb2.NodeStatus) -> None:
         self._tls = tls
+        self._status = status
+        self._started = time.monotonic()
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         if handler_call_details.method == INCARNATION_METHOD:
@@ -45,7 +51,42 @@ class _FoundingHandler(grpc.GenericRpcHandler):
                 request_deserializer=peer_pb2.IncarnationRequest.FromString,
                 response_serializer=peer_pb2.IncarnationReply.SerializeToString,
             )
+        if handler_call_details.method == STATUS_METHOD:
+            return grpc.unary_unary_rpc_method_handler(
+                self._node_status,
+                request_deserializer=kv_pb2.StatusRequest.FromString,
+                response_serializer=kv_pb2.NodeStatus.SerializeToString,
+            )
+        if handler_call_details.method == SESSION_METHOD:
+            return grpc.stream_stream_rpc_method_handler(
+                self._session,
+                request_deserializer=kv_pb2.SessionBatch.FromString,
+                response_serializer=kv_pb2.SessionReplies.SerializeToString,
+            )
         return grpc.unary_unary_rpc_method_handler(self._unavailable)
+
+    async def _node_status(self, request: kv_pb2.StatusRequest, context: grpc.aio.ServicerContext) -> kv_pb2.NodeStatus:
+        status = kv_pb2.NodeStatus()
+        status.CopyFrom(self._status)
+        status.uptime_seconds = time.monotonic() - self._started
+        return status
+
+    async def _session(
+        self, batches: AsyncIterator[kv_pb2.SessionBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[kv_pb2.SessionReplies]:
+        """The clients' stream: status is answered, everything else is refused as UNAVAILABLE (retry later)."""
+        async for batch in batches:
+            if len(batch.requests) > limits.MAX_SESSION_BATCH_REQUESTS:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many requests in one batch")
+            replies = kv_pb2.SessionReplies()
+            for request in batch.requests:
+                reply = replies.replies.add(id=request.id)
+                if request.WhichOneof("kind") == "status":
+                    reply.status.CopyFrom(await self._node_status(request.status, context))
+                else:
+                    reply.refused.status = kv_pb2.UNAVAILABLE
+                    reply.refused.error = f"{WAITING}; retry shortly"
+            yield replies
 
     async def _incarnation(
         self, request: peer_pb2.IncarnationRequest, context: grpc.aio.ServicerContext
@@ -82,8 +123,13 @@ async def check_founding(members: list[Member], name: str, tls: ServerTls | None
         return  # a single server: nobody else could have counted its votes
     _, ids = bootstrap_ids(members)
     request = peer_pb2.IncarnationRequest(name=name, member_id=ids[name])
+    me = next(m for m in members if m.name == name)
+    # A follower of nobody yet, in no configuration: "founding" beside joining.
+    status = kv_pb2.NodeStatus(
+        name=name, address=me.address, role="follower", membership="founding", version=VERSION, member_id=ids[name]
+    )
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
-    server.add_generic_rpc_handlers((_FoundingHandler(tls),))
+    server.add_generic_rpc_handlers((_FoundingHandler(tls, status),))
     try:
         if tls is None:
             port = server.add_insecure_port(listen)

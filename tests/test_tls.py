@@ -249,15 +249,18 @@ def test_a_client_certificate_does_not_open_a_peer_stream(tls_cluster: InProcess
 
 def test_the_incarnation_question_needs_a_member_certificate(tls_cluster: InProcessCluster) -> None:
     assert tls_cluster.tls_dir is not None
-    server, asker = tls_cluster.servers["s0"], tls_cluster.servers["s1"]
-    wait_until(lambda: server.replica.incarnations.recorded_for([asker.node_id]), "s0 to hear from s1")
-    question = peer_pb2.IncarnationRequest(name="s1", member_id=asker.node_id)
-    address = tls_cluster.members[0].address
+    # The leader hears from every follower (followers do not talk to each other).
+    leader = wait_until(tls_cluster.leader, "a leader")
+    follower = next(m.name for m in tls_cluster.members if m.name != leader)
+    server, asker = tls_cluster.servers[leader], tls_cluster.servers[follower]
+    wait_until(lambda: server.replica.incarnations.recorded_for([asker.node_id]), f"{leader} to hear from {follower}")
+    question = peer_pb2.IncarnationRequest(name=follower, member_id=asker.node_id)
+    address = next(m.address for m in tls_cluster.members if m.name == leader)
     with grpc.secure_channel(address, client_credentials(tls_cluster.tls_dir)) as channel:
         with pytest.raises(grpc.RpcError) as caught:
             peer_pb2_grpc.PeerStub(channel).Incarnation(question, timeout=5)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
-    member = KeyPair.load(tls_cluster.tls_dir, "s1").channel_credentials()
+    member = KeyPair.load(tls_cluster.tls_dir, follower).channel_credentials()
     with grpc.secure_channel(address, member) as channel:
         reply = peer_pb2_grpc.PeerStub(channel).Incarnation(question, timeout=5)
     assert not reply.fresh and reply.cluster_id == server.identity.cluster_id

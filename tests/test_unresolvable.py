@@ -39,7 +39,11 @@ def test_set_with_only_an_unresolvable_name_is_unavailable(tmp_path: Path) -> No
 
 @pytest.fixture
 def lone_server(tmp_path: Path) -> Iterator[Path]:
-    """One live server whose two peers' names do not resolve: it answers, but can never be elected."""
+    """One live server whose two peers' names do not resolve: it answers status, but can never found the cluster.
+
+    With an empty data dir it waits for the others to answer before it
+    founds, and they never can.
+    """
     port = free_ports(1)[0]
     hostfile = tmp_path / "hostfile.txt"
     hostfile.write_text(f"node1 127.0.0.1:{port}\nnode2 {GHOSTS[0]}\nnode3 {GHOSTS[1]}\n")
@@ -51,7 +55,8 @@ def lone_server(tmp_path: Path) -> Iterator[Path]:
     )  # fmt: skip
     try:
         with KVClient.from_hostfile(hostfile, timeout=1.0) as kv:
-            wait_until(lambda: kv.status()[0]["reachable"], "node1 answering", timeout=60)
+            node1 = wait_until(lambda: [n for n in kv.status() if n["reachable"]], "node1 answering", timeout=60)[0]
+            assert node1["membership"] == "founding", node1
         yield hostfile
     finally:
         server.terminate()
@@ -61,5 +66,5 @@ def lone_server(tmp_path: Path) -> Iterator[Path]:
 
 def test_set_with_unresolvable_names_beside_a_live_server_is_unavailable(lone_server: Path) -> None:
     assert_unavailable(run_cli(lone_server, "set", "k", "v"))
-    with KVClient.from_hostfile(lone_server, timeout=1.0) as kv:
-        assert kv.get("k", consistency="local") is None
+    # It holds nothing yet, so it serves no read either, not even a stale one.
+    assert_unavailable(run_cli(lone_server, "--stale", "get", "k"))
