@@ -246,6 +246,10 @@ PEER_PROOF_MAX_AGE_SECONDS = 300
 # How long a leader waits for a server it is asked to add to say that it is
 # waiting to join this cluster (within the ChangeMembers call's own deadline).
 JOINER_CHECK_SECONDS = 2.0
+# A leader numbers the session registrations it proposes from a random
+# start of this many bits (a uint64 on the wire), so no two of its processes
+# share a number in practice.
+REGISTRATION_NONCE_BITS = 62
 
 # How the limits above depend on each other, checked at import.
 _RELATIONS = {

@@ -190,10 +190,17 @@ class Replica:
         if self.store.membership is None:
             self.store.membership = members if isinstance(members, Membership) else Membership.of_voters(members)
         self.snapshot_index: Slot = self.store.applied_index
+        rng = rng or random.Random()
+        # Registrations proposed here, by nonce.  (member id, nonce) tells
+        # this process's apart from any other leader's, and from those an
+        # earlier process of this member proposed that are chosen only now:
+        # counting from a random start, a restart never reuses a nonce.
+        self._registrations: dict[int, RegisterCallback] = {}
+        self._next_nonce = rng.getrandbits(limits.REGISTRATION_NONCE_BITS)
         self.core = Node(
             member_id,
             self.store.membership,
-            rng or random.Random(),
+            rng,
             config,
             durable,
             snapshot_index=self.snapshot_index,
@@ -209,11 +216,6 @@ class Replica:
         self._waiting: Ready | None = None  # a bundle waiting for its fsync
         self._seen_role: tuple[Role, NodeId | None] = (self.core.role, self.core.leader)
         self._writes: dict[tuple[SessionKey, int], list[WriteCallback]] = {}
-        # Registrations proposed here, by nonce; a nonce is never reused by
-        # this process, and (member id, nonce) tells this member's apart from
-        # any other leader's.
-        self._registrations: dict[int, RegisterCallback] = {}
-        self._next_nonce = 0
         self._reads: dict[int, ReadCallback] = {}
         self._index_waiters: list[tuple[Slot, ReadCallback]] = []
         self._next_read_id = 0
