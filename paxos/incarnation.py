@@ -19,14 +19,19 @@ that recorded its incarnation.
 without ``--join``, asks the others what they recorded for it before it
 founds anything.  An answer naming an earlier incarnation means the cluster
 may have counted votes this data dir no longer holds: the server refuses to
-start.  No answer naming one, from every other server, or from enough fresh
-servers to make a majority of the hostfile with it, means no established
-cluster could have counted a vote of it.  (A server that founded a moment
-ago and has heard from no peer, and holds nothing chosen or accepted, still
-answers "fresh": it took part in no quorum, and servers started together
-must found whichever asks first.  The rule takes a majority of the hostfile
-to keep its data, as the design does: it cannot tell a cluster whose
-majority lost its disks from one never started.)
+start.  No answer naming one, from every other server, means no established
+cluster could have counted a vote of it.  Neither do answers from a
+majority of the hostfile, not counting the asker, that they are fresh: every
+quorum holds one of them, and a fresh server took part in no quorum, so
+nothing was ever chosen or promised by a quorum.  The asker does not count
+itself: it cannot vouch for what its lost data dir voted for (with it, two
+fresh servers of three would found over the third and the lost one's
+chosen values).  A server that founded a moment ago and has heard from no
+peer, and holds nothing chosen or accepted, still answers "fresh": it took
+part in no quorum, and servers started together must found whichever asks
+first.  The rule takes a majority of the hostfile to keep its data, as the
+design does: it cannot tell a cluster whose majority lost its disks from
+one never started.
 
 Pure code: no I/O, so the gRPC server and the simulator both run it.
 """
@@ -131,13 +136,16 @@ def decide_founding(me: str, hostfile: Iterable[str], answers: Mapping[str, Foun
     missing = [n for n in others if n not in answers]
     if not missing:
         return FoundingDecision(Founding.FOUND, "every other server answered and none heard from this one before")
-    fresh = 1 + sum(1 for n in others if n in answers and answers[n].fresh)
+    # Not counting itself: its own past is what is in question.
+    fresh = sum(1 for n in others if n in answers and answers[n].fresh)
     if fresh > len(names) // 2:
         return FoundingDecision(
-            Founding.FOUND, f"{fresh} of {len(names)} servers have no data yet: there is no cluster to have forgotten"
+            Founding.FOUND,
+            f"{fresh} other servers of {len(names)} have no data yet, a majority: no cluster to have forgotten",
         )
     members = sorted(n for n in others if n in answers and not answers[n].fresh)
     why = f"waiting for {', '.join(missing)} to answer"
     if members:
-        why += f" (data held by {', '.join(members)}, which did not hear from {me}; {fresh} fresh, not a majority)"
+        held = ", ".join(members)
+        why += f" (data held by {held}, which did not hear from {me}; {fresh} others fresh, not a majority)"
     return FoundingDecision(Founding.WAIT, why)

@@ -142,10 +142,10 @@ def test_a_follower_whose_log_was_deleted_is_refused_at_restart(tmp_path: Path) 
         assert kv.get("k") == "v"
 
 
-def test_a_new_server_waits_for_a_majority_of_new_servers_and_serves_nothing_meanwhile(tmp_path: Path) -> None:
-    cluster = LocalCluster(tmp_path / "cluster", nodes=3)
+def test_a_new_server_waits_for_a_majority_of_the_others_new_and_serves_nothing_meanwhile(tmp_path: Path) -> None:
+    cluster = LocalCluster(tmp_path / "cluster", nodes=5)
     try:
-        first, second, _ = cluster.names
+        first, second, third, fourth, _ = cluster.names
         cluster.start_node(first)
         wait_until(lambda: "not founding the cluster yet" in cluster.log_tail(first), f"{first} to wait")
         member = next(m for m in parse_hostfile(cluster.hostfile) if m.name == first)
@@ -153,7 +153,12 @@ def test_a_new_server_waits_for_a_majority_of_new_servers_and_serves_nothing_mea
             with pytest.raises(KVError, match="checking, before it founds the cluster"):
                 alone.get("k", consistency="local")
         assert not (cluster.data_dir(first) / "paxoskv-meta.json").exists()
-        cluster.start_node(second)  # two of three have no data: a new cluster, the third may come later
+        for name in (second, third):
+            cluster.start_node(name)
+        # Two others with no data are not yet a majority of five for any of them.
+        wait_until(lambda: "not founding the cluster yet" in cluster.log_tail(third), f"{third} to wait")
+        assert not (cluster.data_dir(first) / "paxoskv-meta.json").exists()
+        cluster.start_node(fourth)  # three others with no data for each: a new cluster, the fifth may come later
         cluster.wait_for_leader(timeout=30)
         with cluster.client(timeout=10.0) as kv:
             kv.set("k", "v")

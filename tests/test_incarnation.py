@@ -83,11 +83,19 @@ def test_every_other_server_answering_without_a_record_founds() -> None:
     assert decide_founding("a", NAMES, answers).verdict is Founding.FOUND
 
 
-def test_a_fresh_majority_founds_with_a_minority_down() -> None:
-    assert decide_founding("a", NAMES, {"b": FRESH}).verdict is Founding.FOUND
+def test_a_fresh_majority_of_the_others_founds_with_a_minority_down() -> None:
     five = [*NAMES, "d", "e"]
-    assert decide_founding("a", five, {"b": FRESH, "c": FRESH}).verdict is Founding.FOUND
-    assert decide_founding("a", five, {"b": FRESH}).verdict is Founding.WAIT
+    assert decide_founding("a", five, {"b": FRESH, "c": FRESH, "d": FRESH}).verdict is Founding.FOUND
+    assert decide_founding("a", five, {"b": FRESH, "c": FRESH}).verdict is Founding.WAIT
+
+
+def test_the_asker_does_not_count_itself_as_fresh() -> None:
+    # Of three, a lost data dir and one server that never took part would be
+    # two with no data; but the lost one and c may have chosen values
+    # together, and c is not answering.
+    decision = decide_founding("a", NAMES, {"b": FRESH})
+    assert decision.verdict is Founding.WAIT and "waiting for c" in decision.why
+    assert decide_founding("a", NAMES, {"b": FRESH, "c": FRESH}).verdict is Founding.FOUND
 
 
 def test_a_member_without_a_record_alone_is_not_enough() -> None:
