@@ -634,6 +634,13 @@ class Node:
             return  # a learner, or a voter this server does not know of yet
         granted = msg.ballot > self.promised and not self._leader_is_alive(msg.sender)
         self._send(msg.sender, PreVoteReply(self.id, msg.ballot, granted))
+        if self.promised > msg.ballot:
+            # Refused for a higher promise: say which, or a candidate that
+            # never heard that round asks with the same ballot for ever (the
+            # voters that promised it may all be unable to campaign: removed,
+            # or learners as far as they know).  The candidate only picks its
+            # next round above it; nothing is promised.
+            self._send(msg.sender, Reject(self.id, self.promised, 0))
 
     def _on_prepare(self, msg: Prepare) -> None:
         if msg.sender not in self.voters:

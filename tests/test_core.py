@@ -388,6 +388,7 @@ def test_pre_vote_is_granted_only_without_a_live_leader_and_changes_nothing() ->
     assert [m for _, m in out.messages] == [
         PreVoteReply(1, Ballot(2, 2), False),  # heard from leader 0 just now
         PreVoteReply(1, Ballot(0, 2), False),
+        Reject(1, Ballot(1, 0), 0),  # the promise it is below, so the next try goes above it
     ]
     net.tick(1, STICKY)
     follower.receive(PreVote(2, Ballot(2, 2)))

@@ -7,12 +7,14 @@ cluster and server 3 waits outside it until it is added.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
 from paxos import limits
 from paxos.core import Node, Role
 from paxos.membership import ConfigMember, Membership, configuration_in
+from paxos.messages import Ballot, DurableState
 from tests.test_core import FIXED, Net
 
 FOUNDERS = Membership.of(ConfigMember(i, f"s{i}", f"host{i}:1") for i in range(3))
@@ -200,3 +202,36 @@ def test_step_rules_of_the_membership_itself(size: int) -> None:
     same_address = base.adding_learner(ConfigMember(99, "new", "h0:1"))
     assert "already a member's" in (base.step_error(same_address) or "")
     assert base.step_error(base) is not None
+
+
+def test_the_only_voter_that_campaigns_learns_the_round_the_others_promised() -> None:
+    # The leader, server 4, removed itself in slot 2 ({1, 5}) under ballot
+    # 15.4 and only it learned that.  Server 1 missed ballot 15 (its promise
+    # is 14.1) and knows slot 1 ({1, 4, 5}); server 5 promised 15.4 but
+    # knows no slot, so it believes itself a learner and never campaigns.
+    # Server 1 is left to campaign: the refusals of its pre-votes must tell
+    # it the round to go above, or it asks with ballot 15.1 for ever.
+    member = [ConfigMember(i, f"s{i}", f"host{i}:1") for i in range(6)]
+    before = Membership.of([*member[:3], member[4], replace(member[5], voter=False)])
+    removing_4 = Membership.of([member[1], member[4], member[5]])
+    removed_4 = removing_4.removing(4)
+    net = Net(6)
+    net.nodes = [Node(i, before, random.Random(i), FIXED) for i in range(6)]
+    for down in (0, 2, 3):
+        net.isolate(down)
+    chosen = {1: removing_4.value(), 2: removed_4.value()}
+    net.nodes[1] = Node(1, before, random.Random(1), FIXED, DurableState(Ballot(14, 1), {}, {1: chosen[1]}, 1))
+    net.nodes[4] = Node(4, before, random.Random(4), FIXED, DurableState(Ballot(15, 4), {}, chosen, 2))
+    net.nodes[5] = Node(5, before, random.Random(5), FIXED, DurableState(Ballot(15, 4)))
+    assert net.nodes[1].membership == removing_4 and net.nodes[4].membership == removed_4
+    assert net.nodes[5].membership.learners == {5}
+    for _ in range(6 * FIXED.election_ticks_max):
+        net.step([1, 4, 5])
+        if net.leaders():
+            break
+    assert net.leaders() == [1], f"no leader; server 1 still asks with {net.nodes[1].promised}"
+    assert net.nodes[1].membership == removed_4
+    write(net, 1, b"after the hand-over")
+    net.heartbeat(1)
+    assert net.nodes[5].commit_index == net.nodes[1].commit_index == 3
+    assert net.nodes[5].membership == removed_4
