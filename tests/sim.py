@@ -1715,6 +1715,14 @@ class Simulation:
             return
         if leader.replica.core.change_in_progress:
             return  # the configuration it would judge by is about to change
+        # Nor may a change be waiting anywhere: one a deposed leader had
+        # accepted may be chosen by a later leader, after the loss, and leave
+        # the lost server a quorum of a smaller configuration.
+        applied = leader.replica.store.applied_index
+        for other in self.hosts:
+            for slot, (_, value) in other.disk.durable.accepted.items():
+                if slot > applied and configuration_in(value) is not None:
+                    return
         # A voter of a configuration that can still lose it: the refused
         # server is removed later (retire_refused), which takes a quorum of
         # the configuration it is in.
