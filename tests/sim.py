@@ -1732,19 +1732,11 @@ class Simulation:
         host = self.hosts[rng.choice(voters)]
         if host.id in self.refused_hosts:
             return
-        # The others must know the configuration it is a voter of, durably:
-        # one that lags behind a change only it and the lost server saw (or
-        # learns again after a crash that it forgot it was chosen) judges
-        # by the older configuration, in which the lost server and one
-        # removed before it may be two voters of four (seed 4368).
-        applied = leader.replica.store.applied_index
+        # The others must know the configuration it is a voter of: one that
+        # lags behind a change only it and the lost server saw cannot elect.
         for other in voters:
             core = self.hosts[other].core
-            if other != host.id and (
-                core is None
-                or core.membership != leader.replica.membership
-                or self.hosts[other].disk.durable.commit_index < applied
-            ):
+            if other != host.id and (core is None or core.membership != leader.replica.membership):
                 return
         self.disks_lost += 1
         if host.up:
