@@ -1785,13 +1785,9 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
     async def Configuration(
         self, request: peer_pb2.ConfigurationRequest, context: grpc.aio.ServicerContext
     ) -> peer_pb2.ConfigurationReply:
-        if self.s.tls is not None:
-            # Any server with a certificate from this cluster's CA may ask:
-            # a joining server is no member yet.
-            named, why = self.s.certified_name(context)
-            if named is None:
-                self.s.refusals.note(context.peer(), "no member certificate", f"configuration request ({why})")
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a member certificate is needed")
+        # Any server with a certificate from this cluster's CA may ask: a
+        # joining server is no member yet.
+        await self._require_server_certificate(context, "configuration request")
         core = self.s.core
         return peer_pb2.ConfigurationReply(
             cluster_id=self.s.identity.cluster_id,
@@ -1808,14 +1804,19 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
     async def Incarnation(
         self, request: peer_pb2.IncarnationRequest, context: grpc.aio.ServicerContext
     ) -> peer_pb2.IncarnationReply:
-        if self.s.tls is not None:
-            # Asked by a server with an empty data dir: no member yet, but it
-            # must hold a certificate from this cluster's CA.
-            named, why = self.s.certified_name(context)
-            if named is None:
-                self.s.refusals.note(context.peer(), "no member certificate", f"incarnation request ({why})")
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a member certificate is needed")
+        # Asked by a server with an empty data dir: no member yet, but it
+        # must hold a certificate from this cluster's CA.
+        await self._require_server_certificate(context, "incarnation request")
         return self.s.incarnation_reply(request)
+
+    async def _require_server_certificate(self, context: grpc.aio.ServicerContext, what: str) -> None:
+        """Under TLS, refuse (counted, logged, PERMISSION_DENIED) a caller whose certificate names no server."""
+        if self.s.tls is None:
+            return
+        named, why = self.s.certified_name(context)
+        if named is None:
+            self.s.refusals.note(context.peer(), "no member certificate", f"{what} ({why})")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a member certificate is needed")
 
     async def FetchSnapshot(
         self, request: peer_pb2.SnapshotRequest, context: grpc.aio.ServicerContext
