@@ -395,11 +395,21 @@ class Node:
             silent = self.now - lead.last_heard.get(promoted, -(10**9)) >= self.config.leader_quorum_timeout_ticks
             if (promoted not in lead.peer_commit or silent) and "learner_votes" not in self.config.planted_bugs:
                 return f"learner {name} is not answering this leader, so how far behind it is is unknown"
-            lag = self.commit_index - lead.peer_commit.get(promoted, 0)
+            learner_commit = lead.peer_commit.get(promoted, 0)
+            lag = self.commit_index - learner_commit
             if lag > limits.PROMOTION_LAG_SLOTS and "learner_votes" not in self.config.planted_bugs:
                 return (
                     f"learner {name} is {lag} slots behind the leader; it is promoted once it is within "
                     f"{limits.PROMOTION_LAG_SLOTS}"
+                )
+            if learner_commit < self.compacted and "learner_votes" not in self.config.planted_bugs:
+                # It cannot catch up from this leader's log: it needs a
+                # snapshot first.  A voter that can only learn by snapshot
+                # may be left, when the others go, a voter that cannot
+                # learn the configuration it votes in.
+                return (
+                    f"learner {name} has not yet installed a snapshot (it knows slot {learner_commit}, "
+                    f"the leader's log starts after slot {self.compacted}); it is promoted once it has"
                 )
         lead.change_wanted = membership
         return None

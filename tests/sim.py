@@ -195,6 +195,7 @@ TICK_US = round(limits.TICK_SECONDS * SECOND)
 # existed), and how often one is lost then.
 LOSE_DISK_SEEDS = 0.7
 LOSE_DISK_GAP_US = 3 * SECOND
+LOSE_DISK_STAGED = 0.5
 CLIENT_TIMING = Timing.scaled(SECOND)
 SERVER_REQUEST_US = round(paxos_server.DEFAULT_REQUEST_SECONDS * SECOND)
 
@@ -1706,15 +1707,29 @@ class Simulation:
 
         Only ever a minority of the hostfile, one at a time, so that a
         majority keeps its data; a server that refuses to start stays down.
+        Half the losses are staged as the worst case an operator meets
+        (``stage_disk_loss``); the others strike whoever is drawn.
         """
         rng = self.disk_rng
         if self.now < self.fault_end:
             self.at(self.now + 1 + rng.randrange(LOSE_DISK_GAP_US), self.lose_disk)
+        voters = self.voters_that_may_lose_a_disk()
+        if voters is None:
+            return
+        if rng.random() < LOSE_DISK_STAGED:
+            self.stage_disk_loss(voters)
+            return
+        host = self.hosts[rng.choice(voters)]
+        if host.id not in self.refused_hosts and self.others_know_the_configuration(voters, host):
+            self.wipe_disk(host)
+
+    def voters_that_may_lose_a_disk(self) -> list[int] | None:
+        """The voters one of which may lose its disk now, or None while no loss may happen."""
         leader = self.leader()
         if self.founding or self.now >= self.fault_end or leader is None or leader.replica is None:
-            return
+            return None
         if leader.replica.core.change_in_progress:
-            return  # the configuration it would judge by is about to change
+            return None  # the configuration it would judge by is about to change
         # Nor may a change be waiting anywhere: one a deposed leader had
         # accepted may be chosen by a later leader, after the loss, and leave
         # the lost server a quorum of a smaller configuration.
@@ -1722,22 +1737,63 @@ class Simulation:
         for other in self.hosts:
             for slot, (_, value) in other.disk.durable.accepted.items():
                 if slot > applied and configuration_in(value) is not None:
-                    return
+                    return None
         # A voter of a configuration that can still lose it: the refused
         # server is removed later (retire_refused), which takes a quorum of
         # the configuration it is in.
         voters = sorted(leader.replica.membership.voters)
         if len(self.refused_hosts & set(voters)) + 1 > (len(voters) - 1) // 2:
-            return
-        host = self.hosts[rng.choice(voters)]
-        if host.id in self.refused_hosts:
-            return
-        # The others must know the configuration it is a voter of: one that
-        # lags behind a change only it and the lost server saw cannot elect.
+            return None
+        return voters
+
+    def others_know_the_configuration(self, voters: list[int], host: Host) -> bool:
+        """Whether every voter but ``host`` knows the configuration ``host`` is a voter of.
+
+        One that lags behind a change only it and the lost server saw
+        cannot elect.
+        """
+        leader = self.leader()
+        if leader is None or leader.replica is None:
+            return False
         for other in voters:
             core = self.hosts[other].core
             if other != host.id and (core is None or core.membership != leader.replica.membership):
-                return
+                return False
+        return True
+
+    def stage_disk_loss(self, voters: list[int]) -> None:
+        """The loss that forgets an acknowledged write unless the founding check refuses it.
+
+        A follower stalls; writes go on acknowledged by the leader and a
+        second follower; that follower loses its disk and the leader
+        crashes.  The restarted server and the stalled one, if it founds,
+        are a majority that never saw those writes.
+        """
+        rng = self.disk_rng
+        leader = self.leader()
+        followers = [v for v in voters if leader is None or v != leader.id]
+        followers = [v for v in followers if v not in self.refused_hosts and self.hosts[v].up]
+        if leader is None or len(followers) < 2:
+            return
+        stalled, victim = rng.sample(followers, 2)
+        lasts = rng.randint(400 * MS, 1500 * MS)
+        self.hosts[stalled].pause(self.now + lasts)
+        self.stats["pauses"] += 1
+        self.log(stalled, "fault", f"process stalls for {lasts / SECOND:.3f}s (before n{victim} loses its disk)")
+        self.at(self.now + rng.randint(lasts // 3, lasts - 50 * MS), self.finish_staged_disk_loss, victim, leader.id)
+
+    def finish_staged_disk_loss(self, victim: int, leader_id: int) -> None:
+        voters = self.voters_that_may_lose_a_disk()
+        leader = self.leader()
+        if voters is None or victim not in voters or leader is None or leader.id != leader_id:
+            return
+        if not self.others_know_the_configuration(voters, self.hosts[victim]):
+            return
+        self.wipe_disk(self.hosts[victim])
+        self.crash(leader, self.disk_rng.randint(500 * MS, 2 * SECOND))
+
+    def wipe_disk(self, host: Host) -> None:
+        rng = self.disk_rng
         self.disks_lost += 1
         if host.up:
             host.crash()

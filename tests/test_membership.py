@@ -191,6 +191,26 @@ def test_a_learner_far_behind_is_not_promoted() -> None:
     assert net.nodes[1].membership.voters == {0, 1, 2, 3}
 
 
+def test_a_learner_that_needs_a_snapshot_is_not_promoted() -> None:
+    # Within the lag allowed, but below the leader's compacted log: it can
+    # only catch up by a snapshot, which may never arrive.
+    net = cluster()
+    net.elect(0, [1, 2])
+    change(net, 0, FOUNDERS.adding_learner(NEWCOMER))
+    net.step()
+    leader = next(n for n in net.nodes if n.is_leader())
+    net.isolate(3)
+    for i in range(5):
+        write(net, leader.id, b"%d" % i)
+    net.heal()
+    net.heartbeat(leader.id)
+    learner_commit = leader.member_progress()[3]
+    leader.compact(leader.commit_index)
+    assert learner_commit < leader.compacted
+    error = leader.propose_change(leader.membership.promoting(3))
+    assert error is not None and "installed a snapshot" in error
+
+
 @pytest.mark.parametrize("size", [1, 4])
 def test_step_rules_of_the_membership_itself(size: int) -> None:
     base = Membership.of(ConfigMember(i + 1, f"s{i}", f"h{i}:1") for i in range(size))
