@@ -96,7 +96,7 @@ COPY . /src
 RUN set -eu; \
     if [ -f /tmp/pip-ca.pem ]; then export PIP_CERT=/tmp/pip-ca.pem; fi; \
     pip install --no-deps /src; \
-    cd / && python -c 'import paxos.__main__, paxos.server, paxos.metrics, paxos.healthcheck, paxos.certs'
+    cd / && python -c 'import paxos.__main__, paxos.server.service, paxos.server.metrics, paxos.healthcheck, paxos.certs'
 RUN python -m pip uninstall -y -q setuptools pip
 
 # --------------------------------------------------------------------------

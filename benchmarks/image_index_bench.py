@@ -30,7 +30,7 @@ from pathlib import Path
 
 from benchmarks import replace_doc_section
 from client.images import DEFAULT_MAX_DISTANCE, HASH_BYTES
-from paxos.image_index import ImageIndex
+from paxos.kv.image_index import ImageIndex
 
 SEED = 20240611
 SIZES: tuple[int, ...] = (10_000, 100_000, 300_000)

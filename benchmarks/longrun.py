@@ -47,8 +47,8 @@ import grpc
 
 from benchmarks.svgplot import Panel, panels_svg
 from paxos import bench
-from paxos.hostfile import Member, parse_hostfile
-from paxos.limits import DEFAULT_MAX_VALUE_BYTES
+from paxos.common.hostfile import Member, parse_hostfile
+from paxos.common.limits import DEFAULT_MAX_VALUE_BYTES
 from paxos.local import ClusterError, LocalCluster, split_server_args
 from protos import kv_pb2, kv_pb2_grpc
 

@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from paxos import logcommand, snapshot
-from paxos.statemachine import StateMachine
+from paxos.kv import logcommand
+from paxos.kv.statemachine import StateMachine
+from paxos.storage import snapshot
 from protos import kv_pb2
 
 

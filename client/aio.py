@@ -13,7 +13,7 @@ raises ``SessionExpired``, an ``UnknownOutcome``, and the next write
 registers a new session.  Reads need no session.
 
 Its requests travel on one session stream per server (the KV ``Session``
-RPC, see paxos/session.py), shared by every call of the client.  While one
+RPC, see paxos/server/session.py), shared by every call of the client.  While one
 message is being written to a stream, new requests queue, and everything
 queued goes out together in the next message; a lone caller's request goes
 out at once, with no timer waiting for company.  Replies come back batched
@@ -68,10 +68,10 @@ from client.retry import (
     Timing,
     outcome_of_status,
 )
-from paxos import datadir, limits, snapshotfile
-from paxos.hostfile import HostfileError, Member, parse_hostfile, parse_hostfile_text
-from paxos.identity import format_id
-from paxos.tlsfiles import KeyPair, admin_pair, client_credentials, find_tls_dir
+from paxos.common import files, limits, snapshotfile
+from paxos.common.hostfile import HostfileError, Member, parse_hostfile, parse_hostfile_text
+from paxos.common.identity import format_id
+from paxos.common.tlsfiles import KeyPair, admin_pair, client_credentials, find_tls_dir
 from protos import kv_pb2, kv_pb2_grpc
 
 if TYPE_CHECKING:
@@ -410,7 +410,7 @@ class AsyncKVClient:
         if not target.parent.is_dir():
             raise InvalidRequest(f"{target.parent} does not exist")
         call, first = await self._open_backup(timeout)
-        out = await asyncio.to_thread(datadir.AtomicFile, target.parent, target.name)
+        out = await asyncio.to_thread(files.AtomicFile, target.parent, target.name)
         received = 0
         try:
             while True:
@@ -875,7 +875,7 @@ class AsyncKVClient:
             credentials = self._admin.channel_credentials()
             channel = grpc.aio.secure_channel(member.address, credentials, options=_CHANNEL_OPTIONS)
             self._admin_channels[member.address] = channel
-        from paxos.tlsserver import admin_proof  # cryptography: loaded only for the admin's calls
+        from paxos.common.proofs import admin_proof  # cryptography: loaded only for the admin's calls
 
         return channel, admin_proof(self._admin, member.name, time.time())
 

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Protocol, TextIO
 
 from client.kv import ImageMatch, InvalidRequest, KVClient, KVError, Unavailable, UnknownOutcome
 from client.members import SYNC_SECONDS, Member, SyncTimeout
-from paxos.hostfile import HostfileError, parse_hostfile
-from paxos.hostfile import Member as Server
-from paxos.limits import DEFAULT_MAX_VALUE_BYTES, MAX_IMAGE_MATCHES
-from paxos.tlsfiles import TLS_DIR_ENV, TlsError, mismatch_hint
+from paxos.common.hostfile import HostfileError, parse_hostfile
+from paxos.common.hostfile import Member as Server
+from paxos.common.limits import DEFAULT_MAX_VALUE_BYTES, MAX_IMAGE_MATCHES
+from paxos.common.tlsfiles import TLS_DIR_ENV, TlsError, mismatch_hint
 
 if TYPE_CHECKING:  # prompt_toolkit is imported only when a terminal prompt opens
     from prompt_toolkit import PromptSession

@@ -42,7 +42,7 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
-from paxos.limits import MAX_IMAGE_HASHES, MAX_JPEG_PIXELS, MAX_JPEG_PIXELS_PER_BYTE
+from paxos.common.limits import MAX_IMAGE_HASHES, MAX_JPEG_PIXELS, MAX_JPEG_PIXELS_PER_BYTE
 
 ImageSource = str | os.PathLike[str] | bytes | bytearray
 

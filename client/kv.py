@@ -36,15 +36,15 @@ from client.retry import (
     UnknownOutcome,
     outcome_of_status,
 )
-from paxos.hostfile import Member, parse_hostfile
-from paxos.limits import (
+from paxos.common.hostfile import Member, parse_hostfile
+from paxos.common.limits import (
     DEFAULT_MAX_VALUE_BYTES,
     MAX_IMAGE_MATCHES,
     MAX_KEY_BYTES,
     MAX_MESSAGE_BYTES,
     MAX_METADATA_BYTES,
 )
-from paxos.tlsfiles import find_tls_dir
+from paxos.common.tlsfiles import find_tls_dir
 from protos import kv_pb2
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from client.retry import InvalidRequest, KVError
-from paxos import hostfile
+from paxos.common import hostfile
 from protos import kv_pb2
 
 __all__ = ["SYNC_SECONDS", "Member", "Step", "SyncTimeout", "View", "next_step", "quorum"]

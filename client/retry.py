@@ -37,7 +37,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar, assert_never
 
-from paxos.limits import CLIENT_ATTEMPT_SECONDS, CLIENT_ERROR_BACKOFF_SECONDS, CLIENT_NO_LEADER_BACKOFF_SECONDS
+from paxos.common.limits import CLIENT_ATTEMPT_SECONDS, CLIENT_ERROR_BACKOFF_SECONDS, CLIENT_NO_LEADER_BACKOFF_SECONDS
 from protos import kv_pb2
 
 S = TypeVar("S", bound=Hashable)  # how the caller names a server

@@ -13,11 +13,12 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import TypeVar
 
-from paxos import limits, logformat, snapshot
-from paxos.datadir import LOCK_FILE, DataDirLock, DiskFull, lock_data_dir
-from paxos.founding import check_founding
-from paxos.hostfile import HostfileError, find_member, parse_hostfile
-from paxos.server import (
+from paxos.common import limits, logformat
+from paxos.common.files import DiskFull
+from paxos.common.hostfile import HostfileError, find_member, parse_hostfile
+from paxos.common.tlsfiles import TlsError
+from paxos.server.founding import check_founding
+from paxos.server.service import (
     SNAPSHOT_DIR,
     WAL_DIR,
     DataDirError,
@@ -27,9 +28,10 @@ from paxos.server import (
     data_dir_is_joining,
     discover_cluster,
 )
-from paxos.tlsaccess import CLIENT_AUTH_CERT, CLIENT_AUTH_MODES
-from paxos.tlsfiles import TlsError
-from paxos.wal import Wal, WalCorruption
+from paxos.server.tlsaccess import CLIENT_AUTH_CERT, CLIENT_AUTH_MODES
+from paxos.storage import snapshot
+from paxos.storage.datadir import LOCK_FILE, DataDirLock, lock_data_dir
+from paxos.storage.wal import Wal, WalCorruption
 
 EXIT_USAGE = 2
 EXIT_DATA = 4
@@ -333,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --client-auth needs --tls-dir (without TLS nobody is authenticated)", file=sys.stderr)
         return EXIT_USAGE
     if opts.tls_dir is not None:
-        from paxos.tlsserver import ServerTls  # cryptography: only when serving TLS
+        from paxos.server.tlsserver import ServerTls  # cryptography: only when serving TLS
 
         try:
             tls = ServerTls(opts.tls_dir, opts.name, opts.client_auth or CLIENT_AUTH_CERT)

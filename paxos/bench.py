@@ -33,8 +33,8 @@ from tqdm import tqdm
 from client.aio import AsyncKVClient
 from client.kv import classify
 from client.retry import SECONDS, InvalidRequest, KnownLeader, KVError, Outcome, Retry
-from paxos.hostfile import HostfileError, Member, parse_hostfile
-from paxos.tlsfiles import TLS_DIR_ENV, TlsError, client_credentials, find_tls_dir
+from paxos.common.hostfile import HostfileError, Member, parse_hostfile
+from paxos.common.tlsfiles import TLS_DIR_ENV, TlsError, client_credentials, find_tls_dir
 from protos import kv_pb2, kv_pb2_grpc
 
 KEYSPACE = 10_000

@@ -13,8 +13,8 @@ A server's certificate names the server's host from the hostfile,
 ``localhost`` and ``127.0.0.1`` (so clients can check they reached the
 right address), and the URI ``paxoskv://member/NAME`` that grants the peer
 stream; the client certificate holds ``paxoskv://client`` instead, and the
-admin certificate ``paxoskv://admin`` (see paxos/tlsfiles.py for the rule).  Keys are ECDSA P-256, written readable by
-their owner only.
+admin certificate ``paxoskv://admin`` (see paxos/common/tlsfiles.py for
+the rule).  Keys are ECDSA P-256, written readable by their owner only.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from paxos.hostfile import HostfileError, Member, parse_hostfile
-from paxos.limits import DEFAULT_CERT_DAYS
-from paxos.tlsfiles import (
+from paxos.common.hostfile import HostfileError, Member, parse_hostfile
+from paxos.common.limits import DEFAULT_CERT_DAYS
+from paxos.common.tlsfiles import (
     ADMIN_NAME,
     ADMIN_URI,
     CA_CERT_FILE,

@@ -43,8 +43,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from paxos import limits
-from paxos.messages import NodeId
+from paxos.common import limits
+from paxos.consensus.messages import NodeId
 
 NONE = 0  # "no incarnation" on the wire and in answers
 

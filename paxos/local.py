@@ -35,8 +35,8 @@ from typing import IO
 
 from client import KVClient
 from client.cli import find_leaders, history_path, run_prompt
-from paxos.hostfile import HostfileError, parse_hostfile
-from paxos.tlsfiles import BESIDE_HOSTFILE_DIR, TlsError
+from paxos.common.hostfile import HostfileError, parse_hostfile
+from paxos.common.tlsfiles import BESIDE_HOSTFILE_DIR, TlsError
 
 DEFAULT_DIR = Path("local-cluster")
 DEFAULT_NODES = 5

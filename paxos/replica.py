@@ -10,7 +10,7 @@ core and goes out in the next bundle, so many commands share one fsync.
 
 Everything with a side effect comes in as a parameter: the storage, the
 transport, the clock and the state machine, and a ``wake`` callable that
-arranges for ``drive`` to run soon.  The gRPC server (paxos/server.py)
+arranges for ``drive`` to run soon.  The gRPC server (paxos/server/service.py)
 gives it a write-ahead log, gRPC streams and the monotonic clock; the
 simulator (tests/sim.py) gives it a simulated disk, network and clock.  Both
 run this class, so the simulator tests the code that ships.
@@ -25,12 +25,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, assert_never
 
-from paxos import limits, logcommand
-from paxos.core import Config, HostContractError, Node, Role
+from paxos.common import limits
+from paxos.consensus.core import Config, HostContractError, Node, Role
+from paxos.consensus.membership import Membership
+from paxos.consensus.messages import DurableState, Message, NodeId, Ready, Record, Slot, Value
 from paxos.incarnation import IncarnationBook, Verdict
-from paxos.membership import Membership, configuration_in
-from paxos.messages import DurableState, Message, NodeId, Ready, Record, Slot, Value
-from paxos.statemachine import (
+from paxos.kv import logcommand
+from paxos.kv.configuration import LOG_CONFIGURATIONS, configuration_in
+from paxos.kv.statemachine import (
     FrozenState,
     Outcome,
     Registration,
@@ -201,7 +203,8 @@ class Replica:
             member_id,
             self.store.membership,
             rng,
-            config,
+            # Whatever the caller's config, slots hold configurations as the log writes them.
+            dataclasses.replace(config or Config(), configurations=LOG_CONFIGURATIONS),
             durable,
             snapshot_index=self.snapshot_index,
         )

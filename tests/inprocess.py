@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from paxos.hostfile import Member
+from paxos.common.hostfile import Member
 from paxos.local import free_ports
-from paxos.server import PaxosServer
-from paxos.tlsaccess import CLIENT_AUTH_CERT
-from paxos.tlsserver import ServerTls
+from paxos.server.service import PaxosServer
+from paxos.server.tlsaccess import CLIENT_AUTH_CERT
+from paxos.server.tlsserver import ServerTls
 
 T = TypeVar("T")
 STOP_SECONDS = 30.0

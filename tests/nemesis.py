@@ -63,7 +63,7 @@ from pathlib import Path
 import grpc
 
 from client import KVClient, KVError, UnknownOutcome
-from paxos.hostfile import parse_hostfile
+from paxos.common.hostfile import parse_hostfile
 from paxos.local import ClusterError, LocalCluster, agreed_leader
 from protos import peer_pb2, peer_pb2_grpc
 from tests.lincheck import Op, check

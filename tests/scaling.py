@@ -39,7 +39,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from client import KVClient, KVError
-from paxos.hostfile import Member
+from paxos.common.hostfile import Member
 from tests.inprocess import free_ports
 from tests.lincheck import Op, check
 from tests.nemesis import Clock, History, Worker

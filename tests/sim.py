@@ -106,13 +106,10 @@ from dataclasses import dataclass, field
 from typing import Any, assert_never
 
 from client.retry import KnownLeader, Outcome, Retry, Timing, UnknownOutcome, outcome_of_status
-from paxos import limits
-from paxos import server as paxos_server
-from paxos.codec import DecodeError, PeerCodec
-from paxos.core import PLANTABLE_BUGS, Config, Node, Role
-from paxos.incarnation import NONE, Founding, FoundingAnswer, FoundingDecision, decide_founding
-from paxos.membership import ConfigMember, Membership, configuration_in
-from paxos.messages import (
+from paxos.common import limits
+from paxos.consensus.core import PLANTABLE_BUGS, Config, Node, Role
+from paxos.consensus.membership import ConfigMember, Membership
+from paxos.consensus.messages import (
     Accept,
     AcceptedEntry,
     AcceptRecord,
@@ -129,9 +126,13 @@ from paxos.messages import (
     Slot,
     Value,
 )
+from paxos.incarnation import NONE, Founding, FoundingAnswer, FoundingDecision, decide_founding
+from paxos.kv.configuration import configuration_in
+from paxos.kv.statemachine import FrozenState, Registration, Result, SessionKey, StateMachine, session_of
 from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, WriteAnswer
-from paxos.snapshot import header_for
-from paxos.statemachine import FrozenState, Registration, Result, SessionKey, StateMachine, session_of
+from paxos.server import service as paxos_server
+from paxos.server.codec import DecodeError, PeerCodec
+from paxos.storage.snapshot import header_for
 from protos import kv_pb2, log_pb2, peer_pb2
 from tests import lincheck
 

@@ -20,9 +20,9 @@ import grpc
 import pytest
 
 from client import InvalidRequest, KVClient
-from paxos.hostfile import Member, parse_hostfile
+from paxos.common.hostfile import Member, parse_hostfile
 from paxos.local import LocalCluster
-from paxos.server import DATA_FORMAT, META_FILE, DataDirError, check_data_dir
+from paxos.server.service import DATA_FORMAT, META_FILE, DataDirError, check_data_dir
 from protos import kv_pb2, kv_pb2_grpc
 from tests.polling import wait_until
 

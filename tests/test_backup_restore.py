@@ -10,8 +10,9 @@ import pytest
 from client import cli
 from client.kv import KVClient
 from paxos import __main__ as server_main
-from paxos import limits, snapshot
-from paxos.server import SNAPSHOT_DIR
+from paxos.common import limits
+from paxos.server.service import SNAPSHOT_DIR
+from paxos.storage import snapshot
 from protos import kv_pb2, kv_pb2_grpc
 from tests.inprocess import InProcessCluster, in_process_cluster
 from tests.polling import wait_until

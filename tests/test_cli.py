@@ -21,7 +21,7 @@ import pytest
 from client import ImageError, ImageMatch, InvalidRequest, Unavailable, UnknownOutcome, cli
 from client.images import DEFAULT_MAX_DISTANCE
 from client.retry import SessionExpired
-from paxos.hostfile import HostfileError
+from paxos.common.hostfile import HostfileError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -625,7 +625,7 @@ def test_global_options_after_the_command(run: Runner, kv: FakeKV) -> None:
 
 def test_library_refuses_bytes_with_a_type_error() -> None:
     from client import KVClient
-    from paxos.hostfile import Member
+    from paxos.common.hostfile import Member
 
     kv = KVClient([Member("n1", "127.0.0.1", 1)], timeout=0.1)
     with pytest.raises(TypeError, match="value must be str, not bytes; decode bytes first"):
@@ -639,7 +639,7 @@ def test_library_refuses_bytes_with_a_type_error() -> None:
 
 def test_library_inearest_ranks_however_far_as_the_cli_does(monkeypatch: pytest.MonkeyPatch) -> None:
     from client import KVClient, images
-    from paxos.hostfile import Member
+    from paxos.common.hostfile import Member
     from protos import kv_pb2
 
     sent: list[int] = []

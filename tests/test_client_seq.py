@@ -6,8 +6,8 @@ import random
 
 from client import aio
 from client.aio import FIRST_UNACKED_STEP, AsyncKVClient
-from paxos import limits
-from paxos.hostfile import Member
+from paxos.common import limits
+from paxos.common.hostfile import Member
 
 
 def _client() -> AsyncKVClient:

@@ -7,9 +7,8 @@ from typing import get_args
 
 import pytest
 
-from paxos import limits
-from paxos.codec import DecodeError, PeerCodec, pack, unpack
-from paxos.messages import (
+from paxos.common import limits
+from paxos.consensus.messages import (
     NOOP,
     Accept,
     Accepted,
@@ -26,6 +25,7 @@ from paxos.messages import (
     Promise,
     Reject,
 )
+from paxos.server.codec import DecodeError, PeerCodec, pack, unpack
 from protos import peer_pb2 as pb
 
 CLUSTER_ID = 0x5EED
@@ -277,8 +277,8 @@ def test_packed_envelopes_are_bounded_and_do_not_nest() -> None:
 
 
 def test_a_peer_link_sends_everything_queued_in_one_message() -> None:
-    from paxos.hostfile import Member
-    from paxos.server import _PeerLink
+    from paxos.common.hostfile import Member
+    from paxos.server.service import _PeerLink
 
     codec = PeerCodec(CLUSTER_ID, 1, MEMBERS, 7)
     wires = [codec.encode(m, ME) for m in MESSAGES[:5]]

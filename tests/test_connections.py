@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from paxos import limits
-from paxos.connections import ClientStarvation, connection_cap, server_options
+from paxos.common import limits
+from paxos.server.connections import ClientStarvation, connection_cap, server_options
 
 STARVED = limits.CLIENT_STARVED_SECONDS
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from paxos.core import PLANTABLE_BUGS, Config, HostContractError, Node, Role
-from paxos.messages import (
+from paxos.consensus.core import PLANTABLE_BUGS, Config, HostContractError, Node, Role
+from paxos.consensus.messages import (
     NO_BALLOT,
     NOOP,
     Accept,

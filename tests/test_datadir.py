@@ -24,10 +24,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import paxos.__main__ as server_main
-from paxos.core import Config
-from paxos.datadir import LOCK_FILE, DataDirError, lock_data_dir
-from paxos.hostfile import Member
-from paxos.server import META_FILE, PaxosServer, check_data_dir
+from paxos.common.hostfile import Member
+from paxos.consensus.core import Config
+from paxos.server.service import META_FILE, PaxosServer, check_data_dir
+from paxos.storage.datadir import LOCK_FILE, DataDirError, lock_data_dir
 from tests.inprocess import free_port
 from tests.polling import wait_until
 

@@ -25,9 +25,8 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from paxos import limits
-from paxos.codec import DecodeError, PeerCodec
-from paxos.messages import (
+from paxos.common import limits
+from paxos.consensus.messages import (
     Accept,
     Accepted,
     AcceptedEntry,
@@ -43,7 +42,8 @@ from paxos.messages import (
     Promise,
     Reject,
 )
-from paxos.server import _RefusalLog
+from paxos.server.codec import DecodeError, PeerCodec
+from paxos.server.service import _RefusalLog
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2
 from tests.inprocess import InProcessCluster, in_process_cluster
 from tests.polling import wait_until

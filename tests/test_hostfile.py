@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from paxos.hostfile import HostfileError, Member, find_member, parse_hostfile, parse_hostfile_text
-from paxos.limits import DEFAULT_PORT
+from paxos.common.hostfile import HostfileError, Member, find_member, parse_hostfile, parse_hostfile_text
+from paxos.common.limits import DEFAULT_PORT
 
 
 def test_name_alone_and_name_with_address() -> None:

@@ -19,11 +19,11 @@ import grpc
 import pytest
 
 from client import KVClient
-from paxos import limits
 from paxos.certs import ensure_certificates
+from paxos.common import limits
+from paxos.common.tlsfiles import CA_CERT_FILE, KeyPair, client_credentials
+from paxos.consensus.messages import Accept, Ballot, CatchupReply, Heartbeat, Prepare
 from paxos.local import LocalCluster
-from paxos.messages import Accept, Ballot, CatchupReply, Heartbeat, Prepare
-from paxos.tlsfiles import CA_CERT_FILE, KeyPair, client_credentials
 from protos import log_pb2, peer_pb2, peer_pb2_grpc
 from tests.inprocess import in_process_cluster
 from tests.polling import wait_until

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from paxos import limits
-from paxos.hostfile import Member
-from paxos.identity import bootstrap_ids, cluster_id_for, format_id, parse_id
-from paxos.server import META_FILE, DataDirError, check_data_dir
+from paxos.common import limits
+from paxos.common.hostfile import Member
+from paxos.common.identity import bootstrap_ids, cluster_id_for, format_id, parse_id
+from paxos.server.service import META_FILE, DataDirError, check_data_dir
 
 MEMBERS = [Member(f"node{i}", "127.0.0.1", 7000 + i) for i in range(5)]
 

@@ -1,4 +1,4 @@
-"""Image keys (client/images.py) and the hash index (paxos/image_index.py)."""
+"""Image keys (client/images.py) and the hash index (paxos/kv/image_index.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from PIL import Image, ImageOps
 from benchmarks.image_hash_eval import EDITS, synthetic_photo_jpeg
 from client import images
 from client.images import DEFAULT_MAX_DISTANCE, HASH_BYTES, ImageError, distance, hash_image, index_hashes
-from paxos.image_index import ImageIndex, chunk_radii, split_bits
-from paxos.limits import MAX_IMAGE_HASHES
+from paxos.common.limits import MAX_IMAGE_HASHES
+from paxos.kv.image_index import ImageIndex, chunk_radii, split_bits
 
 DATA = Path(skimage.data.data_dir)
 EDITED_PHOTOS = ("astronaut.png", "camera.png")

@@ -15,7 +15,7 @@ from PIL import Image
 from benchmarks.image_hash_eval import EDITS
 from client import ImageError, InvalidRequest, KVClient
 from client.images import hash_hex, hash_image
-from paxos.limits import MAX_METADATA_BYTES
+from paxos.common.limits import MAX_METADATA_BYTES
 from paxos.local import LocalCluster
 
 DATA = Path(skimage.data.data_dir)
@@ -113,7 +113,7 @@ def test_iset_survives_leader_failover(cluster: LocalCluster, kv: KVClient) -> N
 
 def test_server_and_client_agree_on_hash_size() -> None:
     from client import images
-    from paxos import limits
+    from paxos.common import limits
 
     assert limits.IMAGE_HASH_BYTES == images.HASH_BYTES
     assert limits.MAX_IMAGE_HASHES >= images.VARIANT_COUNT == len(images.index_hashes(DATA / "coffee.png"))

@@ -9,8 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from paxos import limits
-from paxos.hostfile import Member
+from paxos.common import limits
+from paxos.common.hostfile import Member
+from paxos.consensus.messages import (
+    Ballot,
+    ChosenRecord,
+    CommitRecord,
+    DurableState,
+    Heartbeat,
+    Message,
+    NodeId,
+    Record,
+    Slot,
+)
 from paxos.incarnation import (
     NONE,
     Founding,
@@ -20,9 +31,9 @@ from paxos.incarnation import (
     decide_founding,
     new_incarnation,
 )
-from paxos.messages import Ballot, ChosenRecord, CommitRecord, DurableState, Heartbeat, Message, NodeId, Record, Slot
+from paxos.kv.statemachine import FrozenState
 from paxos.replica import FetchedSnapshot, Observer, Replica
-from paxos.server import (
+from paxos.server.service import (
     META_FILE,
     DataDirError,
     PaxosServer,
@@ -30,8 +41,7 @@ from paxos.server import (
     load_incarnation_book,
     save_incarnation_book,
 )
-from paxos.statemachine import FrozenState
-from paxos.wal import Wal
+from paxos.storage.wal import Wal
 
 NAMES = ["a", "b", "c"]
 MEMBERS = [Member(n, "127.0.0.1", 7100 + i) for i, n in enumerate(NAMES)]

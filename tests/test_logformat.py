@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from paxos.logformat import JsonFormatter
+from paxos.common.logformat import JsonFormatter
 from tests.inprocess import free_port
 from tests.polling import wait_until
 

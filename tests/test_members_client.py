@@ -23,7 +23,7 @@ import pytest
 
 from client import AsyncKVClient, InvalidRequest, KVClient, Member, SyncTimeout, aio, cli
 from client.members import Step, View, next_step
-from paxos.hostfile import parse_hostfile, parse_hostfile_text
+from paxos.common.hostfile import parse_hostfile, parse_hostfile_text
 from paxos.local import free_ports
 from protos import kv_pb2, kv_pb2_grpc
 

@@ -11,11 +11,17 @@ from dataclasses import replace
 
 import pytest
 
-from paxos import limits
-from paxos.core import Node, Role
-from paxos.membership import ConfigMember, Membership, configuration_in
-from paxos.messages import Ballot, DurableState
-from tests.test_core import FIXED, Net
+from paxos.common import limits
+from paxos.consensus.core import Node, Role
+from paxos.consensus.membership import ConfigMember, Membership
+from paxos.consensus.messages import Ballot, DurableState
+from paxos.kv import configuration
+from paxos.kv.configuration import LOG_CONFIGURATIONS, configuration_in
+from tests.test_core import FIXED as CORE_FIXED
+from tests.test_core import Net
+
+# Membership changes are written in slots as the log writes them.
+FIXED = replace(CORE_FIXED, configurations=LOG_CONFIGURATIONS)
 
 FOUNDERS = Membership.of(ConfigMember(i, f"s{i}", f"host{i}:1") for i in range(3))
 NEWCOMER = ConfigMember(3, "s3", "host3:1")
@@ -239,7 +245,7 @@ def test_the_only_voter_that_campaigns_learns_the_round_the_others_promised() ->
     net.nodes = [Node(i, before, random.Random(i), FIXED) for i in range(6)]
     for down in (0, 2, 3):
         net.isolate(down)
-    chosen = {1: removing_4.value(), 2: removed_4.value()}
+    chosen = {1: configuration.value(removing_4), 2: configuration.value(removed_4)}
     net.nodes[1] = Node(1, before, random.Random(1), FIXED, DurableState(Ballot(14, 1), {}, {1: chosen[1]}, 1))
     net.nodes[4] = Node(4, before, random.Random(4), FIXED, DurableState(Ballot(15, 4), {}, chosen, 2))
     net.nodes[5] = Node(5, before, random.Random(5), FIXED, DurableState(Ballot(15, 4)))

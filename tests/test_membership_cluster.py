@@ -10,10 +10,10 @@ import pytest
 
 from client import cli
 from client.kv import KVClient, KVError
-from paxos.datadir import DataDirError
-from paxos.hostfile import Member
-from paxos.server import PaxosServer, discover_cluster
-from paxos.tlsaccess import CLIENT_AUTH_CERT
+from paxos.common.hostfile import Member
+from paxos.server.service import PaxosServer, discover_cluster
+from paxos.server.tlsaccess import CLIENT_AUTH_CERT
+from paxos.storage.datadir import DataDirError
 from protos import kv_pb2, kv_pb2_grpc
 from tests.inprocess import InProcessCluster, free_ports, in_process_cluster
 from tests.polling import wait_until
@@ -218,7 +218,7 @@ def test_a_server_that_missed_changes_catches_up_from_a_leader_it_never_heard_of
 
 
 def test_a_server_replaced_under_its_name_rejoins_over_tls(tmp_path: Path) -> None:
-    from paxos.tlsserver import ServerTls
+    from paxos.server.tlsserver import ServerTls
 
     tls_dir = tmp_path / "tls"
     with in_process_cluster(tmp_path, 3, tls_dir) as cluster:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from paxos import limits
-from paxos.messages import (
+from paxos.common import limits
+from paxos.consensus.messages import (
     Accept,
     AcceptedEntry,
     Ballot,

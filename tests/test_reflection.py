@@ -10,7 +10,7 @@ from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from paxos.server import KV_SERVICE, PEER_SERVICE
+from paxos.server.service import KV_SERVICE, PEER_SERVICE
 from tests.inprocess import in_process_cluster
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -22,7 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from paxos import limits
+from paxos.common import limits
 from paxos.local import LocalCluster, free_ports
 from protos import kv_pb2, kv_pb2_grpc
 from tests.polling import wait_until

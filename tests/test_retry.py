@@ -22,8 +22,8 @@ from client.retry import (
     UnknownOutcome,
     outcome_of_status,
 )
-from paxos import limits
-from paxos.hostfile import Member
+from paxos.common import limits
+from paxos.common.hostfile import Member
 from protos import kv_pb2
 
 # Distinct durations in milliseconds, so that a pause of the wrong kind shows.

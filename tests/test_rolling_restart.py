@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from client import KVClient
-from paxos.hostfile import parse_hostfile
+from paxos.common.hostfile import parse_hostfile
 from paxos.local import LocalCluster
 from tests.polling import wait_until
 

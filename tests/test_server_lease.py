@@ -14,10 +14,20 @@ import asyncio
 import time
 from pathlib import Path
 
-from paxos.codec import PeerCodec
-from paxos.hostfile import Member
-from paxos.messages import Ballot, Heartbeat, HeartbeatAck, Message, Prepare, PreVote, PreVoteReply, Promise, Ready
-from paxos.server import PaxosServer
+from paxos.common.hostfile import Member
+from paxos.consensus.messages import (
+    Ballot,
+    Heartbeat,
+    HeartbeatAck,
+    Message,
+    Prepare,
+    PreVote,
+    PreVoteReply,
+    Promise,
+    Ready,
+)
+from paxos.server.codec import PeerCodec
+from paxos.server.service import PaxosServer
 from protos import kv_pb2
 
 MEMBERS = [Member(f"s{i}", "127.0.0.1", 1 + i) for i in range(3)]

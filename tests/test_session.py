@@ -22,8 +22,8 @@ import pytest
 from client import AsyncKVClient, InvalidRequest, KVClient, Unavailable, UnknownOutcome
 from client.kv import _Session
 from client.retry import SessionExpired
-from paxos import limits
-from paxos.hostfile import Member
+from paxos.common import limits
+from paxos.common.hostfile import Member
 from paxos.local import free_ports
 from protos import kv_pb2, kv_pb2_grpc
 from tests.inprocess import InProcessCluster, in_process_cluster

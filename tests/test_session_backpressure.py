@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from paxos import limits
-from paxos.metrics import Histogram
-from paxos.session import ClientSession, ReplyBudget
+from paxos.common import limits
+from paxos.server.metrics import Histogram
+from paxos.server.session import ClientSession, ReplyBudget
 from protos import kv_pb2
 
 VALUE = "v" * (256 * 1024)

@@ -1,6 +1,6 @@
 """A session's write deadlines: each write of a batch is answered Unknown at its own deadline, not before.
 
-The writes of one batch share one timer (paxos/session.py); here a replica
+The writes of one batch share one timer (paxos/server/session.py); here a replica
 that never answers stands in for a leader that cannot reach a quorum.
 """
 
@@ -10,9 +10,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
-from paxos.metrics import Histogram
 from paxos.replica import WriteAnswer
-from paxos.session import ClientSession, ReplyBudget
+from paxos.server.metrics import Histogram
+from paxos.server.session import ClientSession, ReplyBudget
 from protos import kv_pb2
 
 

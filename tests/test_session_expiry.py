@@ -20,8 +20,8 @@ from typing import TypeVar
 import grpc
 import pytest
 
-from paxos import limits
-from paxos.hostfile import parse_hostfile
+from paxos.common import limits
+from paxos.common.hostfile import parse_hostfile
 from paxos.local import LocalCluster
 from protos import kv_pb2, kv_pb2_grpc
 from tests.polling import wait_until

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from paxos.messages import AcceptRecord, DurableState
+from paxos.consensus.messages import AcceptRecord, DurableState
 from paxos.replica import Replica
 from protos import log_pb2
 from tests.polling import wait_until

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from paxos import limits, snapshot
-from paxos.snapshot import SnapshotError, SnapshotMember
-from paxos.statemachine import FrozenState, Outcome, Registration, Result, StateMachine
+from paxos.common import limits
+from paxos.kv.statemachine import FrozenState, Outcome, Registration, Result, StateMachine
+from paxos.storage import snapshot
+from paxos.storage.snapshot import SnapshotError, SnapshotMember
 from protos import log_pb2
 from tests.test_statemachine import Applier, cmd, image, register
 

@@ -8,9 +8,9 @@ import grpc
 import pytest
 
 from client.kv import KVClient
-from paxos import snapshot
-from paxos.server import SNAPSHOT_DIR, DataDirError, PaxosServer
-from paxos.statemachine import StateMachine
+from paxos.kv.statemachine import StateMachine
+from paxos.server.service import SNAPSHOT_DIR, DataDirError, PaxosServer
+from paxos.storage import snapshot
 from protos import kv_pb2, kv_pb2_grpc
 from tests.inprocess import InProcessCluster, in_process_cluster
 from tests.polling import wait_until
@@ -157,7 +157,8 @@ def _load_data(members: list, name: str, tmp_path: Path) -> dict[str, str]:  # t
 def test_an_interrupted_snapshot_transfer_is_started_again_never_half_installed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from paxos import limits, server
+    from paxos.common import limits
+    from paxos.server import service as server
 
     monkeypatch.setattr(limits, "SNAPSHOT_CHUNK_BYTES", 64)  # many chunks, so the cut lands mid-file
     serve = server._PeerService.FetchSnapshot
@@ -243,7 +244,7 @@ def _state_at(server: PaxosServer, index: int) -> StateMachine:
 
 
 def test_with_tls_only_a_member_certificate_gets_a_snapshot(tmp_path: Path) -> None:
-    from paxos.tlsfiles import client_credentials
+    from paxos.common.tlsfiles import client_credentials
     from protos import peer_pb2, peer_pb2_grpc
 
     tls_dir = tmp_path / "tls"

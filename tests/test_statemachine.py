@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from paxos import limits, logcommand
-from paxos.statemachine import Outcome, Registration, Result, StateMachine, validate_command, validate_key
+from paxos.common import limits
+from paxos.kv import logcommand
+from paxos.kv.statemachine import Outcome, Registration, Result, StateMachine, validate_command, validate_key
 from protos import kv_pb2, log_pb2
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from client import cli
-from paxos.server import VERSION
+from paxos.server.service import VERSION
 from tests.inprocess import in_process_cluster
 from tests.polling import wait_until
 

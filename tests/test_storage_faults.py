@@ -27,14 +27,14 @@ import pytest
 from client import KVClient
 from client.retry import KVError
 from paxos import __main__ as server_main
-from paxos.datadir import DiskFull, write_atomically
-from paxos.hostfile import parse_hostfile
+from paxos.common.files import DiskFull, write_atomically
+from paxos.common.hostfile import parse_hostfile
+from paxos.consensus.messages import AcceptRecord
+from paxos.kv.statemachine import StateMachine
 from paxos.local import PROJECT_ROOT, LocalCluster, NodeExited
-from paxos.messages import AcceptRecord
-from paxos.server import SNAPSHOT_DIR, _WalStorage
-from paxos.snapshot import SNAPSHOT_WRITING, SnapshotMember, write_snapshot
-from paxos.statemachine import StateMachine
-from paxos.wal import Wal
+from paxos.server.service import SNAPSHOT_DIR, _WalStorage
+from paxos.storage.snapshot import SNAPSHOT_WRITING, SnapshotMember, write_snapshot
+from paxos.storage.wal import Wal
 from tests.polling import wait_until
 from tests.test_wal import read_records
 

@@ -22,10 +22,10 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from client import InvalidRequest, KVClient, Unavailable, cli
-from paxos import certs, healthcheck
-from paxos.hostfile import HostfileError
-from paxos.tlsaccess import CLIENT_AUTH_CERT, CLIENT_AUTH_NONE
-from paxos.tlsfiles import (
+from paxos import certs
+from paxos.common.hostfile import HostfileError
+from paxos.common.proofs import admin_proof, check_admin_proof, check_member_proof, member_proof
+from paxos.common.tlsfiles import (
     ADMIN_URI,
     CA_CERT_FILE,
     CLIENT_URI,
@@ -38,7 +38,9 @@ from paxos.tlsfiles import (
     member_uri,
     mismatch_hint,
 )
-from paxos.tlsserver import ServerTls, admin_proof, check_admin_proof, check_member_proof, member_proof
+from paxos.server import healthcheck
+from paxos.server.tlsaccess import CLIENT_AUTH_CERT, CLIENT_AUTH_NONE
+from paxos.server.tlsserver import ServerTls
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 from tests.inprocess import InProcessCluster, in_process_cluster
 from tests.polling import wait_until

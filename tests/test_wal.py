@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from paxos.core import Node
-from paxos.datadir import DiskFull
-from paxos.messages import (
+from paxos.common.files import DiskFull
+from paxos.consensus.core import Node
+from paxos.consensus.messages import (
     NO_BALLOT,
     AcceptRecord,
     Ballot,
@@ -28,7 +28,7 @@ from paxos.messages import (
     PromiseRecord,
     Record,
 )
-from paxos.wal import Wal, WalCorruption, decode_payload, encode_record
+from paxos.storage.wal import Wal, WalCorruption, decode_payload, encode_record
 from tests.test_core import FIXED, Net
 
 HEADER = struct.Struct("<III")  # flag bit | payload length, crc32(payload), crc32(first 8 bytes)

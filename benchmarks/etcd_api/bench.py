@@ -28,7 +28,7 @@ import grpc
 
 from benchmarks.etcd_api import StubError, load_stubs
 from paxos.bench import ATTEMPT_SECONDS, KEYSPACE, READ_KEYS, Stats, build_parser, report, summarize
-from paxos.hostfile import HostfileError, Member, parse_hostfile
+from paxos.common.hostfile import HostfileError, Member, parse_hostfile
 
 DEFAULT_KEY_SIZE = 16
 KEY_PREFIX = "bench-"

@@ -2,7 +2,7 @@
 
 A server writes one before it forgets the log below that slot, streams one
 to a peer that needs slots it has forgotten, and a backup is one.  The file
-format is in ``paxos/snapshotfile.py``; this module puts a state machine in
+format is in ``paxos/common/snapshotfile.py``; this module puts a state machine in
 and takes one out, and keeps a data dir's snapshot folder.
 
 Files are written atomically: a temporary file in the same directory,
@@ -17,9 +17,9 @@ import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from paxos import limits
-from paxos.datadir import fsync_dir, write_atomically
-from paxos.snapshotfile import (
+from paxos.common import limits
+from paxos.common.files import fsync_dir, write_atomically
+from paxos.common.snapshotfile import (
     FORMAT,
     MAGIC,
     SUFFIX,
@@ -33,7 +33,7 @@ from paxos.snapshotfile import (
     iter_parts,
     verify,
 )
-from paxos.statemachine import FrozenState, StateMachine
+from paxos.kv.statemachine import FrozenState, StateMachine
 from protos import snapshot_pb2
 
 __all__ = [

@@ -1,11 +1,15 @@
 """The cluster's configuration: who is a member, and which members vote.
 
 A configuration is replicated like any other command: the leader proposes
-the whole new membership as a ``log_pb2.Configuration``, alone in its slot,
-and every replica switches to it when that slot is chosen, so that slot
-``s`` is decided by the voters of the configuration chosen below ``s``.
+the whole new membership, alone in its slot, and every replica switches to
+it when that slot is chosen, so that slot ``s`` is decided by the voters of
+the configuration chosen below ``s``.  How a configuration is written in a
+slot is the log's business, not the core's: the core is handed a
+``ConfigurationFormat`` (``Config.configurations``; the log's is
+paxos/kv/configuration.py), as etcd's raft is handed typed entries rather
+than parsing its payloads.
 The rules that keep this safe are in docs/membership.md; the core enforces
-them (paxos/core.py), this module only describes configurations and says
+them (paxos/consensus/core.py), this module only describes configurations and says
 which changes are single steps.
 
 A learner is a member that receives the log (and accepts values, so that it
@@ -18,16 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
-from google.protobuf.message import DecodeError
-
-from paxos import limits
-from paxos.messages import NodeId, Value
-from protos import log_pb2
-
-# The first byte of an encoded LogCommand whose kind is a configuration
-# (field 2, length-delimited); a client write starts with 0x0a.
-_CONFIGURATION_TAG = b"\x12"
+from paxos.common import limits
+from paxos.consensus.messages import NodeId, Value
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -147,47 +145,27 @@ class Membership:
                 return f"member addresses are at most {limits.MAX_MEMBER_ADDRESS_BYTES} bytes"
         return None
 
-    # ------------------------------------------------------------ the log
 
-    def to_proto(self) -> log_pb2.Configuration:
-        return log_pb2.Configuration(
-            members=[log_pb2.ConfigMember(id=m.id, name=m.name, address=m.address, voter=m.voter) for m in self.members]
-        )
+class ConfigurationFormat(Protocol):
+    """How configurations are written in the log's slots."""
 
-    @classmethod
-    def from_proto(cls, config: log_pb2.Configuration) -> Membership:
-        """Raises ValueError for a configuration that cannot be used."""
-        membership = cls.of(ConfigMember(m.id, m.name, m.address, m.voter) for m in config.members)
-        error = membership.shape_error()
-        if error:
-            raise ValueError(error)
-        return membership
+    def encode(self, membership: Membership) -> Value:
+        """The slot value that holds ``membership``, alone."""
+        ...
 
-    def command(self) -> bytes:
-        """The log command that switches the cluster to this configuration."""
-        return log_pb2.LogCommand(configuration=self.to_proto()).SerializeToString()
-
-    def value(self) -> Value:
-        """The slot value that holds this configuration, alone."""
-        return (self.command(),)
+    def decode(self, value: Value) -> Membership | None:
+        """The configuration a slot holds, or None for anything else (client writes, or one unusable)."""
+        ...
 
 
-def configuration_in(value: Value) -> Membership | None:
-    """The configuration a chosen slot holds, or None for client writes.
+class _NoConfigurations:
+    """For cores that never change their configuration (unit tests of the core alone)."""
 
-    A configuration is alone in its slot; one that does not decode or is
-    unusable counts as none (the state machine refuses and counts it).
-    """
-    if len(value) != 1 or value[0][:1] != _CONFIGURATION_TAG:
+    def encode(self, membership: Membership) -> Value:
+        raise TypeError("this core was given no ConfigurationFormat (Config.configurations), so it cannot propose one")
+
+    def decode(self, value: Value) -> Membership | None:
         return None
-    command = log_pb2.LogCommand()
-    try:
-        command.ParseFromString(value[0])
-    except DecodeError:
-        return None
-    if command.WhichOneof("kind") != "configuration":
-        return None
-    try:
-        return Membership.from_proto(command.configuration)
-    except ValueError:
-        return None
+
+
+NO_CONFIGURATIONS: ConfigurationFormat = _NoConfigurations()

@@ -11,7 +11,7 @@ the frames before it.  A file cut short, damaged anywhere, of another
 format or with trailing bytes is refused as a whole (``SnapshotError``).
 
 This module needs nothing of the server, so the client (which writes
-backups) uses it too; ``paxos/snapshot.py`` adds the state machine.
+backups) uses it too; ``paxos/storage/snapshot.py`` adds the state machine.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 from google.protobuf.message import DecodeError
 
-from paxos import limits
+from paxos.common import limits
 from protos import snapshot_pb2
 
 MAGIC = b"paxoskv-snapshot"

@@ -13,7 +13,7 @@ before it sends its next request therefore sees its operations take effect
 in the order it made them; requests in flight at the same time are
 concurrent, exactly as the same requests on separate unary calls would be.
 
-Everything a client sends is bounded (paxos/limits.py): a batch with too
+Everything a client sends is bounded (paxos/common/limits.py): a batch with too
 many requests or too many bytes has its requests refused, a request beyond
 the session's in-flight bound is refused as UNAVAILABLE, and a request
 reusing an id still in flight, or of no known kind, is refused as INVALID.
@@ -40,13 +40,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from paxos import limits
+from paxos.common import limits
+from paxos.kv.statemachine import validate_image_hash, validate_key
 from paxos.replica import RegisterAnswer, WriteAnswer
-from paxos.statemachine import validate_image_hash, validate_key
 from protos import kv_pb2
 
 if TYPE_CHECKING:
-    from paxos.server import PaxosServer
+    from paxos.server.service import PaxosServer
 
 # How long a request may wait in the server when its client named no time.
 DEFAULT_REQUEST_SECONDS = 10.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 
-from paxos.messages import NodeId
+from paxos.consensus.messages import NodeId
 
 
 class MajorityConfig:

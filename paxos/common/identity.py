@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from paxos.hostfile import Member
-from paxos.limits import MAX_MEMBER_ID
+from paxos.common.hostfile import Member
+from paxos.common.limits import MAX_MEMBER_ID
 
 
 def _hash64(*parts: str) -> int:

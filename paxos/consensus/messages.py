@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import assert_never
 
-# A member's permanent id (paxos/identity.py); never its place in a file.
+# A member's permanent id (paxos/common/identity.py); never its place in a file.
 NodeId = int
 Slot = int
 # A log value is a batch of encoded client commands; the empty batch is a no-op.

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import grpc
 
-from paxos.limits import MAX_PEM_BYTES
+from paxos.common.limits import MAX_PEM_BYTES
 
 TLS_DIR_ENV = "PAXOSKV_TLS_DIR"
 CA_CERT_FILE = "ca.pem"

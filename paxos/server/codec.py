@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from typing import assert_never
 
 from paxos import incarnation as incarnations
-from paxos import limits
-from paxos.messages import (
+from paxos.common import limits
+from paxos.consensus.messages import (
     Accept,
     Accepted,
     AcceptedEntry,
@@ -172,7 +172,7 @@ class PeerCodec:
         """Rebuild a core message, refusing anything the core must never see.
 
         ``any_sender``: the transport proved the sender a member of this
-        cluster that this server does not know yet (paxos/server.py).
+        cluster that this server does not know yet (paxos/server/service.py).
         Whether the sender's incarnation (``raw.incarnation``, checked to be
         present here) is the one it is known by is the replica's to judge.
         """

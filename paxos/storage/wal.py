@@ -70,8 +70,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import assert_never
 
-from paxos.datadir import disk_full_as, fsync_dir
-from paxos.messages import (
+from paxos.common.files import disk_full_as, fsync_dir
+from paxos.consensus.messages import (
     AcceptRecord,
     Ballot,
     ChosenRecord,
@@ -83,7 +83,7 @@ from paxos.messages import (
     Value,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("paxos.wal")
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 MAX_RECORD_BYTES = 256 * 1024 * 1024

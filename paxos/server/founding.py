@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from paxos import limits
-from paxos.datadir import DataDirError
-from paxos.hostfile import Member
-from paxos.identity import bootstrap_ids, format_id
+from paxos.common import limits
+from paxos.common.hostfile import Member
+from paxos.common.identity import bootstrap_ids, format_id
 from paxos.incarnation import Founding, FoundingAnswer, decide_founding
-from paxos.server import GRPC_SERVER_OPTIONS, VERSION, bind_failure, certified_name, peer_channel, repair_hint
+from paxos.server.service import GRPC_SERVER_OPTIONS, VERSION, bind_failure, certified_name, peer_channel, repair_hint
+from paxos.storage.datadir import DataDirError
 from protos import kv_pb2, peer_pb2, peer_pb2_grpc
 
 if TYPE_CHECKING:
-    from paxos.tlsserver import ServerTls
+    from paxos.server.tlsserver import ServerTls
 
 log = logging.getLogger("paxos.founding")
 

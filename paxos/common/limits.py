@@ -95,7 +95,7 @@ MAX_JPEG_PIXELS_PER_BYTE = 1024
 IMAGE_INDEX_CHUNK_BITS = 17
 
 # Peer input bounds.  Every number a peer sends is checked against these on
-# the way in (paxos/codec.py, paxos/core.py), so nothing a peer says can make
+# the way in (paxos/server/codec.py, paxos/consensus/core.py), so nothing a peer says can make
 # a server overflow a field, allocate without bound or wedge the cluster.
 # Member and cluster ids are below 2^63 and never 0.
 MAX_MEMBER_ID = 2**63 - 1
@@ -110,7 +110,7 @@ MAX_INCARNATION_BOOK = 4096
 FOUNDING_RETRY_SECONDS = 0.15
 FOUNDING_ASK_SECONDS = 1.0
 # A configuration's size and its members' names and addresses
-# (paxos/membership.py); the hostfile's names are at most 63 characters.
+# (paxos/consensus/membership.py); the hostfile's names are at most 63 characters.
 MAX_MEMBERS = 64
 MAX_MEMBER_NAME_BYTES = 63
 MAX_MEMBER_ADDRESS_BYTES = 300
@@ -143,7 +143,7 @@ MAX_SLOT_VALUE_BYTES = MAX_BATCH_BYTES + MAX_COMMAND_BYTES
 # interval; every one is counted.
 REFUSAL_LOG_SECONDS = 10.0
 
-# Client session streams (the KV Session RPC, paxos/session.py).  A batch
+# Client session streams (the KV Session RPC, paxos/server/session.py).  A batch
 # above either bound has its requests refused; a request beyond the in-flight
 # bound is refused as UNAVAILABLE (retry later).  Refusals are counted and
 # logged once per sender and reason per REFUSAL_LOG_SECONDS.  The library
@@ -168,7 +168,7 @@ MAX_SESSION_REPLY_BYTES_TOTAL = 128 * 1024 * 1024
 
 # Transport.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-# Connections (paxos/connections.py).  gRPC accepts at most the open-file
+# Connections (paxos/server/connections.py).  gRPC accepts at most the open-file
 # limit less FD_HEADROOM connections (and at most MAX_INCOMING_CONNECTIONS,
 # at least MIN_CONNECTION_CAP): the headroom keeps descriptors for the
 # streams to peers, the data dir and the metrics HTTP server.  A connection
@@ -232,7 +232,7 @@ SNAPSHOT_CHUNK_BYTES = 1024 * 1024
 # asked for again later).
 SNAPSHOT_CHUNK_SECONDS = 10.0
 MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024 * 1024
-# TLS (paxos/tlsfiles.py, paxos/certs.py).  A PEM file larger than this is
+# TLS (paxos/common/tlsfiles.py, paxos/certs.py).  A PEM file larger than this is
 # not a certificate or key this project wrote, and is refused unread.
 MAX_PEM_BYTES = 64 * 1024
 # Certificates made by python -m paxos.certs are valid this long by default.
@@ -265,4 +265,4 @@ _RELATIONS = {
 }
 for _relation, _holds in _RELATIONS.items():
     if not _holds:
-        raise AssertionError(f"paxos/limits.py: {_relation} does not hold")
+        raise AssertionError(f"paxos/common/limits.py: {_relation} does not hold")

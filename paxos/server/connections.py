@@ -25,7 +25,7 @@ import logging
 import os
 import resource
 
-from paxos import limits
+from paxos.common import limits
 
 log = logging.getLogger("paxos.server")
 

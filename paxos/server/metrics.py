@@ -28,11 +28,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from paxos import limits
-from paxos.core import Role
+from paxos.common import limits
+from paxos.consensus.core import Role
 
 if TYPE_CHECKING:
-    from paxos.server import PaxosServer
+    from paxos.server.service import PaxosServer
 
 log = logging.getLogger("paxos.metrics")
 

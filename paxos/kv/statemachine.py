@@ -16,7 +16,7 @@ refused as expired and changes nothing, so eviction costs the evicted client
 its session, never the at-most-once promise: a retry can no longer be taken
 for a new write.
 
-The log holds ``log_pb2.LogCommand``s (``paxos/logcommand.py`` makes them);
+The log holds ``log_pb2.LogCommand``s (``paxos/kv/logcommand.py`` makes them);
 ``validate_command`` is the leader's check of a client's request before it
 proposes it, with the limits of that server.
 """
@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
-from paxos import limits
-from paxos.image_index import ImageIndex
-from paxos.membership import Membership
-from paxos.messages import Slot, Value
+from paxos.common import limits
+from paxos.consensus.membership import Membership
+from paxos.consensus.messages import Slot, Value
+from paxos.kv import configuration
+from paxos.kv.image_index import ImageIndex
 from protos import kv_pb2, log_pb2, snapshot_pb2
 
 log = logging.getLogger("paxos.statemachine")
@@ -220,7 +221,7 @@ class StateMachine:
         self.membership: Membership | None = membership
         # Chosen commands that do not decode, or whose kind this code does
         # not know.  The leader encodes every command it proposes itself
-        # (paxos/logcommand.py), so none can come from this version's
+        # (paxos/kv/logcommand.py), so none can come from this version's
         # proposals: only from a damaged or foreign log, or from a newer
         # version's new kind.  They carry no (client_id, seq) that a waiter
         # could be matched to, so they are only counted (and logged once).
@@ -292,7 +293,7 @@ class StateMachine:
                 return self._register(command.register_session)
             case "configuration":
                 try:
-                    self.membership = Membership.from_proto(command.configuration)
+                    self.membership = configuration.from_proto(command.configuration)
                 except ValueError as exc:
                     self._unreadable(slot, f"is a configuration that cannot be used ({exc})")
                 return None
@@ -449,7 +450,7 @@ class StateMachine:
         """
         sm = cls()
         if header.members:
-            sm.membership = Membership.from_proto(
+            sm.membership = configuration.from_proto(
                 log_pb2.Configuration(
                     members=[
                         log_pb2.ConfigMember(id=m.id, name=m.name, address=m.address, voter=not m.learner)

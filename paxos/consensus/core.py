@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import assert_never
 
-from paxos import limits
-from paxos.membership import Membership, configuration_in
-from paxos.messages import (
+from paxos.common import limits
+from paxos.consensus.membership import NO_CONFIGURATIONS, ConfigurationFormat, Membership
+from paxos.consensus.messages import (
     NOOP,
     Accept,
     Accepted,
@@ -55,7 +55,7 @@ from paxos.messages import (
     Slot,
     Value,
 )
-from paxos.quorum import MajorityConfig
+from paxos.consensus.quorum import MajorityConfig
 
 
 class HostContractError(RuntimeError):
@@ -90,6 +90,8 @@ class Config:
     # Deliberate mistakes, for proving that the simulator catches them.
     # Never set outside tests.  Known names: see PLANTABLE_BUGS.
     planted_bugs: frozenset[str] = frozenset()
+    # How configurations are written in slots (the log's: paxos/kv/configuration.py).
+    configurations: ConfigurationFormat = NO_CONFIGURATIONS
 
 
 PLANTABLE_BUGS = frozenset(
@@ -218,7 +220,7 @@ class Node:
         self._emitted_index: Slot = snapshot_index
         self._recover_chosen(state)
         for slot in range(self.compacted + 1, self.commit_index + 1):
-            chosen_config = configuration_in(self.chosen[slot])
+            chosen_config = self.config.configurations.decode(self.chosen[slot])
             if chosen_config is not None:
                 self._set_membership(chosen_config)
         # The peer whose snapshot the host is fetching for us, if any.
@@ -861,7 +863,7 @@ class Node:
             else:
                 value = NOOP if skip or slot not in best else best[slot][1]
                 self._propose_in_slot(lead, slot, value)
-            if stop_at_change and configuration_in(value) is not None:
+            if stop_at_change and self.config.configurations.decode(value) is not None:
                 lead.change_slot = slot
                 lead.next_slot = slot + 1
                 break
@@ -896,7 +898,7 @@ class Node:
             drained = not lead.in_flight and self.commit_index == lead.next_slot - 1
             if (lead.own_value_chosen and drained) or bugs & {"two_changes_in_flight", "change_before_own_value"}:
                 lead.change_slot = lead.next_slot
-                self._propose_in_slot(lead, lead.next_slot, lead.change_wanted.value())
+                self._propose_in_slot(lead, lead.next_slot, self.config.configurations.encode(lead.change_wanted))
                 lead.next_slot += 1
                 lead.change_wanted = None
                 if "two_changes_in_flight" not in bugs:
@@ -1011,7 +1013,7 @@ class Node:
         while self.commit_index + 1 in self.chosen:
             self.commit_index += 1
             self.accepted.pop(self.commit_index, None)
-            chosen_config = configuration_in(self.chosen[self.commit_index])
+            chosen_config = self.config.configurations.decode(self.chosen[self.commit_index])
             if chosen_config is not None:
                 self._removed_peers |= self.membership_ids - chosen_config.ids - {self.id}
                 self._set_membership(chosen_config)

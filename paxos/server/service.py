@@ -36,25 +36,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from paxos import connections, limits
 from paxos import incarnation as incarnations
-from paxos import snapshot as snapshots
-from paxos.codec import DecodeError, PeerCodec, pack, unpack
-from paxos.core import Config, Node, RecoveryError, Role
-from paxos.datadir import (
-    LOCK_FILE,
-    DataDirError,
-    DiskFull,
-    disk_full_as,
-    fsync_dir,
-    lock_data_dir,
-    write_atomically,
-)
-from paxos.hostfile import HostfileError, Member, parse_address, valid_name
-from paxos.identity import bootstrap_ids, format_id, parse_id
-from paxos.membership import ConfigMember, Membership
-from paxos.messages import Message, NodeId, Record, Slot, Value
-from paxos.metrics import (
+from paxos.common import limits
+from paxos.common.files import DiskFull, disk_full_as, fsync_dir, write_atomically
+from paxos.common.hostfile import HostfileError, Member, parse_address, valid_name
+from paxos.common.identity import bootstrap_ids, format_id, parse_id
+from paxos.common.tlsfiles import TlsError, is_admin, member_named
+from paxos.consensus.core import Config, Node, RecoveryError, Role
+from paxos.consensus.membership import ConfigMember, Membership
+from paxos.consensus.messages import Message, NodeId, Record, Slot, Value
+from paxos.kv.statemachine import FrozenState, StateMachine
+from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, WriteAnswer
+from paxos.server import connections
+from paxos.server.codec import DecodeError, PeerCodec, pack, unpack
+from paxos.server.metrics import (
     FSYNC_BUCKETS,
     REQUEST_BUCKETS,
     SESSION_BATCH_BUCKETS,
@@ -63,8 +58,7 @@ from paxos.metrics import (
     MetricsHttp,
     registry_for,
 )
-from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, WriteAnswer
-from paxos.session import (
+from paxos.server.session import (
     DEFAULT_REQUEST_SECONDS,
     ClientSession,
     ReplyBudget,
@@ -75,14 +69,14 @@ from paxos.session import (
     serve_image_get,
     write_reply,
 )
-from paxos.statemachine import FrozenState, StateMachine
-from paxos.tlsaccess import CLIENT_AUTH_CERT, NOT_A_CLIENT, ClientApiGuard
-from paxos.tlsfiles import TlsError, is_admin, member_named
-from paxos.wal import Wal
+from paxos.server.tlsaccess import CLIENT_AUTH_CERT, NOT_A_CLIENT, ClientApiGuard
+from paxos.storage import snapshot as snapshots
+from paxos.storage.datadir import LOCK_FILE, DataDirError, lock_data_dir
+from paxos.storage.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 
 if TYPE_CHECKING:  # the cryptography package is loaded only by servers that run TLS
-    from paxos.tlsserver import ServerTls
+    from paxos.server.tlsserver import ServerTls
 
 log = logging.getLogger("paxos.server")
 
@@ -121,7 +115,7 @@ INCARNATION_BOOK_FILE = "incarnations.json"  # in the data dir
 # The data dir layout.  2: member ids (ballots carry them, not hostfile line
 # numbers), and log_pb2.LogCommand in the log's slots.  Before it (no
 # "format" in the meta file): the client API's kv_pb2.Command, which this
-# version does not read.  Log records later gained an end mark (paxos/wal.py)
+# version does not read.  Log records later gained an end mark (paxos/storage/wal.py)
 # under the same number: logs written before it are read as they are, while
 # an older paxoskv refuses a log written since as damaged (exit 4).
 DATA_FORMAT = 2
@@ -129,7 +123,7 @@ DATA_FORMAT = 2
 
 @dataclass(frozen=True)
 class Identity:
-    """Who this server is, fixed when its cluster was created or it joined (paxos/identity.py)."""
+    """Who this server is, fixed when its cluster was created or it joined (paxos/common/identity.py)."""
 
     cluster_id: int
     member_id: NodeId
@@ -663,7 +657,7 @@ class PaxosServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: grpc.aio.Server | None = None
         self.health = health_aio.HealthServicer()
-        # Plain numbers for paxos/metrics.py, read when Prometheus scrapes.
+        # Plain numbers for paxos/server/metrics.py, read when Prometheus scrapes.
         self.serving = False
         self._started = time.monotonic()
         self.leader_changes = 0
@@ -705,7 +699,7 @@ class PaxosServer:
         """Serve gRPC on ``listen``, and /metrics and /healthz over HTTP on ``metrics`` if given.
 
         ``max_connections`` lowers the cap on connections below the one the
-        open-file limit sets (paxos/connections.py).
+        open-file limit sets (paxos/server/connections.py).
         """
         interceptors = []
         if self.tls is not None:
@@ -919,7 +913,7 @@ class PaxosServer:
             self.replica.tick()
 
     async def _watch_clients(self) -> None:
-        """Hand leadership over when clients cannot get in (see paxos/connections.py)."""
+        """Hand leadership over when clients cannot get in (see paxos/server/connections.py)."""
         while True:
             await asyncio.sleep(1.0)
             leading = self.core.is_leader()
@@ -1716,7 +1710,7 @@ class _KVService(kv_pb2_grpc.KVServicer):
     async def Session(  # type: ignore[override]
         self, request_iterator: AsyncIterator[kv_pb2.SessionBatch], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[kv_pb2.SessionReplies]:
-        """Batches of requests in, batches of replies out: see paxos/session.py."""
+        """Batches of requests in, batches of replies out: see paxos/server/session.py."""
         refusal = self.s.session_budget.refusal()
         if refusal is not None:
             self.s.client_refusals.note(context.peer(), "session stream over the server's bounds", refusal)
@@ -1876,7 +1870,7 @@ def peer_channel(
 
     With TLS the credentials are asked for anew, so a rotated certificate is
     used from the next channel on; under --client-auth none the metadata
-    carries this member's signed proof (paxos/tlsserver.py).
+    carries this member's signed proof (paxos/server/tlsserver.py).
     """
     if tls is None:
         return grpc.aio.insecure_channel(member.address, options=GRPC_OPTIONS), None

@@ -1,6 +1,6 @@
 """Who may call the client API: the rule a TLS server applies, without the cryptography package.
 
-Three roles (paxos/tlsfiles.py says what their certificates name):
+Three roles (paxos/common/tlsfiles.py says what their certificates name):
 
 * the admin (``admin.pem``) may call everything in the client API;
 * a client (``client.pem``) may call all of it but ``ChangeMembers`` and
@@ -10,8 +10,8 @@ Three roles (paxos/tlsfiles.py says what their certificates name):
 Under ``--client-auth cert`` only the admin's or a client's certificate
 opens the client API.  Under ``--client-auth none`` any TLS caller may use
 the client's part, and the admin proves itself by a signature in the call's
-metadata (paxos/tlsserver.py), since gRPC then asks for no certificate.
-Kept apart from paxos/tlsserver.py so that a plaintext server starts without
+metadata (paxos/server/tlsserver.py), since gRPC then asks for no certificate.
+Kept apart from paxos/server/tlsserver.py so that a plaintext server starts without
 importing cryptography.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 
-from paxos.tlsfiles import is_client
+from paxos.common.tlsfiles import is_client
 
 CLIENT_AUTH_CERT = "cert"
 CLIENT_AUTH_NONE = "none"
