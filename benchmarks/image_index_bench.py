@@ -1,4 +1,4 @@
-"""Lookup time of paxos.image_index.ImageIndex at the chosen hash length and threshold.
+"""Lookup time of paxos.kv.image_index.ImageIndex at the chosen hash length and threshold.
 
 Run from the repository root:
 

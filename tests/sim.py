@@ -79,7 +79,7 @@ Checked, with the seed and a timeline of the events that matter on failure:
   cause, see ``HONEST_REFUSALS``), and every forged one is.
 
 Planted bugs (``--bug``, see ``ALL_BUGS``) prove that these checks bite: the
-core's and the replica's (``paxos.core.PLANTABLE_BUGS``: among them
+core's and the replica's (``paxos.consensus.core.PLANTABLE_BUGS``: among them
 compaction that forgets accepted values above the commit index, snapshots
 without the client-session table, and installing a snapshot older than the
 applied index) and the host's ``ack_before_fsync``, planted in ``SimDisk``,

@@ -39,7 +39,7 @@ MEMBERS = [Member("node1", "127.0.0.1", 1)]
 _HOLDER = (
     "import sys\n"
     "from pathlib import Path\n"
-    "from paxos.datadir import lock_data_dir\n"
+    "from paxos.storage.datadir import lock_data_dir\n"
     "lock = lock_data_dir(Path(sys.argv[1]))\n"
     "print('locked', flush=True)\n"
     "sys.stdin.read()\n"

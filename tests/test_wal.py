@@ -1,7 +1,7 @@
 """Write-ahead log: round trips, torn tails, corruption, rotation, recovery.
 
 Files are read back with ``read_records`` below, which follows the layout in
-the ``paxos.wal`` docstring rather than reusing the module's own scanner.
+the ``paxos.storage.wal`` docstring rather than reusing the module's own scanner.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Peer messages, write-ahead-log records and the output bundle of the core.
 They are immutable, hashable and free of any I/O, so the simulator can copy,
-reorder and duplicate them freely; ``paxos.codec`` maps them to protobuf.
+reorder and duplicate them freely; ``paxos.server.codec`` maps them to protobuf.
 """
 
 from __future__ import annotations

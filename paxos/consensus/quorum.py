@@ -1,7 +1,7 @@
 """Who votes, and when enough of them agree.
 
 The core never counts votes inline: it asks a ``MajorityConfig``.  Members
-are opaque ids (see ``paxos.identity``), never positions in a file, so a
+are opaque ids (see ``paxos.common.identity``), never positions in a file, so a
 configuration is a set; changing the members later means handing the core a
 new configuration, not renumbering anyone.
 """

@@ -3,7 +3,7 @@
 Everything a peer sends is hostile until checked.  ``PeerCodec.decode``
 refuses, with a ``DecodeError`` naming the reason, any message that is not
 for this cluster and this server, any sender that is not a member, and any
-number or size outside the bounds in ``paxos.limits``; what passes is safe
+number or size outside the bounds in ``paxos.common.limits``; what passes is safe
 for the core to hold and to count on (no field it adds one to can overflow
 the wire format).  What only the core can judge (a ballot far above any
 seen, a slot beyond the accept window, an unsolicited catch-up reply) it
