@@ -6,8 +6,10 @@
 from typing import TYPE_CHECKING
 
 from client.aio import AsyncKVClient
-from client.kv import ImageMatch, InvalidRequest, KVClient, KVError, SessionExpired, Unavailable, UnknownOutcome
+from client.errors import InvalidRequest, KVError, SessionExpired, Unavailable, UnknownOutcome
+from client.kv import KVClient
 from client.members import Member, SyncTimeout
+from client.results import ImageMatch
 
 if TYPE_CHECKING:
     from client.images import ImageError

@@ -32,44 +32,31 @@ import collections
 import dataclasses
 import itertools
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
 from client import members as membership
-from client.kv import (
-    _CHANNEL_OPTIONS,
-    BACKUP_SECONDS,
-    STATUS_SECONDS,
-    ImageMatch,
-    Unavailable,
-    _check_key,
-    _check_metadata,
-    _check_value,
-    _consistency,
-    _describe,
-    _image_query,
-    _Session,
-    _surely_not_delivered,
-    _unreachable_status,
-    classify,
+from client.attempts import Attempted, with_retry
+from client.channel import open_channel
+from client.checks import (
+    backup_target,
+    check_key,
+    check_metadata,
+    check_server,
+    check_value,
+    consistency_level,
+    image_query,
 )
-from client.retry import (
-    SECONDS,
-    InvalidRequest,
-    KnownLeader,
-    KVError,
-    Outcome,
-    Retry,
-    SessionExpired,
-    Timing,
-    outcome_of_status,
-)
+from client.errors import InvalidRequest, KVError, SessionExpired, Unavailable
+from client.outcomes import classify, describe, surely_not_delivered
+from client.results import ImageMatch, unreachable_status
+from client.retry import SECONDS, Attempt, KnownLeader, Outcome, Retry, Timing, outcome_of_status
 from paxos.common import files, limits, snapshotfile
-from paxos.common.hostfile import HostfileError, Member, parse_hostfile, parse_hostfile_text
+from paxos.common.hostfile import Member, parse_hostfile
 from paxos.common.identity import format_id
 from paxos.common.tlsfiles import KeyPair, admin_pair, client_credentials, find_tls_dir
 from protos import kv_pb2, kv_pb2_grpc
@@ -78,6 +65,10 @@ if TYPE_CHECKING:
     from client.images import ImageSource
 
 __all__ = ["AsyncKVClient"]
+
+STATUS_SECONDS = 1.0
+# A backup streams the whole state: it may take minutes for a large store.
+BACKUP_SECONDS = 600.0
 
 # How often sync_members asks again to promote a learner that is behind, and reports that it waits.
 SYNC_RECHECK_SECONDS = 0.5
@@ -94,9 +85,17 @@ HINT_LOOKUP_SECONDS = 1.0
 # first_unacked is always safe: the servers only keep more.
 FIRST_UNACKED_STEP = 64
 
-# What an attempt came back with: its outcome, the leader it names ('' for
-# none), the error, and the reply when there was one.
-Attempted = tuple[Outcome, str, str, "kv_pb2.SessionReply | None"]
+R = TypeVar("R")  # what an operation returns
+
+
+class _Session:
+    """Sequence numbers of one client session: the next to use, and those of writes not yet answered."""
+
+    def __init__(self, session_id: int) -> None:
+        self.id = session_id
+        self.next_seq = 1
+        self.open: set[int] = set()
+        self.first_unacked = 1  # the one the last write carried (AsyncKVClient._open_seq)
 
 
 class _Request:
@@ -184,7 +183,7 @@ class SessionStream:
                 while (batch := self._next_batch()) is not None:
                     await self._call.write(batch)
         except grpc.RpcError as exc:
-            self._break(exc, _describe(exc))
+            self._break(exc, describe(exc))
         except asyncio.InvalidStateError:  # the call ended: the receiver reports why
             self._break(None, "session stream closed")
 
@@ -224,7 +223,7 @@ class SessionStream:
                 if self._queue:
                     self._wake.set()  # room in flight again
         except grpc.RpcError as exc:
-            self._break(exc, _describe(exc))
+            self._break(exc, describe(exc))
 
     def _break(self, error: grpc.RpcError | None, detail: str) -> None:
         """Fail every request waiting on this stream; a new one takes its place."""
@@ -306,15 +305,15 @@ class AsyncKVClient:
     # ------------------------------------------------------------- the API
 
     async def set(self, key: str, value: str) -> None:
-        _check_key(key)
-        _check_value(value, self.max_value_bytes)
+        check_key(key)
+        check_value(value, self.max_value_bytes)
         request = kv_pb2.SessionRequest()
         op = request.write.command.set  # filled in place: nested constructors would copy
         op.key, op.value = key, value
         await self._write(request)
 
     async def delete(self, key: str) -> bool:
-        _check_key(key)
+        check_key(key)
         request = kv_pb2.SessionRequest()
         request.write.command.delete.key = key
         reply = await self._write(request)
@@ -322,8 +321,8 @@ class AsyncKVClient:
 
     async def get(self, key: str, consistency: str = "linearizable") -> str | None:
         """The value of ``key``, or None; ``consistency="local"`` as in ``KVClient.get``."""
-        _check_key(key)
-        level = _consistency(consistency)
+        check_key(key)
+        level = consistency_level(consistency)
         request = kv_pb2.SessionRequest()
         request.get.key, request.get.consistency = key, level
         reply = (await self._retry(request, is_write=False, any_server=level == kv_pb2.LOCAL)).get
@@ -333,7 +332,7 @@ class AsyncKVClient:
         """Store ``metadata`` for a photo (a path or the file's bytes); returns its hash in hex."""
         from client import images
 
-        _check_metadata(metadata)
+        check_metadata(metadata)
         # Decoding a photo takes a while: off the event loop, so other calls go on.
         hashes = await asyncio.to_thread(images.index_hashes, image)
         request = kv_pb2.SessionRequest()
@@ -362,7 +361,7 @@ class AsyncKVClient:
         """Up to ``limit`` stored photos nearest to ``image``, nearest first; as ``KVClient.inearest``."""
         from client import images
 
-        query = await asyncio.to_thread(_image_query, image, limit, max_distance, consistency)
+        query = await asyncio.to_thread(image_query, image, limit, max_distance, consistency)
         request = kv_pb2.SessionRequest(iget=query)
         reply = (await self._retry(request, is_write=False, any_server=query.consistency == kv_pb2.LOCAL)).iget
         return [ImageMatch(images.hash_hex(m.hash), m.distance, m.metadata) for m in reply.matches]
@@ -372,14 +371,12 @@ class AsyncKVClient:
         return list(await asyncio.gather(*(self._probe(m) for m in self.servers)))
 
     async def _probe(self, member: Member) -> dict[str, object]:
-        entry = _unreachable_status(member)
-        outcome, _, error, reply = await self._attempt(
-            member, kv_pb2.SessionRequest(status=kv_pb2.StatusRequest()), STATUS_SECONDS
-        )
-        if outcome is not Outcome.OK or reply is None:
-            entry["error"] = error  # not shown by status; says why, e.g. a TLS mismatch
+        entry = unreachable_status(member)
+        tried = await self._attempt(member, kv_pb2.SessionRequest(status=kv_pb2.StatusRequest()), STATUS_SECONDS)
+        if tried.outcome is not Outcome.OK or tried.result is None:
+            entry["error"] = tried.error  # not shown by status; says why, e.g. a TLS mismatch
         else:
-            s = reply.status
+            s = tried.result.status
             entry.update(
                 reachable=True,
                 role=s.role,
@@ -404,11 +401,7 @@ class AsyncKVClient:
         timeout: float = BACKUP_SECONDS,
     ) -> int:
         """Write a consistent snapshot of the cluster to ``path``; as ``KVClient.backup``."""
-        target = Path(path)
-        if target.is_dir():
-            raise InvalidRequest(f"{target} is a directory; name the backup file")
-        if not target.parent.is_dir():
-            raise InvalidRequest(f"{target.parent} does not exist")
+        target = backup_target(path)
         call, first = await self._open_backup(timeout)
         out = await asyncio.to_thread(files.AtomicFile, target.parent, target.name)
         received = 0
@@ -426,7 +419,7 @@ class AsyncKVClient:
         except grpc.aio.AioRpcError as err:
             await asyncio.to_thread(out.abort)
             raise KVError(
-                f"the backup was cut off after {received} bytes: {_describe(err)}; nothing was written"
+                f"the backup was cut off after {received} bytes: {describe(err)}; nothing was written"
             ) from None
         except snapshotfile.SnapshotError as exc:
             raise KVError(f"the backup received does not check out ({exc}); nothing was written") from None
@@ -440,33 +433,32 @@ class AsyncKVClient:
         retry = Retry(
             self.servers, self._leader, self._clock(), self.timeout, self.timing, write=False, describe=_address
         )
-        while (attempt := retry.next_attempt(self._clock())) is not None:
-            channel, metadata = self._admin_channel(attempt.server)
+
+        async def attempt(at: Attempt[Member, float]) -> Attempted[tuple[Any, kv_pb2.BackupChunk]]:
+            channel, metadata = self._admin_channel(at.server)
             call = kv_pb2_grpc.KVStub(channel).Backup(kv_pb2.BackupRequest(), timeout=timeout, metadata=metadata)
             try:
                 # Only the first message must come within the attempt's time.
-                first = await asyncio.wait_for(call.read(), attempt.timeout)
+                first = await asyncio.wait_for(call.read(), at.timeout)
             except TimeoutError:
                 call.cancel()
-                outcome, hint, error = Outcome.MAYBE_DELIVERED, "", "no answer in time"
+                return Attempted(Outcome.MAYBE_DELIVERED, error="no answer in time")
             except grpc.aio.AioRpcError as err:
                 _raise_if_not_admin(err)
-                outcome, hint, error = classify(err)
-            else:
-                if first is grpc.aio.EOF:
-                    outcome, hint, error = Outcome.UNAVAILABLE, "", "the server sent no backup"
-                else:
-                    assert isinstance(first, kv_pb2.BackupChunk)
-                    outcome, hint, error = classify(first)
-                    if outcome is Outcome.OK:
-                        retry.record(outcome, self._clock(), self._by_name.get(hint), error)
-                        return call, first
+                call.cancel()
+                return Attempted(*classify(err))
+            if first is grpc.aio.EOF:
+                call.cancel()
+                return Attempted(Outcome.UNAVAILABLE, error="the server sent no backup")
+            assert isinstance(first, kv_pb2.BackupChunk)
+            outcome, hint, error = classify(first)
             if outcome is not Outcome.OK:
                 call.cancel()
-            await self._resolve_hint(hint, attempt.server, retry)
-            pause = retry.record(outcome, self._clock(), self._by_name.get(hint), error)
-            await self._pause(pause)
-        raise retry.give_up()
+                return Attempted(outcome, hint, error)
+            # Its leader hint is not followed: the stream is open.
+            return Attempted(Outcome.OK, result=(call, first))
+
+        return await self._with_retry(retry, attempt)
 
     # ---------------------------------------------------------- membership
 
@@ -477,7 +469,7 @@ class AsyncKVClient:
 
     async def add_member(self, name: str, address: str) -> list[membership.Member]:
         """Add the server at ``address`` (started with ``--join``) as learner ``name``; as ``KVClient.add_member``."""
-        target = _server(name, address)
+        target = check_server(name, address)
         deadline = self._clock() + self.timeout
         view = await self._members_view(deadline, need_leader=True)
         membership.check_addition(view, target.name, target.address)
@@ -525,7 +517,7 @@ class AsyncKVClient:
             member_id = 0
             try:
                 if step.kind == "add":
-                    member_id = await self._joining_id(_server(step.name, step.address), view, deadline)
+                    member_id = await self._joining_id(check_server(step.name, step.address), view, deadline)
                 elif step.kind == "remove":
                     await self._check_removal(view, step.name)
             except InvalidRequest:
@@ -562,34 +554,35 @@ class AsyncKVClient:
         timeout = max(deadline - now, 0)
         retry = Retry(self.servers, self._leader, now, timeout, self.timing, write=False, describe=_address)
         first: membership.View | None = None
-        while (attempt := retry.next_attempt(self._clock())) is not None:
-            server = attempt.server
-            stub = kv_pb2_grpc.KVStub(self._channel(server))
+
+        async def attempt(at: Attempt[Member, float]) -> Attempted[membership.View]:
+            nonlocal first
+            stub = kv_pb2_grpc.KVStub(self._channel(at.server))
             try:
-                reply = await stub.Members(kv_pb2.MembersRequest(), timeout=attempt.timeout)
+                reply = await stub.Members(kv_pb2.MembersRequest(), timeout=at.timeout)
             except grpc.aio.AioRpcError as err:
-                outcome, hint, error = classify(err)
-            else:  # a MembersReply has no error text
-                outcome, hint, error = outcome_of_status(reply.status), reply.leader_hint, ""
-                self._learn(reply.members, retry)
-                if outcome is Outcome.OK:
-                    view = membership.view_of(reply, server.name)
-                    if view.from_leader:
-                        retry.record(outcome, self._clock())
-                        return view
-                    first = first or view
-                    if not need_leader and set(retry.servers) <= set(retry.tried):
-                        retry.record(Outcome.NOT_LEADER, self._clock())
-                        return first
-                    leader = view.leader
-                    outcome, hint = Outcome.NOT_LEADER, hint or (leader.name if leader else "")
-                    error = error or "answered with a follower's view"
-            await self._resolve_hint(hint, server, retry)
-            pause = retry.record(outcome, self._clock(), self._by_name.get(hint), error)
-            await self._pause(pause)
-        if first is not None and not need_leader:
-            return first
-        raise retry.give_up()
+                return Attempted(*classify(err))
+            # A MembersReply has no error text.
+            outcome, hint = outcome_of_status(reply.status), reply.leader_hint
+            self._learn(reply.members, retry)
+            if outcome is not Outcome.OK:
+                return Attempted(outcome, hint)
+            view = membership.view_of(reply, at.server.name)
+            if view.from_leader:
+                return Attempted(Outcome.OK, result=view)
+            first = first or view
+            if not need_leader and set(retry.servers) <= set(retry.tried):
+                return Attempted(Outcome.NOT_LEADER, result=first, final=True)
+            leader = view.leader
+            hint = hint or (leader.name if leader else "")
+            return Attempted(Outcome.NOT_LEADER, hint, "answered with a follower's view")
+
+        def give_up() -> membership.View:
+            if first is not None and not need_leader:
+                return first
+            raise retry.give_up()
+
+        return await self._with_retry(retry, attempt, give_up=give_up)
 
     async def _change(self, step: membership.Step, member_id: int, deadline: float) -> list[membership.Member]:
         """Ask the leader for ``step``; the configuration after it.
@@ -601,39 +594,35 @@ class AsyncKVClient:
         now = self._clock()
         timing = dataclasses.replace(self.timing, attempt=CHANGE_ATTEMPT_SECONDS)
         retry = Retry(self.servers, self._leader, now, max(deadline - now, 0), timing, write=True, describe=_address)
-        while (attempt := retry.next_attempt(self._clock())) is not None:
-            server = attempt.server
-            reply: kv_pb2.ChangeMembersReply | None = None
-            channel, metadata = self._admin_channel(server)
+
+        async def attempt(at: Attempt[Member, float]) -> Attempted[kv_pb2.ChangeMembersReply | membership.View]:
+            channel, metadata = self._admin_channel(at.server)
             try:
-                reply = await kv_pb2_grpc.KVStub(channel).ChangeMembers(
-                    request, timeout=attempt.timeout, metadata=metadata
-                )
+                reply = await kv_pb2_grpc.KVStub(channel).ChangeMembers(request, timeout=at.timeout, metadata=metadata)
             except grpc.aio.AioRpcError as err:
                 _raise_if_not_admin(err)
-                outcome, hint, error = classify(err)
-            else:
-                outcome, hint, error = classify(reply)
-                self._learn(reply.members, retry)
-            await self._resolve_hint(hint, server, retry)
-            try:
-                pause = retry.record(outcome, self._clock(), self._by_name.get(hint), error)
-            except InvalidRequest as exc:
-                if not retry.ambiguous:
-                    raise
-                view = await self._members_view(max(deadline, self._clock() + STATUS_SECONDS), need_leader=True)
-                if _in_effect(step, view):
-                    return list(view.members)
-                if "not finished" not in str(exc):  # else it may be this very change, still in flight
-                    raise
-                pause = timing.no_leader_backoff
-            if outcome is Outcome.OK:
-                assert reply is not None
-                if reply.members:
-                    return sorted((membership.member_of(m) for m in reply.members), key=lambda m: m.name)
-                return list((await self._members_view(self._clock() + self.timeout, need_leader=False)).members)
-            await self._pause(pause)
-        raise retry.give_up()
+                return Attempted(*classify(err))
+            outcome, hint, error = classify(reply)
+            self._learn(reply.members, retry)
+            return Attempted(outcome, hint, error, reply)
+
+        async def refused(exc: InvalidRequest) -> membership.View | None:
+            """The leader's view when it shows the change made by an earlier attempt; None to ask again."""
+            if not retry.ambiguous:
+                raise exc
+            view = await self._members_view(max(deadline, self._clock() + STATUS_SECONDS), need_leader=True)
+            if _in_effect(step, view):
+                return view
+            if "not finished" not in str(exc):  # else it may be this very change, still in flight
+                raise exc
+            return None
+
+        done = await self._with_retry(retry, attempt, refused=refused)
+        if isinstance(done, membership.View):
+            return list(done.members)
+        if done.members:
+            return sorted((membership.member_of(m) for m in done.members), key=lambda m: m.name)
+        return list((await self._members_view(self._clock() + self.timeout, need_leader=False)).members)
 
     async def _joining_id(self, target: Member, view: membership.View, deadline: float) -> int:
         """The member id of the server at ``target.address``, once it shows it is waiting to join this cluster."""
@@ -647,7 +636,7 @@ class AsyncKVClient:
                         kv_pb2.StatusRequest(), timeout=min(STATUS_SECONDS, left)
                     )
                 except grpc.aio.AioRpcError as err:
-                    error = _describe(err)
+                    error = describe(err)
                     await self._pause(min(self.timing.error_backoff * 10, max(deadline - self._clock(), 0)))
                     continue
                 return _check_joining(target, status, cluster_id)
@@ -696,7 +685,7 @@ class AsyncKVClient:
             if info.name in self._by_name or not info.address:
                 continue
             try:
-                server = _server(info.name, info.address)
+                server = check_server(info.name, info.address)
             except InvalidRequest:  # not an address this client can dial
                 continue
             self._by_name[server.name] = server
@@ -802,20 +791,37 @@ class AsyncKVClient:
             any_server=any_server,
             describe=_address,
         )
-        while (attempt := retry.next_attempt(self._clock())) is not None:
-            outcome, hint, error, reply = await self._attempt(attempt.server, request, attempt.timeout)
-            await self._resolve_hint(hint, attempt.server, retry)
-            pause = retry.record(outcome, self._clock(), self._by_name.get(hint), error)
-            if outcome is Outcome.OK:
-                assert reply is not None
-                return reply
-            await self._pause(pause)
-        raise retry.give_up()
+
+        async def attempt(at: Attempt[Member, float]) -> Attempted[kv_pb2.SessionReply]:
+            return await self._attempt(at.server, request, at.timeout)
+
+        return await self._with_retry(retry, attempt)
+
+    async def _with_retry(
+        self,
+        retry: Retry[Member, float],
+        attempt: Callable[[Attempt[Member, float]], Awaitable[Attempted[R]]],
+        refused: Callable[[InvalidRequest], Awaitable[R | None]] | None = None,
+        give_up: Callable[[], R] | None = None,
+    ) -> R:
+        """Run one operation's attempts under ``retry``, with this client's clock, pauses and leader lookups."""
+        return await with_retry(
+            retry,
+            attempt,
+            leader_named=self._by_name.get,
+            clock=self._clock,
+            pause=self._pause,
+            follow_hint=self._resolve_hint,
+            refused=refused,
+            give_up=give_up,
+        )
 
     async def _pause(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
-    async def _attempt(self, member: Member, request: kv_pb2.SessionRequest, timeout: float) -> Attempted:
+    async def _attempt(
+        self, member: Member, request: kv_pb2.SessionRequest, timeout: float
+    ) -> Attempted[kv_pb2.SessionReply]:
         """One attempt of ``request`` at ``member``, on its session stream.
 
         Each attempt gives ``request`` an id of its own.  It is not copied:
@@ -825,13 +831,13 @@ class AsyncKVClient:
         try:
             reply = await self._stream(member).request(request, timeout)
         except StreamBroken as exc:
-            surely_not = not exc.sent or (exc.error is not None and _surely_not_delivered(exc.error))
-            return (Outcome.NOT_DELIVERED if surely_not else Outcome.MAYBE_DELIVERED), "", exc.detail, None
+            surely_not = not exc.sent or (exc.error is not None and surely_not_delivered(exc.error))
+            return Attempted(Outcome.NOT_DELIVERED if surely_not else Outcome.MAYBE_DELIVERED, error=exc.detail)
         which = reply.WhichOneof("kind")
         if which == "refused":
-            return outcome_of_status(reply.refused.status), "", reply.refused.error, None
+            return Attempted(outcome_of_status(reply.refused.status), error=reply.refused.error)
         if which == "status":
-            return Outcome.OK, "", "", reply
+            return Attempted(Outcome.OK, result=reply)
         answer: kv_pb2.WriteReply | kv_pb2.GetReply | kv_pb2.ImageGetReply | kv_pb2.RegisterReply
         if which == "register":
             answer = reply.register
@@ -842,8 +848,8 @@ class AsyncKVClient:
         elif which == "iget":
             answer = reply.iget
         else:  # a reply of a kind this client does not know: taken as a refusal
-            return Outcome.UNAVAILABLE, "", f"reply of unknown kind {which!r}", None
-        return outcome_of_status(answer.status), answer.leader_hint, answer.error, reply
+            return Attempted(Outcome.UNAVAILABLE, error=f"reply of unknown kind {which!r}")
+        return Attempted(outcome_of_status(answer.status), answer.leader_hint, answer.error, reply)
 
     def _stream(self, member: Member) -> SessionStream:
         stream = self._streams.get(member.address)
@@ -872,8 +878,7 @@ class AsyncKVClient:
             return self._channel(member), None
         channel = self._admin_channels.get(member.address)
         if channel is None:
-            credentials = self._admin.channel_credentials()
-            channel = grpc.aio.secure_channel(member.address, credentials, options=_CHANNEL_OPTIONS)
+            channel = open_channel(member.address, self._admin.channel_credentials())
             self._admin_channels[member.address] = channel
         from paxos.common.proofs import admin_proof  # cryptography: loaded only for the admin's calls
 
@@ -881,9 +886,7 @@ class AsyncKVClient:
 
     def _new_channel(self, address: str) -> grpc.aio.Channel:
         """A channel of its own to ``address``, with this client's TLS settings."""
-        if self._credentials is None:
-            return grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
-        return grpc.aio.secure_channel(address, self._credentials, options=_CHANNEL_OPTIONS)
+        return open_channel(address, self._credentials)
 
 
 def _address(member: Member) -> str:
@@ -898,18 +901,6 @@ def _raise_if_not_admin(err: grpc.aio.AioRpcError) -> None:
 
 def _quiet(message: str) -> None:
     """The default ``progress`` of ``sync_members``: say nothing."""
-
-
-def _server(name: str, address: str) -> Member:
-    """A server's name and ``host:port`` checked as a hostfile line is; ``InvalidRequest`` if they are not valid."""
-    for what, text in (("server name", name), ("address (HOST:PORT)", address)):
-        if not text or "#" in text or any(c.isspace() for c in text):
-            raise InvalidRequest(f"{text!r} is not a valid {what}")
-    try:
-        (server,) = parse_hostfile_text(f"{name} {address}", "member")
-    except (HostfileError, ValueError) as exc:
-        raise InvalidRequest(str(exc).removeprefix("member:1: ")) from None
-    return server
 
 
 def _check_joining(target: Member, status: kv_pb2.NodeStatus, cluster_id: int) -> int:

@@ -1,15 +1,13 @@
-"""The paxoskv client library.
+"""The paxoskv client library: ``KVClient``, the blocking client.
 
 ``KVClient`` finds the leader itself (following the redirects of followers),
 retries through leader changes until its timeout, and tags each write with
 its session's id (registered with the cluster before the first write) and a
 sequence number so that a retried write is applied at most once.  It is
-safe to share between threads.  Where to send each attempt, how long to wait
-and when to give up is decided by ``client.retry``; the
-calls are made by ``client.aio.AsyncKVClient``, which ``KVClient`` runs on
-an event loop of its own, and which coroutines may use directly.  This
-module also holds what both share: the checks of a request before it is
-sent, and how a gRPC result becomes a ``client.retry`` outcome.
+safe to share between threads.  It is a synchronous facade: every call is
+made by ``client.aio.AsyncKVClient``, which ``KVClient`` runs on an event
+loop of its own, and which coroutines may use directly.  Where to send each
+attempt, how long to wait and when to give up is decided by ``client.retry``.
 """
 
 from __future__ import annotations
@@ -18,76 +16,39 @@ import asyncio
 import os
 import threading
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import grpc
-
+from client.aio import BACKUP_SECONDS, AsyncKVClient
+from client.errors import InvalidRequest, KVError, SessionExpired, Unavailable, UnknownOutcome
 from client.members import SYNC_SECONDS
 from client.members import Member as ClusterMember
-from client.retry import (
-    InvalidRequest,
-    KVError,
-    Outcome,
-    SessionExpired,
-    Unavailable,
-    UnknownOutcome,
-    outcome_of_status,
-)
+from client.outcomes import classify
+from client.results import ImageMatch
 from paxos.common.hostfile import Member, parse_hostfile
-from paxos.common.limits import (
-    DEFAULT_MAX_VALUE_BYTES,
-    MAX_IMAGE_MATCHES,
-    MAX_KEY_BYTES,
-    MAX_MESSAGE_BYTES,
-    MAX_METADATA_BYTES,
-)
+from paxos.common.limits import DEFAULT_MAX_VALUE_BYTES
 from paxos.common.tlsfiles import find_tls_dir
-from protos import kv_pb2
 
 if TYPE_CHECKING:
     # client.images pulls in numpy, scipy and imagehash (a third of a second): only iset and
     # inearest import it, so that every other command starts quickly.
     from client.images import ImageSource
 
-__all__ = ["ImageMatch", "InvalidRequest", "KVClient", "KVError", "SessionExpired", "Unavailable", "UnknownOutcome"]
-
-STATUS_SECONDS = 1.0
-# A backup streams the whole state: it may take minutes for a large store.
-BACKUP_SECONDS = 600.0
-# How long closing a client waits for its streams to end.
-_CLOSE_SECONDS = 5.0
-
-_CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    # A restarted server must be retried within a second, not after gRPC's
-    # default reconnect backoff of up to two minutes.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
+# ``classify`` is here for the load generator, which imported it from this module first.
+__all__ = [
+    "ImageMatch",
+    "InvalidRequest",
+    "KVClient",
+    "KVError",
+    "SessionExpired",
+    "Unavailable",
+    "UnknownOutcome",
+    "classify",
 ]
 
-
-class _Session:
-    """Sequence numbers of one client session: the next to use, and those of writes not yet answered."""
-
-    def __init__(self, session_id: int) -> None:
-        self.id = session_id
-        self.next_seq = 1
-        self.open: set[int] = set()
-        self.first_unacked = 1  # the one the last write carried (aio.AsyncKVClient._open_seq)
-
-
-class _Reply(Protocol):
-    """The fields every reply to a client request has."""
-
-    status: int
-    leader_hint: str
-    error: str
-
+# How long closing a client waits for its streams to end.
+_CLOSE_SECONDS = 5.0
 
 T = TypeVar("T")
 
@@ -112,8 +73,6 @@ class KVClient:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         tls_dir: str | Path | None = None,
     ) -> None:
-        from client.aio import AsyncKVClient  # client.aio builds on this module's checks
-
         self._client = AsyncKVClient(members, timeout, max_value_bytes, tls_dir=tls_dir)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None  # set by the first call
@@ -164,12 +123,9 @@ class KVClient:
     # ------------------------------------------------------------- the API
 
     def set(self, key: str, value: str) -> None:
-        _check_key(key)
-        _check_value(value, self.max_value_bytes)
         self._run(self._client.set(key, value))
 
     def delete(self, key: str) -> bool:
-        _check_key(key)
         return self._run(self._client.delete(key))
 
     def get(self, key: str, consistency: str = "linearizable") -> str | None:
@@ -178,8 +134,6 @@ class KVClient:
         ``consistency="local"`` reads whichever server answers first, without
         asking the leader: fast, but the value may be stale.
         """
-        _check_key(key)
-        _consistency(consistency)
         return self._run(self._client.get(key, consistency))
 
     def iset(self, image: ImageSource, metadata: str) -> str:
@@ -188,7 +142,6 @@ class KVClient:
         Raises ``ImageError`` (a ValueError) for a file that is missing, not
         an image, corrupt or too large, before anything is sent.
         """
-        _check_metadata(metadata)
         return self._run(self._client.iset(image, metadata))
 
     def iget(
@@ -331,120 +284,3 @@ def _client_loop() -> asyncio.AbstractEventLoop:
             loop = _client_loop_of[os.getpid()] = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="paxoskv-client", daemon=True).start()
         return loop
-
-
-@dataclass(frozen=True)
-class ImageMatch:
-    hash: str  # the stored photo's hash, hex
-    distance: int  # bits
-    metadata: str
-
-
-def _check_key(key: str) -> None:
-    _check_text("key", key)
-    size = len(key.encode("utf-8", "surrogatepass"))
-    if not 0 < size <= MAX_KEY_BYTES:
-        raise InvalidRequest(f"key must be 1 to {MAX_KEY_BYTES} bytes of UTF-8, got {size}")
-
-
-def _check_value(value: str, max_value_bytes: int) -> None:
-    _check_text("value", value)
-    size = len(value.encode("utf-8", "surrogatepass"))
-    if size > max_value_bytes:
-        raise InvalidRequest(f"value is {size} bytes; the limit is {max_value_bytes}")
-
-
-def _check_metadata(metadata: str) -> None:
-    _check_text("metadata", metadata)
-    size = len(metadata.encode("utf-8", "surrogatepass"))
-    if size > MAX_METADATA_BYTES:
-        raise InvalidRequest(f"metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}")
-
-
-def _image_query(image: ImageSource, limit: int, max_distance: int | None, consistency: str) -> kv_pb2.ImageGetRequest:
-    """The checked request for ``inearest``; hashing the photo takes a while."""
-    from client import images
-
-    distance = images.HASH_BITS if max_distance is None else max_distance
-    if not 0 <= distance <= images.HASH_BITS:
-        raise InvalidRequest(f"max_distance must be 0 to {images.HASH_BITS} bits")
-    if not 1 <= limit <= MAX_IMAGE_MATCHES:
-        raise InvalidRequest(f"limit must be 1 to {MAX_IMAGE_MATCHES}")
-    return kv_pb2.ImageGetRequest(
-        hash=images.hash_image(image), max_distance=distance, limit=limit, consistency=_consistency(consistency)
-    )
-
-
-def _unreachable_status(member: Member) -> dict[str, object]:
-    """A server's entry in ``status()`` until it answers."""
-    return {
-        "name": member.name,
-        "address": member.address,
-        "reachable": False,
-        "role": "down",
-        "leader": "",
-        "ballot": "",
-        "commit_index": 0,
-        "applied_index": 0,
-    }
-
-
-def _check_text(what: str, text: object) -> None:
-    """Keys, values and metadata are text: anything else is the caller's mistake, a TypeError."""
-    if not isinstance(text, str):
-        hint = "; decode bytes first, e.g. data.decode('utf-8')" if isinstance(text, bytes | bytearray) else ""
-        raise TypeError(f"{what} must be str, not {type(text).__name__}{hint}")
-
-
-def _consistency(name: str) -> kv_pb2.Consistency:
-    if name not in ("linearizable", "local"):
-        raise ValueError("consistency must be 'linearizable' or 'local'")
-    return kv_pb2.LOCAL if name == "local" else kv_pb2.LINEARIZABLE
-
-
-def _describe(err: grpc.RpcError) -> str:
-    """One line for a failed call, from the threaded or the asyncio gRPC API."""
-    call = isinstance(err, grpc.Call | grpc.aio.AioRpcError)
-    code = err.code() if call else None
-    details = err.details() if call else str(err)
-    name = code.name.lower() if code else "error"
-    return f"{name} ({details})" if details else name
-
-
-def classify(result: _Reply | grpc.RpcError) -> tuple[Outcome, str, str]:
-    """What a call came back with: its outcome, the leader it names ('' for none) and the error.
-
-    The one place where gRPC results become ``client.retry`` outcomes, for
-    the library and the load generator alike.  Of the transport errors only
-    a refused connection and a name that does not resolve surely never
-    reached a server; after any other a write may have been applied.
-    """
-    if isinstance(result, grpc.RpcError):
-        delivery = Outcome.NOT_DELIVERED if _surely_not_delivered(result) else Outcome.MAYBE_DELIVERED
-        return delivery, "", _describe(result)
-    return outcome_of_status(result.status), result.leader_hint, result.error
-
-
-# gRPC's words (lower case) for an UNAVAILABLE call that never had a connection:
-# one refused, or a name that did not resolve (a stopped Docker container's
-# name, a typo in the hostfile), in the wordings of the gRPC versions we allow.
-_NEVER_CONNECTED = (
-    "failed to connect",
-    "connection refused",
-    "dns resolution failed",
-    "errors resolving",
-    "name resolution failed",
-    "domain name not found",
-)
-
-
-def _surely_not_delivered(err: grpc.RpcError) -> bool:
-    """True when the request certainly never reached a server."""
-    if not isinstance(err, grpc.Call | grpc.aio.AioRpcError) or err.code() != grpc.StatusCode.UNAVAILABLE:
-        return False
-    details = (err.details() or "").lower()
-    return any(words in details for words in _NEVER_CONNECTED)
-
-
-def _address(member: Member) -> str:
-    return member.address

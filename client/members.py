@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from client.retry import InvalidRequest, KVError
+from client.errors import InvalidRequest, KVError
 from paxos.common import hostfile
 from protos import kv_pb2
 

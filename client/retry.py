@@ -37,31 +37,28 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar, assert_never
 
+from client.errors import InvalidRequest, KVError, SessionExpired, Unavailable, UnknownOutcome
 from paxos.common.limits import CLIENT_ATTEMPT_SECONDS, CLIENT_ERROR_BACKOFF_SECONDS, CLIENT_NO_LEADER_BACKOFF_SECONDS
 from protos import kv_pb2
 
+# The errors were defined here first: ``from client.retry import KVError`` still works.
+__all__ = [
+    "SECONDS",
+    "Attempt",
+    "InvalidRequest",
+    "KVError",
+    "KnownLeader",
+    "Outcome",
+    "Retry",
+    "SessionExpired",
+    "Timing",
+    "Unavailable",
+    "UnknownOutcome",
+    "outcome_of_status",
+]
+
 S = TypeVar("S", bound=Hashable)  # how the caller names a server
 N = TypeVar("N", int, float)  # the caller's unit of time
-
-
-class KVError(Exception):
-    """The operation failed and was not applied."""
-
-
-class UnknownOutcome(KVError):
-    """A write may or may not have been applied (the client lost track of it)."""
-
-
-class SessionExpired(UnknownOutcome):
-    """The write's session expired: it was not applied now, and may have been before; open a new session."""
-
-
-class Unavailable(KVError):
-    """No server could complete the operation within the timeout."""
-
-
-class InvalidRequest(KVError):
-    """The request was refused as malformed; nothing was applied."""
 
 
 class Outcome(enum.Enum):

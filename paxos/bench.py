@@ -31,8 +31,10 @@ import grpc
 from tqdm import tqdm
 
 from client.aio import AsyncKVClient
-from client.kv import classify
-from client.retry import SECONDS, InvalidRequest, KnownLeader, KVError, Outcome, Retry
+from client.attempts import Attempted, with_retry
+from client.errors import InvalidRequest, KVError
+from client.outcomes import classify
+from client.retry import SECONDS, Attempt, KnownLeader, Retry
 from paxos.common.hostfile import HostfileError, Member, parse_hostfile
 from paxos.common.tlsfiles import TLS_DIR_ENV, TlsError, client_credentials, find_tls_dir
 from protos import kv_pb2, kv_pb2_grpc
@@ -132,46 +134,48 @@ class Target:
 async def _register(target: Target) -> int | None:
     """A new session, registered at the leader as the library does; None if the cluster did not answer in time."""
     retry = Retry(target.names, target.leader, time.monotonic(), OP_SECONDS, TIMING, write=False)
-    while (attempt := retry.next_attempt(time.monotonic())) is not None:
-        result: kv_pb2.RegisterReply | grpc.RpcError
+
+    async def attempt(at: Attempt[str, float]) -> Attempted[int | None]:
         try:
-            result = await target.stubs[attempt.server].Register(kv_pb2.RegisterRequest(), timeout=attempt.timeout)
+            reply = await target.stubs[at.server].Register(kv_pb2.RegisterRequest(), timeout=at.timeout)
         except grpc.RpcError as err:
-            result = err
-        outcome, hint, error = classify(result)
-        pause = retry.record(outcome, time.monotonic(), hint, error)
-        if outcome is Outcome.OK and isinstance(result, kv_pb2.RegisterReply):
-            return result.session_id
-        await asyncio.sleep(pause)
-    return None
+            return Attempted(*classify(err))
+        return Attempted(*classify(reply), reply.session_id)
+
+    return await with_retry(retry, attempt, leader_named=_named, clock=time.monotonic, give_up=lambda: None)
 
 
 async def _one_op(target: Target, op: str, key: str, value: str, session: int, seq: int) -> tuple[bool, bool]:
     """One operation, following the leader and retrying like the library: whether it succeeded, and
     whether its session expired."""
     retry = Retry(target.names, target.leader, time.monotonic(), OP_SECONDS, TIMING, write=op == "set")
-    while (attempt := retry.next_attempt(time.monotonic())) is not None:
-        stub = target.stubs[attempt.server]
+
+    async def attempt(at: Attempt[str, float]) -> Attempted[tuple[bool, bool]]:
+        stub = target.stubs[at.server]
         result: kv_pb2.WriteReply | kv_pb2.GetReply | grpc.RpcError
         try:
             if op == "set":
                 cmd = kv_pb2.Command(
                     session_id=session, seq=seq, first_unacked=seq, set=kv_pb2.SetOp(key=key, value=value)
                 )
-                result = await stub.Write(kv_pb2.WriteRequest(command=cmd), timeout=attempt.timeout)
+                result = await stub.Write(kv_pb2.WriteRequest(command=cmd), timeout=at.timeout)
             else:
-                result = await stub.Get(kv_pb2.GetRequest(key=key), timeout=attempt.timeout)
+                result = await stub.Get(kv_pb2.GetRequest(key=key), timeout=at.timeout)
         except grpc.RpcError as err:
             result = err
-        outcome, hint, error = classify(result)
-        try:
-            pause = retry.record(outcome, time.monotonic(), hint, error)
-        except InvalidRequest:
-            return False, False  # refused as invalid: a bug in this tool, counted as an error
-        if outcome is Outcome.OK:
-            return True, False
-        await asyncio.sleep(pause)
-    return False, retry.session_expired
+        return Attempted(*classify(result), (True, False))
+
+    try:
+        return await with_retry(
+            retry, attempt, leader_named=_named, clock=time.monotonic, give_up=lambda: (False, retry.session_expired)
+        )
+    except InvalidRequest:
+        return False, False  # refused as invalid: a bug in this tool, counted as an error
+
+
+def _named(hint: str) -> str:
+    """The server a leader hint names: the load generator names servers as the replies do."""
+    return hint
 
 
 async def _client(

@@ -1,17 +1,19 @@
-"""The client's retry policy (``client/retry.py``) with plain calls, and the library driving it."""
+"""The client's retry policy (``client/retry.py``) with plain calls, the loop that drives it, and the library."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import grpc
 import pytest
 
-from client.aio import AsyncKVClient, StreamBroken
-from client.kv import KVClient, _Session, classify
+from client.aio import AsyncKVClient, StreamBroken, _Session
+from client.attempts import Attempted, with_retry
+from client.kv import KVClient, classify
 from client.retry import (
     SECONDS,
+    Attempt,
     InvalidRequest,
     KnownLeader,
     Outcome,
@@ -426,3 +428,102 @@ def test_library_write_in_an_expired_session_is_unknown_and_the_next_registers_a
     assert clock.now == 1000.0, "no retry and no pause in an expired session"
     set_value("k", "w")
     assert not script
+
+
+# ------------------------------------------------- the loop that drives the policy
+
+
+def run_with_retry(
+    answers: list[Attempted[str]],
+    *,
+    timeout: float = 10.0,
+    write: bool = True,
+    leader: KnownLeader[str] | None = None,
+    refused: Callable[[InvalidRequest], Awaitable[str | None]] | None = None,
+    give_up: Callable[[], str] | None = None,
+) -> tuple[str, list[tuple[str, str]], FakeClock, Retry[str, float]]:
+    """``with_retry`` over scripted answers and a fake clock: its result, the (server, hint) of
+    each attempt in the order made, the clock and the policy."""
+    clock = FakeClock()
+    retry = Retry(SERVERS, leader or KnownLeader(), clock.monotonic(), timeout, SECONDS, write=write)
+    seen: list[tuple[str, str]] = []
+
+    async def attempt(at: Attempt[str, float]) -> Attempted[str]:
+        tried = answers.pop(0) if answers else Attempted(Outcome.NOT_DELIVERED, error="connection refused")
+        seen.append((at.server, tried.hint))
+        return tried
+
+    async def follow_hint(hint: str, server: str, policy: Retry[str, float]) -> None:
+        assert policy is retry and retry.current == server, "runs before the attempt is recorded"
+
+    async def pause(seconds: float) -> None:
+        clock.sleep(seconds)
+
+    result = asyncio.run(
+        with_retry(
+            retry,
+            attempt,
+            leader_named=lambda hint: hint or None,
+            clock=clock.monotonic,
+            pause=pause,
+            follow_hint=follow_hint,
+            refused=refused,
+            give_up=give_up,
+        )
+    )
+    return result, seen, clock, retry
+
+
+def test_with_retry_follows_hints_pauses_as_the_policy_says_and_returns_the_answer() -> None:
+    answers = [
+        Attempted[str](Outcome.MAYBE_DELIVERED, error="reset"),
+        Attempted[str](Outcome.NOT_LEADER),
+        Attempted[str](Outcome.NOT_LEADER, hint="b"),
+        Attempted(Outcome.OK, result="done"),
+    ]
+    leader: KnownLeader[str] = KnownLeader()
+    result, seen, clock, retry = run_with_retry(answers, leader=leader)
+    assert result == "done"
+    assert seen == [("a", ""), ("b", ""), ("c", "b"), ("b", "")]
+    assert clock.sleeps == [SECONDS.error_backoff, SECONDS.no_leader_backoff, 0]
+    assert leader.get() == "b" and retry.ambiguous
+
+
+def test_with_retry_raises_the_policy_error_when_time_is_up() -> None:
+    with pytest.raises(UnknownOutcome, match=r"after 0\.1s"):
+        run_with_retry([Attempted(Outcome.MAYBE_DELIVERED, error="reset")], timeout=0.1)
+    with pytest.raises(Unavailable, match=r"after 0\.1s; tried a, b, c"):
+        run_with_retry([], timeout=0.1)
+
+
+def test_with_retry_returns_what_give_up_says_instead() -> None:
+    result, seen, clock, _ = run_with_retry([], timeout=0.1, give_up=lambda: "fallback")
+    assert result == "fallback" and len(seen) > 1 and clock.now >= 1000.1
+
+
+def test_with_retry_ends_on_a_final_attempt_after_recording_it() -> None:
+    leader: KnownLeader[str] = KnownLeader()
+    leader.set("a")
+    result, seen, clock, retry = run_with_retry(
+        [Attempted(Outcome.NOT_LEADER, result="a follower's answer", final=True)], leader=leader
+    )
+    assert result == "a follower's answer" and seen == [("a", "")]
+    assert leader.get() is None, "recorded as a refusal that names no leader"
+    assert clock.sleeps == [] and retry.last_error == "a: not leader"
+
+
+def test_with_retry_raises_invalid_request_unless_refused_settles_it() -> None:
+    invalid = Attempted[str](Outcome.INVALID, error="not finished")
+    with pytest.raises(InvalidRequest, match="not finished"):
+        run_with_retry([invalid])
+
+    calls: list[str] = []
+
+    async def refused(exc: InvalidRequest) -> str | None:
+        calls.append(str(exc))
+        return None if len(calls) == 1 else "in effect"
+
+    result, seen, clock, _ = run_with_retry([invalid, invalid], refused=refused)
+    assert result == "in effect" and calls == ["not finished", "not finished"]
+    assert clock.sleeps == [SECONDS.no_leader_backoff], "asks again after the no-leader pause"
+    assert len(seen) == 2

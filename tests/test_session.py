@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from client import AsyncKVClient, InvalidRequest, KVClient, Unavailable, UnknownOutcome
-from client.kv import _Session
+from client.aio import _Session
 from client.retry import SessionExpired
 from paxos.common import limits
 from paxos.common.hostfile import Member
