@@ -21,9 +21,7 @@ import os
 import random
 import socket
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,20 +40,13 @@ from paxos.common.identity import format_id
 from paxos.common.tlsfiles import TlsError, is_admin, member_named
 from paxos.consensus.core import Config, Node, RecoveryError, Role
 from paxos.consensus.membership import ConfigMember, Membership
-from paxos.consensus.messages import Message, NodeId, Record, Slot, Value
-from paxos.kv.statemachine import FrozenState, StateMachine
+from paxos.consensus.messages import Message, NodeId, Slot, Value
+from paxos.kv.statemachine import StateMachine
 from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, WriteAnswer
 from paxos.server import connections
 from paxos.server.codec import DecodeError, PeerCodec, pack, unpack
-from paxos.server.metrics import (
-    FSYNC_BUCKETS,
-    REQUEST_BUCKETS,
-    SESSION_BATCH_BUCKETS,
-    SLOT_COMMAND_BUCKETS,
-    Histogram,
-    MetricsHttp,
-    registry_for,
-)
+from paxos.server.metrics import MetricsHttp, ServerFigures, registry_for
+from paxos.server.refusals import RefusalLog
 from paxos.server.session import (
     DEFAULT_REQUEST_SECONDS,
     ClientSession,
@@ -67,6 +58,8 @@ from paxos.server.session import (
     serve_image_get,
     write_reply,
 )
+from paxos.server.stats import Histogram, ServerStats
+from paxos.server.storage import WalStorage, load_newest_snapshot
 from paxos.server.tlsaccess import CLIENT_AUTH_CERT, NOT_A_CLIENT, ClientApiGuard
 from paxos.storage import snapshot as snapshots
 from paxos.storage.datadir import DataDirError, lock_data_dir
@@ -106,6 +99,9 @@ __all__ = [
     "load_incarnation_book",
     "save_incarnation_book",
 ]
+# Under the names they had here before they moved.
+_RefusalLog = RefusalLog
+_WalStorage = WalStorage
 
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", limits.MAX_MESSAGE_BYTES),
@@ -137,186 +133,6 @@ except importlib.metadata.PackageNotFoundError:  # run from a checkout, not inst
     VERSION = "unknown (not installed)"
 
 
-def load_newest_snapshot(directory: Path) -> tuple[StateMachine | None, list[tuple[Path, str]]]:
-    """The state in the newest snapshot that reads back whole, and the damaged newer ones skipped."""
-    skipped: list[tuple[Path, str]] = []
-    if not directory.exists():
-        return None, skipped
-    snapshots.remove_leftovers(directory)
-    for path in snapshots.snapshot_files(directory):
-        try:
-            info, store = snapshots.load(path)
-        except snapshots.SnapshotError as exc:
-            skipped.append((path, str(exc)))
-            continue
-        log.info("loaded the snapshot at slot %d from %s", info.applied_index, path)
-        return store, skipped
-    return None, skipped
-
-
-class _RefusalLog:
-    """Counts refused messages; logs each sender's reason once per interval."""
-
-    MAX_KEYS = 1024  # distinct (sender, reason) pairs remembered for the log
-
-    def __init__(self, clock: Callable[[], float], what: str = "peer message") -> None:
-        self._clock = clock
-        self._what = what
-        self.counts: dict[tuple[str, str], int] = {}
-        self._logged: dict[tuple[str, str], tuple[float, int]] = {}
-
-    def note(self, peer: str, reason: str, detail: str) -> None:
-        key = (peer, reason)
-        if key not in self.counts and len(self.counts) >= self.MAX_KEYS:
-            key = ("(others)", reason)  # a flood of new names must not grow this without bound
-        self.counts[key] = count = self.counts.get(key, 0) + 1
-        now = self._clock()
-        last = self._logged.get(key)
-        if last is None or now - last[0] >= limits.REFUSAL_LOG_SECONDS:
-            since = count - last[1] if last else count
-            log.warning("refused %d %s(s) from %s since last report: %s (%s)", since, self._what, peer, reason, detail)
-            self._logged[key] = (now, count)
-
-
-class _WalStorage:
-    """The write-ahead log and the snapshots as the replica's storage.
-
-    The log is fsynced on a thread of its own, and snapshots are written on
-    another, so a snapshot being written never delays an acknowledgement.
-    """
-
-    def __init__(
-        self,
-        wal: Wal,
-        snapshot_dir: Path,
-        snapshot_header: Callable[[], tuple[int, list[snapshots.SnapshotMember]]],
-        on_failure: Callable[[BaseException], None],
-        book_dir: Path,
-    ) -> None:
-        self.wal = wal
-        self.snapshot_dir = snapshot_dir
-        self.book_dir = book_dir
-        self._book = load_incarnation_book(book_dir)
-        self._snapshot_header = snapshot_header
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
-        self.snapshot_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
-        self._on_failure = on_failure
-        self.fsync_seconds = Histogram(FSYNC_BUCKETS)
-        self.last_fsync_seconds = 0.0
-        self._syncing = False
-        self._compact_after_sync: Slot | None = None
-        self.snapshots_saved = 0
-        self.last_snapshot_seconds = 0.0
-        self.last_snapshot_bytes = 0
-
-    def log_bytes(self) -> int:
-        return self.wal.total_bytes
-
-    def save_snapshot(self, frozen: FrozenState, done: Callable[[bool], None]) -> None:
-        cluster_id, members = self._snapshot_header()
-        future = asyncio.get_running_loop().run_in_executor(
-            self.snapshot_thread, self._write_snapshot, frozen, cluster_id, members
-        )
-        future.add_done_callback(lambda f: self._snapshot_written(f, frozen.applied_index, done))
-
-    def _write_snapshot(
-        self, frozen: FrozenState, cluster_id: int, members: list[snapshots.SnapshotMember]
-    ) -> tuple[float, int]:
-        started = time.perf_counter()
-        path = snapshots.write_snapshot(self.snapshot_dir, frozen, cluster_id, members)
-        snapshots.prune(self.snapshot_dir)
-        return time.perf_counter() - started, path.stat().st_size
-
-    def _snapshot_written(
-        self, future: asyncio.Future[tuple[float, int]], index: Slot, done: Callable[[bool], None]
-    ) -> None:
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if isinstance(exc, DiskFull):
-            self._on_failure(exc)
-            return
-        if exc is not None:
-            log.error(
-                "could not write the snapshot at slot %d: %s; the log is kept and it is tried again later", index, exc
-            )
-            done(False)
-            return
-        self.last_snapshot_seconds, self.last_snapshot_bytes = future.result()
-        self.snapshots_saved += 1
-        try:
-            done(True)
-        except Exception as error:  # a bug in the replica: stop rather than idle
-            self._on_failure(error)
-
-    def compact(self, snapshot_index: Slot) -> None:
-        # The log is changed only between fsyncs, never under one.
-        if self._syncing:
-            self._compact_after_sync = max(self._compact_after_sync or 0, snapshot_index)
-            return
-        freed = self.wal.compact(snapshot_index)
-        if freed:
-            log.info("log compacted up to slot %d: %d bytes freed", snapshot_index, freed)
-
-    def newest_snapshot_index(self) -> Slot:
-        files = snapshots.snapshot_files(self.snapshot_dir)
-        return int(files[0].name.removesuffix(snapshots.SUFFIX)) if files else 0
-
-    def recorded_incarnations(self) -> dict[NodeId, int]:
-        return dict(self._book)
-
-    def record_incarnation(self, member: NodeId, incarnation: int) -> None:
-        # Written on the event loop, before the message goes on: once per
-        # member and data dir, so the wait is rare and short.
-        self._book[member] = incarnation
-        save_incarnation_book(self.book_dir, self._book)
-
-    def append(self, records: list[Record]) -> None:
-        self.wal.append(records)
-
-    def unsynced(self) -> bool:
-        return self.wal.unsynced()
-
-    def sync(self, done: Callable[[], None]) -> None:
-        self._syncing = True
-        future = asyncio.get_running_loop().run_in_executor(self.thread, self._timed_sync)
-        future.add_done_callback(lambda f: self._synced(f, done))
-
-    def _timed_sync(self) -> float:
-        started = time.perf_counter()
-        self.wal.sync()
-        return time.perf_counter() - started
-
-    def _synced(self, future: asyncio.Future[float], done: Callable[[], None]) -> None:
-        self._syncing = False
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if exc is not None:
-            # A failed fsync may have dropped the pages it was writing: the
-            # log can no longer be trusted, so the server stops.
-            self._on_failure(exc)
-            return
-        # Recorded here, on the event loop, so a scrape never sees half an update.
-        self.last_fsync_seconds = future.result()
-        self.fsync_seconds.observe(self.last_fsync_seconds)
-        try:
-            if self._compact_after_sync is not None:
-                index, self._compact_after_sync = self._compact_after_sync, None
-                self.compact(index)
-            done()
-        except Exception as error:  # a bug in the replica: stop rather than idle
-            self._on_failure(error)
-
-    def close(self) -> None:
-        """Sync what is left and close the log; ``DiskFull`` if that last write found no room."""
-        try:
-            self.thread.submit(self.wal.close).result()
-        finally:
-            self.thread.shutdown()
-            self.snapshot_thread.shutdown(wait=True, cancel_futures=True)
-
-
 class _ServerObserver(Observer):
     def __init__(self, server: PaxosServer) -> None:
         self.s = server
@@ -325,7 +141,7 @@ class _ServerObserver(Observer):
     def role_changed(self, role: Role, leader: NodeId | None) -> None:
         ballot = self.s.core.ballot
         if leader is not None and leader != self._leader:
-            self.s.leader_changes += 1
+            self.s.stats.leader_changes += 1
             self._leader = leader
         commit = self.s.core.commit_index
         context = {"ballot": str(ballot), "slot": commit}
@@ -339,11 +155,10 @@ class _ServerObserver(Observer):
             log.info("no leader known", extra=context)
 
     def applying(self, slot: Slot, value: Value) -> None:
-        self.s.slot_commands.observe(len(value))
+        self.s.stats.slot_commands.observe(len(value))
 
     def snapshot_frozen(self, index: Slot, seconds: float) -> None:
-        self.s.last_snapshot_freeze_seconds = seconds
-        self.s.longest_snapshot_freeze_seconds = max(self.s.longest_snapshot_freeze_seconds, seconds)
+        self.s.stats.snapshot_frozen(seconds)
 
     def snapshot_saved(self, index: Slot) -> None:
         storage = self.s.storage
@@ -352,14 +167,14 @@ class _ServerObserver(Observer):
             index,
             storage.last_snapshot_bytes,
             storage.last_snapshot_seconds,
-            self.s.last_snapshot_freeze_seconds * 1000,
+            self.s.stats.last_snapshot_freeze_seconds * 1000,
         )
 
     def membership_applied(self, slot: Slot, membership: Membership) -> None:
         self.s.membership_applied(slot, membership)
 
     def snapshot_installed(self, index: Slot, peer: NodeId) -> None:
-        self.s.snapshots_installed += 1
+        self.s.stats.snapshots_installed += 1
         log.info(
             "now at slot %d, from the snapshot of %s; catching up on the log after it",
             index,
@@ -425,11 +240,11 @@ class PaxosServer:
             store, skipped = load_newest_snapshot(snapshot_dir)
             wal, durable = Wal.open(data_dir / WAL_DIR)
             undo.callback(wal.close)
-            self.storage = _WalStorage(
+            self.storage = WalStorage(
                 wal, snapshot_dir, self._snapshot_header, self._internal_failure, book_dir=data_dir
             )
-            self.refusals = _RefusalLog(clock)
-            self.client_refusals = _RefusalLog(clock, "client request")
+            self.refusals = RefusalLog(clock)
+            self.client_refusals = RefusalLog(clock, "client request")
             try:
                 self.replica = Replica(
                     self.node_id,
@@ -475,28 +290,9 @@ class PaxosServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: grpc.aio.Server | None = None
         self.health = health_aio.HealthServicer()
-        # Plain numbers for paxos/server/metrics.py, read when Prometheus scrapes.
         self.serving = False
-        self._started = time.monotonic()
-        self.leader_changes = 0
-        self.snapshots_installed = 0
-        self.last_snapshot_freeze_seconds = 0.0
-        self.longest_snapshot_freeze_seconds = 0.0
-        self.slot_commands = Histogram(SLOT_COMMAND_BUCKETS)
-        self.session_batch_requests = Histogram(SESSION_BATCH_BUCKETS)
+        self.stats = ServerStats()  # plain numbers for paxos/server/metrics.py and the status
         self.session_budget = ReplyBudget()
-        self.requests_served = 0
-        self.received: Counter[NodeId] = Counter()
-        self.request_counts: Counter[tuple[str, str]] = Counter()
-        # Every method's series exist from the start, so a follower that has
-        # answered nothing still shows them (at zero).
-        # (A session stream's requests count under their unary twins' names.)
-        self.request_seconds = {
-            name: Histogram(REQUEST_BUCKETS)
-            for name, method in kv_pb2.DESCRIPTOR.services_by_name["KV"].methods_by_name.items()
-            if not method.client_streaming
-        }
-        self.request_counts.update(dict.fromkeys(((m, "OK") for m in self.request_seconds), 0))
         self._http: MetricsHttp | None = None
 
     @property
@@ -510,6 +306,15 @@ class PaxosServer:
     @property
     def links(self) -> dict[NodeId, _PeerLink]:
         return self._links
+
+    # What the tests read, from before the numbers moved to ServerStats.
+    @property
+    def leader_changes(self) -> int:
+        return self.stats.leader_changes
+
+    @property
+    def snapshots_installed(self) -> int:
+        return self.stats.snapshots_installed
 
     # ------------------------------------------------------------- lifecycle
 
@@ -551,9 +356,9 @@ class PaxosServer:
         self._sync_links()
         await _set_health(self.health, health_pb2.HealthCheckResponse.SERVING)
         self.serving = True
-        self._started = time.monotonic()
+        self.stats.started = time.monotonic()
         if metrics is not None:
-            self._http = MetricsHttp(registry_for(self), lambda: self.serving)
+            self._http = MetricsHttp(registry_for(self._figures()), lambda: self.serving)
             try:
                 await self._http.start(metrics)
             except (OSError, ValueError) as exc:
@@ -736,7 +541,7 @@ class PaxosServer:
             await asyncio.sleep(1.0)
             leading = self.core.is_leader()
             descriptors = connections.open_descriptors() if leading else None
-            if not self._starvation.observe(time.monotonic(), leading, descriptors, self.requests_served):
+            if not self._starvation.observe(time.monotonic(), leading, descriptors, self.stats.requests_served):
                 continue
             if self.replica.step_down(limits.STEP_DOWN_ABSTAIN_TICKS):
                 log.warning(
@@ -957,7 +762,7 @@ class PaxosServer:
             return
         if msg.sender in self._blocked:
             return
-        self.received[msg.sender] += 1
+        self.stats.received[msg.sender] += 1
         self.replica.receive(msg, raw.incarnation)
 
     def certified_member(self, context: grpc.aio.ServicerContext) -> tuple[NodeId | None, str]:
@@ -1156,7 +961,7 @@ class PaxosServer:
             commit_index=self.core.commit_index,
             applied_index=self.store.applied_index,
             version=VERSION,
-            uptime_seconds=time.monotonic() - self._started,
+            uptime_seconds=time.monotonic() - self.stats.started,
             log_bytes=self.storage.log_bytes(),
             data_bytes=_bytes_in(p for p in self.data_dir.rglob("*") if p.is_file()),
             last_fsync_seconds=self.storage.last_fsync_seconds,
@@ -1167,12 +972,23 @@ class PaxosServer:
         )
 
     def note_request(self, method: str, status: str, seconds: float) -> None:
-        self.requests_served += 1
-        self.request_counts[method, status] += 1
-        histogram = self.request_seconds.get(method)
-        if histogram is None:
-            histogram = self.request_seconds[method] = Histogram(REQUEST_BUCKETS)
-        histogram.observe(seconds)
+        self.stats.note_request(method, status, seconds)
+
+    @property
+    def session_batch_requests(self) -> Histogram:
+        return self.stats.session_batch_requests
+
+    def _figures(self) -> ServerFigures:
+        return ServerFigures(
+            replica=self.replica,
+            stats=self.stats,
+            storage=self.storage,
+            budget=self.session_budget,
+            refusals=self.refusals,
+            links=lambda: self._links,
+            name_of=self.name_of,
+            membership_state=self.membership_state,
+        )
 
 
 T = TypeVar("T")
