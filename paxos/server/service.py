@@ -12,14 +12,10 @@ everything arriving in one turn shares one bundle and one fsync.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import errno
 import functools
-import importlib.metadata
 import logging
 import os
 import random
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import ExitStack
@@ -37,14 +33,25 @@ from paxos.common import limits
 from paxos.common.files import DiskFull, disk_full_as, fsync_dir
 from paxos.common.hostfile import HostfileError, Member, parse_address, valid_name
 from paxos.common.identity import format_id
-from paxos.common.tlsfiles import TlsError, is_admin, member_named
 from paxos.consensus.core import Config, Node, RecoveryError, Role
 from paxos.consensus.membership import ConfigMember, Membership
 from paxos.consensus.messages import Message, NodeId, Slot, Value
 from paxos.kv.statemachine import StateMachine
 from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, WriteAnswer
 from paxos.server import connections
+from paxos.server.addressbook import AddressBook
+from paxos.server.callers import certified_admin, certified_name, without_port
 from paxos.server.codec import DecodeError, PeerCodec, pack, unpack
+from paxos.server.endpoint import (
+    GRPC_OPTIONS,
+    GRPC_SERVER_OPTIONS,
+    HEALTH_SERVICE,
+    KV_SERVICE,
+    PEER_SERVICE,
+    VERSION,
+    bind_failure,
+    set_health,
+)
 from paxos.server.metrics import MetricsHttp, ServerFigures, registry_for
 from paxos.server.refusals import RefusalLog
 from paxos.server.session import (
@@ -58,6 +65,7 @@ from paxos.server.session import (
     serve_image_get,
     write_reply,
 )
+from paxos.server.standing import Standing
 from paxos.server.stats import Histogram, ServerStats
 from paxos.server.storage import WalStorage, load_newest_snapshot
 from paxos.server.tlsaccess import CLIENT_AUTH_CERT, NOT_A_CLIENT, ClientApiGuard
@@ -69,10 +77,10 @@ from paxos.storage.meta import (
     META_FILE,
     SNAPSHOT_DIR,
     WAL_DIR,
+    Identity,
     JoinTarget,
     check_data_dir,
     data_dir_is_joining,
-    mark_joined,
     repair_hint,
 )
 from paxos.storage.wal import Wal
@@ -87,8 +95,11 @@ log = logging.getLogger("paxos.server")
 # names that lived in this module before it was split by job.
 __all__ = [
     "DATA_FORMAT",
+    "KV_SERVICE",
     "META_FILE",
+    "PEER_SERVICE",
     "SNAPSHOT_DIR",
+    "VERSION",
     "WAL_DIR",
     "DataDirError",
     "JoinTarget",
@@ -103,34 +114,7 @@ __all__ = [
 _RefusalLog = RefusalLog
 _WalStorage = WalStorage
 
-GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", limits.MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", limits.MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    # Accept the peers' keepalive pings on idle streams instead of answering
-    # them with GOAWAY "too_many_pings": the server's ping policy must allow a
-    # ping at least as often as keepalive_time_ms above.  The key is gRPC's
-    # GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, whose string has
-    # no "recv" in it; a misspelt key is silently ignored (default 5 minutes).
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
-# gRPC binds listeners with SO_REUSEPORT by default, so a second server on the
-# same port would start and share the traffic; binding exclusively makes it fail.
-GRPC_SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
-# The services this server offers: health reports on each of them (and on
-# "", the whole server), reflection lists them for grpcurl and grpcui.
-KV_SERVICE = kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name
-PEER_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name
-HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-try:
-    VERSION = importlib.metadata.version("paxoskv")
-except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
-    VERSION = "unknown (not installed)"
+
 
 
 class _ServerObserver(Observer):
@@ -210,31 +194,25 @@ class PaxosServer:
             self.data_dir = data_dir
             self._data_dir_lock = lock_data_dir(data_dir)
             undo.callback(self._data_dir_lock.release)
-            self.identity = check_data_dir(data_dir, name, members, join)
-            self.node_id = self.identity.member_id
-            if self.identity.joining and join is None:
+            identity = check_data_dir(data_dir, name, members, join)
+            self.node_id = identity.member_id
+            if identity.joining and join is None:
                 raise DataDirError(
                     f"{data_dir} belongs to a server that is joining a cluster and was not added yet; "
                     "start it with --join"
                 )
-            # The data dir says who this server is; the configuration (in the
-            # log and snapshots) who the members are; the hostfile where the
-            # servers it lists are (it wins over the configuration's address,
-            # so a server may move), and the configuration where the others are.
-            self.hostfile = {m.name: m for m in members}
-            self.me = self.hostfile[name]
-            if self.identity.joining and join is not None:
+            hostfile = {m.name: m for m in members}
+            self.standing = Standing(identity, hostfile[name], data_dir)
+            if identity.joining and join is not None:
                 bootstrap = join.membership
             else:
                 bootstrap = Membership.of(
-                    ConfigMember(i, n, self.hostfile[n].address if n in self.hostfile else "")
-                    for n, i in self.identity.ids.items()
+                    ConfigMember(i, n, hostfile[n].address if n in hostfile else "")
+                    for n, i in identity.ids.items()
                 )
-            self.members: dict[NodeId, Member] = {}  # everyone known, removed members included (for names)
-            self.ids_by_name: dict[str, NodeId] = {}
-            self.codec = PeerCodec(self.identity.cluster_id, self.node_id, (), self.identity.incarnation)
+            self.book = AddressBook(hostfile)
+            self.codec = PeerCodec(identity.cluster_id, self.node_id, (), identity.incarnation)
             self._links_running = False
-            self._removed_logged = False
             self._note_membership(bootstrap)
             snapshot_dir = data_dir / SNAPSHOT_DIR
             store, skipped = load_newest_snapshot(snapshot_dir)
@@ -280,7 +258,7 @@ class PaxosServer:
                 )
             self._note_membership(self.core.membership)
             if self.identity.joining and in_configuration:
-                self._joined()
+                self.standing.joined()
             undo.pop_all()
         self.failed = asyncio.Event()  # set when an internal task died
         self._drive_scheduled = False
@@ -298,6 +276,22 @@ class PaxosServer:
     @property
     def core(self) -> Node:
         return self.replica.core
+
+    @property
+    def identity(self) -> Identity:
+        return self.standing.identity
+
+    @property
+    def me(self) -> Member:
+        return self.standing.me
+
+    @property
+    def members(self) -> dict[NodeId, Member]:
+        return self.book.members
+
+    @property
+    def ids_by_name(self) -> dict[str, NodeId]:
+        return self.book.ids_by_name
 
     @property
     def store(self) -> StateMachine:
@@ -354,7 +348,7 @@ class PaxosServer:
             task.add_done_callback(self._task_ended)
         self._links_running = True
         self._sync_links()
-        await _set_health(self.health, health_pb2.HealthCheckResponse.SERVING)
+        await set_health(self.health, health_pb2.HealthCheckResponse.SERVING)
         self.serving = True
         self.stats.started = time.monotonic()
         if metrics is not None:
@@ -397,29 +391,12 @@ class PaxosServer:
     # ------------------------------------------------------------ membership
 
     def _note_membership(self, membership: Membership) -> None:
-        """Know the names and addresses of ``membership``'s members.
-
-        A name re-added after its removal is a new member with a new id: the
-        old id is forgotten, so the name (and its certificate) means the new.
-        """
-        current = {cm.name: cm.id for cm in membership.members}
-        for stale in [i for i, m in self.members.items() if current.get(m.name, i) != i]:
-            del self.members[stale]
-        for cm in membership.members:
-            listed = self.hostfile.get(cm.name)
-            if listed is not None:
-                self.members[cm.id] = listed
-            elif cm.address:
-                try:
-                    self.members[cm.id] = parse_address(cm.name, cm.address)
-                except HostfileError as exc:
-                    log.error("member %s has an address that cannot be used: %s", cm.name, exc)
-        self.ids_by_name = {m.name: i for i, m in self.members.items()}
-        self.codec.members = frozenset(self.members)
+        """Know the names and addresses of ``membership``'s members, and take messages from them."""
+        self.book.follow(membership)
+        self.codec.members = frozenset(self.book.members)
 
     def name_of(self, member_id: NodeId) -> str:
-        member = self.members.get(member_id)
-        return member.name if member is not None else format_id(member_id)
+        return self.book.name_of(member_id)
 
     def _sync_links(self) -> None:
         """One outbound stream to each other member of the configuration, and none to anyone else."""
@@ -449,31 +426,13 @@ class PaxosServer:
         log.info("configuration at slot %d: %s", slot, membership.describe())
         # Judged by the newest configuration chosen, not the one just
         # applied: a server that joined replays configurations from before.
-        in_configuration = self.node_id in self.core.membership_ids
-        if in_configuration and self.identity.joining:
-            self._joined()
-        elif not in_configuration and not self.identity.joining and not self._removed_logged:
-            self._removed_logged = True
-            log.warning(
-                "removed from the cluster at slot %d: this server takes no further part (its status says "
-                "'removed'); stop it, and to bring it back give it a fresh --data-dir and --join",
-                slot,
-            )
-
-    def _joined(self) -> None:
-        mark_joined(self.data_dir)
-        self.identity = dataclasses.replace(self.identity, joining=False)
-        log.info("added to the cluster: copying the log as a learner until promoted to voter")
+        self.standing.follow(slot, self.node_id in self.core.membership_ids)
 
     def membership_state(self) -> str:
-        member = self.core.membership.get(self.node_id)
-        if member is None:
-            return "joining" if self.identity.joining else "removed"
-        return "member" if member.voter else "learner"
+        return self.standing.state(self.core.membership)
 
     def _snapshot_header(self) -> tuple[int, list[snapshots.SnapshotMember]]:
-        members = [snapshots.SnapshotMember(i, m.name, m.address) for i, m in sorted(self.members.items())]
-        return self.identity.cluster_id, members
+        return self.identity.cluster_id, self.book.snapshot_members()
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         # Every task runs forever; one that ends on its own is a bug, and a
@@ -783,21 +742,12 @@ class PaxosServer:
         return certified_name(self.tls, context)
 
     def certified_admin(self, context: grpc.aio.ServicerContext) -> bool:
-        """True when this call comes from the holder of admin.pem: by its TLS certificate, else by its signature."""
         assert self.tls is not None
-        if is_admin(context.auth_context()):
-            return True
-        if self.tls.client_auth == CLIENT_AUTH_CERT:
-            return False  # gRPC asked for the certificate: it is in the auth context or nowhere
-        try:
-            self.tls.admin_from_proof(context.invocation_metadata(), time.time())
-        except TlsError:
-            return False
-        return True
+        return certified_admin(self.tls, context)
 
     def _refuse(self, context: grpc.aio.ServicerContext, reason: str) -> None:
         needed = "the client API needs client.pem" if reason == NOT_A_CLIENT else "this call needs admin.pem"
-        self.client_refusals.note(_without_port(context.peer()), reason, needed)
+        self.client_refusals.note(without_port(context.peer()), reason, needed)
 
     def _peer_label(self, sender: int, origin: str) -> str:
         member = self.members.get(sender)
@@ -805,8 +755,7 @@ class PaxosServer:
         return f"{origin or 'unknown address'} ({claimed})"
 
     def set_partition(self, names: list[str]) -> None:
-        index = {m.name: i for i, m in self.members.items()}
-        self._blocked = {index[n] for n in names if n in index}
+        self._blocked = self.book.ids_named(names)
         log.warning("fault injection: blocking traffic with %s", sorted(names))
 
     # ------------------------------------------------------- client requests
@@ -917,8 +866,7 @@ class PaxosServer:
         return None
 
     def leader_hint(self) -> str:
-        leader = self.core.leader
-        return self.name_of(leader) if leader is not None else ""
+        return self.book.hint(self.core.leader)
 
     async def write(self, cmd: kv_pb2.Command, deadline: float) -> kv_pb2.WriteReply:
         future: asyncio.Future[WriteAnswer] = asyncio.get_running_loop().create_future()
@@ -1118,12 +1066,6 @@ def _bytes_in(paths: Iterable[Path]) -> int:
     return total
 
 
-def _without_port(peer: str) -> str:
-    """A gRPC peer address without its port ("ipv4:10.0.0.5"), so that each new connection
-    from one host counts and logs under one name."""
-    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
-
-
 def _settle(future: asyncio.Future[T], value: T) -> None:
     if not future.done():  # the caller may have timed out already
         future.set_result(value)
@@ -1134,31 +1076,6 @@ def _deadline(context: grpc.aio.ServicerContext) -> float:
     if remaining is None or remaining > DEFAULT_REQUEST_SECONDS:
         remaining = DEFAULT_REQUEST_SECONDS
     return time.monotonic() + remaining
-
-
-async def _set_health(servicer: health_aio.HealthServicer, status: int) -> None:
-    for service in ("", KV_SERVICE, PEER_SERVICE):
-        await servicer.set(service, status)
-
-
-def bind_failure(listen: str) -> str:
-    """Why gRPC could not bind ``listen``, found by trying a plain socket the same way."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    try:
-        addresses = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (ValueError, OSError) as exc:
-        return f"not a usable HOST:PORT ({exc})"
-    for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    return "address in use (is another server listening on that port?)"
-                return exc.strerror or str(exc)
-    return "gRPC refused it (GRPC_VERBOSITY=debug tells why)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -1392,7 +1309,7 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
 
     async def Stream(self, request_iterator, context: grpc.aio.ServicerContext) -> peer_pb2.StreamSummary:  # type: ignore[no-untyped-def]
         received = 0
-        origin = _without_port(context.peer())
+        origin = without_port(context.peer())
         cert_name = ""
         if self.s.tls is not None:
             # The certificate proves a member of this cluster by name; which
@@ -1484,17 +1401,6 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "fault injection is off on this server")
         self.s.set_partition(list(request.blocked))
         return peer_pb2.PartitionAck()
-
-
-def certified_name(tls: ServerTls, context: grpc.aio.ServicerContext) -> tuple[str | None, str]:
-    """The member name a call's certificate (or signed proof) carries, or None and why not."""
-    name = member_named(context.auth_context())
-    if name is None and tls.client_auth != CLIENT_AUTH_CERT:
-        try:
-            name = tls.member_from_proof(context.invocation_metadata(), time.time())
-        except TlsError as exc:
-            return None, str(exc)
-    return (name, "") if name is not None else (None, "no member certificate")
 
 
 def peer_channel(
