@@ -23,7 +23,7 @@ from paxos.common.identity import bootstrap_ids, format_id
 from paxos.incarnation import Founding, FoundingAnswer, decide_founding
 from paxos.server.callers import certified_name
 from paxos.server.endpoint import GRPC_SERVER_OPTIONS, VERSION, bind_failure
-from paxos.server.service import peer_channel
+from paxos.server.peers import peer_channel
 from paxos.storage.datadir import DataDirError
 from paxos.storage.meta import repair_hint
 from protos import kv_pb2, peer_pb2, peer_pb2_grpc

@@ -41,9 +41,8 @@ from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, Wr
 from paxos.server import connections
 from paxos.server.addressbook import AddressBook
 from paxos.server.callers import certified_admin, certified_name, without_port
-from paxos.server.codec import DecodeError, PeerCodec, pack, unpack
+from paxos.server.codec import PeerCodec
 from paxos.server.endpoint import (
-    GRPC_OPTIONS,
     GRPC_SERVER_OPTIONS,
     HEALTH_SERVICE,
     KV_SERVICE,
@@ -52,7 +51,9 @@ from paxos.server.endpoint import (
     bind_failure,
     set_health,
 )
+from paxos.server.ingress import PeerIngress
 from paxos.server.metrics import MetricsHttp, ServerFigures, registry_for
+from paxos.server.peers import PeerLink, Peers, peer_channel
 from paxos.server.refusals import RefusalLog
 from paxos.server.session import (
     DEFAULT_REQUEST_SECONDS,
@@ -113,6 +114,7 @@ __all__ = [
 # Under the names they had here before they moved.
 _RefusalLog = RefusalLog
 _WalStorage = WalStorage
+_PeerLink = PeerLink
 
 
 
@@ -190,6 +192,7 @@ class PaxosServer:
         self.fault_injection = fault_injection
         self.tls = tls  # None: plaintext, and anyone who reaches the port can act as a member
         self.disk_full: DiskFull | None = None  # why the server stopped, when a write found the disk full
+        self.stats = ServerStats()  # plain numbers for paxos/server/metrics.py and the status
         with ExitStack() as undo:  # a server that fails to open releases what it took
             self.data_dir = data_dir
             self._data_dir_lock = lock_data_dir(data_dir)
@@ -212,7 +215,7 @@ class PaxosServer:
                 )
             self.book = AddressBook(hostfile)
             self.codec = PeerCodec(identity.cluster_id, self.node_id, (), identity.incarnation)
-            self._links_running = False
+            self.peers = Peers(self.book, self.codec, tls, self._task_ended)
             self._note_membership(bootstrap)
             snapshot_dir = data_dir / SNAPSHOT_DIR
             store, skipped = load_newest_snapshot(snapshot_dir)
@@ -247,6 +250,16 @@ class PaxosServer:
                     + (f"; {damaged}, and the log does not cover the gap" if damaged else "")
                     + f"; {repair_hint(name)}"
                 ) from None
+            self.ingress = PeerIngress(
+                self.replica,
+                self.codec,
+                self.book,
+                self.standing,
+                self.refusals,
+                self.stats.received,
+                self.peers.blocked,
+                tls is not None,
+            )
             if skipped:
                 log.error("fell back to an older snapshot: %s", "; ".join(f"{p}: {e}" for p, e in skipped))
             in_configuration = self.node_id in self.core.membership_ids
@@ -262,14 +275,10 @@ class PaxosServer:
             undo.pop_all()
         self.failed = asyncio.Event()  # set when an internal task died
         self._drive_scheduled = False
-        self._links: dict[NodeId, _PeerLink] = {}
-        self._link_tasks: dict[NodeId, asyncio.Task[None]] = {}
-        self._blocked: set[NodeId] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: grpc.aio.Server | None = None
         self.health = health_aio.HealthServicer()
         self.serving = False
-        self.stats = ServerStats()  # plain numbers for paxos/server/metrics.py and the status
         self.session_budget = ReplyBudget()
         self._http: MetricsHttp | None = None
 
@@ -298,8 +307,8 @@ class PaxosServer:
         return self.replica.store
 
     @property
-    def links(self) -> dict[NodeId, _PeerLink]:
-        return self._links
+    def links(self) -> dict[NodeId, PeerLink]:
+        return self.peers.links
 
     # What the tests read, from before the numbers moved to ServerStats.
     @property
@@ -346,8 +355,7 @@ class PaxosServer:
         self._tasks = [asyncio.create_task(self._ticker()), asyncio.create_task(self._watch_clients())]
         for task in self._tasks:
             task.add_done_callback(self._task_ended)
-        self._links_running = True
-        self._sync_links()
+        self.peers.start(self.core.peers)
         await set_health(self.health, health_pb2.HealthCheckResponse.SERVING)
         self.serving = True
         self.stats.started = time.monotonic()
@@ -398,31 +406,11 @@ class PaxosServer:
     def name_of(self, member_id: NodeId) -> str:
         return self.book.name_of(member_id)
 
-    def _sync_links(self) -> None:
-        """One outbound stream to each other member of the configuration, and none to anyone else."""
-        if not self._links_running:
-            return
-        wanted = {p for p in self.core.peers if p in self.members}
-        for peer in wanted - self._links.keys():
-            self._open_link(peer)
-        for peer in [p for p in self._links if p not in wanted]:
-            link = self._links.pop(peer)
-            task = self._link_tasks.pop(peer, None)
-            if task is not None:
-                task.cancel()
-            asyncio.get_running_loop().create_task(link.close())
-
-    def _open_link(self, peer: NodeId) -> _PeerLink:
-        link = self._links[peer] = _PeerLink(self.members[peer], self.tls)
-        task = self._link_tasks[peer] = asyncio.get_running_loop().create_task(link.run())
-        task.add_done_callback(self._task_ended)
-        return link
-
     def membership_applied(self, slot: Slot, membership: Membership) -> None:
         # The newest configuration chosen, not the one just applied: a
         # restarted server replays older ones first.
         self._note_membership(self.core.membership)
-        self._sync_links()
+        self.peers.sync(self.core.peers)
         log.info("configuration at slot %d: %s", slot, membership.describe())
         # Judged by the newest configuration chosen, not the one just
         # applied: a server that joined replays configurations from before.
@@ -470,13 +458,11 @@ class PaxosServer:
             await self._http.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace=0.5)
-        self._links_running = False
-        tasks = [*self._tasks, *self._link_tasks.values()]
+        tasks = [*self._tasks, *self.peers.halt()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for link in self._links.values():
-            await link.close()
+        await self.peers.close()
         try:
             self.storage.close()
         except DiskFull as exc:  # records appended since the last sync found no room
@@ -535,24 +521,7 @@ class PaxosServer:
 
     def send(self, messages: list[tuple[NodeId, Message]]) -> None:
         """The replica's transport: one stream per peer."""
-        # A broadcast is one message object sent to every peer: encode it
-        # once, for its first receiver, then copy the envelope for each other.
-        encoded: dict[int, peer_pb2.PeerMessage] = {}
-        for to, msg in messages:
-            if to not in self._blocked:
-                link = self._links.get(to)
-                if link is None:
-                    # A member this configuration does not hold yet (a
-                    # server catching up asks a leader added after it lagged).
-                    if to not in self.members or not self._links_running:
-                        continue
-                    link = self._open_link(to)
-                wire = encoded.get(id(msg))
-                if wire is None:
-                    wire = encoded[id(msg)] = self.codec.encode(msg, to)
-                    link.send(wire)
-                else:
-                    link.send(self.codec.addressed(wire, to))
+        self.peers.send(messages)
 
     def fetch_snapshot(self, peer: NodeId, after: Slot, done: Callable[[FetchedSnapshot | None], None]) -> None:
         """The replica's transport: stream ``peer``'s newest snapshot into the data dir, then load it."""
@@ -637,107 +606,18 @@ class PaxosServer:
             await loop.run_in_executor(writer, _close_written, f)
         return total
 
-    def incarnation_reply(self, request: peer_pb2.IncarnationRequest) -> peer_pb2.IncarnationReply:
-        """What this server recorded of the asker: by the member id it asks with, or its name's id here."""
-        ids = [request.member_id]
-        by_name = self.ids_by_name.get(request.name)
-        if by_name is not None:
-            ids.append(by_name)
-        recorded = self.replica.incarnations.recorded_for(ids)
-        return peer_pb2.IncarnationReply(
-            cluster_id=self.identity.cluster_id, fresh=self.replica.untouched, recorded=recorded
-        )
-
-    def snapshot_request_refusal(self, request: peer_pb2.SnapshotRequest) -> str | None:
-        """Why a peer's snapshot request is refused, or None."""
-        if request.cluster_id != self.identity.cluster_id:
-            return "another cluster"
-        if request.receiver != self.node_id:
-            return "addressed to another member"
-        if request.sender not in self.members or request.sender == self.node_id:
-            return "sender is not a member"
-        if request.sender in self._blocked:
-            return "partitioned (fault injection)"
-        return None
-
     # ------------------------------------------------------ peer messages in
 
     def receive_peer(
         self, raw: peer_pb2.PeerMessage, origin: str = "", certified: NodeId | None = None, cert_name: str = ""
     ) -> None:
-        """One stream message from a peer, maybe packing several; ``origin`` is the transport's peer address.
-
-        ``certified`` is the member whose certificate opened the stream (with
-        TLS); a message claiming any other sender is refused.  ``cert_name``
-        instead names the member by its certificate's name, looked up for
-        each message: the name's member id may change while the stream is
-        open (a server added after it connected, or re-added under its old
-        name).  While the configuration holds no member of that name, its
-        messages may claim only ids no known member has.
-        """
-        try:
-            messages = unpack(raw)
-        except DecodeError as exc:
-            self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
-            return
-        unbound = ""
-        if cert_name:
-            certified = self.ids_by_name.get(cert_name)
-            unbound = cert_name if certified is None else ""
-        for one in messages:
-            self._receive_one(one, origin, certified, unbound)
-
-    def _receive_one(self, raw: peer_pb2.PeerMessage, origin: str, certified: NodeId | None, unbound: str) -> None:
-        if unbound:
-            if raw.sender in self.members:
-                self.refusals.note(
-                    self._peer_label(raw.sender, origin),
-                    "sender is not the member named by the certificate",
-                    f"certificate of {unbound!r}",
-                )
-                return
-            # The core judges it: a non-member's heartbeat only tells this
-            # server to catch up.
-            try:
-                msg = self.codec.decode(raw, any_sender=True)
-            except DecodeError as exc:
-                self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
-                return
-            self.replica.receive(msg, raw.incarnation)
-            return
-        try:
-            # A sender this server does not know may be a member added while
-            # it was away: the core takes only a hint to catch up from it.
-            msg = self.codec.decode(raw, any_sender=self.tls is None and raw.sender not in self.members)
-        except DecodeError as exc:
-            self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
-            return
-        if certified is not None and msg.sender != certified:
-            self.refusals.note(
-                self._peer_label(raw.sender, origin),
-                "sender is not the member named by the certificate",
-                f"certificate of {self.name_of(certified)}",
-            )
-            return
-        if msg.sender in self._blocked:
-            return
-        self.stats.received[msg.sender] += 1
-        self.replica.receive(msg, raw.incarnation)
+        self.ingress.receive(raw, origin, certified, cert_name)
 
     def certified_member(self, context: grpc.aio.ServicerContext) -> tuple[NodeId | None, str]:
-        """The member whose verified certificate opened this call, or None and why not.
-
-        TLS verified the certificate when the server asks for one
-        (``--client-auth cert``); otherwise the caller signed its opening.
-        """
-        name, why = self.certified_name(context)
-        if name is None:
-            return None, why
-        member_id = self.ids_by_name.get(name)
-        return member_id, "" if member_id is not None else f"certificate of {name!r}, not a member"
+        """The member whose verified certificate opened this call, or None and why not."""
+        return self.ingress.member_certified(*self.certified_name(context))
 
     def certified_name(self, context: grpc.aio.ServicerContext) -> tuple[str | None, str]:
-        """The member name this call's certificate (or signed proof) carries, or None and why not."""
         assert self.tls is not None
         return certified_name(self.tls, context)
 
@@ -749,14 +629,8 @@ class PaxosServer:
         needed = "the client API needs client.pem" if reason == NOT_A_CLIENT else "this call needs admin.pem"
         self.client_refusals.note(without_port(context.peer()), reason, needed)
 
-    def _peer_label(self, sender: int, origin: str) -> str:
-        member = self.members.get(sender)
-        claimed = f"claimed member {member.name}" if member else "a non-member"
-        return f"{origin or 'unknown address'} ({claimed})"
-
     def set_partition(self, names: list[str]) -> None:
-        self._blocked = self.book.ids_named(names)
-        log.warning("fault injection: blocking traffic with %s", sorted(names))
+        self.peers.block(names)
 
     # ------------------------------------------------------- client requests
 
@@ -933,7 +807,7 @@ class PaxosServer:
             storage=self.storage,
             budget=self.session_budget,
             refusals=self.refusals,
-            links=lambda: self._links,
+            links=lambda: self.peers.links,
             name_of=self.name_of,
             membership_state=self.membership_state,
         )
@@ -1333,18 +1207,7 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
         # Any server with a certificate from this cluster's CA may ask: a
         # joining server is no member yet.
         await self._require_server_certificate(context, "configuration request")
-        core = self.s.core
-        return peer_pb2.ConfigurationReply(
-            cluster_id=self.s.identity.cluster_id,
-            members=[
-                peer_pb2.ConfigurationMember(id=m.id, name=m.name, address=m.address, voter=m.voter)
-                for m in core.membership.members
-            ],
-            leader=self.s.leader_hint(),
-            name=self.s.me.name,
-            member_id=self.s.node_id,
-            membership=self.s.membership_state(),
-        )
+        return self.s.ingress.configuration_reply()
 
     async def Incarnation(
         self, request: peer_pb2.IncarnationRequest, context: grpc.aio.ServicerContext
@@ -1352,7 +1215,7 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
         # Asked by a server with an empty data dir: no member yet, but it
         # must hold a certificate from this cluster's CA.
         await self._require_server_certificate(context, "incarnation request")
-        return self.s.incarnation_reply(request)
+        return self.s.ingress.incarnation_reply(request)
 
     async def _require_server_certificate(self, context: grpc.aio.ServicerContext, what: str) -> None:
         """Under TLS, refuse (counted, logged, PERMISSION_DENIED) a caller whose certificate names no server."""
@@ -1366,7 +1229,7 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
     async def FetchSnapshot(
         self, request: peer_pb2.SnapshotRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[peer_pb2.SnapshotChunk]:
-        refusal = self.s.snapshot_request_refusal(request)
+        refusal = self.s.ingress.snapshot_request_refusal(request)
         if refusal is None and self.s.tls is not None:
             certified, why = self.s.certified_member(context)
             if certified is None:
@@ -1401,93 +1264,3 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "fault injection is off on this server")
         self.s.set_partition(list(request.blocked))
         return peer_pb2.PartitionAck()
-
-
-def peer_channel(
-    member: Member, tls: ServerTls | None
-) -> tuple[grpc.aio.Channel, list[tuple[str, str | bytes]] | None]:
-    """A new channel to a peer, and the metadata that proves who opens calls on it.
-
-    With TLS the credentials are asked for anew, so a rotated certificate is
-    used from the next channel on; under --client-auth none the metadata
-    carries this member's signed proof (paxos/server/tlsserver.py).
-    """
-    if tls is None:
-        return grpc.aio.insecure_channel(member.address, options=GRPC_OPTIONS), None
-    channel = grpc.aio.secure_channel(member.address, tls.peer_credentials(), options=GRPC_OPTIONS)
-    return channel, tls.peer_metadata(member.name, time.time())
-
-
-class _PeerLink:
-    """One long-lived outbound stream to a peer, reconnected with backoff.
-
-    Messages queued while the peer is unreachable beyond the queue limit are
-    dropped: the protocol retransmits what matters.
-    """
-
-    def __init__(self, member: Member, tls: ServerTls | None = None) -> None:
-        self.member = member
-        # With TLS, each new connection asks for the credentials again, so a
-        # rotated certificate is used from the next reconnect on.
-        self._tls = tls
-        self._queue: asyncio.Queue[peer_pb2.PeerMessage | None] = asyncio.Queue(limits.PEER_QUEUE_LIMIT)
-        self._channel: grpc.aio.Channel | None = None
-        self._connected = False
-        self.sent = 0  # queued for the stream
-        self.dropped_down = 0
-        self.dropped_full = 0
-
-    def send(self, msg: peer_pb2.PeerMessage) -> None:
-        if not self._connected and self._queue.qsize() > 64:
-            self.dropped_down += 1
-            return  # peer down: do not hoard stale messages
-        try:
-            self._queue.put_nowait(msg)
-        except asyncio.QueueFull:
-            self.dropped_full += 1
-            return
-        self.sent += 1
-
-    async def run(self) -> None:
-        backoff = 0.05
-        while True:
-            self._channel, metadata = peer_channel(self.member, self._tls)
-            stub = peer_pb2_grpc.PeerStub(self._channel)
-            try:
-                await asyncio.wait_for(self._channel.channel_ready(), timeout=1.0)
-                self._connected = True
-                backoff = 0.05
-                await stub.Stream(self._outgoing(), metadata=metadata)
-            except (TimeoutError, grpc.aio.AioRpcError):
-                pass
-            finally:
-                self._connected = False
-                await self._channel.close()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
-
-    async def _outgoing(self):  # type: ignore[no-untyped-def]
-        # Everything queued while the last message was going out leaves packed in one.
-        while True:
-            msg = await self._queue.get()
-            if msg is None:
-                return
-            if self._queue.empty():  # alone: no packing, and no size to add up
-                yield msg
-                continue
-            batch, size = [msg], msg.ByteSize()
-            while len(batch) < limits.MAX_PEER_PACKED_MESSAGES and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    yield pack(batch)
-                    return
-                size += nxt.ByteSize()
-                if size > limits.MAX_PEER_PACKED_BYTES:
-                    yield pack(batch)
-                    batch, size = [], nxt.ByteSize()
-                batch.append(nxt)
-            yield pack(batch)
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
