@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError as ProtobufDecodeError
@@ -30,7 +30,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from paxos.common import limits
-from paxos.common.files import DiskFull, disk_full_as, fsync_dir
+from paxos.common.files import DiskFull
 from paxos.common.hostfile import HostfileError, Member, parse_address, valid_name
 from paxos.common.identity import format_id
 from paxos.consensus.core import Config, Node, RecoveryError, Role
@@ -52,8 +52,9 @@ from paxos.server.endpoint import (
     set_health,
 )
 from paxos.server.ingress import PeerIngress
+from paxos.server.join import discover_cluster, joiner_refusal
 from paxos.server.metrics import MetricsHttp, ServerFigures, registry_for
-from paxos.server.peers import PeerLink, Peers, peer_channel
+from paxos.server.peers import PeerLink, Peers
 from paxos.server.refusals import RefusalLog
 from paxos.server.session import (
     DEFAULT_REQUEST_SECONDS,
@@ -70,6 +71,7 @@ from paxos.server.standing import Standing
 from paxos.server.stats import Histogram, ServerStats
 from paxos.server.storage import WalStorage, load_newest_snapshot
 from paxos.server.tlsaccess import CLIENT_AUTH_CERT, NOT_A_CLIENT, ClientApiGuard
+from paxos.server.transfer import SnapshotFetcher, snapshot_chunks
 from paxos.storage import snapshot as snapshots
 from paxos.storage.datadir import DataDirError, lock_data_dir
 from paxos.storage.incarnationbook import load_incarnation_book, save_incarnation_book
@@ -224,6 +226,7 @@ class PaxosServer:
             self.storage = WalStorage(
                 wal, snapshot_dir, self._snapshot_header, self._internal_failure, book_dir=data_dir
             )
+            self.fetcher = SnapshotFetcher(self.book, self.standing, self.storage, tls, self._internal_failure)
             self.refusals = RefusalLog(clock)
             self.client_refusals = RefusalLog(clock, "client request")
             try:
@@ -525,86 +528,7 @@ class PaxosServer:
 
     def fetch_snapshot(self, peer: NodeId, after: Slot, done: Callable[[FetchedSnapshot | None], None]) -> None:
         """The replica's transport: stream ``peer``'s newest snapshot into the data dir, then load it."""
-
-        def finished(task: asyncio.Task[FetchedSnapshot | None]) -> None:
-            got: FetchedSnapshot | None = None
-            if not task.cancelled():
-                exc = task.exception()
-                if isinstance(exc, DiskFull):
-                    self._internal_failure(exc)
-                    return
-                if exc is not None:
-                    log.warning("fetching a snapshot from %s failed: %s", self.name_of(peer), exc)
-                else:
-                    got = task.result()
-            done(got)
-
-        task = asyncio.get_running_loop().create_task(self._fetch_snapshot(peer, after))
-        task.add_done_callback(finished)
-
-    async def _fetch_snapshot(self, peer: NodeId, after: Slot) -> FetchedSnapshot | None:
-        """Receive, check and install ``peer``'s newest snapshot; None if it has none newer than ``after``.
-
-        The file is received into a temporary file and only renamed into
-        place once it checked out whole; on any failure the temporary file
-        is removed, so a transfer is started again, never half-installed.
-        """
-        member = self.members[peer]
-        directory = self.storage.snapshot_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f"from-{member.name}{snapshots.TMP_SUFFIX}"
-        loop = asyncio.get_running_loop()
-        writer = self.storage.snapshot_thread
-        log.info("fetching a snapshot newer than slot %d from %s", after, member.name)
-        try:
-            total = await self._receive_snapshot_file(member, peer, after, tmp)
-            if total == 0:
-                log.info("%s has no snapshot newer than slot %d", member.name, after)
-                return None
-            info, store = await loop.run_in_executor(writer, snapshots.load, tmp)
-            if info.applied_index <= after or info.cluster_id != self.identity.cluster_id:
-                log.info(
-                    "ignored a snapshot at slot %d from %s (not newer than %d, or of another cluster)",
-                    info.applied_index,
-                    member.name,
-                    after,
-                )
-                return None
-            await loop.run_in_executor(writer, _install_snapshot_file, tmp, info.applied_index)
-        finally:
-            await loop.run_in_executor(writer, functools.partial(tmp.unlink, missing_ok=True))
-        log.info("installed the snapshot at slot %d from %s (%d bytes)", info.applied_index, member.name, total)
-        return FetchedSnapshot(info.applied_index, store)
-
-    async def _receive_snapshot_file(self, member: Member, peer: NodeId, after: Slot, tmp: Path) -> int:
-        """Stream the peer's snapshot into ``tmp`` and fsync it; the bytes received."""
-        loop = asyncio.get_running_loop()
-        writer = self.storage.snapshot_thread
-        request = peer_pb2.SnapshotRequest(
-            sender=self.node_id, cluster_id=self.identity.cluster_id, receiver=peer, after=after
-        )
-        total = 0
-        writing = f"a snapshot received from {member.name}"
-        f = await loop.run_in_executor(writer, _open_for_writing, tmp, writing)
-        channel, metadata = peer_channel(member, self.tls)
-        try:
-            async with channel:
-                call = peer_pb2_grpc.PeerStub(channel).FetchSnapshot(request, metadata=metadata)
-                while True:
-                    # A peer that goes quiet is given up on, not waited for.
-                    chunk = await asyncio.wait_for(call.read(), limits.SNAPSHOT_CHUNK_SECONDS)
-                    if chunk is grpc.aio.EOF:
-                        break
-                    assert isinstance(chunk, peer_pb2.SnapshotChunk)
-                    total += len(chunk.data)
-                    if len(chunk.data) > limits.SNAPSHOT_CHUNK_BYTES or total > limits.MAX_SNAPSHOT_BYTES:
-                        call.cancel()
-                        raise ValueError(f"{member.name} sent a snapshot chunk or snapshot over the size limit")
-                    await loop.run_in_executor(writer, _write_to, f, chunk.data, tmp, writing)
-            await loop.run_in_executor(writer, _flush_and_sync, f, tmp, writing)
-        finally:
-            await loop.run_in_executor(writer, _close_written, f)
-        return total
+        self.fetcher.fetch(peer, after, done)
 
     # ------------------------------------------------------ peer messages in
 
@@ -666,7 +590,7 @@ class PaxosServer:
             return kv_pb2.ChangeMembersReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
         wanted, error = _membership_after(self.core.membership, request)
         if wanted is not None and request.WhichOneof("change") == "add":
-            refusal = await self._joiner_refusal(request.add, deadline)
+            refusal = await joiner_refusal(request.add, deadline, self.me.name, self.identity.cluster_id, self.tls)
             if refusal is not None:
                 return kv_pb2.ChangeMembersReply(status=kv_pb2.INVALID, error=refusal)
             if not self.core.is_leader():
@@ -696,48 +620,6 @@ class PaxosServer:
         reply = kv_pb2.ChangeMembersReply(status=kv_pb2.OK)
         reply.members.extend(self._member_info(cm, None, {}) for cm in wanted.members)
         return reply
-
-    async def _joiner_refusal(self, add: kv_pb2.MemberInfo, deadline: float) -> str | None:
-        """Why the server at ``add.address`` may not be added as asked; None once it answers as a
-        server started with --join for this cluster, under the name and member id of ``add``.
-
-        Asked over the peer channel, as a member (under TLS with this
-        server's member certificate), before anything is proposed.
-        """
-        where = f"the server at {add.address}"
-        channel, metadata = peer_channel(parse_address(add.name, add.address), self.tls)
-        timeout = max(min(limits.JOINER_CHECK_SECONDS, deadline - time.monotonic()), 0.001)
-        try:
-            reply = await peer_pb2_grpc.PeerStub(channel).Configuration(
-                peer_pb2.ConfigurationRequest(name=self.me.name), timeout=timeout, metadata=metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            detail = " ".join((exc.details() or "").split())[:200]
-            return (
-                f"{where} does not answer as a server waiting to join ({exc.code().name}: {detail}); "
-                f"start it first with: python -m paxos -h HOSTFILE -n {add.name} --data-dir DIR --join"
-            )
-        finally:
-            await channel.close()
-        # Its words are quoted back to the admin, so no longer than a name may be.
-        name, membership = reply.name[: limits.MAX_MEMBER_NAME_BYTES], reply.membership[: limits.MAX_MEMBER_NAME_BYTES]
-        if membership != "joining":
-            return (
-                f"{where} reports membership {membership or 'unknown'!r}, not 'joining': only a server "
-                "started with --join and not yet added can be added"
-            )
-        if reply.cluster_id != self.identity.cluster_id:
-            return (
-                f"{where} is joining another cluster ({format_id(reply.cluster_id)}, not "
-                f"{format_id(self.identity.cluster_id)}): start it on an empty data directory with --join "
-                "and this cluster's hostfile"
-            )
-        if reply.name != add.name or reply.member_id != add.id:
-            return (
-                f"{where} is {name!r} with member id {format_id(reply.member_id)}, not {add.name!r} with "
-                f"{format_id(add.id)}: take the name and id from its status"
-            )
-        return None
 
     def leader_hint(self) -> str:
         return self.book.hint(self.core.leader)
@@ -816,52 +698,6 @@ class PaxosServer:
 T = TypeVar("T")
 
 
-async def discover_cluster(members: list[Member], name: str, tls: ServerTls | None, timeout: float) -> JoinTarget:
-    """Ask the hostfile's other servers for the cluster a ``--join`` server is joining.
-
-    Tries each in turn until one answers, for up to ``timeout`` seconds;
-    servers that answer with different clusters are an error.
-    """
-    others = [m for m in members if m.name != name]
-    if not others:
-        raise DataDirError("--join needs the hostfile to list at least one server of the running cluster")
-    deadline = time.monotonic() + timeout
-    last_error = ""
-    while True:
-        answers: dict[int, JoinTarget] = {}
-        for member in others:
-            channel, metadata = peer_channel(member, tls)
-            try:
-                reply = await peer_pb2_grpc.PeerStub(channel).Configuration(
-                    peer_pb2.ConfigurationRequest(name=name), timeout=2.0, metadata=metadata
-                )
-                membership = Membership.of(ConfigMember(m.id, m.name, m.address, m.voter) for m in reply.members)
-                error = membership.shape_error()
-                if error:
-                    raise ValueError(error)
-            except grpc.aio.AioRpcError as exc:
-                last_error = f"{member.name} at {member.address}: {exc.code().name} {exc.details()}"
-                continue
-            except ValueError as exc:
-                last_error = f"{member.name} at {member.address} sent an unusable configuration: {exc}"
-                continue
-            finally:
-                await channel.close()
-            answers[reply.cluster_id] = JoinTarget(reply.cluster_id, membership)
-        if len(answers) > 1:
-            raise DataDirError(
-                "the servers in the hostfile belong to different clusters ("
-                + ", ".join(format_id(c) for c in sorted(answers))
-                + "); fix the hostfile"
-            )
-        if answers:
-            return next(iter(answers.values()))
-        if time.monotonic() >= deadline:
-            raise DataDirError(f"--join: no server of the cluster answered within {timeout:.0f}s (last: {last_error})")
-        log.info("--join: waiting for a server of the cluster to answer (last: %s)", last_error)
-        await asyncio.sleep(1.0)
-
-
 def _membership_after(current: Membership, request: kv_pb2.ChangeMembersRequest) -> tuple[Membership | None, str]:
     """The configuration one ChangeMembers step asks for, or None and why it cannot be made."""
     match request.WhichOneof("change"):
@@ -898,36 +734,6 @@ def _membership_after(current: Membership, request: kv_pb2.ChangeMembersRequest)
             return None, "the request names no change (add, promote or remove)"
     error = current.step_error(wanted)
     return (None, error) if error else (wanted, "")
-
-
-def _open_for_writing(path: Path, writing: str) -> BinaryIO:
-    with disk_full_as(path, writing):
-        return open(path, "wb")
-
-
-def _write_to(f: BinaryIO, data: bytes, path: Path, writing: str) -> None:
-    with disk_full_as(path, writing):
-        f.write(data)
-
-
-def _flush_and_sync(f: BinaryIO, path: Path, writing: str) -> None:
-    with disk_full_as(path, writing):
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _close_written(f: BinaryIO) -> None:
-    try:
-        f.close()
-    except OSError:
-        pass  # flushed already unless a write failed, and then that failure is the one reported
-
-
-def _install_snapshot_file(tmp: Path, applied_index: Slot) -> None:
-    """Make a checked snapshot file the newest snapshot of this data dir (on the snapshot thread)."""
-    os.replace(tmp, tmp.parent / snapshots.file_name(applied_index))
-    fsync_dir(tmp.parent)
-    snapshots.prune(tmp.parent)
 
 
 def _bytes_in(paths: Iterable[Path]) -> int:
@@ -1239,23 +1045,8 @@ class _PeerService(peer_pb2_grpc.PeerServicer):
         if refusal is not None:
             self.s.refusals.note(context.peer(), refusal, "snapshot request")
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"snapshot request refused: {refusal}")
-        files = snapshots.snapshot_files(self.s.storage.snapshot_dir)
-        if not files or int(files[0].name.removesuffix(snapshots.SUFFIX)) <= request.after:
-            return  # nothing newer: an empty stream
-        loop = asyncio.get_running_loop()
-        try:
-            # Opened before it can be pruned: the open file stays readable.
-            f = await loop.run_in_executor(None, open, files[0], "rb")
-        except FileNotFoundError:
-            return
-        try:
-            while True:
-                data = await loop.run_in_executor(None, f.read, limits.SNAPSHOT_CHUNK_BYTES)
-                if not data:
-                    return
-                yield peer_pb2.SnapshotChunk(data=data)
-        finally:
-            f.close()
+        async for chunk in snapshot_chunks(self.s.storage.snapshot_dir, request.after):
+            yield chunk
 
     async def SetPartition(
         self, request: peer_pb2.Partition, context: grpc.aio.ServicerContext
