@@ -17,7 +17,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +31,13 @@ from grpc_reflection.v1alpha import reflection
 
 from paxos.common import limits
 from paxos.common.files import DiskFull
-from paxos.common.hostfile import HostfileError, Member, parse_address, valid_name
+from paxos.common.hostfile import Member
 from paxos.common.identity import format_id
 from paxos.consensus.core import Config, Node, RecoveryError, Role
 from paxos.consensus.membership import ConfigMember, Membership
 from paxos.consensus.messages import Message, NodeId, Slot, Value
 from paxos.kv.statemachine import StateMachine
-from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, WriteAnswer
+from paxos.replica import FetchedSnapshot, Observer, Replica
 from paxos.server import connections
 from paxos.server.addressbook import AddressBook
 from paxos.server.callers import certified_admin, certified_name, without_port
@@ -53,20 +53,11 @@ from paxos.server.endpoint import (
 )
 from paxos.server.ingress import PeerIngress
 from paxos.server.join import discover_cluster, joiner_refusal
+from paxos.server.kvapi import DEFAULT_REQUEST_SECONDS, KvApi, get_error, image_get_error, serve_get, serve_image_get
 from paxos.server.metrics import MetricsHttp, ServerFigures, registry_for
 from paxos.server.peers import PeerLink, Peers
 from paxos.server.refusals import RefusalLog
-from paxos.server.session import (
-    DEFAULT_REQUEST_SECONDS,
-    ClientSession,
-    ReplyBudget,
-    get_error,
-    image_get_error,
-    register_reply,
-    serve_get,
-    serve_image_get,
-    write_reply,
-)
+from paxos.server.session import ClientSession, ReplyBudget
 from paxos.server.standing import Standing
 from paxos.server.stats import Histogram, ServerStats
 from paxos.server.storage import WalStorage, load_newest_snapshot
@@ -98,6 +89,7 @@ log = logging.getLogger("paxos.server")
 # names that lived in this module before it was split by job.
 __all__ = [
     "DATA_FORMAT",
+    "DEFAULT_REQUEST_SECONDS",
     "KV_SERVICE",
     "META_FILE",
     "PEER_SERVICE",
@@ -117,8 +109,6 @@ __all__ = [
 _RefusalLog = RefusalLog
 _WalStorage = WalStorage
 _PeerLink = PeerLink
-
-
 
 
 class _ServerObserver(Observer):
@@ -212,8 +202,7 @@ class PaxosServer:
                 bootstrap = join.membership
             else:
                 bootstrap = Membership.of(
-                    ConfigMember(i, n, hostfile[n].address if n in hostfile else "")
-                    for n, i in identity.ids.items()
+                    ConfigMember(i, n, hostfile[n].address if n in hostfile else "") for n, i in identity.ids.items()
                 )
             self.book = AddressBook(hostfile)
             self.codec = PeerCodec(identity.cluster_id, self.node_id, (), identity.incarnation)
@@ -262,6 +251,15 @@ class PaxosServer:
                 self.stats.received,
                 self.peers.blocked,
                 tls is not None,
+            )
+            self.kv = KvApi(
+                self.replica,
+                self.book,
+                self.standing,
+                self.stats,
+                self.storage,
+                self.client_refusals,
+                functools.partial(joiner_refusal, asker=name, cluster_id=identity.cluster_id, tls=tls),
             )
             if skipped:
                 log.error("fell back to an older snapshot: %s", "; ".join(f"{p}: {e}" for p, e in skipped))
@@ -322,6 +320,10 @@ class PaxosServer:
     def snapshots_installed(self) -> int:
         return self.stats.snapshots_installed
 
+    @property
+    def session_batch_requests(self) -> Histogram:
+        return self.stats.session_batch_requests
+
     # ------------------------------------------------------------- lifecycle
 
     async def start(self, listen: str, metrics: str | None = None, max_connections: int | None = None) -> None:
@@ -339,7 +341,8 @@ class PaxosServer:
         self._starvation = connections.ClientStarvation(cap, connections.open_descriptors())
         options = [*GRPC_SERVER_OPTIONS, *connections.server_options(cap)]
         self._grpc = grpc.aio.server(options=options, interceptors=interceptors)
-        _LenientRegistrar(self._grpc, self.client_refusals).add(kv_pb2_grpc.add_KVServicer_to_server, _KVService(self))
+        kv_service = _KVService(self.kv, self.session_budget)
+        _LenientRegistrar(self._grpc, self.client_refusals).add(kv_pb2_grpc.add_KVServicer_to_server, kv_service)
         _LenientRegistrar(self._grpc, self.refusals).add(peer_pb2_grpc.add_PeerServicer_to_server, _PeerService(self))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
@@ -558,129 +561,8 @@ class PaxosServer:
 
     # ------------------------------------------------------- client requests
 
-    def members_reply(self) -> kv_pb2.MembersReply:
-        core = self.core
-        leading = core.is_leader()
-        progress = core.member_progress() if leading else {}
-        reply = kv_pb2.MembersReply(
-            status=kv_pb2.OK,
-            leader_hint=self.leader_hint(),
-            cluster_id=self.identity.cluster_id,
-            commit_index=core.commit_index,
-            change_in_progress=core.change_in_progress,
-        )
-        reply.members.extend(
-            sorted(
-                (self._member_info(cm, core.leader, progress) for cm in core.membership.members),
-                key=lambda info: info.name,
-            )
-        )
-        return reply
-
-    def _member_info(self, cm: ConfigMember, leader: NodeId | None, progress: dict[NodeId, Slot]) -> kv_pb2.MemberInfo:
-        applied = self.store.applied_index if cm.id == self.node_id else progress.get(cm.id, 0)
-        known = self.members.get(cm.id)
-        address = cm.address or (known.address if known else "")
-        return kv_pb2.MemberInfo(
-            name=cm.name, address=address, voter=cm.voter, leader=cm.id == leader, applied_index=applied, id=cm.id
-        )
-
-    async def change_members(self, request: kv_pb2.ChangeMembersRequest, deadline: float) -> kv_pb2.ChangeMembersReply:
-        if not self.core.is_leader():
-            return kv_pb2.ChangeMembersReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
-        wanted, error = _membership_after(self.core.membership, request)
-        if wanted is not None and request.WhichOneof("change") == "add":
-            refusal = await joiner_refusal(request.add, deadline, self.me.name, self.identity.cluster_id, self.tls)
-            if refusal is not None:
-                return kv_pb2.ChangeMembersReply(status=kv_pb2.INVALID, error=refusal)
-            if not self.core.is_leader():
-                return kv_pb2.ChangeMembersReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
-            wanted, error = _membership_after(self.core.membership, request)  # it may have changed meanwhile
-        if wanted is None:
-            return kv_pb2.ChangeMembersReply(status=kv_pb2.INVALID, error=error)
-        future: asyncio.Future[tuple[bool, str | None]] = asyncio.get_running_loop().create_future()
-        immediate = True
-
-        def answered(why: str | None) -> None:
-            _settle(future, (immediate, why))
-
-        self.replica.change_membership(wanted, answered)
-        immediate = False
-        try:
-            refused_at_once, why = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
-        except TimeoutError:
-            return kv_pb2.ChangeMembersReply(
-                status=kv_pb2.UNAVAILABLE,
-                error="the change was not chosen before the deadline; it may still be made: look again",
-            )
-        if why is not None:
-            status = kv_pb2.INVALID if refused_at_once else kv_pb2.UNAVAILABLE
-            return kv_pb2.ChangeMembersReply(status=status, error=why, leader_hint=self.leader_hint())
-        log.info("membership change made: %s", wanted.describe())
-        reply = kv_pb2.ChangeMembersReply(status=kv_pb2.OK)
-        reply.members.extend(self._member_info(cm, None, {}) for cm in wanted.members)
-        return reply
-
-    def leader_hint(self) -> str:
-        return self.book.hint(self.core.leader)
-
-    async def write(self, cmd: kv_pb2.Command, deadline: float) -> kv_pb2.WriteReply:
-        future: asyncio.Future[WriteAnswer] = asyncio.get_running_loop().create_future()
-        self.replica.write(cmd, lambda answer: _settle(future, answer))
-        try:
-            answer = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
-        except TimeoutError:
-            answer = WriteAnswer(kv_pb2.UNKNOWN)
-        return write_reply(self, answer)
-
-    async def register(self, deadline: float) -> kv_pb2.RegisterReply:
-        future: asyncio.Future[RegisterAnswer] = asyncio.get_running_loop().create_future()
-        nonce = self.replica.register(lambda answer: _settle(future, answer))
-        try:
-            answer = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
-        except TimeoutError:
-            if nonce is not None:
-                self.replica.forget_registration(nonce)
-            answer = RegisterAnswer(kv_pb2.UNAVAILABLE, error="the registration did not apply in time; retry")
-        return register_reply(self, answer)
-
     async def linearizable_read(self, deadline: float) -> kv_pb2.Status:
-        """Wait until a read may be served here; the status to reply with."""
-        future: asyncio.Future[kv_pb2.Status] = asyncio.get_running_loop().create_future()
-        read_id = self.replica.read(lambda status: _settle(future, status))
-        try:
-            return await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
-        except TimeoutError:
-            if read_id is not None:
-                self.replica.forget_read(read_id)
-            return kv_pb2.UNAVAILABLE
-
-    def status(self) -> kv_pb2.NodeStatus:
-        return kv_pb2.NodeStatus(
-            name=self.me.name,
-            address=self.me.address,
-            role=self.core.role.value,
-            leader=self.leader_hint(),
-            ballot=str(self.core.ballot),
-            commit_index=self.core.commit_index,
-            applied_index=self.store.applied_index,
-            version=VERSION,
-            uptime_seconds=time.monotonic() - self.stats.started,
-            log_bytes=self.storage.log_bytes(),
-            data_bytes=_bytes_in(p for p in self.data_dir.rglob("*") if p.is_file()),
-            last_fsync_seconds=self.storage.last_fsync_seconds,
-            snapshot_index=self.replica.snapshot_index,
-            membership=self.membership_state(),
-            member_id=self.node_id,
-            cluster_id=self.identity.cluster_id,
-        )
-
-    def note_request(self, method: str, status: str, seconds: float) -> None:
-        self.stats.note_request(method, status, seconds)
-
-    @property
-    def session_batch_requests(self) -> Histogram:
-        return self.stats.session_batch_requests
+        return await self.kv.linearizable_read(deadline)
 
     def _figures(self) -> ServerFigures:
         return ServerFigures(
@@ -693,62 +575,6 @@ class PaxosServer:
             name_of=self.name_of,
             membership_state=self.membership_state,
         )
-
-
-T = TypeVar("T")
-
-
-def _membership_after(current: Membership, request: kv_pb2.ChangeMembersRequest) -> tuple[Membership | None, str]:
-    """The configuration one ChangeMembers step asks for, or None and why it cannot be made."""
-    match request.WhichOneof("change"):
-        case "add":
-            add = request.add
-            if not valid_name(add.name):
-                return None, f"{add.name!r} is not a valid server name (letters, digits, '.', '_', '-')"
-            try:
-                parse_address(add.name, add.address)
-            except HostfileError:
-                return None, f"{add.address!r} is not HOST:PORT with a port from 1 to 65535"
-            if not 0 < add.id <= limits.MAX_MEMBER_ID:
-                return None, "the new member's id (from its status) is missing or out of range"
-            if current.named(add.name) is not None:
-                return None, f"{add.name} is already a member"
-            if current.get(add.id) is not None:
-                return None, "a member already has that id"
-            wanted = current.adding_learner(ConfigMember(add.id, add.name, add.address))
-        case "promote":
-            member = current.named(request.promote)
-            if member is None:
-                return None, f"no member is named {request.promote!r}"
-            if member.voter:
-                return None, f"{member.name} is a voter already"
-            wanted = current.promoting(member.id)
-        case "remove":
-            member = current.named(request.remove)
-            if member is None:
-                return None, f"no member is named {request.remove!r}"
-            if member.voter and current.voters == {member.id}:
-                return None, f"{member.name} is the last voter; a cluster cannot remove its last voter"
-            wanted = current.removing(member.id)
-        case _:
-            return None, "the request names no change (add, promote or remove)"
-    error = current.step_error(wanted)
-    return (None, error) if error else (wanted, "")
-
-
-def _bytes_in(paths: Iterable[Path]) -> int:
-    total = 0
-    for path in paths:
-        try:
-            total += path.stat().st_size
-        except OSError:  # a log segment removed meanwhile
-            pass
-    return total
-
-
-def _settle(future: asyncio.Future[T], value: T) -> None:
-    if not future.done():  # the caller may have timed out already
-        future.set_result(value)
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float:
@@ -870,24 +696,25 @@ def _measured(handler: _Handler) -> _Handler:
             status = _STATUS_NAMES.get(getattr(reply, "status", kv_pb2.OK), "ERROR")
             return reply
         finally:
-            self.s.note_request(method, status, time.perf_counter() - started)
+            self.api.note_request(method, status, time.perf_counter() - started)
 
     return measured  # type: ignore[return-value]
 
 
 class _KVService(kv_pb2_grpc.KVServicer):
-    def __init__(self, server: PaxosServer) -> None:
-        self.s = server
+    def __init__(self, api: KvApi, budget: ReplyBudget) -> None:
+        self.api = api
+        self.budget = budget  # the session streams' server-wide bounds
 
     @_measured
     async def Register(
         self, request: kv_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.RegisterReply:
-        return await self.s.register(_deadline(context))
+        return await self.api.register(_deadline(context))
 
     @_measured
     async def Write(self, request: kv_pb2.WriteRequest, context: grpc.aio.ServicerContext) -> kv_pb2.WriteReply:
-        return await self.s.write(request.command, _deadline(context))
+        return await self.api.write(request.command, _deadline(context))
 
     @_measured
     async def Get(self, request: kv_pb2.GetRequest, context: grpc.aio.ServicerContext) -> kv_pb2.GetReply:
@@ -895,10 +722,10 @@ class _KVService(kv_pb2_grpc.KVServicer):
         if error:
             return kv_pb2.GetReply(status=kv_pb2.INVALID, error=error)
         if request.consistency != kv_pb2.LOCAL:
-            status = await self.s.linearizable_read(_deadline(context))
+            status = await self.api.linearizable_read(_deadline(context))
             if status != kv_pb2.OK:
-                return kv_pb2.GetReply(status=status, leader_hint=self.s.leader_hint())
-        return serve_get(self.s, request)
+                return kv_pb2.GetReply(status=status, leader_hint=self.api.leader_hint())
+        return serve_get(self.api, request)
 
     @_measured
     async def ImageGet(
@@ -908,79 +735,46 @@ class _KVService(kv_pb2_grpc.KVServicer):
         if error:
             return kv_pb2.ImageGetReply(status=kv_pb2.INVALID, error=error)
         if request.consistency != kv_pb2.LOCAL:
-            status = await self.s.linearizable_read(_deadline(context))
+            status = await self.api.linearizable_read(_deadline(context))
             if status != kv_pb2.OK:
-                return kv_pb2.ImageGetReply(status=status, leader_hint=self.s.leader_hint())
-        return serve_image_get(self.s, request)
+                return kv_pb2.ImageGetReply(status=status, leader_hint=self.api.leader_hint())
+        return serve_image_get(self.api, request)
 
     async def Backup(
         self, request: kv_pb2.BackupRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[kv_pb2.BackupChunk]:
         started = time.monotonic()
         status = "OK"
-        async for chunk in backup_chunks(self.s, _deadline(context)):
+        async for chunk in self.api.backup(_deadline(context)):
             if chunk.status != kv_pb2.OK:
                 status = _STATUS_NAMES.get(chunk.status, str(chunk.status))
             yield chunk
-        self.s.note_request("Backup", status, time.monotonic() - started)
+        self.api.note_request("Backup", status, time.monotonic() - started)
 
     @_measured
     async def Members(self, request: kv_pb2.MembersRequest, context: grpc.aio.ServicerContext) -> kv_pb2.MembersReply:
-        return self.s.members_reply()
+        return self.api.members_reply()
 
     @_measured
     async def ChangeMembers(
         self, request: kv_pb2.ChangeMembersRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.ChangeMembersReply:
-        return await self.s.change_members(request, _deadline(context))
+        return await self.api.change_members(request, _deadline(context))
 
     @_measured
     async def Status(self, request: kv_pb2.StatusRequest, context: grpc.aio.ServicerContext) -> kv_pb2.NodeStatus:
-        return self.s.status()
+        return self.api.status()
 
     async def Session(  # type: ignore[override]
         self, request_iterator: AsyncIterator[kv_pb2.SessionBatch], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[kv_pb2.SessionReplies]:
         """Batches of requests in, batches of replies out: see paxos/server/session.py."""
-        refusal = self.s.session_budget.refusal()
+        refusal = self.budget.refusal()
         if refusal is not None:
-            self.s.client_refusals.note(context.peer(), "session stream over the server's bounds", refusal)
+            self.api.client_refusals.note(context.peer(), "session stream over the server's bounds", refusal)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
-        async for replies in ClientSession(self.s, context.peer(), self.s.session_budget).serve(request_iterator):
+        async for replies in ClientSession(self.api, context.peer(), self.budget).serve(request_iterator):
             yield replies
-
-
-async def backup_chunks(server: PaxosServer, deadline: float) -> AsyncIterator[kv_pb2.BackupChunk]:
-    """A backup of ``server``'s state at a linearizable point, as BackupChunk messages."""
-    status = await server.linearizable_read(deadline)
-    if status != kv_pb2.OK:
-        yield kv_pb2.BackupChunk(status=status, leader_hint=server.leader_hint())
-        return
-    # No await since the read was confirmed: the state frozen now holds every
-    # write acknowledged before the request came, so the backup is linearizable.
-    frozen = server.store.freeze()
-    cluster_id, members = server._snapshot_header()
-    frames = snapshots.encode_frames(snapshots.header_for(frozen, cluster_id, members), frozen.parts())
-    estimate = server.storage.last_snapshot_bytes or len(frozen.data) * 64
-    yield kv_pb2.BackupChunk(status=kv_pb2.OK, applied_index=frozen.applied_index, estimated_bytes=estimate)
-    loop = asyncio.get_running_loop()
-    while True:
-        # Encoding runs on a thread, a chunk at a time, so memory stays bounded.
-        data = await loop.run_in_executor(None, _next_chunk, frames)
-        if not data:
-            return
-        yield kv_pb2.BackupChunk(data=data)
-
-
-def _next_chunk(frames: Iterator[bytes]) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    for frame in frames:
-        parts.append(frame)
-        size += len(frame)
-        if size >= limits.SNAPSHOT_CHUNK_BYTES:
-            break
-    return b"".join(parts)
 
 
 class _PeerService(peer_pb2_grpc.PeerServicer):

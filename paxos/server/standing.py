@@ -37,7 +37,7 @@ class Standing:
         return self.identity.cluster_id
 
     def state(self, membership: Membership) -> str:
-        """"member", "learner", "joining" or "removed", by the newest configuration chosen."""
+        """This server's place in ``membership``: "member", "learner", "joining" or "removed"."""
         member = membership.get(self.node_id)
         if member is None:
             return "joining" if self.identity.joining else "removed"
