@@ -18,19 +18,12 @@ from paxos.common.files import DiskFull
 from paxos.common.hostfile import HostfileError, find_member, parse_hostfile
 from paxos.common.tlsfiles import TlsError
 from paxos.server.founding import check_founding
-from paxos.server.service import (
-    SNAPSHOT_DIR,
-    WAL_DIR,
-    DataDirError,
-    JoinTarget,
-    PaxosServer,
-    check_data_dir,
-    data_dir_is_joining,
-    discover_cluster,
-)
+from paxos.server.join import discover_cluster
+from paxos.server.service import PaxosServer
 from paxos.server.tlsaccess import CLIENT_AUTH_CERT, CLIENT_AUTH_MODES
 from paxos.storage import snapshot
-from paxos.storage.datadir import LOCK_FILE, DataDirLock, lock_data_dir
+from paxos.storage.datadir import LOCK_FILE, DataDirError, DataDirLock, lock_data_dir
+from paxos.storage.meta import SNAPSHOT_DIR, WAL_DIR, JoinTarget, check_data_dir, data_dir_is_joining
 from paxos.storage.wal import Wal, WalCorruption
 
 EXIT_USAGE = 2

@@ -22,14 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("paxos", "client", "protos")
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
-# Circles still to be broken by the work that splits the gRPC server's
-# composition root.  Any other
-# circle fails; so does one of these once it is gone, so the list shrinks.
-KNOWN_CIRCLES: set[frozenset[str]] = {
-    frozenset({"paxos.server.metrics", "paxos.server.service", "paxos.server.session"}),
-}
-
-
 def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     if not LINT_IMPORTS.exists():
         pytest.skip(f"{LINT_IMPORTS} is missing (pip install -e '.[test]')")
@@ -112,9 +104,6 @@ def _circles() -> set[frozenset[str]]:
     return found
 
 
-def test_no_import_circle_beyond_the_known_ones() -> None:
+def test_no_import_circle() -> None:
     circles = _circles()
-    new = circles - KNOWN_CIRCLES
-    assert not new, f"import circles: {[sorted(c) for c in new]}"
-    gone = KNOWN_CIRCLES - circles
-    assert not gone, f"no longer circles, take them off KNOWN_CIRCLES: {[sorted(c) for c in gone]}"
+    assert not circles, f"import circles: {[sorted(c) for c in circles]}"

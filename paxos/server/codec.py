@@ -172,7 +172,7 @@ class PeerCodec:
         """Rebuild a core message, refusing anything the core must never see.
 
         ``any_sender``: the transport proved the sender a member of this
-        cluster that this server does not know yet (paxos/server/service.py).
+        cluster that this server does not know yet (paxos/server/ingress.py).
         Whether the sender's incarnation (``raw.incarnation``, checked to be
         present here) is the one it is known by is the replica's to judge.
         """

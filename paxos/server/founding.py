@@ -21,8 +21,11 @@ from paxos.common import limits
 from paxos.common.hostfile import Member
 from paxos.common.identity import bootstrap_ids, format_id
 from paxos.incarnation import Founding, FoundingAnswer, decide_founding
-from paxos.server.service import GRPC_SERVER_OPTIONS, VERSION, bind_failure, certified_name, peer_channel, repair_hint
+from paxos.server.callers import certified_name
+from paxos.server.endpoint import GRPC_SERVER_OPTIONS, VERSION, bind_failure
+from paxos.server.peers import peer_channel
 from paxos.storage.datadir import DataDirError
+from paxos.storage.meta import repair_hint
 from protos import kv_pb2, peer_pb2, peer_pb2_grpc
 
 if TYPE_CHECKING:

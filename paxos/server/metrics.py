@@ -2,10 +2,11 @@
 
 The core and the replica know nothing of this module: they keep plain
 numbers (commit index, ``Node.refused``, pending writes) and the server
-keeps a few more on its hot paths (``Histogram.observe`` and counter
-increments, nothing else).  At scrape time ``ServerCollector`` reads them
-all and builds the exposition, so a server nobody scrapes pays nothing for
-the metrics but those increments.
+keeps a few more on its hot paths (paxos/server/stats.py:
+``Histogram.observe`` and counter increments, nothing else).  At scrape
+time ``ServerCollector`` reads them all, through ``ServerFigures``, and
+builds the exposition, so a server nobody scrapes pays nothing for the
+metrics but those increments.
 
 ``MetricsHttp`` answers ``GET /metrics`` (the Prometheus text format) and
 ``GET /healthz`` (200 while the server serves, 503 otherwise) from the
@@ -17,11 +18,10 @@ with bash alone, without starting Python.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -30,55 +30,65 @@ from prometheus_client.registry import Collector
 
 from paxos.common import limits
 from paxos.consensus.core import Role
-
-if TYPE_CHECKING:
-    from paxos.server.service import PaxosServer
+from paxos.consensus.messages import NodeId
+from paxos.replica import Replica
+from paxos.server.refusals import RefusalLog
+from paxos.server.stats import Histogram, ServerStats
 
 log = logging.getLogger("paxos.metrics")
 
-# Bucket bounds.  An fsync on an SSD takes well under a millisecond to a few
-# ms; past 10 ms the log is the bottleneck (docs/operations.md).
-FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-# Commands per slot: one per slot means no batching; a full batch is
-# limits.MAX_BATCH_COMMANDS.
-SLOT_COMMAND_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, limits.MAX_BATCH_COMMANDS)
-SESSION_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, limits.MAX_SESSION_BATCH_REQUESTS)
+# Histogram lives in paxos/server/stats.py; it is still importable from here.
+__all__ = ["Histogram", "MetricsHttp", "ServerFigures", "registry_for"]
 
 
-@dataclass(slots=True)
-class Histogram:
-    """Bucket counts and a sum, for the collector to expose; ``observe`` is one bisect and two additions."""
+class StorageFigures(Protocol):
+    """What a scrape reads of the log and the snapshots."""
 
-    bounds: Sequence[float]
-    counts: list[int] = field(init=False)  # per bucket, not cumulative; the last one is +Inf
-    total: float = 0.0
+    fsync_seconds: Histogram
+    snapshots_saved: int
+    last_snapshot_seconds: float
 
-    def __post_init__(self) -> None:
-        self.counts = [0] * (len(self.bounds) + 1)
+    def log_bytes(self) -> int: ...
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
 
-    def cumulative(self) -> list[tuple[str, float]]:
-        running = 0
-        buckets: list[tuple[str, float]] = []
-        for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
-            running += count
-            buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
-        return buckets
+class LinkFigures(Protocol):
+    """What a scrape reads of one outbound peer stream."""
+
+    sent: int
+    dropped_down: int
+    dropped_full: int
+
+
+class BudgetFigures(Protocol):
+    """What a scrape reads of the session streams' shared bounds."""
+
+    streams: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ServerFigures:
+    """Where a scrape finds one server's numbers: plain objects, and a few callables for what changes."""
+
+    replica: Replica
+    stats: ServerStats
+    storage: StorageFigures
+    budget: BudgetFigures
+    refusals: RefusalLog  # of peer messages
+    links: Callable[[], Mapping[NodeId, LinkFigures]]
+    name_of: Callable[[NodeId], str]
+    membership_state: Callable[[], str]
 
 
 class ServerCollector(Collector):
     """Reads one server's numbers when Prometheus scrapes; see the module docstring."""
 
-    def __init__(self, server: PaxosServer) -> None:
-        self.s = server
+    def __init__(self, figures: ServerFigures) -> None:
+        self.f = figures
 
     def collect(self) -> Iterable[Metric]:
-        s = self.s
-        core = s.core
+        f = self.f
+        core, store, stats = f.replica.core, f.replica.store, f.stats
         yield _gauge("paxoskv_is_leader", "1 while this server is the leader, else 0", core.role is Role.LEADER)
         role = GaugeMetricFamily("paxoskv_role", "1 for this server's current role", labels=["role"])
         for each in Role:
@@ -87,7 +97,7 @@ class ServerCollector(Collector):
         membership = GaugeMetricFamily(
             "paxoskv_membership", "1 for this server's place in the configuration", labels=["state"]
         )
-        current = s.membership_state()
+        current = f.membership_state()
         for state in ("member", "learner", "joining", "removed"):
             membership.add_metric([state], float(current == state))
         yield membership
@@ -99,49 +109,49 @@ class ServerCollector(Collector):
         )
         yield _gauge("paxoskv_ballot_round", "round of the highest ballot this server has seen", core.ballot.round)
         yield _gauge("paxoskv_commit_index", "highest slot known chosen, with every slot below it", core.commit_index)
-        yield _gauge("paxoskv_applied_index", "highest slot applied to the key-value store", s.store.applied_index)
-        yield _gauge("paxoskv_pending_writes", "client writes waiting here for their slot", s.replica.pending_writes)
-        yield _gauge("paxoskv_session_streams", "client session streams open on this server", s.session_budget.streams)
+        yield _gauge("paxoskv_applied_index", "highest slot applied to the key-value store", store.applied_index)
+        yield _gauge("paxoskv_pending_writes", "client writes waiting here for their slot", f.replica.pending_writes)
+        yield _gauge("paxoskv_session_streams", "client session streams open on this server", f.budget.streams)
         yield _gauge(
             "paxoskv_session_unread_reply_bytes",
             "reply bytes the session streams hold for clients that have not read them yet",
-            s.session_budget.bytes,
+            f.budget.bytes,
         )
         yield CounterMetricFamily(
-            "paxoskv_leader_changes", "times the leader this server knows of changed", value=s.leader_changes
+            "paxoskv_leader_changes", "times the leader this server knows of changed", value=stats.leader_changes
         )
         yield _histogram(
-            "paxoskv_wal_fsync_duration_seconds", "time one fsync of the write-ahead log took", s.storage.fsync_seconds
+            "paxoskv_wal_fsync_duration_seconds", "time one fsync of the write-ahead log took", f.storage.fsync_seconds
         )
-        yield _histogram("paxoskv_slot_commands", "client commands in each applied slot", s.slot_commands)
+        yield _histogram("paxoskv_slot_commands", "client commands in each applied slot", stats.slot_commands)
         yield _gauge(
             "paxoskv_snapshot_index",
             "the newest durable snapshot holds every slot up to here",
-            s.replica.snapshot_index,
+            f.replica.snapshot_index,
         )
-        yield _gauge("paxoskv_log_bytes", "bytes in the write-ahead log's segment files", s.storage.log_bytes())
+        yield _gauge("paxoskv_log_bytes", "bytes in the write-ahead log's segment files", f.storage.log_bytes())
         yield CounterMetricFamily(
-            "paxoskv_snapshots_written", "snapshots this server wrote of its own state", value=s.storage.snapshots_saved
+            "paxoskv_snapshots_written", "snapshots this server wrote of its own state", value=f.storage.snapshots_saved
         )
         yield CounterMetricFamily(
             "paxoskv_snapshots_installed",
             "snapshots this server fetched from a peer and installed",
-            value=s.snapshots_installed,
+            value=stats.snapshots_installed,
         )
         yield _gauge(
             "paxoskv_snapshot_freeze_seconds",
             "how long the latest snapshot held up the apply loop (taking its consistent copy)",
-            s.last_snapshot_freeze_seconds,
+            stats.last_snapshot_freeze_seconds,
         )
         yield _gauge(
             "paxoskv_snapshot_write_seconds",
             "how long writing the latest snapshot took, off the apply loop",
-            s.storage.last_snapshot_seconds,
+            f.storage.last_snapshot_seconds,
         )
         yield _histogram(
             "paxoskv_session_batch_requests",
             "requests in each batch received on client session streams",
-            s.session_batch_requests,
+            stats.session_batch_requests,
         )
         yield from self._client_requests()
         yield from self._peer_messages()
@@ -152,18 +162,18 @@ class ServerCollector(Collector):
             "client requests answered, by method and reply status",
             labels=["method", "status"],
         )
-        for (method, status), count in sorted(self.s.request_counts.items()):
+        for (method, status), count in sorted(self.f.stats.request_counts.items()):
             requests.add_metric([method, status], count)
         yield requests
         durations = HistogramMetricFamily(
             "paxoskv_client_request_duration_seconds", "time from request to reply, by method", labels=["method"]
         )
-        for method, histogram in sorted(self.s.request_seconds.items()):
+        for method, histogram in sorted(self.f.stats.request_seconds.items()):
             durations.add_metric([method], histogram.cumulative(), histogram.total)
         yield durations
 
     def _peer_messages(self) -> Iterator[Metric]:
-        s = self.s
+        f = self.f
         messages = CounterMetricFamily(
             "paxoskv_peer_messages", "peer messages sent and received, by peer", labels=["peer", "direction"]
         )
@@ -172,17 +182,17 @@ class ServerCollector(Collector):
             "peer messages dropped: refused on the way in, or not sent (queue full, peer down)",
             labels=["peer", "reason"],
         )
-        for peer, link in sorted(s.links.items()):
-            name = s.members[peer].name
+        for peer, link in sorted(f.links().items()):
+            name = f.name_of(peer)
             messages.add_metric([name, "sent"], link.sent)
-            messages.add_metric([name, "received"], s.received.get(peer, 0))
+            messages.add_metric([name, "received"], f.stats.received.get(peer, 0))
             if link.dropped_down:
                 dropped.add_metric([name, "peer down"], link.dropped_down)
             if link.dropped_full:
                 dropped.add_metric([name, "queue full"], link.dropped_full)
         # Refusals by the codec and by the core (Node.refused, reported
         # through the replica's observer) are both counted here by sender.
-        for (peer_label, reason), count in sorted(s.refusals.counts.items()):
+        for (peer_label, reason), count in sorted(f.refusals.counts.items()):
             dropped.add_metric([peer_label, reason], count)
         yield messages
         yield dropped
@@ -196,10 +206,10 @@ def _histogram(name: str, doc: str, histogram: Histogram) -> HistogramMetricFami
     return HistogramMetricFamily(name, doc, buckets=histogram.cumulative(), sum_value=histogram.total)
 
 
-def registry_for(server: PaxosServer) -> CollectorRegistry:
+def registry_for(figures: ServerFigures) -> CollectorRegistry:
     """A registry of its own per server, so several servers in one process (tests) do not collide."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServerCollector(server))
+    registry.register(ServerCollector(figures))
     ProcessCollector(registry=registry)
     return registry
 

@@ -2,76 +2,86 @@
 
 Data flows one way:  client request -> core (leader) -> accepts to peers
 while the log is fsynced -> chosen -> state machine -> reply.  The replica
-owns that order of effects; this module gives it its storage (the
-write-ahead log, fsynced on a thread of its own), its transport (one gRPC
-stream to each peer, every message checked by the codec on the way in), the
-monotonic clock, and an event loop that drives it once per turn, so that
-everything arriving in one turn shares one bundle and one fsync.
+owns that order of effects; ``PaxosServer`` is the composition root that
+gives it its storage (the write-ahead log, fsynced on a thread of its own:
+paxos/server/storage.py), its transport (one gRPC stream to each peer:
+peers.py, snapshot transfers: transfer.py), the monotonic clock, and an
+event loop that drives it once per turn, so that everything arriving in one
+turn shares one bundle and one fsync.  Peer messages come in through the
+ingress checks (ingress.py), client requests through the KV API (kvapi.py)
+and the session streams (session.py), both served by services.py.  Each of
+those parts is handed the few objects it needs, never the server.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import errno
 import functools
-import importlib.metadata
-import json
 import logging
 import os
 import random
-import socket
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING
 
 import grpc
-from google.protobuf.message import DecodeError as ProtobufDecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from paxos import incarnation as incarnations
 from paxos.common import limits
-from paxos.common.files import DiskFull, disk_full_as, fsync_dir, write_atomically
-from paxos.common.hostfile import HostfileError, Member, parse_address, valid_name
-from paxos.common.identity import bootstrap_ids, format_id, parse_id
-from paxos.common.tlsfiles import TlsError, is_admin, member_named
-from paxos.consensus.core import Config, Node, RecoveryError, Role
+from paxos.common.files import DiskFull
+from paxos.common.hostfile import Member
+from paxos.common.identity import format_id
+from paxos.consensus.core import Config, Node, RecoveryError
 from paxos.consensus.membership import ConfigMember, Membership
-from paxos.consensus.messages import Message, NodeId, Record, Slot, Value
-from paxos.kv.statemachine import FrozenState, StateMachine
-from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, WriteAnswer
+from paxos.consensus.messages import Message, NodeId, Slot
+from paxos.kv.statemachine import StateMachine
+from paxos.replica import FetchedSnapshot, Replica
 from paxos.server import connections
-from paxos.server.codec import DecodeError, PeerCodec, pack, unpack
-from paxos.server.metrics import (
-    FSYNC_BUCKETS,
-    REQUEST_BUCKETS,
-    SESSION_BATCH_BUCKETS,
-    SLOT_COMMAND_BUCKETS,
-    Histogram,
-    MetricsHttp,
-    registry_for,
+from paxos.server.addressbook import AddressBook
+from paxos.server.callers import certified_admin, without_port
+from paxos.server.codec import PeerCodec
+from paxos.server.endpoint import (
+    GRPC_SERVER_OPTIONS,
+    HEALTH_SERVICE,
+    KV_SERVICE,
+    PEER_SERVICE,
+    VERSION,
+    bind_failure,
+    set_health,
 )
-from paxos.server.session import (
-    DEFAULT_REQUEST_SECONDS,
-    ClientSession,
-    ReplyBudget,
-    get_error,
-    image_get_error,
-    register_reply,
-    serve_get,
-    serve_image_get,
-    write_reply,
-)
+from paxos.server.ingress import PeerIngress
+from paxos.server.join import discover_cluster, joiner_refusal
+from paxos.server.kvapi import DEFAULT_REQUEST_SECONDS, KvApi
+from paxos.server.lenient import LenientRegistrar
+from paxos.server.metrics import MetricsHttp, ServerFigures, registry_for
+from paxos.server.observer import ServerObserver
+from paxos.server.peers import PeerLink, Peers
+from paxos.server.refusals import RefusalLog
+from paxos.server.services import KVService, PeerService
+from paxos.server.session import ReplyBudget
+from paxos.server.standing import Standing
+from paxos.server.stats import Histogram, ServerStats
+from paxos.server.storage import WalStorage, load_newest_snapshot
 from paxos.server.tlsaccess import CLIENT_AUTH_CERT, NOT_A_CLIENT, ClientApiGuard
-from paxos.storage import snapshot as snapshots
-from paxos.storage.datadir import LOCK_FILE, DataDirError, lock_data_dir
+from paxos.server.transfer import SnapshotFetcher
+from paxos.storage.datadir import DataDirError, lock_data_dir
+from paxos.storage.incarnationbook import load_incarnation_book, save_incarnation_book
+from paxos.storage.meta import (
+    DATA_FORMAT,
+    META_FILE,
+    SNAPSHOT_DIR,
+    WAL_DIR,
+    Identity,
+    JoinTarget,
+    check_data_dir,
+    data_dir_is_joining,
+    repair_hint,
+)
 from paxos.storage.wal import Wal
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2, peer_pb2_grpc
 
@@ -80,481 +90,52 @@ if TYPE_CHECKING:  # the cryptography package is loaded only by servers that run
 
 log = logging.getLogger("paxos.server")
 
-GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", limits.MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", limits.MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    # Accept the peers' keepalive pings on idle streams instead of answering
-    # them with GOAWAY "too_many_pings": the server's ping policy must allow a
-    # ping at least as often as keepalive_time_ms above.  The key is gRPC's
-    # GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, whose string has
-    # no "recv" in it; a misspelt key is silently ignored (default 5 minutes).
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
+# What the entry points and the tests import from here: the server, and the
+# names that lived in this module before it was split by job.
+__all__ = [
+    "DATA_FORMAT",
+    "DEFAULT_REQUEST_SECONDS",
+    "KV_SERVICE",
+    "META_FILE",
+    "PEER_SERVICE",
+    "SNAPSHOT_DIR",
+    "VERSION",
+    "WAL_DIR",
+    "DataDirError",
+    "JoinTarget",
+    "PaxosServer",
+    "check_data_dir",
+    "data_dir_is_joining",
+    "discover_cluster",
+    "load_incarnation_book",
+    "save_incarnation_book",
 ]
-# gRPC binds listeners with SO_REUSEPORT by default, so a second server on the
-# same port would start and share the traffic; binding exclusively makes it fail.
-GRPC_SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
-# The services this server offers: health reports on each of them (and on
-# "", the whole server), reflection lists them for grpcurl and grpcui.
-KV_SERVICE = kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name
-PEER_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name
-HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-try:
-    VERSION = importlib.metadata.version("paxoskv")
-except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
-    VERSION = "unknown (not installed)"
-META_FILE = "paxoskv-meta.json"
-SNAPSHOT_DIR = "snapshots"  # in the data dir
-WAL_DIR = "wal"  # in the data dir
-INCARNATION_BOOK_FILE = "incarnations.json"  # in the data dir
-# The data dir layout.  2: member ids (ballots carry them, not hostfile line
-# numbers), and log_pb2.LogCommand in the log's slots.  Before it (no
-# "format" in the meta file): the client API's kv_pb2.Command, which this
-# version does not read.  Log records later gained an end mark (paxos/storage/wal.py)
-# under the same number: logs written before it are read as they are, while
-# an older paxoskv refuses a log written since as damaged (exit 4).
-DATA_FORMAT = 2
+# Under the names they had here before they moved.
+_RefusalLog = RefusalLog
+_WalStorage = WalStorage
+_PeerLink = PeerLink
+_LenientRegistrar = LenientRegistrar
+_KVService = KVService
+_PeerService = PeerService
 
 
 @dataclass(frozen=True)
-class Identity:
-    """Who this server is, fixed when its cluster was created or it joined (paxos/common/identity.py)."""
+class _Transport:
+    """The replica's transport: the peer streams, and snapshot transfers."""
 
-    cluster_id: int
-    member_id: NodeId
-    # The founding members' ids, by name (only its own for a server that
-    # joined later: the log and snapshots hold the others').
-    ids: dict[str, NodeId]
-    # This data dir's incarnation (paxos/incarnation.py): random, made with
-    # the meta file, sent with every peer message.
-    incarnation: int
-    joining: bool = False  # started with --join and not yet in the configuration
+    peers: Peers
+    fetcher: SnapshotFetcher
 
+    def send(self, messages: list[tuple[NodeId, Message]]) -> None:
+        self.peers.send(messages)
 
-@dataclass(frozen=True)
-class JoinTarget:
-    """What a server started with --join learned from the running cluster."""
-
-    cluster_id: int
-    membership: Membership
-
-
-def check_data_dir(data_dir: Path, name: str, members: list[Member], join: JoinTarget | None = None) -> Identity:
-    """This server's identity from its data dir, stamping a new one first.
-
-    A new data dir gets ids computed from the hostfile (a new cluster) or,
-    with ``join``, the running cluster's id and a fresh random member id:
-    a server added under the name of one removed earlier is a new member,
-    so nothing addressed to the old one can reach it.  From then on the
-    ids come from the data dir, so the hostfile may change.  A data dir
-    made for another server, another cluster or an older format is refused.
-    """
-    data_dir.mkdir(parents=True, exist_ok=True)
-    meta_path = data_dir / META_FILE
-    if not meta_path.exists():
-        if any(p.name != LOCK_FILE for p in data_dir.iterdir()):
-            raise DataDirError(f"{data_dir} is not empty and holds no {META_FILE}; refusing to use it as a data dir")
-        # The log's directory exists before the meta file does, so a meta
-        # file without it means a lost log (see check_log_dir).
-        (data_dir / WAL_DIR).mkdir()
-        fsync_dir(data_dir)
-        incarnation = incarnations.new_incarnation()
-        if join is not None:
-            if join.membership.named(name) is not None:
-                raise DataDirError(
-                    f"the cluster already has a member named {name!r}; to replace it, remove it first "
-                    f"(python -m client members remove {name}), then start this server with --join"
-                )
-            taken = join.membership.ids
-            member_id = 1 + int.from_bytes(os.urandom(8), "big") % limits.MAX_MEMBER_ID
-            while member_id in taken:
-                member_id = 1 + int.from_bytes(os.urandom(8), "big") % limits.MAX_MEMBER_ID
-            meta = {
-                "format": DATA_FORMAT,
-                "name": name,
-                "member_id": format_id(member_id),
-                "cluster_id": format_id(join.cluster_id),
-                "members": {name: format_id(member_id)},
-                "incarnation": format_id(incarnation),
-                "joining": True,
-            }
-            _write_meta(data_dir, meta)
-            return Identity(join.cluster_id, member_id, {name: member_id}, incarnation, joining=True)
-        names = sorted(m.name for m in members)
-        cluster_id, ids = bootstrap_ids(members)
-        meta = {
-            "format": DATA_FORMAT,
-            "name": name,
-            "member_id": format_id(ids[name]),
-            "cluster_id": format_id(cluster_id),
-            "members": {n: format_id(ids[n]) for n in names},
-            "incarnation": format_id(incarnation),
-        }
-        _write_meta(data_dir, meta)
-        return Identity(cluster_id, ids[name], ids, incarnation)
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataDirError(f"{meta_path} cannot be read ({exc})") from None
-    if meta.get("format") != DATA_FORMAT:
-        written_by = "an older paxoskv" if "format" not in meta else f"a paxoskv with data format {meta['format']!r}"
-        raise DataDirError(
-            f"{data_dir} was written by {written_by}, and this one (data format {DATA_FORMAT}) cannot read its log; "
-            "there is no migration: start this server on a fresh --data-dir"
-        )
-    if meta.get("name") != name:
-        raise DataDirError(
-            f"{data_dir} belongs to server {meta.get('name')!r}, not {name!r}; pass that server's own --data-dir"
-        )
-    try:
-        stored = {n: parse_id(i) for n, i in meta["members"].items()}
-        incarnation = int(meta["incarnation"], 16) if "incarnation" in meta else incarnations.NONE
-        if incarnation != incarnations.NONE and not incarnations.valid(incarnation):
-            raise ValueError(f"incarnation {meta['incarnation']!r} is out of range")
-        identity = Identity(
-            parse_id(meta["cluster_id"]),
-            parse_id(meta["member_id"]),
-            stored,
-            incarnation,
-            joining=meta.get("joining") is True,
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise DataDirError(f"{meta_path} is damaged ({exc!r})") from None
-    check_log_dir(data_dir, name)
-    if identity.incarnation == incarnations.NONE:
-        # Written by a release from before incarnations: its data is intact,
-        # so it gets one now, and the others record it when they first hear it.
-        identity = dataclasses.replace(identity, incarnation=incarnations.new_incarnation())
-        meta["incarnation"] = format_id(identity.incarnation)
-        _write_meta(data_dir, meta)
-    if join is not None and join.cluster_id != identity.cluster_id:
-        raise DataDirError(
-            f"{data_dir} belongs to cluster {format_id(identity.cluster_id)}, but the servers in the hostfile run "
-            f"cluster {format_id(join.cluster_id)}; check the hostfile, or use a fresh --data-dir"
-        )
-    return identity
-
-
-def _write_meta(data_dir: Path, meta: Mapping[str, object]) -> None:
-    chunks = [(json.dumps(meta, indent=1) + "\n").encode()]
-    write_atomically(data_dir, META_FILE, chunks, writing="the data dir's identity and membership file")
-
-
-def repair_hint(name: str) -> str:
-    """How to bring back a server whose data dir was lost or damaged (one line)."""
-    # Not "restore a backup": a restored data dir is a new incarnation, which
-    # the others refuse, and an old copy of this one has forgotten promises.
-    return (
-        f"to bring {name} back: python -m client members remove {name}, then start it on an empty --data-dir "
-        f"with --join and add it (python -m client members add {name} HOST:PORT, then members promote {name}; "
-        "or members sync)"
-    )
-
-
-def check_log_dir(data_dir: Path, name: str) -> None:
-    """Refuse a data dir whose log was lost: the server would have forgotten its promises and votes."""
-    wal_dir = data_dir / WAL_DIR
-    if not wal_dir.is_dir():
-        raise DataDirError(
-            f"{data_dir} has a {META_FILE} but no {WAL_DIR}/ directory: its log, with the promises and votes "
-            f"this server gave, is lost, and starting without it could lose acknowledged writes; {repair_hint(name)}"
-        )
-    snapshot_dir = data_dir / SNAPSHOT_DIR
-    has_snapshot = snapshot_dir.is_dir() and bool(snapshots.snapshot_files(snapshot_dir))
-    if has_snapshot and not any(wal_dir.glob("*.wal")):
-        # Compaction always keeps the newest segment: an empty log beside a
-        # snapshot was deleted.
-        raise DataDirError(
-            f"{wal_dir} holds no log segment but {snapshot_dir} holds a snapshot: the log, with the promises "
-            f"and votes this server gave, is lost; {repair_hint(name)}"
-        )
-
-
-def load_incarnation_book(data_dir: Path) -> dict[NodeId, int]:
-    """The incarnation book this data dir recorded (paxos/incarnation.py); empty if none yet."""
-    path = data_dir / INCARNATION_BOOK_FILE
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise DataDirError(f"{path} cannot be read ({exc})") from None
-    try:
-        book = {parse_id(member): int(text, 16) for member, text in raw["incarnations"].items()}
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise DataDirError(f"{path} is damaged ({exc!r})") from None
-    if not all(incarnations.valid(i) for i in book.values()):
-        raise DataDirError(f"{path} is damaged (an incarnation out of range)")
-    return book
-
-
-def save_incarnation_book(data_dir: Path, book: dict[NodeId, int]) -> None:
-    """Replace the durable incarnation book, atomically and fsynced."""
-    body = {"incarnations": {format_id(m): format_id(i) for m, i in sorted(book.items())}}
-    chunks = [(json.dumps(body, indent=1) + "\n").encode()]
-    write_atomically(data_dir, INCARNATION_BOOK_FILE, chunks, writing="the incarnations heard from each member")
-
-
-def mark_joined(data_dir: Path) -> None:
-    """The configuration holds this joining server now: it is a member from here on."""
-    meta_path = data_dir / META_FILE
-    meta = json.loads(meta_path.read_text())
-    meta.pop("joining", None)
-    _write_meta(data_dir, meta)
-
-
-def data_dir_is_joining(data_dir: Path) -> bool | None:
-    """Whether ``data_dir`` belongs to a server still waiting to join; None when it holds no server yet."""
-    try:
-        meta = json.loads((data_dir / META_FILE).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise DataDirError(f"{data_dir / META_FILE} cannot be read ({exc})") from None
-    return isinstance(meta, dict) and meta.get("joining") is True
-
-
-def load_newest_snapshot(directory: Path) -> tuple[StateMachine | None, list[tuple[Path, str]]]:
-    """The state in the newest snapshot that reads back whole, and the damaged newer ones skipped."""
-    skipped: list[tuple[Path, str]] = []
-    if not directory.exists():
-        return None, skipped
-    snapshots.remove_leftovers(directory)
-    for path in snapshots.snapshot_files(directory):
-        try:
-            info, store = snapshots.load(path)
-        except snapshots.SnapshotError as exc:
-            skipped.append((path, str(exc)))
-            continue
-        log.info("loaded the snapshot at slot %d from %s", info.applied_index, path)
-        return store, skipped
-    return None, skipped
-
-
-class _RefusalLog:
-    """Counts refused messages; logs each sender's reason once per interval."""
-
-    MAX_KEYS = 1024  # distinct (sender, reason) pairs remembered for the log
-
-    def __init__(self, clock: Callable[[], float], what: str = "peer message") -> None:
-        self._clock = clock
-        self._what = what
-        self.counts: dict[tuple[str, str], int] = {}
-        self._logged: dict[tuple[str, str], tuple[float, int]] = {}
-
-    def note(self, peer: str, reason: str, detail: str) -> None:
-        key = (peer, reason)
-        if key not in self.counts and len(self.counts) >= self.MAX_KEYS:
-            key = ("(others)", reason)  # a flood of new names must not grow this without bound
-        self.counts[key] = count = self.counts.get(key, 0) + 1
-        now = self._clock()
-        last = self._logged.get(key)
-        if last is None or now - last[0] >= limits.REFUSAL_LOG_SECONDS:
-            since = count - last[1] if last else count
-            log.warning("refused %d %s(s) from %s since last report: %s (%s)", since, self._what, peer, reason, detail)
-            self._logged[key] = (now, count)
-
-
-class _WalStorage:
-    """The write-ahead log and the snapshots as the replica's storage.
-
-    The log is fsynced on a thread of its own, and snapshots are written on
-    another, so a snapshot being written never delays an acknowledgement.
-    """
-
-    def __init__(
-        self,
-        wal: Wal,
-        snapshot_dir: Path,
-        snapshot_header: Callable[[], tuple[int, list[snapshots.SnapshotMember]]],
-        on_failure: Callable[[BaseException], None],
-        book_dir: Path,
-    ) -> None:
-        self.wal = wal
-        self.snapshot_dir = snapshot_dir
-        self.book_dir = book_dir
-        self._book = load_incarnation_book(book_dir)
-        self._snapshot_header = snapshot_header
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
-        self.snapshot_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
-        self._on_failure = on_failure
-        self.fsync_seconds = Histogram(FSYNC_BUCKETS)
-        self.last_fsync_seconds = 0.0
-        self._syncing = False
-        self._compact_after_sync: Slot | None = None
-        self.snapshots_saved = 0
-        self.last_snapshot_seconds = 0.0
-        self.last_snapshot_bytes = 0
-
-    def log_bytes(self) -> int:
-        return self.wal.total_bytes
-
-    def save_snapshot(self, frozen: FrozenState, done: Callable[[bool], None]) -> None:
-        cluster_id, members = self._snapshot_header()
-        future = asyncio.get_running_loop().run_in_executor(
-            self.snapshot_thread, self._write_snapshot, frozen, cluster_id, members
-        )
-        future.add_done_callback(lambda f: self._snapshot_written(f, frozen.applied_index, done))
-
-    def _write_snapshot(
-        self, frozen: FrozenState, cluster_id: int, members: list[snapshots.SnapshotMember]
-    ) -> tuple[float, int]:
-        started = time.perf_counter()
-        path = snapshots.write_snapshot(self.snapshot_dir, frozen, cluster_id, members)
-        snapshots.prune(self.snapshot_dir)
-        return time.perf_counter() - started, path.stat().st_size
-
-    def _snapshot_written(
-        self, future: asyncio.Future[tuple[float, int]], index: Slot, done: Callable[[bool], None]
-    ) -> None:
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if isinstance(exc, DiskFull):
-            self._on_failure(exc)
-            return
-        if exc is not None:
-            log.error(
-                "could not write the snapshot at slot %d: %s; the log is kept and it is tried again later", index, exc
-            )
-            done(False)
-            return
-        self.last_snapshot_seconds, self.last_snapshot_bytes = future.result()
-        self.snapshots_saved += 1
-        try:
-            done(True)
-        except Exception as error:  # a bug in the replica: stop rather than idle
-            self._on_failure(error)
-
-    def compact(self, snapshot_index: Slot) -> None:
-        # The log is changed only between fsyncs, never under one.
-        if self._syncing:
-            self._compact_after_sync = max(self._compact_after_sync or 0, snapshot_index)
-            return
-        freed = self.wal.compact(snapshot_index)
-        if freed:
-            log.info("log compacted up to slot %d: %d bytes freed", snapshot_index, freed)
-
-    def newest_snapshot_index(self) -> Slot:
-        files = snapshots.snapshot_files(self.snapshot_dir)
-        return int(files[0].name.removesuffix(snapshots.SUFFIX)) if files else 0
-
-    def recorded_incarnations(self) -> dict[NodeId, int]:
-        return dict(self._book)
-
-    def record_incarnation(self, member: NodeId, incarnation: int) -> None:
-        # Written on the event loop, before the message goes on: once per
-        # member and data dir, so the wait is rare and short.
-        self._book[member] = incarnation
-        save_incarnation_book(self.book_dir, self._book)
-
-    def append(self, records: list[Record]) -> None:
-        self.wal.append(records)
-
-    def unsynced(self) -> bool:
-        return self.wal.unsynced()
-
-    def sync(self, done: Callable[[], None]) -> None:
-        self._syncing = True
-        future = asyncio.get_running_loop().run_in_executor(self.thread, self._timed_sync)
-        future.add_done_callback(lambda f: self._synced(f, done))
-
-    def _timed_sync(self) -> float:
-        started = time.perf_counter()
-        self.wal.sync()
-        return time.perf_counter() - started
-
-    def _synced(self, future: asyncio.Future[float], done: Callable[[], None]) -> None:
-        self._syncing = False
-        if future.cancelled():
-            return
-        exc = future.exception()
-        if exc is not None:
-            # A failed fsync may have dropped the pages it was writing: the
-            # log can no longer be trusted, so the server stops.
-            self._on_failure(exc)
-            return
-        # Recorded here, on the event loop, so a scrape never sees half an update.
-        self.last_fsync_seconds = future.result()
-        self.fsync_seconds.observe(self.last_fsync_seconds)
-        try:
-            if self._compact_after_sync is not None:
-                index, self._compact_after_sync = self._compact_after_sync, None
-                self.compact(index)
-            done()
-        except Exception as error:  # a bug in the replica: stop rather than idle
-            self._on_failure(error)
-
-    def close(self) -> None:
-        """Sync what is left and close the log; ``DiskFull`` if that last write found no room."""
-        try:
-            self.thread.submit(self.wal.close).result()
-        finally:
-            self.thread.shutdown()
-            self.snapshot_thread.shutdown(wait=True, cancel_futures=True)
-
-
-class _ServerObserver(Observer):
-    def __init__(self, server: PaxosServer) -> None:
-        self.s = server
-        self._leader: NodeId | None = None
-
-    def role_changed(self, role: Role, leader: NodeId | None) -> None:
-        ballot = self.s.core.ballot
-        if leader is not None and leader != self._leader:
-            self.s.leader_changes += 1
-            self._leader = leader
-        commit = self.s.core.commit_index
-        context = {"ballot": str(ballot), "slot": commit}
-        if role is Role.LEADER:
-            log.info("became leader with ballot %s (commit index %d)", ballot, commit, extra=context)
-        elif role is Role.CANDIDATE:
-            log.info("no leader heard; running phase 1 with ballot %s", ballot, extra=context)
-        elif leader is not None:
-            log.info("following %s (ballot %s)", self.s.name_of(leader), ballot, extra=context)
-        else:
-            log.info("no leader known", extra=context)
-
-    def applying(self, slot: Slot, value: Value) -> None:
-        self.s.slot_commands.observe(len(value))
-
-    def snapshot_frozen(self, index: Slot, seconds: float) -> None:
-        self.s.last_snapshot_freeze_seconds = seconds
-        self.s.longest_snapshot_freeze_seconds = max(self.s.longest_snapshot_freeze_seconds, seconds)
-
-    def snapshot_saved(self, index: Slot) -> None:
-        storage = self.s.storage
-        log.info(
-            "snapshot at slot %d written (%d bytes in %.3f s; its copy held up the apply loop %.2f ms)",
-            index,
-            storage.last_snapshot_bytes,
-            storage.last_snapshot_seconds,
-            self.s.last_snapshot_freeze_seconds * 1000,
-        )
-
-    def membership_applied(self, slot: Slot, membership: Membership) -> None:
-        self.s.membership_applied(slot, membership)
-
-    def snapshot_installed(self, index: Slot, peer: NodeId) -> None:
-        self.s.snapshots_installed += 1
-        log.info(
-            "now at slot %d, from the snapshot of %s; catching up on the log after it",
-            index,
-            self.s.name_of(peer),
-        )
-
-    def refused(self, msg: Message, reason: str) -> None:
-        member = self.s.members.get(msg.sender)
-        sender = member.name if member else f"member {format_id(msg.sender)}"
-        self.s.refusals.note(sender, reason, type(msg).__name__)
+    def fetch_snapshot(self, peer: NodeId, after: Slot, done: Callable[[FetchedSnapshot | None], None]) -> None:
+        self.fetcher.fetch(peer, after, done)
 
 
 class PaxosServer:
+    """One server: its parts, wired together, and their lifecycle (see the module docstring)."""
+
     def __init__(
         self,
         members: list[Member],
@@ -573,59 +154,66 @@ class PaxosServer:
         self.fault_injection = fault_injection
         self.tls = tls  # None: plaintext, and anyone who reaches the port can act as a member
         self.disk_full: DiskFull | None = None  # why the server stopped, when a write found the disk full
+        self.stats = ServerStats()  # plain numbers for paxos/server/metrics.py and the status
         with ExitStack() as undo:  # a server that fails to open releases what it took
             self.data_dir = data_dir
             self._data_dir_lock = lock_data_dir(data_dir)
             undo.callback(self._data_dir_lock.release)
-            self.identity = check_data_dir(data_dir, name, members, join)
-            self.node_id = self.identity.member_id
-            if self.identity.joining and join is None:
+            identity = check_data_dir(data_dir, name, members, join)
+            self.node_id = identity.member_id
+            if identity.joining and join is None:
                 raise DataDirError(
                     f"{data_dir} belongs to a server that is joining a cluster and was not added yet; "
                     "start it with --join"
                 )
-            # The data dir says who this server is; the configuration (in the
-            # log and snapshots) who the members are; the hostfile where the
-            # servers it lists are (it wins over the configuration's address,
-            # so a server may move), and the configuration where the others are.
-            self.hostfile = {m.name: m for m in members}
-            self.me = self.hostfile[name]
-            if self.identity.joining and join is not None:
+            hostfile = {m.name: m for m in members}
+            self.standing = Standing(identity, hostfile[name], data_dir)
+            if identity.joining and join is not None:
                 bootstrap = join.membership
             else:
                 bootstrap = Membership.of(
-                    ConfigMember(i, n, self.hostfile[n].address if n in self.hostfile else "")
-                    for n, i in self.identity.ids.items()
+                    ConfigMember(i, n, hostfile[n].address if n in hostfile else "") for n, i in identity.ids.items()
                 )
-            self.members: dict[NodeId, Member] = {}  # everyone known, removed members included (for names)
-            self.ids_by_name: dict[str, NodeId] = {}
-            self.codec = PeerCodec(self.identity.cluster_id, self.node_id, (), self.identity.incarnation)
-            self._links_running = False
-            self._removed_logged = False
+            self.book = AddressBook(hostfile)
+            self.codec = PeerCodec(identity.cluster_id, self.node_id, (), identity.incarnation)
+            self.peers = Peers(self.book, self.codec, tls, self._task_ended)
             self._note_membership(bootstrap)
             snapshot_dir = data_dir / SNAPSHOT_DIR
             store, skipped = load_newest_snapshot(snapshot_dir)
             wal, durable = Wal.open(data_dir / WAL_DIR)
             undo.callback(wal.close)
-            self.storage = _WalStorage(
-                wal, snapshot_dir, self._snapshot_header, self._internal_failure, book_dir=data_dir
+            self.storage = WalStorage(
+                wal,
+                snapshot_dir,
+                lambda: (self.standing.cluster_id, self.book.snapshot_members()),
+                self._internal_failure,
+                book_dir=data_dir,
             )
-            self.refusals = _RefusalLog(clock)
-            self.client_refusals = _RefusalLog(clock, "client request")
+            self.refusals = RefusalLog(clock)
+            self.client_refusals = RefusalLog(clock, "client request")
             try:
                 self.replica = Replica(
                     self.node_id,
                     bootstrap,
                     durable,
                     storage=self.storage,
-                    transport=self,
+                    transport=_Transport(
+                        self.peers, SnapshotFetcher(self.book, self.standing, self.storage, tls, self._internal_failure)
+                    ),
                     clock=clock,
                     wake=self._schedule_drive,
                     store=store,
                     rng=random.Random(os.urandom(16)),
                     config=config,
                     max_value_bytes=max_value_bytes,
-                    observer=_ServerObserver(self),
+                    observer=ServerObserver(
+                        lambda: self.replica.core,
+                        self.book,
+                        self.stats,
+                        self.storage,
+                        self.refusals,
+                        self._membership_applied,
+                    ),
                     snapshot_every=snapshot_every,
                     snapshot_tail=snapshot_tail,
                 )
@@ -638,48 +226,50 @@ class PaxosServer:
                 ) from None
             if skipped:
                 log.error("fell back to an older snapshot: %s", "; ".join(f"{p}: {e}" for p, e in skipped))
-            in_configuration = self.node_id in self.core.membership_ids
-            if not self.identity.joining and not in_configuration:
-                raise DataDirError(
-                    f"{name} was removed from the cluster (its configuration lists "
-                    f"{self.core.membership.describe()}); it cannot rejoin with its old data: start it on a fresh "
-                    "--data-dir with --join, then add it (python -m client members add, or members sync)"
-                )
-            self._note_membership(self.core.membership)
-            if self.identity.joining and in_configuration:
-                self._joined()
+            self._check_standing(name)
             undo.pop_all()
+        self.ingress = PeerIngress(
+            self.replica,
+            self.codec,
+            self.book,
+            self.standing,
+            self.refusals,
+            self.stats.received,
+            self.peers.blocked,
+            tls is not None,
+        )
+        self.kv = KvApi(
+            self.replica,
+            self.book,
+            self.standing,
+            self.stats,
+            self.storage,
+            self.client_refusals,
+            functools.partial(joiner_refusal, asker=name, cluster_id=identity.cluster_id, tls=tls),
+        )
         self.failed = asyncio.Event()  # set when an internal task died
         self._drive_scheduled = False
-        self._links: dict[NodeId, _PeerLink] = {}
-        self._link_tasks: dict[NodeId, asyncio.Task[None]] = {}
-        self._blocked: set[NodeId] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: grpc.aio.Server | None = None
         self.health = health_aio.HealthServicer()
-        # Plain numbers for paxos/server/metrics.py, read when Prometheus scrapes.
         self.serving = False
-        self._started = time.monotonic()
-        self.leader_changes = 0
-        self.snapshots_installed = 0
-        self.last_snapshot_freeze_seconds = 0.0
-        self.longest_snapshot_freeze_seconds = 0.0
-        self.slot_commands = Histogram(SLOT_COMMAND_BUCKETS)
-        self.session_batch_requests = Histogram(SESSION_BATCH_BUCKETS)
         self.session_budget = ReplyBudget()
-        self.requests_served = 0
-        self.received: Counter[NodeId] = Counter()
-        self.request_counts: Counter[tuple[str, str]] = Counter()
-        # Every method's series exist from the start, so a follower that has
-        # answered nothing still shows them (at zero).
-        # (A session stream's requests count under their unary twins' names.)
-        self.request_seconds = {
-            name: Histogram(REQUEST_BUCKETS)
-            for name, method in kv_pb2.DESCRIPTOR.services_by_name["KV"].methods_by_name.items()
-            if not method.client_streaming
-        }
-        self.request_counts.update(dict.fromkeys(((m, "OK") for m in self.request_seconds), 0))
         self._http: MetricsHttp | None = None
+
+    def _check_standing(self, name: str) -> None:
+        """Refuse a server the configuration removed; note that one started with --join was added meanwhile."""
+        in_configuration = self.node_id in self.core.membership_ids
+        if not self.identity.joining and not in_configuration:
+            raise DataDirError(
+                f"{name} was removed from the cluster (its configuration lists "
+                f"{self.core.membership.describe()}); it cannot rejoin with its old data: start it on a fresh "
+                "--data-dir with --join, then add it (python -m client members add, or members sync)"
+            )
+        self._note_membership(self.core.membership)
+        if self.identity.joining and in_configuration:
+            self.standing.joined()
+
+    # What the entry points and the tests read of a server.
 
     @property
     def core(self) -> Node:
@@ -690,8 +280,49 @@ class PaxosServer:
         return self.replica.store
 
     @property
-    def links(self) -> dict[NodeId, _PeerLink]:
-        return self._links
+    def identity(self) -> Identity:
+        return self.standing.identity
+
+    @property
+    def me(self) -> Member:
+        return self.standing.me
+
+    @property
+    def members(self) -> dict[NodeId, Member]:
+        return self.book.members
+
+    @property
+    def ids_by_name(self) -> dict[str, NodeId]:
+        return self.book.ids_by_name
+
+    @property
+    def links(self) -> dict[NodeId, PeerLink]:
+        return self.peers.links
+
+    @property
+    def leader_changes(self) -> int:
+        return self.stats.leader_changes
+
+    @property
+    def snapshots_installed(self) -> int:
+        return self.stats.snapshots_installed
+
+    @property
+    def session_batch_requests(self) -> Histogram:
+        return self.stats.session_batch_requests
+
+    def receive_peer(
+        self, raw: peer_pb2.PeerMessage, origin: str = "", certified: NodeId | None = None, cert_name: str = ""
+    ) -> None:
+        """One stream message from a peer, as its stream hands it over (see ``PeerIngress.receive``)."""
+        self.ingress.receive(raw, origin, certified, cert_name)
+
+    async def linearizable_read(self, deadline: float) -> kv_pb2.Status:
+        return await self.kv.linearizable_read(deadline)
+
+    def set_partition(self, names: list[str]) -> None:
+        """Fault injection: cut this server off from the members of these names (none: heal)."""
+        self.peers.block(names)
 
     # ------------------------------------------------------------- lifecycle
 
@@ -703,19 +334,15 @@ class PaxosServer:
         """
         interceptors = []
         if self.tls is not None:
-            interceptors.append(ClientApiGuard(KV_SERVICE, self.tls.client_auth, self.certified_admin, self._refuse))
+            is_admin = functools.partial(certified_admin, self.tls)
+            interceptors.append(ClientApiGuard(KV_SERVICE, self.tls.client_auth, is_admin, self._refuse))
         cap = connections.connection_cap(connections.raise_open_file_limit())
         if max_connections is not None:
             cap = min(cap, max_connections)
         self._starvation = connections.ClientStarvation(cap, connections.open_descriptors())
         options = [*GRPC_SERVER_OPTIONS, *connections.server_options(cap)]
         self._grpc = grpc.aio.server(options=options, interceptors=interceptors)
-        _LenientRegistrar(self._grpc, self.client_refusals).add(kv_pb2_grpc.add_KVServicer_to_server, _KVService(self))
-        _LenientRegistrar(self._grpc, self.refusals).add(peer_pb2_grpc.add_PeerServicer_to_server, _PeerService(self))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
-        reflection.enable_server_reflection(
-            (KV_SERVICE, PEER_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), self._grpc
-        )
+        self._add_services(self._grpc)
         try:
             if self.tls is None:
                 port = self._grpc.add_insecure_port(listen)
@@ -729,13 +356,12 @@ class PaxosServer:
         self._tasks = [asyncio.create_task(self._ticker()), asyncio.create_task(self._watch_clients())]
         for task in self._tasks:
             task.add_done_callback(self._task_ended)
-        self._links_running = True
-        self._sync_links()
-        await _set_health(self.health, health_pb2.HealthCheckResponse.SERVING)
+        self.peers.start(self.core.peers)
+        await set_health(self.health, health_pb2.HealthCheckResponse.SERVING)
         self.serving = True
-        self._started = time.monotonic()
+        self.stats.started = time.monotonic()
         if metrics is not None:
-            self._http = MetricsHttp(registry_for(self), lambda: self.serving)
+            self._http = MetricsHttp(registry_for(self._figures()), lambda: self.serving)
             try:
                 await self._http.start(metrics)
             except (OSError, ValueError) as exc:
@@ -771,86 +397,50 @@ class PaxosServer:
                 self.tls.describe(),
             )
 
+    def _add_services(self, server: grpc.aio.Server) -> None:
+        """The client API and the peer service, each parsing leniently, and health and reflection."""
+        kv = KVService(self.kv, self.session_budget)
+        LenientRegistrar(server, self.client_refusals).add(kv_pb2_grpc.add_KVServicer_to_server, kv)
+        partition = self.peers.block if self.fault_injection else None
+        peer = PeerService(self.ingress, self.refusals, self.tls, self.storage.snapshot_dir, partition)
+        LenientRegistrar(server, self.refusals).add(peer_pb2_grpc.add_PeerServicer_to_server, peer)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection((KV_SERVICE, PEER_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+
+    def _figures(self) -> ServerFigures:
+        return ServerFigures(
+            replica=self.replica,
+            stats=self.stats,
+            storage=self.storage,
+            budget=self.session_budget,
+            refusals=self.refusals,
+            links=lambda: self.peers.links,
+            name_of=self.book.name_of,
+            membership_state=self.kv.membership_state,
+        )
+
+    def _refuse(self, context: grpc.aio.ServicerContext, reason: str) -> None:
+        needed = "the client API needs client.pem" if reason == NOT_A_CLIENT else "this call needs admin.pem"
+        self.client_refusals.note(without_port(context.peer()), reason, needed)
+
     # ------------------------------------------------------------ membership
 
     def _note_membership(self, membership: Membership) -> None:
-        """Know the names and addresses of ``membership``'s members.
+        """Know the names and addresses of ``membership``'s members, and take messages from them."""
+        self.book.follow(membership)
+        self.codec.members = frozenset(self.book.members)
 
-        A name re-added after its removal is a new member with a new id: the
-        old id is forgotten, so the name (and its certificate) means the new.
-        """
-        current = {cm.name: cm.id for cm in membership.members}
-        for stale in [i for i, m in self.members.items() if current.get(m.name, i) != i]:
-            del self.members[stale]
-        for cm in membership.members:
-            listed = self.hostfile.get(cm.name)
-            if listed is not None:
-                self.members[cm.id] = listed
-            elif cm.address:
-                try:
-                    self.members[cm.id] = parse_address(cm.name, cm.address)
-                except HostfileError as exc:
-                    log.error("member %s has an address that cannot be used: %s", cm.name, exc)
-        self.ids_by_name = {m.name: i for i, m in self.members.items()}
-        self.codec.members = frozenset(self.members)
-
-    def name_of(self, member_id: NodeId) -> str:
-        member = self.members.get(member_id)
-        return member.name if member is not None else format_id(member_id)
-
-    def _sync_links(self) -> None:
-        """One outbound stream to each other member of the configuration, and none to anyone else."""
-        if not self._links_running:
-            return
-        wanted = {p for p in self.core.peers if p in self.members}
-        for peer in wanted - self._links.keys():
-            self._open_link(peer)
-        for peer in [p for p in self._links if p not in wanted]:
-            link = self._links.pop(peer)
-            task = self._link_tasks.pop(peer, None)
-            if task is not None:
-                task.cancel()
-            asyncio.get_running_loop().create_task(link.close())
-
-    def _open_link(self, peer: NodeId) -> _PeerLink:
-        link = self._links[peer] = _PeerLink(self.members[peer], self.tls)
-        task = self._link_tasks[peer] = asyncio.get_running_loop().create_task(link.run())
-        task.add_done_callback(self._task_ended)
-        return link
-
-    def membership_applied(self, slot: Slot, membership: Membership) -> None:
+    def _membership_applied(self, slot: Slot, membership: Membership) -> None:
         # The newest configuration chosen, not the one just applied: a
         # restarted server replays older ones first.
         self._note_membership(self.core.membership)
-        self._sync_links()
+        self.peers.sync(self.core.peers)
         log.info("configuration at slot %d: %s", slot, membership.describe())
         # Judged by the newest configuration chosen, not the one just
         # applied: a server that joined replays configurations from before.
-        in_configuration = self.node_id in self.core.membership_ids
-        if in_configuration and self.identity.joining:
-            self._joined()
-        elif not in_configuration and not self.identity.joining and not self._removed_logged:
-            self._removed_logged = True
-            log.warning(
-                "removed from the cluster at slot %d: this server takes no further part (its status says "
-                "'removed'); stop it, and to bring it back give it a fresh --data-dir and --join",
-                slot,
-            )
+        self.standing.follow(slot, self.node_id in self.core.membership_ids)
 
-    def _joined(self) -> None:
-        mark_joined(self.data_dir)
-        self.identity = dataclasses.replace(self.identity, joining=False)
-        log.info("added to the cluster: copying the log as a learner until promoted to voter")
-
-    def membership_state(self) -> str:
-        member = self.core.membership.get(self.node_id)
-        if member is None:
-            return "joining" if self.identity.joining else "removed"
-        return "member" if member.voter else "learner"
-
-    def _snapshot_header(self) -> tuple[int, list[snapshots.SnapshotMember]]:
-        members = [snapshots.SnapshotMember(i, m.name, m.address) for i, m in sorted(self.members.items())]
-        return self.identity.cluster_id, members
+    # ------------------------------------------------------------- failures
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         # Every task runs forever; one that ends on its own is a bug, and a
@@ -888,13 +478,11 @@ class PaxosServer:
             await self._http.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace=0.5)
-        self._links_running = False
-        tasks = [*self._tasks, *self._link_tasks.values()]
+        tasks = [*self._tasks, *self.peers.halt()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for link in self._links.values():
-            await link.close()
+        await self.peers.close()
         try:
             self.storage.close()
         except DiskFull as exc:  # records appended since the last sync found no room
@@ -918,7 +506,7 @@ class PaxosServer:
             await asyncio.sleep(1.0)
             leading = self.core.is_leader()
             descriptors = connections.open_descriptors() if leading else None
-            if not self._starvation.observe(time.monotonic(), leading, descriptors, self.requests_served):
+            if not self._starvation.observe(time.monotonic(), leading, descriptors, self.stats.requests_served):
                 continue
             if self.replica.step_down(limits.STEP_DOWN_ABSTAIN_TICKS):
                 log.warning(
@@ -950,1004 +538,3 @@ class PaxosServer:
             self.replica.drive()
         except Exception as exc:  # a bug in the replica: stop rather than idle
             self._internal_failure(exc)
-
-    def send(self, messages: list[tuple[NodeId, Message]]) -> None:
-        """The replica's transport: one stream per peer."""
-        # A broadcast is one message object sent to every peer: encode it
-        # once, for its first receiver, then copy the envelope for each other.
-        encoded: dict[int, peer_pb2.PeerMessage] = {}
-        for to, msg in messages:
-            if to not in self._blocked:
-                link = self._links.get(to)
-                if link is None:
-                    # A member this configuration does not hold yet (a
-                    # server catching up asks a leader added after it lagged).
-                    if to not in self.members or not self._links_running:
-                        continue
-                    link = self._open_link(to)
-                wire = encoded.get(id(msg))
-                if wire is None:
-                    wire = encoded[id(msg)] = self.codec.encode(msg, to)
-                    link.send(wire)
-                else:
-                    link.send(self.codec.addressed(wire, to))
-
-    def fetch_snapshot(self, peer: NodeId, after: Slot, done: Callable[[FetchedSnapshot | None], None]) -> None:
-        """The replica's transport: stream ``peer``'s newest snapshot into the data dir, then load it."""
-
-        def finished(task: asyncio.Task[FetchedSnapshot | None]) -> None:
-            got: FetchedSnapshot | None = None
-            if not task.cancelled():
-                exc = task.exception()
-                if isinstance(exc, DiskFull):
-                    self._internal_failure(exc)
-                    return
-                if exc is not None:
-                    log.warning("fetching a snapshot from %s failed: %s", self.name_of(peer), exc)
-                else:
-                    got = task.result()
-            done(got)
-
-        task = asyncio.get_running_loop().create_task(self._fetch_snapshot(peer, after))
-        task.add_done_callback(finished)
-
-    async def _fetch_snapshot(self, peer: NodeId, after: Slot) -> FetchedSnapshot | None:
-        """Receive, check and install ``peer``'s newest snapshot; None if it has none newer than ``after``.
-
-        The file is received into a temporary file and only renamed into
-        place once it checked out whole; on any failure the temporary file
-        is removed, so a transfer is started again, never half-installed.
-        """
-        member = self.members[peer]
-        directory = self.storage.snapshot_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f"from-{member.name}{snapshots.TMP_SUFFIX}"
-        loop = asyncio.get_running_loop()
-        writer = self.storage.snapshot_thread
-        log.info("fetching a snapshot newer than slot %d from %s", after, member.name)
-        try:
-            total = await self._receive_snapshot_file(member, peer, after, tmp)
-            if total == 0:
-                log.info("%s has no snapshot newer than slot %d", member.name, after)
-                return None
-            info, store = await loop.run_in_executor(writer, snapshots.load, tmp)
-            if info.applied_index <= after or info.cluster_id != self.identity.cluster_id:
-                log.info(
-                    "ignored a snapshot at slot %d from %s (not newer than %d, or of another cluster)",
-                    info.applied_index,
-                    member.name,
-                    after,
-                )
-                return None
-            await loop.run_in_executor(writer, _install_snapshot_file, tmp, info.applied_index)
-        finally:
-            await loop.run_in_executor(writer, functools.partial(tmp.unlink, missing_ok=True))
-        log.info("installed the snapshot at slot %d from %s (%d bytes)", info.applied_index, member.name, total)
-        return FetchedSnapshot(info.applied_index, store)
-
-    async def _receive_snapshot_file(self, member: Member, peer: NodeId, after: Slot, tmp: Path) -> int:
-        """Stream the peer's snapshot into ``tmp`` and fsync it; the bytes received."""
-        loop = asyncio.get_running_loop()
-        writer = self.storage.snapshot_thread
-        request = peer_pb2.SnapshotRequest(
-            sender=self.node_id, cluster_id=self.identity.cluster_id, receiver=peer, after=after
-        )
-        total = 0
-        writing = f"a snapshot received from {member.name}"
-        f = await loop.run_in_executor(writer, _open_for_writing, tmp, writing)
-        channel, metadata = peer_channel(member, self.tls)
-        try:
-            async with channel:
-                call = peer_pb2_grpc.PeerStub(channel).FetchSnapshot(request, metadata=metadata)
-                while True:
-                    # A peer that goes quiet is given up on, not waited for.
-                    chunk = await asyncio.wait_for(call.read(), limits.SNAPSHOT_CHUNK_SECONDS)
-                    if chunk is grpc.aio.EOF:
-                        break
-                    assert isinstance(chunk, peer_pb2.SnapshotChunk)
-                    total += len(chunk.data)
-                    if len(chunk.data) > limits.SNAPSHOT_CHUNK_BYTES or total > limits.MAX_SNAPSHOT_BYTES:
-                        call.cancel()
-                        raise ValueError(f"{member.name} sent a snapshot chunk or snapshot over the size limit")
-                    await loop.run_in_executor(writer, _write_to, f, chunk.data, tmp, writing)
-            await loop.run_in_executor(writer, _flush_and_sync, f, tmp, writing)
-        finally:
-            await loop.run_in_executor(writer, _close_written, f)
-        return total
-
-    def incarnation_reply(self, request: peer_pb2.IncarnationRequest) -> peer_pb2.IncarnationReply:
-        """What this server recorded of the asker: by the member id it asks with, or its name's id here."""
-        ids = [request.member_id]
-        by_name = self.ids_by_name.get(request.name)
-        if by_name is not None:
-            ids.append(by_name)
-        recorded = self.replica.incarnations.recorded_for(ids)
-        return peer_pb2.IncarnationReply(
-            cluster_id=self.identity.cluster_id, fresh=self.replica.untouched, recorded=recorded
-        )
-
-    def snapshot_request_refusal(self, request: peer_pb2.SnapshotRequest) -> str | None:
-        """Why a peer's snapshot request is refused, or None."""
-        if request.cluster_id != self.identity.cluster_id:
-            return "another cluster"
-        if request.receiver != self.node_id:
-            return "addressed to another member"
-        if request.sender not in self.members or request.sender == self.node_id:
-            return "sender is not a member"
-        if request.sender in self._blocked:
-            return "partitioned (fault injection)"
-        return None
-
-    # ------------------------------------------------------ peer messages in
-
-    def receive_peer(
-        self, raw: peer_pb2.PeerMessage, origin: str = "", certified: NodeId | None = None, cert_name: str = ""
-    ) -> None:
-        """One stream message from a peer, maybe packing several; ``origin`` is the transport's peer address.
-
-        ``certified`` is the member whose certificate opened the stream (with
-        TLS); a message claiming any other sender is refused.  ``cert_name``
-        instead names the member by its certificate's name, looked up for
-        each message: the name's member id may change while the stream is
-        open (a server added after it connected, or re-added under its old
-        name).  While the configuration holds no member of that name, its
-        messages may claim only ids no known member has.
-        """
-        try:
-            messages = unpack(raw)
-        except DecodeError as exc:
-            self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
-            return
-        unbound = ""
-        if cert_name:
-            certified = self.ids_by_name.get(cert_name)
-            unbound = cert_name if certified is None else ""
-        for one in messages:
-            self._receive_one(one, origin, certified, unbound)
-
-    def _receive_one(self, raw: peer_pb2.PeerMessage, origin: str, certified: NodeId | None, unbound: str) -> None:
-        if unbound:
-            if raw.sender in self.members:
-                self.refusals.note(
-                    self._peer_label(raw.sender, origin),
-                    "sender is not the member named by the certificate",
-                    f"certificate of {unbound!r}",
-                )
-                return
-            # The core judges it: a non-member's heartbeat only tells this
-            # server to catch up.
-            try:
-                msg = self.codec.decode(raw, any_sender=True)
-            except DecodeError as exc:
-                self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
-                return
-            self.replica.receive(msg, raw.incarnation)
-            return
-        try:
-            # A sender this server does not know may be a member added while
-            # it was away: the core takes only a hint to catch up from it.
-            msg = self.codec.decode(raw, any_sender=self.tls is None and raw.sender not in self.members)
-        except DecodeError as exc:
-            self.refusals.note(self._peer_label(raw.sender, origin), exc.reason, str(exc))
-            return
-        if certified is not None and msg.sender != certified:
-            self.refusals.note(
-                self._peer_label(raw.sender, origin),
-                "sender is not the member named by the certificate",
-                f"certificate of {self.name_of(certified)}",
-            )
-            return
-        if msg.sender in self._blocked:
-            return
-        self.received[msg.sender] += 1
-        self.replica.receive(msg, raw.incarnation)
-
-    def certified_member(self, context: grpc.aio.ServicerContext) -> tuple[NodeId | None, str]:
-        """The member whose verified certificate opened this call, or None and why not.
-
-        TLS verified the certificate when the server asks for one
-        (``--client-auth cert``); otherwise the caller signed its opening.
-        """
-        name, why = self.certified_name(context)
-        if name is None:
-            return None, why
-        member_id = self.ids_by_name.get(name)
-        return member_id, "" if member_id is not None else f"certificate of {name!r}, not a member"
-
-    def certified_name(self, context: grpc.aio.ServicerContext) -> tuple[str | None, str]:
-        """The member name this call's certificate (or signed proof) carries, or None and why not."""
-        assert self.tls is not None
-        return certified_name(self.tls, context)
-
-    def certified_admin(self, context: grpc.aio.ServicerContext) -> bool:
-        """True when this call comes from the holder of admin.pem: by its TLS certificate, else by its signature."""
-        assert self.tls is not None
-        if is_admin(context.auth_context()):
-            return True
-        if self.tls.client_auth == CLIENT_AUTH_CERT:
-            return False  # gRPC asked for the certificate: it is in the auth context or nowhere
-        try:
-            self.tls.admin_from_proof(context.invocation_metadata(), time.time())
-        except TlsError:
-            return False
-        return True
-
-    def _refuse(self, context: grpc.aio.ServicerContext, reason: str) -> None:
-        needed = "the client API needs client.pem" if reason == NOT_A_CLIENT else "this call needs admin.pem"
-        self.client_refusals.note(_without_port(context.peer()), reason, needed)
-
-    def _peer_label(self, sender: int, origin: str) -> str:
-        member = self.members.get(sender)
-        claimed = f"claimed member {member.name}" if member else "a non-member"
-        return f"{origin or 'unknown address'} ({claimed})"
-
-    def set_partition(self, names: list[str]) -> None:
-        index = {m.name: i for i, m in self.members.items()}
-        self._blocked = {index[n] for n in names if n in index}
-        log.warning("fault injection: blocking traffic with %s", sorted(names))
-
-    # ------------------------------------------------------- client requests
-
-    def members_reply(self) -> kv_pb2.MembersReply:
-        core = self.core
-        leading = core.is_leader()
-        progress = core.member_progress() if leading else {}
-        reply = kv_pb2.MembersReply(
-            status=kv_pb2.OK,
-            leader_hint=self.leader_hint(),
-            cluster_id=self.identity.cluster_id,
-            commit_index=core.commit_index,
-            change_in_progress=core.change_in_progress,
-        )
-        reply.members.extend(
-            sorted(
-                (self._member_info(cm, core.leader, progress) for cm in core.membership.members),
-                key=lambda info: info.name,
-            )
-        )
-        return reply
-
-    def _member_info(self, cm: ConfigMember, leader: NodeId | None, progress: dict[NodeId, Slot]) -> kv_pb2.MemberInfo:
-        applied = self.store.applied_index if cm.id == self.node_id else progress.get(cm.id, 0)
-        known = self.members.get(cm.id)
-        address = cm.address or (known.address if known else "")
-        return kv_pb2.MemberInfo(
-            name=cm.name, address=address, voter=cm.voter, leader=cm.id == leader, applied_index=applied, id=cm.id
-        )
-
-    async def change_members(self, request: kv_pb2.ChangeMembersRequest, deadline: float) -> kv_pb2.ChangeMembersReply:
-        if not self.core.is_leader():
-            return kv_pb2.ChangeMembersReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
-        wanted, error = _membership_after(self.core.membership, request)
-        if wanted is not None and request.WhichOneof("change") == "add":
-            refusal = await self._joiner_refusal(request.add, deadline)
-            if refusal is not None:
-                return kv_pb2.ChangeMembersReply(status=kv_pb2.INVALID, error=refusal)
-            if not self.core.is_leader():
-                return kv_pb2.ChangeMembersReply(status=kv_pb2.NOT_LEADER, leader_hint=self.leader_hint())
-            wanted, error = _membership_after(self.core.membership, request)  # it may have changed meanwhile
-        if wanted is None:
-            return kv_pb2.ChangeMembersReply(status=kv_pb2.INVALID, error=error)
-        future: asyncio.Future[tuple[bool, str | None]] = asyncio.get_running_loop().create_future()
-        immediate = True
-
-        def answered(why: str | None) -> None:
-            _settle(future, (immediate, why))
-
-        self.replica.change_membership(wanted, answered)
-        immediate = False
-        try:
-            refused_at_once, why = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
-        except TimeoutError:
-            return kv_pb2.ChangeMembersReply(
-                status=kv_pb2.UNAVAILABLE,
-                error="the change was not chosen before the deadline; it may still be made: look again",
-            )
-        if why is not None:
-            status = kv_pb2.INVALID if refused_at_once else kv_pb2.UNAVAILABLE
-            return kv_pb2.ChangeMembersReply(status=status, error=why, leader_hint=self.leader_hint())
-        log.info("membership change made: %s", wanted.describe())
-        reply = kv_pb2.ChangeMembersReply(status=kv_pb2.OK)
-        reply.members.extend(self._member_info(cm, None, {}) for cm in wanted.members)
-        return reply
-
-    async def _joiner_refusal(self, add: kv_pb2.MemberInfo, deadline: float) -> str | None:
-        """Why the server at ``add.address`` may not be added as asked; None once it answers as a
-        server started with --join for this cluster, under the name and member id of ``add``.
-
-        Asked over the peer channel, as a member (under TLS with this
-        server's member certificate), before anything is proposed.
-        """
-        where = f"the server at {add.address}"
-        channel, metadata = peer_channel(parse_address(add.name, add.address), self.tls)
-        timeout = max(min(limits.JOINER_CHECK_SECONDS, deadline - time.monotonic()), 0.001)
-        try:
-            reply = await peer_pb2_grpc.PeerStub(channel).Configuration(
-                peer_pb2.ConfigurationRequest(name=self.me.name), timeout=timeout, metadata=metadata
-            )
-        except grpc.aio.AioRpcError as exc:
-            detail = " ".join((exc.details() or "").split())[:200]
-            return (
-                f"{where} does not answer as a server waiting to join ({exc.code().name}: {detail}); "
-                f"start it first with: python -m paxos -h HOSTFILE -n {add.name} --data-dir DIR --join"
-            )
-        finally:
-            await channel.close()
-        # Its words are quoted back to the admin, so no longer than a name may be.
-        name, membership = reply.name[: limits.MAX_MEMBER_NAME_BYTES], reply.membership[: limits.MAX_MEMBER_NAME_BYTES]
-        if membership != "joining":
-            return (
-                f"{where} reports membership {membership or 'unknown'!r}, not 'joining': only a server "
-                "started with --join and not yet added can be added"
-            )
-        if reply.cluster_id != self.identity.cluster_id:
-            return (
-                f"{where} is joining another cluster ({format_id(reply.cluster_id)}, not "
-                f"{format_id(self.identity.cluster_id)}): start it on an empty data directory with --join "
-                "and this cluster's hostfile"
-            )
-        if reply.name != add.name or reply.member_id != add.id:
-            return (
-                f"{where} is {name!r} with member id {format_id(reply.member_id)}, not {add.name!r} with "
-                f"{format_id(add.id)}: take the name and id from its status"
-            )
-        return None
-
-    def leader_hint(self) -> str:
-        leader = self.core.leader
-        return self.name_of(leader) if leader is not None else ""
-
-    async def write(self, cmd: kv_pb2.Command, deadline: float) -> kv_pb2.WriteReply:
-        future: asyncio.Future[WriteAnswer] = asyncio.get_running_loop().create_future()
-        self.replica.write(cmd, lambda answer: _settle(future, answer))
-        try:
-            answer = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
-        except TimeoutError:
-            answer = WriteAnswer(kv_pb2.UNKNOWN)
-        return write_reply(self, answer)
-
-    async def register(self, deadline: float) -> kv_pb2.RegisterReply:
-        future: asyncio.Future[RegisterAnswer] = asyncio.get_running_loop().create_future()
-        nonce = self.replica.register(lambda answer: _settle(future, answer))
-        try:
-            answer = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
-        except TimeoutError:
-            if nonce is not None:
-                self.replica.forget_registration(nonce)
-            answer = RegisterAnswer(kv_pb2.UNAVAILABLE, error="the registration did not apply in time; retry")
-        return register_reply(self, answer)
-
-    async def linearizable_read(self, deadline: float) -> kv_pb2.Status:
-        """Wait until a read may be served here; the status to reply with."""
-        future: asyncio.Future[kv_pb2.Status] = asyncio.get_running_loop().create_future()
-        read_id = self.replica.read(lambda status: _settle(future, status))
-        try:
-            return await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
-        except TimeoutError:
-            if read_id is not None:
-                self.replica.forget_read(read_id)
-            return kv_pb2.UNAVAILABLE
-
-    def status(self) -> kv_pb2.NodeStatus:
-        return kv_pb2.NodeStatus(
-            name=self.me.name,
-            address=self.me.address,
-            role=self.core.role.value,
-            leader=self.leader_hint(),
-            ballot=str(self.core.ballot),
-            commit_index=self.core.commit_index,
-            applied_index=self.store.applied_index,
-            version=VERSION,
-            uptime_seconds=time.monotonic() - self._started,
-            log_bytes=self.storage.log_bytes(),
-            data_bytes=_bytes_in(p for p in self.data_dir.rglob("*") if p.is_file()),
-            last_fsync_seconds=self.storage.last_fsync_seconds,
-            snapshot_index=self.replica.snapshot_index,
-            membership=self.membership_state(),
-            member_id=self.node_id,
-            cluster_id=self.identity.cluster_id,
-        )
-
-    def note_request(self, method: str, status: str, seconds: float) -> None:
-        self.requests_served += 1
-        self.request_counts[method, status] += 1
-        histogram = self.request_seconds.get(method)
-        if histogram is None:
-            histogram = self.request_seconds[method] = Histogram(REQUEST_BUCKETS)
-        histogram.observe(seconds)
-
-
-T = TypeVar("T")
-
-
-async def discover_cluster(members: list[Member], name: str, tls: ServerTls | None, timeout: float) -> JoinTarget:
-    """Ask the hostfile's other servers for the cluster a ``--join`` server is joining.
-
-    Tries each in turn until one answers, for up to ``timeout`` seconds;
-    servers that answer with different clusters are an error.
-    """
-    others = [m for m in members if m.name != name]
-    if not others:
-        raise DataDirError("--join needs the hostfile to list at least one server of the running cluster")
-    deadline = time.monotonic() + timeout
-    last_error = ""
-    while True:
-        answers: dict[int, JoinTarget] = {}
-        for member in others:
-            channel, metadata = peer_channel(member, tls)
-            try:
-                reply = await peer_pb2_grpc.PeerStub(channel).Configuration(
-                    peer_pb2.ConfigurationRequest(name=name), timeout=2.0, metadata=metadata
-                )
-                membership = Membership.of(ConfigMember(m.id, m.name, m.address, m.voter) for m in reply.members)
-                error = membership.shape_error()
-                if error:
-                    raise ValueError(error)
-            except grpc.aio.AioRpcError as exc:
-                last_error = f"{member.name} at {member.address}: {exc.code().name} {exc.details()}"
-                continue
-            except ValueError as exc:
-                last_error = f"{member.name} at {member.address} sent an unusable configuration: {exc}"
-                continue
-            finally:
-                await channel.close()
-            answers[reply.cluster_id] = JoinTarget(reply.cluster_id, membership)
-        if len(answers) > 1:
-            raise DataDirError(
-                "the servers in the hostfile belong to different clusters ("
-                + ", ".join(format_id(c) for c in sorted(answers))
-                + "); fix the hostfile"
-            )
-        if answers:
-            return next(iter(answers.values()))
-        if time.monotonic() >= deadline:
-            raise DataDirError(f"--join: no server of the cluster answered within {timeout:.0f}s (last: {last_error})")
-        log.info("--join: waiting for a server of the cluster to answer (last: %s)", last_error)
-        await asyncio.sleep(1.0)
-
-
-def _membership_after(current: Membership, request: kv_pb2.ChangeMembersRequest) -> tuple[Membership | None, str]:
-    """The configuration one ChangeMembers step asks for, or None and why it cannot be made."""
-    match request.WhichOneof("change"):
-        case "add":
-            add = request.add
-            if not valid_name(add.name):
-                return None, f"{add.name!r} is not a valid server name (letters, digits, '.', '_', '-')"
-            try:
-                parse_address(add.name, add.address)
-            except HostfileError:
-                return None, f"{add.address!r} is not HOST:PORT with a port from 1 to 65535"
-            if not 0 < add.id <= limits.MAX_MEMBER_ID:
-                return None, "the new member's id (from its status) is missing or out of range"
-            if current.named(add.name) is not None:
-                return None, f"{add.name} is already a member"
-            if current.get(add.id) is not None:
-                return None, "a member already has that id"
-            wanted = current.adding_learner(ConfigMember(add.id, add.name, add.address))
-        case "promote":
-            member = current.named(request.promote)
-            if member is None:
-                return None, f"no member is named {request.promote!r}"
-            if member.voter:
-                return None, f"{member.name} is a voter already"
-            wanted = current.promoting(member.id)
-        case "remove":
-            member = current.named(request.remove)
-            if member is None:
-                return None, f"no member is named {request.remove!r}"
-            if member.voter and current.voters == {member.id}:
-                return None, f"{member.name} is the last voter; a cluster cannot remove its last voter"
-            wanted = current.removing(member.id)
-        case _:
-            return None, "the request names no change (add, promote or remove)"
-    error = current.step_error(wanted)
-    return (None, error) if error else (wanted, "")
-
-
-def _open_for_writing(path: Path, writing: str) -> BinaryIO:
-    with disk_full_as(path, writing):
-        return open(path, "wb")
-
-
-def _write_to(f: BinaryIO, data: bytes, path: Path, writing: str) -> None:
-    with disk_full_as(path, writing):
-        f.write(data)
-
-
-def _flush_and_sync(f: BinaryIO, path: Path, writing: str) -> None:
-    with disk_full_as(path, writing):
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _close_written(f: BinaryIO) -> None:
-    try:
-        f.close()
-    except OSError:
-        pass  # flushed already unless a write failed, and then that failure is the one reported
-
-
-def _install_snapshot_file(tmp: Path, applied_index: Slot) -> None:
-    """Make a checked snapshot file the newest snapshot of this data dir (on the snapshot thread)."""
-    os.replace(tmp, tmp.parent / snapshots.file_name(applied_index))
-    fsync_dir(tmp.parent)
-    snapshots.prune(tmp.parent)
-
-
-def _bytes_in(paths: Iterable[Path]) -> int:
-    total = 0
-    for path in paths:
-        try:
-            total += path.stat().st_size
-        except OSError:  # a log segment removed meanwhile
-            pass
-    return total
-
-
-def _without_port(peer: str) -> str:
-    """A gRPC peer address without its port ("ipv4:10.0.0.5"), so that each new connection
-    from one host counts and logs under one name."""
-    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
-
-
-def _settle(future: asyncio.Future[T], value: T) -> None:
-    if not future.done():  # the caller may have timed out already
-        future.set_result(value)
-
-
-def _deadline(context: grpc.aio.ServicerContext) -> float:
-    remaining = context.time_remaining()
-    if remaining is None or remaining > DEFAULT_REQUEST_SECONDS:
-        remaining = DEFAULT_REQUEST_SECONDS
-    return time.monotonic() + remaining
-
-
-async def _set_health(servicer: health_aio.HealthServicer, status: int) -> None:
-    for service in ("", KV_SERVICE, PEER_SERVICE):
-        await servicer.set(service, status)
-
-
-def bind_failure(listen: str) -> str:
-    """Why gRPC could not bind ``listen``, found by trying a plain socket the same way."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    try:
-        addresses = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (ValueError, OSError) as exc:
-        return f"not a usable HOST:PORT ({exc})"
-    for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    return "address in use (is another server listening on that port?)"
-                return exc.strerror or str(exc)
-    return "gRPC refused it (GRPC_VERBOSITY=debug tells why)"
-
-
-@dataclass(frozen=True, slots=True)
-class _Malformed:
-    """A request whose bytes did not parse; it reaches no servicer method."""
-
-    method: str
-    detail: str
-
-
-class _LenientRegistrar:
-    """Registers a generated servicer with request parsing that cannot raise.
-
-    gRPC logs a full traceback for every request its deserializer fails on.
-    Here a request that does not parse is counted and logged once per sender
-    and interval instead: a unary call ends with INVALID_ARGUMENT, and a
-    stream's message is dropped while the stream goes on.
-    """
-
-    def __init__(self, server: grpc.aio.Server, refusals: _RefusalLog) -> None:
-        self._server = server
-        self._refusals = refusals
-        self._registered = False
-
-    def add(self, add_servicer: Callable[[Any, Any], None], servicer: object) -> None:
-        add_servicer(servicer, self)
-        if not self._registered:
-            raise RuntimeError(f"{add_servicer.__name__} registered no method handlers; grpcio-tools changed")
-
-    # The two calls generated code makes on a server.
-    def add_generic_rpc_handlers(self, handlers: object) -> None:
-        pass  # the same handlers arrive by name below, and are registered from there
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
-        wrapped = {name: self._wrap(f"{service}/{name}", h) for name, h in handlers.items()}
-        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
-        self._server.add_registered_method_handlers(service, wrapped)
-        self._registered = True
-
-    def _wrap(self, method: str, handler: Any) -> Any:
-        parse = handler.request_deserializer
-        refusals = self._refusals
-
-        def lenient(raw: bytes) -> object:
-            try:
-                return parse(raw)
-            except ProtobufDecodeError as exc:
-                return _Malformed(method, str(exc))
-
-        async def parsed(requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
-            """A stream's messages, without those that did not parse (counted and logged)."""
-            async for request in requests:
-                if isinstance(request, _Malformed):
-                    refusals.note(context.peer(), "malformed message", f"{request.method}: {request.detail}")
-                    continue
-                yield request
-
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
-
-            async def unary(request: object, context: grpc.aio.ServicerContext) -> object:
-                if isinstance(request, _Malformed):
-                    refusals.note(context.peer(), "malformed request", f"{request.method}: {request.detail}")
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request.method} request")
-                return await inner(request, context)
-
-            return handler._replace(request_deserializer=lenient, unary_unary=unary)
-        if handler.stream_unary is not None:
-            stream_inner = handler.stream_unary
-
-            async def stream(requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> object:
-                return await stream_inner(parsed(requests, context), context)
-
-            return handler._replace(request_deserializer=lenient, stream_unary=stream)
-        if handler.unary_stream is not None:
-            unary_stream_inner = handler.unary_stream
-
-            async def unary_stream(request: object, context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
-                if isinstance(request, _Malformed):
-                    refusals.note(context.peer(), "malformed request", f"{request.method}: {request.detail}")
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {request.method} request")
-                async for reply in unary_stream_inner(request, context):
-                    yield reply
-
-            return handler._replace(request_deserializer=lenient, unary_stream=unary_stream)
-        if handler.stream_stream is not None:
-            both_inner = handler.stream_stream
-
-            # An async generator function itself: gRPC asks which kind of handler it was given.
-            async def both(requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
-                async for reply in both_inner(parsed(requests, context), context):
-                    yield reply
-
-            return handler._replace(request_deserializer=lenient, stream_stream=both)
-        raise TypeError(f"{method}: no lenient form for this kind of method")
-
-
-_Handler = TypeVar("_Handler", bound=Callable[..., Awaitable[Any]])
-_STATUS_NAMES = {value: name for name, value in kv_pb2.Status.items()}
-
-
-def _measured(handler: _Handler) -> _Handler:
-    """Count a client method's replies by status and time them (paxoskv_client_requests_total and _duration)."""
-    method = handler.__name__
-
-    @functools.wraps(handler)
-    async def measured(self: _KVService, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        started = time.perf_counter()
-        status = "ERROR"  # an abort, or the client went away
-        try:
-            reply = await handler(self, request, context)
-            status = _STATUS_NAMES.get(getattr(reply, "status", kv_pb2.OK), "ERROR")
-            return reply
-        finally:
-            self.s.note_request(method, status, time.perf_counter() - started)
-
-    return measured  # type: ignore[return-value]
-
-
-class _KVService(kv_pb2_grpc.KVServicer):
-    def __init__(self, server: PaxosServer) -> None:
-        self.s = server
-
-    @_measured
-    async def Register(
-        self, request: kv_pb2.RegisterRequest, context: grpc.aio.ServicerContext
-    ) -> kv_pb2.RegisterReply:
-        return await self.s.register(_deadline(context))
-
-    @_measured
-    async def Write(self, request: kv_pb2.WriteRequest, context: grpc.aio.ServicerContext) -> kv_pb2.WriteReply:
-        return await self.s.write(request.command, _deadline(context))
-
-    @_measured
-    async def Get(self, request: kv_pb2.GetRequest, context: grpc.aio.ServicerContext) -> kv_pb2.GetReply:
-        error = get_error(request)
-        if error:
-            return kv_pb2.GetReply(status=kv_pb2.INVALID, error=error)
-        if request.consistency != kv_pb2.LOCAL:
-            status = await self.s.linearizable_read(_deadline(context))
-            if status != kv_pb2.OK:
-                return kv_pb2.GetReply(status=status, leader_hint=self.s.leader_hint())
-        return serve_get(self.s, request)
-
-    @_measured
-    async def ImageGet(
-        self, request: kv_pb2.ImageGetRequest, context: grpc.aio.ServicerContext
-    ) -> kv_pb2.ImageGetReply:
-        error = image_get_error(request)
-        if error:
-            return kv_pb2.ImageGetReply(status=kv_pb2.INVALID, error=error)
-        if request.consistency != kv_pb2.LOCAL:
-            status = await self.s.linearizable_read(_deadline(context))
-            if status != kv_pb2.OK:
-                return kv_pb2.ImageGetReply(status=status, leader_hint=self.s.leader_hint())
-        return serve_image_get(self.s, request)
-
-    async def Backup(
-        self, request: kv_pb2.BackupRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[kv_pb2.BackupChunk]:
-        started = time.monotonic()
-        status = "OK"
-        async for chunk in backup_chunks(self.s, _deadline(context)):
-            if chunk.status != kv_pb2.OK:
-                status = _STATUS_NAMES.get(chunk.status, str(chunk.status))
-            yield chunk
-        self.s.note_request("Backup", status, time.monotonic() - started)
-
-    @_measured
-    async def Members(self, request: kv_pb2.MembersRequest, context: grpc.aio.ServicerContext) -> kv_pb2.MembersReply:
-        return self.s.members_reply()
-
-    @_measured
-    async def ChangeMembers(
-        self, request: kv_pb2.ChangeMembersRequest, context: grpc.aio.ServicerContext
-    ) -> kv_pb2.ChangeMembersReply:
-        return await self.s.change_members(request, _deadline(context))
-
-    @_measured
-    async def Status(self, request: kv_pb2.StatusRequest, context: grpc.aio.ServicerContext) -> kv_pb2.NodeStatus:
-        return self.s.status()
-
-    async def Session(  # type: ignore[override]
-        self, request_iterator: AsyncIterator[kv_pb2.SessionBatch], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[kv_pb2.SessionReplies]:
-        """Batches of requests in, batches of replies out: see paxos/server/session.py."""
-        refusal = self.s.session_budget.refusal()
-        if refusal is not None:
-            self.s.client_refusals.note(context.peer(), "session stream over the server's bounds", refusal)
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
-        async for replies in ClientSession(self.s, context.peer(), self.s.session_budget).serve(request_iterator):
-            yield replies
-
-
-async def backup_chunks(server: PaxosServer, deadline: float) -> AsyncIterator[kv_pb2.BackupChunk]:
-    """A backup of ``server``'s state at a linearizable point, as BackupChunk messages."""
-    status = await server.linearizable_read(deadline)
-    if status != kv_pb2.OK:
-        yield kv_pb2.BackupChunk(status=status, leader_hint=server.leader_hint())
-        return
-    # No await since the read was confirmed: the state frozen now holds every
-    # write acknowledged before the request came, so the backup is linearizable.
-    frozen = server.store.freeze()
-    cluster_id, members = server._snapshot_header()
-    frames = snapshots.encode_frames(snapshots.header_for(frozen, cluster_id, members), frozen.parts())
-    estimate = server.storage.last_snapshot_bytes or len(frozen.data) * 64
-    yield kv_pb2.BackupChunk(status=kv_pb2.OK, applied_index=frozen.applied_index, estimated_bytes=estimate)
-    loop = asyncio.get_running_loop()
-    while True:
-        # Encoding runs on a thread, a chunk at a time, so memory stays bounded.
-        data = await loop.run_in_executor(None, _next_chunk, frames)
-        if not data:
-            return
-        yield kv_pb2.BackupChunk(data=data)
-
-
-def _next_chunk(frames: Iterator[bytes]) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    for frame in frames:
-        parts.append(frame)
-        size += len(frame)
-        if size >= limits.SNAPSHOT_CHUNK_BYTES:
-            break
-    return b"".join(parts)
-
-
-class _PeerService(peer_pb2_grpc.PeerServicer):
-    def __init__(self, server: PaxosServer) -> None:
-        self.s = server
-
-    async def Stream(self, request_iterator, context: grpc.aio.ServicerContext) -> peer_pb2.StreamSummary:  # type: ignore[no-untyped-def]
-        received = 0
-        origin = _without_port(context.peer())
-        cert_name = ""
-        if self.s.tls is not None:
-            # The certificate proves a member of this cluster by name; which
-            # member id that name means is looked up for every message.
-            name, why = self.s.certified_name(context)
-            if name is None:
-                self.s.refusals.note(origin, "peer stream without a member certificate", why)
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a peer stream needs a member certificate")
-            cert_name = name or ""
-        try:
-            async for raw in request_iterator:
-                received += 1
-                self.s.receive_peer(raw, origin, cert_name=cert_name)
-        except asyncio.CancelledError:
-            pass  # this server is shutting down; the peer reconnects elsewhere
-        return peer_pb2.StreamSummary(received=received)
-
-    async def Configuration(
-        self, request: peer_pb2.ConfigurationRequest, context: grpc.aio.ServicerContext
-    ) -> peer_pb2.ConfigurationReply:
-        # Any server with a certificate from this cluster's CA may ask: a
-        # joining server is no member yet.
-        await self._require_server_certificate(context, "configuration request")
-        core = self.s.core
-        return peer_pb2.ConfigurationReply(
-            cluster_id=self.s.identity.cluster_id,
-            members=[
-                peer_pb2.ConfigurationMember(id=m.id, name=m.name, address=m.address, voter=m.voter)
-                for m in core.membership.members
-            ],
-            leader=self.s.leader_hint(),
-            name=self.s.me.name,
-            member_id=self.s.node_id,
-            membership=self.s.membership_state(),
-        )
-
-    async def Incarnation(
-        self, request: peer_pb2.IncarnationRequest, context: grpc.aio.ServicerContext
-    ) -> peer_pb2.IncarnationReply:
-        # Asked by a server with an empty data dir: no member yet, but it
-        # must hold a certificate from this cluster's CA.
-        await self._require_server_certificate(context, "incarnation request")
-        return self.s.incarnation_reply(request)
-
-    async def _require_server_certificate(self, context: grpc.aio.ServicerContext, what: str) -> None:
-        """Under TLS, refuse (counted, logged, PERMISSION_DENIED) a caller whose certificate names no server."""
-        if self.s.tls is None:
-            return
-        named, why = self.s.certified_name(context)
-        if named is None:
-            self.s.refusals.note(context.peer(), "no member certificate", f"{what} ({why})")
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "a member certificate is needed")
-
-    async def FetchSnapshot(
-        self, request: peer_pb2.SnapshotRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[peer_pb2.SnapshotChunk]:
-        refusal = self.s.snapshot_request_refusal(request)
-        if refusal is None and self.s.tls is not None:
-            certified, why = self.s.certified_member(context)
-            if certified is None:
-                refusal = f"snapshot request without a member certificate ({why})"
-            elif certified != request.sender:
-                refusal = "sender is not the member named by the certificate"
-        if refusal is not None:
-            self.s.refusals.note(context.peer(), refusal, "snapshot request")
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"snapshot request refused: {refusal}")
-        files = snapshots.snapshot_files(self.s.storage.snapshot_dir)
-        if not files or int(files[0].name.removesuffix(snapshots.SUFFIX)) <= request.after:
-            return  # nothing newer: an empty stream
-        loop = asyncio.get_running_loop()
-        try:
-            # Opened before it can be pruned: the open file stays readable.
-            f = await loop.run_in_executor(None, open, files[0], "rb")
-        except FileNotFoundError:
-            return
-        try:
-            while True:
-                data = await loop.run_in_executor(None, f.read, limits.SNAPSHOT_CHUNK_BYTES)
-                if not data:
-                    return
-                yield peer_pb2.SnapshotChunk(data=data)
-        finally:
-            f.close()
-
-    async def SetPartition(
-        self, request: peer_pb2.Partition, context: grpc.aio.ServicerContext
-    ) -> peer_pb2.PartitionAck:
-        if not self.s.fault_injection:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "fault injection is off on this server")
-        self.s.set_partition(list(request.blocked))
-        return peer_pb2.PartitionAck()
-
-
-def certified_name(tls: ServerTls, context: grpc.aio.ServicerContext) -> tuple[str | None, str]:
-    """The member name a call's certificate (or signed proof) carries, or None and why not."""
-    name = member_named(context.auth_context())
-    if name is None and tls.client_auth != CLIENT_AUTH_CERT:
-        try:
-            name = tls.member_from_proof(context.invocation_metadata(), time.time())
-        except TlsError as exc:
-            return None, str(exc)
-    return (name, "") if name is not None else (None, "no member certificate")
-
-
-def peer_channel(
-    member: Member, tls: ServerTls | None
-) -> tuple[grpc.aio.Channel, list[tuple[str, str | bytes]] | None]:
-    """A new channel to a peer, and the metadata that proves who opens calls on it.
-
-    With TLS the credentials are asked for anew, so a rotated certificate is
-    used from the next channel on; under --client-auth none the metadata
-    carries this member's signed proof (paxos/server/tlsserver.py).
-    """
-    if tls is None:
-        return grpc.aio.insecure_channel(member.address, options=GRPC_OPTIONS), None
-    channel = grpc.aio.secure_channel(member.address, tls.peer_credentials(), options=GRPC_OPTIONS)
-    return channel, tls.peer_metadata(member.name, time.time())
-
-
-class _PeerLink:
-    """One long-lived outbound stream to a peer, reconnected with backoff.
-
-    Messages queued while the peer is unreachable beyond the queue limit are
-    dropped: the protocol retransmits what matters.
-    """
-
-    def __init__(self, member: Member, tls: ServerTls | None = None) -> None:
-        self.member = member
-        # With TLS, each new connection asks for the credentials again, so a
-        # rotated certificate is used from the next reconnect on.
-        self._tls = tls
-        self._queue: asyncio.Queue[peer_pb2.PeerMessage | None] = asyncio.Queue(limits.PEER_QUEUE_LIMIT)
-        self._channel: grpc.aio.Channel | None = None
-        self._connected = False
-        self.sent = 0  # queued for the stream
-        self.dropped_down = 0
-        self.dropped_full = 0
-
-    def send(self, msg: peer_pb2.PeerMessage) -> None:
-        if not self._connected and self._queue.qsize() > 64:
-            self.dropped_down += 1
-            return  # peer down: do not hoard stale messages
-        try:
-            self._queue.put_nowait(msg)
-        except asyncio.QueueFull:
-            self.dropped_full += 1
-            return
-        self.sent += 1
-
-    async def run(self) -> None:
-        backoff = 0.05
-        while True:
-            self._channel, metadata = peer_channel(self.member, self._tls)
-            stub = peer_pb2_grpc.PeerStub(self._channel)
-            try:
-                await asyncio.wait_for(self._channel.channel_ready(), timeout=1.0)
-                self._connected = True
-                backoff = 0.05
-                await stub.Stream(self._outgoing(), metadata=metadata)
-            except (TimeoutError, grpc.aio.AioRpcError):
-                pass
-            finally:
-                self._connected = False
-                await self._channel.close()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
-
-    async def _outgoing(self):  # type: ignore[no-untyped-def]
-        # Everything queued while the last message was going out leaves packed in one.
-        while True:
-            msg = await self._queue.get()
-            if msg is None:
-                return
-            if self._queue.empty():  # alone: no packing, and no size to add up
-                yield msg
-                continue
-            batch, size = [msg], msg.ByteSize()
-            while len(batch) < limits.MAX_PEER_PACKED_MESSAGES and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    yield pack(batch)
-                    return
-                size += nxt.ByteSize()
-                if size > limits.MAX_PEER_PACKED_BYTES:
-                    yield pack(batch)
-                    batch, size = [], nxt.ByteSize()
-                batch.append(nxt)
-            yield pack(batch)
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()

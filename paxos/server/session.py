@@ -38,63 +38,16 @@ import collections
 import functools
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from paxos.common import limits
-from paxos.kv.statemachine import validate_image_hash, validate_key
 from paxos.replica import RegisterAnswer, WriteAnswer
+from paxos.server.kvapi import DEFAULT_REQUEST_SECONDS, KvApi, get_error, image_get_error, serve_image_get
 from protos import kv_pb2
 
-if TYPE_CHECKING:
-    from paxos.server.service import PaxosServer
-
-# How long a request may wait in the server when its client named no time.
-DEFAULT_REQUEST_SECONDS = 10.0
 # What a reply other than a read's counts for against the reply bounds (its
 # id, status and a leader hint); their number is bounded by the in-flight bound.
 SMALL_REPLY_BYTES = 128
 _STATUS_NAMES = {value: name for name, value in kv_pb2.Status.items()}
-
-
-# ------------------------------------------------- shared with the unary calls
-
-
-def get_error(request: kv_pb2.GetRequest) -> str | None:
-    return validate_key(request.key)
-
-
-def image_get_error(request: kv_pb2.ImageGetRequest) -> str | None:
-    error = validate_image_hash(request.hash)
-    if error is None and request.max_distance > limits.IMAGE_HASH_BYTES * 8:
-        error = f"max_distance must be at most {limits.IMAGE_HASH_BYTES * 8} bits"
-    if error is None and request.limit > limits.MAX_IMAGE_MATCHES:
-        error = f"limit must be at most {limits.MAX_IMAGE_MATCHES}"
-    return error
-
-
-def serve_get(server: PaxosServer, request: kv_pb2.GetRequest) -> kv_pb2.GetReply:
-    """Answer a checked get from this server's state, now."""
-    value = server.store.get(request.key)
-    return kv_pb2.GetReply(status=kv_pb2.OK, found=value is not None, value=value or "")
-
-
-def serve_image_get(server: PaxosServer, request: kv_pb2.ImageGetRequest) -> kv_pb2.ImageGetReply:
-    """Answer a checked image get from this server's state, now."""
-    found = server.store.image_matches(request.hash, request.max_distance, max(request.limit, 1))
-    matches = [kv_pb2.ImageMatch(hash=m.hash, distance=m.distance, metadata=m.metadata) for m in found]
-    return kv_pb2.ImageGetReply(status=kv_pb2.OK, matches=matches)
-
-
-def register_reply(server: PaxosServer, answer: RegisterAnswer) -> kv_pb2.RegisterReply:
-    hint = server.leader_hint() if answer.status == kv_pb2.NOT_LEADER else ""
-    return kv_pb2.RegisterReply(
-        status=answer.status, session_id=answer.session_id, error=answer.error, leader_hint=hint
-    )
-
-
-def write_reply(server: PaxosServer, answer: WriteAnswer) -> kv_pb2.WriteReply:
-    hint = server.leader_hint() if answer.status in (kv_pb2.NOT_LEADER, kv_pb2.UNKNOWN) else ""
-    return kv_pb2.WriteReply(status=answer.status, removed=answer.removed, error=answer.error, leader_hint=hint)
 
 
 # ------------------------------------------------------------ the session
@@ -149,7 +102,7 @@ class _Pending:
         seconds = request.timeout_ms / 1000
         if not 0 < seconds <= DEFAULT_REQUEST_SECONDS:
             seconds = DEFAULT_REQUEST_SECONDS
-        self.deadline = monotonic + seconds  # on the clock of PaxosServer.write and linearizable_read
+        self.deadline = monotonic + seconds  # on the clock of KvApi.write and linearizable_read
         self.deadlines: _Deadlines | None = None
         self.registered: int | None = None  # a registration's id at the replica, while it waits
 
@@ -205,9 +158,9 @@ class _Deadlines:
 class ClientSession:
     """One client's session stream on this server; lives on the server's event loop."""
 
-    def __init__(self, server: PaxosServer, peer: str, budget: ReplyBudget) -> None:
+    def __init__(self, api: KvApi, peer: str, budget: ReplyBudget) -> None:
         """Opens one of ``budget``'s streams: check ``budget.refusal()`` first."""
-        self.s = server
+        self.api = api
         self.peer = peer
         self._loop = asyncio.get_running_loop()
         self._in_flight: dict[int, _Pending] = {}
@@ -336,7 +289,7 @@ class ClientSession:
     def take(self, batch: kv_pb2.SessionBatch) -> None:
         """Start every request of ``batch``; their replies arrive through ``serve``."""
         requests = batch.requests
-        self.s.session_batch_requests.observe(len(requests))
+        self.api.session_batch_requests.observe(len(requests))
         too_many = len(requests) > limits.MAX_SESSION_BATCH_REQUESTS
         if too_many or batch.ByteSize() > limits.MAX_SESSION_BATCH_BYTES:
             what = (
@@ -345,7 +298,7 @@ class ClientSession:
                 else f"{batch.ByteSize()} bytes; the limit is {limits.MAX_SESSION_BATCH_BYTES}"
             )
             error = f"batch of {what}"
-            self.s.client_refusals.note(self.peer, "session batch over the limit", error)
+            self.api.client_refusals.note(self.peer, "session batch over the limit", error)
             # Only as many refusals as a batch may hold: the rest of a
             # hostile batch goes unanswered rather than growing the replies.
             for request in requests[: limits.MAX_SESSION_BATCH_REQUESTS]:
@@ -367,7 +320,7 @@ class ClientSession:
                     self._start_read(pending, reads, image_get_error(request.iget), request.iget.consistency)
                 case "status":
                     reply = self._reply(pending, kv_pb2.OK)
-                    reply.status.CopyFrom(self.s.status())
+                    reply.status.CopyFrom(self.api.status())
                     self._held_bytes(reply.ByteSize() - SMALL_REPLY_BYTES)
                 case _:
                     raise AssertionError(f"admitted a request of kind {pending.kind!r}")
@@ -377,9 +330,9 @@ class ClientSession:
             _Deadlines(self, writes)
         for pending in writes:
             if pending.kind == "register":
-                pending.registered = self.s.replica.register(functools.partial(self._register_done, pending))
+                pending.registered = self.api.replica.register(functools.partial(self._register_done, pending))
             else:
-                self.s.replica.write(pending.request.write.command, functools.partial(self._write_done, pending))
+                self.api.replica.write(pending.request.write.command, functools.partial(self._write_done, pending))
         if reads:
             task = self._loop.create_task(self._read_together(reads))
             self._reads.add(task)
@@ -415,8 +368,8 @@ class ClientSession:
     async def _read_together(self, reads: list[_Pending]) -> None:
         """One lease check or read index for all of a batch's linearizable reads."""
         deadline = max(p.deadline for p in reads)
-        status = await self.s.linearizable_read(deadline)
-        hint = self.s.leader_hint() if status != kv_pb2.OK else ""
+        status = await self.api.linearizable_read(deadline)
+        hint = self.api.leader_hint() if status != kv_pb2.OK else ""
         for pending in reads:
             if self._in_flight.get(pending.id) is not pending:
                 continue
@@ -440,14 +393,14 @@ class ClientSession:
     def _serve_now(self, pending: _Pending) -> None:
         """Answer a read from this server's state, now (as ``serve_get`` and ``serve_image_get``)."""
         if pending.kind == "get":
-            value = self.s.store.get(pending.request.get.key)
+            value = self.api.store.get(pending.request.get.key)
             reply = self._reply(pending, kv_pb2.OK)
             get = reply.get
             get.status = kv_pb2.OK
             if value is not None:
                 get.found, get.value = True, value
         else:
-            iget = serve_image_get(self.s, pending.request.iget)
+            iget = serve_image_get(self.api, pending.request.iget)
             reply = self._reply(pending, kv_pb2.OK)
             reply.iget.CopyFrom(iget)
         self._held_bytes(reply.ByteSize() - SMALL_REPLY_BYTES)  # _add_reply counted it as small
@@ -472,7 +425,7 @@ class ClientSession:
         if answer.error:
             write.error = answer.error
         if answer.status in (kv_pb2.NOT_LEADER, kv_pb2.UNKNOWN):
-            write.leader_hint = self.s.leader_hint()
+            write.leader_hint = self.api.leader_hint()
 
     def _register_done(self, pending: _Pending, answer: RegisterAnswer) -> None:
         """Answer a registration (as ``register_reply``), unless it was answered already."""
@@ -483,13 +436,13 @@ class ClientSession:
         if answer.error:
             reply.error = answer.error
         if answer.status == kv_pb2.NOT_LEADER:
-            reply.leader_hint = self.s.leader_hint()
+            reply.leader_hint = self.api.leader_hint()
 
     def _write_expired(self, pending: _Pending) -> None:
         if pending.kind == "register":
             # If it is chosen later, its session goes unused: a retry registers another.
             if pending.registered is not None:
-                self.s.replica.forget_registration(pending.registered)
+                self.api.replica.forget_registration(pending.registered)
             self._register_done(pending, RegisterAnswer(kv_pb2.UNAVAILABLE, error="registration timed out; retry"))
             return
         # Proposed and not yet answered: it may still be chosen.
@@ -506,11 +459,11 @@ class ClientSession:
         if pending.deadlines is not None:
             pending.deadlines.answered()
         seconds = time.perf_counter() - pending.started
-        self.s.note_request(_METHODS[pending.kind], _STATUS_NAMES.get(status, "ERROR"), seconds)
+        self.api.note_request(_METHODS[pending.kind], _STATUS_NAMES.get(status, "ERROR"), seconds)
         return self._add_reply(pending.id)
 
     def _note_refusal(self, request_id: int, status: kv_pb2.Status, reason: str, error: str) -> None:
-        self.s.client_refusals.note(self.peer, reason, error)
+        self.api.client_refusals.note(self.peer, reason, error)
         self._refuse(request_id, status, f"{reason}: {error}")
 
     def _refuse(self, request_id: int, status: kv_pb2.Status, error: str) -> None:
