@@ -12,7 +12,7 @@ Everything with a side effect comes in as a parameter: the storage, the
 transport, the clock and the state machine, and a ``wake`` callable that
 arranges for ``drive`` to run soon.  The gRPC server (paxos/server/service.py)
 gives it a write-ahead log, gRPC streams and the monotonic clock; the
-simulator (tests/sim.py) gives it a simulated disk, network and clock.  Both
+simulator (tests/sim/) gives it a simulated disk, network and clock.  Both
 run this class, so the simulator tests the code that ships.
 """
 

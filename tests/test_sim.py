@@ -1,4 +1,4 @@
-"""Whole-cluster deterministic simulation (``tests/sim.py``).
+"""Whole-cluster deterministic simulation (``tests/sim/``).
 
 The seed sweep is sized for CI (a few tens of CPU seconds); run a long one
 with ``PAXOSKV_SIM_SEEDS=10000 python -m pytest tests/test_sim.py -k sweep``
