@@ -55,6 +55,7 @@ from paxos.consensus.messages import (
     Slot,
     Value,
 )
+from paxos.consensus.planted import PlantedBug
 from paxos.consensus.quorum import MajorityConfig
 
 
@@ -88,30 +89,14 @@ class Config:
     max_catchup_entries: int = limits.MAX_CATCHUP_ENTRIES
     max_catchup_bytes: int = limits.MAX_CATCHUP_BYTES
     # Deliberate mistakes, for proving that the simulator catches them.
-    # Never set outside tests.  Known names: see PLANTABLE_BUGS.
-    planted_bugs: frozenset[str] = frozenset()
+    # Never set outside tests (paxos/consensus/planted.py).
+    planted_bugs: frozenset[PlantedBug] = frozenset()
     # How configurations are written in slots (the log's: paxos/kv/configuration.py).
     configurations: ConfigurationFormat = NO_CONFIGURATIONS
 
 
-PLANTABLE_BUGS = frozenset(
-    {
-        "accept_lower_ballot",  # acceptor accepts a ballot below its promise
-        "skip_reproposal",  # new leader fills every open slot with a no-op
-        "unconfirmed_read",  # leader answers reads without a quorum round
-        "compact_above_commit",  # compaction trusts the leader's commit index, not its own
-        "snapshot_without_sessions",  # the replica's snapshots leave out the exactly-once session table
-        "install_older_snapshot",  # the replica installs a fetched snapshot older than its applied index
-        # the leader proposes a membership change while its last is unfinished
-        # (each judged against the configuration chosen so far)
-        "two_changes_in_flight",
-        "learner_votes",  # a learner's acknowledgement counts towards a quorum before its promotion is chosen
-        # a new leader acts (and proposes a change) before a value of its own
-        # ballot is chosen: it neither learns the slots its promises report
-        # chosen, nor stops at an earlier leader's unfinished change
-        "change_before_own_value",
-    }
-)
+# Every bug the core can be told to plant (see paxos/consensus/planted.py).
+PLANTABLE_BUGS = frozenset(PlantedBug)
 
 
 class _LearnersCounted(MajorityConfig):
@@ -190,9 +175,9 @@ class Node:
         it.  This server need not be a member: a server joining the cluster
         waits outside it, and a removed one stays out.
         """
-        unknown = (config.planted_bugs if config else frozenset()) - PLANTABLE_BUGS
+        unknown = [bug for bug in (config.planted_bugs if config else ()) if not isinstance(bug, PlantedBug)]
         if unknown:
-            raise ValueError(f"unknown planted bugs: {sorted(unknown)}")
+            raise ValueError(f"unknown planted bugs: {sorted(map(str, unknown))} (plant PlantedBug members)")
         self.id = node_id
         self.config = config or Config()
         self._set_membership(members if isinstance(members, Membership) else Membership.of_voters(members))
@@ -385,26 +370,28 @@ class Node:
             return "this server is not the leader"
         base = self.membership
         if (lead.change_slot is not None or lead.change_wanted is not None) and (
-            "two_changes_in_flight" not in self.config.planted_bugs
+            PlantedBug.TWO_CHANGES_IN_FLIGHT not in self.config.planted_bugs
         ):
             return "another membership change is not finished yet"
         error = base.step_error(membership)
         if error:
             return error
+        # The planted bug learner_votes promotes a learner without these checks.
+        checked = PlantedBug.LEARNER_VOTES not in self.config.planted_bugs
         for promoted in membership.voters - base.voters:
             member = membership.get(promoted)
             name = member.name if member else str(promoted)
             silent = self.now - lead.last_heard.get(promoted, -(10**9)) >= self.config.leader_quorum_timeout_ticks
-            if (promoted not in lead.peer_commit or silent) and "learner_votes" not in self.config.planted_bugs:
+            if (promoted not in lead.peer_commit or silent) and checked:
                 return f"learner {name} is not answering this leader, so how far behind it is is unknown"
             learner_commit = lead.peer_commit.get(promoted, 0)
             lag = self.commit_index - learner_commit
-            if lag > limits.PROMOTION_LAG_SLOTS and "learner_votes" not in self.config.planted_bugs:
+            if lag > limits.PROMOTION_LAG_SLOTS and checked:
                 return (
                     f"learner {name} is {lag} slots behind the leader; it is promoted once it is within "
                     f"{limits.PROMOTION_LAG_SLOTS}"
                 )
-            if learner_commit < self.compacted and "learner_votes" not in self.config.planted_bugs:
+            if learner_commit < self.compacted and checked:
                 # It cannot catch up from this leader's log: it needs a
                 # snapshot first.  A voter that can only learn by snapshot
                 # may be left, when the others go, a voter that cannot
@@ -453,7 +440,7 @@ class Node:
             # the next configuration that this ballot cannot see.
             return False
         read_index = lead.next_slot - 1
-        if "unconfirmed_read" in self.config.planted_bugs:
+        if PlantedBug.UNCONFIRMED_READ in self.config.planted_bugs:
             self._out.reads.append((read_id, self.commit_index))
             return True
         if self._holds_lease(lead):
@@ -524,7 +511,7 @@ class Node:
         for peers that lag a little; a peer asking for a forgotten slot is
         told to fetch a snapshot.
         """
-        if "compact_above_commit" in self.config.planted_bugs:
+        if PlantedBug.COMPACT_ABOVE_COMMIT in self.config.planted_bugs:
             # Forgets accepted values above the commit index, as if a
             # snapshot held them: a promise no longer reports them.
             above = max(upto, self._leader_commit_hint, max(self.accepted, default=0))
@@ -592,7 +579,7 @@ class Node:
         self.membership = membership
         self.membership_ids = membership.ids
         self.voters = MajorityConfig(membership.voters)
-        if "learner_votes" in self.config.planted_bugs:
+        if PlantedBug.LEARNER_VOTES in self.config.planted_bugs:
             self.voters = _LearnersCounted(membership.voters, membership.ids)
         # Accepts, heartbeats and catch-up go to every member; pre-votes and
         # prepares only to the voters.
@@ -675,7 +662,7 @@ class Node:
 
     def _on_accept(self, msg: Accept) -> None:
         self._note_round(msg.ballot)
-        if msg.ballot < self.promised and "accept_lower_ballot" not in self.config.planted_bugs:
+        if msg.ballot < self.promised and PlantedBug.ACCEPT_LOWER_BALLOT not in self.config.planted_bugs:
             self._send(msg.sender, Reject(self.id, self.promised, msg.slot))
             return
         self._follow(msg.sender, msg.ballot)
@@ -825,7 +812,7 @@ class Node:
             return
         promises = list(self._promises.values())
         known_chosen = max(p.commit_index for p in promises)
-        if known_chosen > self.commit_index and "change_before_own_value" not in self.config.planted_bugs:
+        if known_chosen > self.commit_index and PlantedBug.CHANGE_BEFORE_OWN_VALUE not in self.config.planted_bugs:
             source = max(promises, key=lambda p: p.commit_index).sender
             self._note_leader_commit(source, known_chosen)
             return
@@ -852,11 +839,11 @@ class Node:
         if known_chosen > self.commit_index:
             source = max(promises, key=lambda p: p.commit_index).sender
             self._note_leader_commit(source, known_chosen)
-        skip = "skip_reproposal" in self.config.planted_bugs
+        skip = PlantedBug.SKIP_REPROPOSAL in self.config.planted_bugs
         # A configuration among the recovered slots decides the slots above
         # it, under voters this ballot's quorum was not drawn from: stop
         # there; once it is chosen the next ballot recovers the rest.
-        stop_at_change = "change_before_own_value" not in self.config.planted_bugs
+        stop_at_change = PlantedBug.CHANGE_BEFORE_OWN_VALUE not in self.config.planted_bugs
         for slot in range(max(known_chosen, self.commit_index) + 1, top + 1):
             if slot in self.chosen:
                 value = self.chosen[slot]
@@ -892,16 +879,17 @@ class Node:
     def _flush_proposals(self, lead: _LeaderState) -> None:
         cfg = self.config
         bugs = cfg.planted_bugs
-        if lead.change_slot is not None and "two_changes_in_flight" not in bugs:
+        if lead.change_slot is not None and PlantedBug.TWO_CHANGES_IN_FLIGHT not in bugs:
             return  # nothing above an unfinished change
         if lead.change_wanted is not None:
             drained = not lead.in_flight and self.commit_index == lead.next_slot - 1
-            if (lead.own_value_chosen and drained) or bugs & {"two_changes_in_flight", "change_before_own_value"}:
+            hasty = bool(bugs & {PlantedBug.TWO_CHANGES_IN_FLIGHT, PlantedBug.CHANGE_BEFORE_OWN_VALUE})
+            if (lead.own_value_chosen and drained) or hasty:
                 lead.change_slot = lead.next_slot
                 self._propose_in_slot(lead, lead.next_slot, self.config.configurations.encode(lead.change_wanted))
                 lead.next_slot += 1
                 lead.change_wanted = None
-                if "two_changes_in_flight" not in bugs:
+                if PlantedBug.TWO_CHANGES_IN_FLIGHT not in bugs:
                     return
             elif drained:
                 # No value of this ballot is chosen yet: choose one first, so

@@ -83,20 +83,30 @@ matter on failure (``trace.py``):
 event queue its parts schedule on), ``run_seed`` and ``run_many``;
 ``cli.py`` the command line.  Everything is re-exported here.
 
-Planted bugs (``--bug``, see ``ALL_BUGS``) prove that these checks bite: the
-core's and the replica's (``paxos.consensus.core.PLANTABLE_BUGS``: among them
-compaction that forgets accepted values above the commit index, snapshots
-without the client-session table, and installing a snapshot older than the
-applied index) and the host's ``ack_before_fsync``, planted in ``SimDisk``,
-which then reports an fsync done at once and fsyncs in the background, and
-``skip_incarnation_check``: every host stamps its messages with the same
-incarnation, so nothing new is recorded or refused, and a server that lost
-its disk founds anew without asking.
+Planted bugs (``--bug NAME``, see ``ALL_BUGS`` and ``bugs.py``) prove that
+these checks bite.  The core's (``paxos.consensus.planted.PlantedBug``, among
+them compaction that forgets accepted values above the commit index and a
+leader that proposes a membership change while its last is unfinished) are
+switched on through its ``Config``; the others (``HostBug``) are planted from
+outside the shipped code: a disk that acknowledges an fsync before it is
+durable or writes snapshots without the client-session table, a state
+machine that evicts sessions of its own choosing, hosts that skip the
+incarnation check (a server that lost its disk founds anew without asking),
+and a replica that installs a fetched snapshot older than its state.
 """
 
 from __future__ import annotations
 
-from tests.sim.bugs import ALL_BUGS, HOST_BUGS, SKIPPED_INCARNATION, ForgetfulStateMachine
+from tests.sim.bugs import (
+    ALL_BUGS,
+    HOST_BUGS,
+    SKIPPED_INCARNATION,
+    Bug,
+    ForgetfulStateMachine,
+    HostBug,
+    OlderSnapshotReplica,
+    planted,
+)
 from tests.sim.checks import (
     CONVERGENCE_POLL_US,
     LIVENESS_US,
@@ -153,6 +163,7 @@ __all__ = [
     "TICK_JITTER_US",
     "TICK_US",
     "TIMELINE_LINES",
+    "Bug",
     "Checks",
     "Client",
     "ClientOp",
@@ -162,8 +173,10 @@ __all__ = [
     "Forgery",
     "ForgetfulStateMachine",
     "Host",
+    "HostBug",
     "Nemesis",
     "Network",
+    "OlderSnapshotReplica",
     "Profile",
     "Reconfiguration",
     "Request",
@@ -180,6 +193,7 @@ __all__ = [
     "first_nonlinearizable_moment",
     "fmt_time",
     "main",
+    "planted",
     "run_many",
     "run_seed",
     "status_name",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 from paxos.consensus.messages import DurableState, Record, Slot
 from paxos.kv.statemachine import FrozenState, StateMachine
 from paxos.storage.snapshot import header_for
-from tests.sim.bugs import ForgetfulStateMachine
+from tests.sim.bugs import ForgetfulStateMachine, HostBug
 from tests.sim.trace import describe_record
 from tests.sim.units import MS, SIM_CLUSTER_ID
 
@@ -38,11 +39,15 @@ class SimDisk:
     done.  With the planted bug ``ack_before_fsync`` the disk says nothing
     is pending and flushes in the background, like a log written through a
     cache it wrongly believes durable: the replica then acts on bundles that
-    are not yet durable, and the simulation's checks must notice.
+    are not yet durable, and the simulation's checks must notice.  With
+    ``snapshot_without_sessions`` it writes every snapshot without the
+    client-session table.
     """
 
     def __init__(self, host: Host) -> None:
         self.host = host
+        self.write_back = HostBug.ACK_BEFORE_FSYNC in host.sim.planted
+        self.drop_sessions = HostBug.SNAPSHOT_WITHOUT_SESSIONS in host.sim.planted
         self.durable = DurableState()
         # Records written but not yet durable, the first ``flushing`` of
         # which an fsync is making durable right now.
@@ -61,12 +66,12 @@ class SimDisk:
 
     def append(self, records: list[Record]) -> None:
         self.pending.extend(records)
-        if self.host.sim.ack_before_fsync and not self.flushing:
+        if self.write_back and not self.flushing:
             self._start(None)
 
     def unsynced(self) -> bool:
         # The planted bug: a log written through a cache it believes durable.
-        return bool(self.pending) and not self.host.sim.ack_before_fsync
+        return bool(self.pending) and not self.write_back
 
     def sync(self, done: Callable[[], None]) -> None:
         assert not self.flushing, "the replica waits for one fsync at a time"
@@ -88,7 +93,7 @@ class SimDisk:
         sim = self.host.sim
         if sim.verbose:
             sim.log(self.host.id, "disk", "fsynced " + ", ".join(map(describe_record, synced)))
-        if sim.ack_before_fsync and self.pending:
+        if self.write_back and self.pending:
             self._start(None)
 
     def crash(self) -> None:
@@ -115,6 +120,8 @@ class SimDisk:
         return 0  # snapshots here are triggered by command counts alone
 
     def save_snapshot(self, frozen: FrozenState, done: Callable[[bool], None]) -> None:
+        if self.drop_sessions:
+            frozen = dataclasses.replace(frozen, sessions={})
         sim = self.host.sim
         when = sim.now + sim.fsync_latency() + sim.rng.randint(0, 20 * MS)
         sim.at(when, self.host.snapshot_written, self.host.generation, frozen, done)

@@ -14,7 +14,7 @@ from paxos.kv.statemachine import FrozenState
 from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, WriteAnswer
 from paxos.server.codec import DecodeError, PeerCodec
 from protos import kv_pb2
-from tests.sim.bugs import SKIPPED_INCARNATION
+from tests.sim.bugs import SKIPPED_INCARNATION, HostBug, OlderSnapshotReplica
 from tests.sim.disk import SimDisk, thaw
 from tests.sim.network import RESET, Request
 from tests.sim.units import MS, SECOND, SIM_CLUSTER_ID, TICK_JITTER_US, TICK_US
@@ -65,7 +65,7 @@ class Host(Observer):
 
     def store_rng(self) -> random.Random | None:
         """This replica's own random source for a state machine with the planted eviction bug, else None."""
-        if "nondeterministic_session_eviction" not in self.sim.bugs:
+        if HostBug.NONDETERMINISTIC_SESSION_EVICTION not in self.sim.planted:
             return None
         return random.Random(self.sim.rng.getrandbits(64))
 
@@ -82,7 +82,8 @@ class Host(Observer):
         self.generation += 1
         rng = random.Random(sim.rng.getrandbits(64))
         self.store = thaw(self.disk.snapshot, self.store_rng())
-        self.replica = Replica(
+        kind = OlderSnapshotReplica if HostBug.INSTALL_OLDER_SNAPSHOT in sim.planted else Replica
+        self.replica = kind(
             self.id,
             self.joined_with,
             self.disk.recovered(),

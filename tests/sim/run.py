@@ -17,9 +17,10 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from paxos.common import limits
-from paxos.consensus.core import PLANTABLE_BUGS, Config
+from paxos.consensus.core import Config
 from paxos.consensus.membership import ConfigMember, Membership
-from tests.sim.bugs import ALL_BUGS, SKIPPED_INCARNATION
+from paxos.consensus.planted import PlantedBug
+from tests.sim.bugs import SKIPPED_INCARNATION, Bug, HostBug, names, planted
 from tests.sim.checks import CONVERGENCE_POLL_US, LIVENESS_US, Checks
 from tests.sim.clients import Client, ClientOp
 from tests.sim.faults.disks import DiskLoss
@@ -43,7 +44,7 @@ class Simulation:
         self,
         seed: int,
         nodes: Sequence[int] = DEFAULT_NODES,
-        bugs: Iterable[str] = (),
+        bugs: Iterable[str | Bug] = (),
         fault_seconds: float = DEFAULT_FAULT_SECONDS,
         verbose: bool = False,
     ) -> None:
@@ -52,13 +53,10 @@ class Simulation:
         self.seed = seed
         self.rng = random.Random(seed)
         self.n = self.rng.choice(list(nodes))
-        self.bugs = tuple(sorted(set(bugs)))
-        unknown = set(self.bugs) - ALL_BUGS
-        if unknown:
-            raise ValueError(f"unknown planted bugs {sorted(unknown)}; choose from {sorted(ALL_BUGS)}")
-        self.config = Config(planted_bugs=frozenset(self.bugs) & PLANTABLE_BUGS)
-        self.ack_before_fsync = "ack_before_fsync" in self.bugs
-        self.skip_incarnation_check = "skip_incarnation_check" in self.bugs
+        self.planted = planted(bugs)
+        self.bugs = names(self.planted)
+        self.config = Config(planted_bugs=frozenset(bug for bug in self.planted if isinstance(bug, PlantedBug)))
+        self.skip_incarnation_check = HostBug.SKIP_INCARNATION_CHECK in self.planted
         self.incarnations_made = 0
         self.profile = Profile.draw(self.rng)
         self.verbose = verbose
@@ -226,7 +224,7 @@ class Simulation:
 def run_seed(
     seed: int,
     nodes: Sequence[int] = DEFAULT_NODES,
-    bugs: Iterable[str] = (),
+    bugs: Iterable[str | Bug] = (),
     fault_seconds: float = DEFAULT_FAULT_SECONDS,
     verbose: bool = False,
     keep_trace: bool = True,
@@ -245,14 +243,15 @@ def _run_quiet(args: tuple[int, tuple[int, ...], tuple[str, ...], float]) -> Run
 def run_many(
     seeds: Iterable[int],
     nodes: Sequence[int] = DEFAULT_NODES,
-    bugs: Iterable[str] = (),
+    bugs: Iterable[str | Bug] = (),
     fault_seconds: float = DEFAULT_FAULT_SECONDS,
     jobs: int = 1,
     stop_at_first_failure: bool = False,
     progress: Callable[[RunResult], None] | None = None,
 ) -> list[RunResult]:
     """Run seeds in order (in ``jobs`` processes); results in seed order."""
-    work = [(seed, tuple(nodes), tuple(sorted(bugs)), fault_seconds) for seed in seeds]
+    named = names(bugs)
+    work = [(seed, tuple(nodes), named, fault_seconds) for seed in seeds]
     results: list[RunResult] = []
     if jobs <= 1:
         for item in work:
