@@ -20,12 +20,13 @@ Roles, each in its own section below:
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter, deque
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import assert_never
+from typing import Concatenate, ParamSpec, TypeVar, assert_never
 
 from paxos.common import limits
 from paxos.consensus.membership import NO_CONFIGURATIONS, ConfigurationFormat, Membership
@@ -67,6 +68,10 @@ class RecoveryError(ValueError):
     """The log and the snapshot a node starts from do not fit together (a slot is missing)."""
 
 
+class InvariantError(AssertionError):
+    """An invariant of the core does not hold after a step (``Config.check_invariants``): a bug here, never input."""
+
+
 class Role(Enum):
     FOLLOWER = "follower"
     CANDIDATE = "candidate"
@@ -93,6 +98,11 @@ class Config:
     planted_bugs: frozenset[PlantedBug] = frozenset()
     # How configurations are written in slots (the log's: paxos/kv/configuration.py).
     configurations: ConfigurationFormat = NO_CONFIGURATIONS
+    # Check the core's invariants after every step (see Node._check_invariants).
+    # On in tests and the simulator, where they cost a fifth of its time; off
+    # by default, because each time the commit index moves they walk every
+    # chosen slot the core holds (up to a snapshot's worth: tens of thousands).
+    check_invariants: bool = False
 
 
 # Every bug the core can be told to plant (see paxos/consensus/planted.py).
@@ -154,6 +164,26 @@ class _LeaderState:
     # this ballot is chosen and nothing else is in flight.
     change_wanted: Membership | None = None
     own_value_chosen: bool = False
+    # The first slot this ballot proposed afresh; below it, it re-proposed
+    # what its promises reported (any number of slots, all at once).
+    fresh_from: Slot = 0
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _step(method: Callable[Concatenate[Node, _P], _R]) -> Callable[Concatenate[Node, _P], _R]:
+    """A step of the core: its invariants hold again once it returns (when the config checks them)."""
+
+    @functools.wraps(method)
+    def step(self: Node, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        result = method(self, *args, **kwargs)
+        if self.config.check_invariants:
+            self._check_invariants(method.__name__)
+        return result
+
+    return step
 
 
 class Node:
@@ -242,9 +272,14 @@ class Node:
         self._outstanding: Ready | None = None  # handed out by ready(), not yet advanced
         # Peer messages refused as impossible from an honest member, by reason.
         self.refused: Counter[str] = Counter()
+        # (compaction point, commit index, count of chosen slots) when the chosen slots were last walked.
+        self._checked_log_shape: tuple[Slot, Slot, int] | None = None
+        if self.config.check_invariants:
+            self._check_invariants("recovery")
 
     # ------------------------------------------------------------------ inputs
 
+    @_step
     def tick(self) -> None:
         self.now += 1
         if self.role is Role.LEADER:
@@ -256,6 +291,7 @@ class Node:
                 self._reset_election_timer()  # a learner or a non-member never campaigns
         self._maybe_catch_up()
 
+    @_step
     def receive(self, msg: Message) -> str | None:
         """Take one peer message; the reason it was refused, or None.
 
@@ -349,6 +385,7 @@ class Node:
                 return "accept for a slot its own commit index covers"
         return None
 
+    @_step
     def propose(self, command: bytes) -> bool:
         """Queue one encoded command; False when not leader or too busy."""
         if self._lead is None or len(self._pending) >= self.config.max_pending_commands:
@@ -356,6 +393,7 @@ class Node:
         self._pending.append(command)
         return True
 
+    @_step
     def propose_change(self, membership: Membership) -> str | None:
         """Ask for a membership change; why it cannot be made, or None.
 
@@ -413,6 +451,7 @@ class Node:
         lead = self._lead
         return lead is not None and (lead.change_slot is not None or lead.change_wanted is not None)
 
+    @_step
     def step_down(self, abstain_ticks: int) -> bool:
         """Stop leading and stay out of elections for ``abstain_ticks``, so another voter is elected.
 
@@ -425,6 +464,7 @@ class Node:
         self._abstain_until = self.now + abstain_ticks
         return True
 
+    @_step
     def read(self, read_id: int) -> bool:
         """Start a linearizable read; False when not leader or too busy.
 
@@ -471,6 +511,7 @@ class Node:
 
         The host does what the bundle asks, in the order ``Ready`` states,
         then calls ``advance`` with it; only then may it ask for the next.
+        (The invariants are checked once for the two, after ``advance``.)
         """
         if self._outstanding is not None:
             raise HostContractError("ready() called again before advance() of the bundle it handed out")
@@ -490,6 +531,7 @@ class Node:
         self._outstanding = out
         return out
 
+    @_step
     def advance(self, ready: Ready) -> None:
         """The host has done everything ``ready`` asked: its records are durable.
 
@@ -504,6 +546,7 @@ class Node:
 
     # -------------------------------------------------------------- snapshots
 
+    @_step
     def compact(self, upto: Slot) -> None:
         """Forget the chosen values up to ``upto``: a durable snapshot holds them.
 
@@ -527,6 +570,7 @@ class Node:
             self.accepted.pop(slot, None)
         self.compacted = upto
 
+    @_step
     def install_snapshot(self, index: Slot, membership: Membership | None = None) -> None:
         """The host's state machine was replaced by a snapshot at ``index``, now durable.
 
@@ -558,6 +602,7 @@ class Node:
         self._catchup_sent_at = None
         self._maybe_catch_up()
 
+    @_step
     def snapshot_failed(self) -> None:
         """The snapshot asked for in ``Ready.snapshot_wanted`` could not be had; catch-up resumes."""
         self._snapshot_from = None
@@ -585,6 +630,10 @@ class Node:
         # prepares only to the voters.
         self.peers = sorted(membership.ids - {self.id})
         self._voter_peers = sorted(self.voters.voters - {self.id})
+        if self.config.check_invariants:
+            broken = self._quorum_broken()
+            if broken is not None:
+                raise InvariantError(f"node {self.id} with configuration [{membership.describe()}]: {broken}")
 
     def _after_membership_change(self) -> None:
         """A configuration was chosen: a ballot never spans two configurations.
@@ -854,6 +903,7 @@ class Node:
                 lead.change_slot = slot
                 lead.next_slot = slot + 1
                 break
+        lead.fresh_from = lead.next_slot
         self._send_heartbeats(lead)
 
     def _step_down(self) -> None:
@@ -1124,6 +1174,104 @@ class Node:
         while self._emitted_index < self.commit_index:
             self._emitted_index += 1
             self._out.committed.append((self._emitted_index, self.chosen[self._emitted_index]))
+
+    # -------------------------------------------------------------- invariants
+    #
+    # Each check returns what is broken, or None.  They run after every step
+    # (Config.check_invariants), so the common case (nothing broken) uses
+    # the cheapest test there is; the message is only built on failure.
+
+    def _check_invariants(self, step: str) -> None:
+        """Raise InvariantError unless what every step keeps true holds.
+
+        Only what the core's own steps guarantee whatever its peers send, so
+        a failure is a bug here (or a planted one), never hostile input.
+        """
+        lead = self._lead
+        broken = (
+            self._log_broken() or self._promises_broken() or (self._leader_broken(lead) if lead is not None else None)
+        )
+        if broken is not None:
+            raise InvariantError(f"node {self.id} after {step}: {broken}")
+
+    def _log_broken(self) -> str | None:
+        compacted, applied, commit = self.compacted, self._emitted_index, self.commit_index
+        # A snapshot holds what is compacted, the host applied what was
+        # emitted, and every slot up to the commit index is chosen.
+        if not compacted <= applied <= commit:
+            return f"compacted {compacted}, applied {applied} and commit index {commit} out of order"
+        # A chosen slot lives in ``chosen`` only: a promise reports accepted values above the commit index.
+        if self.accepted and min(self.accepted) <= commit:
+            return f"slot {min(self.accepted)} at or below the commit index {commit} is still held as accepted"
+        # Chosen values are kept from the snapshot on, to apply and to serve
+        # catch-up.  Only learning and compaction change which slots are held,
+        # and each moves the commit index, the compaction point or the count:
+        # the slots are walked again only when one of those moved.
+        chosen = self.chosen
+        shape = (compacted, commit, len(chosen))
+        if shape == self._checked_log_shape:
+            return None
+        if not all(map(chosen.__contains__, range(compacted + 1, commit + 1))):
+            missing = [slot for slot in range(compacted + 1, commit + 1) if slot not in chosen]
+            return f"slots {missing[:5]} at or below the commit index {commit} have no chosen value"
+        if chosen and min(chosen) <= compacted:
+            return f"slot {min(chosen)} is compacted (up to {compacted}) but still held"
+        self._checked_log_shape = shape
+        return None
+
+    def _promises_broken(self) -> str | None:
+        promised = self.promised
+        # An acceptor promises a ballot before (or as) it accepts in it.
+        # (Rounds and ids compared inline: this runs after every step.)
+        top_round, top_node = promised.round, promised.node
+        for slot, (ballot, _) in self.accepted.items():
+            if ballot.round > top_round or (ballot.round == top_round and ballot.node > top_node):
+                return f"slot {slot} accepted in ballot {ballot}, above the promised ballot {promised}"
+        if self._max_round_seen < top_round:
+            return f"promised round {top_round} above the highest round seen {self._max_round_seen}"
+        leading = self._lead is not None
+        if (self.role is Role.LEADER) != leading or (self.leader == self.id) != leading:
+            return f"role {self.role.value} and leader {self.leader} disagree on whether this server leads"
+        # A candidate promised its own ballot, and a higher promise ends its candidacy.
+        candidate = self._candidate_ballot
+        if (self.role is Role.CANDIDATE) != (candidate is not None):
+            return f"role {self.role.value} with candidate ballot {candidate}"
+        if candidate is not None and candidate != promised:
+            return f"candidate ballot {candidate} is not the promised ballot {promised}"
+        return None
+
+    def _leader_broken(self, lead: _LeaderState) -> str | None:
+        # A higher promise makes a leader step down.
+        if lead.ballot != self.promised:
+            return f"leader ballot {lead.ballot} is not the promised ballot {self.promised}"
+        fresh = 0
+        for slot, proposal in lead.in_flight.items():
+            if not self.commit_index < slot < lead.next_slot:
+                return f"slot {slot} in flight outside ({self.commit_index}, {lead.next_slot})"
+            if self.accepted.get(slot) != (lead.ballot, proposal.value):
+                return f"slot {slot} in flight is not what this leader accepted in its ballot {lead.ballot}"
+            if slot in self.chosen and self.chosen[slot] != proposal.value:
+                return f"slot {slot} in flight with a value other than the one learned chosen there"
+            # Nothing is proposed above an unfinished membership change.
+            if lead.change_slot is not None and slot > lead.change_slot:
+                return f"slot {slot} in flight above the unfinished membership change in slot {lead.change_slot}"
+            fresh += slot >= lead.fresh_from
+        # Fresh proposals wait while the pipeline is full.
+        if fresh and len(lead.in_flight) > self.config.max_in_flight:
+            limit = self.config.max_in_flight
+            return f"{len(lead.in_flight)} slots in flight, {fresh} of them fresh: more than {limit}"
+        return None
+
+    def _quorum_broken(self) -> str | None:
+        """Checked where the configuration is set: learners never count towards a quorum."""
+        voters = sorted(self.membership.voters)
+        if self.voters.voters != self.membership.voters:
+            return f"quorums counted over {sorted(self.voters.voters)}, not the voters {voters}"
+        # Every learner with a voter short of a majority is no quorum.
+        learners = sorted(self.membership.learners)
+        if learners and self.voters.is_quorum([*voters[: len(voters) // 2], *learners]):
+            return f"learners {learners} count towards a quorum"
+        return None
 
     # -------------------------------------------------------------------- send
 

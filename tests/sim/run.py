@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from paxos.common import limits
-from paxos.consensus.core import Config
+from paxos.consensus.core import Config, InvariantError
 from paxos.consensus.membership import ConfigMember, Membership
 from paxos.consensus.planted import PlantedBug
 from tests.sim.bugs import SKIPPED_INCARNATION, Bug, HostBug, names, planted
@@ -55,7 +55,8 @@ class Simulation:
         self.n = self.rng.choice(list(nodes))
         self.planted = planted(bugs)
         self.bugs = names(self.planted)
-        self.config = Config(planted_bugs=frozenset(bug for bug in self.planted if isinstance(bug, PlantedBug)))
+        core_bugs = frozenset(bug for bug in self.planted if isinstance(bug, PlantedBug))
+        self.config = Config(planted_bugs=core_bugs, check_invariants=True)
         self.skip_incarnation_check = HostBug.SKIP_INCARNATION_CHECK in self.planted
         self.incarnations_made = 0
         self.profile = Profile.draw(self.rng)
@@ -162,6 +163,9 @@ class Simulation:
             self.checks.final_checks()
         except SimulationStop:
             self.stats["events"] = events
+        except InvariantError:  # the core caught itself in a state no step may leave
+            self.stats["events"] = events
+            self.violations.append(Violation("invariant", self.now, traceback.format_exc(limit=8).strip()))
         except Exception:  # a crash of the core or the host is a finding too
             self.stats["events"] = events
             self.violations.append(Violation("exception", self.now, traceback.format_exc(limit=8).strip()))

@@ -40,7 +40,8 @@ class Event:
 
 @dataclass(frozen=True)
 class Violation:
-    kind: str  # safety | lost-write | divergence | linearizability | liveness | client | refusal | forgery | exception
+    # safety | lost-write | divergence | linearizability | liveness | client | refusal | forgery | invariant | exception
+    kind: str
     time: int
     message: str
     key: str | None = None
