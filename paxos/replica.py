@@ -12,7 +12,7 @@ Everything with a side effect comes in as a parameter: the storage, the
 transport, the clock and the state machine, and a ``wake`` callable that
 arranges for ``drive`` to run soon.  The gRPC server (paxos/server/service.py)
 gives it a write-ahead log, gRPC streams and the monotonic clock; the
-simulator (tests/sim.py) gives it a simulated disk, network and clock.  Both
+simulator (tests/sim/) gives it a simulated disk, network and clock.  Both
 run this class, so the simulator tests the code that ships.
 """
 
@@ -470,8 +470,6 @@ class Replica:
         started = self._now()
         frozen = self.store.freeze()
         self.observer.snapshot_frozen(frozen.applied_index, self._now() - started)
-        if "snapshot_without_sessions" in self.core.config.planted_bugs:
-            frozen = dataclasses.replace(frozen, sessions={})
         self._saving_snapshot = True
         self._applied_since_snapshot = 0
         self.storage.save_snapshot(frozen, lambda ok: self._snapshot_saved(frozen.applied_index, ok))
@@ -500,8 +498,7 @@ class Replica:
 
     def _install_fetched(self, peer: NodeId, got: FetchedSnapshot | None) -> None:
         self._fetching_snapshot = False
-        stale = got is not None and got.applied_index <= self.store.applied_index
-        if got is None or (stale and "install_older_snapshot" not in self.core.config.planted_bugs):
+        if got is None or not self._moves_forward(got):
             self.core.snapshot_failed()
             return
         self.store = got.store
@@ -520,6 +517,10 @@ class Replica:
         # clients register again (wasting a session, nothing worse).
         self._fail_registrations("a snapshot was installed before the registration applied; retry")
         self._release_index_waiters()
+
+    def _moves_forward(self, got: FetchedSnapshot) -> bool:
+        """Whether a fetched snapshot is ahead of the store: a stale copy must never take it back."""
+        return got.applied_index > self.store.applied_index
 
     def _membership_applied(self, slot: Slot, membership: Membership) -> None:
         self.observer.membership_applied(slot, membership)

@@ -172,9 +172,9 @@ def test_inconsistent_fields_are_refused() -> None:
 def test_promise_contradicting_itself_is_refused() -> None:
     net = Net(3)
     candidate = net.nodes[0]
+    candidate._start_phase1()  # a candidate waiting for promises
     ballot = Ballot(1, 0)
-    candidate._candidate_ballot = ballot  # a candidate waiting for promises
-    candidate.role = candidate.role.CANDIDATE
+    assert candidate._candidate_ballot == ballot
     above = Promise(1, ballot, 0, (AcceptedEntry(1, Ballot(2, 1), (b"x",)),))
     assert candidate.receive(above) == "promise reports a value accepted above the promised ballot"
     far = Promise(1, ballot, 0, (AcceptedEntry(limits.MAX_ACCEPT_WINDOW + 1, Ballot(1, 0), (b"x",)),))
@@ -191,7 +191,9 @@ def test_promise_window_runs_from_the_higher_commit_index() -> None:
     candidate = net.nodes[2]
     assert candidate.commit_index == 3
     ballot = Ballot(5, 2)
-    candidate._candidate_ballot = ballot
+    # A candidate of that ballot, as phase 1 leaves it, with no promise counted yet.
+    candidate._candidate_ballot = candidate.promised = ballot
+    candidate._max_round_seen = ballot.round
     candidate.role = candidate.role.CANDIDATE
     top = 3 + limits.MAX_ACCEPT_WINDOW
     behind = Promise(1, ballot, 0, (AcceptedEntry(top, Ballot(4, 1), (b"x",)),))

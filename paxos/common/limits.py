@@ -251,8 +251,32 @@ JOINER_CHECK_SECONDS = 2.0
 # share a number in practice.
 REGISTRATION_NONCE_BITS = 62
 
-# How the limits above depend on each other, checked at import.
+# How the limits above depend on each other, checked at import: each is a
+# relation some code relies on, with why.
 _RELATIONS = {
+    # The election timeout is drawn from [min, max) (random.randrange).
+    "ELECTION_TICKS_MIN < ELECTION_TICKS_MAX": ELECTION_TICKS_MIN < ELECTION_TICKS_MAX,
+    # A follower hears its leader again within its stickiness window, so it
+    # keeps refusing rivals' pre-votes while the leader is healthy.
+    "HEARTBEAT_TICKS < ELECTION_TICKS_MIN // 2": HEARTBEAT_TICKS < ELECTION_TICKS_MIN // 2,
+    # A healthy leader hears a quorum's heartbeat acks before it gives up on them.
+    "HEARTBEAT_TICKS < LEADER_QUORUM_TIMEOUT_TICKS": HEARTBEAT_TICKS < LEADER_QUORUM_TIMEOUT_TICKS,
+    # The lease in effect is the named one: the core cuts any longer lease to
+    # the stickiness window less a tick at each end and 10% of clock drift.
+    "LEASE_TICKS <= (ELECTION_TICKS_MIN // 2 - 2) * 0.9 / 1.1": (
+        LEASE_TICKS <= (ELECTION_TICKS_MIN // 2 - 2) * 0.9 / 1.1
+    ),
+    # After a stall the core's clock skips ahead by MAX_CATCHUP_TICKS at most:
+    # enough to end every lease, stickiness window and timeout it had running.
+    "LEADER_QUORUM_TIMEOUT_TICKS <= MAX_CATCHUP_TICKS": LEADER_QUORUM_TIMEOUT_TICKS <= MAX_CATCHUP_TICKS,
+    "ELECTION_TICKS_MAX <= MAX_CATCHUP_TICKS": ELECTION_TICKS_MAX <= MAX_CATCHUP_TICKS,
+    # A leader that hands over stays out long enough for another voter to time out and win.
+    "STEP_DOWN_ABSTAIN_TICKS > ELECTION_TICKS_MAX": STEP_DOWN_ABSTAIN_TICKS > ELECTION_TICKS_MAX,
+    # A follower that is up to date accepts every slot its leader has in flight.
+    "MAX_IN_FLIGHT_SLOTS <= MAX_ACCEPT_WINDOW": MAX_IN_FLIGHT_SLOTS <= MAX_ACCEPT_WINDOW,
+    # A learner close enough to be promoted can catch up from the leader's log
+    # (the leader keeps that tail below its snapshots), not only by snapshot.
+    "PROMOTION_LAG_SLOTS <= SNAPSHOT_TAIL_SLOTS": PROMOTION_LAG_SLOTS <= SNAPSHOT_TAIL_SLOTS,
     # The largest reply fits in a reply message, which fits in a gRPC message.
     "MAX_REPLY_BYTES <= MAX_SESSION_BATCH_BYTES": MAX_REPLY_BYTES <= MAX_SESSION_BATCH_BYTES,
     "MAX_SESSION_BATCH_BYTES <= MAX_MESSAGE_BYTES": MAX_SESSION_BATCH_BYTES <= MAX_MESSAGE_BYTES,
@@ -261,7 +285,23 @@ _RELATIONS = {
     "MAX_SESSION_REPLY_BYTES + MAX_REPLY_BYTES <= MAX_SESSION_REPLY_BYTES_TOTAL": (
         MAX_SESSION_REPLY_BYTES + MAX_REPLY_BYTES <= MAX_SESSION_REPLY_BYTES_TOTAL
     ),
+    # An accept carries one slot's value (a batch, or one command larger than a batch).
     "MAX_SLOT_VALUE_BYTES <= MAX_MESSAGE_BYTES": MAX_SLOT_VALUE_BYTES <= MAX_MESSAGE_BYTES,
+    # A catch-up reply is cut at MAX_CATCHUP_BYTES (or is one slot's value).
+    "MAX_CATCHUP_BYTES <= MAX_MESSAGE_BYTES": MAX_CATCHUP_BYTES <= MAX_MESSAGE_BYTES,
+    # Peer messages are packed up to MAX_PEER_PACKED_BYTES (a larger one goes alone).
+    "MAX_PEER_PACKED_BYTES <= MAX_MESSAGE_BYTES": MAX_PEER_PACKED_BYTES <= MAX_MESSAGE_BYTES,
+    # A snapshot chunk travels in one message.
+    "SNAPSHOT_CHUNK_BYTES <= MAX_MESSAGE_BYTES": SNAPSHOT_CHUNK_BYTES <= MAX_MESSAGE_BYTES,
+    # A snapshot frame is cut after the entry that reaches the target, and an
+    # entry is at most a command's size: every frame a server writes, it reads.
+    "SNAPSHOT_FRAME_TARGET_BYTES + MAX_COMMAND_BYTES <= MAX_SNAPSHOT_FRAME_BYTES": (
+        SNAPSHOT_FRAME_TARGET_BYTES + MAX_COMMAND_BYTES <= MAX_SNAPSHOT_FRAME_BYTES
+    ),
+    # The connection cap is clamped between these two (paxos/server/connections.py).
+    "MIN_CONNECTION_CAP <= MAX_INCOMING_CONNECTIONS": MIN_CONNECTION_CAP <= MAX_INCOMING_CONNECTIONS,
+    # Registration nonces count up from a random start within the uint64 on the wire.
+    "REGISTRATION_NONCE_BITS < 64": REGISTRATION_NONCE_BITS < 64,
 }
 for _relation, _holds in _RELATIONS.items():
     if not _holds:

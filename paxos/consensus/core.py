@@ -20,12 +20,13 @@ Roles, each in its own section below:
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter, deque
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import assert_never
+from typing import Concatenate, ParamSpec, TypeVar, assert_never
 
 from paxos.common import limits
 from paxos.consensus.membership import NO_CONFIGURATIONS, ConfigurationFormat, Membership
@@ -55,6 +56,7 @@ from paxos.consensus.messages import (
     Slot,
     Value,
 )
+from paxos.consensus.planted import PlantedBug
 from paxos.consensus.quorum import MajorityConfig
 
 
@@ -64,6 +66,10 @@ class HostContractError(RuntimeError):
 
 class RecoveryError(ValueError):
     """The log and the snapshot a node starts from do not fit together (a slot is missing)."""
+
+
+class InvariantError(AssertionError):
+    """An invariant of the core does not hold after a step (``Config.check_invariants``): a bug here, never input."""
 
 
 class Role(Enum):
@@ -88,30 +94,19 @@ class Config:
     max_catchup_entries: int = limits.MAX_CATCHUP_ENTRIES
     max_catchup_bytes: int = limits.MAX_CATCHUP_BYTES
     # Deliberate mistakes, for proving that the simulator catches them.
-    # Never set outside tests.  Known names: see PLANTABLE_BUGS.
-    planted_bugs: frozenset[str] = frozenset()
+    # Never set outside tests (paxos/consensus/planted.py).
+    planted_bugs: frozenset[PlantedBug] = frozenset()
     # How configurations are written in slots (the log's: paxos/kv/configuration.py).
     configurations: ConfigurationFormat = NO_CONFIGURATIONS
+    # Check the core's invariants after every step (see Node._check_invariants).
+    # On in tests and the simulator, where they cost a fifth of its time; off
+    # by default, because each time the commit index moves they walk every
+    # chosen slot the core holds (up to a snapshot's worth: tens of thousands).
+    check_invariants: bool = False
 
 
-PLANTABLE_BUGS = frozenset(
-    {
-        "accept_lower_ballot",  # acceptor accepts a ballot below its promise
-        "skip_reproposal",  # new leader fills every open slot with a no-op
-        "unconfirmed_read",  # leader answers reads without a quorum round
-        "compact_above_commit",  # compaction trusts the leader's commit index, not its own
-        "snapshot_without_sessions",  # the replica's snapshots leave out the exactly-once session table
-        "install_older_snapshot",  # the replica installs a fetched snapshot older than its applied index
-        # the leader proposes a membership change while its last is unfinished
-        # (each judged against the configuration chosen so far)
-        "two_changes_in_flight",
-        "learner_votes",  # a learner's acknowledgement counts towards a quorum before its promotion is chosen
-        # a new leader acts (and proposes a change) before a value of its own
-        # ballot is chosen: it neither learns the slots its promises report
-        # chosen, nor stops at an earlier leader's unfinished change
-        "change_before_own_value",
-    }
-)
+# Every bug the core can be told to plant (see paxos/consensus/planted.py).
+PLANTABLE_BUGS = frozenset(PlantedBug)
 
 
 class _LearnersCounted(MajorityConfig):
@@ -169,6 +164,26 @@ class _LeaderState:
     # this ballot is chosen and nothing else is in flight.
     change_wanted: Membership | None = None
     own_value_chosen: bool = False
+    # The first slot this ballot proposed afresh; below it, it re-proposed
+    # what its promises reported (any number of slots, all at once).
+    fresh_from: Slot = 0
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _step(method: Callable[Concatenate[Node, _P], _R]) -> Callable[Concatenate[Node, _P], _R]:
+    """A step of the core: its invariants hold again once it returns (when the config checks them)."""
+
+    @functools.wraps(method)
+    def step(self: Node, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        result = method(self, *args, **kwargs)
+        if self.config.check_invariants:
+            self._check_invariants(method.__name__)
+        return result
+
+    return step
 
 
 class Node:
@@ -190,9 +205,9 @@ class Node:
         it.  This server need not be a member: a server joining the cluster
         waits outside it, and a removed one stays out.
         """
-        unknown = (config.planted_bugs if config else frozenset()) - PLANTABLE_BUGS
+        unknown = [bug for bug in (config.planted_bugs if config else ()) if not isinstance(bug, PlantedBug)]
         if unknown:
-            raise ValueError(f"unknown planted bugs: {sorted(unknown)}")
+            raise ValueError(f"unknown planted bugs: {sorted(map(str, unknown))} (plant PlantedBug members)")
         self.id = node_id
         self.config = config or Config()
         self._set_membership(members if isinstance(members, Membership) else Membership.of_voters(members))
@@ -257,9 +272,14 @@ class Node:
         self._outstanding: Ready | None = None  # handed out by ready(), not yet advanced
         # Peer messages refused as impossible from an honest member, by reason.
         self.refused: Counter[str] = Counter()
+        # (compaction point, commit index, count of chosen slots) when the chosen slots were last walked.
+        self._checked_log_shape: tuple[Slot, Slot, int] | None = None
+        if self.config.check_invariants:
+            self._check_invariants("recovery")
 
     # ------------------------------------------------------------------ inputs
 
+    @_step
     def tick(self) -> None:
         self.now += 1
         if self.role is Role.LEADER:
@@ -271,6 +291,7 @@ class Node:
                 self._reset_election_timer()  # a learner or a non-member never campaigns
         self._maybe_catch_up()
 
+    @_step
     def receive(self, msg: Message) -> str | None:
         """Take one peer message; the reason it was refused, or None.
 
@@ -364,6 +385,7 @@ class Node:
                 return "accept for a slot its own commit index covers"
         return None
 
+    @_step
     def propose(self, command: bytes) -> bool:
         """Queue one encoded command; False when not leader or too busy."""
         if self._lead is None or len(self._pending) >= self.config.max_pending_commands:
@@ -371,6 +393,7 @@ class Node:
         self._pending.append(command)
         return True
 
+    @_step
     def propose_change(self, membership: Membership) -> str | None:
         """Ask for a membership change; why it cannot be made, or None.
 
@@ -385,26 +408,28 @@ class Node:
             return "this server is not the leader"
         base = self.membership
         if (lead.change_slot is not None or lead.change_wanted is not None) and (
-            "two_changes_in_flight" not in self.config.planted_bugs
+            PlantedBug.TWO_CHANGES_IN_FLIGHT not in self.config.planted_bugs
         ):
             return "another membership change is not finished yet"
         error = base.step_error(membership)
         if error:
             return error
+        # The planted bug learner_votes promotes a learner without these checks.
+        checked = PlantedBug.LEARNER_VOTES not in self.config.planted_bugs
         for promoted in membership.voters - base.voters:
             member = membership.get(promoted)
             name = member.name if member else str(promoted)
             silent = self.now - lead.last_heard.get(promoted, -(10**9)) >= self.config.leader_quorum_timeout_ticks
-            if (promoted not in lead.peer_commit or silent) and "learner_votes" not in self.config.planted_bugs:
+            if (promoted not in lead.peer_commit or silent) and checked:
                 return f"learner {name} is not answering this leader, so how far behind it is is unknown"
             learner_commit = lead.peer_commit.get(promoted, 0)
             lag = self.commit_index - learner_commit
-            if lag > limits.PROMOTION_LAG_SLOTS and "learner_votes" not in self.config.planted_bugs:
+            if lag > limits.PROMOTION_LAG_SLOTS and checked:
                 return (
                     f"learner {name} is {lag} slots behind the leader; it is promoted once it is within "
                     f"{limits.PROMOTION_LAG_SLOTS}"
                 )
-            if learner_commit < self.compacted and "learner_votes" not in self.config.planted_bugs:
+            if learner_commit < self.compacted and checked:
                 # It cannot catch up from this leader's log: it needs a
                 # snapshot first.  A voter that can only learn by snapshot
                 # may be left, when the others go, a voter that cannot
@@ -426,6 +451,7 @@ class Node:
         lead = self._lead
         return lead is not None and (lead.change_slot is not None or lead.change_wanted is not None)
 
+    @_step
     def step_down(self, abstain_ticks: int) -> bool:
         """Stop leading and stay out of elections for ``abstain_ticks``, so another voter is elected.
 
@@ -438,6 +464,7 @@ class Node:
         self._abstain_until = self.now + abstain_ticks
         return True
 
+    @_step
     def read(self, read_id: int) -> bool:
         """Start a linearizable read; False when not leader or too busy.
 
@@ -453,7 +480,7 @@ class Node:
             # the next configuration that this ballot cannot see.
             return False
         read_index = lead.next_slot - 1
-        if "unconfirmed_read" in self.config.planted_bugs:
+        if PlantedBug.UNCONFIRMED_READ in self.config.planted_bugs:
             self._out.reads.append((read_id, self.commit_index))
             return True
         if self._holds_lease(lead):
@@ -484,6 +511,7 @@ class Node:
 
         The host does what the bundle asks, in the order ``Ready`` states,
         then calls ``advance`` with it; only then may it ask for the next.
+        (The invariants are checked once for the two, after ``advance``.)
         """
         if self._outstanding is not None:
             raise HostContractError("ready() called again before advance() of the bundle it handed out")
@@ -503,6 +531,7 @@ class Node:
         self._outstanding = out
         return out
 
+    @_step
     def advance(self, ready: Ready) -> None:
         """The host has done everything ``ready`` asked: its records are durable.
 
@@ -517,6 +546,7 @@ class Node:
 
     # -------------------------------------------------------------- snapshots
 
+    @_step
     def compact(self, upto: Slot) -> None:
         """Forget the chosen values up to ``upto``: a durable snapshot holds them.
 
@@ -524,7 +554,7 @@ class Node:
         for peers that lag a little; a peer asking for a forgotten slot is
         told to fetch a snapshot.
         """
-        if "compact_above_commit" in self.config.planted_bugs:
+        if PlantedBug.COMPACT_ABOVE_COMMIT in self.config.planted_bugs:
             # Forgets accepted values above the commit index, as if a
             # snapshot held them: a promise no longer reports them.
             above = max(upto, self._leader_commit_hint, max(self.accepted, default=0))
@@ -540,6 +570,7 @@ class Node:
             self.accepted.pop(slot, None)
         self.compacted = upto
 
+    @_step
     def install_snapshot(self, index: Slot, membership: Membership | None = None) -> None:
         """The host's state machine was replaced by a snapshot at ``index``, now durable.
 
@@ -571,6 +602,7 @@ class Node:
         self._catchup_sent_at = None
         self._maybe_catch_up()
 
+    @_step
     def snapshot_failed(self) -> None:
         """The snapshot asked for in ``Ready.snapshot_wanted`` could not be had; catch-up resumes."""
         self._snapshot_from = None
@@ -592,12 +624,16 @@ class Node:
         self.membership = membership
         self.membership_ids = membership.ids
         self.voters = MajorityConfig(membership.voters)
-        if "learner_votes" in self.config.planted_bugs:
+        if PlantedBug.LEARNER_VOTES in self.config.planted_bugs:
             self.voters = _LearnersCounted(membership.voters, membership.ids)
         # Accepts, heartbeats and catch-up go to every member; pre-votes and
         # prepares only to the voters.
         self.peers = sorted(membership.ids - {self.id})
         self._voter_peers = sorted(self.voters.voters - {self.id})
+        if self.config.check_invariants:
+            broken = self._quorum_broken()
+            if broken is not None:
+                raise InvariantError(f"node {self.id} with configuration [{membership.describe()}]: {broken}")
 
     def _after_membership_change(self) -> None:
         """A configuration was chosen: a ballot never spans two configurations.
@@ -675,7 +711,7 @@ class Node:
 
     def _on_accept(self, msg: Accept) -> None:
         self._note_round(msg.ballot)
-        if msg.ballot < self.promised and "accept_lower_ballot" not in self.config.planted_bugs:
+        if msg.ballot < self.promised and PlantedBug.ACCEPT_LOWER_BALLOT not in self.config.planted_bugs:
             self._send(msg.sender, Reject(self.id, self.promised, msg.slot))
             return
         self._follow(msg.sender, msg.ballot)
@@ -825,7 +861,7 @@ class Node:
             return
         promises = list(self._promises.values())
         known_chosen = max(p.commit_index for p in promises)
-        if known_chosen > self.commit_index and "change_before_own_value" not in self.config.planted_bugs:
+        if known_chosen > self.commit_index and PlantedBug.CHANGE_BEFORE_OWN_VALUE not in self.config.planted_bugs:
             source = max(promises, key=lambda p: p.commit_index).sender
             self._note_leader_commit(source, known_chosen)
             return
@@ -852,11 +888,11 @@ class Node:
         if known_chosen > self.commit_index:
             source = max(promises, key=lambda p: p.commit_index).sender
             self._note_leader_commit(source, known_chosen)
-        skip = "skip_reproposal" in self.config.planted_bugs
+        skip = PlantedBug.SKIP_REPROPOSAL in self.config.planted_bugs
         # A configuration among the recovered slots decides the slots above
         # it, under voters this ballot's quorum was not drawn from: stop
         # there; once it is chosen the next ballot recovers the rest.
-        stop_at_change = "change_before_own_value" not in self.config.planted_bugs
+        stop_at_change = PlantedBug.CHANGE_BEFORE_OWN_VALUE not in self.config.planted_bugs
         for slot in range(max(known_chosen, self.commit_index) + 1, top + 1):
             if slot in self.chosen:
                 value = self.chosen[slot]
@@ -867,6 +903,7 @@ class Node:
                 lead.change_slot = slot
                 lead.next_slot = slot + 1
                 break
+        lead.fresh_from = lead.next_slot
         self._send_heartbeats(lead)
 
     def _step_down(self) -> None:
@@ -892,16 +929,17 @@ class Node:
     def _flush_proposals(self, lead: _LeaderState) -> None:
         cfg = self.config
         bugs = cfg.planted_bugs
-        if lead.change_slot is not None and "two_changes_in_flight" not in bugs:
+        if lead.change_slot is not None and PlantedBug.TWO_CHANGES_IN_FLIGHT not in bugs:
             return  # nothing above an unfinished change
         if lead.change_wanted is not None:
             drained = not lead.in_flight and self.commit_index == lead.next_slot - 1
-            if (lead.own_value_chosen and drained) or bugs & {"two_changes_in_flight", "change_before_own_value"}:
+            hasty = bool(bugs & {PlantedBug.TWO_CHANGES_IN_FLIGHT, PlantedBug.CHANGE_BEFORE_OWN_VALUE})
+            if (lead.own_value_chosen and drained) or hasty:
                 lead.change_slot = lead.next_slot
                 self._propose_in_slot(lead, lead.next_slot, self.config.configurations.encode(lead.change_wanted))
                 lead.next_slot += 1
                 lead.change_wanted = None
-                if "two_changes_in_flight" not in bugs:
+                if PlantedBug.TWO_CHANGES_IN_FLIGHT not in bugs:
                     return
             elif drained:
                 # No value of this ballot is chosen yet: choose one first, so
@@ -1136,6 +1174,104 @@ class Node:
         while self._emitted_index < self.commit_index:
             self._emitted_index += 1
             self._out.committed.append((self._emitted_index, self.chosen[self._emitted_index]))
+
+    # -------------------------------------------------------------- invariants
+    #
+    # Each check returns what is broken, or None.  They run after every step
+    # (Config.check_invariants), so the common case (nothing broken) uses
+    # the cheapest test there is; the message is only built on failure.
+
+    def _check_invariants(self, step: str) -> None:
+        """Raise InvariantError unless what every step keeps true holds.
+
+        Only what the core's own steps guarantee whatever its peers send, so
+        a failure is a bug here (or a planted one), never hostile input.
+        """
+        lead = self._lead
+        broken = (
+            self._log_broken() or self._promises_broken() or (self._leader_broken(lead) if lead is not None else None)
+        )
+        if broken is not None:
+            raise InvariantError(f"node {self.id} after {step}: {broken}")
+
+    def _log_broken(self) -> str | None:
+        compacted, applied, commit = self.compacted, self._emitted_index, self.commit_index
+        # A snapshot holds what is compacted, the host applied what was
+        # emitted, and every slot up to the commit index is chosen.
+        if not compacted <= applied <= commit:
+            return f"compacted {compacted}, applied {applied} and commit index {commit} out of order"
+        # A chosen slot lives in ``chosen`` only: a promise reports accepted values above the commit index.
+        if self.accepted and min(self.accepted) <= commit:
+            return f"slot {min(self.accepted)} at or below the commit index {commit} is still held as accepted"
+        # Chosen values are kept from the snapshot on, to apply and to serve
+        # catch-up.  Only learning and compaction change which slots are held,
+        # and each moves the commit index, the compaction point or the count:
+        # the slots are walked again only when one of those moved.
+        chosen = self.chosen
+        shape = (compacted, commit, len(chosen))
+        if shape == self._checked_log_shape:
+            return None
+        if not all(map(chosen.__contains__, range(compacted + 1, commit + 1))):
+            missing = [slot for slot in range(compacted + 1, commit + 1) if slot not in chosen]
+            return f"slots {missing[:5]} at or below the commit index {commit} have no chosen value"
+        if chosen and min(chosen) <= compacted:
+            return f"slot {min(chosen)} is compacted (up to {compacted}) but still held"
+        self._checked_log_shape = shape
+        return None
+
+    def _promises_broken(self) -> str | None:
+        promised = self.promised
+        # An acceptor promises a ballot before (or as) it accepts in it.
+        # (Rounds and ids compared inline: this runs after every step.)
+        top_round, top_node = promised.round, promised.node
+        for slot, (ballot, _) in self.accepted.items():
+            if ballot.round > top_round or (ballot.round == top_round and ballot.node > top_node):
+                return f"slot {slot} accepted in ballot {ballot}, above the promised ballot {promised}"
+        if self._max_round_seen < top_round:
+            return f"promised round {top_round} above the highest round seen {self._max_round_seen}"
+        leading = self._lead is not None
+        if (self.role is Role.LEADER) != leading or (self.leader == self.id) != leading:
+            return f"role {self.role.value} and leader {self.leader} disagree on whether this server leads"
+        # A candidate promised its own ballot, and a higher promise ends its candidacy.
+        candidate = self._candidate_ballot
+        if (self.role is Role.CANDIDATE) != (candidate is not None):
+            return f"role {self.role.value} with candidate ballot {candidate}"
+        if candidate is not None and candidate != promised:
+            return f"candidate ballot {candidate} is not the promised ballot {promised}"
+        return None
+
+    def _leader_broken(self, lead: _LeaderState) -> str | None:
+        # A higher promise makes a leader step down.
+        if lead.ballot != self.promised:
+            return f"leader ballot {lead.ballot} is not the promised ballot {self.promised}"
+        fresh = 0
+        for slot, proposal in lead.in_flight.items():
+            if not self.commit_index < slot < lead.next_slot:
+                return f"slot {slot} in flight outside ({self.commit_index}, {lead.next_slot})"
+            if self.accepted.get(slot) != (lead.ballot, proposal.value):
+                return f"slot {slot} in flight is not what this leader accepted in its ballot {lead.ballot}"
+            if slot in self.chosen and self.chosen[slot] != proposal.value:
+                return f"slot {slot} in flight with a value other than the one learned chosen there"
+            # Nothing is proposed above an unfinished membership change.
+            if lead.change_slot is not None and slot > lead.change_slot:
+                return f"slot {slot} in flight above the unfinished membership change in slot {lead.change_slot}"
+            fresh += slot >= lead.fresh_from
+        # Fresh proposals wait while the pipeline is full.
+        if fresh and len(lead.in_flight) > self.config.max_in_flight:
+            limit = self.config.max_in_flight
+            return f"{len(lead.in_flight)} slots in flight, {fresh} of them fresh: more than {limit}"
+        return None
+
+    def _quorum_broken(self) -> str | None:
+        """Checked where the configuration is set: learners never count towards a quorum."""
+        voters = sorted(self.membership.voters)
+        if self.voters.voters != self.membership.voters:
+            return f"quorums counted over {sorted(self.voters.voters)}, not the voters {voters}"
+        # Every learner with a voter short of a majority is no quorum.
+        learners = sorted(self.membership.learners)
+        if learners and self.voters.is_quorum([*voters[: len(voters) // 2], *learners]):
+            return f"learners {learners} count towards a quorum"
+        return None
 
     # -------------------------------------------------------------------- send
 

@@ -1,0 +1,97 @@
+"""Planted bugs (``--bug NAME``), which prove that the simulation's checks bite.
+
+The core's (``paxos.consensus.planted.PlantedBug``) are switched on through
+its ``Config``: each is a decision inside a step of the core.  Those of
+``HostBug`` are planted here, from outside the shipped code, by wrapping
+or subclassing what the simulator hands the replica:
+
+* ``ack_before_fsync``: ``SimDisk`` reports every fsync done at once and
+  flushes in the background, like a log written through a cache it wrongly
+  believes durable;
+* ``snapshot_without_sessions``: ``SimDisk`` writes each snapshot without
+  the exactly-once session table;
+* ``nondeterministic_session_eviction``: ``ForgetfulStateMachine`` evicts
+  sessions of its own choosing;
+* ``skip_incarnation_check``: every host stamps its messages with the same
+  incarnation, so nothing new is recorded or refused, and a server that
+  lost its disk founds anew without asking;
+* ``install_older_snapshot``: ``OlderSnapshotReplica`` installs a fetched
+  snapshot older than its applied index.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from enum import Enum
+
+from paxos.consensus.messages import Slot, Value
+from paxos.consensus.planted import PlantedBug
+from paxos.kv.statemachine import Registration, Result, StateMachine
+from paxos.replica import FetchedSnapshot, Replica
+
+
+class HostBug(Enum):
+    """Mistakes planted around the shipped code rather than in the core."""
+
+    # The disk reports an fsync done before it is durable.
+    ACK_BEFORE_FSYNC = "ack_before_fsync"
+    # Snapshots leave out the exactly-once session table.
+    SNAPSHOT_WITHOUT_SESSIONS = "snapshot_without_sessions"
+    # A replica evicts client sessions of its own choosing (ForgetfulStateMachine).
+    NONDETERMINISTIC_SESSION_EVICTION = "nondeterministic_session_eviction"
+    # Incarnations are neither recorded nor checked, and a server that lost
+    # its disk founds anew without asking the others.
+    SKIP_INCARNATION_CHECK = "skip_incarnation_check"
+    # The replica installs a fetched snapshot older than its applied index.
+    INSTALL_OLDER_SNAPSHOT = "install_older_snapshot"
+
+
+Bug = PlantedBug | HostBug
+HOST_BUGS = frozenset(HostBug)
+# Every bug by its name, as --bug and the tests name it.
+ALL_BUGS: dict[str, Bug] = {bug.value: bug for bug in (*PlantedBug, *HostBug)}
+# The one incarnation every data dir sends under skip_incarnation_check.
+SKIPPED_INCARNATION = 1
+
+
+def planted(bugs: Iterable[str | Bug]) -> frozenset[Bug]:
+    """The bugs named (or given); ValueError for a name that is none."""
+    bugs = list(bugs)
+    unknown = sorted(b for b in bugs if isinstance(b, str) and b not in ALL_BUGS)
+    if unknown:
+        raise ValueError(f"unknown planted bugs {unknown}; choose from {sorted(ALL_BUGS)}")
+    return frozenset(ALL_BUGS[b] if isinstance(b, str) else b for b in bugs)
+
+
+def names(bugs: Iterable[str | Bug]) -> tuple[str, ...]:
+    """The bugs' names, sorted, each once."""
+    return tuple(sorted({b if isinstance(b, str) else b.value for b in bugs}))
+
+
+class ForgetfulStateMachine(StateMachine):
+    """The planted bug ``nondeterministic_session_eviction``: now and then, a
+    replica evicts a session of its own random choosing, as one that evicted
+    by its own clock or memory pressure would.  Replicas then disagree on
+    which writes a session refuses, and on the session table."""
+
+    EVICT_CHANCE = 0.05  # per applied slot
+
+    rng: random.Random | None = None
+
+    def apply(self, slot: Slot, value: Value) -> list[Result | Registration]:
+        results = super().apply(slot, value)
+        sessions = [key for key, _, _ in self.session_table()]
+        if self.rng is not None and sessions and self.rng.random() < self.EVICT_CHANCE:
+            victim = self.rng.choice(sessions)
+            del self._sessions[victim]
+            del self._lru[victim]
+        return results
+
+
+class OlderSnapshotReplica(Replica):
+    """The planted bug ``install_older_snapshot``: a fetched snapshot is installed even when it is
+    older than the state it replaces (a transfer may deliver the source's older snapshot)."""
+
+    def _moves_forward(self, got: FetchedSnapshot) -> bool:
+        return True

@@ -1,0 +1,1 @@
+"""The faults of the fault phase: the nemesis, lost disks and membership changes."""

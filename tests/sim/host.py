@@ -1,0 +1,325 @@
+"""One simulated server process: the shipped ``Replica`` on a simulated disk, network and clock."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from paxos.common import limits
+from paxos.consensus.core import Node, Role
+from paxos.consensus.membership import Membership
+from paxos.consensus.messages import DurableState, Message, Slot, Value
+from paxos.kv.statemachine import FrozenState
+from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, WriteAnswer
+from paxos.server.codec import DecodeError, PeerCodec
+from protos import kv_pb2
+from tests.sim.bugs import SKIPPED_INCARNATION, HostBug, OlderSnapshotReplica
+from tests.sim.disk import SimDisk, thaw
+from tests.sim.network import RESET, Request
+from tests.sim.units import MS, SECOND, SIM_CLUSTER_ID, TICK_JITTER_US, TICK_US
+
+if TYPE_CHECKING:
+    from tests.sim.run import Simulation
+
+# How often a snapshot transfer delivers the source's older snapshot rather
+# than its newest, as a confused or hostile peer might.
+STALE_SNAPSHOT = 0.2
+
+
+class Host(Observer):
+    """One server process: the shipped ``Replica`` on a simulated disk, network and clock.
+
+    What stays here is what a process is and the simulator's bookkeeping:
+    crashes and restarts, stalls (work piles up and runs in random order on
+    resume), the clock's rate, and which client requests die with the
+    process.
+    """
+
+    def __init__(self, sim: Simulation, node_id: int, tick_us: int) -> None:
+        self.sim = sim
+        self.id = node_id
+        self.tick_us = tick_us  # this node's clock runs slightly fast or slow
+        self.disk = SimDisk(self)
+        self.up = False
+        self.generation = 0
+        self.replica: Replica | None = None
+        self.store = thaw(None, self.store_rng())
+        self.paused_until = 0
+        self.deferred: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        self.requests: list[Request] = []  # received by this process, maybe unanswered
+        # The data dir's incarnation: a new one with every disk (see lose_disk).
+        self.incarnation = sim.new_incarnation()
+        self.codec = PeerCodec(SIM_CLUSTER_ID, node_id, range(sim.size), self.incarnation)
+        # Started at least once: a spare is not, until it is added.
+        self.active = False
+        # The configuration a spare was given when it was added (what a
+        # joining server learns from the cluster); the cluster's first one
+        # for the others.
+        self.joined_with = sim.bootstrap
+        self.forged_refusal: str | None = None  # set while a forged message is handled
+
+    @property
+    def core(self) -> Node | None:
+        return self.replica.core if self.replica is not None else None
+
+    def store_rng(self) -> random.Random | None:
+        """This replica's own random source for a state machine with the planted eviction bug, else None."""
+        if HostBug.NONDETERMINISTIC_SESSION_EVICTION not in self.sim.planted:
+            return None
+        return random.Random(self.sim.rng.getrandbits(64))
+
+    @property
+    def durable(self) -> DurableState:
+        return self.disk.durable
+
+    # ---------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        sim = self.sim
+        self.up = True
+        self.active = True
+        self.generation += 1
+        rng = random.Random(sim.rng.getrandbits(64))
+        self.store = thaw(self.disk.snapshot, self.store_rng())
+        kind = OlderSnapshotReplica if HostBug.INSTALL_OLDER_SNAPSHOT in sim.planted else Replica
+        self.replica = kind(
+            self.id,
+            self.joined_with,
+            self.disk.recovered(),
+            storage=self.disk,
+            transport=self,
+            clock=self.clock,
+            wake=self.wake,
+            store=self.store,
+            rng=rng,
+            config=sim.config,
+            observer=self,
+            snapshot_every=sim.profile.snapshot_every,
+            snapshot_tail=sim.profile.snapshot_tail,
+        )
+        self.paused_until = 0
+        self.deferred = []
+        sim.at(sim.now + self.tick_us, self.on_tick, self.generation)
+        self.replica.drive()
+
+    def clock(self) -> float:
+        """This node's monotonic clock, in seconds, running at its own rate."""
+        return self.sim.now * TICK_US / self.tick_us / SECOND
+
+    def crash(self) -> None:
+        self.disk.crash()
+        for req in self.pending_requests():
+            self.sim.network.reply(req, RESET)
+        self.requests = []
+        self.up = False
+        self.replica = None
+        self.generation += 1
+        self.paused_until = 0
+        self.deferred = []
+
+    def pending_requests(self) -> Iterable[Request]:
+        yield from (r for r in self.requests if not r.done)
+        yield from (args[1] for fn, args in self.deferred if fn == self.sim.network.deliver_request)
+
+    def defer(self, fn: Callable[..., None], *args: Any) -> bool:
+        """A stalled process does nothing until it resumes; True if deferred."""
+        if self.paused_until > self.sim.now:
+            self.deferred.append((fn, args))
+            return True
+        return False
+
+    def pause(self, until: int) -> None:
+        if until > self.paused_until:
+            self.paused_until = until
+            self.sim.at(until, self.resume, self.generation)
+
+    def resume(self, generation: int) -> None:
+        if generation != self.generation or self.paused_until > self.sim.now:
+            return
+        work, self.deferred = self.deferred, []
+        # After a stall the event loop finds the ticker and the sockets ready
+        # at once and serves them in no fixed order: the overdue ticks may run
+        # before or after the requests and messages that piled up meanwhile.
+        rest = [w for w in work if w[0] != self.on_tick]
+        for tick in (w for w in work if w[0] == self.on_tick):
+            rest.insert(self.sim.rng.randint(0, len(rest)), tick)
+        self.sim.log(self.id, "fault", f"resumes with {len(rest)} events piled up")
+        for fn, args in rest:
+            fn(*args)
+
+    # ------------------------------------------- what the replica is given
+
+    def on_tick(self, generation: int) -> None:
+        if generation != self.generation or self.defer(self.on_tick, generation):
+            return
+        assert self.replica is not None
+        self.replica.tick()
+        # asyncio.sleep(TICK) overshoots a little; the next wake counts ticks.
+        sim = self.sim
+        sim.at(sim.now + self.tick_us + int(sim.rng.random() * TICK_JITTER_US), self.on_tick, generation)
+
+    def wake(self) -> None:
+        if self.replica is not None:
+            self.replica.drive()
+
+    def fsync_done(self, generation: int, done: Callable[[], None] | None) -> None:
+        if generation != self.generation or self.defer(self.fsync_done, generation, done):
+            return
+        self.disk.complete()
+        if done is not None:
+            done()
+
+    def send(self, messages: list[tuple[int, Message]]) -> None:
+        for to, msg in messages:
+            self.sim.network.send(self.id, to, msg)
+
+    def snapshot_written(self, generation: int, frozen: FrozenState, done: Callable[[bool], None]) -> None:
+        if generation != self.generation or self.defer(self.snapshot_written, generation, frozen, done):
+            return  # a crash while writing: the temp file is removed on restart
+        self.disk.keep_snapshot(frozen)
+        self.sim.stats["snapshots"] += 1
+        self.sim.log(self.id, "disk", f"snapshot at slot {frozen.applied_index} durable")
+        done(True)
+
+    def fetch_snapshot(self, peer: int, after: Slot, done: Callable[[FetchedSnapshot | None], None]) -> None:
+        """The peer's newest snapshot arrives in one piece after a while, or the transfer fails."""
+        sim = self.sim
+        source = sim.hosts[peer]
+        frozen = source.disk.snapshot if source.up else None
+        if frozen is not None and source.disk.previous_snapshot is not None and sim.rng.random() < STALE_SNAPSHOT:
+            frozen = source.disk.previous_snapshot  # a stale copy: the replica must not go back to it
+        network = sim.network
+        lost = network.cut_between(peer, self.id) or frozen is None or sim.rng.random() < network.loss * 5
+        when = sim.now + 4 * network.delay() + sim.rng.randint(0, 50 * MS)
+        if lost and sim.rng.random() < 0.5:
+            when = sim.now + round(limits.SNAPSHOT_CHUNK_SECONDS * SECOND)  # hung, then timed out
+        sim.at(when, self.snapshot_arrived, self.generation, None if lost else frozen, after, done)
+
+    def snapshot_arrived(
+        self,
+        generation: int,
+        frozen: FrozenState | None,
+        after: Slot,
+        done: Callable[[FetchedSnapshot | None], None],
+    ) -> None:
+        if generation != self.generation or self.defer(self.snapshot_arrived, generation, frozen, after, done):
+            return  # crashed mid-transfer: nothing was installed
+        if frozen is None or frozen.applied_index <= after:
+            done(None)
+            return
+        self.disk.keep_snapshot(frozen)  # durable before the replica hears of it
+        self.sim.stats["snapshot_installs"] += 1
+        self.sim.log(self.id, "disk", f"installed a peer's snapshot at slot {frozen.applied_index}")
+        done(FetchedSnapshot(frozen.applied_index, thaw(frozen, self.store_rng())))
+
+    def receive(self, msg: Message, stamp: int) -> None:
+        assert self.replica is not None
+        self.replica.receive(msg, stamp)
+
+    def stamp(self) -> int:
+        """The incarnation this host's messages carry.
+
+        With the planted bug ``skip_incarnation_check`` every data dir sends
+        the same one: the book records nothing new and refuses nothing, as
+        if no check were made.
+        """
+        return SKIPPED_INCARNATION if self.sim.skip_incarnation_check else self.incarnation
+
+    # ------------------------------------------------ what it reports back
+
+    def role_changed(self, role: Role, leader: int | None) -> None:
+        core = self.core
+        assert core is not None
+        self.sim.log(self.id, "role", f"{role.value} ballot {core.ballot}")
+        if role is Role.LEADER:
+            self.sim.stats["elections"] += 1
+
+    def applying(self, slot: Slot, value: Value) -> None:
+        self.sim.checks.learn(self.id, slot, value)
+
+    def membership_applied(self, slot: Slot, membership: Membership) -> None:
+        self.sim.log(self.id, "role", f"slot {slot}: configuration {membership.describe()}", slot=slot)
+
+    def snapshot_installed(self, index: Slot, peer: int) -> None:
+        assert self.replica is not None
+        self.store = self.replica.store
+
+    def refused(self, msg: Message, reason: str) -> None:
+        if self.forged_refusal is not None:
+            self.forged_refusal = reason
+            return
+        self.sim.checks.refused(self.id, msg, reason)
+
+    def receive_forged(self) -> None:
+        """A hostile message, through the same checks as any peer message: it must be refused.
+
+        It is made when it arrives, not when it was sent: a stalled process
+        may have asked for a catch-up meanwhile that a reply made earlier
+        would answer by chance.
+        """
+        if not self.up or self.replica is None:
+            return
+        forgery = self.sim.forger.make(self)
+        self.sim.log(self.id, "fault", f"forged message: {forgery.what}")
+        if forgery.wire is not None:
+            try:
+                msg = self.codec.decode(forgery.wire)
+            except DecodeError:
+                self.sim.stats["forged_refused"] += 1
+                return
+        else:
+            assert forgery.message is not None
+            msg = forgery.message
+        self.forged_refusal = ""
+        try:
+            self.replica.receive(msg, self.sim.hosts[msg.sender].stamp() if msg.sender < self.sim.size else 1)
+            refused = self.forged_refusal
+        finally:
+            self.forged_refusal = None
+        if not refused:
+            self.sim.violation("forgery", f"n{self.id} took a forged message: {forgery.what}")
+        self.sim.stats["forged_refused"] += 1
+
+    # ------------------------------------------------------ client requests
+
+    def leader_hint(self) -> int | None:
+        return self.core.leader if self.core is not None else None
+
+    def on_request(self, req: Request) -> None:
+        replica = self.replica
+        assert replica is not None
+        if len(self.requests) > 64:
+            self.requests = [r for r in self.requests if not r.done]
+        self.requests.append(req)
+        # The server's own wait ends with the client's deadline; a request
+        # that outlived it is dropped then (see ``expired``), unanswered.
+        if req.register:
+            replica.register(lambda answer: self.answer_register(req, answer))
+        elif req.cmd is None:
+            replica.read(lambda status: self.answer_read(req, status))
+        else:
+            replica.write(req.cmd, lambda answer: self.answer_write(req, answer))
+
+    def expired(self, req: Request) -> bool:
+        if req.done:
+            return True
+        if self.sim.now > req.deadline:
+            req.done = True
+            return True
+        return False
+
+    def answer_write(self, req: Request, answer: WriteAnswer) -> None:
+        if not self.expired(req):
+            hint = self.leader_hint() if answer.status in (kv_pb2.NOT_LEADER, kv_pb2.UNKNOWN) else None
+            self.sim.network.reply(req, answer.status, removed=answer.removed, hint=hint)
+
+    def answer_register(self, req: Request, answer: RegisterAnswer) -> None:
+        if not self.expired(req):
+            hint = self.leader_hint() if answer.status == kv_pb2.NOT_LEADER else None
+            self.sim.network.reply(req, answer.status, value=str(answer.session_id), hint=hint)
+
+    def answer_read(self, req: Request, status: int) -> None:
+        if not self.expired(req):
+            value = self.store.get(req.key) if status == kv_pb2.OK else None
+            self.sim.network.reply(req, status, value=value, hint=self.leader_hint())
