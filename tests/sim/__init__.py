@@ -76,8 +76,11 @@ matter on failure (``trace.py``):
 * liveness: after the heal, every pending operation and one more write and
   read per client complete within ``LIVENESS_US`` of simulated time, and all
   nodes converge to the same applied index;
-* no honest message is refused (except the two kinds an honest cluster can
-  cause, see ``HONEST_REFUSALS``), and every forged one is.
+* no honest message is refused (except the kinds an honest cluster can
+  cause, see ``HONEST_REFUSALS``), and every forged one is;
+* the core's invariants, after each of its steps on every server
+  (``Config.check_invariants``): one that does not hold ends the run with
+  an ``invariant`` violation.
 
 ``run.py`` holds ``Simulation`` (the random source, simulated time and the
 event queue its parts schedule on), ``run_seed`` and ``run_many``;

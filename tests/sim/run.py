@@ -210,9 +210,8 @@ class Simulation:
         self.healed = True
         self.network.heal()
         self.log(-1, "fault", "heal: network whole, faults stop, every node up")
-        stay_down = self.disks.founding | self.disks.refused_hosts
         for host in self.hosts:
-            if host.active and not host.up and host.id not in stay_down:
+            if host.active and not host.up and not self.disks.kept_down(host.id):
                 host.start()
         for client in self.clients:
             client.final_ops = 2

@@ -39,6 +39,10 @@ class DiskLoss:
         self.founding: set[int] = set()  # servers with a new disk asking before they found
         self.refused_hosts: set[int] = set()  # servers that refused to start on a new disk
 
+    def kept_down(self, node: int) -> bool:
+        """Whether the server waits on its founding check or was refused: no restart brings it up."""
+        return node in self.founding or node in self.refused_hosts
+
     def start(self) -> None:
         """Schedule the first loss, in the seeds that have them."""
         if self.rng.random() < LOSE_DISK_SEEDS:

@@ -28,9 +28,8 @@ class Reconfiguration:
         """What the operator does for a server that refused its new disk: remove it from the configuration."""
         leader = self.sim.leader()
         m = leader.replica.membership if leader is not None and leader.replica is not None else None
-        retiring = (
-            sorted(self.sim.disks.refused_hosts & m.ids) if m is not None else sorted(self.sim.disks.refused_hosts)
-        )
+        refused = self.sim.disks.refused_hosts
+        retiring = sorted(refused & m.ids if m is not None else refused)
         if not retiring:
             return
         self.sim.at(self.sim.now + 500 * MS, self.retire_refused)

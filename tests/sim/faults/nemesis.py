@@ -92,11 +92,7 @@ class Nemesis:
 
     def restart(self, node: int, generation: int) -> None:
         host = self.sim.hosts[node]
-        if (
-            not host.up
-            and host.generation == generation
-            and node not in self.sim.disks.founding | self.sim.disks.refused_hosts
-        ):
+        if not host.up and host.generation == generation and not self.sim.disks.kept_down(node):
             host.start()
             d = host.durable
             self.sim.log(node, "fault", f"restart: promised {d.promised}, commit {d.commit_index}")
