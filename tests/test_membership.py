@@ -178,15 +178,21 @@ def test_a_candidate_learns_a_chosen_configuration_before_it_leads() -> None:
     assert net.nodes[3].commit_index == net.nodes[2].commit_index
 
 
-def test_a_learner_far_behind_is_not_promoted() -> None:
+def _learner_left_behind(writes: int) -> tuple[Net, Node]:
+    """Server 3 added as a learner, then cut off while the leader commits ``writes`` slots."""
     net = cluster()
     net.elect(0, [1, 2])
     change(net, 0, FOUNDERS.adding_learner(NEWCOMER))
     net.step()
     leader = next(n for n in net.nodes if n.is_leader())
     net.isolate(3)
-    for i in range(limits.PROMOTION_LAG_SLOTS + 5):
+    for i in range(writes):
         write(net, leader.id, b"%d" % i)
+    return net, leader
+
+
+def test_a_learner_far_behind_is_not_promoted() -> None:
+    net, leader = _learner_left_behind(limits.PROMOTION_LAG_SLOTS + 5)
     error = leader.propose_change(leader.membership.promoting(3))
     assert error is not None and "slots behind the leader" in error
     net.heal()
@@ -200,14 +206,7 @@ def test_a_learner_far_behind_is_not_promoted() -> None:
 def test_a_learner_that_needs_a_snapshot_is_not_promoted() -> None:
     # Within the lag allowed, but below the leader's compacted log: it can
     # only catch up by a snapshot, which may never arrive.
-    net = cluster()
-    net.elect(0, [1, 2])
-    change(net, 0, FOUNDERS.adding_learner(NEWCOMER))
-    net.step()
-    leader = next(n for n in net.nodes if n.is_leader())
-    net.isolate(3)
-    for i in range(5):
-        write(net, leader.id, b"%d" % i)
+    net, leader = _learner_left_behind(5)
     net.heal()
     net.heartbeat(leader.id)
     learner_commit = leader.member_progress()[3]
