@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from paxos.consensus.messages import Message, Slot, Value
 from paxos.kv.configuration import configuration_in
 from paxos.kv.statemachine import Result, SessionKey, StateMachine
-from tests import lincheck
+from tests.harness import lincheck
 from tests.sim.trace import Event, command_names, describe_message, describe_value
 from tests.sim.units import MS, SECOND, fmt_time
 

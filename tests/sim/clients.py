@@ -16,7 +16,7 @@ from client.retry import KnownLeader, Outcome, Retry, Timing, UnknownOutcome, ou
 from paxos.kv.statemachine import session_of
 from paxos.server import service as paxos_server
 from protos import kv_pb2
-from tests import lincheck
+from tests.harness import lincheck
 from tests.sim.network import DEADLINE, REFUSED, RESET, Request
 from tests.sim.units import SECOND, fmt_time
 
