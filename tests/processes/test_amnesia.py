@@ -28,8 +28,6 @@ from paxos.local import LocalCluster
 from protos import peer_pb2, peer_pb2_grpc
 from tests.harness.polling import wait_until
 
-pytestmark = pytest.mark.slow
-
 EXIT_DATA = 4
 REPAIR = "python -m client members remove"
 

@@ -28,8 +28,6 @@ from paxos.server.service import META_FILE
 from protos import log_pb2, peer_pb2, peer_pb2_grpc
 from tests.harness.polling import wait_until
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:

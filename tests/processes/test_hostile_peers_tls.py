@@ -28,8 +28,6 @@ from protos import log_pb2, peer_pb2, peer_pb2_grpc
 from tests.harness.polling import wait_until
 from tests.processes.test_hostile_peers import Forger, _ballot, _leader, _refusals_logged
 
-pytestmark = pytest.mark.slow
-
 
 def _command(key: str, value: str) -> bytes:
     """A set as a log holds it, one that changes the state if it is ever applied: in the form of logs from

@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 from paxos.local import LocalCluster
 from tests.harness.polling import wait_until
 
@@ -17,7 +15,6 @@ IDLE_SECONDS = 240.0
 TOO_MANY_PINGS = "too_many_pings"
 
 
-@pytest.mark.slow
 def test_idle_peers_are_not_told_too_many_pings(tmp_path: Path) -> None:
     with LocalCluster(tmp_path, nodes=3) as cluster:
         cluster.wait_for_leader()

@@ -11,15 +11,12 @@ import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-import pytest
-
 PROJECT = Path(__file__).resolve().parents[2]
 ROW_LINE = re.compile(
     r"^row: (\d+) writes, .* leader node\d, restart (node\d): answering [\d.]+ s, caught up ([\d.]+) s$"
 )
 
 
-@pytest.mark.slow
 def test_a_small_run_prints_rows_with_restarts_a_summary_a_csv_and_a_plot(tmp_path: Path) -> None:
     csv_path, svg_path = tmp_path / "rows.csv", tmp_path / "plot.svg"
     result = subprocess.run(

@@ -27,8 +27,6 @@ from paxos.local import LocalCluster, free_ports
 from protos import kv_pb2, kv_pb2_grpc
 from tests.harness.polling import wait_until
 
-pytestmark = pytest.mark.slow
-
 PROJECT = Path(__file__).resolve().parents[2]
 RSS_LIMIT_BYTES = 500 * 1000 * 1000
 

@@ -12,14 +12,10 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import pytest
-
 from client import KVClient
 from paxos.common.hostfile import parse_hostfile
 from paxos.local import LocalCluster
 from tests.harness.polling import wait_until
-
-pytestmark = pytest.mark.slow
 
 
 def _leader(kv: KVClient) -> str | None:

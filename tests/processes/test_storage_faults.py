@@ -38,8 +38,6 @@ from paxos.storage.wal import Wal
 from tests.harness.polling import wait_until
 from tests.unit.test_wal import read_records
 
-pytestmark = pytest.mark.slow
-
 START_MARK = "=== paxos.local: starting"
 HEADER_BYTES = 12  # a log record's length word and two checksums
 
