@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.harness import PROJECT
+
 HEAVY = ("numpy", "scipy", "imagehash", "PIL", "client.images")
 
 
 def modules_after(code: str) -> list[str]:
     probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return list(json.loads(result.stdout.splitlines()[-1]))
 
@@ -45,7 +46,7 @@ def client_imports() -> dict[str, set[str]]:
     a circle from the interpreter, not from a reader.  ``from client import x``
     names the module client/x.py when there is one, else the package itself.
     """
-    stems = {p.stem for p in (ROOT / "client").glob("*.py")}
+    stems = {p.stem for p in (PROJECT / "client").glob("*.py")}
 
     def targets(node: ast.AST) -> list[str]:
         if isinstance(node, ast.Import):
@@ -60,7 +61,7 @@ def client_imports() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for stem in stems:
         here = "client" if stem == "__init__" else f"client.{stem}"
-        path = ROOT / "client" / f"{stem}.py"
+        path = PROJECT / "client" / f"{stem}.py"
         names = {t for node in ast.walk(ast.parse(path.read_text(), str(path))) for t in targets(node)}
         graph[here] = {n for n in names if n == "client" or n.startswith("client.")} - {here}
     return graph

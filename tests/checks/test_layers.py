@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import PROJECT
+
 grimp = pytest.importorskip("grimp", reason="import-linter is not installed (pip install -e '.[test]')")
 
-ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("paxos", "client", "protos")
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
 
 def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     if not LINT_IMPORTS.exists():
@@ -32,7 +34,7 @@ def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_layer_contracts_are_kept() -> None:
-    result = _lint_imports(ROOT)
+    result = _lint_imports(PROJECT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 kept, 0 broken" in result.stdout
 
@@ -47,7 +49,7 @@ def test_the_layer_contracts_are_kept() -> None:
 )
 def test_a_forbidden_import_breaks_a_contract(tmp_path: Path, module: str, planted: str, contract: str) -> None:
     for name in (*PACKAGES, "pyproject.toml"):
-        source = ROOT / name
+        source = PROJECT / name
         if source.is_dir():
             shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:

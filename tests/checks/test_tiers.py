@@ -2,11 +2,14 @@
 
 The table is tests/harness/tiers.py; tests/conftest.py marks by it and
 refuses a test module outside every tier folder.  What it cannot see is
-checked here: the markers pyproject.toml registers and the folders themselves.
+checked here: the markers pyproject.toml registers, the folders themselves,
+and that no test module imports another (shared code lives in tests/harness/
+or a conftest.py).
 """
 
 from __future__ import annotations
 
+import ast
 import tomllib
 from pathlib import Path
 
@@ -35,3 +38,14 @@ def test_every_tier_is_a_package_of_test_modules() -> None:
 
 def test_every_test_module_is_in_a_tier_folder() -> None:
     assert [str(path.relative_to(ROOT)) for path in _test_modules() if tier_of(path) is None] == []
+
+
+def test_no_test_module_imports_another() -> None:
+    offenders = []
+    for path in _test_modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import | ast.ImportFrom) else []
+            imported = [name for name in names if name.rpartition(".")[2].startswith("test_")]
+            offenders += [f"{path.relative_to(ROOT)} imports {name}" for name in imported]
+    assert offenders == []

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
+
+from tests.harness import PROJECT
 
 
 def test_a_plaintext_server_starts_without_loading_cryptography() -> None:
     probe = "import sys, paxos.__main__, client.cli; print('cryptography' in sys.modules)"
-    root = Path(__file__).resolve().parents[2]
-    result = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr

@@ -43,9 +43,9 @@ from typing import IO, Any
 
 import pytest
 
+from tests.harness import PROJECT
 from tests.harness.polling import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
 SERVER_IMAGE = "paxos"
 CLIENT_IMAGE = "paxos_client"
 SERVERS = [f"pxt{i}" for i in range(5)]
@@ -136,7 +136,7 @@ def run_script(script: str, env: dict[str, str], log: Path, timeout: float) -> N
     with log.open("w") as out:
         try:
             proc = subprocess.run(
-                [str(REPO / script)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
+                [str(PROJECT / script)], cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
             )
         except subprocess.TimeoutExpired:
             pytest.fail(f"{script} did not finish in {timeout:g} s; last lines of {log}:\n{tail(log)}")

@@ -1,14 +1,13 @@
 """A small cluster of real PaxosServers in this process, on an event loop of its own thread.
 
 Tests talk to it over loopback with ordinary blocking clients (gRPC, HTTP),
-and poll it with tests/polling.py.  Faster to start than separate processes.
+and poll it with tests/harness/polling.py.  Faster to start than separate processes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +17,7 @@ from paxos.local import free_ports
 from paxos.server.service import PaxosServer
 from paxos.server.tlsaccess import CLIENT_AUTH_CERT
 from paxos.server.tlsserver import ServerTls
+from tests.harness.loop import LoopThread
 
 T = TypeVar("T")
 STOP_SECONDS = 30.0
@@ -46,9 +46,8 @@ class InProcessCluster:
         ports = free_ports(2 * size)  # all distinct
         self.members = members or [Member(f"s{i}", "127.0.0.1", ports[i]) for i in range(size)]
         self.metrics = {m.name: f"127.0.0.1:{ports[size + i]}" for i, m in enumerate(self.members)}
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="cluster-loop", daemon=True)
-        self._thread.start()
+        self._loop = LoopThread("cluster-loop")
+        self.loop: asyncio.AbstractEventLoop = self._loop.loop
         self.tls_dir = tls_dir
         if tls_dir is not None:
             from paxos.certs import ensure_certificates
@@ -76,15 +75,11 @@ class InProcessCluster:
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = STOP_SECONDS) -> T:
         """Run ``coro`` on the cluster's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return self._loop.run(coro, timeout)
 
-    def call(self, fn: Any, *args: Any) -> Any:
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Call a plain function on the loop's thread (the servers are not thread-safe)."""
-
-        async def called() -> Any:
-            return fn(*args)
-
-        return self.run(called())
+        return self._loop.call(fn, *args)
 
     def start(self) -> None:
         for member in self.members:
@@ -102,18 +97,7 @@ class InProcessCluster:
     def close(self) -> None:
         for name in self.servers:
             self.stop(name)
-        self.run(_cancel_the_rest())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(STOP_SECONDS)
-        self.loop.close()
-
-
-async def _cancel_the_rest() -> None:
-    """What gRPC left running (a peer stream's request pump) ends before the loop closes."""
-    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    for task in others:
-        task.cancel()
-    await asyncio.gather(*others, return_exceptions=True)
+        self._loop.close(grace=0)  # the servers are stopped: what is left only waits to be cancelled
 
 
 @contextmanager

@@ -40,11 +40,12 @@ from types import SimpleNamespace
 
 from client import KVClient, KVError
 from paxos.common.hostfile import Member
+from tests.harness import PROJECT
+from tests.harness.cli import run_cli
 from tests.harness.inprocess import free_ports
 from tests.harness.lincheck import Op, check
 from tests.harness.nemesis import Clock, History, Worker
 
-REPO = Path(__file__).resolve().parents[2]
 CLIENTS = 4
 KEYS = 5
 CLIENT_TIMEOUT = 3.0
@@ -87,7 +88,7 @@ class Scaling:
         command = [sys.executable, "-m", "paxos", "-h", str(hostfile), "-n", name]
         command += ["--data-dir", str(server.data_dir), "--listen", server.address]
         command += ["--join"] if join else []
-        env = {**os.environ, "PYTHONPATH": str(REPO), "PAXOSKV_INSECURE": "1"}
+        env = {**os.environ, "PYTHONPATH": str(PROJECT), "PAXOSKV_INSECURE": "1"}
         out = server.log.open("ab")
         server.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         self.started.append(server.process)
@@ -225,14 +226,8 @@ def _run(s: Scaling) -> list[str]:
     verdict = check(history.ops)
     if not verdict.ok:
         anomalies.append(f"history is not linearizable (key {verdict.key!r})")
-    listed = subprocess.run(
-        [sys.executable, "-m", "client", "-h", str(five), "members", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(REPO), "PAXOSKV_INSECURE": "1"},
-        check=False,
-    )
+    env = {**os.environ, "PYTHONPATH": str(PROJECT), "PAXOSKV_INSECURE": "1"}
+    listed = run_cli(five, "members", "--json", timeout=None, env=env)
     members = json.loads(listed.stdout)["members"] if listed.returncode == 0 else []
     wanted = sorted([*kept, *back])
     if sorted(m["name"] for m in members) != wanted or not all(m["voter"] for m in members):

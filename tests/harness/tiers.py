@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parents[1]
+from tests.harness import TESTS
 
 TIER_FOLDERS: dict[str, str] = {
     "unit": "pure tests: no server, no subprocess, no Docker; the fast tier",

@@ -12,13 +12,10 @@ import paxos.__main__ as server_main
 from paxos.common.hostfile import Member
 from paxos.server.service import PaxosServer
 from paxos.storage.datadir import DataDirError, lock_data_dir
+from tests.harness.datadirs import assert_unlocked
 from tests.harness.inprocess import free_port
 
 MEMBERS = [Member("node1", "127.0.0.1", 1)]
-
-
-def assert_unlocked(directory: Path) -> None:
-    lock_data_dir(directory).release()  # raises DataDirError while anything here still holds it
 
 
 def test_a_stopped_server_releases_the_lock(tmp_path: Path) -> None:

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from paxos.server.service import _RefusalLog
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2
+from tests.harness.fuzzing import fuzz_settings, mutated, peer_messages, u32, u64
 from tests.harness.inprocess import InProcessCluster, in_process_cluster
 from tests.harness.polling import wait_until
-from tests.unit.test_fuzz import fuzz_settings, mutated, peer_messages, u32, u64
 
 KV_METHODS = {
     "Write": st.builds(

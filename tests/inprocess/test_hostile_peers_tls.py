@@ -13,9 +13,9 @@ import grpc
 from client import KVClient
 from paxos.consensus.messages import Accept, Heartbeat
 from protos import peer_pb2_grpc
+from tests.harness.forger import forged_command
 from tests.harness.inprocess import in_process_cluster
 from tests.harness.polling import wait_until
-from tests.processes.test_hostile_peers_tls import _command
 
 
 def test_without_tls_the_same_forgery_changes_a_replica(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ def test_without_tls_the_same_forgery_changes_a_replica(tmp_path: Path) -> None:
         ballot = inproc.call(lambda: inproc.servers[leader].core.ballot)
         commit = inproc.call(lambda: inproc.servers[leader].core.commit_index)
         forged = [
-            Accept(leader_id, ballot, commit + 1, (_command("account", "0"),), commit),
+            Accept(leader_id, ballot, commit + 1, (forged_command("account", "0"),), commit),
             Heartbeat(leader_id, ballot, commit + 1, 10**6),
         ]
         codec = inproc.servers[leader].codec  # exactly what the leader would send

@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import pytest
@@ -26,36 +25,12 @@ from client.members import Step, View, next_step
 from paxos.common.hostfile import parse_hostfile, parse_hostfile_text
 from paxos.local import free_ports
 from protos import kv_pb2, kv_pb2_grpc
+from tests.harness.loop import LoopThread
 
-T = TypeVar("T")
 CLUSTER_ID = 0xC1C1
 OTHER_CLUSTER_ID = 0xBAD
 LATE_SECONDS = 0.5  # a late reply; the client's attempt is cut shorter (see test_a_change_answered_late_counts_once)
 BEHIND = "learner {name} is 340 slots behind the leader; it is promoted once it is within 100"
-
-
-class LoopThread:
-    """The fake servers' event loop, in a thread, closed only at the end of the module (see test_session)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="fake-servers", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[LoopThread]:
-    runner = LoopThread()
-    yield runner
-    runner.close()
 
 
 @dataclass

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -17,41 +14,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from protos import kv_pb2, kv_pb2_grpc
+from tests.harness import PROJECT
 from tests.harness.inprocess import InProcessCluster, in_process_cluster
+from tests.harness.metrics import SERIES, http_get
 from tests.harness.polling import wait_until
 
-# Every metric docs/operations.md promises, by the name Prometheus stores
-# (counters with _total, histograms with _bucket/_sum/_count).
-SERIES = [
-    "paxoskv_is_leader",
-    "paxoskv_role",
-    "paxoskv_ballot_round",
-    "paxoskv_commit_index",
-    "paxoskv_applied_index",
-    "paxoskv_leader_changes_total",
-    "paxoskv_wal_fsync_duration_seconds_bucket",
-    "paxoskv_slot_commands_bucket",
-    "paxoskv_client_requests_total",
-    "paxoskv_client_request_duration_seconds_bucket",
-    "paxoskv_peer_messages_total",
-    "paxoskv_pending_writes",
-    "paxoskv_session_streams",
-    "paxoskv_session_unread_reply_bytes",
-]
 WRITES = 5
-HTTP_SECONDS = 5.0
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=HTTP_SECONDS) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def _samples(address: str) -> dict[str, list[Sample]]:
-    status, text = _get(f"http://{address}/metrics")
+    status, text = http_get(f"http://{address}/metrics")
     assert status == 200, text
     found: dict[str, list[Sample]] = {}
     for family in text_string_to_metric_families(text):
@@ -127,23 +99,23 @@ def test_refused_peer_messages_are_counted_as_dropped(tmp_path: Path) -> None:
 def test_healthz_answers_serving_until_the_server_stops(tmp_path: Path) -> None:
     with in_process_cluster(tmp_path, 1) as cluster:
         address = cluster.metrics["s0"]
-        assert _get(f"http://{address}/healthz") == (200, "SERVING\n")
-        assert _get(f"http://{address}/nothing")[0] == 404
+        assert http_get(f"http://{address}/healthz") == (200, "SERVING\n")
+        assert http_get(f"http://{address}/nothing")[0] == 404
         server = cluster.servers["s0"]
         cluster.call(setattr, server, "serving", False)  # as stop() does first
-        assert _get(f"http://{address}/healthz") == (503, "NOT_SERVING\n")
+        assert http_get(f"http://{address}/healthz") == (503, "NOT_SERVING\n")
         cluster.stop("s0")
         with pytest.raises(OSError):
-            _get(f"http://{address}/healthz")
+            http_get(f"http://{address}/healthz")
 
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = PROJECT / "docs"
 
 
 def test_docs_and_dashboard_name_only_metrics_the_servers_export(tmp_path: Path) -> None:
     with in_process_cluster(tmp_path, 1) as cluster:
         # Declared families count too: a one-server cluster sends no peer messages.
-        status, text = _get(f"http://{cluster.metrics['s0']}/metrics")
+        status, text = http_get(f"http://{cluster.metrics['s0']}/metrics")
         assert status == 200, text
     exported = set(re.findall(r"^(\w+)", text, re.M)) | set(re.findall(r"^# TYPE (\w+)", text, re.M))
     families = {re.sub(r"_(bucket|sum|count)$", "", name) for name in exported}

@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import pytest
@@ -27,47 +26,10 @@ from paxos.common.hostfile import Member
 from paxos.local import free_ports
 from protos import kv_pb2, kv_pb2_grpc
 from tests.harness.inprocess import InProcessCluster, in_process_cluster
+from tests.harness.loop import LoopThread
 from tests.harness.polling import wait_until
 
 KINDS = ["KVClient", "AsyncKVClient"]
-T = TypeVar("T")
-
-
-class LoopThread:
-    """One event loop for the module's coroutines, in a thread, closed only at the end.
-
-    Not ``asyncio.run`` per test: gRPC's asyncio layer serves all the loops
-    of a process together, and a closed loop with calls still due upsets the
-    others (see ``client.kv._client_loop``).
-    """
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        async def rest() -> None:
-            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            await asyncio.wait(others, timeout=5) if others else None
-            for task in others:
-                task.cancel()
-            await asyncio.gather(*others, return_exceptions=True)
-
-        self.run(rest())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[LoopThread]:
-    runner = LoopThread()
-    yield runner
-    runner.close()
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -24,9 +23,10 @@ from paxos.common.hostfile import Member, parse_hostfile
 from paxos.local import LocalCluster
 from paxos.server.service import META_FILE
 from protos import kv_pb2, kv_pb2_grpc
+from tests.harness.cli import run_server
 from tests.harness.polling import wait_until
+from tests.harness.processes import applied_everywhere, running_cluster
 
-PROJECT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
 # Each server's --max-value-bytes; the largest is the one that must lead once.
 LIMITS = {"node1": 1 * MIB, "node2": 2 * MIB, "node3": 4 * MIB}
@@ -39,19 +39,16 @@ LEAD_ATTEMPTS = 15
 LEAD_SECONDS = 120.0
 
 
+@pytest.fixture(scope="module")
+def cluster_options() -> dict[str, Any]:
+    return {"nodes": 3}
+
+
 @pytest.fixture
 def mixed_limits(tmp_path: Path) -> Iterator[LocalCluster]:
     node_args = {name: ["--max-value-bytes", str(limit)] for name, limit in LIMITS.items()}
-    with LocalCluster(tmp_path / "cluster", nodes=3, node_args=node_args) as cluster:
-        cluster.wait_for_leader(timeout=60)
+    with running_cluster(tmp_path / "cluster", nodes=3, node_args=node_args) as cluster:
         yield cluster
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path / "cluster", nodes=3) as c:
-        c.wait_for_leader(timeout=60)
-        yield c
 
 
 def client(cluster: LocalCluster, members: list[Member] | None = None) -> KVClient:
@@ -94,15 +91,6 @@ def make_lead(cluster: LocalCluster, wanted: str) -> None:
         cluster.start_node(leader)
         cluster.wait_for_nodes(timeout=60)
     pytest.fail(f"{wanted} did not become leader in {LEAD_ATTEMPTS} leader restarts")
-
-
-def applied_everywhere(kv: KVClient, names: list[str]) -> bool:
-    nodes = {str(n["name"]): n for n in kv.status()}
-    leaders = [n for n in nodes.values() if n["role"] == "leader"]
-    if len(leaders) != 1:
-        return False
-    target = int(str(leaders[0]["commit_index"]))
-    return all(nodes[name]["reachable"] and int(str(nodes[name]["applied_index"])) >= target for name in names)
 
 
 def local_reads(cluster: LocalCluster, names: list[str], keys: list[str]) -> dict[str, dict[str, str | None]]:
@@ -188,11 +176,7 @@ def test_data_dir_of_an_older_paxoskv_is_refused_with_exit_4(tmp_path: Path) -> 
     data_dir = tmp_path / "a"
     data_dir.mkdir()
     (data_dir / META_FILE).write_text(json.dumps({"name": "a", "cluster": ["a"]}) + "\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "paxos", "-h", str(hostfile), "-n", "a",
-         "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"],
-        capture_output=True, text=True, timeout=60, cwd=PROJECT,
-    )  # fmt: skip
+    result = run_server(hostfile, "a", data_dir)
     assert result.returncode == 4
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "written by an older paxoskv" in result.stderr and "fresh --data-dir" in result.stderr

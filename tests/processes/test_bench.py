@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 
 from paxos.local import LocalCluster
-
-PROJECT = Path(__file__).resolve().parents[2]
+from tests.harness import PROJECT
+from tests.harness.processes import running_cluster
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path_factory.mktemp("bench") / "cluster", nodes=3) as c:
-        c.wait_for_leader(timeout=60)
+    with running_cluster(tmp_path_factory.mktemp("bench") / "cluster", nodes=3) as c:
         yield c
 
 
@@ -39,8 +38,7 @@ def test_bench_smoke_run_reports_json(cluster: LocalCluster, path: str) -> None:
 
 
 def test_bench_runs_over_tls(tmp_path: Path) -> None:
-    with LocalCluster(tmp_path / "cluster", nodes=3, tls=True) as cluster:
-        cluster.wait_for_leader(timeout=60)
+    with running_cluster(tmp_path / "cluster", nodes=3, tls=True) as cluster:
         result = subprocess.run(
             [sys.executable, "-m", "paxos.bench", "-h", str(cluster.hostfile), "--tls-dir", str(cluster.tls_dir),
              "--clients", "2", "--seconds", "2", "--op", "mixed", "--json"],

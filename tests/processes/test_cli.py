@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.harness import PROJECT
 
 
 def test_help_works_as_a_module() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "client", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "client", "--help"], cwd=PROJECT, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: python -m client [-h HOSTFILE]")
@@ -21,11 +21,11 @@ def test_help_works_as_a_module() -> None:
 
 def test_server_help_is_named_as_invoked(tmp_path: Path) -> None:
     script = tmp_path / "paxoskv-server"
-    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom paxos.__main__ import main\nmain()\n")
+    script.write_text(f"import sys\nsys.path.insert(0, {str(PROJECT)!r})\nfrom paxos.__main__ import main\nmain()\n")
     result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert result.stdout.startswith("usage: paxoskv-server "), result.stdout[:200]
     module = subprocess.run(
-        [sys.executable, "-m", "paxos", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "paxos", "--help"], cwd=PROJECT, capture_output=True, text=True, timeout=60
     )
     assert module.stdout.startswith("usage: python -m paxos "), module.stdout[:200]
 
@@ -33,7 +33,7 @@ def test_server_help_is_named_as_invoked(tmp_path: Path) -> None:
 def test_local_cluster_usage_names_every_option() -> None:
     usage = " ".join(
         subprocess.run(
-            [sys.executable, "-m", "paxos.local", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "paxos.local", "--help"], cwd=PROJECT, capture_output=True, text=True, timeout=60
         )
         .stdout.split("\n\n")[0]
         .split()

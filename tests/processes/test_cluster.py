@@ -4,46 +4,22 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from client import KVClient, KVError
+from client import KVError
 from paxos.local import LocalCluster
 from protos import kv_pb2, kv_pb2_grpc
+from tests.harness.cli import run_cli, run_cli_bytes, run_server
 from tests.harness.polling import wait_until
-
-PROJECT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path / "cluster", nodes=5) as c:
-        c.wait_for_leader(timeout=60)
-        yield c
+from tests.harness.processes import applied_everywhere
 
 
 def cli(cluster: LocalCluster, *args: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "client", "-h", str(cluster.hostfile), "--timeout", str(timeout), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout + 60,
-        cwd=PROJECT,
-    )
-
-
-def applied_everywhere(kv: KVClient, names: list[str]) -> bool:
-    nodes = {n["name"]: n for n in kv.status()}
-    leader = [n for n in nodes.values() if n["role"] == "leader"]
-    if not leader:
-        return False
-    target = leader[0]["commit_index"]
-    return all(nodes[name]["reachable"] and nodes[name]["applied_index"] >= target for name in names)
+    return run_cli(cluster.hostfile, *args, timeout=timeout)
 
 
 def test_set_get_delete_through_library(cluster: LocalCluster) -> None:
@@ -74,14 +50,7 @@ def test_cli_one_shot_commands_and_exit_codes(cluster: LocalCluster) -> None:
 
 
 def test_cli_prompt_reads_commands_from_stdin(cluster: LocalCluster) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "client", "-h", str(cluster.hostfile)],
-        input="set greeting hello there\nget greeting\nquit\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=PROJECT,
-    )
+    result = run_cli(cluster.hostfile, timeout=None, input="set greeting hello there\nget greeting\nquit\n")
     assert result.returncode == 0
     assert "hello there" in result.stdout
 
@@ -201,10 +170,7 @@ def test_paused_leader_never_serves_a_stale_read(cluster: LocalCluster) -> None:
 def test_unreachable_cluster_exits_3_and_names_addresses(tmp_path: Path) -> None:
     hostfile = tmp_path / "hosts.txt"
     hostfile.write_text("a 127.0.0.1:1\nb 127.0.0.1:2\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "client", "-h", str(hostfile), "--timeout", "1", "get", "k"],
-        capture_output=True, text=True, timeout=60, cwd=PROJECT,
-    )  # fmt: skip
+    result = run_cli(hostfile, "get", "k", timeout=1)
     assert result.returncode == 3
     assert "127.0.0.1:1" in result.stderr and "127.0.0.1:2" in result.stderr
 
@@ -213,11 +179,7 @@ def test_data_dir_of_another_server_is_refused(cluster: LocalCluster) -> None:
     names = cluster.names
     cluster.wait_for_nodes(timeout=60)  # a server still starting may not have stamped its data dir yet
     cluster.kill(names[1], signal.SIGTERM)  # while it runs, its lock refuses the directory first
-    result = subprocess.run(
-        [sys.executable, "-m", "paxos", "-h", str(cluster.hostfile), "-n", names[0],
-         "--data-dir", str(cluster.data_dir(names[1])), "--listen", "127.0.0.1:0"],
-        capture_output=True, text=True, timeout=60, cwd=PROJECT,
-    )  # fmt: skip
+    result = run_server(cluster.hostfile, names[0], cluster.data_dir(names[1]))
     assert result.returncode == 4
     assert f"belongs to server '{names[1]}'" in result.stderr
 
@@ -248,19 +210,14 @@ def test_large_multiline_values_from_stdin_and_files(cluster: LocalCluster, tmp_
     # Larger than one command-line argument may be (128 KiB), with every kind of line ending.
     value = "".join(f"line {i}: {'x' * 90}\r\n" if i % 3 else f"line {i}\n" for i in range(6000))
     assert 128 * 1024 < len(value.encode()) < 1024 * 1024
-    base = [sys.executable, "-m", "client", "-h", str(cluster.hostfile), "--timeout", "20"]
-    stored = subprocess.run(
-        [*base, "set", "from-stdin", "-"], input=value, capture_output=True, text=True, timeout=80, cwd=PROJECT
-    )
+    stored = run_cli(cluster.hostfile, "set", "from-stdin", "-", input=value, timeout=20)
     assert stored.returncode == 0, stored.stderr
     path = tmp_path / "value.txt"
     path.write_bytes(value.encode())
     assert cli(cluster, "set", "from-file", "--file", str(path), timeout=20).returncode == 0
     for key in ("from-stdin", "from-file"):
-        got = subprocess.run([*base, "get", key], capture_output=True, timeout=80, cwd=PROJECT)
+        got = run_cli_bytes(cluster.hostfile, "get", key, timeout=20)
         assert got.returncode == 0
         assert got.stdout == value.encode() + b"\n"  # the value, then the newline get prints after it
-    piped = subprocess.run(
-        base, input="get nowhere\nset k v\n", capture_output=True, text=True, timeout=80, cwd=PROJECT
-    )
+    piped = run_cli(cluster.hostfile, input="get nowhere\nset k v\n", timeout=20)
     assert piped.returncode == 1, "a piped script exits with its first failure's code"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.compare import PAXOSKV_PATHS
+from tests.harness import PROJECT
 
-PROJECT = Path(__file__).resolve().parents[2]
 linux_only = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc")
 
 

@@ -21,10 +21,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paxos.storage.datadir import LOCK_FILE, DataDirError, lock_data_dir
+from tests.harness import PROJECT
+from tests.harness.cli import run_server, server_argv
+from tests.harness.datadirs import assert_unlocked
 from tests.harness.inprocess import free_port
 from tests.harness.polling import wait_until
 
-PROJECT = Path(__file__).resolve().parents[2]
 EXIT_DEADLINE = 30.0  # a refused server must be gone well within this
 
 # Locks DIR (argv[1]), says so, then holds the lock until its stdin closes.
@@ -90,10 +92,6 @@ def test_the_lock_is_free_again_once_its_holder_is_killed(
     lock.release()
 
 
-def assert_unlocked(directory: Path) -> None:
-    lock_data_dir(directory).release()  # raises DataDirError while anything here still holds it
-
-
 # -------------------------------------------------------- real processes
 
 
@@ -109,12 +107,7 @@ class ServerCommand:
         self.logs: list[IO[bytes]] = []
 
     def argv(self, data_dir: str) -> list[str]:
-        return [
-            sys.executable, "-m", "paxos",
-            "-h", str(self.hostfile), "-n", "node1",
-            "--data-dir", str(self.tmp_path / data_dir),
-            "--listen", self.address,
-        ]  # fmt: skip
+        return server_argv(self.hostfile, "node1", self.tmp_path / data_dir, self.address)
 
     def start(self, data_dir: str) -> subprocess.Popen[bytes]:
         log = (self.tmp_path / f"{data_dir}.log").open("ab")
@@ -126,7 +119,7 @@ class ServerCommand:
 
     def run(self, data_dir: str) -> subprocess.CompletedProcess[str]:
         """Run to its end; a server that starts instead of refusing is killed at the deadline and fails the test."""
-        return subprocess.run(self.argv(data_dir), capture_output=True, text=True, timeout=EXIT_DEADLINE, cwd=PROJECT)
+        return run_server(self.hostfile, "node1", self.tmp_path / data_dir, self.address, timeout=EXIT_DEADLINE)
 
     def _serving(self, process: subprocess.Popen[bytes], data_dir: str) -> bool:
         if process.poll() is not None:

@@ -12,8 +12,8 @@ shows the same messages do change data when nobody checks who sent them.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -24,16 +24,9 @@ from paxos.common import limits
 from paxos.common.tlsfiles import CA_CERT_FILE, KeyPair, client_credentials
 from paxos.consensus.messages import Accept, Ballot, CatchupReply, Heartbeat, Prepare
 from paxos.local import LocalCluster
-from protos import log_pb2, peer_pb2, peer_pb2_grpc
+from protos import peer_pb2, peer_pb2_grpc
+from tests.harness.forger import Forger, forged_command, leader_status, parse_ballot, refusals_logged
 from tests.harness.polling import wait_until
-from tests.processes.test_hostile_peers import Forger, _ballot, _leader, _refusals_logged
-
-
-def _command(key: str, value: str) -> bytes:
-    """A set as a log holds it, one that changes the state if it is ever applied: in the form of logs from
-    before sessions were registered, it opens its own session."""
-    write = log_pb2.ClientWrite(client_id="forger", seq=1, first_unacked=1, set=log_pb2.SetOp(key=key, value=value))
-    return log_pb2.LogCommand(client_write=write).SerializeToString()
 
 
 class TlsForger(Forger):
@@ -58,14 +51,14 @@ class TlsForger(Forger):
 
 def _forgeries(forger: Forger, kv: KVClient, to: str) -> list[peer_pb2.PeerMessage]:
     """What once changed data or took over the cluster, claiming to come from the leader or a rival."""
-    state = _leader(kv)
-    leader, ballot, commit = str(state["name"]), _ballot(state["ballot"]), int(str(state["commit_index"]))
+    state = leader_status(kv)
+    leader, ballot, commit = str(state["name"]), parse_ballot(state["ballot"]), int(str(state["commit_index"]))
     leader_id = forger.ids[leader]
     rival = next(n for n in forger.ids if n not in (leader, to))
     messages = [
-        Accept(leader_id, ballot, commit + 1, (_command("account", "0"),), commit),
+        Accept(leader_id, ballot, commit + 1, (forged_command("account", "0"),), commit),
         Heartbeat(leader_id, ballot, commit + 1, 10**6),
-        CatchupReply(leader_id, commit + 1, ((_command("owner", "mallory"),),), commit + 1),
+        CatchupReply(leader_id, commit + 1, ((forged_command("owner", "mallory"),),), commit + 1),
         Prepare(forger.ids[rival], Ballot(ballot.round + 1, forger.ids[rival]), commit + 1),
     ]
     return [forger.envelope(m, to) for m in messages]
@@ -75,11 +68,9 @@ def _states(kv: KVClient) -> list[tuple[str, str, object]]:
     return [(str(n["name"]), str(n["ballot"]), n["commit_index"]) for n in kv.status()]
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path / "cluster", nodes=5, tls=True) as c:
-        c.wait_for_leader(timeout=60)
-        yield c
+@pytest.fixture(scope="module")
+def cluster_options() -> dict[str, Any]:
+    return {"nodes": 5, "tls": True}
 
 
 def test_no_outsider_gets_a_peer_message_accepted(cluster: LocalCluster, tmp_path: Path) -> None:
@@ -93,7 +84,7 @@ def test_no_outsider_gets_a_peer_message_accepted(cluster: LocalCluster, tmp_pat
         kv.set("owner", "alice")
         wait_until(lambda: _every_replica_holds_tls(cluster, {"account": "100", "owner": "alice"}), "replicas")
         before = _states(kv)
-        leader = str(_leader(kv)["name"])
+        leader = str(leader_status(kv)["name"])
         followers = [n for n in cluster.names if n != leader]
         impostor = followers[0]  # its own certificate, used to speak as the leader
         attempts = {
@@ -115,10 +106,10 @@ def test_no_outsider_gets_a_peer_message_accepted(cluster: LocalCluster, tmp_pat
                 assert status in ("UNAVAILABLE", "PERMISSION_DENIED"), (attempt, name, status)
         for name in followers[1:]:
             wait_until(
-                lambda name=name: _refusals_logged(cluster, name, "sender is not the member named by the certificate"),
+                lambda name=name: refusals_logged(cluster, name, "sender is not the member named by the certificate"),
                 f"{name} to log the impostor",
             )
-            assert _refusals_logged(cluster, name, "peer stream without a member certificate")
+            assert refusals_logged(cluster, name, "peer stream without a member certificate")
         assert _states(kv) == before, "no ballot or commit index moved"
         assert kv.get("account") == "100" and kv.get("owner") == "alice"
         assert _every_replica_holds_tls(cluster, {"account": "100", "owner": "alice"})
@@ -126,7 +117,7 @@ def test_no_outsider_gets_a_peer_message_accepted(cluster: LocalCluster, tmp_pat
         assert kv.get("next") == "write"
         old = leader
         cluster.kill(old, signal.SIGKILL)  # and the cluster still elects a leader over TLS
-        wait_until(lambda: _leader(kv).get("name") not in (None, old), "a new leader", timeout=60)
+        wait_until(lambda: leader_status(kv).get("name") not in (None, old), "a new leader", timeout=60)
         kv.set("after-failover", "yes")
         cluster.start_node(old)
         cluster.wait_for_nodes(timeout=60)

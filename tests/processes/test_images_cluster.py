@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,15 +16,15 @@ from client import ImageError, InvalidRequest, KVClient
 from client.images import hash_hex, hash_image
 from paxos.common.limits import MAX_METADATA_BYTES
 from paxos.local import LocalCluster
+from tests.harness.cli import run_cli
+from tests.harness.processes import running_cluster
 
 DATA = Path(skimage.data.data_dir)
-PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path_factory.mktemp("images") / "cluster", nodes=5, tls=True) as c:
-        c.wait_for_leader(timeout=60)
+    with running_cluster(tmp_path_factory.mktemp("images") / "cluster", nodes=5, tls=True) as c:
         yield c
 
 
@@ -87,10 +86,7 @@ def test_bad_inputs_store_nothing(kv: KVClient, tmp_path: Path) -> None:
 
 def test_cli_iset_iget(cluster: LocalCluster) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "client", "-h", str(cluster.hostfile), *args],
-            capture_output=True, text=True, timeout=120, cwd=PROJECT,
-        )  # fmt: skip
+        return run_cli(cluster.hostfile, *args, timeout=None)
 
     assert cli("iset", str(DATA / "rocket.jpg"), "a rocket on the pad").returncode == 0
     found = cli("iget", str(DATA / "rocket.jpg"))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import PROJECT
+from tests.harness.cli import run_cli
 from tests.harness.polling import wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for the servers' pids")
 
@@ -26,7 +26,7 @@ class Launcher:
     def __init__(self, directory: Path, *args: str) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "paxos.local", "--dir", str(directory), *args],
-            cwd=ROOT,
+            cwd=PROJECT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -116,8 +116,7 @@ def test_stopping_with_every_server_up_exits_0(launcher: Launcher) -> None:
 def _client(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -m client`` from another terminal, as the banner says, with the same cwd as the launcher."""
     env = {k: v for k, v in os.environ.items() if k not in ("PAXOSKV_TLS_DIR", "PAXOSKV_HOSTFILE")}
-    command = [sys.executable, "-m", "client", "-h", str(directory / "hostfile.txt"), "--timeout", "10", *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return run_cli(directory / "hostfile.txt", *args, timeout=10, env=env)
 
 
 def test_the_local_cluster_runs_tls_and_another_terminal_finds_the_certificates(

@@ -7,21 +7,21 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
+from tests.harness import PROJECT
+from tests.harness.cli import server_argv
 from tests.harness.inprocess import free_port
 from tests.harness.polling import wait_until
-
-PROJECT = Path(__file__).resolve().parents[2]
 
 
 def test_a_server_logs_json_lines(tmp_path: Path) -> None:
     hostfile = tmp_path / "hostfile.txt"
-    hostfile.write_text(f"solo 127.0.0.1:{free_port()}\n")
+    address = f"127.0.0.1:{free_port()}"
+    hostfile.write_text(f"solo {address}\n")
     log_path = tmp_path / "solo.log"
     with log_path.open("wb") as log_file:
-        command = [sys.executable, "-m", "paxos", "-h", str(hostfile), "-n", "solo", "--data-dir", str(tmp_path / "d")]
+        command = server_argv(hostfile, "solo", tmp_path / "d", address)
         server = subprocess.Popen(
             [*command, "--log-format", "json"],
             cwd=PROJECT,

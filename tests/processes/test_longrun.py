@@ -11,7 +11,8 @@ import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[2]
+from tests.harness import PROJECT
+
 ROW_LINE = re.compile(
     r"^row: (\d+) writes, .* leader node\d, restart (node\d): answering [\d.]+ s, caught up ([\d.]+) s$"
 )

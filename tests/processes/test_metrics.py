@@ -17,12 +17,13 @@ import pytest
 
 from paxos.local import LocalCluster
 from tests.harness.inprocess import free_port
+from tests.harness.metrics import SERIES, http_get
 from tests.harness.polling import wait_until
-from tests.inprocess.test_metrics import SERIES, WRITES, _get
 
 PROMETHEUS = shutil.which("prometheus")
 PROMETHEUS_NODES = 5
 SCRAPE_SECONDS = 1
+WRITES = 5
 CLUSTER_SECONDS = 120.0  # deadline for the cluster, then Prometheus, to reach a state
 PROMETHEUS_CONFIG = """\
 global:
@@ -37,7 +38,7 @@ scrape_configs:
 
 def _query(prometheus: str, query: str) -> list[dict[str, Any]]:
     url = f"http://{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    status, text = _get(url)
+    status, text = http_get(url)
     if status == 503:
         raise ConnectionError("Prometheus is still starting")
     assert status == 200, text

@@ -12,8 +12,8 @@ import pexpect
 import pytest
 
 from client.cli import history_path
+from tests.harness import PROJECT
 
-ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 90  # five servers on a shared two-core machine
 ANSWER_SECONDS = 30
 
@@ -23,7 +23,7 @@ def spawn_launcher(tmp_path: Path, *args: str) -> pexpect.spawn:
     return pexpect.spawn(
         sys.executable,
         ["-m", "paxos.local", "--dir", str(tmp_path / "cluster"), "--nodes", "3", *args],
-        cwd=str(ROOT),
+        cwd=str(PROJECT),
         env=env,
         encoding="utf-8",
         timeout=ANSWER_SECONDS,
@@ -86,7 +86,7 @@ def test_ctrl_c_without_the_prompt_stops_everything(tmp_path: Path) -> None:
 
 def test_the_help_says_what_ctrl_c_does() -> None:
     text = subprocess.run(
-        [sys.executable, "-m", "paxos.local", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "paxos.local", "--help"], cwd=PROJECT, capture_output=True, text=True, timeout=60
     ).stdout
     flat = " ".join(text.split())
     assert "Leaving the prompt (quit or Ctrl-D) stops every server" in flat

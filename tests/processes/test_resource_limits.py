@@ -15,9 +15,9 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -25,24 +25,17 @@ import pytest
 from paxos.common import limits
 from paxos.local import LocalCluster, free_ports
 from protos import kv_pb2, kv_pb2_grpc
+from tests.harness import PROJECT
+from tests.harness.cli import run_cli
 from tests.harness.polling import wait_until
+from tests.harness.processes import rss_bytes, running_cluster
 
-PROJECT = Path(__file__).resolve().parents[2]
 RSS_LIMIT_BYTES = 500 * 1000 * 1000
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path / "cluster", nodes=3) as c:
-        c.wait_for_leader(timeout=60)
-        yield c
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for process {pid}")
+@pytest.fixture(scope="module")
+def cluster_options() -> dict[str, Any]:
+    return {"nodes": 3}
 
 
 def _open_fds(pid: int) -> int:
@@ -54,13 +47,7 @@ def _open_fds(pid: int) -> int:
 
 def _new_client_sets(cluster: LocalCluster, key: str, value: str) -> subprocess.CompletedProcess[str]:
     """``set`` from a new client process: in this one gRPC would reuse the connections made earlier."""
-    return subprocess.run(
-        [sys.executable, "-m", "client", "-h", str(cluster.hostfile), "--timeout", "30", "set", key, value],
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(cluster.hostfile, "set", key, value, timeout=30)
 
 
 def _leader(cluster: LocalCluster) -> str:
@@ -146,7 +133,7 @@ def test_replies_nobody_reads_stay_bounded_while_others_are_served(cluster: Loca
         kv.set("big", value)
         kv.set("writer", "0")
     wait_until(lambda: _leader(cluster) == leader, "the leader to stay put", 10)
-    peak = _rss_bytes(pid)
+    peak = rss_bytes(pid)
     with (
         _Hostile(_NON_READING, cluster.address(leader), "20", "4") as hostile,
         cluster.client(timeout=10.0) as kv,
@@ -157,7 +144,7 @@ def test_replies_nobody_reads_stay_bounded_while_others_are_served(cluster: Loca
         writes = 0
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            peak = max(peak, _rss_bytes(pid))
+            peak = max(peak, rss_bytes(pid))
             assert peak < RSS_LIMIT_BYTES, f"the leader grew to {peak / 1e6:.0f} MB of RSS"
             status(kv_pb2.StatusRequest(), timeout=1.0)
             writes += 1
@@ -209,8 +196,7 @@ def _healthz(port: int, timeout: float) -> bool:
 
 def test_healthz_answers_while_slow_http_clients_hold_connections(tmp_path: Path) -> None:
     port = free_ports(1)[0]
-    with LocalCluster(tmp_path / "one", nodes=1, server_args=["--metrics", f"127.0.0.1:{port}"]) as one:
-        one.wait_for_leader(timeout=60)
+    with running_cluster(tmp_path / "one", nodes=1, server_args=["--metrics", f"127.0.0.1:{port}"]):
         wait_until(lambda: _healthz(port, 4.0), "/healthz to answer", 30)
         with _Hostile(_SLOW_HTTP, str(port), "40") as hostile:
             hostile.wait_ready(timeout=30)
@@ -329,8 +315,7 @@ CAP = 100
 
 
 def test_a_leader_whose_connections_are_all_taken_hands_leadership_over(tmp_path: Path) -> None:
-    with LocalCluster(tmp_path / "cluster", nodes=3, server_args=["--max-connections", str(CAP)]) as cluster:
-        cluster.wait_for_leader(timeout=60)
+    with running_cluster(tmp_path / "cluster", nodes=3, server_args=["--max-connections", str(CAP)]) as cluster:
         leader = _leader(cluster)
         with cluster.client(timeout=10.0) as kv:
             kv.set("before", "full")

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -35,11 +34,9 @@ RETRY_SECONDS = 120.0
 R = TypeVar("R")
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path / "cluster", nodes=3) as c:
-        c.wait_for_leader(timeout=60)
-        yield c
+@pytest.fixture(scope="module")
+def cluster_options() -> dict[str, Any]:
+    return {"nodes": 3}
 
 
 def _at_leader(cluster: LocalCluster, call: Callable[[kv_pb2_grpc.KVStub], R], what: str) -> R:

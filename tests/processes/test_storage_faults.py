@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,12 +30,13 @@ from paxos.common.files import DiskFull, write_atomically
 from paxos.common.hostfile import parse_hostfile
 from paxos.consensus.messages import AcceptRecord
 from paxos.kv.statemachine import StateMachine
-from paxos.local import PROJECT_ROOT, LocalCluster, NodeExited
+from paxos.local import LocalCluster, NodeExited
 from paxos.server.service import SNAPSHOT_DIR, _WalStorage
 from paxos.storage.snapshot import SNAPSHOT_WRITING, SnapshotMember, write_snapshot
 from paxos.storage.wal import Wal
+from tests.harness.cli import run_server
 from tests.harness.polling import wait_until
-from tests.unit.test_wal import read_records
+from tests.harness.walfiles import read_records
 
 START_MARK = "=== paxos.local: starting"
 HEADER_BYTES = 12  # a log record's length word and two checksums
@@ -266,11 +266,7 @@ def test_files_written_whole_and_a_new_data_dir_name_a_full_disk(
 
     hostfile = tmp_path / "hosts.txt"
     hostfile.write_text("a 127.0.0.1:1\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "paxos", "-h", str(hostfile), "-n", "a",
-         "--data-dir", str(disk / "data"), "--listen", "127.0.0.1:0"],
-        capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT,
-    )  # fmt: skip
+    result = run_server(hostfile, "a", disk / "data")
     assert result.returncode == 5, result.stderr
     _disk_full_line(result.stderr, disk / "data")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

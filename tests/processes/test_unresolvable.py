@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,18 +10,12 @@ import pytest
 
 from client import KVClient
 from paxos.local import free_ports
+from tests.harness import PROJECT
+from tests.harness.cli import run_cli, server_argv
 from tests.harness.polling import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 # RFC 2606 reserves .invalid: these names never resolve.
 GHOSTS = ("ghost-a.invalid:50051", "ghost-b.invalid:50051")
-
-
-def run_cli(hostfile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "client", "-h", str(hostfile), "--timeout", "2", *args],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-    )  # fmt: skip
 
 
 def assert_unavailable(result: subprocess.CompletedProcess[str]) -> None:
@@ -34,7 +27,7 @@ def assert_unavailable(result: subprocess.CompletedProcess[str]) -> None:
 def test_set_with_only_an_unresolvable_name_is_unavailable(tmp_path: Path) -> None:
     hostfile = tmp_path / "hostfile.txt"
     hostfile.write_text(f"node1 {GHOSTS[0]}\n")
-    assert_unavailable(run_cli(hostfile, "set", "k", "v"))
+    assert_unavailable(run_cli(hostfile, "set", "k", "v", timeout=2))
 
 
 @pytest.fixture
@@ -49,9 +42,8 @@ def lone_server(tmp_path: Path) -> Iterator[Path]:
     hostfile.write_text(f"node1 127.0.0.1:{port}\nnode2 {GHOSTS[0]}\nnode3 {GHOSTS[1]}\n")
     log = (tmp_path / "node1.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "paxos", "-h", str(hostfile), "-n", "node1",
-         "--data-dir", str(tmp_path / "node1"), "--listen", f"127.0.0.1:{port}"],
-        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        server_argv(hostfile, "node1", tmp_path / "node1", f"127.0.0.1:{port}"),
+        cwd=PROJECT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         with KVClient.from_hostfile(hostfile, timeout=1.0) as kv:
@@ -65,6 +57,6 @@ def lone_server(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_set_with_unresolvable_names_beside_a_live_server_is_unavailable(lone_server: Path) -> None:
-    assert_unavailable(run_cli(lone_server, "set", "k", "v"))
+    assert_unavailable(run_cli(lone_server, "set", "k", "v", timeout=2))
     # It holds nothing yet, so it serves no read either, not even a stale one.
-    assert_unavailable(run_cli(lone_server, "--stale", "get", "k"))
+    assert_unavailable(run_cli(lone_server, "--stale", "get", "k", timeout=2))

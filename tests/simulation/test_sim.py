@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests import sim
+from tests.harness import PROJECT
 
 SEEDS = int(os.environ.get("PAXOSKV_SIM_SEEDS", "200"))
 START = int(os.environ.get("PAXOSKV_SIM_START", "0"))
@@ -126,7 +126,7 @@ def test_replay_does_not_depend_on_the_string_hash_seed() -> None:
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         out = subprocess.run(
             [sys.executable, "-m", "tests.sim", "--seed", "7"],
-            cwd=Path(__file__).resolve().parents[2],
+            cwd=PROJECT,
             env=env,
             capture_output=True,
             text=True,

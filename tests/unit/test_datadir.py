@@ -17,12 +17,9 @@ from paxos.common.hostfile import Member
 from paxos.consensus.core import Config
 from paxos.server.service import META_FILE, PaxosServer, check_data_dir
 from paxos.storage.datadir import LOCK_FILE, DataDirError, lock_data_dir
+from tests.harness.datadirs import assert_unlocked
 
 MEMBERS = [Member("node1", "127.0.0.1", 1)]
-
-
-def assert_unlocked(directory: Path) -> None:
-    lock_data_dir(directory).release()  # raises DataDirError while anything here still holds it
 
 
 def test_release_frees_the_lock_for_this_process_and_keeps_the_file(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,6 @@ from paxos.consensus.messages import (
     Heartbeat,
     Message,
     NodeId,
-    Record,
-    Slot,
 )
 from paxos.incarnation import (
     NONE,
@@ -31,8 +28,7 @@ from paxos.incarnation import (
     decide_founding,
     new_incarnation,
 )
-from paxos.kv.statemachine import FrozenState
-from paxos.replica import FetchedSnapshot, Observer, Replica
+from paxos.replica import Observer, Replica
 from paxos.server.service import (
     META_FILE,
     DataDirError,
@@ -42,6 +38,7 @@ from paxos.server.service import (
     save_incarnation_book,
 )
 from paxos.storage.wal import Wal
+from tests.harness.replicafakes import MemoryStorage, NullTransport
 
 NAMES = ["a", "b", "c"]
 MEMBERS = [Member(n, "127.0.0.1", 7100 + i) for i, n in enumerate(NAMES)]
@@ -120,47 +117,6 @@ def test_a_member_without_a_record_alone_is_not_enough() -> None:
 # -------------------------------------------------------- replica's check
 
 
-class _Storage:
-    """A storage that remembers what the book held when each record was made durable."""
-
-    def __init__(self, book: dict[NodeId, int] | None = None) -> None:
-        self.book = dict(book or {})
-        self.appended: list[Record] = []
-        self.seen_by_core_before_record: list[NodeId] = []
-
-    def append(self, records: list[Record]) -> None:
-        self.appended.extend(records)
-
-    def unsynced(self) -> bool:
-        return False
-
-    def sync(self, done: Callable[[], None]) -> None:
-        done()
-
-    def log_bytes(self) -> int:
-        return 0
-
-    def save_snapshot(self, frozen: FrozenState, done: Callable[[bool], None]) -> None:
-        done(False)
-
-    def compact(self, snapshot_index: Slot) -> None:
-        pass
-
-    def recorded_incarnations(self) -> dict[NodeId, int]:
-        return dict(self.book)
-
-    def record_incarnation(self, member: NodeId, incarnation: int) -> None:
-        self.book[member] = incarnation
-
-
-class _Transport:
-    def send(self, messages: list[tuple[NodeId, Message]]) -> None:
-        pass
-
-    def fetch_snapshot(self, peer: NodeId, after: Slot, done: Callable[[FetchedSnapshot | None], None]) -> None:
-        done(None)
-
-
 class _Refusals(Observer):
     def __init__(self) -> None:
         self.reasons: list[str] = []
@@ -169,13 +125,13 @@ class _Refusals(Observer):
         self.reasons.append(reason)
 
 
-def _replica(storage: _Storage, observer: Observer) -> Replica:
-    return Replica(1, [1, 2, 3], DurableState(), storage, _Transport(), lambda: 0.0, lambda: None, None,
+def _replica(storage: MemoryStorage, observer: Observer) -> Replica:
+    return Replica(1, [1, 2, 3], DurableState(), storage, NullTransport(), lambda: 0.0, lambda: None, None,
                    random.Random(1), observer=observer)  # fmt: skip
 
 
 def test_the_replica_records_a_new_incarnation_durably_before_the_core_sees_the_message() -> None:
-    storage, refusals = _Storage(), _Refusals()
+    storage, refusals = MemoryStorage(), _Refusals()
     replica = _replica(storage, refusals)
     heartbeat = Heartbeat(2, Ballot(1, 2), 0, 1)
     recorded_when_seen: list[dict[NodeId, int]] = []
@@ -192,7 +148,7 @@ def test_the_replica_records_a_new_incarnation_durably_before_the_core_sees_the_
 
 
 def test_the_replica_refuses_a_member_whose_data_dir_changed_and_the_core_never_sees_it() -> None:
-    storage, refusals = _Storage({2: 41}), _Refusals()
+    storage, refusals = MemoryStorage({2: 41}), _Refusals()
     replica = _replica(storage, refusals)
     replica.receive(Heartbeat(2, Ballot(1, 2), 0, 1), 42)  # b's new, empty data dir
     assert refusals.reasons == ["sender's data dir is not the one it was first heard from"]
@@ -250,12 +206,12 @@ def test_the_book_round_trips_and_a_damaged_one_is_refused(tmp_path: Path) -> No
 
 
 def test_a_replica_that_heard_from_no_peer_counts_as_fresh_until_it_does() -> None:
-    storage = _Storage()
+    storage = MemoryStorage()
     replica = _replica(storage, _Refusals())
     assert replica.untouched
     replica.receive(Heartbeat(2, Ballot(1, 2), 0, 1), 41)
     assert not replica.untouched
-    assert not _replica(_Storage({3: 5}), _Refusals()).untouched  # heard from a peer before a restart
+    assert not _replica(MemoryStorage({3: 5}), _Refusals()).untouched  # heard from a peer before a restart
 
 
 def test_a_log_that_no_longer_reaches_its_snapshot_is_refused_with_the_repair(tmp_path: Path) -> None:

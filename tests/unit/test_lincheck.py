@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import PROJECT
 from tests.harness.lincheck import CheckResult, Op, check, kv_step
 from tests.harness.lincheck_corpus import (
     JEPSEN_KEY,
@@ -19,9 +20,7 @@ from tests.harness.lincheck_corpus import (
     read_verdicts,
 )
 
-CORPUS = Path(
-    os.environ.get("PAXOSKV_LIN_CORPUS") or Path(__file__).resolve().parents[3] / "shared" / "linearizability-corpus"
-)
+CORPUS = Path(os.environ.get("PAXOSKV_LIN_CORPUS") or PROJECT.parent / "shared" / "linearizability-corpus")
 CORPUS_MISSING = f"linearizability corpus not found at {CORPUS}; set PAXOSKV_LIN_CORPUS to its folder"
 
 

@@ -1,6 +1,6 @@
 """Membership changes in the consensus core (docs/membership.md).
 
-Hand-driven networks from tests/test_core.py: servers 0, 1 and 2 found the
+Hand-driven networks from tests/harness/corenet.py: servers 0, 1 and 2 found the
 cluster and server 3 waits outside it until it is added.
 """
 
@@ -17,8 +17,8 @@ from paxos.consensus.membership import ConfigMember, Membership
 from paxos.consensus.messages import Ballot, DurableState
 from paxos.kv import configuration
 from paxos.kv.configuration import LOG_CONFIGURATIONS, configuration_in
-from tests.unit.test_core import FIXED as CORE_FIXED
-from tests.unit.test_core import Net
+from tests.harness.corenet import FIXED as CORE_FIXED
+from tests.harness.corenet import Net
 
 # Membership changes are written in slots as the log writes them.
 FIXED = replace(CORE_FIXED, configurations=LOG_CONFIGURATIONS)

@@ -22,7 +22,7 @@ from paxos.consensus.messages import (
     PreVote,
     Promise,
 )
-from tests.unit.test_core import FIXED, STICKY, Net
+from tests.harness.corenet import FIXED, STICKY, Net
 
 
 def _committed_cluster() -> Net:

@@ -8,14 +8,14 @@ from paxos.consensus.messages import AcceptRecord, DurableState
 from paxos.replica import Replica
 from protos import log_pb2
 from tests.harness.polling import wait_until
-from tests.unit.test_incarnation import _Storage, _Transport
+from tests.harness.replicafakes import MemoryStorage, NullTransport
 
 
-def _leader(seed: int) -> tuple[Replica, _Storage]:
+def _leader(seed: int) -> tuple[Replica, MemoryStorage]:
     """Member 1 of a one-member cluster, a new process of it, leading."""
     now = [0.0]
-    storage = _Storage()
-    replica = Replica(1, [1], DurableState(), storage, _Transport(), lambda: now[0], lambda: None, None,
+    storage = MemoryStorage()
+    replica = Replica(1, [1], DurableState(), storage, NullTransport(), lambda: now[0], lambda: None, None,
                       random.Random(seed))  # fmt: skip
 
     def leads() -> bool:
@@ -28,7 +28,7 @@ def _leader(seed: int) -> tuple[Replica, _Storage]:
     return replica, storage
 
 
-def _proposed_nonces(storage: _Storage) -> list[int]:
+def _proposed_nonces(storage: MemoryStorage) -> list[int]:
     nonces = []
     for record in storage.appended:
         if isinstance(record, AcceptRecord):

@@ -13,7 +13,8 @@ from paxos.kv.statemachine import FrozenState, Outcome, Registration, Result, St
 from paxos.storage import snapshot
 from paxos.storage.snapshot import SnapshotError, SnapshotMember
 from protos import log_pb2
-from tests.unit.test_statemachine import Applier, cmd, image, register
+from tests.harness import TESTS
+from tests.harness.logcommands import Applier, cmd, image, register
 
 MEMBERS = [SnapshotMember(11, "a", "127.0.0.1:1"), SnapshotMember(12, "b", "127.0.0.1:2")]
 
@@ -231,8 +232,7 @@ def test_a_snapshot_from_before_registered_sessions_loads_them_under_their_clien
 def test_a_snapshot_written_by_the_previous_release_loads_with_its_sessions() -> None:
     # Written by the release before sessions were registered: slot 1 victim#5
     # set balance=100, slot 2 other#1 set balance=0, slot 3 deleter#1 delete missing.
-    data = Path(__file__).resolve().parents[1] / "data"
-    _, restored = snapshot.load(data / "snapshot-before-registered-sessions.snap")
+    _, restored = snapshot.load(TESTS / "data" / "snapshot-before-registered-sessions.snap")
     assert restored.data == {"balance": "0"} and restored.next_session_id == 1
     assert [key for key, _, _ in restored.session_table()] == ["victim", "other", "deleter"]
     again = Applier(restored)

@@ -29,11 +29,8 @@ from paxos.consensus.messages import (
     Record,
 )
 from paxos.storage.wal import Wal, WalCorruption, decode_payload, encode_record
-from tests.unit.test_core import FIXED, Net
-
-HEADER = struct.Struct("<III")  # flag bit | payload length, crc32(payload), crc32(first 8 bytes)
-MARKED = 1 << 31  # the record ends with the end mark
-END_MARK = 0xA5
+from tests.harness.corenet import FIXED, Net
+from tests.harness.walfiles import END_MARK, HEADER, MARKED, read_records
 
 EVERY_KIND: list[Record] = [
     PromiseRecord(Ballot(3, 1)),
@@ -45,26 +42,6 @@ EVERY_KIND: list[Record] = [
     PromiseRecord(Ballot(2**40, 4)),
     AcceptRecord(2**40, Ballot(2**40, 4), (b"x" * 5000,)),
 ]
-
-
-def read_records(path: Path) -> list[tuple[int, Record]]:
-    """(offset, record) for every record of a segment that must be intact."""
-    data = path.read_bytes()
-    out: list[tuple[int, Record]] = []
-    pos = 0
-    while pos < len(data):
-        word, crc, head_crc = HEADER.unpack_from(data, pos)
-        assert zlib.crc32(data[pos : pos + 8]) == head_crc
-        length = word & ~MARKED
-        payload = data[pos + HEADER.size : pos + HEADER.size + length]
-        assert zlib.crc32(payload) == crc
-        end = pos + HEADER.size + length
-        if word & MARKED:
-            assert data[end] == END_MARK
-            end += 1
-        out.append((pos, decode_payload(payload)))
-        pos = end
-    return out
 
 
 def encode_unmarked(record: Record) -> bytes:
