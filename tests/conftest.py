@@ -1,8 +1,9 @@
-"""What every test shares: the process's logging set up as the test found it, and the tiers.
+"""What every test shares: the process's logging set up as the test found it, the tiers, the order.
 
 Each test is marked with the tier of its folder (tests/harness/tiers.py), so
 that ``-m "not docker"`` and the like select by tier; a test module outside
-every tier folder stops the collection.
+every tier folder stops the collection.  Tests on a module's shared cluster
+run last in their module.
 """
 
 from __future__ import annotations
@@ -62,7 +63,28 @@ def _is_test_module(path: Path, config: pytest.Config) -> bool:
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    _mark_tiers(items)
+    _shared_clusters_last(items)
+
+
+def _mark_tiers(items: list[pytest.Item]) -> None:
     for item in items:
         tier = tier_of(item.path)
         if tier is not None:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+# ------------------------------------------------------- shared clusters
+
+
+def _shared_clusters_last(items: list[pytest.Item]) -> None:
+    """Within each module, the tests on its shared cluster run after those with clusters of their own.
+
+    The shared cluster (a module-scoped fixture, tests/*/conftest.py) then
+    starts only once the others are done, and two clusters never run side by
+    side on a machine with few cores.
+    """
+    first_of_module: dict[Path, int] = {}
+    for index, item in enumerate(items):
+        first_of_module.setdefault(item.path, index)
+    items.sort(key=lambda item: (first_of_module[item.path], "shared_cluster" in getattr(item, "fixturenames", ())))

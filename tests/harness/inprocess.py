@@ -99,6 +99,17 @@ class InProcessCluster:
             self.stop(name)
         self._loop.close(grace=0)  # the servers are stopped: what is left only waits to be cancelled
 
+    def intact(self) -> str | None:
+        """What a test changed of a cluster it was to leave as it found it, or None.
+
+        Every server still runs and none has a partition set.
+        """
+        changes = [f"{name} stopped" for name in sorted(self.stopped)]
+        for name, server in self.servers.items():
+            if name not in self.stopped and self.call(lambda s=server: set(s.peers.blocked)):
+                changes.append(f"{name} partitioned")
+        return ", ".join(changes) or None
+
 
 @contextmanager
 def in_process_cluster(

@@ -28,7 +28,7 @@ def running_cluster(directory: Path, nodes: int, **options: Any) -> Iterator[Loc
 def intact(cluster: LocalCluster) -> str | None:
     """What a test changed of a cluster it was to leave as it found it, or None: every server still runs."""
     stopped = [name for name in cluster.names if not cluster.is_running(name)]
-    return f"servers not running: {', '.join(stopped)}" if stopped else None
+    return ", ".join(f"{name} not running" for name in stopped) or None
 
 
 def applied_everywhere(kv: KVClient, names: list[str]) -> bool:

@@ -115,8 +115,10 @@ def test_backup_then_restore_into_a_fresh_cluster_gives_identical_data(
         new.close()
 
 
-@pytest.fixture
-def good_backup(tmp_path: Path) -> tuple[Path, Path]:
+@pytest.fixture(scope="module")
+def good_backup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A backup of a one-server cluster, and its hostfile: made once, only read by the tests."""
+    tmp_path = tmp_path_factory.mktemp("good-backup")
     with in_process_cluster(tmp_path / "c", 1) as cluster:
         with KVClient(cluster.members, timeout=10) as kv:
             wait_until(cluster.leader, "a leader")

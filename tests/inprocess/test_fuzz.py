@@ -8,18 +8,16 @@ tests/unit/test_fuzz.py; PAXOSKV_FUZZ_EXAMPLES sets the budget as there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from client import KVClient
 from paxos.server.service import _RefusalLog
 from protos import kv_pb2, kv_pb2_grpc, peer_pb2
 from tests.harness.fuzzing import fuzz_settings, mutated, peer_messages, u32, u64
-from tests.harness.inprocess import InProcessCluster, in_process_cluster
+from tests.harness.inprocess import InProcessCluster
 from tests.harness.polling import wait_until
 
 KV_METHODS = {
@@ -53,15 +51,11 @@ ACCEPTABLE_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_E
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessCluster]:
-    tmp: Path = tmp_path_factory.mktemp("fuzz")
-    with in_process_cluster(tmp, 3) as cluster:
-        wait_until(cluster.leader, "a leader")
-        from client import KVClient
-
-        with KVClient(cluster.members, timeout=10) as kv:
-            kv.set("committed", "before fuzzing")
-        yield cluster
+def live(shared_cluster: InProcessCluster) -> InProcessCluster:
+    """The module's shared cluster, with a value committed before any fuzzing."""
+    with KVClient(shared_cluster.members, timeout=10) as kv:
+        kv.set("committed", "before fuzzing")
+    return shared_cluster
 
 
 def _victim(cluster: InProcessCluster) -> tuple[str, object]:

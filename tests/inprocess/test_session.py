@@ -2,8 +2,9 @@
 
 The contract tests run once with ``KVClient`` (its calls made from worker
 threads) and once with ``AsyncKVClient`` (awaited on the test's own loop),
-against one in-process cluster.  The raw tests speak the Session RPC
-directly, to send what the library never would.
+against one in-process cluster shared by the module's tests; a test that
+partitions the servers gets a cluster of its own.  The raw tests speak the
+Session RPC directly, to send what the library never would.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,18 +26,11 @@ from paxos.common import limits
 from paxos.common.hostfile import Member
 from paxos.local import free_ports
 from protos import kv_pb2, kv_pb2_grpc
-from tests.harness.inprocess import InProcessCluster, in_process_cluster
+from tests.harness.inprocess import InProcessCluster
 from tests.harness.loop import LoopThread
 from tests.harness.polling import wait_until
 
 KINDS = ["KVClient", "AsyncKVClient"]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessCluster]:
-    with in_process_cluster(tmp_path_factory.mktemp("session"), 3) as c:
-        wait_until(c.leader, "a leader")
-        yield c
 
 
 def leader_of(cluster: InProcessCluster) -> Member:
@@ -78,11 +72,11 @@ async def client_of_kind(kind: str, members: list[Member], timeout: float = 10.0
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_set_get_delete_and_status(loop: LoopThread, cluster: InProcessCluster, kind: str) -> None:
+def test_set_get_delete_and_status(loop: LoopThread, shared_cluster: InProcessCluster, kind: str) -> None:
     async def body() -> None:
         # Followers first: the client must follow their redirects to the leader.
-        leader = leader_of(cluster)
-        members = sorted(cluster.members, key=lambda m: m == leader)
+        leader = leader_of(shared_cluster)
+        members = sorted(shared_cluster.members, key=lambda m: m == leader)
         async with client_of_kind(kind, members) as kv:
             key = f"fruit-{kind}"
             assert await kv.get(key) is None
@@ -102,9 +96,11 @@ def test_set_get_delete_and_status(loop: LoopThread, cluster: InProcessCluster, 
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_bad_input_is_refused_before_anything_is_sent(loop: LoopThread, cluster: InProcessCluster, kind: str) -> None:
+def test_bad_input_is_refused_before_anything_is_sent(
+    loop: LoopThread, shared_cluster: InProcessCluster, kind: str
+) -> None:
     async def body() -> None:
-        async with client_of_kind(kind, cluster.members) as kv:
+        async with client_of_kind(kind, shared_cluster.members) as kv:
             with pytest.raises(InvalidRequest, match="key must be 1 to"):
                 await kv.set("k" * (limits.MAX_KEY_BYTES + 1), "v")
             with pytest.raises(InvalidRequest, match="value is"):
@@ -130,7 +126,9 @@ def test_no_server_listening_is_unavailable_not_unknown(loop: LoopThread, kind: 
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_each_caller_sees_its_own_operations_in_order(loop: LoopThread, cluster: InProcessCluster, kind: str) -> None:
+def test_each_caller_sees_its_own_operations_in_order(
+    loop: LoopThread, shared_cluster: InProcessCluster, kind: str
+) -> None:
     """Concurrent callers share the session streams; each one awaiting its calls sees them in order."""
     callers, steps = 24, 12
 
@@ -143,19 +141,19 @@ def test_each_caller_sees_its_own_operations_in_order(loop: LoopThread, cluster:
         assert await kv.get(key) is None
 
     async def body() -> None:
-        async with client_of_kind(kind, cluster.members) as kv:
+        async with client_of_kind(kind, shared_cluster.members) as kv:
             await asyncio.gather(*(caller(kv, i) for i in range(callers)))
 
     loop.run(body())
 
 
-def test_calls_in_flight_together_share_one_message(loop: LoopThread, cluster: InProcessCluster) -> None:
+def test_calls_in_flight_together_share_one_message(loop: LoopThread, shared_cluster: InProcessCluster) -> None:
     """No timer, no waiting: the requests queued while the stream was busy leave together."""
-    leader = leader_of(cluster)
-    received = cluster.servers[leader.name].session_batch_requests
+    leader = leader_of(shared_cluster)
+    received = shared_cluster.servers[leader.name].session_batch_requests
 
     def batches_and_requests() -> tuple[int, float]:
-        return cluster.call(lambda: (sum(received.counts), received.total))
+        return shared_cluster.call(lambda: (sum(received.counts), received.total))
 
     async def body() -> tuple[tuple[int, float], tuple[int, float]]:
         async with AsyncKVClient([leader]) as kv:
@@ -216,8 +214,8 @@ def refusals(cluster: InProcessCluster, name: str, reason: str) -> int:
     return sum(n for (_, why), n in counts.items() if why == reason)
 
 
-def test_a_batch_holding_invalid_requests_fails_only_those(loop: LoopThread, cluster: InProcessCluster) -> None:
-    leader = leader_of(cluster)
+def test_a_batch_holding_invalid_requests_fails_only_those(loop: LoopThread, shared_cluster: InProcessCluster) -> None:
+    leader = leader_of(shared_cluster)
     mixed = register(loop, leader.address)
     batch = kv_pb2.SessionBatch(
         requests=[
@@ -230,7 +228,7 @@ def test_a_batch_holding_invalid_requests_fails_only_those(loop: LoopThread, clu
             kv_pb2.SessionRequest(id=6, status=kv_pb2.StatusRequest()),
         ]
     )
-    no_kind_before = refusals(cluster, leader.name, "request of no known kind")
+    no_kind_before = refusals(shared_cluster, leader.name, "request of no known kind")
     # Request 1 is answered twice: a refusal of the reused id, then the write.
     got: dict[int, list[kv_pb2.SessionReply]] = {}
 
@@ -255,29 +253,31 @@ def test_a_batch_holding_invalid_requests_fails_only_those(loop: LoopThread, clu
     assert got[4][0].refused.status == kv_pb2.INVALID
     assert got[5][0].write.status == kv_pb2.OK
     assert got[6][0].status.name == leader.name
-    assert refusals(cluster, leader.name, "request of no known kind") == no_kind_before + 1
-    with KVClient(cluster.members) as kv:
+    assert refusals(shared_cluster, leader.name, "request of no known kind") == no_kind_before + 1
+    with KVClient(shared_cluster.members) as kv:
         assert (kv.get("mixed-a"), kv.get("mixed-b")) == ("1", "2")
 
 
-def test_a_batch_over_the_limit_is_refused_and_the_stream_goes_on(loop: LoopThread, cluster: InProcessCluster) -> None:
-    leader = leader_of(cluster)
+def test_a_batch_over_the_limit_is_refused_and_the_stream_goes_on(
+    loop: LoopThread, shared_cluster: InProcessCluster
+) -> None:
+    leader = leader_of(shared_cluster)
     over = kv_pb2.SessionBatch(requests=[get_request(i, "k") for i in range(1, limits.MAX_SESSION_BATCH_REQUESTS + 2)])
     then = kv_pb2.SessionBatch(requests=[kv_pb2.SessionRequest(id=10**6, status=kv_pb2.StatusRequest())])
-    before = refusals(cluster, leader.name, "session batch over the limit")
+    before = refusals(shared_cluster, leader.name, "session batch over the limit")
     got = loop.run(exchange(leader.address, [over, then], limits.MAX_SESSION_BATCH_REQUESTS + 1))
     refused = [r for r in got.values() if r.HasField("refused")]
     # As many refusals as a batch may hold; the rest of the batch goes unanswered.
     assert len(refused) == limits.MAX_SESSION_BATCH_REQUESTS
     assert all(r.refused.status == kv_pb2.INVALID and "batch of" in r.refused.error for r in refused)
     assert got[10**6].status.name == leader.name
-    assert refusals(cluster, leader.name, "session batch over the limit") == before + 1
+    assert refusals(shared_cluster, leader.name, "session batch over the limit") == before + 1
 
 
 def test_requests_beyond_the_in_flight_bound_are_refused_as_unavailable(
-    loop: LoopThread, cluster: InProcessCluster, monkeypatch: pytest.MonkeyPatch
+    loop: LoopThread, shared_cluster: InProcessCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    leader = leader_of(cluster)
+    leader = leader_of(shared_cluster)
     monkeypatch.setattr(limits, "MAX_SESSION_IN_FLIGHT", 2)
     batch = kv_pb2.SessionBatch(requests=[get_request(i, "k") for i in (1, 2, 3)])
     got = loop.run(exchange(leader.address, [batch], 3))
@@ -285,9 +285,9 @@ def test_requests_beyond_the_in_flight_bound_are_refused_as_unavailable(
     assert got[3].refused.status == kv_pb2.UNAVAILABLE and "in flight" in got[3].refused.error
 
 
-def test_a_malformed_message_is_dropped_and_counted(loop: LoopThread, cluster: InProcessCluster) -> None:
-    leader = leader_of(cluster)
-    before = refusals(cluster, leader.name, "malformed message")
+def test_a_malformed_message_is_dropped_and_counted(loop: LoopThread, shared_cluster: InProcessCluster) -> None:
+    leader = leader_of(shared_cluster)
+    before = refusals(shared_cluster, leader.name, "malformed message")
     good = kv_pb2.SessionBatch(requests=[kv_pb2.SessionRequest(id=1, status=kv_pb2.StatusRequest())])
 
     async def body() -> list[kv_pb2.SessionReplies]:
@@ -305,7 +305,7 @@ def test_a_malformed_message_is_dropped_and_counted(loop: LoopThread, cluster: I
 
     messages = loop.run(body())
     assert [r.id for m in messages for r in m.replies] == [1]
-    assert refusals(cluster, leader.name, "malformed message") == before + 1
+    assert refusals(shared_cluster, leader.name, "malformed message") == before + 1
 
 
 def partition(cluster: InProcessCluster, isolated: list[str]) -> None:
@@ -444,15 +444,15 @@ def test_client_writes_across_a_leader_change_match_the_final_state(
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_write_whose_session_expired_is_unknown_and_the_next_opens_a_new_session(
-    loop: LoopThread, cluster: InProcessCluster, kind: str
+    loop: LoopThread, shared_cluster: InProcessCluster, kind: str
 ) -> None:
     async def body() -> None:
-        async with client_of_kind(kind, cluster.members) as kv:
+        async with client_of_kind(kind, shared_cluster.members) as kv:
             client = kv if kind == "AsyncKVClient" else kv.kv._client
             await kv.set(f"expiring-{kind}", "1")
             first = client.session_id
             assert first is not None
-            # As if the cluster had evicted it: a session it never registered.
+            # As if the shared_cluster had evicted it: a session it never registered.
             client._session = _Session(first + 1_000_000)
             with pytest.raises(SessionExpired, match="session expired") as raised:
                 await kv.set(f"expiring-{kind}", "2")
@@ -466,15 +466,18 @@ def test_a_write_whose_session_expired_is_unknown_and_the_next_opens_a_new_sessi
     loop.run(body())
 
 
-def test_concurrent_first_writes_share_one_registration(loop: LoopThread, cluster: InProcessCluster) -> None:
+def test_concurrent_first_writes_share_one_registration(loop: LoopThread, shared_cluster: InProcessCluster) -> None:
     async def body() -> None:
-        async with AsyncKVClient(cluster.members, timeout=10) as kv:
-            before = max(cluster.call(lambda: [s.store.next_session_id for s in cluster.servers.values()]))
+        async with AsyncKVClient(shared_cluster.members, timeout=10) as kv:
+            before = max(
+                shared_cluster.call(lambda: [s.store.next_session_id for s in shared_cluster.servers.values()])
+            )
             await asyncio.gather(*(kv.set(f"together-first-{i}", "v") for i in range(32)))
             assert kv.session_id is not None
             wait_until(
                 lambda: (
-                    max(cluster.call(lambda: [s.store.next_session_id for s in cluster.servers.values()])) == before + 1
+                    max(shared_cluster.call(lambda: [s.store.next_session_id for s in shared_cluster.servers.values()]))
+                    == before + 1
                 ),
                 "the registration to apply",
             )

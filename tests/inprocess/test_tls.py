@@ -1,9 +1,10 @@
 """TLS on servers in this process: serving only TLS, who gets in with which certificate, rotation, the health check.
 
 The servers (tests/harness/inprocess.py) are reached over loopback with
-ordinary clients.  The certificates and proofs with plain calls are
-tests/unit/test_tls.py; tests/processes/test_hostile_peers_tls.py attacks
-real processes.
+ordinary clients; the tests that only connect, read and write share one TLS
+cluster, those that rotate certificates get one each.  The certificates and
+proofs with plain calls are tests/unit/test_tls.py;
+tests/processes/test_hostile_peers_tls.py attacks real processes.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -37,11 +38,9 @@ from tests.harness.polling import wait_until
 # ------------------------------------------------------ servers with TLS
 
 
-@pytest.fixture
-def tls_cluster(tmp_path: Path) -> Iterator[InProcessCluster]:
-    with in_process_cluster(tmp_path, 3, tls_dir=tmp_path / "tls") as cluster:
-        wait_until(cluster.leader, "a leader over TLS")
-        yield cluster
+@pytest.fixture(scope="module")
+def cluster_options() -> dict[str, Any]:
+    return {"size": 3, "tls": True}
 
 
 def _raw_get(cluster: InProcessCluster, credentials: grpc.ChannelCredentials) -> grpc.StatusCode:
@@ -53,31 +52,36 @@ def _raw_get(cluster: InProcessCluster, credentials: grpc.ChannelCredentials) ->
     return grpc.StatusCode.OK
 
 
-def test_clients_with_the_client_certificate_are_served(tls_cluster: InProcessCluster) -> None:
-    assert tls_cluster.tls_dir is not None
-    with KVClient(tls_cluster.members, timeout=10, tls_dir=tls_cluster.tls_dir) as kv:
-        kv.set("k", "v")
-        assert kv.get("k") == "v"
-        assert kv.delete("k") is True
+def test_clients_with_the_client_certificate_are_served(shared_cluster: InProcessCluster) -> None:
+    assert shared_cluster.tls_dir is not None
+    with KVClient(shared_cluster.members, timeout=10, tls_dir=shared_cluster.tls_dir) as kv:
+        kv.set("served", "v")
+        assert kv.get("served") == "v"
+        assert kv.delete("served") is True
         assert sum(1 for n in kv.status() if n["role"] == "leader") == 1
-    with pytest.raises(Unavailable) as caught, KVClient(tls_cluster.members, timeout=0.5) as plain:
+    with pytest.raises(Unavailable) as caught, KVClient(shared_cluster.members, timeout=0.5) as plain:
         plain.get("k")
     assert "requires TLS" in str(mismatch_hint(str(caught.value), using_tls=False))
 
 
-def test_a_member_certificate_does_not_open_the_client_api(tls_cluster: InProcessCluster) -> None:
-    assert tls_cluster.tls_dir is not None
-    member = KeyPair.load(tls_cluster.tls_dir, "s1").channel_credentials()
-    assert _raw_get(tls_cluster, member) == grpc.StatusCode.PERMISSION_DENIED
-    assert _raw_get(tls_cluster, client_credentials(tls_cluster.tls_dir)) == grpc.StatusCode.OK
-    refusals = tls_cluster.servers["s0"].client_refusals.counts
-    assert sum(n for (_, reason), n in refusals.items() if reason == "no client certificate") == 1
+def test_a_member_certificate_does_not_open_the_client_api(shared_cluster: InProcessCluster) -> None:
+    assert shared_cluster.tls_dir is not None
+    member = KeyPair.load(shared_cluster.tls_dir, "s1").channel_credentials()
+    before = _refused_for_no_client_certificate(shared_cluster)
+    assert _raw_get(shared_cluster, member) == grpc.StatusCode.PERMISSION_DENIED
+    assert _raw_get(shared_cluster, client_credentials(shared_cluster.tls_dir)) == grpc.StatusCode.OK
+    assert _refused_for_no_client_certificate(shared_cluster) == before + 1
 
 
-def test_a_client_certificate_does_not_open_a_peer_stream(tls_cluster: InProcessCluster) -> None:
-    assert tls_cluster.tls_dir is not None
-    server = tls_cluster.servers["s0"]
-    with grpc.secure_channel(tls_cluster.members[0].address, client_credentials(tls_cluster.tls_dir)) as channel:
+def _refused_for_no_client_certificate(cluster: InProcessCluster) -> int:
+    refusals = cluster.call(lambda: dict(cluster.servers["s0"].client_refusals.counts))
+    return sum(n for (_, reason), n in refusals.items() if reason == "no client certificate")
+
+
+def test_a_client_certificate_does_not_open_a_peer_stream(shared_cluster: InProcessCluster) -> None:
+    assert shared_cluster.tls_dir is not None
+    server = shared_cluster.servers["s0"]
+    with grpc.secure_channel(shared_cluster.members[0].address, client_credentials(shared_cluster.tls_dir)) as channel:
         with pytest.raises(grpc.RpcError) as caught:
             peer_pb2_grpc.PeerStub(channel).Stream(iter([peer_pb2.PeerMessage(sender=1)]), timeout=5)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
@@ -85,20 +89,20 @@ def test_a_client_certificate_does_not_open_a_peer_stream(tls_cluster: InProcess
     assert "peer stream without a member certificate" in reasons
 
 
-def test_the_incarnation_question_needs_a_member_certificate(tls_cluster: InProcessCluster) -> None:
-    assert tls_cluster.tls_dir is not None
+def test_the_incarnation_question_needs_a_member_certificate(shared_cluster: InProcessCluster) -> None:
+    assert shared_cluster.tls_dir is not None
     # The leader hears from every follower (followers do not talk to each other).
-    leader = wait_until(tls_cluster.leader, "a leader")
-    follower = next(m.name for m in tls_cluster.members if m.name != leader)
-    server, asker = tls_cluster.servers[leader], tls_cluster.servers[follower]
+    leader = wait_until(shared_cluster.leader, "a leader")
+    follower = next(m.name for m in shared_cluster.members if m.name != leader)
+    server, asker = shared_cluster.servers[leader], shared_cluster.servers[follower]
     wait_until(lambda: server.replica.incarnations.recorded_for([asker.node_id]), f"{leader} to hear from {follower}")
     question = peer_pb2.IncarnationRequest(name=follower, member_id=asker.node_id)
-    address = next(m.address for m in tls_cluster.members if m.name == leader)
-    with grpc.secure_channel(address, client_credentials(tls_cluster.tls_dir)) as channel:
+    address = next(m.address for m in shared_cluster.members if m.name == leader)
+    with grpc.secure_channel(address, client_credentials(shared_cluster.tls_dir)) as channel:
         with pytest.raises(grpc.RpcError) as caught:
             peer_pb2_grpc.PeerStub(channel).Incarnation(question, timeout=5)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
-    member = KeyPair.load(tls_cluster.tls_dir, follower).channel_credentials()
+    member = KeyPair.load(shared_cluster.tls_dir, follower).channel_credentials()
     with grpc.secure_channel(address, member) as channel:
         reply = peer_pb2_grpc.PeerStub(channel).Incarnation(question, timeout=5)
     assert not reply.fresh and reply.cluster_id == server.identity.cluster_id
@@ -211,14 +215,14 @@ def _der(path: Path) -> bytes:
 
 
 def test_a_rotated_certificate_is_used_by_new_connections(
-    tls_cluster: InProcessCluster, caplog: pytest.LogCaptureFixture
+    cluster: InProcessCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tls_dir = tls_cluster.tls_dir
+    tls_dir = cluster.tls_dir
     assert tls_dir is not None
-    address = tls_cluster.members[0].address
+    address = cluster.members[0].address
     old = _der(tls_dir / "s0.pem")
     assert _presented_certificate(address, tls_dir) == old
-    with KVClient(tls_cluster.members, timeout=10, tls_dir=tls_dir) as kv:
+    with KVClient(cluster.members, timeout=10, tls_dir=tls_dir) as kv:
         kv.set("before", "rotation")
         caplog.set_level(logging.INFO, logger="paxos.tls")
         os.remove(tls_dir / "s0.pem")
@@ -230,26 +234,26 @@ def test_a_rotated_certificate_is_used_by_new_connections(
         assert "reloaded the TLS certificate" in caplog.text
         kv.set("after", "rotation")  # the cluster kept serving, old connections included
         assert kv.get("before") == "rotation" and kv.get("after") == "rotation"
-    with KVClient(tls_cluster.members[:1], timeout=10, tls_dir=tls_dir) as fresh:  # a new connection to s0
+    with KVClient(cluster.members[:1], timeout=10, tls_dir=tls_dir) as fresh:  # a new connection to s0
         wait_until(lambda: fresh.get("after", consistency="local") == "rotation", "s0 to answer with the write")
 
 
 # ---------------------------------------------- health check, command line
 
 
-def test_health_check_with_tls(tls_cluster: InProcessCluster, capsys: pytest.CaptureFixture[str]) -> None:
-    address, tls_dir = tls_cluster.members[0].address, str(tls_cluster.tls_dir)
+def test_health_check_with_tls(shared_cluster: InProcessCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    address, tls_dir = shared_cluster.members[0].address, str(shared_cluster.tls_dir)
     assert healthcheck.main(["--address", address, "--tls-dir", tls_dir]) == 0
     assert healthcheck.main(["--address", address, "--timeout", "0.5"]) == 1
     assert "requires TLS" in capsys.readouterr().err
     assert healthcheck.main(["--address", address, "--tls-dir", tls_dir + "/missing"]) == healthcheck.EXIT_USAGE
 
 
-def test_command_line_over_tls(tls_cluster: InProcessCluster, capsys: pytest.CaptureFixture[str]) -> None:
-    hostfile = tls_cluster.tls_dir.parent / "elsewhere" / "hostfile.txt"  # type: ignore[union-attr]
+def test_command_line_over_tls(shared_cluster: InProcessCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    hostfile = shared_cluster.tls_dir.parent / "elsewhere" / "hostfile.txt"  # type: ignore[union-attr]
     hostfile.parent.mkdir()
-    hostfile.write_text("".join(f"{m.name} {m.address}\n" for m in tls_cluster.members))
-    tls = ["--tls-dir", str(tls_cluster.tls_dir)]
+    hostfile.write_text("".join(f"{m.name} {m.address}\n" for m in shared_cluster.members))
+    tls = ["--tls-dir", str(shared_cluster.tls_dir)]
     assert cli.main(["-h", str(hostfile), *tls, "set", "greeting", "hello"]) == cli.EXIT_OK
     assert cli.main(["-h", str(hostfile), *tls, "get", "greeting"]) == cli.EXIT_OK
     assert capsys.readouterr().out == "hello\n"
@@ -280,10 +284,10 @@ def _client_refused(cluster: InProcessCluster, tls_dir: Path) -> bool:
 
 
 def test_a_ca_is_replaced_without_a_restart_and_the_old_one_is_revoked(
-    tls_cluster: InProcessCluster, tmp_path: Path
+    cluster: InProcessCluster, tmp_path: Path
 ) -> None:
     """The README's procedure: trust both CAs, move every pair to the new one, drop the old CA."""
-    tls_dir = tls_cluster.tls_dir
+    tls_dir = cluster.tls_dir
     assert tls_dir is not None
     old = tmp_path / "old"
     old.mkdir()
@@ -297,12 +301,12 @@ def test_a_ca_is_replaced_without_a_restart_and_the_old_one_is_revoked(
     for name in ("s0", "s1", "s2", "client"):
         for file in (key_file(name), cert_file(name)):
             (tls_dir / file).write_bytes((new / file).read_bytes())
-    for member in tls_cluster.members:
+    for member in cluster.members:
         wanted = _der(new / cert_file(member.name))
         wait_until(lambda a=member.address, w=wanted: _presented_certificate(a, tls_dir) == w, f"{member.name} moved")
-    assert not _client_refused(tls_cluster, old), "while both CAs are trusted, old clients still get in"
+    assert not _client_refused(cluster, old), "while both CAs are trusted, old clients still get in"
     (tls_dir / CA_CERT_FILE).write_bytes((new / CA_CERT_FILE).read_bytes())
-    wait_until(lambda: _client_refused(tls_cluster, old), "the old CA's client certificate to be refused")
-    with KVClient(tls_cluster.members, timeout=10, tls_dir=tls_dir) as kv:
+    wait_until(lambda: _client_refused(cluster, old), "the old CA's client certificate to be refused")
+    with KVClient(cluster.members, timeout=10, tls_dir=tls_dir) as kv:
         kv.set("after", "the new CA")
         assert kv.get("after") == "the new CA"

@@ -144,9 +144,9 @@ def test_replicas_with_different_value_limits_hold_the_same_values(mixed_limits:
         assert kv.get(big) == acknowledged[big]
 
 
-def test_write_skipped_at_apply_is_answered_at_once(cluster: LocalCluster) -> None:
-    leader = cluster.wait_for_leader()
-    with grpc.insecure_channel(cluster.address(leader)) as channel:
+def test_write_skipped_at_apply_is_answered_at_once(shared_cluster: LocalCluster) -> None:
+    leader = shared_cluster.wait_for_leader()
+    with grpc.insecure_channel(shared_cluster.address(leader)) as channel:
         stub = kv_pb2_grpc.KVStub(channel)
         registered = stub.Register(kv_pb2.RegisterRequest(), timeout=10)
         assert registered.status == kv_pb2.OK and registered.session_id > 0
@@ -163,7 +163,7 @@ def test_write_skipped_at_apply_is_answered_at_once(cluster: LocalCluster) -> No
         assert "moved on to 10" in reply.error
         # The cached result of seq 10 is still what a retry of it gets.
         assert stub.Write(kv_pb2.WriteRequest(command=ten), timeout=10).status == kv_pb2.OK
-    with client(cluster) as kv:
+    with client(shared_cluster) as kv:
         assert kv.get("k") == "ten"
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,15 +16,14 @@ from tests.harness.processes import running_cluster
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with running_cluster(tmp_path_factory.mktemp("bench") / "cluster", nodes=3) as c:
-        yield c
+def cluster_options() -> dict[str, Any]:
+    return {"nodes": 3}
 
 
 @pytest.mark.parametrize("path", ["session", "unary"])
-def test_bench_smoke_run_reports_json(cluster: LocalCluster, path: str) -> None:
+def test_bench_smoke_run_reports_json(shared_cluster: LocalCluster, path: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "paxos.bench", "-h", str(cluster.hostfile),
+        [sys.executable, "-m", "paxos.bench", "-h", str(shared_cluster.hostfile),
          "--clients", "4", "--seconds", "5", "--op", "mixed", "--json", *(["--unary"] if path == "unary" else [])],
         capture_output=True, text=True, timeout=120, cwd=PROJECT,
     )  # fmt: skip

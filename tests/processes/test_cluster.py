@@ -1,4 +1,8 @@
-"""Five real server processes on loopback, driven through the library and CLI."""
+"""Five real server processes on loopback, driven through the library and CLI.
+
+The tests that only read and write share one cluster (each with keys of its
+own); those that kill, pause or restart servers get a cluster each.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,8 @@ def cli(cluster: LocalCluster, *args: str, timeout: float = 10.0) -> subprocess.
     return run_cli(cluster.hostfile, *args, timeout=timeout)
 
 
-def test_set_get_delete_through_library(cluster: LocalCluster) -> None:
-    with cluster.client() as kv:
+def test_set_get_delete_through_library(shared_cluster: LocalCluster) -> None:
+    with shared_cluster.client() as kv:
         assert kv.get("fruit") is None
         kv.set("fruit", "green apple")
         assert kv.get("fruit") == "green apple"
@@ -36,21 +40,21 @@ def test_set_get_delete_through_library(cluster: LocalCluster) -> None:
         assert kv.get("ключ") == "значение ✓"
 
 
-def test_cli_one_shot_commands_and_exit_codes(cluster: LocalCluster) -> None:
-    assert cli(cluster, "set", "city", "New", "York").returncode == 0
-    got = cli(cluster, "get", "city")
+def test_cli_one_shot_commands_and_exit_codes(shared_cluster: LocalCluster) -> None:
+    assert cli(shared_cluster, "set", "city", "New", "York").returncode == 0
+    got = cli(shared_cluster, "get", "city")
     assert (got.returncode, got.stdout) == (0, "New York\n")
-    missing = cli(cluster, "get", "nowhere")
+    missing = cli(shared_cluster, "get", "nowhere")
     assert missing.returncode == 1
     assert missing.stdout == ""
-    assert cli(cluster, "delete", "city").returncode == 0
-    assert cli(cluster, "get", "city").returncode == 1
-    assert cli(cluster, "set", "x" * 1025, "v").returncode == 2
-    assert cli(cluster, "frobnicate").returncode == 2
+    assert cli(shared_cluster, "delete", "city").returncode == 0
+    assert cli(shared_cluster, "get", "city").returncode == 1
+    assert cli(shared_cluster, "set", "x" * 1025, "v").returncode == 2
+    assert cli(shared_cluster, "frobnicate").returncode == 2
 
 
-def test_cli_prompt_reads_commands_from_stdin(cluster: LocalCluster) -> None:
-    result = run_cli(cluster.hostfile, timeout=None, input="set greeting hello there\nget greeting\nquit\n")
+def test_cli_prompt_reads_commands_from_stdin(shared_cluster: LocalCluster) -> None:
+    result = run_cli(shared_cluster.hostfile, timeout=None, input="set greeting hello there\nget greeting\nquit\n")
     assert result.returncode == 0
     assert "hello there" in result.stdout
 
@@ -123,23 +127,23 @@ def test_all_five_killed_and_restarted_keep_every_acknowledged_write(cluster: Lo
             assert kv.get(key) == value
 
 
-def test_retried_write_is_applied_once(cluster: LocalCluster) -> None:
-    leader = cluster.wait_for_leader()
-    stub = _stub(cluster, leader)
+def test_retried_write_is_applied_once(shared_cluster: LocalCluster) -> None:
+    leader = shared_cluster.wait_for_leader()
+    stub = _stub(shared_cluster, leader)
     registered = stub.Register(kv_pb2.RegisterRequest(), timeout=10)
     assert registered.status == kv_pb2.OK
     session = registered.session_id
-    first = kv_pb2.Command(session_id=session, seq=1, first_unacked=1, set=kv_pb2.SetOp(key="k", value="first"))
+    first = kv_pb2.Command(session_id=session, seq=1, first_unacked=1, set=kv_pb2.SetOp(key="retried", value="first"))
     assert stub.Write(kv_pb2.WriteRequest(command=first), timeout=10).status == kv_pb2.OK
-    with cluster.client() as kv:
-        kv.set("k", "second")
+    with shared_cluster.client() as kv:
+        kv.set("retried", "second")
         # The first write arrives again, as after a client timeout: no effect.
         assert stub.Write(kv_pb2.WriteRequest(command=first), timeout=10).status == kv_pb2.OK
-        assert kv.get("k") == "second"
-        removal = kv_pb2.Command(session_id=session, seq=2, first_unacked=2, delete=kv_pb2.DeleteOp(key="k"))
+        assert kv.get("retried") == "second"
+        removal = kv_pb2.Command(session_id=session, seq=2, first_unacked=2, delete=kv_pb2.DeleteOp(key="retried"))
         replies = [stub.Write(kv_pb2.WriteRequest(command=removal), timeout=10) for _ in range(3)]
         assert [r.removed for r in replies] == [True, True, True]
-        assert kv.get("k") is None
+        assert kv.get("retried") is None
 
 
 def test_paused_leader_never_serves_a_stale_read(cluster: LocalCluster) -> None:
@@ -206,18 +210,18 @@ def _stub(cluster: LocalCluster, name: str) -> kv_pb2_grpc.KVStub:
     return kv_pb2_grpc.KVStub(channel)
 
 
-def test_large_multiline_values_from_stdin_and_files(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_large_multiline_values_from_stdin_and_files(shared_cluster: LocalCluster, tmp_path: Path) -> None:
     # Larger than one command-line argument may be (128 KiB), with every kind of line ending.
     value = "".join(f"line {i}: {'x' * 90}\r\n" if i % 3 else f"line {i}\n" for i in range(6000))
     assert 128 * 1024 < len(value.encode()) < 1024 * 1024
-    stored = run_cli(cluster.hostfile, "set", "from-stdin", "-", input=value, timeout=20)
+    stored = run_cli(shared_cluster.hostfile, "set", "from-stdin", "-", input=value, timeout=20)
     assert stored.returncode == 0, stored.stderr
     path = tmp_path / "value.txt"
     path.write_bytes(value.encode())
-    assert cli(cluster, "set", "from-file", "--file", str(path), timeout=20).returncode == 0
+    assert cli(shared_cluster, "set", "from-file", "--file", str(path), timeout=20).returncode == 0
     for key in ("from-stdin", "from-file"):
-        got = run_cli_bytes(cluster.hostfile, "get", key, timeout=20)
+        got = run_cli_bytes(shared_cluster.hostfile, "get", key, timeout=20)
         assert got.returncode == 0
         assert got.stdout == value.encode() + b"\n"  # the value, then the newline get prints after it
-    piped = run_cli(cluster.hostfile, input="get nowhere\nset k v\n", timeout=20)
+    piped = run_cli(shared_cluster.hostfile, input="get never-written\nset piped v\n", timeout=20)
     assert piped.returncode == 1, "a piped script exits with its first failure's code"

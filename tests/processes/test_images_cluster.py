@@ -1,4 +1,8 @@
-"""iset / iget against five real servers on loopback, over TLS (the certificates beside the hostfile)."""
+"""iset / iget against five real servers on loopback, over TLS (the certificates beside the hostfile).
+
+The tests share one cluster and the photos stored in it first, each storing
+any other photo of its own; the leader failover gets a cluster of its own.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import skimage.data
@@ -17,20 +22,19 @@ from client.images import hash_hex, hash_image
 from paxos.common.limits import MAX_METADATA_BYTES
 from paxos.local import LocalCluster
 from tests.harness.cli import run_cli
-from tests.harness.processes import running_cluster
 
 DATA = Path(skimage.data.data_dir)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with running_cluster(tmp_path_factory.mktemp("images") / "cluster", nodes=5, tls=True) as c:
-        yield c
+def cluster_options() -> dict[str, Any]:
+    return {"nodes": 5, "tls": True}
 
 
 @pytest.fixture(scope="module")
-def kv(cluster: LocalCluster) -> Iterator[KVClient]:
-    with cluster.client(timeout=20) as client:
+def kv(shared_cluster: LocalCluster) -> Iterator[KVClient]:
+    """A client of the module's shared cluster, three photos stored; each test stores any others it needs."""
+    with shared_cluster.client(timeout=20) as client:
         client.iset(DATA / "astronaut.png", "astronaut: Eileen Collins, NASA portrait")
         client.iset(DATA / "coffee.png", "a cup of coffee")
         client.iset(DATA / "motorcycle_left.png", "motorcycle, left camera")
@@ -61,9 +65,9 @@ def test_nearest_lists_distances_in_order(kv: KVClient) -> None:
 
 
 def test_latest_iset_wins(kv: KVClient) -> None:
-    kv.iset(DATA / "chelsea.png", "a cat")
-    kv.iset(DATA / "chelsea.png", "Chelsea the cat")
-    assert kv.iget(DATA / "chelsea.png") == "Chelsea the cat"
+    kv.iset(DATA / "coins.png", "some coins")
+    kv.iset(DATA / "coins.png", "coins on a table")
+    assert kv.iget(DATA / "coins.png") == "coins on a table"
 
 
 def test_bad_inputs_store_nothing(kv: KVClient, tmp_path: Path) -> None:
@@ -84,9 +88,9 @@ def test_bad_inputs_store_nothing(kv: KVClient, tmp_path: Path) -> None:
     assert leader_after == leader_before
 
 
-def test_cli_iset_iget(cluster: LocalCluster) -> None:
+def test_cli_iset_iget(shared_cluster: LocalCluster) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return run_cli(cluster.hostfile, *args, timeout=None)
+        return run_cli(shared_cluster.hostfile, *args, timeout=None)
 
     assert cli("iset", str(DATA / "rocket.jpg"), "a rocket on the pad").returncode == 0
     found = cli("iget", str(DATA / "rocket.jpg"))
@@ -96,12 +100,11 @@ def test_cli_iset_iget(cluster: LocalCluster) -> None:
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
 
-def test_iset_survives_leader_failover(cluster: LocalCluster, kv: KVClient) -> None:
-    leader = cluster.wait_for_leader()
-    cluster.kill(leader, signal.SIGKILL)
-    try:
+def test_iset_survives_leader_failover(cluster: LocalCluster) -> None:
+    with cluster.client(timeout=20) as kv:
+        kv.iset(DATA / "coffee.png", "a cup of coffee")
+        leader = cluster.wait_for_leader()
+        cluster.kill(leader, signal.SIGKILL)
         kv.iset(DATA / "hubble_deep_field.jpg", "Hubble deep field")
         assert kv.iget(DATA / "hubble_deep_field.jpg") == "Hubble deep field"
         assert kv.iget(DATA / "coffee.png") == "a cup of coffee"
-    finally:
-        cluster.start_node(leader)
