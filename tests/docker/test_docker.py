@@ -217,7 +217,7 @@ def workspace(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     request.addfinalizer(lock.close)  # closing releases the lock; registered first, so it runs last
     root = tmp_path_factory.mktemp("docker")
     hostfile = root / "hostfile.txt"
-    hostfile.write_text("# paxoskv Docker tests (tests/test_docker.py)\n" + "".join(f"{s}\n" for s in SERVERS))
+    hostfile.write_text("# paxoskv Docker tests (tests/docker/test_docker.py)\n" + "".join(f"{s}\n" for s in SERVERS))
     hostfile.chmod(0o644)  # read by the servers' non-root user
     space = Workspace(root, hostfile)
     for server in SERVERS:

@@ -1,6 +1,6 @@
 """With TLS on, forged peer messages from outside processes reach no server.
 
-The forger of tests/test_hostile_peers.py knows everything a member knows
+The forger of tests/harness/forger.py knows everything a member knows
 but its key.  Against five real servers serving TLS it tries four ways in:
 no certificate, the client certificate, another member's certificate (sending
 as the leader), and a member certificate from another CA.  Not one message

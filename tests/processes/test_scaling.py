@@ -1,4 +1,4 @@
-"""5 -> 7 -> 3 -> 5 real servers under a recorded client load (``tests/scaling.py``)."""
+"""5 -> 7 -> 3 -> 5 real servers under a recorded client load (``tests/harness/scaling.py``)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@
 * liveness: after the heal, every pending operation and one more write and
   read per client complete within ``LIVENESS_US`` of simulated time, and all
   nodes converge to the same applied index;
-* linearizability: the client history is linearizable (``tests/lincheck.py``);
+* linearizability: the client history is linearizable (``tests/harness/lincheck.py``);
 * refusals: no honest message is refused, except the kinds an honest
   cluster can cause (``HONEST_REFUSALS``).
 """

@@ -4,7 +4,7 @@ Each drives the retry policy ``KVClient`` ships with (leader hints, a
 rotation over the servers, 1 s attempts inside an operation deadline,
 "unknown outcome" only when some attempt may have reached a server), sends
 the same (session, seq, first_unacked) on every retry of a write, and
-records its operations for ``tests/lincheck.py``.
+records its operations for ``tests/harness/lincheck.py``.
 """
 
 from __future__ import annotations

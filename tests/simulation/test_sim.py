@@ -1,7 +1,7 @@
 """Whole-cluster deterministic simulation (``tests/sim/``).
 
 The seed sweep is sized for CI (a few tens of CPU seconds); run a long one
-with ``PAXOSKV_SIM_SEEDS=10000 python -m pytest tests/test_sim.py -k sweep``
+with ``PAXOSKV_SIM_SEEDS=10000 python -m pytest tests/simulation/test_sim.py -k sweep``
 or directly with ``python -m tests.sim --seeds 10000``.  A failing seed is
 replayed, with its timeline, by ``python -m tests.sim --seed N``.
 """

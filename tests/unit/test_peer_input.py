@@ -2,7 +2,7 @@
 
 Each forged message below once changed acknowledged data or wedged a
 cluster of real servers; here it is refused, counted, and changes nothing.
-The codec's bounds (sizes, numbers out of range) are in tests/test_codec.py.
+The codec's bounds (sizes, numbers out of range) are in tests/unit/test_codec.py.
 """
 
 from __future__ import annotations
