@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -378,16 +379,51 @@ def _describe_progress(nodes: Sequence[Mapping[str, object]]) -> str:
     return f"{up}/{len(nodes)} servers answering: {roles}"
 
 
+PORT_RANGE_ENV = "PAXOSKV_PORT_RANGE"  # LOW-HIGH: free_ports draws only from these ports
+
+
 def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 right now (held open together, so all distinct)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    """Ports free on 127.0.0.1 right now (held open together, so all distinct).
+
+    With ``$PAXOSKV_PORT_RANGE`` set to ``LOW-HIGH`` they come from that
+    range, tried in turn from a random start; otherwise the kernel picks.
+    Test runs in parallel give each worker a range of its own below the
+    kernel's ephemeral ports, so that no other worker and no outgoing
+    connection takes a port between the check here and a server's bind.
+    """
+    sockets: list[socket.socket] = []
     try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
+        for port in _candidate_ports(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            sockets.append(sock)
+            if len(sockets) == count:
+                return [sock.getsockname()[1] for sock in sockets]
+        raise ClusterError(f"fewer than {count} free ports in ${PORT_RANGE_ENV}={os.environ.get(PORT_RANGE_ENV)}")
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _candidate_ports(count: int) -> Iterator[int]:
+    spec = os.environ.get(PORT_RANGE_ENV, "")
+    if not spec:
+        yield from (0 for _ in range(count))  # the kernel's choice never repeats a held port
+        return
+    try:
+        low, high = (int(part) for part in spec.split("-"))
+    except ValueError:
+        raise ClusterError(f"${PORT_RANGE_ENV} must be LOW-HIGH, not {spec!r}") from None
+    if not 1024 <= low <= high <= 65535:
+        raise ClusterError(f"${PORT_RANGE_ENV} must be LOW-HIGH within 1024-65535, not {spec!r}")
+    span = high - low + 1
+    start = random.randrange(span)
+    for offset in range(span):
+        yield low + (start + offset) % span
 
 
 # --------------------------------------------------------------- command line
