@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from paxos.local import PORT_RANGE_ENV
+from tools.localcluster import PORT_RANGE_ENV
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +44,7 @@ def _logging_left_as_found() -> Iterator[None]:
 # keep the run going on their own.  Longest first.
 LONG_MODULES = ("test_docker.py", "test_keepalive.py", "test_sim.py")
 # Ports below the kernel's ephemeral range (32768 and up on Linux), shared out
-# among the workers: see paxos.local.free_ports.
+# among the workers: see tools.localcluster.free_ports.
 PARALLEL_PORTS = (20000, 32000)
 
 

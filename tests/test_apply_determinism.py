@@ -21,10 +21,10 @@ import pytest
 
 from client import InvalidRequest, KVClient
 from paxos.common.hostfile import Member, parse_hostfile
-from paxos.local import LocalCluster
 from paxos.server.service import DATA_FORMAT, META_FILE, DataDirError, check_data_dir
 from protos import kv_pb2, kv_pb2_grpc
 from tests.polling import wait_until
+from tools.localcluster import LocalCluster
 
 PROJECT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from paxos.local import LocalCluster
+from tools.localcluster import LocalCluster
 
 PROJECT = Path(__file__).resolve().parent.parent
 

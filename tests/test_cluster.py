@@ -13,9 +13,9 @@ import grpc
 import pytest
 
 from client import KVClient, KVError, UnknownOutcome
-from paxos.local import LocalCluster
 from protos import kv_pb2, kv_pb2_grpc
 from tests.polling import wait_until
+from tools.localcluster import LocalCluster
 
 PROJECT = Path(__file__).resolve().parent.parent
 

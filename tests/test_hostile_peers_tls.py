@@ -23,11 +23,11 @@ from paxos.certs import ensure_certificates
 from paxos.common import limits
 from paxos.common.tlsfiles import CA_CERT_FILE, KeyPair, client_credentials
 from paxos.consensus.messages import Accept, Ballot, CatchupReply, Heartbeat, Prepare
-from paxos.local import LocalCluster
 from protos import log_pb2, peer_pb2, peer_pb2_grpc
 from tests.inprocess import in_process_cluster
 from tests.polling import wait_until
 from tests.test_hostile_peers import Forger, _ballot, _leader, _refusals_logged
+from tools.localcluster import LocalCluster
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from benchmarks.image_hash_eval import EDITS
 from client import ImageError, InvalidRequest, KVClient
 from client.images import hash_hex, hash_image
 from paxos.common.limits import MAX_METADATA_BYTES
-from paxos.local import LocalCluster
+from tools.localcluster import LocalCluster
 
 DATA = Path(skimage.data.data_dir)
 PROJECT = Path(__file__).resolve().parent.parent

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from paxos.local import LocalCluster
 from tests.polling import wait_until
+from tools.localcluster import LocalCluster
 
 # The peers ping every 10 s (grpc.keepalive_time_ms); with the server's ping
 # policy unset, gRPC's default (one ping per 5 minutes without data, two

@@ -17,10 +17,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from paxos.local import LocalCluster
 from protos import kv_pb2, kv_pb2_grpc
 from tests.inprocess import InProcessCluster, free_port, in_process_cluster
 from tests.polling import wait_until
+from tools.localcluster import LocalCluster
 
 # Every metric docs/operations.md promises, by the name Prometheus stores
 # (counters with _total, histograms with _bucket/_sum/_count).

@@ -23,9 +23,9 @@ import grpc
 import pytest
 
 from paxos.common import limits
-from paxos.local import LocalCluster, free_ports
 from protos import kv_pb2, kv_pb2_grpc
 from tests.polling import wait_until
+from tools.localcluster import LocalCluster, free_ports
 
 pytestmark = pytest.mark.slow
 

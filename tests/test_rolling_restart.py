@@ -16,8 +16,8 @@ import pytest
 
 from client import KVClient
 from paxos.common.hostfile import parse_hostfile
-from paxos.local import LocalCluster
 from tests.polling import wait_until
+from tools.localcluster import LocalCluster
 
 pytestmark = pytest.mark.slow
 

@@ -24,10 +24,10 @@ from client.aio import _Session
 from client.retry import SessionExpired
 from paxos.common import limits
 from paxos.common.hostfile import Member
-from paxos.local import free_ports
 from protos import kv_pb2, kv_pb2_grpc
 from tests.inprocess import InProcessCluster, in_process_cluster
 from tests.polling import wait_until
+from tools.localcluster import free_ports
 
 KINDS = ["KVClient", "AsyncKVClient"]
 T = TypeVar("T")

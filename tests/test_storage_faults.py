@@ -31,12 +31,12 @@ from paxos.common.files import DiskFull, write_atomically
 from paxos.common.hostfile import parse_hostfile
 from paxos.consensus.messages import AcceptRecord
 from paxos.kv.statemachine import StateMachine
-from paxos.local import PROJECT_ROOT, LocalCluster, NodeExited
 from paxos.server.service import SNAPSHOT_DIR, _WalStorage
 from paxos.storage.snapshot import SNAPSHOT_WRITING, SnapshotMember, write_snapshot
 from paxos.storage.wal import Wal
 from tests.polling import wait_until
 from tests.test_wal import read_records
+from tools.localcluster import PROJECT_ROOT, LocalCluster, NodeExited
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from client import KVClient
-from paxos.local import free_ports
 from tests.polling import wait_until
+from tools.localcluster import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 # RFC 2606 reserves .invalid: these names never resolve.

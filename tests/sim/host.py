@@ -10,10 +10,11 @@ from paxos.common import limits
 from paxos.consensus.core import Node, Role
 from paxos.consensus.membership import Membership
 from paxos.consensus.messages import DurableState, Message, Slot, Value
+from paxos.kv import logcommand
 from paxos.kv.statemachine import FrozenState
-from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, WriteAnswer
+from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, Status, WriteAnswer
 from paxos.server.codec import DecodeError, PeerCodec
-from protos import kv_pb2
+from paxos.server.kvapi import wire_status, write_hints_leader
 from tests.sim.bugs import SKIPPED_INCARNATION, HostBug, OlderSnapshotReplica
 from tests.sim.disk import SimDisk, thaw
 from tests.sim.network import RESET, Request
@@ -299,7 +300,8 @@ class Host(Observer):
         elif req.cmd is None:
             replica.read(lambda status: self.answer_read(req, status))
         else:
-            replica.write(req.cmd, lambda answer: self.answer_write(req, answer))
+            # As the server does: the replica takes the log's copy of the client's command.
+            replica.write(logcommand.from_client(req.cmd), lambda answer: self.answer_write(req, answer))
 
     def expired(self, req: Request) -> bool:
         if req.done:
@@ -311,15 +313,15 @@ class Host(Observer):
 
     def answer_write(self, req: Request, answer: WriteAnswer) -> None:
         if not self.expired(req):
-            hint = self.leader_hint() if answer.status in (kv_pb2.NOT_LEADER, kv_pb2.UNKNOWN) else None
-            self.sim.network.reply(req, answer.status, removed=answer.removed, hint=hint)
+            hint = self.leader_hint() if write_hints_leader(answer.status) else None
+            self.sim.network.reply(req, wire_status(answer.status), removed=answer.removed, hint=hint)
 
     def answer_register(self, req: Request, answer: RegisterAnswer) -> None:
         if not self.expired(req):
-            hint = self.leader_hint() if answer.status == kv_pb2.NOT_LEADER else None
-            self.sim.network.reply(req, answer.status, value=str(answer.session_id), hint=hint)
+            hint = self.leader_hint() if answer.status is Status.NOT_LEADER else None
+            self.sim.network.reply(req, wire_status(answer.status), value=str(answer.session_id), hint=hint)
 
-    def answer_read(self, req: Request, status: int) -> None:
+    def answer_read(self, req: Request, status: Status) -> None:
         if not self.expired(req):
-            value = self.store.get(req.key) if status == kv_pb2.OK else None
-            self.sim.network.reply(req, status, value=value, hint=self.leader_hint())
+            value = self.store.get(req.key) if status is Status.OK else None
+            self.sim.network.reply(req, wire_status(status), value=value, hint=self.leader_hint())
