@@ -50,10 +50,10 @@ class Forger:
     ballots far above any seen, accepts beyond the window,
     self-contradicting promises, catch-up replies nobody asked for, and
     well-formed messages claiming a member other than the one the
-    certificate names.  A forger that guesses an outstanding catch-up
-    request exactly could still be believed; it never does here, because
-    only the certificate check can stop that, and it holds no certificate
-    of the server it would have to be.
+    certificate names.  A forger holding the claimed sender's own
+    certificate that guesses an outstanding catch-up request exactly could
+    still be believed (nothing but that member's key tells its messages
+    apart); it never guesses right here.
     """
 
     def __init__(self, sim: Simulation) -> None:
