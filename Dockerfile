@@ -69,8 +69,8 @@ RUN set -eu; \
 
 # --------------------------------------------------------------------------
 # build-client: every dependency, then the project itself (what .dockerignore
-# lets through: pyproject.toml, paxos/, client/, protos/, README ...), as a
-# regular (non-editable) install.
+# lets through: pyproject.toml, paxos/, client/, protos/, tools/, README ...),
+# as a regular (non-editable) install.
 # --------------------------------------------------------------------------
 FROM build AS build-client
 ARG PIP_INDEX_URL=https://pypi.org/simple

@@ -10,7 +10,7 @@ writes and linearizable reads, each ``--seconds`` long after a discarded
 
 * etcd (the ``etcd`` binary, e.g. Debian's ``etcd-server``; fsync on, its
   default), driven by ``python -m benchmarks.etcd_api.bench``;
-* paxoskv (``paxos.local.LocalCluster``), driven by ``python -m paxos.bench``
+* paxoskv (``tools.localcluster.LocalCluster``), driven by ``python -m paxos.bench``
   on the library's session path (``AsyncKVClient``: one session stream per
   server, operations of different clients in flight together share a message);
 * paxoskv-unary: a cluster of its own, driven by ``python -m paxos.bench
@@ -18,9 +18,9 @@ writes and linearizable reads, each ``--seconds`` long after a discarded
 
 The load generators run as a separate process and measure alike: closed
 loop, N clients in one asyncio process, each with one operation in flight,
-all sent to the leader.  The etcd one reuses paxos.bench's option parser,
+all sent to the leader.  The etcd one reuses tools.bench's option parser,
 ``Stats`` and ``summarize`` (so the JSON keys are the same), and its loop is
-paxos.bench's with the operation passed in as a function.
+tools.bench's with the operation passed in as a function.
 
 Besides ops/s and latency, every row has the servers' CPU time per operation:
 user+system time of all five server processes (``/proc/PID/stat``, sampled by
@@ -70,8 +70,8 @@ from types import FrameType, TracebackType
 from typing import IO, Any
 
 from benchmarks.server_cpu import CpuSampler, ProcessCpuError, total_cpu_seconds
-from paxos.bench import KEYSPACE, READ_KEYS, Stats, summarize
-from paxos.local import ClusterError, LocalCluster, free_ports
+from tools.bench import KEYSPACE, READ_KEYS, Stats, summarize
+from tools.localcluster import ClusterError, LocalCluster, free_ports
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NODES = 5

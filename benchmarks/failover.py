@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from client import KVClient, KVError
-from paxos.local import LocalCluster
+from tools.localcluster import LocalCluster
 
 
 def one_round(cluster: LocalCluster, kv: KVClient, round_no: int) -> float:

@@ -4,8 +4,8 @@
                                  [--keys 10000] [--value-bytes 100] [--snapshot-every N] [--dir DIR]
                                  [--csv FILE] [--plot FILE.svg] [-- SERVER_ARGS ...]
 
-Starts a local cluster (``paxos.local.LocalCluster``) and writes to it with
-closed-loop clients (the load generator's, ``paxos.bench``), each with one
+Starts a local cluster (``tools.localcluster.LocalCluster``) and writes to it with
+closed-loop clients (the load generator's, ``tools.bench``), each with one
 write in flight, to keys drawn uniformly from ``--keys``, with values of
 ``--value-bytes``.  Every ``--every`` successful writes it prints a row:
 writes so far, elapsed time, the write rate since the last row, and for each
@@ -46,11 +46,12 @@ from pathlib import Path
 import grpc
 
 from benchmarks.svgplot import Panel, panels_svg
-from paxos import bench
 from paxos.common.hostfile import Member, parse_hostfile
 from paxos.common.limits import DEFAULT_MAX_VALUE_BYTES
-from paxos.local import ClusterError, LocalCluster, split_server_args
 from protos import kv_pb2, kv_pb2_grpc
+from tools import bench
+from tools.local import split_server_args
+from tools.localcluster import ClusterError, LocalCluster
 
 DEFAULT_COMMANDS = 1_000_000
 DEFAULT_EVERY = 100_000

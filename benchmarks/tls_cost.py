@@ -23,7 +23,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from paxos.local import LocalCluster
+from tools.localcluster import LocalCluster
 
 PROJECT = Path(__file__).resolve().parent.parent
 OPS = {"set": "write", "get": "linearizable read"}

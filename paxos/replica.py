@@ -19,6 +19,7 @@ run this class, so the simulator tests the code that ships.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import random
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ from paxos.consensus.messages import DurableState, Message, NodeId, Ready, Recor
 from paxos.incarnation import IncarnationBook, Verdict
 from paxos.kv import logcommand
 from paxos.kv.configuration import LOG_CONFIGURATIONS, configuration_in
+from paxos.kv.logcommand import ClientWrite
 from paxos.kv.statemachine import (
     FrozenState,
     Outcome,
@@ -42,7 +44,6 @@ from paxos.kv.statemachine import (
     session_of,
     validate_command,
 )
-from protos import kv_pb2
 
 log = logging.getLogger("paxos.replica")
 
@@ -120,9 +121,22 @@ class Observer:
         """A configuration was applied here (this server may have left it)."""
 
 
+class Status(enum.Enum):
+    """How the replica answers a request; the server says it in its client API's words."""
+
+    OK = "ok"
+    NOT_LEADER = "not leader"  # not handled here: this server does not lead
+    # A write may or may not have been applied: leadership was lost before
+    # its outcome was known, or it came again after its client moved on.
+    UNKNOWN = "unknown"
+    INVALID = "invalid"  # refused; nothing applied
+    UNAVAILABLE = "unavailable"  # cannot be handled now (overloaded, no quorum); nothing applied
+    SESSION_EXPIRED = "session expired"  # the write's session is not kept; this copy was not applied
+
+
 @dataclass(frozen=True, slots=True)
 class WriteAnswer:
-    status: kv_pb2.Status
+    status: Status
     removed: bool = False
     error: str = ""
 
@@ -132,7 +146,7 @@ WriteCallback = Callable[[WriteAnswer], None]
 
 @dataclass(frozen=True, slots=True)
 class RegisterAnswer:
-    status: kv_pb2.Status
+    status: Status
     session_id: int = 0
     error: str = ""
 
@@ -141,22 +155,22 @@ RegisterCallback = Callable[[RegisterAnswer], None]
 # A membership change's answer: None once applied here, else why it was not
 # made (it may still be made later if leadership was lost; look again).
 ChangeCallback = Callable[[str | None], None]
-# A read's answer is a kv_pb2.Status; on OK the caller reads the store at once.
-ReadCallback = Callable[[kv_pb2.Status], None]
+# A read's answer is a status; on OK the caller reads the store at once.
+ReadCallback = Callable[[Status], None]
 
 
 def _answer(result: Result) -> WriteAnswer:
     match result.outcome:
         case Outcome.APPLIED:
-            return WriteAnswer(kv_pb2.OK, removed=result.removed)
+            return WriteAnswer(Status.OK, removed=result.removed)
         case Outcome.REFUSED:
-            return WriteAnswer(kv_pb2.INVALID, error=result.error)
+            return WriteAnswer(Status.INVALID, error=result.error)
         case Outcome.UNKNOWN:
             # Not INVALID: that would tell the client nothing was applied,
             # and an earlier copy of this write may have been.
-            return WriteAnswer(kv_pb2.UNKNOWN, error=result.error)
+            return WriteAnswer(Status.UNKNOWN, error=result.error)
         case Outcome.EXPIRED:
-            return WriteAnswer(kv_pb2.SESSION_EXPIRED, error=result.error)
+            return WriteAnswer(Status.SESSION_EXPIRED, error=result.error)
         case unreachable:
             assert_never(unreachable)
 
@@ -287,10 +301,13 @@ class Replica:
         self._wake()
         return stepped
 
-    def write(self, cmd: kv_pb2.Command, answer: WriteCallback) -> None:
-        """Propose a client's write; ``answer`` is called exactly once, unless the replica is dropped."""
+    def write(self, cmd: ClientWrite, answer: WriteCallback) -> None:
+        """Propose a client's write; ``answer`` is called exactly once, unless the replica is dropped.
+
+        ``cmd`` is the log's copy of the client's command (``logcommand.from_client``), not yet validated.
+        """
         if not self.core.is_leader():
-            answer(WriteAnswer(kv_pb2.NOT_LEADER))
+            answer(WriteAnswer(Status.NOT_LEADER))
             return
         # The leader's own limits are checked here, before proposing, and
         # only here: once chosen, every replica applies the command whatever
@@ -298,15 +315,15 @@ class Replica:
         # judging by limits that are not the ones that count.)
         error = validate_command(cmd, self.max_value_bytes)
         if error:
-            answer(WriteAnswer(kv_pb2.INVALID, error=error))
+            answer(WriteAnswer(Status.INVALID, error=error))
             return
         cached = self.store.cached_result(session_of(cmd), cmd.seq)
         if cached is not None:
             answer(_answer(cached))
             return
         key = (session_of(cmd), cmd.seq)
-        if key not in self._writes and not self.core.propose(logcommand.client_write(cmd)):
-            answer(WriteAnswer(kv_pb2.UNAVAILABLE, error="leader is overloaded; retry later"))
+        if key not in self._writes and not self.core.propose(logcommand.encode_write(cmd)):
+            answer(WriteAnswer(Status.UNAVAILABLE, error="leader is overloaded; retry later"))
             return
         self._writes.setdefault(key, []).append(answer)
         self._wake()
@@ -317,11 +334,11 @@ class Replica:
         Returns an id for ``forget_registration`` while it waits, or None when it was answered already.
         """
         if not self.core.is_leader():
-            answer(RegisterAnswer(kv_pb2.NOT_LEADER))
+            answer(RegisterAnswer(Status.NOT_LEADER))
             return None
         self._next_nonce += 1
         if not self.core.propose(logcommand.register_session(self.core.id, self._next_nonce)):
-            answer(RegisterAnswer(kv_pb2.UNAVAILABLE, error="leader is overloaded; retry later"))
+            answer(RegisterAnswer(Status.UNAVAILABLE, error="leader is overloaded; retry later"))
             return None
         self._registrations[self._next_nonce] = answer
         self._wake()
@@ -338,17 +355,17 @@ class Replica:
         round, or None when it was answered already.
         """
         if not self.core.is_leader():
-            answer(kv_pb2.NOT_LEADER)
+            answer(Status.NOT_LEADER)
             return None
         self.advance_clock()
         index = self.core.lease_read_index()
         if index is not None and index <= self.store.applied_index:
-            answer(kv_pb2.OK)  # under the lease, no round needed
+            answer(Status.OK)  # under the lease, no round needed
             return None
         self._next_read_id += 1
         read_id = self._next_read_id
         if not self.core.read(read_id):
-            answer(kv_pb2.UNAVAILABLE)
+            answer(Status.UNAVAILABLE)
             return None
         self._reads[read_id] = answer
         self._wake()
@@ -540,19 +557,19 @@ class Replica:
             return
         answer = self._registrations.pop(registration.nonce, None)
         if answer is not None:
-            answer(RegisterAnswer(kv_pb2.OK, session_id=registration.session_id))
+            answer(RegisterAnswer(Status.OK, session_id=registration.session_id))
 
     def _fail_registrations(self, why: str) -> None:
         registrations, self._registrations = self._registrations, {}
         for answer in registrations.values():
-            answer(RegisterAnswer(kv_pb2.UNAVAILABLE, error=why))
+            answer(RegisterAnswer(Status.UNAVAILABLE, error=why))
 
     def _release_index_waiters(self) -> None:
         applied = self.store.applied_index
         ready = [answer for index, answer in self._index_waiters if index <= applied]
         self._index_waiters = [(index, answer) for index, answer in self._index_waiters if index > applied]
         for answer in ready:
-            answer(kv_pb2.OK)
+            answer(Status.OK)
 
     def _fail_pending(self) -> None:
         # Pending writes may or may not be chosen later; pending reads can no
@@ -561,9 +578,9 @@ class Replica:
         reads, self._reads = self._reads, {}
         for answers in writes.values():
             for answer in answers:
-                answer(WriteAnswer(kv_pb2.UNKNOWN))
+                answer(WriteAnswer(Status.UNKNOWN))
         for read in reads.values():
-            read(kv_pb2.NOT_LEADER)
+            read(Status.NOT_LEADER)
         self._fail_registrations("leadership changed before the registration applied; retry")
 
     def _note_role(self) -> None:

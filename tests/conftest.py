@@ -1,14 +1,15 @@
-"""What every test shares: the process's logging set up as the test found it, the tiers, the order.
+"""What every test shares: logging left as found, the tiers, and how a run is laid out.
 
 Each test is marked with the tier of its folder (tests/harness/tiers.py), so
 that ``-m "not docker"`` and the like select by tier; a test module outside
-every tier folder stops the collection.  Tests on a module's shared cluster
-run last in their module.
+every tier folder stops the collection.  Long modules start first, and the
+tests on a module's shared cluster run last in their module.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.tiers import TESTS, TIER_FOLDERS, tier_of
+from tools.localcluster import PORT_RANGE_ENV
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +38,13 @@ def _logging_left_as_found() -> Iterator[None]:
         if handler not in root.handlers:
             root.addHandler(handler)
     root.setLevel(level)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _mark_tiers(items)
+    _long_modules_first(items)
+    _shared_clusters_last(items)
 
 
 # ------------------------------------------------------------------ tiers
@@ -61,17 +70,47 @@ def _is_test_module(path: Path, config: pytest.Config) -> bool:
     return path.suffix == ".py" and any(fnmatch(path.name, pattern) for pattern in config.getini("python_files"))
 
 
-@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    _mark_tiers(items)
-    _shared_clusters_last(items)
-
-
 def _mark_tiers(items: list[pytest.Item]) -> None:
     for item in items:
         tier = tier_of(item.path)
         if tier is not None:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+# ------------------------------------------------------------ parallel runs
+#
+# The suite runs in parallel (pytest-xdist, ``-n 4 --dist loadfile`` in
+# pyproject.toml): a module's tests stay together on one worker, so a
+# module-scoped cluster starts once.  Most of the suite's time is spent
+# waiting (for the Docker build, for servers to start and elect, for an idle
+# period to pass), not computing, so four workers on two cores finish in
+# about the time of the longest module chain.
+
+# Modules that run for minutes go first, so that they do not start last and
+# keep the run going on their own.  Longest first.
+LONG_MODULES = ("test_docker.py", "test_keepalive.py", "test_sim.py")
+# Ports below the kernel's ephemeral range (32768 and up on Linux), shared out
+# among the workers: see tools.localcluster.free_ports.
+PARALLEL_PORTS = (20000, 32000)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+        low, high = PARALLEL_PORTS
+        span = (high - low) // count
+        start = low + int(worker[2:]) * span
+        # Inherited by the server processes and commands that tests start.
+        os.environ[PORT_RANGE_ENV] = f"{start}-{start + span - 1}"
+
+
+def _long_modules_first(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONG_MODULES.index(name) if name in LONG_MODULES else len(LONG_MODULES)
+
+    items.sort(key=rank)  # stable: the rest keep their order
 
 
 # ------------------------------------------------------- shared clusters
@@ -81,8 +120,8 @@ def _shared_clusters_last(items: list[pytest.Item]) -> None:
     """Within each module, the tests on its shared cluster run after those with clusters of their own.
 
     The shared cluster (a module-scoped fixture, tests/*/conftest.py) then
-    starts only once the others are done, and two clusters never run side by
-    side on a machine with few cores.
+    starts only once the others are done, and two clusters of one module
+    never run side by side.
     """
     first_of_module: dict[Path, int] = {}
     for index, item in enumerate(items):

@@ -27,8 +27,8 @@ from types import ModuleType
 import grpc
 
 from benchmarks.etcd_api import StubError, load_stubs
-from paxos.bench import ATTEMPT_SECONDS, KEYSPACE, READ_KEYS, Stats, build_parser, report, summarize
 from paxos.common.hostfile import HostfileError, Member, parse_hostfile
+from tools.bench import ATTEMPT_SECONDS, KEYSPACE, READ_KEYS, Stats, build_parser, report, summarize
 
 DEFAULT_KEY_SIZE = 16
 KEY_PREFIX = "bench-"
@@ -95,8 +95,8 @@ def etcd_one_op(target: EtcdTarget, opts: argparse.Namespace) -> OneOp:
     return one_op
 
 
-# The measurement loop is paxos.bench's, parameterized by the operation so
-# that any system can plug in; paxos.bench could call it too.
+# The measurement loop is tools.bench's, parameterized by the operation so
+# that any system can plug in; tools.bench could call it too.
 
 
 async def closed_loop_client(one_op: OneOp, op: str, stop_at: float, stats: Stats, rng: random.Random) -> None:
@@ -113,7 +113,7 @@ async def closed_loop_client(one_op: OneOp, op: str, stop_at: float, stats: Stat
 
 
 async def closed_loop(one_op: OneOp, opts: argparse.Namespace) -> dict[str, float | int | str]:
-    """``opts.clients`` clients for ``opts.seconds``; paxos.bench's summary of the result."""
+    """``opts.clients`` clients for ``opts.seconds``; tools.bench's summary of the result."""
     rng = random.Random(opts.seed)
     stats = Stats()
     started = time.monotonic()
@@ -140,7 +140,7 @@ async def run(members: list[Member], opts: argparse.Namespace) -> dict[str, floa
 
 
 def build_etcd_parser() -> argparse.ArgumentParser:
-    parser = build_parser()  # paxos.bench's options, so both tools take the same command line
+    parser = build_parser()  # tools.bench's options, so both tools take the same command line
     parser.prog = "python -m benchmarks.etcd_api.bench"
     parser.description = "Closed-loop benchmark of an etcd cluster: N clients, one operation per RPC each."
     parser.epilog = "Example: python -m benchmarks.etcd_api.bench -h etcd-hosts.txt --clients 64 --seconds 10 --op set"

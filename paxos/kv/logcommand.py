@@ -1,18 +1,22 @@
 """Client requests turned into the log's own commands (``protos/log.proto``).
 
-The log is a durable format and the client API is not: the leader copies a
-validated ``kv_pb2.Command`` field by field into a ``LogCommand``, so either
-side can change without the other.  Only the leader calls this, and only on
-commands ``statemachine.validate_command`` accepted.
+The log is a durable format and the client API is not: the server copies a
+client's ``kv_pb2.Command`` field by field into a ``ClientWrite`` before the
+replica sees it, so either side can change without the other, and the
+replica never handles the client API's messages.  Only the leader encodes a
+write for the log, and only one ``statemachine.validate_command`` accepted.
 """
 
 from __future__ import annotations
 
 from protos import kv_pb2, log_pb2
 
+# A client's write as the log holds it: what the replica proposes.
+ClientWrite = log_pb2.ClientWrite
 
-def client_write(cmd: kv_pb2.Command) -> bytes:
-    """The log encoding of one validated client write."""
+
+def from_client(cmd: kv_pb2.Command) -> ClientWrite:
+    """A client's command as the log's write, unvalidated (a command with no known op gets none)."""
     # session_required: a write this version proposes never opens a session
     # of its own, even under a client_id (see statemachine.py).
     write = log_pb2.ClientWrite(
@@ -31,9 +35,22 @@ def client_write(cmd: kv_pb2.Command) -> bytes:
         case "iset":
             write.iset.hashes.extend(cmd.iset.hashes)
             write.iset.metadata = cmd.iset.metadata
-        case kind:
-            raise ValueError(f"a client command with op {kind!r} cannot go into the log; validate it first")
+        case _:
+            pass  # validate_command refuses it
+    return write
+
+
+def encode_write(write: ClientWrite) -> bytes:
+    """The log encoding of one validated client write."""
+    kind = write.WhichOneof("op")
+    if kind is None:
+        raise ValueError("a client write with no op cannot go into the log; validate it first")
     return log_pb2.LogCommand(client_write=write).SerializeToString()
+
+
+def client_write(cmd: kv_pb2.Command) -> bytes:
+    """The log encoding of one validated client command."""
+    return encode_write(from_client(cmd))
 
 
 def register_session(proposer: int, nonce: int) -> bytes:

@@ -108,11 +108,13 @@ def validate_key(key: str) -> str | None:
     return None
 
 
-def validate_command(cmd: kv_pb2.Command, max_value_bytes: int) -> str | None:
+def validate_command(cmd: log_pb2.ClientWrite | kv_pb2.Command, max_value_bytes: int) -> str | None:
     """An error message when the leader must not propose ``cmd``, or None.
 
     The leader's check, with its own ``max_value_bytes``; it admits nothing
     that ``applicability_error`` would refuse once the command is logged.
+    The replica checks the log's copy of a client's command
+    (``logcommand.from_client``); the two have the same fields.
     """
     if cmd.session_id and cmd.client_id:
         return "a write names either a session_id or a client_id, not both"
@@ -148,7 +150,7 @@ def validate_image_hash(h: bytes) -> str | None:
     return None
 
 
-def validate_image_set(op: kv_pb2.ImageSetOp) -> str | None:
+def validate_image_set(op: log_pb2.ImageSetOp | kv_pb2.ImageSetOp) -> str | None:
     if not 1 <= len(op.hashes) <= limits.MAX_IMAGE_HASHES:
         return f"an image needs 1 to {limits.MAX_IMAGE_HASHES} hashes, got {len(op.hashes)}"
     for h in op.hashes:

@@ -20,8 +20,9 @@ from typing import TypeVar
 from paxos.common import limits
 from paxos.consensus.membership import ConfigMember
 from paxos.consensus.messages import NodeId, Slot
+from paxos.kv import logcommand
 from paxos.kv.statemachine import StateMachine, validate_image_hash, validate_key
-from paxos.replica import RegisterAnswer, Replica, WriteAnswer
+from paxos.replica import RegisterAnswer, Replica, Status, WriteAnswer
 from paxos.server.addressbook import AddressBook
 from paxos.server.endpoint import VERSION
 from paxos.server.memberchange import membership_after
@@ -85,11 +86,11 @@ class KvApi:
 
     async def write(self, cmd: kv_pb2.Command, deadline: float) -> kv_pb2.WriteReply:
         future: asyncio.Future[WriteAnswer] = asyncio.get_running_loop().create_future()
-        self.replica.write(cmd, lambda answer: _settle(future, answer))
+        self.replica.write(logcommand.from_client(cmd), lambda answer: _settle(future, answer))
         try:
             answer = await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
         except TimeoutError:
-            answer = WriteAnswer(kv_pb2.UNKNOWN)
+            answer = WriteAnswer(Status.UNKNOWN)
         return write_reply(self, answer)
 
     async def register(self, deadline: float) -> kv_pb2.RegisterReply:
@@ -100,13 +101,13 @@ class KvApi:
         except TimeoutError:
             if nonce is not None:
                 self.replica.forget_registration(nonce)
-            answer = RegisterAnswer(kv_pb2.UNAVAILABLE, error="the registration did not apply in time; retry")
+            answer = RegisterAnswer(Status.UNAVAILABLE, error="the registration did not apply in time; retry")
         return register_reply(self, answer)
 
     async def linearizable_read(self, deadline: float) -> kv_pb2.Status:
         """Wait until a read may be served here; the status to reply with."""
         future: asyncio.Future[kv_pb2.Status] = asyncio.get_running_loop().create_future()
-        read_id = self.replica.read(lambda status: _settle(future, status))
+        read_id = self.replica.read(lambda status: _settle(future, wire_status(status)))
         try:
             return await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.001))
         except TimeoutError:
@@ -256,16 +257,41 @@ def serve_image_get(api: KvApi, request: kv_pb2.ImageGetRequest) -> kv_pb2.Image
     return kv_pb2.ImageGetReply(status=kv_pb2.OK, matches=matches)
 
 
+# The replica's answers in the client API's words.  Every status has its
+# own: a missing one fails at import, not on the first request that needs it.
+_WIRE_STATUS: dict[Status, kv_pb2.Status] = {
+    Status.OK: kv_pb2.OK,
+    Status.NOT_LEADER: kv_pb2.NOT_LEADER,
+    Status.UNKNOWN: kv_pb2.UNKNOWN,
+    Status.INVALID: kv_pb2.INVALID,
+    Status.UNAVAILABLE: kv_pb2.UNAVAILABLE,
+    Status.SESSION_EXPIRED: kv_pb2.SESSION_EXPIRED,
+}
+assert set(_WIRE_STATUS) == set(Status), "a replica status has no client API status"
+
+
+def wire_status(status: Status) -> kv_pb2.Status:
+    """The client API's status for a replica's answer."""
+    return _WIRE_STATUS[status]
+
+
+def write_hints_leader(status: Status) -> bool:
+    """Whether a write's reply names the leader: the client may retry there (or ask there what became of it)."""
+    return status in (Status.NOT_LEADER, Status.UNKNOWN)
+
+
 def register_reply(api: KvApi, answer: RegisterAnswer) -> kv_pb2.RegisterReply:
-    hint = api.leader_hint() if answer.status == kv_pb2.NOT_LEADER else ""
+    hint = api.leader_hint() if answer.status is Status.NOT_LEADER else ""
     return kv_pb2.RegisterReply(
-        status=answer.status, session_id=answer.session_id, error=answer.error, leader_hint=hint
+        status=wire_status(answer.status), session_id=answer.session_id, error=answer.error, leader_hint=hint
     )
 
 
 def write_reply(api: KvApi, answer: WriteAnswer) -> kv_pb2.WriteReply:
-    hint = api.leader_hint() if answer.status in (kv_pb2.NOT_LEADER, kv_pb2.UNKNOWN) else ""
-    return kv_pb2.WriteReply(status=answer.status, removed=answer.removed, error=answer.error, leader_hint=hint)
+    hint = api.leader_hint() if write_hints_leader(answer.status) else ""
+    return kv_pb2.WriteReply(
+        status=wire_status(answer.status), removed=answer.removed, error=answer.error, leader_hint=hint
+    )
 
 
 def _settle(future: asyncio.Future[T], value: T) -> None:

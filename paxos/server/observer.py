@@ -4,8 +4,8 @@ Leadership changes and snapshots are logged (logger "paxos.server"); the
 commands per slot, snapshot timings and installs are counted in
 ``ServerStats``; a peer message the replica or the core refused is counted
 and logged once per interval with the other refusals.  A configuration
-applied is handed on: the composition root follows it with the address
-book, the peer links and this server's standing.
+applied, or installed with a snapshot, is handed on: the composition root
+follows it with the address book, the peer links and this server's standing.
 """
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ class ServerObserver(Observer):
         refusals: RefusalLog,
         membership_applied: Callable[[Slot, Membership], None],
     ) -> None:
-        """``core``: the replica's core, asked for when a report comes (the replica is made after its observer)."""
+        """``core``: the replica's core, asked for when a report comes (the replica is made after its observer).
+
+        ``membership_applied`` hears of every configuration applied, and of
+        the one a snapshot installed holds.
+        """
         self._core = core
         self._book = book
         self._stats = stats
@@ -89,6 +93,10 @@ class ServerObserver(Observer):
             index,
             self._book.name_of(peer),
         )
+        # The snapshot may hold configurations this server never applied
+        # from the log (a member added while it was away): followed as if
+        # applied, or it would neither send to nor know such a member.
+        self._membership_applied(index, self._core().membership)
 
     def refused(self, msg: Message, reason: str) -> None:
         member = self._book.members.get(msg.sender)

@@ -1,8 +1,9 @@
 """The outbound side of the peer protocol: one long-lived gRPC stream to each other member.
 
 ``Peers`` is the replica's ``send``: it keeps a ``PeerLink`` open to every
-other member of the configuration, encodes each message once however many
-peers it goes to, and queues it on the peer's stream.  Messages to a peer
+other member of the configuration, has the roster (roster.py) encode each
+message once however many peers it goes to, and queues it on the peer's
+stream.  Messages to a peer
 that is down are dropped beyond a small queue: the protocol retransmits
 what matters.
 """
@@ -20,9 +21,9 @@ import grpc
 from paxos.common import limits
 from paxos.common.hostfile import Member
 from paxos.consensus.messages import Message, NodeId
-from paxos.server.addressbook import AddressBook
-from paxos.server.codec import PeerCodec, pack
+from paxos.server.codec import pack
 from paxos.server.endpoint import GRPC_OPTIONS
+from paxos.server.roster import Roster
 from protos import peer_pb2, peer_pb2_grpc
 
 if TYPE_CHECKING:  # the cryptography package is loaded only by servers that run TLS
@@ -36,14 +37,13 @@ class Peers:
 
     def __init__(
         self,
-        book: AddressBook,
-        codec: PeerCodec,
+        roster: Roster,
         tls: ServerTls | None,
         task_ended: Callable[[asyncio.Task[None]], None],
     ) -> None:
         """``task_ended`` hears of a link's task that ended (each runs until cancelled)."""
-        self._book = book
-        self._codec = codec
+        self._roster = roster
+        self._book = roster.book
         self._tls = tls
         self._task_ended = task_ended
         self.links: dict[NodeId, PeerLink] = {}
@@ -79,24 +79,15 @@ class Peers:
 
     def send(self, messages: list[tuple[NodeId, Message]]) -> None:
         """The replica's transport: one stream per peer."""
-        # A broadcast is one message object sent to every peer: encode it
-        # once, for its first receiver, then copy the envelope for each other.
-        encoded: dict[int, peer_pb2.PeerMessage] = {}
-        for to, msg in messages:
-            if to not in self.blocked:
-                link = self.links.get(to)
-                if link is None:
-                    # A member this configuration does not hold yet (a
-                    # server catching up asks a leader added after it lagged).
-                    if to not in self._book.members or not self.running:
-                        continue
-                    link = self._open(to)
-                wire = encoded.get(id(msg))
-                if wire is None:
-                    wire = encoded[id(msg)] = self._codec.encode(msg, to)
-                    link.send(wire)
-                else:
-                    link.send(self._codec.addressed(wire, to))
+        for to, wire in self._roster.envelopes(messages, self.blocked):
+            link = self.links.get(to)
+            if link is None:
+                # A member this configuration does not hold yet (a server
+                # catching up asks a leader added after it lagged).
+                if not self.running:
+                    continue
+                link = self._open(to)
+            link.send(wire)
 
     def block(self, names: list[str]) -> None:
         """Fault injection: cut this server off from the members of these names (none: heal)."""

@@ -62,6 +62,7 @@ from paxos.server.metrics import MetricsHttp, ServerFigures, registry_for
 from paxos.server.observer import ServerObserver
 from paxos.server.peers import PeerLink, Peers
 from paxos.server.refusals import RefusalLog
+from paxos.server.roster import Roster
 from paxos.server.services import KVService, PeerService
 from paxos.server.session import ReplyBudget
 from paxos.server.standing import Standing
@@ -176,8 +177,9 @@ class PaxosServer:
                 )
             self.book = AddressBook(hostfile)
             self.codec = PeerCodec(identity.cluster_id, self.node_id, (), identity.incarnation)
-            self.peers = Peers(self.book, self.codec, tls, self._task_ended)
-            self._note_membership(bootstrap)
+            self.roster = Roster(self.book, self.codec)
+            self.peers = Peers(self.roster, tls, self._task_ended)
+            self.roster.follow(bootstrap)
             snapshot_dir = data_dir / SNAPSHOT_DIR
             store, skipped = load_newest_snapshot(snapshot_dir)
             wal, durable = Wal.open(data_dir / WAL_DIR)
@@ -265,7 +267,7 @@ class PaxosServer:
                 f"{self.core.membership.describe()}); it cannot rejoin with its old data: start it on a fresh "
                 "--data-dir with --join, then add it (python -m client members add, or members sync)"
             )
-        self._note_membership(self.core.membership)
+        self.roster.follow(self.core.membership)
         if self.identity.joining and in_configuration:
             self.standing.joined()
 
@@ -425,15 +427,10 @@ class PaxosServer:
 
     # ------------------------------------------------------------ membership
 
-    def _note_membership(self, membership: Membership) -> None:
-        """Know the names and addresses of ``membership``'s members, and take messages from them."""
-        self.book.follow(membership)
-        self.codec.members = frozenset(self.book.members)
-
     def _membership_applied(self, slot: Slot, membership: Membership) -> None:
         # The newest configuration chosen, not the one just applied: a
         # restarted server replays older ones first.
-        self._note_membership(self.core.membership)
+        self.roster.follow(self.core.membership)
         self.peers.sync(self.core.peers)
         log.info("configuration at slot %d: %s", slot, membership.describe())
         # Judged by the newest configuration chosen, not the one just

@@ -40,8 +40,17 @@ import time
 from collections.abc import AsyncIterator
 
 from paxos.common import limits
-from paxos.replica import RegisterAnswer, WriteAnswer
-from paxos.server.kvapi import DEFAULT_REQUEST_SECONDS, KvApi, get_error, image_get_error, serve_image_get
+from paxos.kv import logcommand
+from paxos.replica import RegisterAnswer, Status, WriteAnswer
+from paxos.server.kvapi import (
+    DEFAULT_REQUEST_SECONDS,
+    KvApi,
+    get_error,
+    image_get_error,
+    serve_image_get,
+    wire_status,
+    write_hints_leader,
+)
 from protos import kv_pb2
 
 # What a reply other than a read's counts for against the reply bounds (its
@@ -332,7 +341,8 @@ class ClientSession:
             if pending.kind == "register":
                 pending.registered = self.api.replica.register(functools.partial(self._register_done, pending))
             else:
-                self.api.replica.write(pending.request.write.command, functools.partial(self._write_done, pending))
+                write = logcommand.from_client(pending.request.write.command)
+                self.api.replica.write(write, functools.partial(self._write_done, pending))
         if reads:
             task = self._loop.create_task(self._read_together(reads))
             self._reads.add(task)
@@ -418,24 +428,26 @@ class ClientSession:
         """Answer a write (as ``write_reply``), unless it was answered already (its deadline passed)."""
         if self._in_flight.get(pending.id) is not pending:
             return
-        write = self._reply(pending, answer.status).write
-        write.status = answer.status
+        status = wire_status(answer.status)
+        write = self._reply(pending, status).write
+        write.status = status
         if answer.removed:
             write.removed = True
         if answer.error:
             write.error = answer.error
-        if answer.status in (kv_pb2.NOT_LEADER, kv_pb2.UNKNOWN):
+        if write_hints_leader(answer.status):
             write.leader_hint = self.api.leader_hint()
 
     def _register_done(self, pending: _Pending, answer: RegisterAnswer) -> None:
         """Answer a registration (as ``register_reply``), unless it was answered already."""
         if self._in_flight.get(pending.id) is not pending:
             return
-        reply = self._reply(pending, answer.status).register
-        reply.status, reply.session_id = answer.status, answer.session_id
+        status = wire_status(answer.status)
+        reply = self._reply(pending, status).register
+        reply.status, reply.session_id = status, answer.session_id
         if answer.error:
             reply.error = answer.error
-        if answer.status == kv_pb2.NOT_LEADER:
+        if answer.status is Status.NOT_LEADER:
             reply.leader_hint = self.api.leader_hint()
 
     def _write_expired(self, pending: _Pending) -> None:
@@ -443,10 +455,10 @@ class ClientSession:
             # If it is chosen later, its session goes unused: a retry registers another.
             if pending.registered is not None:
                 self.api.replica.forget_registration(pending.registered)
-            self._register_done(pending, RegisterAnswer(kv_pb2.UNAVAILABLE, error="registration timed out; retry"))
+            self._register_done(pending, RegisterAnswer(Status.UNAVAILABLE, error="registration timed out; retry"))
             return
         # Proposed and not yet answered: it may still be chosen.
-        self._write_done(pending, WriteAnswer(kv_pb2.UNKNOWN))
+        self._write_done(pending, WriteAnswer(Status.UNKNOWN))
 
     # ------------------------------------------------------------ replies
 

@@ -15,10 +15,10 @@ from client import KVClient
 from paxos.common import limits
 from paxos.common.identity import parse_id
 from paxos.consensus.messages import Ballot, Message
-from paxos.local import LocalCluster
 from paxos.server.codec import PeerCodec
 from paxos.server.service import META_FILE
 from protos import log_pb2, peer_pb2, peer_pb2_grpc
+from tools.localcluster import LocalCluster
 
 
 class Forger:

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from paxos.common.hostfile import Member
-from paxos.local import free_ports
 from paxos.server.service import PaxosServer
 from paxos.server.tlsaccess import CLIENT_AUTH_CERT
 from paxos.server.tlsserver import ServerTls
 from tests.harness.loop import LoopThread
+from tools.localcluster import free_ports
 
 T = TypeVar("T")
 STOP_SECONDS = 30.0

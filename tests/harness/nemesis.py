@@ -64,9 +64,9 @@ import grpc
 
 from client import KVClient, KVError, UnknownOutcome
 from paxos.common.hostfile import parse_hostfile
-from paxos.local import ClusterError, LocalCluster, agreed_leader
 from protos import peer_pb2, peer_pb2_grpc
 from tests.harness.lincheck import Op, check
+from tools.localcluster import ClusterError, LocalCluster, agreed_leader
 
 NODES = 5
 CLIENTS = 6

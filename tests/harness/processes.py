@@ -1,4 +1,4 @@
-"""Clusters of real server processes (paxos.local.LocalCluster) as the tests start and watch them."""
+"""Clusters of real server processes (tools.localcluster.LocalCluster) as the tests start and watch them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from client import KVClient
-from paxos.local import LocalCluster
+from tools.localcluster import LocalCluster
 
 START_SECONDS = 60.0  # a loaded machine starts five servers slowly
 

@@ -23,9 +23,9 @@ import pytest
 from client import AsyncKVClient, InvalidRequest, KVClient, Member, SyncTimeout, aio, cli
 from client.members import Step, View, next_step
 from paxos.common.hostfile import parse_hostfile, parse_hostfile_text
-from paxos.local import free_ports
 from protos import kv_pb2, kv_pb2_grpc
 from tests.harness.loop import LoopThread
+from tools.localcluster import free_ports
 
 CLUSTER_ID = 0xC1C1
 OTHER_CLUSTER_ID = 0xBAD

@@ -217,6 +217,37 @@ def test_a_server_that_missed_changes_catches_up_from_a_leader_it_never_heard_of
         wait_until(lambda: _status(s3.address).leader in ("s4", "s5"), "s3 to follow the new leader", timeout=60)
 
 
+def test_a_server_follows_a_change_it_learns_of_only_from_a_snapshot(tmp_path: Path) -> None:
+    # s2 is away while s3 is added and the others compact the change into
+    # their snapshots: s2 learns of it only from the snapshot it installs,
+    # and must then know s3 (its address, a stream to it) as if it had
+    # applied the change from the log.
+    every, tail = 20, 2
+    with in_process_cluster(tmp_path, 3, snapshot_every=every, snapshot_tail=tail) as cluster:
+        members = list(cluster.members)
+        cluster.stop("s2")
+        joined = _join(cluster, "s3")
+        add = kv_pb2.MemberInfo(name="s3", address=joined.address, id=_status(joined.address).member_id)
+        assert _change(cluster, members, kv_pb2.ChangeMembersRequest(add=add)) == ""
+        live = [cluster.servers[name] for name in ("s0", "s1")]
+        added_at = max(cluster.call(lambda s=s: s.store.applied_index) for s in live)
+        with KVClient(members[:2], timeout=20) as kv:
+            for i in range(3 * every):
+                kv.set(f"k{i % 10}", str(i))
+
+        def compacted_past_the_change() -> bool:
+            return all(cluster.call(lambda s=s: s.replica.snapshot_index) > added_at + tail for s in live)
+
+        wait_until(compacted_past_the_change, "the others to compact past the change")
+        cluster.restart("s2")
+        s2 = cluster.servers["s2"]
+        wait_until(lambda: cluster.call(lambda: s2.snapshots_installed) >= 1, "s2 to install a snapshot")
+        # Followed in the same step as the install: no waiting for it.
+        assert cluster.call(lambda: s2.core.membership.get(add.id) is not None)
+        assert cluster.call(lambda: add.id in s2.members), "s3 unknown to s2's address book"
+        assert cluster.call(lambda: add.id in s2.links), "no stream from s2 to s3"
+
+
 def test_a_server_replaced_under_its_name_rejoins_over_tls(tmp_path: Path) -> None:
     from paxos.server.tlsserver import ServerTls
 

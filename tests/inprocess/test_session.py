@@ -24,11 +24,11 @@ from client.aio import _Session
 from client.retry import SessionExpired
 from paxos.common import limits
 from paxos.common.hostfile import Member
-from paxos.local import free_ports
 from protos import kv_pb2, kv_pb2_grpc
 from tests.harness.inprocess import InProcessCluster
 from tests.harness.loop import LoopThread
 from tests.harness.polling import wait_until
+from tools.localcluster import free_ports
 
 KINDS = ["KVClient", "AsyncKVClient"]
 

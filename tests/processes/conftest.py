@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from paxos.local import LocalCluster
 from tests.harness.processes import intact, running_cluster
+from tools.localcluster import LocalCluster
 
 
 @pytest.fixture(scope="module")

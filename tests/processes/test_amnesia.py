@@ -24,9 +24,9 @@ import pytest
 from client import KVClient
 from client.retry import KVError
 from paxos.common.hostfile import parse_hostfile
-from paxos.local import LocalCluster
 from protos import peer_pb2, peer_pb2_grpc
 from tests.harness.polling import wait_until
+from tools.localcluster import LocalCluster
 
 EXIT_DATA = 4
 REPAIR = "python -m client members remove"

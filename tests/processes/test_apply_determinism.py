@@ -20,12 +20,12 @@ import pytest
 
 from client import InvalidRequest, KVClient
 from paxos.common.hostfile import Member, parse_hostfile
-from paxos.local import LocalCluster
 from paxos.server.service import META_FILE
 from protos import kv_pb2, kv_pb2_grpc
 from tests.harness.cli import run_server
 from tests.harness.polling import wait_until
 from tests.harness.processes import applied_everywhere, running_cluster
+from tools.localcluster import LocalCluster
 
 MIB = 1024 * 1024
 # Each server's --max-value-bytes; the largest is the one that must lead once.

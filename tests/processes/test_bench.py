@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from paxos.local import LocalCluster
 from tests.harness import PROJECT
 from tests.harness.processes import running_cluster
+from tools.localcluster import LocalCluster
 
 
 @pytest.fixture(scope="module")

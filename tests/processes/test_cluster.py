@@ -15,11 +15,11 @@ import grpc
 import pytest
 
 from client import KVError
-from paxos.local import LocalCluster
 from protos import kv_pb2, kv_pb2_grpc
 from tests.harness.cli import run_cli, run_cli_bytes, run_server
 from tests.harness.polling import wait_until
 from tests.harness.processes import applied_everywhere
+from tools.localcluster import LocalCluster
 
 
 def cli(cluster: LocalCluster, *args: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:

@@ -22,11 +22,11 @@ import pytest
 from client import KVClient
 from paxos.common import limits
 from paxos.consensus.messages import Accept, Ballot, CatchupReply, Heartbeat
-from paxos.local import LocalCluster
 from protos import peer_pb2
 from tests.harness.forger import Forger, forged_command, leader_status, parse_ballot, refusals_logged
 from tests.harness.polling import wait_until
 from tests.harness.processes import rss_bytes
+from tools.localcluster import LocalCluster
 
 
 def _every_replica_holds(cluster: LocalCluster, expected: dict[str, str]) -> bool:

@@ -23,10 +23,10 @@ from paxos.certs import ensure_certificates
 from paxos.common import limits
 from paxos.common.tlsfiles import CA_CERT_FILE, KeyPair, client_credentials
 from paxos.consensus.messages import Accept, Ballot, CatchupReply, Heartbeat, Prepare
-from paxos.local import LocalCluster
 from protos import peer_pb2, peer_pb2_grpc
 from tests.harness.forger import Forger, forged_command, leader_status, parse_ballot, refusals_logged
 from tests.harness.polling import wait_until
+from tools.localcluster import LocalCluster
 
 
 class TlsForger(Forger):

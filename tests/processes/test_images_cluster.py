@@ -20,8 +20,8 @@ from benchmarks.image_hash_eval import EDITS
 from client import ImageError, InvalidRequest, KVClient
 from client.images import hash_hex, hash_image
 from paxos.common.limits import MAX_METADATA_BYTES
-from paxos.local import LocalCluster
 from tests.harness.cli import run_cli
+from tools.localcluster import LocalCluster
 
 DATA = Path(skimage.data.data_dir)
 

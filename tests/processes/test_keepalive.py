@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from paxos.local import LocalCluster
 from tests.harness.polling import wait_until
+from tools.localcluster import LocalCluster
 
 # The peers ping every 10 s (grpc.keepalive_time_ms); with the server's ping
 # policy unset, gRPC's default (one ping per 5 minutes without data, two

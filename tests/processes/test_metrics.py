@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from paxos.local import LocalCluster
 from tests.harness.inprocess import free_port
 from tests.harness.metrics import SERIES, http_get
 from tests.harness.polling import wait_until
+from tools.localcluster import LocalCluster
 
 PROMETHEUS = shutil.which("prometheus")
 PROMETHEUS_NODES = 5

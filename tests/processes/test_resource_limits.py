@@ -23,12 +23,12 @@ import grpc
 import pytest
 
 from paxos.common import limits
-from paxos.local import LocalCluster, free_ports
 from protos import kv_pb2, kv_pb2_grpc
 from tests.harness import PROJECT
 from tests.harness.cli import run_cli
 from tests.harness.polling import wait_until
 from tests.harness.processes import rss_bytes, running_cluster
+from tools.localcluster import LocalCluster, free_ports
 
 RSS_LIMIT_BYTES = 500 * 1000 * 1000
 

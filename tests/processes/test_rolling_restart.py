@@ -14,8 +14,8 @@ from pathlib import Path
 
 from client import KVClient
 from paxos.common.hostfile import parse_hostfile
-from paxos.local import LocalCluster
 from tests.harness.polling import wait_until
+from tools.localcluster import LocalCluster
 
 
 def _leader(kv: KVClient) -> str | None:

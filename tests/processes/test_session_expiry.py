@@ -21,9 +21,9 @@ import pytest
 
 from paxos.common import limits
 from paxos.common.hostfile import parse_hostfile
-from paxos.local import LocalCluster
 from protos import kv_pb2, kv_pb2_grpc
 from tests.harness.polling import wait_until
+from tools.localcluster import LocalCluster
 
 # More new sessions than the cluster keeps, opened after the victim's write.
 FLOOD_SESSIONS = 200_000

@@ -30,13 +30,13 @@ from paxos.common.files import DiskFull, write_atomically
 from paxos.common.hostfile import parse_hostfile
 from paxos.consensus.messages import AcceptRecord
 from paxos.kv.statemachine import StateMachine
-from paxos.local import LocalCluster, NodeExited
 from paxos.server.service import SNAPSHOT_DIR, _WalStorage
 from paxos.storage.snapshot import SNAPSHOT_WRITING, SnapshotMember, write_snapshot
 from paxos.storage.wal import Wal
 from tests.harness.cli import run_server
 from tests.harness.polling import wait_until
 from tests.harness.walfiles import read_records
+from tools.localcluster import LocalCluster, NodeExited
 
 START_MARK = "=== paxos.local: starting"
 HEADER_BYTES = 12  # a log record's length word and two checksums

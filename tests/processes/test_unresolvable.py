@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from client import KVClient
-from paxos.local import free_ports
 from tests.harness import PROJECT
 from tests.harness.cli import run_cli, server_argv
 from tests.harness.polling import wait_until
+from tools.localcluster import free_ports
 
 # RFC 2606 reserves .invalid: these names never resolve.
 GHOSTS = ("ghost-a.invalid:50051", "ghost-b.invalid:50051")

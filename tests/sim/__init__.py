@@ -18,14 +18,22 @@ What is simulated, each piece mirroring the real thing it stands for:
   its own rate (+-5%) and its ticker wakes late now and then; after a stall
   the piled-up ticks, messages and requests run in random order.  What the
   replica does with all that (order of effects, apply, answers, leases) is
-  the product's own code, not a copy.
+  the product's own code, not a copy.  So is what admits peer messages and
+  follows membership: each host's ``Roster`` (``paxos/server/roster.py``:
+  the server's ``AddressBook`` of its hostfile and what the configuration
+  adds, and its codec) follows the configuration when the server does (at
+  start, when one is applied, when a snapshot is installed), encodes what
+  goes out, and drops what is addressed to a server it has no address
+  for; every message comes in through the server's ``PeerIngress`` as on
+  a TLS stream (the certificate names the sending server).
 * ``Client`` (``clients.py``) drives ``client/retry.py``, the retry policy ``KVClient`` ships
   with (leader hints, a rotation over the servers, 1 s attempts inside an
   operation deadline, "unknown outcome" only when some attempt may have
   reached a server), in simulated time, and sends the same (client_id, seq,
   first_unacked) on every retry of a write.  Each client records its
   operations for ``tests/harness/lincheck.py``.
-* the network (``network.py``): every peer link is one FIFO stream (LAN or WAN latency and
+* the network (``network.py``): every peer link is one FIFO stream of messages in their
+  wire form, stamped with the sender's incarnation (LAN or WAN latency and
   jitter per seed) with per-seed loss, duplication and reordering.  A cut
   link either holds its traffic until the cut heals (the stream survived) or
   drops it (the stream was reset), chosen per direction, and comes back
@@ -54,8 +62,9 @@ What is simulated, each piece mirroring the real thing it stands for:
   process stalls (piled-up work runs in random order on resume), and forged
   peer messages (``Forger``, ``forger.py``: malformed, out of range, oversized, from
   another cluster or a non-member, ballots far above any seen, accepts
-  beyond the window, unsolicited catch-up replies), each of which must be
-  refused by the codec or the core.  In most seeds, also lost disks
+  beyond the window, unsolicited catch-up replies, another member's
+  messages), each on a stream opened with some server's certificate, and
+  each of which must be refused by the ingress, the codec or the core.  In most seeds, also lost disks
   (``faults/disks.py``): a voter's disk, snapshots and incarnation
   book are wiped and it is restarted with its usual command, so it runs the
   founding check (paxos/incarnation.py) on what the others recorded; a
@@ -76,8 +85,9 @@ matter on failure (``trace.py``):
 * liveness: after the heal, every pending operation and one more write and
   read per client complete within ``LIVENESS_US`` of simulated time, and all
   nodes converge to the same applied index;
-* no honest message is refused (except the kinds an honest cluster can
-  cause, see ``HONEST_REFUSALS``), and every forged one is;
+* no honest message is refused (by the peer ingress at all, by the core
+  except the kinds an honest cluster can cause, see ``HONEST_REFUSALS``),
+  and every forged one is;
 * the core's invariants, after each of its steps on every server
   (``Config.check_invariants``): one that does not hold ends the run with
   an ``invariant`` violation.
@@ -95,7 +105,10 @@ outside the shipped code: a disk that acknowledges an fsync before it is
 durable or writes snapshots without the client-session table, a state
 machine that evicts sessions of its own choosing, hosts that skip the
 incarnation check (a server that lost its disk founds anew without asking),
-and a replica that installs a fetched snapshot older than its state.
+a replica that installs a fetched snapshot older than its state, a peer
+ingress that does not hold a member's certificate to the sender its
+messages claim, and hosts that do not follow the configuration an
+installed snapshot holds.
 """
 
 from __future__ import annotations
@@ -105,6 +118,7 @@ from tests.sim.bugs import (
     HOST_BUGS,
     SKIPPED_INCARNATION,
     Bug,
+    CertificateBlindIngress,
     ForgetfulStateMachine,
     HostBug,
     OlderSnapshotReplica,
@@ -140,7 +154,17 @@ from tests.sim.trace import (
     describe_value,
     timeline,
 )
-from tests.sim.units import MS, SECOND, SIM_CLUSTER_ID, TICK_JITTER_US, TICK_US, fmt_time
+from tests.sim.units import (
+    MS,
+    SECOND,
+    SIM_CLUSTER_ID,
+    TICK_JITTER_US,
+    TICK_US,
+    fmt_time,
+    sim_address,
+    sim_name,
+    sim_origin,
+)
 
 __all__ = [
     "ALL_BUGS",
@@ -167,6 +191,7 @@ __all__ = [
     "TICK_US",
     "TIMELINE_LINES",
     "Bug",
+    "CertificateBlindIngress",
     "Checks",
     "Client",
     "ClientOp",
@@ -199,6 +224,9 @@ __all__ = [
     "planted",
     "run_many",
     "run_seed",
+    "sim_address",
+    "sim_name",
+    "sim_origin",
     "status_name",
     "thaw",
     "timeline",

@@ -16,7 +16,14 @@ or subclassing what the simulator hands the replica:
   incarnation, so nothing new is recorded or refused, and a server that
   lost its disk founds anew without asking;
 * ``install_older_snapshot``: ``OlderSnapshotReplica`` installs a fetched
-  snapshot older than its applied index.
+  snapshot older than its applied index;
+* ``skip_certificate_check``: ``CertificateBlindIngress``, the server's peer
+  ingress, takes a message from a stream opened with any member's
+  certificate whichever member it claims to be from;
+* ``snapshot_configuration_not_followed``: a host that installs a snapshot
+  does not follow the configuration it holds (as the server did not, until
+  the simulator ran its address book): a member added while it was away
+  stays unknown to its address book, so nothing is sent to it.
 """
 
 from __future__ import annotations
@@ -25,10 +32,12 @@ import random
 from collections.abc import Iterable
 from enum import Enum
 
-from paxos.consensus.messages import Slot, Value
+from paxos.consensus.messages import NodeId, Slot, Value
 from paxos.consensus.planted import PlantedBug
 from paxos.kv.statemachine import Registration, Result, StateMachine
 from paxos.replica import FetchedSnapshot, Replica
+from paxos.server.ingress import PeerIngress
+from protos import peer_pb2
 
 
 class HostBug(Enum):
@@ -45,6 +54,12 @@ class HostBug(Enum):
     SKIP_INCARNATION_CHECK = "skip_incarnation_check"
     # The replica installs a fetched snapshot older than its applied index.
     INSTALL_OLDER_SNAPSHOT = "install_older_snapshot"
+    # The peer ingress does not hold a member's certificate to the sender
+    # its messages claim (CertificateBlindIngress).
+    SKIP_CERTIFICATE_CHECK = "skip_certificate_check"
+    # A server that installs a snapshot does not follow the configuration it
+    # holds: the address book and the codec keep the one from before.
+    SNAPSHOT_CONFIGURATION_NOT_FOLLOWED = "snapshot_configuration_not_followed"
 
 
 Bug = PlantedBug | HostBug
@@ -95,3 +110,16 @@ class OlderSnapshotReplica(Replica):
 
     def _moves_forward(self, got: FetchedSnapshot) -> bool:
         return True
+
+
+class CertificateBlindIngress(PeerIngress):
+    """The planted bug ``skip_certificate_check``: a stream opened with a member's certificate
+    may claim to be any member, as if TLS proved only that the caller belongs to the cluster.
+    (A certificate of a name no member has is still held to the ids no known member has.)"""
+
+    def receive(
+        self, raw: peer_pb2.PeerMessage, origin: str = "", certified: NodeId | None = None, cert_name: str = ""
+    ) -> None:
+        if self.member_certified(cert_name, "")[0] is not None:
+            cert_name = ""
+        super().receive(raw, origin, None, cert_name)

@@ -12,8 +12,8 @@
   read per client complete within ``LIVENESS_US`` of simulated time, and all
   nodes converge to the same applied index;
 * linearizability: the client history is linearizable (``tests/harness/lincheck.py``);
-* refusals: no honest message is refused, except the kinds an honest
-  cluster can cause (``HONEST_REFUSALS``).
+* refusals: no honest message is refused by the peer ingress, nor by the
+  core except for the kinds an honest cluster can cause (``HONEST_REFUSALS``).
 """
 
 from __future__ import annotations
@@ -75,6 +75,16 @@ class Checks:
         self.sim.log(node, "msg", f"refused from n{msg.sender}: {reason}: {describe_message(msg)}")
         if reason not in self.HONEST_REFUSALS:
             self.sim.violation("refusal", f"n{node} refused an honest message from n{msg.sender} ({reason})")
+
+    def ingress_refused(self, node: int, peer: str, reason: str, detail: str) -> None:
+        """The peer ingress (the codec's checks, the certificate's) refused a message that an honest member sent.
+
+        No honest message is refused there: each claims the member its
+        certificate names, and a member the receiver does not know yet is
+        left for the core to judge.
+        """
+        self.sim.stats["refused"] += 1
+        self.sim.violation("refusal", f"n{node}'s ingress refused an honest message from {peer}: {reason} ({detail})")
 
     # ------------------------------------------------------------- safety
 

@@ -1,4 +1,4 @@
-"""Forged peer messages: what an outside process could send to a peer port, each of which must be refused."""
+"""Forged peer messages: what a hostile process could send to a peer port, each of which must be refused."""
 
 from __future__ import annotations
 
@@ -6,33 +6,54 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from paxos.common import limits
-from paxos.consensus.messages import Accept, AcceptedEntry, Ballot, CatchupReply, Heartbeat, Message, Promise
+from paxos.consensus.messages import (
+    Accept,
+    AcceptedEntry,
+    Ballot,
+    CatchupReply,
+    Heartbeat,
+    HeartbeatAck,
+    Message,
+    Promise,
+)
 from paxos.server.codec import PeerCodec
 from protos import peer_pb2
-from tests.sim.units import SIM_CLUSTER_ID
+from tests.sim.units import SIM_CLUSTER_ID, sim_name
 
 if TYPE_CHECKING:
     from tests.sim.host import Host
     from tests.sim.run import Simulation
 
+# What each kind of forgery makes: what it is, its wire form, and the
+# certificate it must come with (None: drawn by ``Forger._certificate``).
+Made = tuple[str, peer_pb2.PeerMessage, str | None]
+
 
 @dataclass(frozen=True)
 class Forgery:
     what: str
-    wire: peer_pb2.PeerMessage | None = None  # checked by the codec first
-    message: Message | None = None  # well-formed: only the core can tell
+    wire: peer_pb2.PeerMessage
+    # The name on the member certificate that opened the stream it comes on.
+    certificate: str
 
 
 class Forger:
-    """Builds messages that an outside process could send to a peer port.
+    """Builds messages that a hostile process could send to a peer port.
 
-    Each is one that the codec or the core must refuse: another cluster or
-    receiver, a sender that is no member or the receiver itself, numbers out
-    of range, oversized values, malformed bodies, ballots far above any
-    seen, accepts beyond the window, self-contradicting promises, and
-    catch-up replies nobody asked for.  A forger that guesses an outstanding
-    catch-up request exactly could still be believed; it never does here,
-    because only authentication (TLS) can stop that.
+    The simulated servers run TLS, so a stream is opened only with a
+    certificate of the cluster's CA that names a server: the forger holds
+    one, mostly the claimed sender's own (a member gone wrong, or its key
+    stolen), else another server's or that of a name no server has.  Each
+    message is one that the ingress, the codec or the core must refuse:
+    another cluster or receiver, a sender that is no member or the receiver
+    itself, numbers out of range, oversized values, malformed bodies,
+    ballots far above any seen, accepts beyond the window,
+    self-contradicting promises, catch-up replies nobody asked for, and
+    well-formed messages claiming a member other than the one the
+    certificate names.  A forger holding the claimed sender's own
+    certificate that guesses an outstanding catch-up request exactly could
+    still be believed (nothing but that member's key tells its messages
+    apart); it never guesses right here.
     """
 
     def __init__(self, sim: Simulation) -> None:
@@ -40,19 +61,41 @@ class Forger:
 
     def make(self, host: Host) -> Forgery:
         rng = self.sim.rng
-        kinds = (self._wire, self._far_ballot, self._far_accept, self._unsolicited_catchup, self._bad_promise)
-        return rng.choice(kinds)(host)
+        kinds = (
+            self._wire,
+            self._far_ballot,
+            self._far_accept,
+            self._unsolicited_catchup,
+            self._bad_promise,
+            self._impersonation,
+        )
+        what, wire, certificate = rng.choice(kinds)(host)
+        return Forgery(what, wire, certificate or self._certificate(wire.sender))
+
+    def _certificate(self, claimed: int) -> str:
+        """The certificate a forger opens its stream with: mostly the claimed sender's own."""
+        rng = self.sim.rng
+        draw = rng.random()
+        if draw < 0.8:
+            return sim_name(claimed)
+        if draw < 0.9:
+            return sim_name(rng.randrange(self.sim.size))
+        return sim_name(self.sim.size + rng.randrange(100))  # a name no server has
+
+    def _encoded(self, msg: Message, host: Host) -> peer_pb2.PeerMessage:
+        """``msg`` as its claimed sender would send it, with that sender's incarnation."""
+        sender = msg.sender
+        stamp = self.sim.hosts[sender].stamp() if sender < self.sim.size else 1
+        return PeerCodec(SIM_CLUSTER_ID, sender, (), stamp).encode(msg, host.id)
 
     def _member_other_than(self, host: Host) -> int:
         return self.sim.rng.choice([i for i in range(self.sim.size) if i != host.id])
 
     def _honest_wire(self, host: Host) -> peer_pb2.PeerMessage:
         sender = self._member_other_than(host)
-        ballot = Ballot(1, sender)
-        codec = PeerCodec(SIM_CLUSTER_ID, sender, range(self.sim.size), self.sim.hosts[sender].stamp())
-        return codec.encode(Heartbeat(sender, ballot, 0, 1), host.id)
+        return self._encoded(Heartbeat(sender, Ballot(1, sender), 0, 1), host)
 
-    def _wire(self, host: Host) -> Forgery:
+    def _wire(self, host: Host) -> Made:
         rng = self.sim.rng
         raw = self._honest_wire(host)
         kind = rng.randrange(9)
@@ -96,25 +139,25 @@ class Forger:
         else:
             raw.ClearField("heartbeat")
             what = "no body"
-        return Forgery(what, wire=raw)
+        return what, raw, None
 
-    def _far_ballot(self, host: Host) -> Forgery:
+    def _far_ballot(self, host: Host) -> Made:
         core = host.core
         assert core is not None
         sender = self._member_other_than(host)
         rnd = core._max_round_seen + limits.MAX_ROUND_STEP + 1 + self.sim.rng.randrange(1000)
         msg = Heartbeat(sender, Ballot(min(rnd, limits.MAX_BALLOT_ROUND), sender), 0, 1)
-        return Forgery(f"ballot round {msg.ballot.round}", message=msg)
+        return f"ballot round {msg.ballot.round}", self._encoded(msg, host), None
 
-    def _far_accept(self, host: Host) -> Forgery:
+    def _far_accept(self, host: Host) -> Made:
         core = host.core
         assert core is not None
         sender = self._member_other_than(host)
         slot = core.commit_index + limits.MAX_ACCEPT_WINDOW + 1 + self.sim.rng.randrange(100_000)
         msg = Accept(sender, Ballot(max(core.promised.round, 1), sender), slot, (b"forged",), 0)
-        return Forgery(f"accept for slot {slot}", message=msg)
+        return f"accept for slot {slot}", self._encoded(msg, host), None
 
-    def _unsolicited_catchup(self, host: Host) -> Forgery:
+    def _unsolicited_catchup(self, host: Host) -> Made:
         core = host.core
         assert core is not None
         rng = self.sim.rng
@@ -125,10 +168,26 @@ class Forger:
             if asked != core._catchup_asked and asked not in core._catchup_asked_before:
                 break
         msg = CatchupReply(sender, first, ((b"forged",),), first)
-        return Forgery(f"catch-up reply from n{sender} for slot {first}", message=msg)
+        return f"catch-up reply from n{sender} for slot {first}", self._encoded(msg, host), None
 
-    def _bad_promise(self, host: Host) -> Forgery:
+    def _bad_promise(self, host: Host) -> Made:
         sender = self._member_other_than(host)
         ballot = Ballot(1, host.id)
         entry = AcceptedEntry(1, Ballot(2, sender), (b"forged",))
-        return Forgery("promise reporting a ballot above its own", message=Promise(sender, ballot, 0, (entry,)))
+        msg = Promise(sender, ballot, 0, (entry,))
+        return "promise reporting a ballot above its own", self._encoded(msg, host), None
+
+    def _impersonation(self, host: Host) -> Made:
+        """A harmless message claiming one member, on a stream another member's certificate opened.
+
+        Only the ingress's certificate check refuses it: the codec and the
+        core would take it (an acknowledgement of a heartbeat of no ballot,
+        which changes nothing).
+        """
+        assert host.replica is not None
+        others = sorted(i for i in host.replica.membership.ids if i != host.id)
+        if len(others) < 2:
+            return self._wire(host)
+        claimed, holder = self.sim.rng.sample(others, 2)
+        msg = HeartbeatAck(claimed, Ballot(0, 0), 0, 0)
+        return f"n{claimed}'s heartbeat ack", self._encoded(msg, host), sim_name(holder)

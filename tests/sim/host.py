@@ -3,21 +3,41 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paxos.common import limits
+from paxos.common.hostfile import parse_address
 from paxos.consensus.core import Node, Role
 from paxos.consensus.membership import Membership
-from paxos.consensus.messages import DurableState, Message, Slot, Value
+from paxos.consensus.messages import DurableState, Message, NodeId, Slot, Value
+from paxos.kv import logcommand
 from paxos.kv.statemachine import FrozenState
-from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, WriteAnswer
-from paxos.server.codec import DecodeError, PeerCodec
-from protos import kv_pb2
-from tests.sim.bugs import SKIPPED_INCARNATION, HostBug, OlderSnapshotReplica
+from paxos.replica import FetchedSnapshot, Observer, RegisterAnswer, Replica, Status, WriteAnswer
+from paxos.server.addressbook import AddressBook
+from paxos.server.codec import PeerCodec
+from paxos.server.ingress import PeerIngress
+from paxos.server.kvapi import wire_status, write_hints_leader
+from paxos.server.refusals import RefusalLog
+from paxos.server.roster import Roster
+from paxos.server.standing import Standing
+from paxos.storage.meta import Identity
+from protos import peer_pb2
+from tests.sim.bugs import SKIPPED_INCARNATION, CertificateBlindIngress, HostBug, OlderSnapshotReplica
 from tests.sim.disk import SimDisk, thaw
 from tests.sim.network import RESET, Request
-from tests.sim.units import MS, SECOND, SIM_CLUSTER_ID, TICK_JITTER_US, TICK_US
+from tests.sim.units import (
+    MS,
+    SECOND,
+    SIM_CLUSTER_ID,
+    TICK_JITTER_US,
+    TICK_US,
+    sim_address,
+    sim_name,
+    sim_origin,
+)
 
 if TYPE_CHECKING:
     from tests.sim.run import Simulation
@@ -25,15 +45,39 @@ if TYPE_CHECKING:
 # How often a snapshot transfer delivers the source's older snapshot rather
 # than its newest, as a confused or hostile peer might.
 STALE_SNAPSHOT = 0.2
+# Fault injection's blocked senders: nobody, as on every server started
+# without --fault-injection; the simulator cuts links in its network instead.
+NOBODY_BLOCKED: frozenset[NodeId] = frozenset()
+# Where forged messages come from.
+FORGER_ORIGIN = "ipv4:192.0.2.66"
+
+
+class SimRefusals(RefusalLog):
+    """The server's refusal log, on the host's simulated clock, telling the host of every refusal.
+
+    Its once-per-interval log lines read that clock, so they cannot change
+    a run; the simulator quiets the logger during a run (``run.py``).
+    """
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host.clock)
+        self._host = host
+
+    def note(self, peer: str, reason: str, detail: str) -> None:
+        super().note(peer, reason, detail)
+        self._host.ingress_refused(peer, reason, detail)
 
 
 class Host(Observer):
     """One server process: the shipped ``Replica`` on a simulated disk, network and clock.
 
-    What stays here is what a process is and the simulator's bookkeeping:
-    crashes and restarts, stalls (work piles up and runs in random order on
-    resume), the clock's rate, and which client requests die with the
-    process.
+    Peer messages reach the replica as they do on a server: in wire form,
+    through the server's peer ingress (paxos/server/ingress.py), while the
+    server's roster (its address book and codec, paxos/server/roster.py)
+    follows the configuration at the moments the server's does.  What stays
+    here is what a process is and the simulator's bookkeeping: crashes and
+    restarts, stalls (work piles up and runs in random order on resume), the
+    clock's rate, and which client requests die with the process.
     """
 
     def __init__(self, sim: Simulation, node_id: int, tick_us: int) -> None:
@@ -50,7 +94,16 @@ class Host(Observer):
         self.requests: list[Request] = []  # received by this process, maybe unanswered
         # The data dir's incarnation: a new one with every disk (see lose_disk).
         self.incarnation = sim.new_incarnation()
-        self.codec = PeerCodec(SIM_CLUSTER_ID, node_id, range(sim.size), self.incarnation)
+        # The hostfile it is started with: the founding servers, and a spare
+        # itself too (the operator's hostfile for a server started with --join).
+        self.name = sim_name(node_id)  # its hostfile line's, and its member certificate's
+        self.origin = sim_origin(node_id)  # where its peer streams come from
+        listed = sorted({*range(sim.n), node_id})
+        self.hostfile = {sim_name(i): parse_address(sim_name(i), sim_address(i)) for i in listed}
+        # The peer side, made anew by every start as by a server process.
+        self.roster = self.new_roster()
+        self.ingress: PeerIngress | None = None
+        self.received: Counter[NodeId] = Counter()  # messages the ingress let through, by sender
         # Started at least once: a spare is not, until it is added.
         self.active = False
         # The configuration a spare was given when it was added (what a
@@ -82,6 +135,10 @@ class Host(Observer):
         self.generation += 1
         rng = random.Random(sim.rng.getrandbits(64))
         self.store = thaw(self.disk.snapshot, self.store_rng())
+        # As PaxosServer.__init__ does: the roster follows the configuration
+        # the server starts with, then the one its replica recovered.
+        self.roster = self.new_roster()
+        self.roster.follow(self.joined_with)
         kind = OlderSnapshotReplica if HostBug.INSTALL_OLDER_SNAPSHOT in sim.planted else Replica
         self.replica = kind(
             self.id,
@@ -98,10 +155,46 @@ class Host(Observer):
             snapshot_every=sim.profile.snapshot_every,
             snapshot_tail=sim.profile.snapshot_tail,
         )
+        self.roster.follow(self.replica.membership)
+        self.received = Counter()
+        self.ingress = self.open_ingress(self.replica)
         self.paused_until = 0
         self.deferred = []
         sim.at(sim.now + self.tick_us, self.on_tick, self.generation)
         self.replica.drive()
+
+    def new_roster(self) -> Roster:
+        """An address book of this server's hostfile, and a codec that sends its data dir's incarnation."""
+        return Roster(AddressBook(self.hostfile), PeerCodec(SIM_CLUSTER_ID, self.id, (), self.stamp()))
+
+    def open_ingress(self, replica: Replica) -> PeerIngress:
+        """The server's peer ingress, wired as PaxosServer wires it, under TLS.
+
+        TLS is the shipped deployment's path (docker-compose.yml): the peer
+        service hands the ingress the name on the certificate that opened
+        the stream (``cert_name``), looked up in the address book for each
+        message.
+        """
+        bug = HostBug.SKIP_CERTIFICATE_CHECK in self.sim.planted
+        kind = CertificateBlindIngress if bug else PeerIngress
+        return kind(
+            replica,
+            self.roster.codec,
+            self.roster.book,
+            self.standing(),
+            SimRefusals(self),
+            self.received,
+            NOBODY_BLOCKED,
+            tls=True,
+        )
+
+    def standing(self) -> Standing:
+        """Who this server is, for the ingress; no data dir: only answering peers' questions reads it
+        (the simulator asks none), and only ``Standing.follow`` writes one (it is not called here)."""
+        founders = {sim_name(i): i for i in self.sim.bootstrap.ids}
+        ids = founders if self.id in founders.values() else {sim_name(self.id): self.id}
+        identity = Identity(SIM_CLUSTER_ID, self.id, ids, self.incarnation, joining=self.id not in self.joined_with.ids)
+        return Standing(identity, self.hostfile[self.name], Path(f"/nonexistent/{self.name}"))
 
     def clock(self) -> float:
         """This node's monotonic clock, in seconds, running at its own rate."""
@@ -114,6 +207,7 @@ class Host(Observer):
         self.requests = []
         self.up = False
         self.replica = None
+        self.ingress = None
         self.generation += 1
         self.paused_until = 0
         self.deferred = []
@@ -171,8 +265,10 @@ class Host(Observer):
             done()
 
     def send(self, messages: list[tuple[int, Message]]) -> None:
-        for to, msg in messages:
-            self.sim.network.send(self.id, to, msg)
+        """As the server's ``Peers.send``: encoded by the roster, to the members its book knows."""
+        network = self.sim.network
+        for to, wire in self.roster.envelopes(messages, NOBODY_BLOCKED):
+            network.send(self.id, to, wire)
 
     def snapshot_written(self, generation: int, frozen: FrozenState, done: Callable[[bool], None]) -> None:
         if generation != self.generation or self.defer(self.snapshot_written, generation, frozen, done):
@@ -213,9 +309,11 @@ class Host(Observer):
         self.sim.log(self.id, "disk", f"installed a peer's snapshot at slot {frozen.applied_index}")
         done(FetchedSnapshot(frozen.applied_index, thaw(frozen, self.store_rng())))
 
-    def receive(self, msg: Message, stamp: int) -> None:
-        assert self.replica is not None
-        self.replica.receive(msg, stamp)
+    def receive(self, wire: peer_pb2.PeerMessage) -> None:
+        """A peer's message off the stream its member certificate opened, through the server's ingress."""
+        assert self.ingress is not None
+        sender = self.sim.hosts[wire.sender]
+        self.ingress.receive(wire, sender.origin, cert_name=sender.name)
 
     def stamp(self) -> int:
         """The incarnation this host's messages carry.
@@ -239,17 +337,32 @@ class Host(Observer):
         self.sim.checks.learn(self.id, slot, value)
 
     def membership_applied(self, slot: Slot, membership: Membership) -> None:
+        assert self.replica is not None
+        # As PaxosServer._membership_applied: the newest configuration
+        # chosen, not the one just applied (a restart replays older ones).
+        self.roster.follow(self.replica.membership)
         self.sim.log(self.id, "role", f"slot {slot}: configuration {membership.describe()}", slot=slot)
 
     def snapshot_installed(self, index: Slot, peer: int) -> None:
         assert self.replica is not None
         self.store = self.replica.store
+        # As the server's observer does: the configuration the snapshot
+        # holds is followed as if applied.
+        if HostBug.SNAPSHOT_CONFIGURATION_NOT_FOLLOWED not in self.sim.planted:
+            self.membership_applied(index, self.replica.membership)
 
     def refused(self, msg: Message, reason: str) -> None:
         if self.forged_refusal is not None:
             self.forged_refusal = reason
             return
         self.sim.checks.refused(self.id, msg, reason)
+
+    def ingress_refused(self, peer: str, reason: str, detail: str) -> None:
+        """The ingress (the codec's checks or the certificate's) refused a message."""
+        if self.forged_refusal is not None:
+            self.forged_refusal = reason
+            return
+        self.sim.checks.ingress_refused(self.id, peer, reason, detail)
 
     def receive_forged(self) -> None:
         """A hostile message, through the same checks as any peer message: it must be refused.
@@ -258,22 +371,13 @@ class Host(Observer):
         may have asked for a catch-up meanwhile that a reply made earlier
         would answer by chance.
         """
-        if not self.up or self.replica is None:
+        if not self.up or self.ingress is None:
             return
         forgery = self.sim.forger.make(self)
-        self.sim.log(self.id, "fault", f"forged message: {forgery.what}")
-        if forgery.wire is not None:
-            try:
-                msg = self.codec.decode(forgery.wire)
-            except DecodeError:
-                self.sim.stats["forged_refused"] += 1
-                return
-        else:
-            assert forgery.message is not None
-            msg = forgery.message
+        self.sim.log(self.id, "fault", f"forged message: {forgery.what} (certificate of {forgery.certificate})")
         self.forged_refusal = ""
         try:
-            self.replica.receive(msg, self.sim.hosts[msg.sender].stamp() if msg.sender < self.sim.size else 1)
+            self.ingress.receive(forgery.wire, FORGER_ORIGIN, cert_name=forgery.certificate)
             refused = self.forged_refusal
         finally:
             self.forged_refusal = None
@@ -299,7 +403,8 @@ class Host(Observer):
         elif req.cmd is None:
             replica.read(lambda status: self.answer_read(req, status))
         else:
-            replica.write(req.cmd, lambda answer: self.answer_write(req, answer))
+            # As the server does: the replica takes the log's copy of the client's command.
+            replica.write(logcommand.from_client(req.cmd), lambda answer: self.answer_write(req, answer))
 
     def expired(self, req: Request) -> bool:
         if req.done:
@@ -311,15 +416,15 @@ class Host(Observer):
 
     def answer_write(self, req: Request, answer: WriteAnswer) -> None:
         if not self.expired(req):
-            hint = self.leader_hint() if answer.status in (kv_pb2.NOT_LEADER, kv_pb2.UNKNOWN) else None
-            self.sim.network.reply(req, answer.status, removed=answer.removed, hint=hint)
+            hint = self.leader_hint() if write_hints_leader(answer.status) else None
+            self.sim.network.reply(req, wire_status(answer.status), removed=answer.removed, hint=hint)
 
     def answer_register(self, req: Request, answer: RegisterAnswer) -> None:
         if not self.expired(req):
-            hint = self.leader_hint() if answer.status == kv_pb2.NOT_LEADER else None
-            self.sim.network.reply(req, answer.status, value=str(answer.session_id), hint=hint)
+            hint = self.leader_hint() if answer.status is Status.NOT_LEADER else None
+            self.sim.network.reply(req, wire_status(answer.status), value=str(answer.session_id), hint=hint)
 
-    def answer_read(self, req: Request, status: int) -> None:
+    def answer_read(self, req: Request, status: Status) -> None:
         if not self.expired(req):
-            value = self.store.get(req.key) if status == kv_pb2.OK else None
-            self.sim.network.reply(req, status, value=value, hint=self.leader_hint())
+            value = self.store.get(req.key) if status is Status.OK else None
+            self.sim.network.reply(req, wire_status(status), value=value, hint=self.leader_hint())

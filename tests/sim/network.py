@@ -1,7 +1,9 @@
 """The simulated network: peer links as FIFO streams with loss, duplication, reordering and cuts;
 client calls and their transport errors.
 
-Every peer link is one stream per direction.  A cut link either holds its
+Every peer link is one stream per direction, carrying each message in its
+wire form (``peer_pb2.PeerMessage``, stamped with the sender's incarnation)
+to the receiver's peer ingress.  A cut link either holds its
 traffic until the cut heals (the stream survived) or drops it (the stream
 was reset), chosen per direction, and comes back after its own reconnect
 delay.  Clients sit on one side of a cut, and their connection attempts
@@ -13,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from paxos.consensus.messages import Message
-from protos import kv_pb2
+from paxos.server.codec import decode_body
+from protos import kv_pb2, peer_pb2
 from tests.sim.trace import describe_message
 from tests.sim.units import MS
 
@@ -59,7 +61,7 @@ class Network:
         # which client-to-node links are cut.
         self.blocked: set[tuple[int, int]] = set()
         self.holding: set[tuple[int, int]] = set()
-        self.held: list[tuple[int, Message, int]] = []
+        self.held: list[tuple[int, peer_pb2.PeerMessage]] = []
         self.link_ready: dict[tuple[int, int], int] = {}  # reconnecting links
         self.link_last: dict[tuple[int, int], int] = {}  # last delivery, for FIFO
         self.client_blocked: set[tuple[int, int]] = set()
@@ -76,19 +78,18 @@ class Network:
         # rng.random() rather than randrange: this is the hottest draw.
         return self.latency_us + int(self.sim.rng.random() * self.jitter_us)
 
-    def send(self, src: int, dst: int, msg: Message) -> None:
+    def send(self, src: int, dst: int, wire: peer_pb2.PeerMessage) -> None:
         sim = self.sim
         sim.stats["messages"] += 1
-        stamp = sim.hosts[src].stamp()
         if (src, dst) in self.blocked:
-            self.cut(src, dst, msg, stamp)
+            self.cut(src, dst, wire)
             return
         rng = sim.rng
         if self.loss and rng.random() < self.loss:
             sim.stats["dropped"] += 1
             return
         if sim.verbose:
-            sim.log(src, "msg", f"-> n{dst} {describe_message(msg)}")
+            sim.log(src, "msg", f"-> n{dst} {describe_wire(wire)}")
         when = sim.now + self.delay()
         link = (src, dst)
         if self.link_ready:
@@ -106,29 +107,29 @@ class Network:
             # A peer link is one stream: in order unless a fault says not.
             when = max(when, self.link_last.get(link, 0))
             self.link_last[link] = when
-        sim.at(when, self.deliver, dst, msg, stamp)
+        sim.at(when, self.deliver, dst, wire)
         if self.duplicate and rng.random() < self.duplicate:
-            sim.at(when + rng.randrange(sim.profile.reorder_us), self.deliver, dst, msg, stamp)
+            sim.at(when + rng.randrange(sim.profile.reorder_us), self.deliver, dst, wire)
 
-    def deliver(self, dst: int, msg: Message, stamp: int) -> None:
-        """``stamp``: the sender's data-dir incarnation, as its message envelope carries it."""
+    def deliver(self, dst: int, wire: peer_pb2.PeerMessage) -> None:
         host = self.sim.hosts[dst]
-        if not host.up or host.defer(self.deliver, dst, msg, stamp):
+        if not host.up or host.defer(self.deliver, dst, wire):
             return
-        if (msg.sender, dst) in self.blocked:  # cut while in flight
-            self.cut(msg.sender, dst, msg, stamp)
+        src = wire.sender
+        if (src, dst) in self.blocked:  # cut while in flight
+            self.cut(src, dst, wire)
             return
-        if stamp != self.sim.hosts[msg.sender].stamp():
+        if wire.incarnation != self.sim.hosts[src].stamp():
             # Sent by a data dir since lost: its process died with it, and
             # so did the connections its messages were queued on.
             return
         if self.sim.verbose:
-            self.sim.log(dst, "msg", f"<- n{msg.sender} {describe_message(msg)}")
-        host.receive(msg, stamp)
+            self.sim.log(dst, "msg", f"<- n{src} {describe_wire(wire)}")
+        host.receive(wire)
 
-    def cut(self, src: int, dst: int, msg: Message, stamp: int) -> None:
+    def cut(self, src: int, dst: int, wire: peer_pb2.PeerMessage) -> None:
         if (src, dst) in self.holding:
-            self.held.append((dst, msg, stamp))
+            self.held.append((dst, wire))
         else:
             self.sim.stats["dropped"] += 1
 
@@ -179,15 +180,15 @@ class Network:
         # Traffic held by the previous cut drains, in order on every link,
         # once that link is back; the new cut may hold or drop it again.
         held, self.held = self.held, []
-        for dst, msg, stamp in held:
-            link = (msg.sender, dst)
+        for dst, wire in held:
+            link = (wire.sender, dst)
             if link in blocked:
-                self.cut(msg.sender, dst, msg, stamp)
+                self.cut(wire.sender, dst, wire)
             else:
                 ready_at = self.link_ready.get(link, self.sim.now)
                 when = max(ready_at + self.sim.profile.latency_us, self.link_last.get(link, 0))
                 self.link_last[link] = when
-                self.sim.at(when, self.deliver, dst, msg, stamp)
+                self.sim.at(when, self.deliver, dst, wire)
 
     def heal_partition(self, partition_id: int) -> None:
         if partition_id == self.partition_id:
@@ -198,3 +199,8 @@ class Network:
         """The network is whole again, and stays so: no more cuts, loss, duplicates or reordering."""
         self.set_partition(set(), set(), set())
         self.loss = self.duplicate = self.reorder = 0.0
+
+
+def describe_wire(wire: peer_pb2.PeerMessage) -> str:
+    """An honest member's message for the trace, as the core message it carries."""
+    return describe_message(decode_body(wire, wire.sender))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import logging
 import multiprocessing
 import random
 import traceback
@@ -31,7 +32,7 @@ from tests.sim.host import Host
 from tests.sim.network import Network
 from tests.sim.profile import Profile
 from tests.sim.trace import Event, RunResult, SimulationStop, Violation
-from tests.sim.units import MS, SECOND, TICK_US
+from tests.sim.units import MS, SECOND, TICK_US, sim_address, sim_name
 
 DEFAULT_NODES = (3, 5, 7)
 DEFAULT_FAULT_SECONDS = 20.0
@@ -103,7 +104,8 @@ class Simulation:
         self.membership = Reconfiguration(self)
         # Servers 0..n-1 found the cluster; the spares wait to be added.
         self.size = self.n + self.profile.spares
-        self.bootstrap = Membership.of(ConfigMember(i, f"n{i}", "") for i in range(self.n))
+        # As a server founding the cluster makes it: each member at its hostfile address.
+        self.bootstrap = Membership.of(ConfigMember(i, sim_name(i), sim_address(i)) for i in range(self.n))
         self.hosts = [Host(self, i, round(TICK_US * self.rng.uniform(0.95, 1.05))) for i in range(self.size)]
         self.clients = [Client(self, i) for i in range(self.profile.clients)]
         self.forger = Forger(self)
@@ -153,6 +155,10 @@ class Simulation:
         # The bound is a constant of the code every replica runs; a run sets
         # it for all of its replicas alike, and puts it back afterwards.
         bound, limits.MAX_CLIENT_SESSIONS = limits.MAX_CLIENT_SESSIONS, self.profile.max_sessions
+        # The servers' log lines (refusals, above all) say nothing the trace
+        # does not, and a run of many seeds would print thousands of them.
+        server_log = logging.getLogger("paxos.server")
+        was_disabled, server_log.disabled = server_log.disabled, True
         try:
             while queue and not self.finished:
                 when, _, fn, args = pop(queue)
@@ -171,6 +177,7 @@ class Simulation:
             self.violations.append(Violation("exception", self.now, traceback.format_exc(limit=8).strip()))
         finally:
             limits.MAX_CLIENT_SESSIONS = bound
+            server_log.disabled = was_disabled
         chosen = self.checks.chosen
         self.stats["slots"] = max(chosen, default=0)
         self.stats["sim_us"] = self.now

@@ -10,7 +10,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
-from paxos.replica import WriteAnswer
+from paxos.kv.logcommand import ClientWrite
+from paxos.replica import Status, WriteAnswer
 from paxos.server.metrics import Histogram
 from paxos.server.session import ClientSession, ReplyBudget
 from protos import kv_pb2
@@ -22,7 +23,7 @@ class _SilentReplica:
     def __init__(self) -> None:
         self.answers: dict[int, Callable[[WriteAnswer], None]] = {}
 
-    def write(self, cmd: kv_pb2.Command, answer: Callable[[WriteAnswer], None]) -> None:
+    def write(self, cmd: ClientWrite, answer: Callable[[WriteAnswer], None]) -> None:
         self.answers[cmd.seq] = answer
 
 
@@ -71,7 +72,7 @@ def test_each_write_of_a_batch_expires_at_its_own_deadline() -> None:
                     replies[reply.id] = (reply.write.status, time.monotonic() - started)
                 if 1 in replies and 2 in replies and 3 not in replies:
                     # The third is still open: answer it as the replica would.
-                    server.replica.answers[3](WriteAnswer(kv_pb2.OK))
+                    server.replica.answers[3](WriteAnswer(Status.OK))
                 if len(replies) == 3:
                     finish.set()
 

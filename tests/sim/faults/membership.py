@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from paxos.consensus.membership import ConfigMember
-from tests.sim.units import MS
+from tests.sim.units import MS, sim_address, sim_name
 
 if TYPE_CHECKING:
     from tests.sim.run import Simulation
@@ -69,7 +69,8 @@ class Reconfiguration:
         kind = rng.choice(kinds)
         if kind == "add":
             spare = spares[0]
-            new = m.adding_learner(ConfigMember(spare.id, f"n{spare.id}", ""))
+            # At its address, as `python -m client members add NAME ADDRESS` names it.
+            new = m.adding_learner(ConfigMember(spare.id, sim_name(spare.id), sim_address(spare.id)))
             # Started with the configuration it would learn from the
             # cluster; it waits outside it until the change is chosen.
             spare.joined_with = m
