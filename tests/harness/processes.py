@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from client import KVClient
-from tools.localcluster import LocalCluster
+from tools.localcluster import LocalCluster, NodeExited
 
 START_SECONDS = 60.0  # a loaded machine starts five servers slowly
 
@@ -27,6 +27,10 @@ def running_cluster(directory: Path, nodes: int, **options: Any) -> Iterator[Loc
 
 def intact(cluster: LocalCluster) -> str | None:
     """What a test changed of a cluster it was to leave as it found it, or None: every server still runs."""
+    try:
+        cluster.check_alive()
+    except NodeExited as exited:
+        return str(exited)  # a server that stopped by itself: its exit code and log tail
     stopped = [name for name in cluster.names if not cluster.is_running(name)]
     return ", ".join(f"{name} not running" for name in stopped) or None
 

@@ -21,6 +21,7 @@ import pytest
 from tests.harness.inprocess import InProcessCluster, in_process_cluster
 from tests.harness.loop import LoopThread
 from tests.harness.polling import wait_until
+from tests.harness.shared import shared_cluster_guard
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +60,4 @@ def shared_cluster(
 
 @pytest.fixture(autouse=True)
 def _shared_cluster_left_whole(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test that uses the module's shared cluster must leave every server of it running and connected."""
-    if "shared_cluster" not in request.fixturenames:
-        yield
-        return
-    shared: InProcessCluster = request.getfixturevalue("shared_cluster")
-    yield
-    changed = shared.intact()
-    if changed is not None:
-        pytest.fail(f"this test changed the module's shared cluster ({changed}): give it a cluster of its own")
+    yield from shared_cluster_guard(request, InProcessCluster.intact)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.harness.processes import intact, running_cluster
+from tests.harness.shared import shared_cluster_guard
 from tools.localcluster import LocalCluster
 
 
@@ -39,13 +40,4 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory, cluster_options: di
 
 @pytest.fixture(autouse=True)
 def _shared_cluster_left_whole(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A test that uses the module's shared cluster finds it whole and must leave it so."""
-    if "shared_cluster" not in request.fixturenames:
-        yield
-        return
-    shared: LocalCluster = request.getfixturevalue("shared_cluster")
-    shared.check_alive()  # a server that died since the last test: its log tail, not a puzzling failure here
-    yield
-    changed = intact(shared)
-    if changed is not None:
-        pytest.fail(f"this test changed the module's shared cluster ({changed}): give it a cluster of its own")
+    yield from shared_cluster_guard(request, intact)
