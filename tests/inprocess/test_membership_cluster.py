@@ -72,7 +72,9 @@ def _status(address: str) -> kv_pb2.NodeStatus:
 
 def _join(cluster: InProcessCluster, name: str) -> Member:
     """Start a server as ``--join`` does: learn the cluster, then wait outside it."""
-    port = free_ports(1)[0]
+    # Not the port of a member that is only stopped: it is free now, but that member will want it back.
+    taken = {m.port for m in cluster.members}
+    port = next(p for p in free_ports(len(taken) + 1) if p not in taken)
     member = Member(name, "127.0.0.1", port)
     hostfile = [*cluster.members, member]
     target = cluster.run(discover_cluster(hostfile, name, None, timeout=30))
