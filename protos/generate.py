@@ -1,7 +1,7 @@
 """Regenerate the Python code for the wire contract: ``python -m protos.generate``.
 
 The generated modules are committed so that a fresh clone works without
-grpcio-tools; ``tests/test_protos.py`` fails when they are stale.  Pass
+grpcio-tools; ``tests/checks/test_protos.py`` fails when they are stale.  Pass
 ``--out DIR`` to write somewhere else (the staleness test does).
 """
 

@@ -31,7 +31,7 @@ What is simulated, each piece mirroring the real thing it stands for:
   operation deadline, "unknown outcome" only when some attempt may have
   reached a server), in simulated time, and sends the same (client_id, seq,
   first_unacked) on every retry of a write.  Each client records its
-  operations for ``tests/lincheck.py``.
+  operations for ``tests/harness/lincheck.py``.
 * the network (``network.py``): every peer link is one FIFO stream of messages in their
   wire form, stamped with the sender's incarnation (LAN or WAN latency and
   jitter per seed) with per-seed loss, duplication and reordering.  A cut

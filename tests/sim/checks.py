@@ -11,7 +11,7 @@
 * liveness: after the heal, every pending operation and one more write and
   read per client complete within ``LIVENESS_US`` of simulated time, and all
   nodes converge to the same applied index;
-* linearizability: the client history is linearizable (``tests/lincheck.py``);
+* linearizability: the client history is linearizable (``tests/harness/lincheck.py``);
 * refusals: no honest message is refused by the peer ingress, nor by the
   core except for the kinds an honest cluster can cause (``HONEST_REFUSALS``).
 """
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from paxos.consensus.messages import Message, Slot, Value
 from paxos.kv.configuration import configuration_in
 from paxos.kv.statemachine import Result, SessionKey, StateMachine
-from tests import lincheck
+from tests.harness import lincheck
 from tests.sim.trace import Event, command_names, describe_message, describe_value
 from tests.sim.units import MS, SECOND, fmt_time
 

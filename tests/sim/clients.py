@@ -4,7 +4,7 @@ Each drives the retry policy ``KVClient`` ships with (leader hints, a
 rotation over the servers, 1 s attempts inside an operation deadline,
 "unknown outcome" only when some attempt may have reached a server), sends
 the same (session, seq, first_unacked) on every retry of a write, and
-records its operations for ``tests/lincheck.py``.
+records its operations for ``tests/harness/lincheck.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from client.retry import KnownLeader, Outcome, Retry, Timing, UnknownOutcome, ou
 from paxos.kv.statemachine import session_of
 from paxos.server import service as paxos_server
 from protos import kv_pb2
-from tests import lincheck
+from tests.harness import lincheck
 from tests.sim.network import DEADLINE, REFUSED, RESET, Request
 from tests.sim.units import SECOND, fmt_time
 

@@ -1,0 +1,1 @@
+"""Checks tier: static checks of the tree (lint, mypy, import contracts, pins, generated protos)."""

@@ -1,0 +1,1 @@
+"""Processes tier: real server processes (LocalCluster) and the commands run as subprocesses."""

@@ -1,0 +1,1 @@
+"""Simulation tier: the deterministic whole-cluster simulator (tests/sim/) run over seeds."""
