@@ -88,7 +88,12 @@ def _mark_tiers(items: list[pytest.Item]) -> None:
 
 # Modules that run for minutes go first, so that they do not start last and
 # keep the run going on their own.  Longest first.
-LONG_MODULES = ("test_docker.py", "test_keepalive.py", "test_sim.py")
+LONG_MODULES = (
+    "docker/test_cluster.py",
+    "processes/test_keepalive.py",
+    "docker/test_scaling.py",
+    "simulation/test_sim.py",
+)
 # Ports below the kernel's ephemeral range (32768 and up on Linux), shared out
 # among the workers: see tools.localcluster.free_ports.
 PARALLEL_PORTS = (20000, 32000)
@@ -107,7 +112,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _long_modules_first(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
-        name = item.path.name
+        name = f"{item.path.parent.name}/{item.path.name}"
         return LONG_MODULES.index(name) if name in LONG_MODULES else len(LONG_MODULES)
 
     items.sort(key=rank)  # stable: the rest keep their order
