@@ -8,7 +8,10 @@ answered.  The host must persist a bundle's records before it acts on the
 rest of that bundle.  Nothing in here opens a socket, reads a clock, sleeps
 or touches a file; randomness comes from the ``random.Random`` it is given.
 
-Roles, each in its own section below:
+Roles, each in a section of its own (the learner's in paxos/consensus/learner.py,
+which ``Node`` inherits, as it does the invariant checks of
+paxos/consensus/invariants.py; the types they share are in
+paxos/consensus/state.py):
 
 * acceptor: keeps the highest promised ballot and the accepted value per slot;
 * proposer: a candidate runs phase 1 once for every slot above what it knows
@@ -23,13 +26,13 @@ from __future__ import annotations
 import functools
 import random
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
-from enum import Enum
+from collections.abc import Callable, Iterable
 from typing import Concatenate, ParamSpec, TypeVar, assert_never
 
 from paxos.common import limits
-from paxos.consensus.membership import NO_CONFIGURATIONS, ConfigurationFormat, Membership
+from paxos.consensus.invariants import InvariantChecks
+from paxos.consensus.learner import Learner
+from paxos.consensus.membership import Membership
 from paxos.consensus.messages import (
     NOOP,
     Accept,
@@ -39,7 +42,6 @@ from paxos.consensus.messages import (
     Ballot,
     CatchupReply,
     CatchupRequest,
-    ChosenRecord,
     CommitRecord,
     DurableState,
     Heartbeat,
@@ -58,115 +60,21 @@ from paxos.consensus.messages import (
 )
 from paxos.consensus.planted import PlantedBug
 from paxos.consensus.quorum import MajorityConfig
+from paxos.consensus.state import (
+    PLANTABLE_BUGS,
+    Config,
+    HostContractError,
+    InvariantError,
+    LeaderState,
+    LearnersCounted,
+    PendingRead,
+    Proposal,
+    RecoveryError,
+    Role,
+)
 
-
-class HostContractError(RuntimeError):
-    """The host broke the ready/advance protocol: a bug in the host, never input."""
-
-
-class RecoveryError(ValueError):
-    """The log and the snapshot a node starts from do not fit together (a slot is missing)."""
-
-
-class InvariantError(AssertionError):
-    """An invariant of the core does not hold after a step (``Config.check_invariants``): a bug here, never input."""
-
-
-class Role(Enum):
-    FOLLOWER = "follower"
-    CANDIDATE = "candidate"
-    LEADER = "leader"
-
-
-@dataclass(frozen=True)
-class Config:
-    heartbeat_ticks: int = limits.HEARTBEAT_TICKS
-    election_ticks_min: int = limits.ELECTION_TICKS_MIN
-    election_ticks_max: int = limits.ELECTION_TICKS_MAX
-    leader_quorum_timeout_ticks: int = limits.LEADER_QUORUM_TIMEOUT_TICKS
-    retransmit_ticks: int = limits.RETRANSMIT_TICKS
-    lease_ticks: int = limits.LEASE_TICKS
-    max_in_flight: int = limits.MAX_IN_FLIGHT_SLOTS
-    max_batch_commands: int = limits.MAX_BATCH_COMMANDS
-    max_batch_bytes: int = limits.MAX_BATCH_BYTES
-    max_pending_commands: int = limits.MAX_PENDING_COMMANDS
-    max_pending_reads: int = limits.MAX_PENDING_READS
-    max_catchup_entries: int = limits.MAX_CATCHUP_ENTRIES
-    max_catchup_bytes: int = limits.MAX_CATCHUP_BYTES
-    # Deliberate mistakes, for proving that the simulator catches them.
-    # Never set outside tests (paxos/consensus/planted.py).
-    planted_bugs: frozenset[PlantedBug] = frozenset()
-    # How configurations are written in slots (the log's: paxos/kv/configuration.py).
-    configurations: ConfigurationFormat = NO_CONFIGURATIONS
-    # Check the core's invariants after every step (see Node._check_invariants).
-    # On in tests and the simulator (which takes 10-20% longer for it); off
-    # by default, because each time the commit index moves they walk every
-    # chosen slot the core holds (up to a snapshot's worth: tens of thousands).
-    check_invariants: bool = False
-
-
-# Every bug the core can be told to plant (see paxos/consensus/planted.py).
-PLANTABLE_BUGS = frozenset(PlantedBug)
-
-
-class _LearnersCounted(MajorityConfig):
-    """The planted bug ``learner_votes``: learners' acknowledgements count."""
-
-    __slots__ = ("members",)
-
-    def __init__(self, voters: Iterable[NodeId], members: Iterable[NodeId]) -> None:
-        super().__init__(voters)
-        self.members = frozenset(members)
-
-    def is_quorum(self, members: Collection[NodeId]) -> bool:
-        return sum(1 for m in members if m in self.members) >= self.quorum_size
-
-
-@dataclass
-class _Proposal:
-    value: Value
-    acks: set[NodeId]
-    sent_at: int
-
-
-@dataclass
-class _PendingRead:
-    read_id: int
-    read_index: Slot
-    need_seq: int
-
-
-@dataclass
-class _LeaderState:
-    ballot: Ballot
-    next_slot: Slot
-    in_flight: dict[Slot, _Proposal] = field(default_factory=dict)
-    heartbeat_seq: int = 0
-    confirmed_seq: int = 0
-    # When each unconfirmed heartbeat went out; the lease runs from there.
-    heartbeat_sent: dict[int, int] = field(default_factory=dict)
-    lease_until: int = 0
-    started: int = 0  # when this ballot began to lead
-    acked_seq: dict[NodeId, int] = field(default_factory=dict)
-    # Each member's commit index, as its last heartbeat ack reported it.
-    peer_commit: dict[NodeId, Slot] = field(default_factory=dict)
-    last_heard: dict[NodeId, int] = field(default_factory=dict)
-    reads: deque[_PendingRead] = field(default_factory=deque)
-    # Reads confirmed by a quorum round, waiting for the commit index.
-    confirmed_reads: deque[_PendingRead] = field(default_factory=deque)
-    read_round_wanted: bool = False
-    # Membership changes (docs/membership.md).  The slot of the change this
-    # ballot proposed or re-proposed: nothing is proposed above it, and no
-    # read is served, until it is chosen; then the leader starts a new
-    # ballot under the new configuration.
-    change_slot: Slot | None = None
-    # A change asked for and not yet proposed: it waits until a value of
-    # this ballot is chosen and nothing else is in flight.
-    change_wanted: Membership | None = None
-    own_value_chosen: bool = False
-    # The first slot this ballot proposed afresh; below it, it re-proposed
-    # what its promises reported (any number of slots, all at once).
-    fresh_from: Slot = 0
+# What the rest of the code takes from here, besides Node.
+__all__ = ["PLANTABLE_BUGS", "Config", "HostContractError", "InvariantError", "Node", "RecoveryError", "Role"]
 
 
 _P = ParamSpec("_P")
@@ -186,7 +94,7 @@ def _step(method: Callable[Concatenate[Node, _P], _R]) -> Callable[Concatenate[N
     return step
 
 
-class Node:
+class Node(Learner, InvariantChecks):
     """One server's consensus state; see the module docstring."""
 
     def __init__(
@@ -255,7 +163,7 @@ class Node:
         self._promises: dict[NodeId, Promise] = {}
         self._prevote_ballot: Ballot | None = None
         self._prevotes: set[NodeId] = set()
-        self._lead: _LeaderState | None = None
+        self._lead: LeaderState | None = None
         self._pending: deque[bytes] = deque()
         # This leader's own accepts, counted as votes only once the host has
         # made them durable: those proposed since the last bundle, and those
@@ -484,9 +392,9 @@ class Node:
             self._out.reads.append((read_id, self.commit_index))
             return True
         if self._holds_lease(lead):
-            lead.confirmed_reads.append(_PendingRead(read_id, read_index, 0))
+            lead.confirmed_reads.append(PendingRead(read_id, read_index, 0))
             return True
-        lead.reads.append(_PendingRead(read_id, read_index, lead.heartbeat_seq + 1))
+        lead.reads.append(PendingRead(read_id, read_index, lead.heartbeat_seq + 1))
         lead.read_round_wanted = True
         return True
 
@@ -502,7 +410,7 @@ class Node:
             return None
         return lead.next_slot - 1
 
-    def _holds_lease(self, lead: _LeaderState) -> bool:
+    def _holds_lease(self, lead: LeaderState) -> bool:
         # ``now`` may be up to one tick behind the host's clock.
         return self.now + 1 < lead.lease_until
 
@@ -629,7 +537,7 @@ class Node:
         self.membership_ids = membership.ids
         self.voters = MajorityConfig(membership.voters)
         if PlantedBug.LEARNER_VOTES in self.config.planted_bugs:
-            self.voters = _LearnersCounted(membership.voters, membership.ids)
+            self.voters = LearnersCounted(membership.voters, membership.ids)
         # Accepts, heartbeats and catch-up go to every member; pre-votes and
         # prepares only to the voters.
         self.peers = sorted(membership.ids - {self.id})
@@ -886,7 +794,7 @@ class Node:
         self.role = Role.LEADER
         self.leader = self.id
         self._candidate_ballot = None
-        lead = _LeaderState(ballot=ballot, next_slot=top + 1, started=self.now)
+        lead = LeaderState(ballot=ballot, next_slot=top + 1, started=self.now)
         lead.last_heard = {p: self.now for p in self.peers}
         self._lead = lead
         if known_chosen > self.commit_index:
@@ -930,7 +838,7 @@ class Node:
             # Duelling candidates: back off for a fresh random timeout.
             self._abandon_candidacy()
 
-    def _flush_proposals(self, lead: _LeaderState) -> None:
+    def _flush_proposals(self, lead: LeaderState) -> None:
         cfg = self.config
         bugs = cfg.planted_bugs
         if lead.change_slot is not None and PlantedBug.TWO_CHANGES_IN_FLIGHT not in bugs:
@@ -965,8 +873,8 @@ class Node:
             self._propose_in_slot(lead, lead.next_slot, tuple(batch))
             lead.next_slot += 1
 
-    def _propose_in_slot(self, lead: _LeaderState, slot: Slot, value: Value) -> None:
-        lead.in_flight[slot] = _Proposal(value, set(), self.now)
+    def _propose_in_slot(self, lead: LeaderState, slot: Slot, value: Value) -> None:
+        lead.in_flight[slot] = Proposal(value, set(), self.now)
         self.accepted[slot] = (lead.ballot, value)
         self._out.persist.append(AcceptRecord(slot, lead.ballot, value))
         accept = Accept(self.id, lead.ballot, slot, value, self.commit_index)
@@ -1008,7 +916,7 @@ class Node:
 
     # ------------------------------------------------------ reads (read index)
 
-    def _send_heartbeats(self, lead: _LeaderState) -> None:
+    def _send_heartbeats(self, lead: LeaderState) -> None:
         lead.heartbeat_seq += 1
         lead.read_round_wanted = False
         if self._lease_ticks:
@@ -1040,242 +948,10 @@ class Node:
         if lead.reads:
             lead.read_round_wanted = True
 
-    def _serve_confirmed_reads(self, lead: _LeaderState) -> None:
+    def _serve_confirmed_reads(self, lead: LeaderState) -> None:
         while lead.confirmed_reads and lead.confirmed_reads[0].read_index <= self.commit_index:
             read = lead.confirmed_reads.popleft()
             self._out.reads.append((read.read_id, read.read_index))
-
-    # ----------------------------------------------------------------- learner
-
-    def _learn(self, slot: Slot, value: Value) -> None:
-        if slot <= self.commit_index or slot in self.chosen:
-            return
-        self.chosen[slot] = value
-        start = self.commit_index
-        while self.commit_index + 1 in self.chosen:
-            self.commit_index += 1
-            self.accepted.pop(self.commit_index, None)
-            chosen_config = self.config.configurations.decode(self.chosen[self.commit_index])
-            if chosen_config is not None:
-                self._removed_peers |= self.membership_ids - chosen_config.ids - {self.id}
-                self._set_membership(chosen_config)
-                self._membership_changed = True
-            if self._lead is not None:
-                # Learned some other way (a promise's commit index, catch-up):
-                # nothing left to ask, and every accept this leader sends
-                # stays above the commit index it carries.
-                self._lead.in_flight.pop(self.commit_index, None)
-        if self.commit_index > start:
-            self._out.persist.append(CommitRecord(self.commit_index))
-
-    def _learn_commit(self, leader: NodeId, ballot: Ballot, commit_index: Slot) -> None:
-        """The leader of ``ballot`` says every slot up to commit_index is chosen.
-
-        A slot we accepted in that same ballot holds the leader's value, which
-        is the chosen one; any other slot must come from catch-up.
-        """
-        for slot in range(self.commit_index + 1, commit_index + 1):
-            entry = self.accepted.get(slot)
-            if entry is None or entry[0] != ballot:
-                break
-            self._learn(slot, entry[1])
-        self._note_leader_commit(leader, commit_index)
-
-    def _note_leader_commit(self, source: NodeId, commit_index: Slot) -> None:
-        if commit_index > self._leader_commit_hint:
-            self._leader_commit_hint = commit_index
-        if commit_index > self.commit_index:
-            self._catchup_from = source
-            self._maybe_catch_up()
-
-    def _maybe_catch_up(self) -> None:
-        if self._catchup_from is None or self.commit_index >= self._leader_commit_hint:
-            return
-        if self._snapshot_from is not None:
-            return  # the host is fetching a snapshot; the log follows it
-        sent = self._catchup_sent_at
-        if sent is not None and self.now - sent < self.config.retransmit_ticks:
-            return
-        self._catchup_sent_at = self.now
-        if self._catchup_asked is not None:
-            self._catchup_asked_before.append(self._catchup_asked)
-        self._catchup_asked = (self._catchup_from, self.commit_index + 1)
-        self._send(self._catchup_from, CatchupRequest(self.id, self.commit_index + 1))
-
-    def _on_catchup_request(self, msg: CatchupRequest) -> None:
-        if msg.from_slot <= self.compacted:
-            # Forgotten here: the asker needs a snapshot first.
-            self._send(msg.sender, CatchupReply(self.id, msg.from_slot, (), self.commit_index, self.compacted))
-            return
-        values: list[Value] = []
-        size = 0
-        slot = msg.from_slot
-        while slot <= self.commit_index and len(values) < self.config.max_catchup_entries:
-            value = self.chosen[slot]
-            size += sum(len(c) for c in value)
-            if values and size > self.config.max_catchup_bytes:
-                break
-            values.append(value)
-            slot += 1
-        self._send(msg.sender, CatchupReply(self.id, msg.from_slot, tuple(values), self.commit_index))
-
-    def _on_catchup_reply(self, msg: CatchupReply) -> str | None:
-        # Chosen values are taken on trust from the peer asked, so only the
-        # answer to the one outstanding request is accepted.
-        asked = (msg.sender, msg.first_slot)
-        if asked != self._catchup_asked:
-            if asked in self._catchup_asked_before:
-                return None  # a late or duplicate answer: what it says is known or asked again
-            return self._refuse("unsolicited catch-up reply")
-        if len(msg.values) > self.config.max_catchup_entries:
-            return self._refuse("catch-up reply longer than asked")
-        if msg.values and msg.first_slot + len(msg.values) - 1 > msg.commit_index:
-            return self._refuse("catch-up reply beyond its own commit index")
-        if msg.compacted:
-            if msg.values:
-                return self._refuse("catch-up reply with values and a compacted log")
-            if msg.compacted < msg.first_slot or msg.compacted > msg.commit_index:
-                return self._refuse("catch-up reply compacted outside what was asked")
-        self._catchup_asked = None
-        self._catchup_asked_before.append(asked)
-        self._catchup_sent_at = None
-        if msg.compacted:
-            self._snapshot_from = msg.sender
-            self._out.snapshot_wanted = msg.sender
-            self._note_leader_commit(msg.sender, msg.commit_index)
-            return None
-        for offset, value in enumerate(msg.values):
-            slot = msg.first_slot + offset
-            if slot > self.commit_index and slot not in self.chosen:
-                self._out.persist.append(ChosenRecord(slot, value))
-                self._learn(slot, value)
-        self._note_leader_commit(msg.sender, msg.commit_index)
-        return None
-
-    def _refuse(self, reason: str) -> str:
-        self.refused[reason] += 1
-        return reason
-
-    def _recover_chosen(self, state: DurableState) -> None:
-        for slot in range(self.compacted + 1, state.commit_index + 1):
-            if slot in state.chosen:
-                self.chosen[slot] = state.chosen[slot]
-            elif slot in state.accepted:
-                self.chosen[slot] = state.accepted[slot][1]
-            else:
-                raise RecoveryError(f"log says slot {slot} is chosen but holds no value for it")
-        self.commit_index = max(state.commit_index, self.compacted)
-        for slot, value in state.chosen.items():
-            if slot > self.commit_index:
-                self.chosen[slot] = value
-        # A crash can keep a learned slot's record but lose the commit record
-        # written after it: the commit index covers every contiguous chosen slot.
-        while self.commit_index + 1 in self.chosen:
-            self.commit_index += 1
-            self.accepted.pop(self.commit_index, None)
-
-    def _emit_committed(self) -> None:
-        while self._emitted_index < self.commit_index:
-            self._emitted_index += 1
-            self._out.committed.append((self._emitted_index, self.chosen[self._emitted_index]))
-
-    # -------------------------------------------------------------- invariants
-    #
-    # Each check returns what is broken, or None.  They run after every step
-    # (Config.check_invariants), so the common case (nothing broken) uses
-    # the cheapest test there is; the message is only built on failure.
-
-    def _check_invariants(self, step: str) -> None:
-        """Raise InvariantError unless what every step keeps true holds.
-
-        Only what the core's own steps guarantee whatever its peers send, so
-        a failure is a bug here (or a planted one), never hostile input.
-        """
-        lead = self._lead
-        broken = (
-            self._log_broken() or self._promises_broken() or (self._leader_broken(lead) if lead is not None else None)
-        )
-        if broken is not None:
-            raise InvariantError(f"node {self.id} after {step}: {broken}")
-
-    def _log_broken(self) -> str | None:
-        compacted, applied, commit = self.compacted, self._emitted_index, self.commit_index
-        # A snapshot holds what is compacted, the host applied what was
-        # emitted, and every slot up to the commit index is chosen.
-        if not compacted <= applied <= commit:
-            return f"compacted {compacted}, applied {applied} and commit index {commit} out of order"
-        # A chosen slot lives in ``chosen`` only: a promise reports accepted values above the commit index.
-        if self.accepted and min(self.accepted) <= commit:
-            return f"slot {min(self.accepted)} at or below the commit index {commit} is still held as accepted"
-        # Chosen values are kept from the snapshot on, to apply and to serve
-        # catch-up.  Only learning and compaction change which slots are held,
-        # and each moves the commit index, the compaction point or the count:
-        # the slots are walked again only when one of those moved.
-        chosen = self.chosen
-        shape = (compacted, commit, len(chosen))
-        if shape == self._checked_log_shape:
-            return None
-        if not all(map(chosen.__contains__, range(compacted + 1, commit + 1))):
-            missing = [slot for slot in range(compacted + 1, commit + 1) if slot not in chosen]
-            return f"slots {missing[:5]} at or below the commit index {commit} have no chosen value"
-        if chosen and min(chosen) <= compacted:
-            return f"slot {min(chosen)} is compacted (up to {compacted}) but still held"
-        self._checked_log_shape = shape
-        return None
-
-    def _promises_broken(self) -> str | None:
-        promised = self.promised
-        # An acceptor promises a ballot before (or as) it accepts in it.
-        # (Rounds and ids compared inline: this runs after every step.)
-        top_round, top_node = promised.round, promised.node
-        for slot, (ballot, _) in self.accepted.items():
-            if ballot.round > top_round or (ballot.round == top_round and ballot.node > top_node):
-                return f"slot {slot} accepted in ballot {ballot}, above the promised ballot {promised}"
-        if self._max_round_seen < top_round:
-            return f"promised round {top_round} above the highest round seen {self._max_round_seen}"
-        leading = self._lead is not None
-        if (self.role is Role.LEADER) != leading or (self.leader == self.id) != leading:
-            return f"role {self.role.value} and leader {self.leader} disagree on whether this server leads"
-        # A candidate promised its own ballot, and a higher promise ends its candidacy.
-        candidate = self._candidate_ballot
-        if (self.role is Role.CANDIDATE) != (candidate is not None):
-            return f"role {self.role.value} with candidate ballot {candidate}"
-        if candidate is not None and candidate != promised:
-            return f"candidate ballot {candidate} is not the promised ballot {promised}"
-        return None
-
-    def _leader_broken(self, lead: _LeaderState) -> str | None:
-        # A higher promise makes a leader step down.
-        if lead.ballot != self.promised:
-            return f"leader ballot {lead.ballot} is not the promised ballot {self.promised}"
-        fresh = 0
-        for slot, proposal in lead.in_flight.items():
-            if not self.commit_index < slot < lead.next_slot:
-                return f"slot {slot} in flight outside ({self.commit_index}, {lead.next_slot})"
-            if self.accepted.get(slot) != (lead.ballot, proposal.value):
-                return f"slot {slot} in flight is not what this leader accepted in its ballot {lead.ballot}"
-            if slot in self.chosen and self.chosen[slot] != proposal.value:
-                return f"slot {slot} in flight with a value other than the one learned chosen there"
-            # Nothing is proposed above an unfinished membership change.
-            if lead.change_slot is not None and slot > lead.change_slot:
-                return f"slot {slot} in flight above the unfinished membership change in slot {lead.change_slot}"
-            fresh += slot >= lead.fresh_from
-        # Fresh proposals wait while the pipeline is full.
-        if fresh and len(lead.in_flight) > self.config.max_in_flight:
-            limit = self.config.max_in_flight
-            return f"{len(lead.in_flight)} slots in flight, {fresh} of them fresh: more than {limit}"
-        return None
-
-    def _quorum_broken(self) -> str | None:
-        """Checked where the configuration is set: learners never count towards a quorum."""
-        voters = sorted(self.membership.voters)
-        if self.voters.voters != self.membership.voters:
-            return f"quorums counted over {sorted(self.voters.voters)}, not the voters {voters}"
-        # Every learner with a voter short of a majority is no quorum.
-        learners = sorted(self.membership.learners)
-        if learners and self.voters.is_quorum([*voters[: len(voters) // 2], *learners]):
-            return f"learners {learners} count towards a quorum"
-        return None
 
     # -------------------------------------------------------------------- send
 
