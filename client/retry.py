@@ -59,6 +59,7 @@ __all__ = [
 
 S = TypeVar("S", bound=Hashable)  # how the caller names a server
 N = TypeVar("N", int, float)  # the caller's unit of time
+NO_ATTEMPT = "no attempt made"  # the last error before any
 
 
 class Outcome(enum.Enum):
@@ -187,9 +188,10 @@ class Retry(Generic[S, N]):
         self.session_expired = False
         self.current: S | None = None  # the server of the attempt in flight
         self.tried: list[S] = []
-        self.last_error = "no attempt made"
+        self.last_error = NO_ATTEMPT
         self._rotation = 0
         self._refusals = 0
+        self._cut_short = False  # the attempt in flight was given less than a whole attempt's time
 
     def add_servers(self, servers: Sequence[S]) -> None:
         """Servers learned while the operation runs (a leader the client's list lacked): they join the rotation."""
@@ -213,6 +215,7 @@ class Retry(Generic[S, N]):
             self.tried.append(server)
         self.current = server
         timeout = min(self.timing.attempt, remaining)
+        self._cut_short = remaining < self.timing.attempt
         if self.server_cap is not None:
             timeout = min(timeout, self.server_cap)
         return Attempt(server, timeout)
@@ -281,4 +284,14 @@ class Retry(Generic[S, N]):
 
     def _note(self, server: S, outcome: Outcome, error: str) -> None:
         detail = error if outcome in (Outcome.NOT_DELIVERED, Outcome.MAYBE_DELIVERED) else f"{outcome.value} {error}"
+        if self._cut_short and _time_ran_out(error) and self.last_error != NO_ATTEMPT:
+            # The operation's own deadline ended this attempt: it says only
+            # that time ran out, where the error before it says why the
+            # attempts failed (a server that wants TLS, say).
+            return
         self.last_error = f"{self.describe(server)}: {detail.strip()}"
+
+
+def _time_ran_out(error: str) -> bool:
+    """Whether an attempt's error says only that its deadline passed (a gRPC status, or a stream's)."""
+    return error.strip().lower().replace("_", " ").startswith("deadline exceeded")

@@ -59,7 +59,8 @@ def test_clients_with_the_client_certificate_are_served(shared_cluster: InProces
         assert kv.get("served") == "v"
         assert kv.delete("served") is True
         assert sum(1 for n in kv.status() if n["role"] == "leader") == 1
-    with pytest.raises(Unavailable) as caught, KVClient(shared_cluster.members, timeout=0.5) as plain:
+    # Long enough for attempts to fail on the handshake, not only on time.
+    with pytest.raises(Unavailable) as caught, KVClient(shared_cluster.members, timeout=5) as plain:
         plain.get("k")
     assert "requires TLS" in str(mismatch_hint(str(caught.value), using_tls=False))
 

@@ -243,6 +243,32 @@ def test_unavailable_names_the_time_the_servers_tried_and_the_last_error() -> No
     assert str(error) == "cluster unavailable after 2.5s; tried a, b, c (last error: c: connection refused)"
 
 
+def test_an_attempt_the_deadline_cut_short_keeps_the_error_that_says_why() -> None:
+    # Attempts fail at once (a plaintext client and a TLS server); the last
+    # one starts with less than an attempt's time left and runs out of it.
+    retry = policy(timeout=2500)
+    now, cut_short = 0, 0
+    while (attempt := retry.next_attempt(now)) is not None:
+        if attempt.timeout < MS.attempt:
+            cut_short += 1
+            now += attempt.timeout
+            retry.record(Outcome.NOT_DELIVERED, now, error="deadline exceeded")
+        else:
+            now += 400
+            now += retry.record(Outcome.NOT_DELIVERED, now, error="unavailable (Socket closed)")
+    assert cut_short == 1
+    error = str(retry.give_up())
+    assert error.endswith(": unavailable (Socket closed))") and "deadline" not in error, error
+
+
+def test_a_whole_attempt_that_times_out_is_the_last_error() -> None:
+    retry = policy(timeout=2500)
+    attempt = retry.next_attempt(0)
+    assert attempt is not None and attempt.timeout == MS.attempt
+    retry.record(Outcome.NOT_DELIVERED, 1000, error="deadline_exceeded (Deadline Exceeded)")
+    assert retry.last_error == "a: deadline_exceeded (Deadline Exceeded)"
+
+
 def test_invalid_request_is_final() -> None:
     retry = policy()
     next_server(retry, 0)
