@@ -38,7 +38,14 @@ def _value(samples: dict[str, list[Sample]], name: str, **labels: str) -> float:
     return matching[0]
 
 
-def _write_through(cluster: InProcessCluster, count: int) -> str:
+# A machine loaded enough can stall a leader past its election timeout; the
+# exact counts below are of one leader's term, so a run whose leadership
+# moved starts over on a fresh cluster.
+TRIES = 3
+
+
+def _write_through(cluster: InProcessCluster, count: int) -> str | None:
+    """The leader, after ``count`` writes and a read through it; None if it stopped leading meanwhile."""
     leader = wait_until(cluster.leader, "a leader")
     address = next(m.address for m in cluster.members if m.name == leader)
     with grpc.insecure_channel(address) as channel:
@@ -47,39 +54,52 @@ def _write_through(cluster: InProcessCluster, count: int) -> str:
         for seq in range(1, count + 1):
             cmd = kv_pb2.Command(session_id=session, seq=seq, set=kv_pb2.SetOp(key=f"k{seq}", value="v"))
             reply = stub.Write(kv_pb2.WriteRequest(command=cmd), timeout=10)
+            if reply.status == kv_pb2.NOT_LEADER:
+                return None
             assert reply.status == kv_pb2.OK, reply
         stub.Get(kv_pb2.GetRequest(key="k1"), timeout=10)
     return leader
 
 
 def test_metrics_endpoint_reports_the_servers_numbers(tmp_path: Path) -> None:
-    with in_process_cluster(tmp_path, 3) as cluster:
-        leader = _write_through(cluster, WRITES)
-        samples = {name: _samples(address) for name, address in cluster.metrics.items()}
-        for name, found in samples.items():
-            missing = [s for s in SERIES if s not in found]
-            assert not missing, f"{name} lacks {missing}"
-            assert _value(found, "paxoskv_is_leader") == float(name == leader)
-            assert _value(found, "paxoskv_role", role="leader") == float(name == leader)
-            assert _value(found, "paxoskv_ballot_round") >= 1
-            assert _value(found, "paxoskv_leader_changes_total") >= 1
-            assert _value(found, "paxoskv_wal_fsync_duration_seconds_count") >= 1
-            assert _value(found, "paxoskv_pending_writes") == 0
-            assert _value(found, "paxoskv_session_unread_reply_bytes") == 0  # the client read every reply
-            # Every follower talks with the leader (not necessarily with other followers).
-            for peer in [leader] if name != leader else [p for p in cluster.servers if p != leader]:
-                assert _value(found, "paxoskv_peer_messages_total", peer=peer, direction="sent") > 0
-                assert _value(found, "paxoskv_peer_messages_total", peer=peer, direction="received") > 0
-        lead = samples[leader]
-        assert _value(lead, "paxoskv_commit_index") >= WRITES
-        assert _value(lead, "paxoskv_applied_index") >= WRITES
-        assert _value(lead, "paxoskv_client_requests_total", method="Write", status="OK") == WRITES
-        assert _value(lead, "paxoskv_client_request_duration_seconds_count", method="Write") == WRITES
-        assert _value(lead, "paxoskv_client_requests_total", method="Get", status="OK") == 1
-        # Every write is one client command in some applied slot.
-        commands = _value(lead, "paxoskv_slot_commands_sum")
-        assert commands >= WRITES
-        assert _value(lead, "paxoskv_slot_commands_bucket", le="+Inf") == _value(lead, "paxoskv_slot_commands_count")
+    for attempt in range(TRIES):
+        with in_process_cluster(tmp_path / f"try{attempt}", 3) as cluster:
+            leader = _write_through(cluster, WRITES)
+            if leader is None:
+                continue
+            samples = {name: _samples(address) for name, address in cluster.metrics.items()}
+            if cluster.leader() != leader:
+                continue
+            _check_metrics(cluster, leader, samples)
+            return
+    pytest.fail(f"leadership moved while writing in each of {TRIES} clusters")
+
+
+def _check_metrics(cluster: InProcessCluster, leader: str, samples: dict[str, dict[str, list[Sample]]]) -> None:
+    for name, found in samples.items():
+        missing = [s for s in SERIES if s not in found]
+        assert not missing, f"{name} lacks {missing}"
+        assert _value(found, "paxoskv_is_leader") == float(name == leader)
+        assert _value(found, "paxoskv_role", role="leader") == float(name == leader)
+        assert _value(found, "paxoskv_ballot_round") >= 1
+        assert _value(found, "paxoskv_leader_changes_total") >= 1
+        assert _value(found, "paxoskv_wal_fsync_duration_seconds_count") >= 1
+        assert _value(found, "paxoskv_pending_writes") == 0
+        assert _value(found, "paxoskv_session_unread_reply_bytes") == 0  # the client read every reply
+        # Every follower talks with the leader (not necessarily with other followers).
+        for peer in [leader] if name != leader else [p for p in cluster.servers if p != leader]:
+            assert _value(found, "paxoskv_peer_messages_total", peer=peer, direction="sent") > 0
+            assert _value(found, "paxoskv_peer_messages_total", peer=peer, direction="received") > 0
+    lead = samples[leader]
+    assert _value(lead, "paxoskv_commit_index") >= WRITES
+    assert _value(lead, "paxoskv_applied_index") >= WRITES
+    assert _value(lead, "paxoskv_client_requests_total", method="Write", status="OK") == WRITES
+    assert _value(lead, "paxoskv_client_request_duration_seconds_count", method="Write") == WRITES
+    assert _value(lead, "paxoskv_client_requests_total", method="Get", status="OK") == 1
+    # Every write is one client command in some applied slot.
+    commands = _value(lead, "paxoskv_slot_commands_sum")
+    assert commands >= WRITES
+    assert _value(lead, "paxoskv_slot_commands_bucket", le="+Inf") == _value(lead, "paxoskv_slot_commands_count")
 
 
 def test_refused_peer_messages_are_counted_as_dropped(tmp_path: Path) -> None:
