@@ -51,3 +51,43 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for process {pid}")
+
+
+# ------------------------------------------------------- loopback sockets
+
+_TCP_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+_ESTABLISHED = "01"
+
+
+def _tcp_connections() -> list[tuple[int, int, int, int]]:
+    """Every established TCP connection of this network namespace: (local port, remote port, unread bytes, inode)."""
+    rows = []
+    for table in _TCP_TABLES:
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != _ESTABLISHED:
+                continue
+            local, remote = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
+            unread = int(fields[4].split(":")[1], 16)
+            rows.append((local, remote, unread, int(fields[9])))
+    return rows
+
+
+def own_connections_to(port: int) -> set[int]:
+    """The local ports of this process's TCP connections to ``port`` (on this machine)."""
+    inodes = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:
+            continue  # closed since the listing
+        if target.startswith("socket:["):
+            inodes.add(int(target[len("socket:[") : -1]))
+    return {local for local, remote, _, inode in _tcp_connections() if remote == port and inode in inodes}
+
+
+def unread_by_server(port: int, client_ports: set[int]) -> int:
+    """Bytes that reached the server's end (``port``) of these clients' connections and that it has not read yet."""
+    return sum(unread for local, remote, unread, _ in _tcp_connections() if local == port and remote in client_ports)

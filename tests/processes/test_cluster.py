@@ -18,7 +18,7 @@ from client import KVError
 from protos import kv_pb2, kv_pb2_grpc
 from tests.harness.cli import run_cli, run_cli_bytes, run_server
 from tests.harness.polling import wait_until
-from tests.harness.processes import applied_everywhere
+from tests.harness.processes import applied_everywhere, own_connections_to, unread_by_server
 from tools.localcluster import LocalCluster
 
 
@@ -151,17 +151,30 @@ def test_paused_leader_never_serves_a_stale_read(cluster: LocalCluster) -> None:
         kv.set("color", "red")
         old = cluster.wait_for_leader()
         stub = _stub(cluster, old)
+        port = int(cluster.address(old).rsplit(":", 1)[1])
+        others = own_connections_to(port)
         stub.Status(kv_pb2.StatusRequest(), timeout=10)  # connected before the pause
+        connection = own_connections_to(port) - others
+        assert connection, f"no new connection from this process to port {port}"
         cluster.pause(old)
         try:
             kv.set("color", "blue")
             wait_until(lambda: cluster.wait_for_leader() != old, what="a new leader")
             # Sent while it sleeps, so that on waking the read may be served
             # before its ticker runs: its lease must be judged by the real
-            # clock.  (The pause is only to let the request reach its socket;
-            # a request that arrives later still makes a valid test.)
-            early = stub.Get.future(kv_pb2.GetRequest(key="color"), timeout=20)
-            time.sleep(0.2)
+            # clock.  It is resumed only once the request waits unread in its
+            # socket: the stub's connection carries nothing else, and no
+            # control frame is as long as the request's DATA frame alone.
+            request = kv_pb2.GetRequest(key="color")
+            data_frame = 9 + 5 + request.ByteSize()  # HTTP/2 frame header, gRPC message prefix, message
+            unread = unread_by_server(port, connection)
+            early = stub.Get.future(request, timeout=20)
+            wait_until(
+                lambda: unread_by_server(port, connection) >= unread + data_frame,
+                what=f"the read to reach {old}'s socket while it is paused",
+                timeout=10,
+                interval=0.01,
+            )
         finally:
             cluster.resume(old)
         late = stub.Get(kv_pb2.GetRequest(key="color"), timeout=10)

@@ -95,9 +95,17 @@ def test_one_change_at_a_time_and_each_one_step() -> None:
     assert "exactly one member" in (leader.propose_change(FOUNDERS.removing(1).removing(2)) or "")
     with pytest.raises(ValueError, match="share a name"):
         FOUNDERS.adding_learner(ConfigMember(3, "s0", "host9:1"))
+    write(net, 0)  # a value of the leader's own ballot is chosen: a change goes out at once
     assert leader.propose_change(FOUNDERS.removing(2)) is None
-    assert leader.propose_change(FOUNDERS.removing(1)) == "another membership change is not finished yet"
+    busy = "another membership change is not finished yet"
+    assert leader.propose_change(FOUNDERS.removing(1)) == busy, "refused while the first waits to be proposed"
+    net.collect(0)
+    # The first change is proposed and on its way, not chosen: still refused.
+    [(slot, (_, value))] = [(s, entry) for s, entry in leader.accepted.items() if s > leader.commit_index]
+    assert configuration_in(value) is not None and leader.change_in_progress
+    assert leader.propose_change(FOUNDERS.removing(1)) == busy, "refused only while the first was queued"
     net.deliver()
+    assert net.nodes[1].commit_index >= slot
     assert net.nodes[1].membership.voters == {0, 1}
 
 
