@@ -92,9 +92,12 @@ class Verdict:
 
 def tracked_files(root: Path) -> list[str]:
     """The files a copy needs: what git tracks, and the generated protobuf modules."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True, timeout=60
-    ).stdout.decode()
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True, timeout=60
+        ).stdout.decode()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise MutationError(f"cannot list the tracked files of {root} (a git checkout is needed): {exc}") from None
     names = {name for name in listed.split("\0") if name}
     names |= {str(path.relative_to(root)) for path in (root / "protos").glob("*_pb2*.py")}
     # A tracked file deleted in the working tree is not part of it.
@@ -388,7 +391,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     unknown = [name for name in args.only or () if name not in known]
     if unknown:
         raise MutationError(f"no mutant named {', '.join(unknown)} (see --list)")
-    chosen = [known[name] for name in args.only] if args.only else list(MUTANTS)
+    chosen = [known[name] for name in dict.fromkeys(args.only)] if args.only else list(MUTANTS)
+    if args.seeds < 1 or args.jobs < 1 or (args.timeout is not None and args.timeout <= 0):
+        raise MutationError("--seeds, --jobs and --timeout must be positive")
     if args.report is not None:
         _check_report_target(args.report)
     for mutant in chosen:  # before the baseline: a mutant that no longer applies is found at once
