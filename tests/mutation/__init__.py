@@ -1,0 +1,1 @@
+"""Mutation testing with hand-written semantic mutants: ``python -m tests.mutation`` (docs/evidence.md)."""
