@@ -154,8 +154,8 @@ def _env(copy: Path) -> dict[str, str]:
     # (tests/unit/test_lincheck.py): without this the copy's tests of it
     # would skip, and the fast tier would be weaker than the one measured.
     corpus = ROOT.parent / "shared" / "linearizability-corpus"
-    if "PAXOSKV_LIN_CORPUS" not in env and corpus.is_dir():
-        env["PAXOSKV_LIN_CORPUS"] = str(corpus)
+    if "PAXOSKV_LINCHECK_CORPUS" not in env and corpus.is_dir():
+        env["PAXOSKV_LINCHECK_CORPUS"] = str(corpus)
     return env
 
 
