@@ -262,3 +262,37 @@ def test_with_four_voters_two_promises_elect_no_one() -> None:
     granted = [m for src, _, m in net.delivered if src == 1 and isinstance(m, PreVoteReply) and m.granted]
     assert granted, "member 1 never backed member 0: the test saw nothing"
     assert not net.nodes[0].is_leader(), "elected by two of four voters"
+
+
+# ------------------------------------------------------------ counting votes
+
+
+def test_a_vote_counts_only_in_the_ballot_it_was_cast_in() -> None:
+    # An Accepted of an earlier ballot for the same slot (late, or sent to the
+    # leader this one replaced) says nothing about the value this ballot
+    # proposes there: counting it could choose a value no quorum accepted.
+    net = Net(3, NO_LEASE)
+    net.elect(0)
+    leader = net.nodes[0]
+    earlier = leader.ballot
+    # Cut off until it steps down, then elected again under a new ballot.
+    net.isolate(0)
+    net.tick(0, FIXED.leader_quorum_timeout_ticks)
+    assert not leader.is_leader()
+    net.heal()
+    net.drop_queued()
+    net.elect(0)
+    assert leader.ballot > earlier
+    net.isolate(0)
+    assert leader.propose(b"x")
+    net.deliver()  # the accepts are lost on the cut links
+    slot = leader.commit_index + 1
+    for acceptor in (1, 2):
+        assert leader.receive(Accepted(acceptor, earlier, slot)) is None
+    net.collect(0)
+    assert leader.commit_index == 0, "chosen with votes cast in another ballot"
+    # The votes of its own ballot choose it.
+    net.heal()
+    net.tick(0, FIXED.retransmit_ticks)
+    net.deliver()
+    assert leader.commit_index == slot

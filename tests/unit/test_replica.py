@@ -65,6 +65,7 @@ class Recorder:
     # Requested fsyncs not finished yet: how many records each covers, and whom to tell.
     syncs: list[tuple[int, Callable[[], None]]] = field(default_factory=list)
     book: dict[NodeId, int] = field(default_factory=dict)
+    snapshots_succeed: bool = False  # what a snapshot save reports
 
     # -- Storage
 
@@ -90,10 +91,11 @@ class Recorder:
         return 0
 
     def save_snapshot(self, frozen: FrozenState, done: Callable[[bool], None]) -> None:
-        done(False)
+        self.events.append(("save snapshot", frozen.applied_index))
+        done(self.snapshots_succeed)
 
     def compact(self, snapshot_index: Slot) -> None:
-        pass
+        self.events.append(("compact", snapshot_index))
 
     def recorded_incarnations(self) -> dict[NodeId, int]:
         return dict(self.book)
@@ -201,7 +203,7 @@ class Host:
         assert order_violations(self.recorder.events) == []
 
 
-def _host(member: NodeId) -> Host:
+def _host(member: NodeId, snapshot_every: int = limits.SNAPSHOT_EVERY_COMMANDS) -> Host:
     recorder = Recorder()
     clock = Clock()
     replica = Replica(
@@ -215,6 +217,7 @@ def _host(member: NodeId) -> Host:
         rng=random.Random(member),
         config=NO_LEASE,
         observer=_Applies(recorder),
+        snapshot_every=snapshot_every,
     )
     return Host(replica, recorder, clock)
 
@@ -344,6 +347,30 @@ def test_a_leader_whose_fsync_never_finishes_never_answers() -> None:
     leader.tick(3)
     assert leader.recorder.answers() == []
     assert [e for e in leader.recorder.events if e[0] == "apply"] == []
+    leader.check()
+
+
+# ------------------------------------------------------------ snapshots
+
+
+@pytest.mark.parametrize("saved", [False, True], ids=["save-failed", "saved"])
+def test_the_log_is_compacted_only_once_a_snapshot_of_it_is_durable(saved: bool) -> None:
+    # A snapshot whose save failed holds nothing: dropping the log it was
+    # meant to replace would lose chosen slots on the next restart.
+    leader = _host(0, snapshot_every=1)
+    leader.recorder.snapshots_succeed = saved
+    ballot = _elected(leader)
+    leader.replica.register(leader.recorder.answer)
+    leader.replica.drive()
+    _propose_and_choose(leader, ballot, 1, ack_first=False)
+    events = leader.recorder.events
+    assert ("save snapshot", 1) in events, "no snapshot was taken: the test checks nothing"
+    compacted = [detail for what, detail in events if what == "compact"]
+    if saved:
+        assert compacted == [1] and leader.replica.snapshot_index == 1
+    else:
+        assert compacted == [], "the log was compacted under a snapshot that was never saved"
+        assert leader.replica.snapshot_index == 0
     leader.check()
 
 
