@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from paxos.consensus.messages import DurableState, Record, Slot
+from paxos.consensus.messages import NO_BALLOT, DurableState, Record, Slot
 from paxos.kv.statemachine import FrozenState, StateMachine
 from paxos.storage.snapshot import header_for
 from tests.sim.bugs import ForgetfulStateMachine, HostBug
@@ -49,6 +49,10 @@ class SimDisk:
         self.write_back = HostBug.ACK_BEFORE_FSYNC in host.sim.planted
         self.drop_sessions = HostBug.SNAPSHOT_WITHOUT_SESSIONS in host.sim.planted
         self.durable = DurableState()
+        # The highest ballot the server on this disk has voted for or
+        # promised in a message it sent (see stepchecks.py): a new disk
+        # starts from nothing, as its server does.
+        self.voted = NO_BALLOT
         # Records written but not yet durable, the first ``flushing`` of
         # which an fsync is making durable right now.
         self.pending: list[Record] = []

@@ -31,6 +31,7 @@ from tests.sim.forger import Forger
 from tests.sim.host import Host
 from tests.sim.network import Network
 from tests.sim.profile import Profile
+from tests.sim.stepchecks import StepChecks
 from tests.sim.trace import Event, RunResult, SimulationStop, Violation
 from tests.sim.units import MS, SECOND, TICK_US, sim_address, sim_name
 
@@ -99,6 +100,7 @@ class Simulation:
         )
         self.network = Network(self)
         self.checks = Checks(self)
+        self.steps = StepChecks(self)
         self.nemesis = Nemesis(self)
         self.disks = DiskLoss(self)
         self.membership = Reconfiguration(self)
