@@ -33,7 +33,7 @@ from tests.sim.network import Network
 from tests.sim.profile import Profile
 from tests.sim.stepchecks import StepChecks
 from tests.sim.trace import Event, RunResult, SimulationStop, Violation
-from tests.sim.units import MS, SECOND, TICK_US, sim_address, sim_name
+from tests.sim.units import MS, SECOND, sim_address, sim_name
 
 DEFAULT_NODES = (3, 5, 7)
 DEFAULT_FAULT_SECONDS = 20.0
@@ -108,7 +108,7 @@ class Simulation:
         self.size = self.n + self.profile.spares
         # As a server founding the cluster makes it: each member at its hostfile address.
         self.bootstrap = Membership.of(ConfigMember(i, sim_name(i), sim_address(i)) for i in range(self.n))
-        self.hosts = [Host(self, i, round(TICK_US * self.rng.uniform(0.95, 1.05))) for i in range(self.size)]
+        self.hosts = [Host(self, i, self.profile.tick_us(self.rng)) for i in range(self.size)]
         self.clients = [Client(self, i) for i in range(self.profile.clients)]
         self.forger = Forger(self)
 
