@@ -8,6 +8,9 @@ or subclassing what the simulator hands the replica:
 * ``ack_before_fsync``: ``SimDisk`` reports every fsync done at once and
   flushes in the background, like a log written through a cache it wrongly
   believes durable;
+* ``votes_before_fsync``: ``SimDisk.sync`` lets the waiting bundle's
+  messages out as the fsync starts, as a replica that sent before syncing
+  would (what ``Replica.drive`` must never do);
 * ``snapshot_without_sessions``: ``SimDisk`` writes each snapshot without
   the exactly-once session table;
 * ``nondeterministic_session_eviction``: ``ForgetfulStateMachine`` evicts
@@ -45,6 +48,9 @@ class HostBug(Enum):
 
     # The disk reports an fsync done before it is durable.
     ACK_BEFORE_FSYNC = "ack_before_fsync"
+    # The replica's replies to peers (promises, accepted values) go out
+    # while the fsync of the votes they report is still under way.
+    VOTES_BEFORE_FSYNC = "votes_before_fsync"
     # Snapshots leave out the exactly-once session table.
     SNAPSHOT_WITHOUT_SESSIONS = "snapshot_without_sessions"
     # A replica evicts client sessions of its own choosing (ForgetfulStateMachine).

@@ -11,7 +11,8 @@
 * ballot order: an acceptor never votes for a ballot below one it promised
   before (across restarts, on the same disk); a ballot that a message
   proposes or asserts (``PreVote``, ``Prepare``, ``Accept``, ``Heartbeat``)
-  and a leader's ballot name the server itself; no ballot leads twice;
+  and a leader's ballot name the server itself; no ballot leads twice, nor
+  proposes two values for one slot;
 * lease reads: when a leader would answer a read under its lease (no quorum
   round), no other server leads with a higher ballot at that instant, and
   its read index covers every slot any server has learned.
@@ -36,6 +37,8 @@ from paxos.consensus.messages import (
     PreVote,
     Promise,
     Reject,
+    Slot,
+    Value,
 )
 
 if TYPE_CHECKING:
@@ -54,6 +57,8 @@ class StepChecks:
         self.sim = sim
         # Every ballot that has led, and the server that led with it.
         self.ballots_led: dict[Ballot, NodeId] = {}
+        # The value each ballot proposed for each slot.
+        self.proposed: dict[tuple[Ballot, Slot], Value] = {}
         self.lease_reads = 0
 
     # ------------------------------------------------------------- sending
@@ -71,6 +76,11 @@ class StepChecks:
                 if kind is not PreVote and durable.promised < ballot:
                     # A leader promised its own ballot durably before its prepares went out.
                     self.not_durable(host, msg, f"its durable promise is {durable.promised}")
+                if kind is Accept:
+                    assert isinstance(msg, Accept)
+                    proposed = self.proposed.setdefault((ballot, msg.slot), msg.value)
+                    if proposed != msg.value:
+                        self.violation("ballot-order", host, f"proposes a second value for slot {msg.slot} in {ballot}")
                 continue
             if kind is Accepted:
                 assert isinstance(msg, Accepted)

@@ -11,9 +11,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
+from paxos.consensus.core import Node
+from paxos.consensus.membership import Membership
+from paxos.consensus.messages import HeartbeatAck, Slot
+from paxos.consensus.quorum import MajorityConfig
+from paxos.consensus.state import LeaderState
 from tests import sim
 from tests.harness import PROJECT
 
@@ -77,7 +83,20 @@ BUG_BUDGET = 200
 # A refusal is a server refusing a message from an honest member as
 # impossible: its own checks caught the inconsistency a bug left behind.
 # A forgery is a forged message that a server took.
-CHECK_KINDS = {"safety", "lost-write", "divergence", "linearizability", "liveness", "refusal", "forgery"}
+# Durability, ballot order and lease reads are checked at every step
+# (tests/sim/stepchecks.py).
+CHECK_KINDS = {
+    "safety",
+    "lost-write",
+    "divergence",
+    "linearizability",
+    "liveness",
+    "refusal",
+    "forgery",
+    "durability",
+    "ballot-order",
+    "lease",
+}
 # Planted bugs that an invariant of the product stops before any check
 # could see their damage: the server stops with this error rather than roll
 # its state back (an exception), or the core finds itself in a state no step
@@ -173,3 +192,81 @@ def test_many_seeds_print_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
 def test_unknown_bug_name_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown planted bugs"):
         sim.Simulation(1, bugs=["no_such_bug"])
+
+
+# Classic Multi-Paxos mistakes made in the shipped code, planted here in
+# this process only (the runs below use one job), each around a step of
+# the core so that the step itself is the code that ships.  The step
+# checks must catch each within the seed budget, by the rule it breaks.
+
+
+def _lease_from_ack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read lease measured from when a quorum's acknowledgement arrived, not from when the heartbeat left."""
+    on_ack = Node._on_heartbeat_ack
+
+    def late(self: Node, msg: HeartbeatAck) -> None:
+        lead = self._lead
+        before = lead.lease_until if lead is not None else None
+        on_ack(self, msg)
+        if lead is not None and lead.lease_until != before:
+            lead.lease_until = max(lead.lease_until, self.now + self._lease_ticks)
+
+    monkeypatch.setattr(Node, "_on_heartbeat_ack", late)
+
+
+def _lease_for_ever(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leader that always believes it holds its read lease."""
+
+    def always(self: Node, lead: LeaderState) -> bool:
+        return True
+
+    monkeypatch.setattr(Node, "_holds_lease", always)
+
+
+def _half_is_a_quorum(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quorums counted wrong for even numbers of voters only: half of them decide."""
+    init = MajorityConfig.__init__
+
+    def halves(self: MajorityConfig, voters: object) -> None:
+        init(self, voters)  # type: ignore[arg-type]
+        self.quorum_size = (len(self.voters) + 1) // 2
+
+    monkeypatch.setattr(MajorityConfig, "__init__", halves)
+
+
+def _snapshot_forgets_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installing a snapshot forgets the values accepted above its index too."""
+    install = Node.install_snapshot
+
+    def forgetful(self: Node, index: Slot, membership: Membership | None = None) -> None:
+        self.accepted.clear()
+        install(self, index, membership)
+
+    monkeypatch.setattr(Node, "install_snapshot", forgetful)
+
+
+MUTANTS: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], set[str]]] = {
+    "lease_from_ack": (_lease_from_ack, {"lease", "linearizability"}),
+    "lease_for_ever": (_lease_for_ever, {"lease", "linearizability"}),
+    "half_is_a_quorum": (_half_is_a_quorum, CHECK_KINDS | {"invariant"}),
+    "snapshot_forgets_accepted": (_snapshot_forgets_accepted, CHECK_KINDS | {"invariant"}),
+}
+
+
+@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+def test_step_checks_catch_a_classic_mistake_within_the_seed_budget(
+    mutant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plant, kinds = MUTANTS[mutant]
+    plant(monkeypatch)
+    results = sim.run_many(range(BUG_BUDGET), jobs=1, stop_at_first_failure=True)
+    caught = [r for r in results if not r.ok]
+    assert caught, f"{mutant} survived {BUG_BUDGET} seeds"
+    assert caught[0].violations[0].kind in kinds, caught[0].summary()
+
+
+def test_a_vote_sent_before_its_fsync_is_caught_as_it_leaves() -> None:
+    (result,) = sim.run_many([0], bugs=["votes_before_fsync"], jobs=1)
+    violation = result.violations[0]
+    assert violation.kind == "durability", result.summary()
+    assert "before it is durable" in violation.message
