@@ -25,7 +25,7 @@ from paxos.server.roster import Roster
 from paxos.server.standing import Standing
 from paxos.storage.meta import Identity
 from protos import peer_pb2
-from tests.sim.bugs import SKIPPED_INCARNATION, CertificateBlindIngress, HostBug, OlderSnapshotReplica
+from tests.sim.bugs import SKIPPED_INCARNATION, CertificateBlindIngress, HostBug, OlderSnapshotReplica, mutate_core
 from tests.sim.disk import SimDisk, thaw
 from tests.sim.network import RESET, Request
 from tests.sim.units import (
@@ -155,6 +155,7 @@ class Host(Observer):
             snapshot_every=sim.profile.snapshot_every,
             snapshot_tail=sim.profile.snapshot_tail,
         )
+        mutate_core(self.replica.core, sim.planted)
         self.roster.follow(self.replica.membership)
         sim.steps.started(self)
         self.received = Counter()

@@ -5,7 +5,9 @@
   is backed by its disk's durable state when the replica hands it to the
   transport, before the network sees it: a promise at least that high, and
   for an ``Accepted`` an accept record of at least that ballot for that
-  slot (or the slot durably chosen, or held by its durable snapshot).  A
+  slot (or the slot durably chosen, or held by its durable snapshot).  So
+  is the ballot of a leader of more than one voter, in its accepts and
+  heartbeats: it was elected by promises that came after its prepares.  A
   server that restarts recovers a promise at least as high as any vote it
   sent from that disk;
 * ballot order: an acceptor never votes for a ballot below one it promised
@@ -73,8 +75,11 @@ class StepChecks:
                 ballot = msg.ballot  # type: ignore[union-attr]
                 if ballot.node != host.id:
                     self.violation("ballot-order", host, f"sends {kind.__name__} with ballot {ballot} of another")
-                if kind is not PreVote and durable.promised < ballot:
-                    # A leader promised its own ballot durably before its prepares went out.
+                if kind is not PreVote and durable.promised < ballot and self.voters(host) > 1:
+                    # A leader of more than one voter heard promises only
+                    # after its prepares went out, so after its own promise
+                    # was durable.  (A lone voter leads at once, and counts
+                    # its own accepts, which carry its promise, once durable.)
                     self.not_durable(host, msg, f"its durable promise is {durable.promised}")
                 if kind is Accept:
                     assert isinstance(msg, Accept)
@@ -118,6 +123,11 @@ class StepChecks:
                 )
             if ballot > disk.voted:
                 disk.voted = ballot
+
+    @staticmethod
+    def voters(host: Host) -> int:
+        core = host.core
+        return len(core.voters) if core is not None else 0
 
     def not_durable(self, host: Host, msg: Message, why: str) -> None:
         self.violation("durability", host, f"sends {type(msg).__name__} {msg} before it is durable ({why})")
