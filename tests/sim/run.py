@@ -182,6 +182,7 @@ class Simulation:
             server_log.disabled = was_disabled
         chosen = self.checks.chosen
         self.stats["slots"] = max(chosen, default=0)
+        self.stats["lease_reads"] = self.steps.lease_reads
         self.stats["sim_us"] = self.now
         return RunResult(self.seed, self.n, self.bugs, self.violations, self.stats, self.digest(), self.trace, chosen)
 

@@ -47,10 +47,6 @@ if TYPE_CHECKING:
     from tests.sim.host import Host
     from tests.sim.run import Simulation
 
-# The message kinds that carry the sender's own ballot (what the core's
-# ingress calls "ballot of another member" when it is not).
-OWN_BALLOT = (PreVote, Prepare, Accept, Heartbeat)
-
 
 class StepChecks:
     """The rules of ``tests/sim/stepchecks.py``, checked as the run goes."""
@@ -61,7 +57,7 @@ class StepChecks:
         self.ballots_led: dict[Ballot, NodeId] = {}
         # The value each ballot proposed for each slot.
         self.proposed: dict[tuple[Ballot, Slot], Value] = {}
-        self.lease_reads = 0
+        self.lease_reads = 0  # reads answered under a lease, each checked
 
     # ------------------------------------------------------------- sending
 
