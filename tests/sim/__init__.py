@@ -14,9 +14,14 @@ What is simulated, each piece mirroring the real thing it stands for:
   (the same class the gRPC server runs) on a simulated disk, network and
   clock.  ``SimDisk`` (``disk.py``) makes appended records durable after a simulated fsync
   latency (with occasional stalls); a crash loses what was not fsynced,
-  except for a random prefix (a torn WAL tail).  Each node's clock runs at
-  its own rate (+-5%) and its ticker wakes late now and then; after a stall
-  the piled-up ticks, messages and requests run in random order.  What the
+  except for a random prefix (a torn WAL tail), and in some seeds a crash
+  strikes while an fsync of votes is under way.  Each node's clock runs at
+  its own rate, within 5% or 10% of the true one (uniformly, or in some
+  seeds at either end: 10% is the bound the read lease is built for, see
+  ``Profile.clock_drift``), and its ticker wakes late now and then; after
+  a stall the piled-up ticks, messages and requests run in random order,
+  and the replica's clock counts the stall (a monotonic clock keeps
+  running while a process is stopped).  What the
   replica does with all that (order of effects, apply, answers, leases) is
   the product's own code, not a copy.  So is what admits peer messages and
   follows membership: each host's ``Roster`` (``paxos/server/roster.py``:
@@ -58,8 +63,15 @@ What is simulated, each piece mirroring the real thing it stands for:
   what was persisted), power loss of a majority or of all nodes, partitions
   of any shape (halves, one-way, a bridge node, random links), deposing the
   leader (cutting it off for longer than the shortest election timeout and
-  shorter than its quorum timeout, so two leaders meet when it heals), and
-  process stalls (piled-up work runs in random order on resume), and forged
+  shorter than its quorum timeout, so two leaders meet when it heals, its
+  clients mostly cut off with it and reading from it), slow acknowledgements
+  (the followers' streams to the leader slowed by about an election, then
+  the leader's to them cut: a rival is elected while the acknowledgements
+  of the old leader's last heartbeats trickle in), splits of an even number
+  of voters in equal halves, process stalls (piled-up work runs in random
+  order on resume), the leader's crash with every other server stalled
+  until one instant (they campaign at once, with ballots of the same
+  round), and forged
   peer messages (``Forger``, ``forger.py``: malformed, out of range, oversized, from
   another cluster or a non-member, ballots far above any seen, accepts
   beyond the window, unsolicited catch-up replies, another member's
@@ -90,7 +102,12 @@ matter on failure (``trace.py``):
   and every forged one is;
 * the core's invariants, after each of its steps on every server
   (``Config.check_invariants``): one that does not hold ends the run with
-  an ``invariant`` violation.
+  an ``invariant`` violation;
+* at every step (``stepchecks.py``): every vote a server sends is durable
+  on its disk as it leaves (``durability``), no acceptor votes below a
+  promise it made and every ballot names its proposer and leads once
+  (``ballot-order``), and a leader answering a read under its lease is the
+  only leader and knows every chosen slot (``lease``).
 
 ``run.py`` holds ``Simulation`` (the random source, simulated time and the
 event queue its parts schedule on), ``run_seed`` and ``run_many``;
@@ -101,8 +118,9 @@ these checks bite.  The core's (``paxos.consensus.planted.PlantedBug``, among
 them compaction that forgets accepted values above the commit index and a
 leader that proposes a membership change while its last is unfinished) are
 switched on through its ``Config``; the others (``HostBug``) are planted from
-outside the shipped code: a disk that acknowledges an fsync before it is
-durable or writes snapshots without the client-session table, a state
+outside the shipped code: a disk that lets a bundle's votes out before
+their fsync, one that acknowledges an fsync before it is durable or
+writes snapshots without the client-session table, a state
 machine that evicts sessions of its own choosing, hosts that skip the
 incarnation check (a server that lost its disk founds anew without asking),
 a replica that installs a fetched snapshot older than its state, a peer
@@ -140,8 +158,9 @@ from tests.sim.faults.nemesis import Nemesis
 from tests.sim.forger import Forger, Forgery
 from tests.sim.host import STALE_SNAPSHOT, Host
 from tests.sim.network import DEADLINE, RECONNECT_US, REFUSED, RESET, Network, Request
-from tests.sim.profile import Profile
+from tests.sim.profile import LEASE_BOUND_DRIFT, Profile
 from tests.sim.run import DEFAULT_FAULT_SECONDS, DEFAULT_NODES, Simulation, run_many, run_seed
+from tests.sim.stepchecks import StepChecks
 from tests.sim.trace import (
     TIMELINE_LINES,
     Event,
@@ -174,6 +193,7 @@ __all__ = [
     "DEFAULT_FAULT_SECONDS",
     "DEFAULT_NODES",
     "HOST_BUGS",
+    "LEASE_BOUND_DRIFT",
     "LIVENESS_US",
     "LOSE_DISK_GAP_US",
     "LOSE_DISK_SEEDS",
@@ -212,6 +232,7 @@ __all__ = [
     "SimDisk",
     "Simulation",
     "SimulationStop",
+    "StepChecks",
     "Violation",
     "command_names",
     "describe_message",

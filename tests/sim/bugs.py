@@ -8,6 +8,9 @@ or subclassing what the simulator hands the replica:
 * ``ack_before_fsync``: ``SimDisk`` reports every fsync done at once and
   flushes in the background, like a log written through a cache it wrongly
   believes durable;
+* ``votes_before_fsync``: ``SimDisk.sync`` lets the waiting bundle's
+  messages out as the fsync starts, as a replica that sent before syncing
+  would (what ``Replica.drive`` must never do);
 * ``snapshot_without_sessions``: ``SimDisk`` writes each snapshot without
   the exactly-once session table;
 * ``nondeterministic_session_eviction``: ``ForgetfulStateMachine`` evicts
@@ -23,7 +26,11 @@ or subclassing what the simulator hands the replica:
 * ``snapshot_configuration_not_followed``: a host that installs a snapshot
   does not follow the configuration it holds (as the server did not, until
   the simulator ran its address book): a member added while it was away
-  stays unknown to its address book, so nothing is sent to it.
+  stays unknown to its address book, so nothing is sent to it;
+* ``lease_from_ack``, ``lease_never_expires``, ``half_voters_quorum`` and
+  ``snapshot_forgets_accepted``: the replica's core is a subclass of the
+  shipped ``Node`` that wraps one step with the mistake (``mutate_core``),
+  so the step itself is the code that ships.
 """
 
 from __future__ import annotations
@@ -32,8 +39,11 @@ import random
 from collections.abc import Iterable
 from enum import Enum
 
-from paxos.consensus.messages import NodeId, Slot, Value
+from paxos.consensus.core import Node
+from paxos.consensus.membership import Membership
+from paxos.consensus.messages import HeartbeatAck, NodeId, Slot, Value
 from paxos.consensus.planted import PlantedBug
+from paxos.consensus.state import LeaderState
 from paxos.kv.statemachine import Registration, Result, StateMachine
 from paxos.replica import FetchedSnapshot, Replica
 from paxos.server.ingress import PeerIngress
@@ -45,6 +55,9 @@ class HostBug(Enum):
 
     # The disk reports an fsync done before it is durable.
     ACK_BEFORE_FSYNC = "ack_before_fsync"
+    # The replica's replies to peers (promises, accepted values) go out
+    # while the fsync of the votes they report is still under way.
+    VOTES_BEFORE_FSYNC = "votes_before_fsync"
     # Snapshots leave out the exactly-once session table.
     SNAPSHOT_WITHOUT_SESSIONS = "snapshot_without_sessions"
     # A replica evicts client sessions of its own choosing (ForgetfulStateMachine).
@@ -60,6 +73,16 @@ class HostBug(Enum):
     # A server that installs a snapshot does not follow the configuration it
     # holds: the address book and the codec keep the one from before.
     SNAPSHOT_CONFIGURATION_NOT_FOLLOWED = "snapshot_configuration_not_followed"
+    # Classic mistakes of the core's own steps, planted around them
+    # (``mutate_core``): the read lease measured from when a quorum's
+    # acknowledgement arrived rather than from when the heartbeat was sent;
+    # a leader that always believes it holds its lease; quorums of half
+    # the voters when they are an even number; installing a snapshot
+    # forgets the values accepted above it too.
+    LEASE_FROM_ACK = "lease_from_ack"
+    LEASE_NEVER_EXPIRES = "lease_never_expires"
+    HALF_VOTERS_QUORUM = "half_voters_quorum"
+    SNAPSHOT_FORGETS_ACCEPTED = "snapshot_forgets_accepted"
 
 
 Bug = PlantedBug | HostBug
@@ -123,3 +146,64 @@ class CertificateBlindIngress(PeerIngress):
         if self.member_certified(cert_name, "")[0] is not None:
             cert_name = ""
         super().receive(raw, origin, None, cert_name)
+
+
+class LeaseFromAckNode(Node):
+    """The planted bug ``lease_from_ack``: the lease runs from when a quorum's acknowledgement arrived.
+
+    An acknowledgement that was slow to arrive then stretches the lease
+    past the moment the followers stopped refusing a rival.
+    """
+
+    def _on_heartbeat_ack(self, msg: HeartbeatAck) -> None:
+        lead = self._lead
+        before = lead.lease_until if lead is not None else None
+        super()._on_heartbeat_ack(msg)
+        if lead is not None and lead.lease_until != before:
+            lead.lease_until = max(lead.lease_until, self.now + self._lease_ticks)
+
+
+class LeaseNeverExpiresNode(Node):
+    """The planted bug ``lease_never_expires``: a leader always believes it holds its read lease."""
+
+    def _holds_lease(self, lead: LeaderState) -> bool:
+        return True
+
+
+class HalfVotersQuorumNode(Node):
+    """The planted bug ``half_voters_quorum``: quorums are counted wrong for even numbers of voters only."""
+
+    def _set_membership(self, membership: Membership) -> None:
+        super()._set_membership(membership)
+        self.voters.quorum_size = (len(self.voters) + 1) // 2
+
+
+class SnapshotForgetsAcceptedNode(Node):
+    """The planted bug ``snapshot_forgets_accepted``: installing a snapshot forgets every accepted value,
+    those above its index included, so a promise no longer reports them."""
+
+    def install_snapshot(self, index: Slot, membership: Membership | None = None) -> None:
+        self.accepted.clear()
+        super().install_snapshot(index, membership)
+
+
+CORE_MUTANTS: dict[HostBug, type[Node]] = {
+    HostBug.LEASE_FROM_ACK: LeaseFromAckNode,
+    HostBug.LEASE_NEVER_EXPIRES: LeaseNeverExpiresNode,
+    HostBug.HALF_VOTERS_QUORUM: HalfVotersQuorumNode,
+    HostBug.SNAPSHOT_FORGETS_ACCEPTED: SnapshotForgetsAcceptedNode,
+}
+
+
+def mutate_core(core: Node, bugs: frozenset[Bug]) -> None:
+    """Make a replica's new core one with the planted core mutant, if any (one at a time).
+
+    Its state is the shipped core's as the replica built it; only the one
+    step the mutant wraps behaves differently from then on.
+    """
+    for bug, kind in CORE_MUTANTS.items():
+        if bug in bugs:
+            core.__class__ = kind
+            if isinstance(core, HalfVotersQuorumNode):
+                core.voters.quorum_size = (len(core.voters) + 1) // 2
+            return

@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from paxos.consensus.messages import DurableState, Record, Slot
+from paxos.consensus.messages import NO_BALLOT, AcceptRecord, DurableState, PromiseRecord, Record, Slot
 from paxos.kv.statemachine import FrozenState, StateMachine
 from paxos.storage.snapshot import header_for
 from tests.sim.bugs import ForgetfulStateMachine, HostBug
@@ -41,18 +41,25 @@ class SimDisk:
     cache it wrongly believes durable: the replica then acts on bundles that
     are not yet durable, and the simulation's checks must notice.  With
     ``snapshot_without_sessions`` it writes every snapshot without the
-    client-session table.
+    client-session table.  With ``votes_before_fsync`` it lets the messages
+    of the bundle waiting for an fsync out as the fsync starts.
     """
 
     def __init__(self, host: Host) -> None:
         self.host = host
         self.write_back = HostBug.ACK_BEFORE_FSYNC in host.sim.planted
         self.drop_sessions = HostBug.SNAPSHOT_WITHOUT_SESSIONS in host.sim.planted
+        self.eager_votes = HostBug.VOTES_BEFORE_FSYNC in host.sim.planted
         self.durable = DurableState()
+        # The highest ballot the server on this disk has voted for or
+        # promised in a message it sent (see stepchecks.py): a new disk
+        # starts from nothing, as its server does.
+        self.voted = NO_BALLOT
         # Records written but not yet durable, the first ``flushing`` of
         # which an fsync is making durable right now.
         self.pending: list[Record] = []
         self.flushing = 0
+        self.latency = 0  # of the fsync in progress
         self.snapshot: FrozenState | None = None
         self.previous_snapshot: FrozenState | None = None  # a server keeps more than one
         # The incarnation book: written whole and at once (an atomic file).
@@ -76,11 +83,24 @@ class SimDisk:
     def sync(self, done: Callable[[], None]) -> None:
         assert not self.flushing, "the replica waits for one fsync at a time"
         self._start(done)
+        replica = self.host.replica
+        if self.eager_votes and replica is not None and replica._waiting is not None:
+            # The planted bug: the bundle waiting for this fsync sends its messages now.
+            waiting = replica._waiting
+            self.host.send(waiting.messages)
+            waiting.messages.clear()
+        sim = self.host.sim
+        if sim.profile.fsync_crash and any(isinstance(r, PromiseRecord | AcceptRecord) for r in self.pending):
+            if sim.rng.random() < sim.profile.fsync_crash:
+                # Before the fsync is done: sometimes at once, as the votes were written.
+                when = sim.now + sim.rng.randint(0, max(0, self.latency - 1))
+                sim.at(when, sim.nemesis.crash_in_fsync, self.host, self.host.generation)
 
     def _start(self, done: Callable[[], None] | None) -> None:
         sim = self.host.sim
         self.flushing = len(self.pending)
-        sim.at(sim.now + sim.fsync_latency(), self.host.fsync_done, self.host.generation, done)
+        self.latency = sim.fsync_latency()
+        sim.at(sim.now + self.latency, self.host.fsync_done, self.host.generation, done)
 
     def complete(self) -> None:
         """The fsync in progress finished."""

@@ -25,7 +25,7 @@ from paxos.server.roster import Roster
 from paxos.server.standing import Standing
 from paxos.storage.meta import Identity
 from protos import peer_pb2
-from tests.sim.bugs import SKIPPED_INCARNATION, CertificateBlindIngress, HostBug, OlderSnapshotReplica
+from tests.sim.bugs import SKIPPED_INCARNATION, CertificateBlindIngress, HostBug, OlderSnapshotReplica, mutate_core
 from tests.sim.disk import SimDisk, thaw
 from tests.sim.network import RESET, Request
 from tests.sim.units import (
@@ -155,7 +155,9 @@ class Host(Observer):
             snapshot_every=sim.profile.snapshot_every,
             snapshot_tail=sim.profile.snapshot_tail,
         )
+        mutate_core(self.replica.core, sim.planted)
         self.roster.follow(self.replica.membership)
+        sim.steps.started(self)
         self.received = Counter()
         self.ingress = self.open_ingress(self.replica)
         self.paused_until = 0
@@ -266,6 +268,7 @@ class Host(Observer):
 
     def send(self, messages: list[tuple[int, Message]]) -> None:
         """As the server's ``Peers.send``: encoded by the roster, to the members its book knows."""
+        self.sim.steps.sending(self, messages)
         network = self.sim.network
         for to, wire in self.roster.envelopes(messages, NOBODY_BLOCKED):
             network.send(self.id, to, wire)
@@ -332,6 +335,7 @@ class Host(Observer):
         self.sim.log(self.id, "role", f"{role.value} ballot {core.ballot}")
         if role is Role.LEADER:
             self.sim.stats["elections"] += 1
+            self.sim.steps.leads(self)
 
     def applying(self, slot: Slot, value: Value) -> None:
         self.sim.checks.learn(self.id, slot, value)
@@ -401,6 +405,14 @@ class Host(Observer):
         if req.register:
             replica.register(lambda answer: self.answer_register(req, answer))
         elif req.cmd is None:
+            if replica.core.is_leader():
+                # As Replica.read does first: a read index under the lease,
+                # if the leader holds one, means no quorum round is asked
+                # for (the index is answered at once, or once applied).
+                replica.advance_clock()
+                index = replica.core.lease_read_index()
+                if index is not None:
+                    self.sim.steps.lease_read(self, index)
             replica.read(lambda status: self.answer_read(req, status))
         else:
             # As the server does: the replica takes the log's copy of the client's command.

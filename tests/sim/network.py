@@ -67,6 +67,9 @@ class Network:
         self.client_blocked: set[tuple[int, int]] = set()
         self.client_reject = False
         self.partition_id = 0
+        # Slowed links (directed) and how much later than usual each
+        # delivers: a congested direction of a stream, in order still.
+        self.slow: dict[tuple[int, int], int] = {}
 
     def cut_between(self, a: int, b: int) -> bool:
         """Whether the link between two servers is cut in either direction."""
@@ -92,6 +95,8 @@ class Network:
             sim.log(src, "msg", f"-> n{dst} {describe_wire(wire)}")
         when = sim.now + self.delay()
         link = (src, dst)
+        if self.slow:
+            when += self.slow.get(link, 0)
         if self.link_ready:
             # Queued in the peer link until it has reconnected.
             ready_at = self.link_ready.get(link)
@@ -196,8 +201,9 @@ class Network:
             self.sim.log(-1, "fault", "partition healed")
 
     def heal(self) -> None:
-        """The network is whole again, and stays so: no more cuts, loss, duplicates or reordering."""
+        """The network is whole again, and stays so: no more cuts, slow links, loss, duplicates or reordering."""
         self.set_partition(set(), set(), set())
+        self.slow = {}
         self.loss = self.duplicate = self.reorder = 0.0
 
 

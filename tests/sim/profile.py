@@ -6,7 +6,13 @@ import random
 from dataclasses import dataclass
 
 from paxos.common import limits
-from tests.sim.units import MS, SECOND
+from tests.sim.units import MS, SECOND, TICK_US
+
+# The read lease holds while every server's clock runs within 10% of the
+# nominal rate (the core caps the lease at (stickiness - 2) * 0.9 / 1.1
+# ticks, see paxos/common/limits.py): the simulator drifts clocks up to
+# that bound and no further.
+LEASE_BOUND_DRIFT = 0.10
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,27 @@ class Profile:
     # the run): in some seeds fewer than there are clients, so sessions are
     # evicted, writes in them refused as expired, and clients register anew.
     max_sessions: int
+    # Clocks: each server's runs at a rate within clock_drift of the
+    # nominal one (uniformly, or with clock_extremes at one end or the
+    # other), at most the LEASE_BOUND_DRIFT the read lease is built for.
+    clock_drift: float
+    clock_extremes: bool
+    # Adversity the classic bugs need (faults/nemesis.py): a leader whose
+    # acknowledgements arrive late while it is cut off and a rival is
+    # elected; a leader's crash followed by a stall of every other server
+    # that ends at one instant (so they campaign with the same round).
+    slow_acks_weight: float
+    stall_all_weight: float
+    # The chance that an fsync of votes (a promise or an accepted value)
+    # is cut short by a crash of its server.
+    fsync_crash: float
+
+    def tick_us(self, rng: random.Random) -> int:
+        """One server's tick period: its clock's rate, within ``clock_drift`` of the nominal one."""
+        drift = self.clock_drift
+        if self.clock_extremes:
+            return round(TICK_US * rng.choice((1 - drift, 1 + drift)))
+        return round(TICK_US * rng.uniform(1 - drift, 1 + drift))
 
     @classmethod
     def draw(cls, rng: random.Random) -> Profile:
@@ -79,4 +106,9 @@ class Profile:
             reconfigure_weight=rng.choice((0.0, 2.0, 4.0, 8.0)),
             spares=rng.choice((1, 2, 3, 4)),
             max_sessions=rng.choice((limits.MAX_CLIENT_SESSIONS, 2, 3)),
+            clock_drift=rng.choice((0.05, LEASE_BOUND_DRIFT)),
+            clock_extremes=rng.random() < 0.5,
+            slow_acks_weight=rng.choice((0.0, 1.0, 2.0)),
+            stall_all_weight=rng.choice((0.0, 0.5, 1.0)),
+            fsync_crash=rng.choice((0.0, 0.002, 0.01)),
         )

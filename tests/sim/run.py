@@ -31,8 +31,9 @@ from tests.sim.forger import Forger
 from tests.sim.host import Host
 from tests.sim.network import Network
 from tests.sim.profile import Profile
+from tests.sim.stepchecks import StepChecks
 from tests.sim.trace import Event, RunResult, SimulationStop, Violation
-from tests.sim.units import MS, SECOND, TICK_US, sim_address, sim_name
+from tests.sim.units import MS, SECOND, sim_address, sim_name
 
 DEFAULT_NODES = (3, 5, 7)
 DEFAULT_FAULT_SECONDS = 20.0
@@ -99,6 +100,7 @@ class Simulation:
         )
         self.network = Network(self)
         self.checks = Checks(self)
+        self.steps = StepChecks(self)
         self.nemesis = Nemesis(self)
         self.disks = DiskLoss(self)
         self.membership = Reconfiguration(self)
@@ -106,7 +108,7 @@ class Simulation:
         self.size = self.n + self.profile.spares
         # As a server founding the cluster makes it: each member at its hostfile address.
         self.bootstrap = Membership.of(ConfigMember(i, sim_name(i), sim_address(i)) for i in range(self.n))
-        self.hosts = [Host(self, i, round(TICK_US * self.rng.uniform(0.95, 1.05))) for i in range(self.size)]
+        self.hosts = [Host(self, i, self.profile.tick_us(self.rng)) for i in range(self.size)]
         self.clients = [Client(self, i) for i in range(self.profile.clients)]
         self.forger = Forger(self)
 
@@ -180,6 +182,7 @@ class Simulation:
             server_log.disabled = was_disabled
         chosen = self.checks.chosen
         self.stats["slots"] = max(chosen, default=0)
+        self.stats["lease_reads"] = self.steps.lease_reads
         self.stats["sim_us"] = self.now
         return RunResult(self.seed, self.n, self.bugs, self.violations, self.stats, self.digest(), self.trace, chosen)
 

@@ -31,7 +31,7 @@ class Nemesis:
         rng = self.sim.rng
         # One cut at a time: a cut replaced before it heals would blur the
         # scenario it was drawn for (the deposed leader must see the heal).
-        cutting = 0.0 if self.sim.network.blocked else 1.0
+        cutting = 0.0 if self.sim.network.blocked or self.sim.network.slow else 1.0
         actions = (
             (p.crash_weight, self.crash_one),
             (p.power_loss_weight, self.power_loss),
@@ -40,6 +40,8 @@ class Nemesis:
             (p.pause_weight, self.pause_one),
             (p.forge_weight, self.forge),
             (p.reconfigure_weight, self.sim.membership.reconfigure),
+            (p.slow_acks_weight * cutting, self.slow_acks),
+            (p.stall_all_weight, self.stall_all),
         )
         r = rng.random() * sum(weight for weight, _ in actions)
         for weight, action in actions:
@@ -106,7 +108,18 @@ class Nemesis:
         shape = rng.random()
         blocked: set[tuple[int, int]] = set()
         groups: list[list[int]] = []  # what a client on each side can reach
-        if shape < 0.45:
+        voters = self.even_voters()
+        if voters and rng.random() < 0.5:
+            # An even number of voters split in two equal halves: neither
+            # holds a quorum, unless quorums are counted wrong.
+            rng.shuffle(voters)
+            half = voters[: len(voters) // 2]
+            side = half + [y for y in nodes if y not in voters and rng.random() < 0.5]
+            rest = [y for y in ids if y not in side]
+            blocked = {(a, b) for a in side for b in rest} | {(b, a) for a in side for b in rest}
+            groups = [side, rest]
+            what = f"split the {len(voters)} voters in halves {sorted(side)} | {sorted(rest)}"
+        elif shape < 0.45:
             # Two sides; a third of the time the leader ends up in the
             # minority, which is where stale leaders come from.
             k = rng.randint(1, n // 2)
@@ -141,6 +154,14 @@ class Nemesis:
         lasts = rng.randint(250 * MS, 700 * MS) if rng.random() < 0.5 else rng.randint(50 * MS, 3 * SECOND)
         self.cut_network(what, blocked, groups, lasts)
 
+    def even_voters(self) -> list[int]:
+        """The voters of the leader's configuration when they are an even number, else none."""
+        leader = self.sim.leader()
+        core = leader.core if leader is not None else None
+        if core is None or len(core.voters) % 2:
+            return []
+        return sorted(core.voters.voters)
+
     def depose_leader(self) -> None:
         """Cut the leader (and maybe a few followers) off from the majority
         for longer than the shortest election timeout but shorter than its
@@ -169,17 +190,94 @@ class Nemesis:
         low = self.sim.config.election_ticks_min * TICK_US + 50 * MS
         high = self.sim.config.leader_quorum_timeout_ticks * TICK_US - 20 * MS
         self.cut_network(
-            f"depose leader: {sorted(side)} | {sorted(rest)}", blocked, [side, rest], rng.randint(low, high)
+            f"depose leader: {sorted(side)} | {sorted(rest)}", blocked, [side, rest], rng.randint(low, high), side
         )
 
-    def cut_network(self, what: str, blocked: set[tuple[int, int]], groups: list[list[int]], lasts: int) -> None:
+    def slow_acks(self) -> None:
+        """The leader's acknowledgements arrive late while a rival is elected.
+
+        Every follower's stream to the leader slows down (its messages
+        arrive up to about an election later, in order), then the
+        leader's streams to the followers are cut: they elect a rival
+        while the acknowledgements of the leader's last heartbeats are
+        still on their way to it.  A leader that measured its read lease
+        from when those arrived, not from when it sent the heartbeat,
+        would answer reads under a lease it no longer holds; clients stuck
+        on its side keep asking it.
+        """
+        leader = self.sim.leader()
+        if leader is None:
+            return
+        rng = self.sim.rng
+        config = self.sim.config
+        ids = [h.id for h in self.sim.hosts if h.active]
+        others = [y for y in ids if y != leader.id]
+        slower = rng.randint(config.election_ticks_min * TICK_US, config.leader_quorum_timeout_ticks * TICK_US)
+        network = self.sim.network
+        network.slow = {(y, leader.id): slower for y in others}
+        self.sim.log(-1, "fault", f"streams to n{leader.id} slowed by {slower / SECOND:.3f}s")
+        # The heartbeats sent meanwhile are acknowledged on the slow streams.
+        cut_in = rng.randint(config.heartbeat_ticks * TICK_US, 4 * config.heartbeat_ticks * TICK_US)
+        lasts = slower + rng.randint(100 * MS, 500 * MS)
+        self.sim.at(self.sim.now + cut_in, self.cut_from_leader, leader.id, others, lasts)
+        self.sim.at(self.sim.now + cut_in + lasts, self.end_slow)
+
+    def cut_from_leader(self, leader: int, others: list[int], lasts: int) -> None:
+        blocked = {(leader, y) for y in others}
+        self.cut_network(f"n{leader} heard by nobody (slow streams back)", blocked, [[leader], others], lasts, [leader])
+
+    def end_slow(self) -> None:
+        self.sim.network.slow = {}
+        self.sim.log(-1, "fault", "slow streams back to speed")
+
+    def stall_all(self) -> None:
+        """The leader crashes and every other server stalls until one instant.
+
+        When they resume together, each finds its election timer long
+        expired and campaigns at once with the same round: ballots of one
+        round from different members meet.
+        """
+        rng = self.sim.rng
+        leader = self.sim.leader()
+        config = self.sim.config
+        until = self.sim.now + rng.randint(config.election_ticks_max * TICK_US, 1 * SECOND)
+        if leader is not None:
+            self.crash(leader, until - self.sim.now + rng.randint(0, 1 * SECOND))
+        stalled = [h for h in self.sim.hosts if h.up]
+        for host in stalled:
+            host.pause(until)
+        self.sim.stats["pauses"] += len(stalled)
+        names = " ".join(f"n{h.id}" for h in stalled)
+        self.sim.log(-1, "fault", f"{names} stall until {until / SECOND:.3f}s, together")
+
+    def crash_in_fsync(self, host: Host, generation: int) -> None:
+        """A crash while an fsync of votes is under way (see ``SimDisk.sync``)."""
+        sim = self.sim
+        if host.generation != generation or not host.up or sim.now >= sim.fault_end:
+            return
+        if sum(not h.up for h in sim.hosts if h.active) >= sim.n // 2:
+            return  # keep a quorum up
+        rng = sim.rng
+        sim.log(host.id, "fault", "crash during the fsync of a vote")
+        self.crash(host, rng.randint(1 * MS, 100 * MS) if rng.random() < 0.7 else rng.randint(100 * MS, 1 * SECOND))
+
+    def cut_network(
+        self,
+        what: str,
+        blocked: set[tuple[int, int]],
+        groups: list[list[int]],
+        lasts: int,
+        old_side: list[int] | None = None,
+    ) -> None:
+        """Cut ``blocked`` for ``lasts``; clients sit on a side of ``groups``, most on ``old_side`` if given
+        (a deposed leader's, whose clients keep asking it)."""
         rng = self.sim.rng
         n = self.sim.size
         # A client sits on one side of the cut, or outside it and sees all.
         client_blocked: set[tuple[int, int]] = set()
         for client in self.sim.clients:
             if groups and rng.random() < 0.6:
-                reach = rng.choice(groups)
+                reach = old_side if old_side is not None and rng.random() < 0.6 else rng.choice(groups)
                 client_blocked |= {(client.index, y) for y in range(n) if y not in reach}
         # Each peer stream (one per direction) either survives the cut and
         # delivers its buffer at the heal, or is reset and loses it.  A
