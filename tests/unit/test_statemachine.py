@@ -373,3 +373,21 @@ def test_a_client_named_session_required_by_the_leader_is_not_opened_by_its_writ
     apply(cmd("old", 1, delete="nothing"))  # as a log from before registration holds it: opens "old"
     assert apply(log_pb2.LogCommand(client_write=write).SerializeToString()) == [Result("old", 1, removed=False)]
     assert apply.sm.data == {}, "seq 1 of 'old' was applied already: its first result is returned"
+
+
+def test_an_image_found_by_any_of_its_hashes_is_named_by_its_full_frame_hash() -> None:
+    # The first hash is the whole picture's; the others are variants (crops,
+    # flips) that only help find it.  A match reports the first.
+    sm = StateMachine()
+    [registered] = sm.apply(1, (logcommand.register_session(7, 1),))
+    full, variant = bytes(limits.IMAGE_HASH_BYTES), bytes([0xFF] * limits.IMAGE_HASH_BYTES)
+    iset = kv_pb2.Command(
+        session_id=registered.session_id,
+        seq=1,
+        first_unacked=1,
+        iset=kv_pb2.ImageSetOp(hashes=[full, variant], metadata="cat"),
+    )
+    assert sm.apply(2, (logcommand.client_write(iset),)) == [Result(registered.session_id, 1)]
+    for probe in (full, variant):
+        [match] = sm.image_matches(probe, 0, 5)
+        assert (match.hash, match.distance, match.metadata) == (full, 0, "cat")
