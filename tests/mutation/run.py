@@ -46,6 +46,9 @@ from tests.mutation.mutants import MUTANTS, Mutant, by_name
 ROOT = Path(__file__).resolve().parents[2]
 BEGIN_MARKER = "<!-- mutation-results:begin -->"
 END_MARKER = "<!-- mutation-results:end -->"
+# With --simulation-only the table goes into a section of its own: what the
+# simulator catches without the unit tier's help.
+SIMULATION_MARKERS = ("<!-- mutation-simulation:begin -->", "<!-- mutation-simulation:end -->")
 DEFAULT_SEEDS = 200  # the simulator's CI budget (tests/simulation)
 # A mutant's stage may take this many times the baseline's time, plus the
 # grace below, before it counts as a hang.
@@ -229,10 +232,13 @@ class Settings:
     seeds: int
     jobs: int
     timeout: float | None  # per stage; None: derived from the baseline
+    unit: bool = True  # False: the simulator alone judges each mutant
 
 
 def measure_baseline(copy: Path, settings: Settings) -> tuple[float, float]:
     """Both stages on the unmutated copy: their times; raises MutationError if either fails."""
+    if not settings.unit:
+        return 0.0, _baseline_simulation(copy, settings)
     unit = run_stage(unit_command(settings.jobs), copy, settings.timeout)
     # How many tests ran, so that a copy missing some is seen at once.
     print(f"baseline unit tier: {_last_line(unit.output)}", flush=True)
@@ -241,13 +247,17 @@ def measure_baseline(copy: Path, settings: Settings) -> tuple[float, float]:
             f"the unmutated tree fails the unit tier ({unit_failure(unit)}); fix that before measuring mutants\n"
             + _tail(unit.output)
         )
+    return unit.seconds, _baseline_simulation(copy, settings)
+
+
+def _baseline_simulation(copy: Path, settings: Settings) -> float:
     sim = run_stage(simulation_command(settings.seeds, settings.jobs), copy, settings.timeout)
     if not sim.passed:
         raise MutationError(
             f"the unmutated tree fails the simulation ({simulation_failure(sim)}); fix that before measuring "
             "mutants\n" + _tail(sim.output)
         )
-    return unit.seconds, sim.seconds
+    return sim.seconds
 
 
 def _tail(output: str, lines: int = 30) -> str:
@@ -265,28 +275,34 @@ def judge(copy: Path, mutant: Mutant, settings: Settings, baseline: tuple[float,
     original = apply(copy, mutant)
     try:
         unit_timeout, sim_timeout = (_timeout_after(b, settings) for b in baseline)
-        unit = run_stage(unit_command(settings.jobs), copy, unit_timeout)
-        if unit.timed_out:
-            return Verdict(mutant, "unit", f"timeout: still running after {unit_timeout:.0f}s", unit.seconds)
-        if not unit.passed:
-            return Verdict(mutant, "unit", unit_failure(unit), unit.seconds)
+        unit_seconds = 0.0
+        if settings.unit:
+            unit = run_stage(unit_command(settings.jobs), copy, unit_timeout)
+            unit_seconds = unit.seconds
+            if unit.timed_out:
+                return Verdict(mutant, "unit", f"timeout: still running after {unit_timeout:.0f}s", unit.seconds)
+            if not unit.passed:
+                return Verdict(mutant, "unit", unit_failure(unit), unit.seconds)
         sim = run_stage(simulation_command(settings.seeds, settings.jobs), copy, sim_timeout)
         if sim.timed_out:
             why = f"timeout: still running after {sim_timeout:.0f}s"
-            return Verdict(mutant, "simulation", why, unit.seconds, sim.seconds)
+            return Verdict(mutant, "simulation", why, unit_seconds, sim.seconds)
         if not sim.passed:
-            return Verdict(mutant, "simulation", simulation_failure(sim), unit.seconds, sim.seconds)
-        return Verdict(mutant, "", "", unit.seconds, sim.seconds)
+            return Verdict(mutant, "simulation", simulation_failure(sim), unit_seconds, sim.seconds)
+        return Verdict(mutant, "", "", unit_seconds, sim.seconds)
     finally:
         restore(copy, mutant, original)
 
 
 def describe(verdict: Verdict) -> str:
-    stages = f"unit {verdict.unit_seconds:.1f}s"
-    if verdict.simulation_seconds:
-        stages += f" + simulation {verdict.simulation_seconds:.1f}s"
+    ran = [
+        (name, seconds)
+        for name, seconds in (("unit", verdict.unit_seconds), ("simulation", verdict.simulation_seconds))
+        if seconds
+    ]
+    stages = " + ".join(f"{name} {seconds:.1f}s" for name, seconds in ran)
     if verdict.survived:
-        return f"SURVIVED both stages ({stages})"
+        return f"SURVIVED ({stages})"
     return f"killed in the {verdict.stage} stage by {verdict.killed_by} ({stages})"
 
 
@@ -307,6 +323,11 @@ def _commit(root: Path) -> str:
     return commit
 
 
+def _baseline_times(baseline: tuple[float, float]) -> str:
+    unit, sim = baseline
+    return (f"unit tier {unit:.1f}s, " if unit else "unit tier not run, ") + f"simulation {sim:.1f}s"
+
+
 def report_table(
     verdicts: Sequence[Verdict], command: str, commit: str, baseline: tuple[float, float], when: datetime
 ) -> str:
@@ -314,7 +335,7 @@ def report_table(
     lines = [
         f"`{command}`, run {when:%Y-%m-%d %H:%M} UTC on commit `{commit}`: "
         f"{killed} of {len(verdicts)} mutants killed, {len(verdicts) - killed} survived. "
-        f"Baseline (unmutated): unit tier {baseline[0]:.1f}s, simulation {baseline[1]:.1f}s.",
+        f"Baseline (unmutated): {_baseline_times(baseline)}.",
         "",
         "| mutant | file | rule it breaks | killed by | time to kill |",
         "| --- | --- | --- | --- | --- |",
@@ -328,21 +349,22 @@ def report_table(
     return "\n".join(lines)
 
 
-def write_report(path: Path, table: str) -> None:
+def write_report(path: Path, table: str, markers: tuple[str, str] = (BEGIN_MARKER, END_MARKER)) -> None:
     text = path.read_text(encoding="utf-8")
-    begin, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
+    begin_marker, end_marker = markers
+    begin, end = text.find(begin_marker), text.find(end_marker)
     if begin < 0 or end < begin:
-        raise MutationError(f"{path} has no {BEGIN_MARKER} ... {END_MARKER} section for the results")
-    head, tail = text[: begin + len(BEGIN_MARKER)], text[end:]
+        raise MutationError(f"{path} has no {begin_marker} ... {end_marker} section for the results")
+    head, tail = text[: begin + len(begin_marker)], text[end:]
     path.write_text(f"{head}\n{table}\n{tail}", encoding="utf-8")
 
 
-def _check_report_target(path: Path) -> None:
+def _check_report_target(path: Path, markers: tuple[str, str] = (BEGIN_MARKER, END_MARKER)) -> None:
     if not path.is_file():
         raise MutationError(f"{path} does not exist")
     text = path.read_text(encoding="utf-8")
-    if BEGIN_MARKER not in text or END_MARKER not in text:
-        raise MutationError(f"{path} has no {BEGIN_MARKER} ... {END_MARKER} section for the results")
+    if any(marker not in text for marker in markers):
+        raise MutationError(f"{path} has no {markers[0]} ... {markers[1]} section for the results")
 
 
 # ------------------------------------------------------------- the command
@@ -362,6 +384,11 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help=f"seconds a stage may run before the mutant counts as a hang (default {TIMEOUT_FACTOR:g} times "
         f"the baseline's plus {TIMEOUT_GRACE_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--simulation-only",
+        action="store_true",
+        help="skip the unit tier: judge each mutant by the simulator alone (its report goes into a section of its own)",
     )
     parser.add_argument(
         "--report",
@@ -394,18 +421,20 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     chosen = [known[name] for name in dict.fromkeys(args.only)] if args.only else list(MUTANTS)
     if args.seeds < 1 or args.jobs < 1 or (args.timeout is not None and args.timeout <= 0):
         raise MutationError("--seeds, --jobs and --timeout must be positive")
+    markers = SIMULATION_MARKERS if args.simulation_only else (BEGIN_MARKER, END_MARKER)
     if args.report is not None:
-        _check_report_target(args.report)
+        _check_report_target(args.report, markers)
     for mutant in chosen:  # before the baseline: a mutant that no longer applies is found at once
         check_applies(ROOT, mutant)
-    settings = Settings(args.seeds, args.jobs, args.timeout)
+    settings = Settings(args.seeds, args.jobs, args.timeout, unit=not args.simulation_only)
     with tempfile.TemporaryDirectory(prefix="paxoskv-mutants-") as tmp:
         copy = Path(tmp)
         copy_tree(ROOT, copy)
         check_imports_the_copy(copy)
-        print(f"baseline: unit tier and {settings.seeds} seeds on the unmutated copy in {copy} ...", flush=True)
+        stages = f"{settings.seeds} seeds" if args.simulation_only else f"unit tier and {settings.seeds} seeds"
+        print(f"baseline: {stages} on the unmutated copy in {copy} ...", flush=True)
         baseline = measure_baseline(copy, settings)
-        print(f"baseline passed: unit tier {baseline[0]:.1f}s, simulation {baseline[1]:.1f}s", flush=True)
+        print(f"baseline passed: {_baseline_times(baseline)}", flush=True)
         verdicts = []
         for number, mutant in enumerate(chosen, 1):
             verdict = judge(copy, mutant, settings, baseline)
@@ -417,6 +446,6 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.report is not None:
         command = "python -m tests.mutation" + "".join(f" {shlex.quote(a)}" for a in argv)
         table = report_table(verdicts, command, _commit(ROOT), baseline, datetime.now(UTC))
-        write_report(args.report, table)
+        write_report(args.report, table, markers)
         print(f"results written to {args.report}")
     return 1 if survivors else 0
