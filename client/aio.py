@@ -402,8 +402,17 @@ class AsyncKVClient:
     ) -> int:
         """Write a consistent snapshot of the cluster to ``path``; as ``KVClient.backup``."""
         target = backup_target(path)
-        call, first = await self._open_backup(timeout)
-        out = await asyncio.to_thread(files.AtomicFile, target.parent, target.name)
+        # The file first: a place the backup cannot be written is the
+        # caller's mistake, found before the cluster is asked for anything.
+        try:
+            out = await asyncio.to_thread(files.AtomicFile, target.parent, target.name, "a backup")
+        except OSError as exc:
+            raise InvalidRequest(f"cannot write a backup in {target.parent}: {exc.strerror or exc}") from None
+        try:
+            call, first = await self._open_backup(timeout)
+        except BaseException:
+            await asyncio.to_thread(out.abort)
+            raise
         received = 0
         try:
             while True:
