@@ -6,6 +6,7 @@ path and the timeout and returns anything with the ``KV`` methods.
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import shlex
@@ -649,3 +650,10 @@ def test_library_inearest_ranks_however_far_as_the_cli_does(monkeypatch: pytest.
     assert kv.inearest(b"img") == [] and kv.iget(b"img") is None
     assert sent == [images.HASH_BITS, DEFAULT_MAX_DISTANCE]  # a ranking goes however far; a match stays near
     kv.close()
+
+
+def test_version_needs_no_hostfile(run: Runner) -> None:
+    result = run("--version")
+    assert result.code == 0
+    assert result.out.split()[-1] == importlib.metadata.version("paxoskv")
+    assert run.factory_calls == [], "--version asked a cluster"
