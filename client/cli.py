@@ -183,12 +183,31 @@ def _read_value_stream(stream: TextIO) -> str:
     return _decode_value(stream.read(DEFAULT_MAX_VALUE_BYTES + 1).encode("utf-8", "surrogatepass"), "stdin")
 
 
+RAW = "--raw"  # get KEY --raw: the value byte for byte, with no newline added
+
+
 def _get(s: Session, args: list[str]) -> int:
-    value = s.kv.get(args[0], consistency="local" if s.stale else "linearizable")
+    # A lone "--raw" is a key: `get --raw` reads the key named "--raw".
+    raw = len(args) == 2 and RAW in args
+    keys = [a for a in args if a != RAW] if raw else args
+    if len(keys) != 1:
+        raise UsageError(f"usage: get <key> [{RAW}]")
+    value = s.kv.get(keys[0], consistency="local" if s.stale else "linearizable")
     if value is None:
         s.say("not found")
         return EXIT_NOT_FOUND
-    print(value, file=s.out, flush=True)
+    if not raw:
+        print(value, file=s.out, flush=True)
+        return EXIT_OK
+    # As UTF-8 whatever the terminal's encoding: the bytes `set KEY -` read.
+    s.out.flush()
+    binary = getattr(s.out, "buffer", None)
+    if binary is None:
+        s.out.write(value)
+        s.out.flush()
+    else:
+        binary.write(value.encode("utf-8"))
+        binary.flush()
     return EXIT_OK
 
 
@@ -427,7 +446,14 @@ COMMANDS: dict[str, Command] = {
             rest_of_line=True,
             writes=True,
         ),
-        Command("get", "get <key>", "print the value of key (exit 1 if there is none)", _get, 1, 1),
+        Command(
+            "get",
+            "get <key> [--raw]",
+            "print the value of key (exit 1 if there is none); --raw prints it byte for byte, adding no newline",
+            _get,
+            1,
+            2,
+        ),
         Command("delete", "delete <key>", "remove key (exit 1 if there was no value)", _delete, 1, 1, writes=True),
         Command(
             "status",

@@ -474,7 +474,7 @@ def test_prompt_continues_after_errors(run: Runner, kv: FakeKV) -> None:
     assert result.err.splitlines() == [
         "error: unknown command 'frobnicate'; type help",
         "error: unknown command 'gte'; did you mean 'get'? type help",
-        "error: usage: get <key>",
+        "error: usage: get <key> [--raw]",
     ]
     assert (result.code, result.out) == (cli.EXIT_USAGE, "v\n")  # the first failure's code
 
@@ -657,3 +657,20 @@ def test_version_needs_no_hostfile(run: Runner) -> None:
     assert result.code == 0
     assert result.out.split()[-1] == importlib.metadata.version("paxoskv")
     assert run.factory_calls == [], "--version asked a cluster"
+
+
+@pytest.mark.parametrize("argv", [("get", "txt", "--raw"), ("get", "--raw", "txt")])
+def test_get_raw_gives_back_exactly_what_set_read_from_stdin(run: Runner, kv: FakeKV, argv: tuple[str, ...]) -> None:
+    text = "line1\nline2\n\u00e9\n"
+    assert run("-h", "hf", "set", "txt", "-", stdin=text).code == 0
+    assert kv.data["txt"] == text
+    result = run("-h", "hf", *argv)
+    assert (result.code, result.out) == (0, text)
+    # Without --raw a newline ends the output, as for any value.
+    assert run("-h", "hf", "get", "txt").out == text + "\n"
+
+
+def test_get_raw_alone_reads_the_key_named_raw(run: Runner, kv: FakeKV) -> None:
+    kv.data["--raw"] = "flag-like"
+    assert run("-h", "hf", "get", "--raw").out == "flag-like\n"
+    assert run("-h", "hf", "get", "a", "b").code == cli.EXIT_USAGE
