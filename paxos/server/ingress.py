@@ -149,9 +149,12 @@ class PeerIngress:
         if by_name is not None:
             ids.append(by_name)
         recorded = self._replica.incarnations.recorded_for(ids)
-        return peer_pb2.IncarnationReply(
-            cluster_id=self._standing.cluster_id, fresh=self._replica.untouched, recorded=recorded
-        )
+        # A server started with --join learned from the cluster that it
+        # exists: it is never fresh.  Counted as fresh, servers waiting to be
+        # added could outnumber the members in the hostfile and let a member
+        # that lost its disk found anew over the data the others still hold.
+        fresh = self._replica.untouched and not self._standing.identity.joining
+        return peer_pb2.IncarnationReply(cluster_id=self._standing.cluster_id, fresh=fresh, recorded=recorded)
 
     def configuration_reply(self) -> peer_pb2.ConfigurationReply:
         """The configuration as this server knows it, and this server's place in it (asked by a joiner)."""

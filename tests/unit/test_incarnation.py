@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,10 @@ from paxos.incarnation import (
     new_incarnation,
 )
 from paxos.replica import Observer, Replica
+from paxos.server.addressbook import AddressBook
+from paxos.server.codec import PeerCodec
+from paxos.server.ingress import PeerIngress
+from paxos.server.refusals import RefusalLog
 from paxos.server.service import (
     META_FILE,
     DataDirError,
@@ -37,7 +42,10 @@ from paxos.server.service import (
     load_incarnation_book,
     save_incarnation_book,
 )
+from paxos.server.standing import Standing
+from paxos.storage.meta import Identity
 from paxos.storage.wal import Wal
+from protos import peer_pb2
 from tests.harness.replicafakes import MemoryStorage, NullTransport
 
 NAMES = ["a", "b", "c"]
@@ -225,3 +233,35 @@ def test_a_log_that_no_longer_reaches_its_snapshot_is_refused_with_the_repair(tm
     oldest.unlink()  # slot 1 is gone; no snapshot holds it
     with pytest.raises(DataDirError, match=r"cannot recover.*members remove a.*--join"):
         PaxosServer(MEMBERS, "a", tmp_path)
+
+
+@pytest.mark.parametrize("joining", [False, True], ids=["founding-member", "waiting-to-join"])
+def test_a_server_waiting_to_join_never_answers_fresh(joining: bool) -> None:
+    # A server started with --join learned from the cluster that it exists.
+    # Were it fresh, servers waiting to be added could outnumber the members
+    # in the hostfile and let a member that lost its disk found anew.
+    me = Member("n5", "127.0.0.1", 1)
+    replica = Replica(
+        5, [0, 1, 2], DurableState(), MemoryStorage(), NullTransport(), lambda: 0.0, lambda: None, rng=random.Random(5)
+    )
+    assert replica.untouched
+    identity = Identity(cluster_id=7, member_id=5, ids={"n5": 5}, incarnation=3, joining=joining)
+    ingress = PeerIngress(
+        replica,
+        PeerCodec(7, 5, (), 3),
+        AddressBook({"n5": me}),
+        Standing(identity, me, Path("/nonexistent")),
+        RefusalLog(lambda: 0.0),
+        Counter(),
+        (),
+        tls=False,
+    )
+    reply = ingress.incarnation_reply(peer_pb2.IncarnationRequest(name="n0", member_id=0))
+    assert reply.fresh is not joining
+    answer = FoundingAnswer(fresh=reply.fresh, recorded=reply.recorded)
+    # With the members n1 and n2 silent, four servers waiting to join are a
+    # majority of seven: were they fresh, n0 would found over n1's and n2's data.
+    hostfile = [f"n{i}" for i in range(7)]
+    answers = {name: answer for name in ("n3", "n4", "n5", "n6")}
+    verdict = decide_founding("n0", hostfile, answers).verdict
+    assert verdict is (Founding.FOUND if not joining else Founding.WAIT)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from paxos.incarnation import NONE, Founding, FoundingAnswer, FoundingDecision, decide_founding
 from paxos.kv.configuration import configuration_in
+from protos import peer_pb2
 from tests.sim.disk import SimDisk
 from tests.sim.units import MS, SECOND
 
@@ -167,9 +168,11 @@ class DiskLoss:
                 continue
             if other.id in self.founding:
                 answers[f"n{other.id}"] = FoundingAnswer(fresh=True, recorded=NONE)
-            elif other.up and other.paused_until <= self.sim.now and other.replica is not None:
-                recorded = other.replica.incarnations.recorded_for([node])
-                answers[f"n{other.id}"] = FoundingAnswer(fresh=other.replica.untouched, recorded=recorded)
+            elif other.up and other.paused_until <= self.sim.now and other.ingress is not None:
+                # Answered by the server's own code, as its Incarnation RPC does.
+                question = peer_pb2.IncarnationRequest(name=host.name, member_id=node)
+                reply = other.ingress.incarnation_reply(question)
+                answers[f"n{other.id}"] = FoundingAnswer(fresh=reply.fresh, recorded=reply.recorded)
         decision = decide_founding(f"n{node}", [f"n{h.id}" for h in hostfile], answers)
         if self.sim.skip_incarnation_check:
             decision = FoundingDecision(Founding.FOUND, "planted bug: founds without asking")
