@@ -109,6 +109,11 @@ class Registration:
     session_id: int
 
 
+# What applying one command reports: a client write's result, a session
+# opened, or the cluster version raised.
+Applied = Result | Registration | VersionRaised
+
+
 def session_of(write: log_pb2.ClientWrite | kv_pb2.Command) -> SessionKey:
     """The session a write names: its registered session_id, else its client_id."""
     return write.session_id or write.client_id
@@ -277,7 +282,7 @@ class StateMachine:
     def get(self, key: str) -> str | None:
         return self.data.get(key)
 
-    def apply(self, slot: Slot, value: Value) -> list[Result | Registration | VersionRaised]:
+    def apply(self, slot: Slot, value: Value) -> list[Applied]:
         """Apply one chosen slot; a result for every client write and registration it carried.
 
         A raise of the cluster version that moved it is reported too.  One
@@ -333,7 +338,7 @@ class StateMachine:
     def session_count(self) -> int:
         return len(self._sessions)
 
-    def _apply_command(self, slot: Slot, raw: bytes) -> Result | Registration | VersionRaised | None:
+    def _apply_command(self, slot: Slot, raw: bytes) -> Applied | None:
         command = log_pb2.LogCommand()
         try:
             command.ParseFromString(raw)
