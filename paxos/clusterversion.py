@@ -41,10 +41,6 @@ class VersionReports:
         """``member``'s message said it runs up to ``max_cluster_version`` (0: none said, so 1)."""
         self._reports[member] = Report(versions.reported(max_cluster_version), now)
 
-    def forget(self, member: NodeId) -> None:
-        """Drop what ``member`` said (it left the configuration, or came back on another data dir)."""
-        self._reports.pop(member, None)
-
     def reported(self, member: NodeId) -> Report | None:
         return self._reports.get(member)
 
