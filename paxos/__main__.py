@@ -322,6 +322,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING)
         return restore(args[1:])
     opts = build_parser().parse_args(args)
+    if not versions.BASE_CLUSTER_VERSION <= opts.max_cluster_version <= versions.MAX_CLUSTER_VERSION:
+        print(
+            f"error: --max-cluster-version must be from {versions.BASE_CLUSTER_VERSION} to "
+            f"{versions.MAX_CLUSTER_VERSION} (release {versions.RELEASE} runs no later cluster version)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     logformat.configure(opts.log_level, opts.log_format, opts.name)
     try:
         members = parse_hostfile(opts.hostfile)
@@ -331,13 +338,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if not 1 <= opts.max_value_bytes <= limits.MAX_VALUE_BYTES_CEILING:
         print(f"error: --max-value-bytes must be from 1 to {limits.MAX_VALUE_BYTES_CEILING}", file=sys.stderr)
-        return EXIT_USAGE
-    if not versions.BASE_CLUSTER_VERSION <= opts.max_cluster_version <= versions.MAX_CLUSTER_VERSION:
-        print(
-            f"error: --max-cluster-version must be from {versions.BASE_CLUSTER_VERSION} to "
-            f"{versions.MAX_CLUSTER_VERSION} (release {versions.RELEASE} runs no later cluster version)",
-            file=sys.stderr,
-        )
         return EXIT_USAGE
     if opts.snapshot_every < 1:
         print("error: --snapshot-every must be at least 1", file=sys.stderr)

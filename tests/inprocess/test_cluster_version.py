@@ -17,6 +17,7 @@ import pytest
 from client import cli
 from paxos.common import limits
 from paxos.common.versions import BASE_CLUSTER_VERSION, MAX_CLUSTER_VERSION
+from paxos.kv import logcommand
 from paxos.storage.meta import DATA_FORMAT
 from protos import kv_pb2, kv_pb2_grpc
 from tests.harness.inprocess import InProcessCluster, in_process_cluster
@@ -114,3 +115,21 @@ def test_one_server_held_back_keeps_the_cluster_at_the_base_version(
         cluster.options_of.clear()
         cluster.restart("s2")
         wait_until(lambda: _all_at(cluster, capsys, MAX_CLUSTER_VERSION), "every server to apply the raise")
+
+
+def test_a_raise_beyond_this_release_stops_the_server_naming_the_release(tmp_path: Path) -> None:
+    # As if a newer release led: a raise to a version this one cannot run.
+    too_new = MAX_CLUSTER_VERSION + 1
+    with in_process_cluster(tmp_path, 1) as cluster:
+        server = cluster.servers["s0"]
+        wait_until(lambda: cluster.call(lambda: server.store.cluster_version) == MAX_CLUSTER_VERSION, "the raise")
+        applied = cluster.call(lambda: server.store.applied_index)
+        assert cluster.call(server.core.propose, logcommand.raise_cluster_version(too_new, server.node_id))
+        cluster.call(server.replica.drive)
+        wait_until(server.failed.is_set, "the server to stop")
+        assert server.too_new is not None and server.too_new.version == too_new
+        assert f"the cluster runs version {too_new}" in str(server.too_new)
+        assert "start release" in str(server.too_new)
+        # Nothing of that slot was applied.
+        assert cluster.call(lambda: server.store.applied_index) == applied
+        assert cluster.call(lambda: server.store.cluster_version) == MAX_CLUSTER_VERSION

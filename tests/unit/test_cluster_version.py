@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from paxos.__main__ import EXIT_USAGE, build_parser
+from paxos.__main__ import main as server_main
 from paxos.clusterversion import VersionReports
 from paxos.common import limits, versions
 from paxos.common.versions import BASE_CLUSTER_VERSION, MAX_CLUSTER_VERSION, Feature, gate_error
@@ -334,3 +336,22 @@ def test_an_envelope_from_before_cluster_versions_reads_as_the_base_version() ->
     wire = pb.PeerMessage.FromString(old.SerializeToString())
     assert PeerCodec(9, 2, [1], incarnation=6).decode(wire) == heartbeat
     assert wire.max_cluster_version == 0 and versions.reported(wire.max_cluster_version) == BASE_CLUSTER_VERSION
+
+
+# ------------------------------------------------------------ the flag
+
+
+@pytest.mark.parametrize("value", ["0", str(MAX_CLUSTER_VERSION + 1)])
+def test_the_server_refuses_a_max_cluster_version_it_cannot_run(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hostfile = tmp_path / "hostfile.txt"
+    hostfile.write_text("a 127.0.0.1:1\n")
+    assert server_main(["-h", str(hostfile), "-n", "a", "--max-cluster-version", value]) == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert f"--max-cluster-version must be from {BASE_CLUSTER_VERSION} to {MAX_CLUSTER_VERSION}" in error
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_servers_help_names_the_flag() -> None:
+    assert "--max-cluster-version" in build_parser().format_help()
