@@ -391,6 +391,9 @@ class AsyncKVClient:
                 last_fsync_seconds=s.last_fsync_seconds,
                 snapshot_index=s.snapshot_index,
                 membership=s.membership,
+                cluster_version=s.cluster_version,
+                max_cluster_version=s.max_cluster_version,
+                data_format=s.data_format,
             )
         return entry
 

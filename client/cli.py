@@ -59,6 +59,11 @@ STATUS_DETAIL_FIELDS = (
     "last_fsync_seconds",
     "snapshot_index",
     "membership",  # member | learner | joining | founding | removed
+    # The cluster version applied there, the highest that server runs, and its
+    # data dir's format: all 0 from a release before cluster versions.
+    "cluster_version",
+    "max_cluster_version",
+    "data_format",
 )
 # The keys of one member in `members --json`, exactly, in this order.
 MEMBER_FIELDS = ("name", "address", "voter", "leader", "applied_index")

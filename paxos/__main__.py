@@ -13,10 +13,11 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import TypeVar
 
-from paxos.common import limits, logformat
+from paxos.common import limits, logformat, versions
 from paxos.common.files import DiskFull
 from paxos.common.hostfile import HostfileError, find_member, parse_hostfile
 from paxos.common.tlsfiles import TlsError
+from paxos.kv.statemachine import ClusterVersionTooNew
 from paxos.server.founding import check_founding
 from paxos.server.join import discover_cluster
 from paxos.server.service import PaxosServer
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Exit codes: 0 stopped cleanly, 1 internal error (see the log), 2 bad usage, hostfile, address or TLS "
             "files, 4 data directory refused, in use by another server, its log or snapshots are damaged or lost, "
             "or empty while the other servers knew an earlier one of this server (the error says how to replace "
-            "it), 5 disk "
+            "it), or the cluster runs a cluster version newer than this release can (the error names the release "
+            "to start), 5 disk "
             "full (a write to the data dir found no room; the log names the file and the bytes free).\n"
             f"To seed a new server's data dir from a backup: {prog} restore FILE -h HOSTFILE -n NAME --data-dir DIR "
             f"(see {prog} restore --help).\n"
@@ -129,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "--max-cluster-version",
+        type=int,
+        default=versions.MAX_CLUSTER_VERSION,
+        metavar="N",
+        help=(
+            f"report that this server runs cluster versions up to N (default {versions.MAX_CLUSTER_VERSION}, the "
+            f"most release {versions.RELEASE} runs; at least {versions.BASE_CLUSTER_VERSION}). The leader raises "
+            "the cluster version once every member reports it, so a lower N holds the raise back, for instance "
+            "while the previous release may still be needed"
+        ),
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO"
     )
     parser.add_argument(
@@ -182,6 +196,9 @@ async def _serve(server: PaxosServer, listen: str, metrics: str | None, max_conn
     await server.stop()
     if server.disk_full is not None:
         return EXIT_DISK_FULL
+    if server.too_new is not None:
+        print(f"error: {server.too_new}", file=sys.stderr)
+        return EXIT_DATA
     return EXIT_INTERNAL if server.failed.is_set() else 0
 
 
@@ -305,6 +322,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING)
         return restore(args[1:])
     opts = build_parser().parse_args(args)
+    if not versions.BASE_CLUSTER_VERSION <= opts.max_cluster_version <= versions.MAX_CLUSTER_VERSION:
+        print(
+            f"error: --max-cluster-version must be from {versions.BASE_CLUSTER_VERSION} to "
+            f"{versions.MAX_CLUSTER_VERSION} (release {versions.RELEASE} runs no later cluster version)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     logformat.configure(opts.log_level, opts.log_format, opts.name)
     try:
         members = parse_hostfile(opts.hostfile)
@@ -340,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         if opts.join and data_dir_is_joining(data_dir) is not False:
             join = _run(discover_cluster(members, opts.name, tls, opts.join_timeout))
         elif not opts.join and data_dir_is_joining(data_dir) is None and _is_empty(data_dir):
-            _run(check_founding(members, opts.name, tls, listen))
+            _run(check_founding(members, opts.name, tls, listen, opts.max_cluster_version))
         server = PaxosServer(
             members,
             opts.name,
@@ -350,8 +374,9 @@ def main(argv: list[str] | None = None) -> int:
             snapshot_every=opts.snapshot_every,
             tls=tls,
             join=join,
+            max_cluster_version=opts.max_cluster_version,
         )
-    except (DataDirError, WalCorruption) as exc:
+    except (DataDirError, WalCorruption, ClusterVersionTooNew) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DATA
     except DiskFull as exc:

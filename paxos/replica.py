@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, assert_never
 
-from paxos.common import limits
+from paxos.clusterversion import VersionReports
+from paxos.common import limits, versions
 from paxos.consensus.core import Config, HostContractError, Node, Role
 from paxos.consensus.membership import Membership
 from paxos.consensus.messages import DurableState, Message, NodeId, Ready, Record, Slot, Value
@@ -41,6 +42,7 @@ from paxos.kv.statemachine import (
     Result,
     SessionKey,
     StateMachine,
+    VersionRaised,
     session_of,
     validate_command,
 )
@@ -120,6 +122,9 @@ class Observer:
     def membership_applied(self, slot: Slot, membership: Membership) -> None:
         """A configuration was applied here (this server may have left it)."""
 
+    def cluster_version_applied(self, slot: Slot, version: int) -> None:
+        """From ``slot`` on the cluster runs ``version`` (a raise applied, or a snapshot installed that holds it)."""
+
 
 class Status(enum.Enum):
     """How the replica answers a request; the server says it in its client API's words."""
@@ -195,8 +200,12 @@ class Replica:
         snapshot_every: int = limits.SNAPSHOT_EVERY_COMMANDS,
         snapshot_log_bytes: int = limits.SNAPSHOT_LOG_BYTES,
         snapshot_tail: int = limits.SNAPSHOT_TAIL_SLOTS,
+        max_cluster_version: int = versions.MAX_CLUSTER_VERSION,
     ) -> None:
         """``store``: the state as of the newest snapshot (empty without one); the log replays above it.
+
+        ``max_cluster_version``: the highest cluster version this server says
+        it runs (``--max-cluster-version``; at most what the release runs).
 
         ``members``: the configuration the cluster was created with (or, for
         a server joining it, the one it learned); a snapshot's configuration
@@ -244,12 +253,20 @@ class Replica:
         self._fetching_snapshot = False
         self._fetched_snapshot: tuple[NodeId, FetchedSnapshot | None] | None = None
         self._changes: list[tuple[Membership, ChangeCallback]] = []
+        assert versions.BASE_CLUSTER_VERSION <= max_cluster_version <= versions.MAX_CLUSTER_VERSION
+        self.max_cluster_version = max_cluster_version
+        # What the other members said they run, and the raise this leader
+        # proposed and has not seen applied: (version, when proposed).
+        self.versions = VersionReports()
+        self._raise_pending: tuple[int, float] | None = None
 
     # ------------------------------------------------------------- inputs
 
     def tick(self) -> None:
         """The clock moved: run the core's timers, then let the bundle out."""
         self.advance_clock()
+        if self.core.is_leader():
+            self._maybe_raise_version()
         self._wake()
 
     def advance_clock(self) -> None:
@@ -270,12 +287,15 @@ class Replica:
         for _ in range(ticks):
             self.core.tick()
 
-    def receive(self, msg: Message, incarnation: int) -> None:
+    def receive(self, msg: Message, incarnation: int, max_cluster_version: int = 0) -> None:
         """One peer message that passed the codec's checks, from a data dir of that ``incarnation``.
 
         A member's first incarnation is recorded durably before its first
         message reaches the core; a message of any other is refused, so no
         vote of a data dir that forgot is ever counted here.
+        ``max_cluster_version`` is the sender's report of what it runs (0:
+        none, a release from before cluster versions); only a message let
+        through counts as one.
         """
         match self.incarnations.judge(msg.sender, incarnation):
             case Verdict.REFUSED:
@@ -288,6 +308,7 @@ class Replica:
                 pass
             case unreachable:
                 assert_never(unreachable)
+        self.versions.heard(msg.sender, max_cluster_version, self._now())
         self.advance_clock()
         refused = self.core.receive(msg)
         if refused is not None:
@@ -446,9 +467,15 @@ class Replica:
         self.transport.send(ready.messages)
         for slot, value in ready.committed:
             self.observer.applying(slot, value)
+            # A raise above what this release runs stops the replica here
+            # (ClusterVersionTooNew), with nothing of the slot applied: the
+            # host stops the server, as every replica of this release does
+            # at this same slot.
             for result in self.store.apply(slot, value):
                 if isinstance(result, Registration):
                     self._finish_registration(result)
+                elif isinstance(result, VersionRaised):
+                    self._version_raised(result)
                 else:
                     self._finish_write(result)
             self._applied_since_snapshot += len(value)
@@ -471,6 +498,7 @@ class Replica:
                     len(self._reads),
                 )
             self._fail_pending()
+            self._raise_pending = None
         if ready.snapshot_wanted is not None:
             self._fetch_snapshot(ready.snapshot_wanted)
         self.core.advance(ready)
@@ -518,12 +546,15 @@ class Replica:
         if got is None or not self._moves_forward(got):
             self.core.snapshot_failed()
             return
+        version_before = self.store.cluster_version
         self.store = got.store
         self.snapshot_index = got.applied_index
         self._applied_since_snapshot = 0
         self.core.install_snapshot(got.applied_index, got.store.membership)
         self.storage.compact(got.applied_index)
         self.observer.snapshot_installed(got.applied_index, peer)
+        if self.store.cluster_version != version_before:
+            self.observer.cluster_version_applied(got.applied_index, self.store.cluster_version)
         # Writes waiting here whose slots the snapshot covered: their results
         # are in its session table.
         for session, seq in list(self._writes):
@@ -551,6 +582,42 @@ class Replica:
         # copies included, so each waiter is answered when its slot applies.
         for answer in self._writes.pop((result.session, result.seq), ()):
             answer(_answer(result))
+
+    # ---------------------------------------------------- cluster versions
+
+    def _maybe_raise_version(self) -> None:
+        """As leader: propose a raise once every member reported it can run more than the cluster does.
+
+        At most one raise is pending at a time; it is dropped when it
+        applies, when leadership is lost, or when it did not apply within
+        ``VERSION_RAISE_RETRY_SECONDS`` (then proposed again).
+        """
+        now = self._now()
+        current = self.store.cluster_version
+        if self._raise_pending is not None:
+            version, since = self._raise_pending
+            if version > current and now - since < limits.VERSION_RAISE_RETRY_SECONDS:
+                return
+            self._raise_pending = None
+        target = self.versions.raise_to(self.core.membership_ids, self.core.id, self.max_cluster_version, current, now)
+        if target is None:
+            return
+        if self.core.propose(logcommand.raise_cluster_version(target, self.core.id)):
+            self._raise_pending = (target, now)
+            log.info("every member runs cluster version %d; raising the cluster version from %d", target, current)
+
+    def _version_raised(self, raised: VersionRaised) -> None:
+        if self._raise_pending is not None and self._raise_pending[0] <= raised.version:
+            self._raise_pending = None
+        self.observer.cluster_version_applied(raised.slot, raised.version)
+
+    def _gate(self, feature: versions.Feature) -> str | None:
+        """Why ``feature`` may not be proposed yet, by the cluster version applied here, or None.
+
+        The applied version, not one chosen above it: a new leader that lags
+        is the more careful for it.
+        """
+        return versions.gate_error(feature, self.store.cluster_version)
 
     def _finish_registration(self, registration: Registration) -> None:
         if registration.proposer != self.core.id:

@@ -164,7 +164,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("name", "address", "role", "leader", "ballot", "commit_index", "applied_index", "version", "uptime_seconds", "log_bytes", "data_bytes", "last_fsync_seconds", "snapshot_index", "membership", "member_id", "cluster_id")
+    __slots__ = ("name", "address", "role", "leader", "ballot", "commit_index", "applied_index", "version", "uptime_seconds", "log_bytes", "data_bytes", "last_fsync_seconds", "snapshot_index", "membership", "member_id", "cluster_id", "cluster_version", "max_cluster_version", "data_format")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +181,9 @@ class NodeStatus(_message.Message):
     MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_CLUSTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATA_FORMAT_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     role: str
@@ -197,7 +200,10 @@ class NodeStatus(_message.Message):
     membership: str
     member_id: int
     cluster_id: int
-    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., ballot: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., log_bytes: _Optional[int] = ..., data_bytes: _Optional[int] = ..., last_fsync_seconds: _Optional[float] = ..., snapshot_index: _Optional[int] = ..., membership: _Optional[str] = ..., member_id: _Optional[int] = ..., cluster_id: _Optional[int] = ...) -> None: ...
+    cluster_version: int
+    max_cluster_version: int
+    data_format: int
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., ballot: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., log_bytes: _Optional[int] = ..., data_bytes: _Optional[int] = ..., last_fsync_seconds: _Optional[float] = ..., snapshot_index: _Optional[int] = ..., membership: _Optional[str] = ..., member_id: _Optional[int] = ..., cluster_id: _Optional[int] = ..., cluster_version: _Optional[int] = ..., max_cluster_version: _Optional[int] = ..., data_format: _Optional[int] = ...) -> None: ...
 
 class MembersRequest(_message.Message):
     __slots__ = ()

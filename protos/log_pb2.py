@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10protos/log.proto\x12\x0bpaxoskv.log\"\xb5\x01\n\nLogCommand\x12\x30\n\x0c\x63lient_write\x18\x01 \x01(\x0b\x32\x18.paxoskv.log.ClientWriteH\x00\x12\x33\n\rconfiguration\x18\x02 \x01(\x0b\x32\x1a.paxoskv.log.ConfigurationH\x00\x12\x38\n\x10register_session\x18\x03 \x01(\x0b\x32\x1c.paxoskv.log.RegisterSessionH\x00\x42\x06\n\x04kind\"2\n\x0fRegisterSession\x12\x10\n\x08proposer\x18\x01 \x01(\x06\x12\r\n\x05nonce\x18\x02 \x01(\x04\";\n\rConfiguration\x12*\n\x07members\x18\x01 \x03(\x0b\x32\x19.paxoskv.log.ConfigMember\"H\n\x0c\x43onfigMember\x12\n\n\x02id\x18\x01 \x01(\x06\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\r\n\x05voter\x18\x04 \x01(\x08\"\xed\x01\n\x0b\x43lientWrite\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\x04\x12\x18\n\x10session_required\x18\x08 \x01(\x08\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x15\n\rfirst_unacked\x18\x03 \x01(\x04\x12!\n\x03set\x18\x04 \x01(\x0b\x32\x12.paxoskv.log.SetOpH\x00\x12\'\n\x06\x64\x65lete\x18\x05 \x01(\x0b\x32\x15.paxoskv.log.DeleteOpH\x00\x12\'\n\x04iset\x18\x06 \x01(\x0b\x32\x17.paxoskv.log.ImageSetOpH\x00\x42\x04\n\x02op\"#\n\x05SetOp\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x17\n\x08\x44\x65leteOp\x12\x0b\n\x03key\x18\x01 \x01(\t\".\n\nImageSetOp\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x12\x10\n\x08metadata\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10protos/log.proto\x12\x0bpaxoskv.log\"\xf8\x01\n\nLogCommand\x12\x30\n\x0c\x63lient_write\x18\x01 \x01(\x0b\x32\x18.paxoskv.log.ClientWriteH\x00\x12\x33\n\rconfiguration\x18\x02 \x01(\x0b\x32\x1a.paxoskv.log.ConfigurationH\x00\x12\x38\n\x10register_session\x18\x03 \x01(\x0b\x32\x1c.paxoskv.log.RegisterSessionH\x00\x12\x41\n\x15raise_cluster_version\x18\x04 \x01(\x0b\x32 .paxoskv.log.RaiseClusterVersionH\x00\x42\x06\n\x04kind\"8\n\x13RaiseClusterVersion\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x10\n\x08proposer\x18\x02 \x01(\x06\"2\n\x0fRegisterSession\x12\x10\n\x08proposer\x18\x01 \x01(\x06\x12\r\n\x05nonce\x18\x02 \x01(\x04\";\n\rConfiguration\x12*\n\x07members\x18\x01 \x03(\x0b\x32\x19.paxoskv.log.ConfigMember\"H\n\x0c\x43onfigMember\x12\n\n\x02id\x18\x01 \x01(\x06\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\r\n\x05voter\x18\x04 \x01(\x08\"\xed\x01\n\x0b\x43lientWrite\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\x04\x12\x18\n\x10session_required\x18\x08 \x01(\x08\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x15\n\rfirst_unacked\x18\x03 \x01(\x04\x12!\n\x03set\x18\x04 \x01(\x0b\x32\x12.paxoskv.log.SetOpH\x00\x12\'\n\x06\x64\x65lete\x18\x05 \x01(\x0b\x32\x15.paxoskv.log.DeleteOpH\x00\x12\'\n\x04iset\x18\x06 \x01(\x0b\x32\x17.paxoskv.log.ImageSetOpH\x00\x42\x04\n\x02op\"#\n\x05SetOp\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x17\n\x08\x44\x65leteOp\x12\x0b\n\x03key\x18\x01 \x01(\t\".\n\nImageSetOp\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x12\x10\n\x08metadata\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,19 +32,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.log_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOGCOMMAND']._serialized_start=34
-  _globals['_LOGCOMMAND']._serialized_end=215
-  _globals['_REGISTERSESSION']._serialized_start=217
-  _globals['_REGISTERSESSION']._serialized_end=267
-  _globals['_CONFIGURATION']._serialized_start=269
-  _globals['_CONFIGURATION']._serialized_end=328
-  _globals['_CONFIGMEMBER']._serialized_start=330
-  _globals['_CONFIGMEMBER']._serialized_end=402
-  _globals['_CLIENTWRITE']._serialized_start=405
-  _globals['_CLIENTWRITE']._serialized_end=642
-  _globals['_SETOP']._serialized_start=644
-  _globals['_SETOP']._serialized_end=679
-  _globals['_DELETEOP']._serialized_start=681
-  _globals['_DELETEOP']._serialized_end=704
-  _globals['_IMAGESETOP']._serialized_start=706
-  _globals['_IMAGESETOP']._serialized_end=752
+  _globals['_LOGCOMMAND']._serialized_end=282
+  _globals['_RAISECLUSTERVERSION']._serialized_start=284
+  _globals['_RAISECLUSTERVERSION']._serialized_end=340
+  _globals['_REGISTERSESSION']._serialized_start=342
+  _globals['_REGISTERSESSION']._serialized_end=392
+  _globals['_CONFIGURATION']._serialized_start=394
+  _globals['_CONFIGURATION']._serialized_end=453
+  _globals['_CONFIGMEMBER']._serialized_start=455
+  _globals['_CONFIGMEMBER']._serialized_end=527
+  _globals['_CLIENTWRITE']._serialized_start=530
+  _globals['_CLIENTWRITE']._serialized_end=767
+  _globals['_SETOP']._serialized_start=769
+  _globals['_SETOP']._serialized_end=804
+  _globals['_DELETEOP']._serialized_start=806
+  _globals['_DELETEOP']._serialized_end=829
+  _globals['_IMAGESETOP']._serialized_start=831
+  _globals['_IMAGESETOP']._serialized_end=877
 # @@protoc_insertion_point(module_scope)

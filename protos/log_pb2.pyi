@@ -7,14 +7,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LogCommand(_message.Message):
-    __slots__ = ("client_write", "configuration", "register_session")
+    __slots__ = ("client_write", "configuration", "register_session", "raise_cluster_version")
     CLIENT_WRITE_FIELD_NUMBER: _ClassVar[int]
     CONFIGURATION_FIELD_NUMBER: _ClassVar[int]
     REGISTER_SESSION_FIELD_NUMBER: _ClassVar[int]
+    RAISE_CLUSTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     client_write: ClientWrite
     configuration: Configuration
     register_session: RegisterSession
-    def __init__(self, client_write: _Optional[_Union[ClientWrite, _Mapping]] = ..., configuration: _Optional[_Union[Configuration, _Mapping]] = ..., register_session: _Optional[_Union[RegisterSession, _Mapping]] = ...) -> None: ...
+    raise_cluster_version: RaiseClusterVersion
+    def __init__(self, client_write: _Optional[_Union[ClientWrite, _Mapping]] = ..., configuration: _Optional[_Union[Configuration, _Mapping]] = ..., register_session: _Optional[_Union[RegisterSession, _Mapping]] = ..., raise_cluster_version: _Optional[_Union[RaiseClusterVersion, _Mapping]] = ...) -> None: ...
+
+class RaiseClusterVersion(_message.Message):
+    __slots__ = ("version", "proposer")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROPOSER_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    proposer: int
+    def __init__(self, version: _Optional[int] = ..., proposer: _Optional[int] = ...) -> None: ...
 
 class RegisterSession(_message.Message):
     __slots__ = ("proposer", "nonce")

@@ -129,7 +129,7 @@ class CatchupReply(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit_index: _Optional[int] = ..., compacted: _Optional[int] = ..., first_slot: _Optional[int] = ...) -> None: ...
 
 class PeerMessage(_message.Message):
-    __slots__ = ("sender", "cluster_id", "receiver", "incarnation", "prepare", "promise", "accept", "accepted", "reject", "heartbeat", "heartbeat_ack", "catchup_request", "catchup_reply", "pre_vote", "pre_vote_reply", "packed")
+    __slots__ = ("sender", "cluster_id", "receiver", "incarnation", "prepare", "promise", "accept", "accepted", "reject", "heartbeat", "heartbeat_ack", "catchup_request", "catchup_reply", "pre_vote", "pre_vote_reply", "packed", "max_cluster_version")
     SENDER_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     RECEIVER_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +146,7 @@ class PeerMessage(_message.Message):
     PRE_VOTE_FIELD_NUMBER: _ClassVar[int]
     PRE_VOTE_REPLY_FIELD_NUMBER: _ClassVar[int]
     PACKED_FIELD_NUMBER: _ClassVar[int]
+    MAX_CLUSTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     sender: int
     cluster_id: int
     receiver: int
@@ -162,7 +163,8 @@ class PeerMessage(_message.Message):
     pre_vote: PreVote
     pre_vote_reply: PreVoteReply
     packed: _containers.RepeatedCompositeFieldContainer[PeerMessage]
-    def __init__(self, sender: _Optional[int] = ..., cluster_id: _Optional[int] = ..., receiver: _Optional[int] = ..., incarnation: _Optional[int] = ..., prepare: _Optional[_Union[Prepare, _Mapping]] = ..., promise: _Optional[_Union[Promise, _Mapping]] = ..., accept: _Optional[_Union[Accept, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., catchup_request: _Optional[_Union[CatchupRequest, _Mapping]] = ..., catchup_reply: _Optional[_Union[CatchupReply, _Mapping]] = ..., pre_vote: _Optional[_Union[PreVote, _Mapping]] = ..., pre_vote_reply: _Optional[_Union[PreVoteReply, _Mapping]] = ..., packed: _Optional[_Iterable[_Union[PeerMessage, _Mapping]]] = ...) -> None: ...
+    max_cluster_version: int
+    def __init__(self, sender: _Optional[int] = ..., cluster_id: _Optional[int] = ..., receiver: _Optional[int] = ..., incarnation: _Optional[int] = ..., prepare: _Optional[_Union[Prepare, _Mapping]] = ..., promise: _Optional[_Union[Promise, _Mapping]] = ..., accept: _Optional[_Union[Accept, _Mapping]] = ..., accepted: _Optional[_Union[Accepted, _Mapping]] = ..., reject: _Optional[_Union[Reject, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., catchup_request: _Optional[_Union[CatchupRequest, _Mapping]] = ..., catchup_reply: _Optional[_Union[CatchupReply, _Mapping]] = ..., pre_vote: _Optional[_Union[PreVote, _Mapping]] = ..., pre_vote_reply: _Optional[_Union[PreVoteReply, _Mapping]] = ..., packed: _Optional[_Iterable[_Union[PeerMessage, _Mapping]]] = ..., max_cluster_version: _Optional[int] = ...) -> None: ...
 
 class StreamSummary(_message.Message):
     __slots__ = ("received",)
@@ -235,17 +237,19 @@ class ConfigurationMember(_message.Message):
     def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., voter: _Optional[bool] = ...) -> None: ...
 
 class ConfigurationReply(_message.Message):
-    __slots__ = ("cluster_id", "members", "leader", "name", "member_id", "membership")
+    __slots__ = ("cluster_id", "members", "leader", "name", "member_id", "membership", "max_cluster_version")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
+    MAX_CLUSTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     cluster_id: int
     members: _containers.RepeatedCompositeFieldContainer[ConfigurationMember]
     leader: str
     name: str
     member_id: int
     membership: str
-    def __init__(self, cluster_id: _Optional[int] = ..., members: _Optional[_Iterable[_Union[ConfigurationMember, _Mapping]]] = ..., leader: _Optional[str] = ..., name: _Optional[str] = ..., member_id: _Optional[int] = ..., membership: _Optional[str] = ...) -> None: ...
+    max_cluster_version: int
+    def __init__(self, cluster_id: _Optional[int] = ..., members: _Optional[_Iterable[_Union[ConfigurationMember, _Mapping]]] = ..., leader: _Optional[str] = ..., name: _Optional[str] = ..., member_id: _Optional[int] = ..., membership: _Optional[str] = ..., max_cluster_version: _Optional[int] = ...) -> None: ...

@@ -24,35 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/snapshot.proto\x12\x10paxoskv.snapshot\"L\n\x0eSnapshotMember\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0f\n\x07learner\x18\x04 \x01(\x08\"\xbc\x01\n\x0eSnapshotHeader\x12\x15\n\rapplied_index\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\x06\x12\x31\n\x07members\x18\x03 \x03(\x0b\x32 .paxoskv.snapshot.SnapshotMember\x12\x1b\n\x13unreadable_commands\x18\x04 \x01(\x04\x12\x16\n\x0enext_image_ref\x18\x05 \x01(\x04\x12\x17\n\x0fnext_session_id\x18\x06 \x01(\x04\"&\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"8\n\tKeyValues\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.paxoskv.snapshot.KeyValue\"m\n\rSessionResult\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12/\n\x07outcome\x18\x02 \x01(\x0e\x32\x1e.paxoskv.snapshot.WriteOutcome\x12\x0f\n\x07removed\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x7f\n\rClientSession\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\x04\x12\x15\n\rfirst_unacked\x18\x02 \x01(\x04\x12\x30\n\x07results\x18\x03 \x03(\x0b\x32\x1f.paxoskv.snapshot.SessionResult\"C\n\x0e\x43lientSessions\x12\x31\n\x08sessions\x18\x01 \x03(\x0b\x32\x1f.paxoskv.snapshot.ClientSession\"O\n\x0bStoredImage\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12\x11\n\tname_hash\x18\x02 \x01(\x0c\x12\x10\n\x08metadata\x18\x03 \x01(\t\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\"=\n\x0cStoredImages\x12-\n\x06images\x18\x01 \x03(\x0b\x32\x1d.paxoskv.snapshot.StoredImage\"\x1d\n\x0bSnapshotEnd\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x04\"\x93\x02\n\x0cSnapshotPart\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .paxoskv.snapshot.SnapshotHeaderH\x00\x12\x31\n\nkey_values\x18\x02 \x01(\x0b\x32\x1b.paxoskv.snapshot.KeyValuesH\x00\x12\x34\n\x08sessions\x18\x03 \x01(\x0b\x32 .paxoskv.snapshot.ClientSessionsH\x00\x12\x30\n\x06images\x18\x04 \x01(\x0b\x32\x1e.paxoskv.snapshot.StoredImagesH\x00\x12,\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1d.paxoskv.snapshot.SnapshotEndH\x00\x42\x06\n\x04part*T\n\x0cWriteOutcome\x12\x1d\n\x19WRITE_OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x41PPLIED\x10\x01\x12\x0b\n\x07REFUSED\x10\x02\x12\x0b\n\x07UNKNOWN\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/snapshot.proto\x12\x10paxoskv.snapshot\"L\n\x0eSnapshotMember\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0f\n\x07learner\x18\x04 \x01(\x08\"\xd5\x01\n\x0eSnapshotHeader\x12\x15\n\rapplied_index\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\x06\x12\x31\n\x07members\x18\x03 \x03(\x0b\x32 .paxoskv.snapshot.SnapshotMember\x12\x1b\n\x13unreadable_commands\x18\x04 \x01(\x04\x12\x16\n\x0enext_image_ref\x18\x05 \x01(\x04\x12\x17\n\x0fnext_session_id\x18\x06 \x01(\x04\x12\x17\n\x0f\x63luster_version\x18\x07 \x01(\r\"&\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"8\n\tKeyValues\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.paxoskv.snapshot.KeyValue\"m\n\rSessionResult\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12/\n\x07outcome\x18\x02 \x01(\x0e\x32\x1e.paxoskv.snapshot.WriteOutcome\x12\x0f\n\x07removed\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x7f\n\rClientSession\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\x04\x12\x15\n\rfirst_unacked\x18\x02 \x01(\x04\x12\x30\n\x07results\x18\x03 \x03(\x0b\x32\x1f.paxoskv.snapshot.SessionResult\"C\n\x0e\x43lientSessions\x12\x31\n\x08sessions\x18\x01 \x03(\x0b\x32\x1f.paxoskv.snapshot.ClientSession\"O\n\x0bStoredImage\x12\x0b\n\x03ref\x18\x01 \x01(\x04\x12\x11\n\tname_hash\x18\x02 \x01(\x0c\x12\x10\n\x08metadata\x18\x03 \x01(\t\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\"=\n\x0cStoredImages\x12-\n\x06images\x18\x01 \x03(\x0b\x32\x1d.paxoskv.snapshot.StoredImage\"\x1d\n\x0bSnapshotEnd\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x04\"\x93\x02\n\x0cSnapshotPart\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .paxoskv.snapshot.SnapshotHeaderH\x00\x12\x31\n\nkey_values\x18\x02 \x01(\x0b\x32\x1b.paxoskv.snapshot.KeyValuesH\x00\x12\x34\n\x08sessions\x18\x03 \x01(\x0b\x32 .paxoskv.snapshot.ClientSessionsH\x00\x12\x30\n\x06images\x18\x04 \x01(\x0b\x32\x1e.paxoskv.snapshot.StoredImagesH\x00\x12,\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1d.paxoskv.snapshot.SnapshotEndH\x00\x42\x06\n\x04part*T\n\x0cWriteOutcome\x12\x1d\n\x19WRITE_OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x41PPLIED\x10\x01\x12\x0b\n\x07REFUSED\x10\x02\x12\x0b\n\x07UNKNOWN\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.snapshot_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WRITEOUTCOME']._serialized_start=1172
-  _globals['_WRITEOUTCOME']._serialized_end=1256
+  _globals['_WRITEOUTCOME']._serialized_start=1197
+  _globals['_WRITEOUTCOME']._serialized_end=1281
   _globals['_SNAPSHOTMEMBER']._serialized_start=43
   _globals['_SNAPSHOTMEMBER']._serialized_end=119
   _globals['_SNAPSHOTHEADER']._serialized_start=122
-  _globals['_SNAPSHOTHEADER']._serialized_end=310
-  _globals['_KEYVALUE']._serialized_start=312
-  _globals['_KEYVALUE']._serialized_end=350
-  _globals['_KEYVALUES']._serialized_start=352
-  _globals['_KEYVALUES']._serialized_end=408
-  _globals['_SESSIONRESULT']._serialized_start=410
-  _globals['_SESSIONRESULT']._serialized_end=519
-  _globals['_CLIENTSESSION']._serialized_start=521
-  _globals['_CLIENTSESSION']._serialized_end=648
-  _globals['_CLIENTSESSIONS']._serialized_start=650
-  _globals['_CLIENTSESSIONS']._serialized_end=717
-  _globals['_STOREDIMAGE']._serialized_start=719
-  _globals['_STOREDIMAGE']._serialized_end=798
-  _globals['_STOREDIMAGES']._serialized_start=800
-  _globals['_STOREDIMAGES']._serialized_end=861
-  _globals['_SNAPSHOTEND']._serialized_start=863
-  _globals['_SNAPSHOTEND']._serialized_end=892
-  _globals['_SNAPSHOTPART']._serialized_start=895
-  _globals['_SNAPSHOTPART']._serialized_end=1170
+  _globals['_SNAPSHOTHEADER']._serialized_end=335
+  _globals['_KEYVALUE']._serialized_start=337
+  _globals['_KEYVALUE']._serialized_end=375
+  _globals['_KEYVALUES']._serialized_start=377
+  _globals['_KEYVALUES']._serialized_end=433
+  _globals['_SESSIONRESULT']._serialized_start=435
+  _globals['_SESSIONRESULT']._serialized_end=544
+  _globals['_CLIENTSESSION']._serialized_start=546
+  _globals['_CLIENTSESSION']._serialized_end=673
+  _globals['_CLIENTSESSIONS']._serialized_start=675
+  _globals['_CLIENTSESSIONS']._serialized_end=742
+  _globals['_STOREDIMAGE']._serialized_start=744
+  _globals['_STOREDIMAGE']._serialized_end=823
+  _globals['_STOREDIMAGES']._serialized_start=825
+  _globals['_STOREDIMAGES']._serialized_end=886
+  _globals['_SNAPSHOTEND']._serialized_start=888
+  _globals['_SNAPSHOTEND']._serialized_end=917
+  _globals['_SNAPSHOTPART']._serialized_start=920
+  _globals['_SNAPSHOTPART']._serialized_end=1195
 # @@protoc_insertion_point(module_scope)

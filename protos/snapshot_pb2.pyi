@@ -31,20 +31,22 @@ class SnapshotMember(_message.Message):
     def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., learner: _Optional[bool] = ...) -> None: ...
 
 class SnapshotHeader(_message.Message):
-    __slots__ = ("applied_index", "cluster_id", "members", "unreadable_commands", "next_image_ref", "next_session_id")
+    __slots__ = ("applied_index", "cluster_id", "members", "unreadable_commands", "next_image_ref", "next_session_id", "cluster_version")
     APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     UNREADABLE_COMMANDS_FIELD_NUMBER: _ClassVar[int]
     NEXT_IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
     NEXT_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     applied_index: int
     cluster_id: int
     members: _containers.RepeatedCompositeFieldContainer[SnapshotMember]
     unreadable_commands: int
     next_image_ref: int
     next_session_id: int
-    def __init__(self, applied_index: _Optional[int] = ..., cluster_id: _Optional[int] = ..., members: _Optional[_Iterable[_Union[SnapshotMember, _Mapping]]] = ..., unreadable_commands: _Optional[int] = ..., next_image_ref: _Optional[int] = ..., next_session_id: _Optional[int] = ...) -> None: ...
+    cluster_version: int
+    def __init__(self, applied_index: _Optional[int] = ..., cluster_id: _Optional[int] = ..., members: _Optional[_Iterable[_Union[SnapshotMember, _Mapping]]] = ..., unreadable_commands: _Optional[int] = ..., next_image_ref: _Optional[int] = ..., next_session_id: _Optional[int] = ..., cluster_version: _Optional[int] = ...) -> None: ...
 
 class KeyValue(_message.Message):
     __slots__ = ("key", "value")

@@ -250,6 +250,15 @@ JOINER_CHECK_SECONDS = 2.0
 # start of this many bits (a uint64 on the wire), so no two of its processes
 # share a number in practice.
 REGISTRATION_NONCE_BITS = 62
+# Cluster versions (paxos/clusterversion.py).  A leader raises the cluster
+# version only while every member's report is at most this old: every peer
+# message carries one, and a follower acknowledges a heartbeat every
+# HEARTBEAT_TICKS, so a member that is up is never this quiet.  A member that
+# is down holds the raise back, which is what an operator mid-upgrade wants.
+VERSION_REPORT_SECONDS = ELECTION_TICKS_MIN * TICK_SECONDS
+# A raise the leader proposed and has not seen applied for this long is
+# proposed again (one at a time; applying a second copy changes nothing).
+VERSION_RAISE_RETRY_SECONDS = 10 * ELECTION_TICKS_MAX * TICK_SECONDS
 
 # How the limits above depend on each other, checked at import: each is a
 # relation some code relies on, with why.
@@ -302,6 +311,11 @@ _RELATIONS = {
     "MIN_CONNECTION_CAP <= MAX_INCOMING_CONNECTIONS": MIN_CONNECTION_CAP <= MAX_INCOMING_CONNECTIONS,
     # Registration nonces count up from a random start within the uint64 on the wire.
     "REGISTRATION_NONCE_BITS < 64": REGISTRATION_NONCE_BITS < 64,
+    # A healthy member reports to its leader (acknowledging a heartbeat) well
+    # within the window in which its report counts.
+    "HEARTBEAT_TICKS * TICK_SECONDS * 2 < VERSION_REPORT_SECONDS": (
+        HEARTBEAT_TICKS * TICK_SECONDS * 2 < VERSION_REPORT_SECONDS
+    ),
 }
 for _relation, _holds in _RELATIONS.items():
     if not _holds:

@@ -53,6 +53,12 @@ def client_write(cmd: kv_pb2.Command) -> bytes:
     return encode_write(from_client(cmd))
 
 
+def raise_cluster_version(version: int, proposer: int) -> bytes:
+    """The log encoding of a raise of the cluster version to ``version``, proposed by member ``proposer``."""
+    raised = log_pb2.RaiseClusterVersion(version=version, proposer=proposer)
+    return log_pb2.LogCommand(raise_cluster_version=raised).SerializeToString()
+
+
 def register_session(proposer: int, nonce: int) -> bytes:
     """The log encoding of a session registration proposed by member ``proposer``."""
     register = log_pb2.RegisterSession(proposer=proposer, nonce=nonce)

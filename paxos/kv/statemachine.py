@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
-from paxos.common import limits
+from paxos.common import limits, versions
 from paxos.consensus.membership import Membership
 from paxos.consensus.messages import Slot, Value
 from paxos.kv import configuration
@@ -39,6 +39,10 @@ from paxos.kv.image_index import ImageIndex
 from protos import kv_pb2, log_pb2, snapshot_pb2
 
 log = logging.getLogger("paxos.statemachine")
+
+# The first byte of every encoded RaiseClusterVersion command: its field's
+# tag (number 4, length-delimited).
+_RAISE_TAG = bytes([log_pb2.LogCommand.RAISE_CLUSTER_VERSION_FIELD_NUMBER << 3 | 2])
 
 
 # A session's id: a number for one registered through the log, a string for
@@ -72,6 +76,30 @@ class Result:
         return self.outcome is Outcome.APPLIED
 
 
+class ClusterVersionTooNew(Exception):
+    """The log raised the cluster version above what this release can run.
+
+    Raised by ``apply`` (and by ``restore``, for a snapshot taken after such
+    a raise) before anything of the raise is applied.  Every replica of this
+    release stops at the same slot, so none applies what it cannot read:
+    the server exits 4 with ``str(exc)``, naming the release to start.
+    """
+
+    def __init__(self, slot: Slot, version: int) -> None:
+        super().__init__(versions.too_new_error(version))
+        self.slot = slot
+        self.version = version
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRaised:
+    """A ``RaiseClusterVersion`` that moved the cluster version, for the host."""
+
+    slot: Slot
+    version: int
+    proposer: int
+
+
 @dataclass(frozen=True, slots=True)
 class Registration:
     """A session opened by a ``RegisterSession`` command, for the leader that proposed it."""
@@ -79,6 +107,11 @@ class Registration:
     proposer: int
     nonce: int
     session_id: int
+
+
+# What applying one command reports: a client write's result, a session
+# opened, or the cluster version raised.
+Applied = Result | Registration | VersionRaised
 
 
 def session_of(write: log_pb2.ClientWrite | kv_pb2.Command) -> SessionKey:
@@ -230,6 +263,9 @@ class StateMachine:
         self.unreadable_commands = 0
         # The id the next registered session gets; it only grows.
         self.next_session_id = 1
+        # The agreed cluster version as of applied_index: it only rises, and
+        # only through the log (paxos/common/versions.py).
+        self.cluster_version = versions.BASE_CLUSTER_VERSION
         # A plain dict, so that a freeze copies it in one C-level pass; the
         # eviction order lives apart, in ``_lru`` (least recently touched first).
         self._sessions: dict[SessionKey, _Session] = {}
@@ -246,10 +282,16 @@ class StateMachine:
     def get(self, key: str) -> str | None:
         return self.data.get(key)
 
-    def apply(self, slot: Slot, value: Value) -> list[Result | Registration]:
-        """Apply one chosen slot; a result for every client write and registration it carried."""
+    def apply(self, slot: Slot, value: Value) -> list[Applied]:
+        """Apply one chosen slot; a result for every client write and registration it carried.
+
+        A raise of the cluster version that moved it is reported too.  One
+        above what this release runs raises ``ClusterVersionTooNew`` with the
+        slot not applied.
+        """
         if slot != self.applied_index + 1:
             raise RuntimeError(f"slot {slot} applied after {self.applied_index}; slots must apply in order")
+        self._refuse_too_new(slot, value)
         self.applied_index = slot
         results = []
         for position, raw in enumerate(value):
@@ -258,6 +300,21 @@ class StateMachine:
             if result is not None:
                 results.append(result)
         return results
+
+    def _refuse_too_new(self, slot: Slot, value: Value) -> None:
+        """Raise ``ClusterVersionTooNew`` before any of ``value`` applies if it raises beyond this release."""
+        for raw in value:
+            # Only a raise starts with its field's tag (a LogCommand holds one
+            # field), so the other commands are not decoded twice.
+            if not raw.startswith(_RAISE_TAG):
+                continue
+            command = log_pb2.LogCommand()
+            try:
+                command.ParseFromString(raw)
+            except DecodeError:
+                continue  # counted as unreadable when it applies
+            if command.raise_cluster_version.version > versions.MAX_CLUSTER_VERSION:
+                raise ClusterVersionTooNew(slot, command.raise_cluster_version.version)
 
     def image_matches(self, h: bytes, max_distance: int, limit: int) -> list[ImageMatch]:
         found = self._images.nearest(h, max_distance, limit)
@@ -281,7 +338,7 @@ class StateMachine:
     def session_count(self) -> int:
         return len(self._sessions)
 
-    def _apply_command(self, slot: Slot, raw: bytes) -> Result | Registration | None:
+    def _apply_command(self, slot: Slot, raw: bytes) -> Applied | None:
         command = log_pb2.LogCommand()
         try:
             command.ParseFromString(raw)
@@ -293,6 +350,8 @@ class StateMachine:
                 return self._apply_write(command.client_write)
             case "register_session":
                 return self._register(command.register_session)
+            case "raise_cluster_version":
+                return self._raise_version(slot, command.raise_cluster_version)
             case "configuration":
                 try:
                     self.membership = configuration.from_proto(command.configuration)
@@ -320,6 +379,14 @@ class StateMachine:
         self.next_session_id += 1
         self._open_session(session_id)
         return Registration(register.proposer, register.nonce, session_id)
+
+    def _raise_version(self, slot: Slot, raised: log_pb2.RaiseClusterVersion) -> VersionRaised | None:
+        # At or below the current version: a no-op (two leaders may each
+        # have proposed one, or a leader retried).  The version never falls.
+        if raised.version <= self.cluster_version:
+            return None
+        self.cluster_version = raised.version
+        return VersionRaised(slot, raised.version, raised.proposer)
 
     def _apply_write(self, write: log_pb2.ClientWrite) -> Result:
         key = session_of(write)
@@ -435,6 +502,7 @@ class StateMachine:
             unreadable_commands=self.unreadable_commands,
             next_image_ref=self._next_ref,
             next_session_id=self.next_session_id,
+            cluster_version=self.cluster_version,
             membership=self.membership,
             data=self.data.copy(),
             sessions=self._sessions.copy(),
@@ -464,6 +532,9 @@ class StateMachine:
         sm.unreadable_commands = header.unreadable_commands
         sm._next_ref = header.next_image_ref
         sm.next_session_id = header.next_session_id or 1
+        sm.cluster_version = header.cluster_version or versions.BASE_CLUSTER_VERSION
+        if sm.cluster_version > versions.MAX_CLUSTER_VERSION:
+            raise ClusterVersionTooNew(header.applied_index, sm.cluster_version)
         for part in parts:
             match part.WhichOneof("part"):
                 case "key_values":
@@ -530,6 +601,7 @@ class FrozenState:
     unreadable_commands: int
     next_image_ref: int
     next_session_id: int
+    cluster_version: int
     membership: Membership | None
     data: dict[str, str]
     sessions: dict[SessionKey, _Session]  # none of them changes after the freeze

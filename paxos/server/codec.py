@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import assert_never
 
 from paxos import incarnation as incarnations
-from paxos.common import limits
+from paxos.common import limits, versions
 from paxos.consensus.messages import (
     Accept,
     Accepted,
@@ -137,6 +137,7 @@ def pack(messages: Sequence[pb.PeerMessage]) -> pb.PeerMessage:
         cluster_id=first.cluster_id,
         receiver=first.receiver,
         incarnation=first.incarnation,
+        max_cluster_version=first.max_cluster_version,
         packed=messages,
     )
 
@@ -144,18 +145,35 @@ def pack(messages: Sequence[pb.PeerMessage]) -> pb.PeerMessage:
 class PeerCodec:
     """Encodes this server's messages and checks everything it receives."""
 
-    def __init__(self, cluster_id: int, me: NodeId, members: Iterable[NodeId], incarnation: int) -> None:
-        """``incarnation``: this server's data dir's (paxos/incarnation.py), sent with every message."""
+    def __init__(
+        self,
+        cluster_id: int,
+        me: NodeId,
+        members: Iterable[NodeId],
+        incarnation: int,
+        max_cluster_version: int = versions.MAX_CLUSTER_VERSION,
+    ) -> None:
+        """``incarnation``: this server's data dir's (paxos/incarnation.py), sent with every message.
+
+        ``max_cluster_version``: the highest cluster version this server
+        reports it runs, also sent with every message (paxos/clusterversion.py).
+        """
         assert incarnations.valid(incarnation), "a server sends its own incarnation, never none"
+        assert versions.BASE_CLUSTER_VERSION <= max_cluster_version <= versions.MAX_CLUSTER_VERSION
         self.cluster_id = cluster_id
         self.me = me
         self.members = frozenset(members)
         self.incarnation = incarnation
+        self.max_cluster_version = max_cluster_version
 
     def encode(self, msg: Message, to: NodeId | None = None) -> pb.PeerMessage:
         """The envelope for ``msg``; ``to`` may be left for ``addressed``."""
         out = pb.PeerMessage(
-            sender=msg.sender, cluster_id=self.cluster_id, receiver=to or 0, incarnation=self.incarnation
+            sender=msg.sender,
+            cluster_id=self.cluster_id,
+            receiver=to or 0,
+            incarnation=self.incarnation,
+            max_cluster_version=self.max_cluster_version,
         )
         encode_body(msg, out)
         return out

@@ -7,13 +7,13 @@ Shared by the running server, its peer channels, and the founding check
 from __future__ import annotations
 
 import errno
-import importlib.metadata
 import socket
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
 from paxos.common import limits
+from paxos.common.versions import RELEASE
 from protos import kv_pb2, peer_pb2
 
 GRPC_OPTIONS = [
@@ -40,10 +40,10 @@ GRPC_SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
 KV_SERVICE = kv_pb2.DESCRIPTOR.services_by_name["KV"].full_name
 PEER_SERVICE = peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-try:
-    VERSION = importlib.metadata.version("paxoskv")
-except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
-    VERSION = "unknown (not installed)"
+# The release this code is, from the code itself rather than the installed
+# package's metadata: a tree run through PYTHONPATH beside another install
+# (an older release in an upgrade test) must say which it is.
+VERSION = RELEASE
 
 
 async def set_health(servicer: health_aio.HealthServicer, status: int) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from paxos.common import limits
+from paxos.common import limits, versions
 from paxos.common.hostfile import Member
 from paxos.common.identity import bootstrap_ids, format_id
 from paxos.incarnation import Founding, FoundingAnswer, decide_founding
@@ -25,7 +25,7 @@ from paxos.server.callers import certified_name
 from paxos.server.endpoint import GRPC_SERVER_OPTIONS, VERSION, bind_failure
 from paxos.server.peers import peer_channel
 from paxos.storage.datadir import DataDirError
-from paxos.storage.meta import repair_hint
+from paxos.storage.meta import DATA_FORMAT, repair_hint
 from protos import kv_pb2, peer_pb2, peer_pb2_grpc
 
 if TYPE_CHECKING:
@@ -116,10 +116,18 @@ async def _ask(
     return FoundingAnswer(fresh=reply.fresh, recorded=reply.recorded)
 
 
-async def check_founding(members: list[Member], name: str, tls: ServerTls | None, listen: str) -> None:
+async def check_founding(
+    members: list[Member],
+    name: str,
+    tls: ServerTls | None,
+    listen: str,
+    max_cluster_version: int = versions.MAX_CLUSTER_VERSION,
+) -> None:
     """Return once this server may found the cluster; DataDirError if it must not.
 
     Serves on ``listen`` meanwhile (only the question; it votes for nothing).
+    Its status says what it will run: a new cluster starts at the base
+    cluster version, and ``max_cluster_version`` is what it will report.
     """
     others = [m for m in members if m.name != name]
     if not others:
@@ -129,7 +137,15 @@ async def check_founding(members: list[Member], name: str, tls: ServerTls | None
     me = next(m for m in members if m.name == name)
     # A follower of nobody yet, in no configuration: "founding" beside joining.
     status = kv_pb2.NodeStatus(
-        name=name, address=me.address, role="follower", membership="founding", version=VERSION, member_id=ids[name]
+        name=name,
+        address=me.address,
+        role="follower",
+        membership="founding",
+        version=VERSION,
+        member_id=ids[name],
+        cluster_version=versions.BASE_CLUSTER_VERSION,
+        max_cluster_version=max_cluster_version,
+        data_format=DATA_FORMAT,
     )
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     server.add_generic_rpc_handlers((_FoundingHandler(tls, status),))

@@ -91,7 +91,7 @@ class PeerIngress:
             except DecodeError as exc:
                 self._refusals.note(self.label(raw.sender, origin), exc.reason, str(exc))
                 return
-            self._replica.receive(msg, raw.incarnation)
+            self._replica.receive(msg, raw.incarnation, raw.max_cluster_version)
             return
         try:
             # A sender this server does not know may be a member added while
@@ -110,7 +110,7 @@ class PeerIngress:
         if msg.sender in self._blocked:
             return
         self._received[msg.sender] += 1
-        self._replica.receive(msg, raw.incarnation)
+        self._replica.receive(msg, raw.incarnation, raw.max_cluster_version)
 
     def label(self, sender: int, origin: str) -> str:
         """How a refusal names where a message came from, and whom it claimed to be from."""
@@ -169,4 +169,5 @@ class PeerIngress:
             name=standing.me.name,
             member_id=standing.node_id,
             membership=standing.state(core.membership),
+            max_cluster_version=self._replica.max_cluster_version,
         )

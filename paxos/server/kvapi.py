@@ -31,6 +31,7 @@ from paxos.server.standing import Standing
 from paxos.server.stats import Histogram, ServerStats
 from paxos.server.storage import WalStorage
 from paxos.storage import snapshot as snapshots
+from paxos.storage.meta import DATA_FORMAT
 from protos import kv_pb2
 
 log = logging.getLogger("paxos.server")
@@ -136,6 +137,9 @@ class KvApi:
             membership=self.membership_state(),
             member_id=standing.node_id,
             cluster_id=standing.cluster_id,
+            cluster_version=self.store.cluster_version,
+            max_cluster_version=self.replica.max_cluster_version,
+            data_format=DATA_FORMAT,
         )
 
     # ------------------------------------------------------------ the members

@@ -34,6 +34,7 @@ from paxos.consensus.messages import NodeId
 from paxos.replica import Replica
 from paxos.server.refusals import RefusalLog
 from paxos.server.stats import Histogram, ServerStats
+from paxos.storage.meta import DATA_FORMAT
 
 log = logging.getLogger("paxos.metrics")
 
@@ -107,6 +108,17 @@ class ServerCollector(Collector):
         yield _gauge(
             "paxoskv_configuration_learners", "learners in this server's configuration", len(core.membership.learners)
         )
+        yield _gauge(
+            "paxoskv_cluster_version",
+            "the cluster version applied here: what the members agreed to run (paxos/common/versions.py)",
+            store.cluster_version,
+        )
+        yield _gauge(
+            "paxoskv_max_cluster_version",
+            "the highest cluster version this server reports it runs (its release, or --max-cluster-version)",
+            f.replica.max_cluster_version,
+        )
+        yield _gauge("paxoskv_data_format", "the format of this server's data dir", DATA_FORMAT)
         yield _gauge("paxoskv_ballot_round", "round of the highest ballot this server has seen", core.ballot.round)
         yield _gauge("paxoskv_commit_index", "highest slot known chosen, with every slot below it", core.commit_index)
         yield _gauge("paxoskv_applied_index", "highest slot applied to the key-value store", store.applied_index)

@@ -6,6 +6,7 @@ commands per slot, snapshot timings and installs are counted in
 and logged once per interval with the other refusals.  A configuration
 applied, or installed with a snapshot, is handed on: the composition root
 follows it with the address book, the peer links and this server's standing.
+A cluster version raised is logged.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class ServerObserver(Observer):
 
     def membership_applied(self, slot: Slot, membership: Membership) -> None:
         self._membership_applied(slot, membership)
+
+    def cluster_version_applied(self, slot: Slot, version: int) -> None:
+        log.info("the cluster runs version %d from slot %d", version, slot, extra={"slot": slot})
 
     def snapshot_installed(self, index: Slot, peer: NodeId) -> None:
         self._stats.snapshots_installed += 1

@@ -32,14 +32,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from paxos.common import limits
+from paxos.common import limits, versions
 from paxos.common.files import DiskFull
 from paxos.common.hostfile import Member
 from paxos.common.identity import format_id
 from paxos.consensus.core import Config, Node, RecoveryError
 from paxos.consensus.membership import ConfigMember, Membership
 from paxos.consensus.messages import Message, NodeId, Slot
-from paxos.kv.statemachine import StateMachine
+from paxos.kv.statemachine import ClusterVersionTooNew, StateMachine
 from paxos.replica import FetchedSnapshot, Replica
 from paxos.server import connections
 from paxos.server.addressbook import AddressBook
@@ -150,11 +150,20 @@ class PaxosServer:
         snapshot_tail: int = limits.SNAPSHOT_TAIL_SLOTS,
         tls: ServerTls | None = None,
         join: JoinTarget | None = None,
+        max_cluster_version: int = versions.MAX_CLUSTER_VERSION,
     ) -> None:
-        """``join``: this server is being added to the running cluster it describes (``--join``)."""
+        """``join``: this server is being added to the running cluster it describes (``--join``).
+
+        ``max_cluster_version``: the highest cluster version this server
+        reports it runs (``--max-cluster-version``), so it holds the raise
+        beyond it back.
+        """
         self.fault_injection = fault_injection
         self.tls = tls  # None: plaintext, and anyone who reaches the port can act as a member
         self.disk_full: DiskFull | None = None  # why the server stopped, when a write found the disk full
+        # Why the server stopped, when the log raised the cluster version
+        # beyond what this release runs (the entry point exits 4 with it).
+        self.too_new: ClusterVersionTooNew | None = None
         self.stats = ServerStats()  # plain numbers for paxos/server/metrics.py and the status
         with ExitStack() as undo:  # a server that fails to open releases what it took
             self.data_dir = data_dir
@@ -176,7 +185,7 @@ class PaxosServer:
                     ConfigMember(i, n, hostfile[n].address if n in hostfile else "") for n, i in identity.ids.items()
                 )
             self.book = AddressBook(hostfile)
-            self.codec = PeerCodec(identity.cluster_id, self.node_id, (), identity.incarnation)
+            self.codec = PeerCodec(identity.cluster_id, self.node_id, (), identity.incarnation, max_cluster_version)
             self.roster = Roster(self.book, self.codec)
             self.peers = Peers(self.roster, tls, self._task_ended)
             self.roster.follow(bootstrap)
@@ -218,6 +227,7 @@ class PaxosServer:
                     ),
                     snapshot_every=snapshot_every,
                     snapshot_tail=snapshot_tail,
+                    max_cluster_version=max_cluster_version,
                 )
             except RecoveryError as exc:  # the log does not reach down to the snapshot
                 damaged = "; ".join(f"{path.name} is damaged ({err})" for path, err in skipped)
@@ -452,6 +462,9 @@ class PaxosServer:
         if isinstance(exc, DiskFull):
             self._stop_for_disk_full(exc)
             return
+        if isinstance(exc, ClusterVersionTooNew):
+            self._stop_for_too_new(exc)
+            return
         log.critical("driving the replica failed: %r; shutting down", exc, exc_info=exc)
         self.failed.set()
 
@@ -464,6 +477,18 @@ class PaxosServer:
         if self.disk_full is None:
             self.disk_full = exc
             log.critical("%s; shutting down", exc)
+        self.failed.set()
+
+    def _stop_for_too_new(self, exc: ClusterVersionTooNew) -> None:
+        """The log raised the cluster version beyond this release: it stops before applying what it cannot read.
+
+        Nothing of that slot was applied here, and every server of this
+        release stops at the same slot.  One line, naming the release to
+        start instead.
+        """
+        if self.too_new is None:
+            self.too_new = exc
+            log.critical("slot %d: %s; shutting down", exc.slot, exc)
         self.failed.set()
 
     async def stop(self) -> None:

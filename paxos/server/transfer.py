@@ -22,6 +22,7 @@ from paxos.common import limits
 from paxos.common.files import DiskFull, disk_full_as, fsync_dir
 from paxos.common.hostfile import Member
 from paxos.consensus.messages import NodeId, Slot
+from paxos.kv.statemachine import ClusterVersionTooNew
 from paxos.replica import FetchedSnapshot
 from paxos.server.addressbook import AddressBook
 from paxos.server.peers import peer_channel
@@ -61,7 +62,9 @@ class SnapshotFetcher:
             got: FetchedSnapshot | None = None
             if not task.cancelled():
                 exc = task.exception()
-                if isinstance(exc, DiskFull):
+                if isinstance(exc, DiskFull | ClusterVersionTooNew):
+                    # The disk is full, or the peer's state is of a
+                    # cluster version this release cannot run: stop.
                     self._on_failure(exc)
                     return
                 if exc is not None:

@@ -78,6 +78,7 @@ def header_for(frozen: FrozenState, cluster_id: int, members: Iterable[SnapshotM
         unreadable_commands=frozen.unreadable_commands,
         next_image_ref=frozen.next_image_ref,
         next_session_id=frozen.next_session_id,
+        cluster_version=frozen.cluster_version,
     )
 
 

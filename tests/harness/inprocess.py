@@ -31,7 +31,9 @@ class InProcessCluster:
     """``size`` servers; with ``tls_dir`` (made by paxos.certs for ``members``), all of them serve TLS.
 
     ``members``: the servers' names and addresses (default: s0, s1, ... on
-    free ports); ``server_options``: more PaxosServer arguments.
+    free ports); ``server_options``: more PaxosServer arguments;
+    ``options_of``: more still for some servers, by name (read again by
+    ``restart``, so a test may change them while a server is stopped).
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class InProcessCluster:
         tls_dir: Path | None = None,
         client_auth: str = CLIENT_AUTH_CERT,
         members: list[Member] | None = None,
+        options_of: dict[str, dict[str, Any]] | None = None,
         **server_options: Any,
     ) -> None:
         ports = free_ports(2 * size)  # all distinct
@@ -58,12 +61,14 @@ class InProcessCluster:
         self.tmp_path = tmp_path
         self.client_auth = client_auth
         self.server_options = server_options
+        self.options_of = options_of or {}
         self.servers = {m.name: self._server(m.name) for m in self.members}
         self.stopped: set[str] = set()
 
     def _server(self, name: str) -> PaxosServer:
         tls = ServerTls(self.tls_dir, name, self.client_auth) if self.tls_dir is not None else None
-        return PaxosServer(self.members, name, self.tmp_path / name, tls=tls, **self.server_options)
+        options = self.server_options | self.options_of.get(name, {})
+        return PaxosServer(self.members, name, self.tmp_path / name, tls=tls, **options)
 
     def restart(self, name: str) -> None:
         """Start a stopped server again from its data dir, as a new process would."""

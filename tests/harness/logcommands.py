@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from paxos.kv import logcommand
-from paxos.kv.statemachine import Registration, Result, StateMachine
+from paxos.kv.statemachine import Applied, StateMachine
 from protos import log_pb2
 
 
@@ -51,5 +51,5 @@ class Applier:
     def __init__(self, sm: StateMachine | None = None) -> None:
         self.sm = sm or StateMachine()
 
-    def __call__(self, *commands: bytes) -> list[Result | Registration]:
+    def __call__(self, *commands: bytes) -> list[Applied]:
         return self.sm.apply(self.sm.applied_index + 1, tuple(commands))

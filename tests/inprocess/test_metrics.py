@@ -13,6 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from paxos.common.versions import MAX_CLUSTER_VERSION
+from paxos.storage.meta import DATA_FORMAT
 from protos import kv_pb2, kv_pb2_grpc
 from tests.harness import PROJECT
 from tests.harness.inprocess import InProcessCluster, in_process_cluster
@@ -85,6 +87,9 @@ def _check_metrics(cluster: InProcessCluster, leader: str, samples: dict[str, di
         assert _value(found, "paxoskv_leader_changes_total") >= 1
         assert _value(found, "paxoskv_wal_fsync_duration_seconds_count") >= 1
         assert _value(found, "paxoskv_pending_writes") == 0
+        assert _value(found, "paxoskv_max_cluster_version") == MAX_CLUSTER_VERSION
+        assert _value(found, "paxoskv_cluster_version") in (1, MAX_CLUSTER_VERSION)  # raised soon after the start
+        assert _value(found, "paxoskv_data_format") == DATA_FORMAT
         assert _value(found, "paxoskv_session_unread_reply_bytes") == 0  # the client read every reply
         # Every follower talks with the leader (not necessarily with other followers).
         for peer in [leader] if name != leader else [p for p in cluster.servers if p != leader]:

@@ -44,7 +44,7 @@ from paxos.consensus.membership import Membership
 from paxos.consensus.messages import HeartbeatAck, NodeId, Slot, Value
 from paxos.consensus.planted import PlantedBug
 from paxos.consensus.state import LeaderState
-from paxos.kv.statemachine import Registration, Result, StateMachine
+from paxos.kv.statemachine import Applied, StateMachine
 from paxos.replica import FetchedSnapshot, Replica
 from paxos.server.ingress import PeerIngress
 from protos import peer_pb2
@@ -117,7 +117,7 @@ class ForgetfulStateMachine(StateMachine):
 
     rng: random.Random | None = None
 
-    def apply(self, slot: Slot, value: Value) -> list[Result | Registration]:
+    def apply(self, slot: Slot, value: Value) -> list[Applied]:
         results = super().apply(slot, value)
         sessions = [key for key, _, _ in self.session_table()]
         if self.rng is not None and sessions and self.rng.random() < self.EVICT_CHANCE:

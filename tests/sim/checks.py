@@ -54,6 +54,7 @@ class Checks:
         # What replaying the chosen log gives (see replay_log).
         self.reference_data: dict[str, str] = {}
         self.reference_sessions: list[tuple[SessionKey, int, list[Result]]] = []
+        self.reference_cluster_version = 0
 
     # Refusals an honest cluster may cause: an accept for a follower that
     # lags more than the accept window behind (it catches up first), and
@@ -178,6 +179,12 @@ class Checks:
                 # What a retried write would be answered with: it must not
                 # depend on whether this node restarted from a snapshot.
                 self.sim.violation("divergence", f"n{host.id} ends with client sessions unlike those the log gives")
+            elif host.store.cluster_version != self.reference_cluster_version:
+                self.sim.violation(
+                    "divergence",
+                    f"n{host.id} ends at cluster version {host.store.cluster_version}, "
+                    f"the log gives {self.reference_cluster_version}",
+                )
         # An unknown-outcome write that provably never took effect (it is
         # not in the log, or the state machine skipped it as superseded) is
         # dropped: the client's view allows it to take effect at any time,
@@ -209,6 +216,7 @@ class Checks:
                     effects.setdefault((result.session, result.seq), slot)
         self.reference_data = store.data
         self.reference_sessions = store.session_table()
+        self.reference_cluster_version = store.cluster_version
         return effects
 
 

@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from paxos.consensus.messages import NO_BALLOT, AcceptRecord, DurableState, PromiseRecord, Record, Slot
+from paxos.consensus.messages import NO_BALLOT, AcceptRecord, Ballot, DurableState, PromiseRecord, Record, Slot
 from paxos.kv.statemachine import FrozenState, StateMachine
 from paxos.storage.snapshot import header_for
 from tests.sim.bugs import ForgetfulStateMachine, HostBug
@@ -55,6 +55,9 @@ class SimDisk:
         # promised in a message it sent (see stepchecks.py): a new disk
         # starts from nothing, as its server does.
         self.voted = NO_BALLOT
+        # Each slot's highest ballot the server on this disk sent an
+        # ``Accepted`` for: its promises must keep reporting them.
+        self.votes: dict[Slot, Ballot] = {}
         # Records written but not yet durable, the first ``flushing`` of
         # which an fsync is making durable right now.
         self.pending: list[Record] = []

@@ -347,6 +347,9 @@ class Host(Observer):
         self.roster.follow(self.replica.membership)
         self.sim.log(self.id, "role", f"slot {slot}: configuration {membership.describe()}", slot=slot)
 
+    def cluster_version_applied(self, slot: Slot, version: int) -> None:
+        self.sim.log(self.id, "role", f"slot {slot}: cluster version {version}", slot=slot)
+
     def snapshot_installed(self, index: Slot, peer: int) -> None:
         assert self.replica is not None
         self.store = self.replica.store

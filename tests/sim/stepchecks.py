@@ -9,7 +9,11 @@
   is the ballot of a leader of more than one voter, in its accepts and
   heartbeats: it was elected by promises that came after its prepares.  A
   server that restarts recovers a promise at least as high as any vote it
-  sent from that disk;
+  sent from that disk, and a promise it sends reports, for every slot the
+  prepare asked about and its commit index does not cover, a value accepted
+  with a ballot at least as high as any ``Accepted`` it sent for that slot
+  from that disk (the acceptor's rule that makes a new leader re-propose a
+  value that may have been chosen);
 * ballot order: an acceptor never votes for a ballot below one it promised
   before (across restarts, on the same disk); a ballot that a message
   proposes or asserts (``PreVote``, ``Prepare``, ``Accept``, ``Heartbeat``)
@@ -28,6 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from paxos.consensus.messages import (
+    NO_BALLOT,
     Accept,
     Accepted,
     Ballot,
@@ -57,6 +62,8 @@ class StepChecks:
         self.ballots_led: dict[Ballot, NodeId] = {}
         # The value each ballot proposed for each slot.
         self.proposed: dict[tuple[Ballot, Slot], Value] = {}
+        # The highest first slot each ballot's prepares asked about.
+        self.prepared_from: dict[Ballot, Slot] = {}
         self.lease_reads = 0  # reads answered under a lease, each checked
 
     # ------------------------------------------------------------- sending
@@ -97,10 +104,18 @@ class StepChecks:
                 if not covered:
                     held = f"ballot {entry[0]}" if entry is not None else "nothing"
                     self.not_durable(host, msg, f"its disk durably holds {held} for slot {msg.slot}")
+                if ballot > disk.votes.get(msg.slot, NO_BALLOT):
+                    disk.votes[msg.slot] = ballot
             elif kind is Promise or kind is HeartbeatAck or kind is Prepare:
                 ballot = msg.ballot  # type: ignore[union-attr]
-                if kind is Prepare and ballot.node != host.id:
-                    self.violation("ballot-order", host, f"sends Prepare with ballot {ballot} of another")
+                if kind is Prepare:
+                    assert isinstance(msg, Prepare)
+                    if ballot.node != host.id:
+                        self.violation("ballot-order", host, f"sends Prepare with ballot {ballot} of another")
+                    self.prepared_from[ballot] = max(self.prepared_from.get(ballot, 0), msg.from_slot)
+                if kind is Promise:
+                    assert isinstance(msg, Promise)
+                    self.promise_keeps_votes(host, msg)
                 if durable.promised < ballot:
                     self.not_durable(host, msg, f"its durable promise is {durable.promised}")
             elif kind is Reject:
@@ -119,6 +134,31 @@ class StepChecks:
                 )
             if ballot > disk.voted:
                 disk.voted = ballot
+
+    def promise_keeps_votes(self, host: Host, promise: Promise) -> None:
+        """A promise reports every vote its disk sent for a slot the prepare asked about, unless known chosen."""
+        asked = self.prepared_from.get(promise.ballot)
+        core = host.core
+        if asked is None or core is None:
+            return  # a forged prepare's: no honest candidate waits for it
+        disk = host.disk
+        # Slots up to the commit index (and the snapshot's, which it covers)
+        # are chosen, and the promise's commit index tells the candidate so.
+        known = max(promise.commit_index, core.compacted)
+        for slot in [s for s in disk.votes if s <= known]:
+            del disk.votes[slot]
+        reported = {entry.slot: entry.ballot for entry in promise.accepted}
+        for slot, ballot in sorted(disk.votes.items()):
+            if slot < asked:
+                continue
+            if reported.get(slot, NO_BALLOT) < ballot:
+                self.violation(
+                    "durability",
+                    host,
+                    f"promises {promise.ballot} without its vote for slot {slot} in {ballot}, sent from this "
+                    f"disk (it reports {reported.get(slot, 'nothing')} there; commit index {promise.commit_index})",
+                )
+                return
 
     @staticmethod
     def voters(host: Host) -> int:

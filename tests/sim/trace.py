@@ -86,7 +86,7 @@ def _client_write(raw: bytes) -> log_pb2.ClientWrite | None:
     match command.WhichOneof("kind"):
         case "client_write":
             return command.client_write
-        case None | "configuration" | "register_session":
+        case None | "configuration" | "register_session" | "raise_cluster_version":
             return None
         case kind:
             raise AssertionError(f"log command kind {kind!r} has no description")
@@ -102,7 +102,7 @@ def describe_value(value: Value) -> str:
     for raw in value:
         write = _client_write(raw)
         if write is None:
-            parts.append("unknown command")
+            parts.append(_other_command(raw))
             continue
         name = f"s{session_of(write)}#{write.seq}"
         match write.WhichOneof("op"):
@@ -113,6 +113,18 @@ def describe_value(value: Value) -> str:
             case op:
                 parts.append(f"{name} {op}")
     return "[" + ", ".join(parts) + "]"
+
+
+def _other_command(raw: bytes) -> str:
+    """A few words for a log command that is not a client write."""
+    command = log_pb2.LogCommand.FromString(raw)
+    match command.WhichOneof("kind"):
+        case "raise_cluster_version":
+            return f"raise cluster version to {command.raise_cluster_version.version}"
+        case "register_session":
+            return "register session"
+        case _:
+            return "unknown command"
 
 
 def command_names(value: Value) -> list[str]:

@@ -97,6 +97,22 @@ KNOWN_FAILURES: dict[int, str] = {}
 # lease_from_ack, lease_never_expires, half_voters_quorum (caught at seed 0
 # as a leader of two voters sending accepts with a ballot it never made
 # durable, elected by its own promise alone) and snapshot_forgets_accepted.
+# Since a new cluster spends one slot on raising its cluster version right
+# after its first election, every run draws differently again.
+# snapshot_forgets_accepted then went uncaught in seeds 0-599 (it had been
+# caught in only 2 of seeds 0-599, at 31 and 74): it needs the forgotten
+# vote to decide a later election.  The step checks now also hold every
+# promise to the votes its disk sent, which catches the forgetting itself,
+# at seed 9 (durability).  The first catches are now seed 0 for
+# ack_before_fsync, votes_before_fsync, change_before_own_value,
+# compact_above_commit, half_voters_quorum (a lease violation),
+# learner_votes, skip_certificate_check, skip_reproposal,
+# snapshot_without_sessions and two_changes_in_flight; then 1
+# (accept_lower_ballot, nondeterministic_session_eviction), 3
+# (skip_incarnation_check), 9 (install_older_snapshot, lease_never_expires,
+# snapshot_forgets_accepted), 11 (unconfirmed_read), 16 (lease_from_ack) and
+# 153 (snapshot_configuration_not_followed, the closest to the budget; 80
+# before).
 BUG_BUDGET = 200
 
 # Planted bugs that must be caught by the rule they break, not by a
