@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
-import importlib.metadata
 import json
 import os
 import shlex
@@ -29,6 +28,7 @@ from paxos.common.hostfile import HostfileError, parse_hostfile
 from paxos.common.hostfile import Member as Server
 from paxos.common.limits import DEFAULT_MAX_VALUE_BYTES, MAX_IMAGE_MATCHES
 from paxos.common.tlsfiles import TLS_DIR_ENV, TlsError, mismatch_hint
+from paxos.common.versions import RELEASE
 
 if TYPE_CHECKING:  # prompt_toolkit is imported only when a terminal prompt opens
     from prompt_toolkit import PromptSession
@@ -782,18 +782,6 @@ def _history(path: Path | None) -> History:
 _NO_VALUE = "\0no value"  # -h given without a HOSTFILE after it
 
 
-class _ShowVersion(argparse.Action):
-    """``--version``: the release is looked up only when asked for, not on every command's start."""
-
-    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
-        try:
-            release = importlib.metadata.version("paxoskv")
-        except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
-            release = "unknown (not installed)"
-        print(f"{parser.prog} {release}")
-        parser.exit()
-
-
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog or _prog_name(),
@@ -845,7 +833,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="get reads one server's copy without asking the leader: faster, but possibly stale",
     )
     parser.add_argument("--help", action="help", help="show this help and exit")
-    parser.add_argument("--version", action=_ShowVersion, nargs=0, help="show the version and exit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {RELEASE}", help="show the version and exit")
     parser.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="COMMAND ...", help="one of the commands below, with its arguments"
     )
