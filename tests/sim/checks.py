@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import bisect
 from typing import TYPE_CHECKING
 
 from paxos.consensus.messages import Message, Slot, Value
@@ -41,8 +42,9 @@ class Checks:
 
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
-        # The first value learned for each slot.
+        # The first value learned for each slot, and the slots of those that are configurations, in order.
         self.chosen: dict[Slot, Value] = {}
+        self.configuration_slots: list[Slot] = []
         # The clients' completed operations, for lincheck.
         self.history: list[lincheck.Op] = []
         # Writes whose outcome the client never learned, with their (session, seq).
@@ -94,6 +96,8 @@ class Checks:
         known = self.chosen.get(slot)
         if known is None:
             self.chosen[slot] = value
+            if configuration_in(value) is not None:
+                bisect.insort(self.configuration_slots, slot)
         elif known != value:
             self.sim.violation(
                 "safety",

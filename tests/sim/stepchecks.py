@@ -29,6 +29,7 @@ A broken rule ends the run with a violation of kind ``durability``,
 
 from __future__ import annotations
 
+import bisect
 from typing import TYPE_CHECKING
 
 from paxos.consensus.messages import (
@@ -201,9 +202,20 @@ class StepChecks:
         core = host.core
         assert core is not None
         mine = core.ballot
+        # The slot that chose this leader's configuration (0: the first one).
+        # A rival that has not learned it leads an older configuration: before
+        # it can touch a slot this configuration decides it must re-propose
+        # the change in that slot (a quorum of its own configuration holds
+        # it), and then campaign again among this configuration's voters,
+        # which keep this lease.
+        configurations = self.sim.checks.configuration_slots
+        known = bisect.bisect_right(configurations, core.commit_index)
+        since = configurations[known - 1] if known else 0
         for other in self.sim.hosts:
             rival = other.core
             if other is host or not other.up or rival is None or not rival.is_leader():
+                continue
+            if rival.commit_index < since:
                 continue
             if rival.ballot > mine:
                 self.violation(
