@@ -611,14 +611,6 @@ class Replica:
             self._raise_pending = None
         self.observer.cluster_version_applied(raised.slot, raised.version)
 
-    def _gate(self, feature: versions.Feature) -> str | None:
-        """Why ``feature`` may not be proposed yet, by the cluster version applied here, or None.
-
-        The applied version, not one chosen above it: a new leader that lags
-        is the more careful for it.
-        """
-        return versions.gate_error(feature, self.store.cluster_version)
-
     def _finish_registration(self, registration: Registration) -> None:
         if registration.proposer != self.core.id:
             return
